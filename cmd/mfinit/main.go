@@ -1,0 +1,126 @@
+// Command mfinit is the MicroFaaS worker. As PID 1 of a worker's initramfs
+// it boots the worker, serves the orchestrator and powers off. Run by hand it
+// runs one function on the host, for developing functions:
+//
+//	mfinit invoke NAME 'ARGS_JSON'
+//	mfinit functions
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/microfaas/microfaas/protocol"
+	"github.com/microfaas/microfaas/runtime"
+	"github.com/microfaas/microfaas/runtime/functions"
+)
+
+const usage = `usage:
+  mfinit                         as PID 1: boot the worker (parameters on the kernel command line)
+  mfinit invoke NAME [ARGS_JSON] run one function on this host and print its result as JSON
+  mfinit functions               list the built-in functions
+`
+
+func main() {
+	if os.Getpid() == 1 {
+		asInit()
+		return
+	}
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "invoke":
+		os.Exit(invoke(os.Args[2:]))
+	case "functions":
+		for _, n := range functions.Names() {
+			fmt.Println(n)
+		}
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "mfinit: unknown command %q\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+}
+
+func invoke(args []string) int {
+	if len(args) < 1 || len(args) > 2 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	raw := json.RawMessage("{}")
+	if len(args) == 2 {
+		raw = json.RawMessage(args[1])
+		if !json.Valid(raw) {
+			fmt.Fprintf(os.Stderr, "mfinit: ARGS_JSON is not valid JSON: %s\n", args[1])
+			return 2
+		}
+	}
+	start := time.Now()
+	out, err := runtime.RunFunction(context.Background(), functions.Env{}, args[0], raw, runtime.DefaultJobTimeout)
+	res := protocol.Result{Function: args[0], ExecMS: float64(time.Since(start).Microseconds()) / 1000, Result: out}
+	if err != nil {
+		res.Error = err.Error()
+	}
+	b, _ := json.Marshal(res)
+	fmt.Println(string(b))
+	if err != nil {
+		return 1
+	}
+	return 0
+}
+
+// asInit is PID 1. It must never return or panic: the kernel panics when
+// init exits, so every failure ends in a clean power-off instead.
+func asInit() {
+	initMS := runtime.Uptime()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	off := "poweroff"
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("mfinit panicked; powering off", "panic", p)
+		}
+		if err := runtime.PowerOff(off); err != nil {
+			log.Error("power off failed", "err", err)
+		}
+		select {}
+	}()
+	if err := runtime.MountAll(); err != nil {
+		log.Error("mounting filesystems", "err", err)
+	}
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		log.Error("reading kernel command line", "err", err)
+		return
+	}
+	cfg, err := runtime.ParseCmdline(string(cmdline))
+	if cfg.OffMode != "" {
+		off = cfg.OffMode
+	}
+	if cfg.Probe {
+		fmt.Fprintf(os.Stdout, "%s uptime_ms=%.0f\n", runtime.ProbeMarker, initMS)
+		return
+	}
+	if err != nil {
+		log.Error("bad kernel command line", "err", err)
+		return
+	}
+	w := &runtime.Worker{Config: cfg, Log: log, Env: functions.Env{FunctionsDir: "/functions"}}
+	w.Boot.InitMS = initMS
+	if err := runtime.WaitLink(cfg.Iface, 10*time.Second); err != nil {
+		log.Error("network", "err", err)
+	}
+	w.Boot.NetworkMS = runtime.Uptime()
+	out := w.Run(context.Background())
+	log.Info("worker done", "action", out.Action, "reason", out.Reason,
+		"init_ms", w.Boot.InitMS, "network_ms", w.Boot.NetworkMS, "connected_ms", w.Boot.ConnectedMS)
+	if out.Action == protocol.CmdReboot {
+		off = "reboot"
+	}
+}

@@ -1,0 +1,336 @@
+package kernel
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/internal/progress"
+)
+
+// Reproducible build identity. Fixed so two builds of the same inputs give
+// the same bytes (the kernel embeds these in its version string).
+const (
+	BuildTimestamp  = "Thu Jan  1 00:00:00 UTC 1970"
+	BuildUser       = "microfaas"
+	BuildHost       = "microfaas"
+	SourceDateEpoch = "0"
+	// recipeRevision changes when this package changes how it builds, so
+	// old cache entries are not reused for a different procedure.
+	recipeRevision = "kernel-build-1"
+)
+
+// Options says what to build.
+type Options struct {
+	Arch    Arch
+	Source  Source
+	RepoDir string // repository root: configs/kernel and patches/ live there
+	Cache   cache.Cache
+	Jobs    int
+	Log     *slog.Logger
+	// Extra fragments (file paths) applied after the arch's, e.g. for tests.
+	ExtraFragments []string
+	// Keep the build tree (for debugging) instead of deleting it.
+	KeepTree bool
+}
+
+// Manifest describes one build: its inputs, their hashes, and its outputs.
+type Manifest struct {
+	Kind      string            `json:"kind"`
+	Key       string            `json:"key"`
+	Arch      string            `json:"arch"`
+	Version   string            `json:"version"`
+	Inputs    map[string]string `json:"inputs"`
+	Outputs   []FileInfo        `json:"outputs"`
+	BuildSecs float64           `json:"build_seconds,omitempty"`
+}
+
+// FileInfo is an output's name, hash and size.
+type FileInfo struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// Result is a finished (or cached) build.
+type Result struct {
+	Dir      string // cache entry holding the outputs and manifest.json
+	Manifest Manifest
+	Cached   bool
+}
+
+// Output returns the path of a named output.
+func (r Result) Output(name string) string { return filepath.Join(r.Dir, name) }
+
+// Build configures and compiles the kernel, or returns the cached result for
+// the same inputs.
+func Build(ctx context.Context, o Options) (Result, error) {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Jobs <= 0 {
+		o.Jobs = runtime.NumCPU()
+	}
+	frags, h, err := o.inputs()
+	if err != nil {
+		return Result{}, err
+	}
+	key := h.Key()
+	if o.Cache.Has("kernel", key) {
+		dir := o.Cache.Path("kernel", key)
+		m, err := readManifest(dir)
+		if err == nil {
+			o.Log.Info("kernel cached", "arch", o.Arch.Name, "key", key[:12], "dir", dir)
+			return Result{Dir: dir, Manifest: m, Cached: true}, nil
+		}
+	}
+	var man Manifest
+	dir, err := o.Cache.Fill("kernel", key, func(out string) error {
+		m, err := o.build(ctx, out, frags)
+		if err != nil {
+			return err
+		}
+		m.Key, m.Inputs = key, h.Inputs()
+		man = m
+		return writeManifest(out, m)
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{Dir: dir, Manifest: man}, nil
+}
+
+// inputs reads the fragments and patches and hashes every input of the build.
+func (o Options) inputs() ([]NamedFragment, *cache.Hasher, error) {
+	h := cache.NewHasher()
+	h.Add("revision", recipeRevision)
+	h.Add("arch", o.Arch.Name)
+	h.Add("base", o.Arch.Base)
+	h.Add("targets", strings.Join(o.Arch.Targets, " "))
+	h.Add("source.sha256", o.Source.SHA256)
+	var frags []NamedFragment
+	paths := make([]string, 0, len(o.Arch.Fragments)+len(o.ExtraFragments))
+	for _, f := range o.Arch.Fragments {
+		paths = append(paths, filepath.Join(o.RepoDir, "configs", "kernel", f))
+	}
+	paths = append(paths, o.ExtraFragments...)
+	var order []string
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, nil, fmt.Errorf("kernel config fragment: %w", err)
+		}
+		f, err := ParseFragment(p, bytes.NewReader(b))
+		if err != nil {
+			return nil, nil, err
+		}
+		frags = append(frags, NamedFragment{Name: filepath.Base(p), Fragment: f})
+		h.Add("fragment:"+filepath.Base(p), cache.BytesSHA256(b))
+		order = append(order, filepath.Base(p))
+	}
+	h.Add("fragment.order", strings.Join(order, ","))
+	patches, err := SeriesPatches(filepath.Join(o.RepoDir, "patches", o.Source.Series))
+	if err != nil {
+		return nil, nil, err
+	}
+	var porder []string
+	for _, p := range patches {
+		sum, _, err := cache.FileSHA256(p)
+		if err != nil {
+			return nil, nil, fmt.Errorf("patch: %w", err)
+		}
+		h.Add("patch:"+filepath.Base(p), sum)
+		porder = append(porder, filepath.Base(p))
+	}
+	h.Add("patch.order", strings.Join(porder, ","))
+	tc, err := toolchain(o.Arch.CrossCompile)
+	if err != nil {
+		return nil, nil, err
+	}
+	h.Add("toolchain", tc)
+	return frags, h, nil
+}
+
+// toolchain identifies the compiler, binutils and make: a new compiler
+// means a new build.
+func toolchain(cross string) (string, error) {
+	var parts []string
+	for _, c := range [][]string{{cross + "gcc", "--version"}, {cross + "ld", "--version"}, {"make", "--version"}} {
+		out, err := exec.Command(c[0], c[1:]...).Output()
+		if err != nil {
+			return "", fmt.Errorf("toolchain: %s not found (run make deps): %w", c[0], err)
+		}
+		first, _, _ := strings.Cut(string(out), "\n")
+		parts = append(parts, first)
+	}
+	return strings.Join(parts, "; "), nil
+}
+
+func (o Options) build(ctx context.Context, out string, frags []NamedFragment) (Manifest, error) {
+	tree := filepath.Join(out, "src")
+	if err := os.MkdirAll(tree, 0o755); err != nil {
+		return Manifest{}, err
+	}
+	defer func() {
+		if !o.KeepTree {
+			os.RemoveAll(tree)
+		}
+	}()
+	step := progress.Start("unpack " + filepath.Base(o.Source.Path))
+	err := run(ctx, "", nil, "tar", "-xf", o.Source.Path, "-C", tree, "--strip-components=1", "--no-same-owner")
+	step.Done(err)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("unpack kernel source: %w", err)
+	}
+	mk, err := os.Open(filepath.Join(tree, "Makefile"))
+	if err != nil {
+		return Manifest{}, fmt.Errorf("kernel source has no Makefile: %w", err)
+	}
+	version, err := MakefileVersion(mk)
+	mk.Close()
+	if err != nil {
+		return Manifest{}, err
+	}
+	patches, err := SeriesPatches(filepath.Join(o.RepoDir, "patches", o.Source.Series))
+	if err != nil {
+		return Manifest{}, err
+	}
+	if err := ApplyPatches(tree, patches); err != nil {
+		return Manifest{}, err
+	}
+	env := o.env()
+	if err := run(ctx, tree, env, "make", o.makeArgs(o.Arch.Base)...); err != nil {
+		return Manifest{}, fmt.Errorf("make %s: %w", o.Arch.Base, err)
+	}
+	cfgPath := filepath.Join(tree, ".config")
+	base, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return Manifest{}, err
+	}
+	merged := string(base)
+	for _, f := range frags {
+		merged = Merge(merged, f.Fragment)
+	}
+	if err := os.WriteFile(cfgPath, []byte(merged), 0o644); err != nil {
+		return Manifest{}, err
+	}
+	if err := run(ctx, tree, env, "make", o.makeArgs("olddefconfig")...); err != nil {
+		return Manifest{}, fmt.Errorf("make olddefconfig: %w", err)
+	}
+	final, err := ReadConfig(cfgPath)
+	if err != nil {
+		return Manifest{}, err
+	}
+	if err := Check(final, frags); err != nil {
+		return Manifest{}, err
+	}
+	step = progress.Start(fmt.Sprintf("build linux %s %s (%s)", version, o.Arch.Name, strings.Join(o.Arch.Targets, " ")))
+	logPath := filepath.Join(out, "build.log")
+	err = runLogged(ctx, tree, env, logPath, "make", o.makeArgs(append([]string{"-j" + strconv.Itoa(o.Jobs)}, o.Arch.Targets...)...)...)
+	step.Done(err)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("kernel build failed: %w (log: %s)", err, tailFile(logPath, 30))
+	}
+	m := Manifest{Kind: "kernel", Arch: o.Arch.Name, Version: version}
+	for _, oc := range append(o.Arch.Outputs, Output{"config", ".config"}) {
+		dst := filepath.Join(out, oc.Name)
+		if err := cache.CopyFile(dst, filepath.Join(tree, oc.Path), 0o644); err != nil {
+			return Manifest{}, fmt.Errorf("kernel output %s: %w", oc.Name, err)
+		}
+		sum, size, err := cache.FileSHA256(dst)
+		if err != nil {
+			return Manifest{}, err
+		}
+		m.Outputs = append(m.Outputs, FileInfo{oc.Name, sum, size})
+	}
+	os.Remove(logPath)
+	return m, nil
+}
+
+func (o Options) makeArgs(targets ...string) []string {
+	args := []string{"ARCH=" + o.Arch.KArch}
+	if o.Arch.CrossCompile != "" {
+		args = append(args, "CROSS_COMPILE="+o.Arch.CrossCompile)
+	}
+	return append(args, targets...)
+}
+
+// env is the fixed build environment that makes the output reproducible.
+func (o Options) env() []string {
+	return []string{
+		"KBUILD_BUILD_TIMESTAMP=" + BuildTimestamp,
+		"KBUILD_BUILD_USER=" + BuildUser,
+		"KBUILD_BUILD_HOST=" + BuildHost,
+		"KBUILD_BUILD_VERSION=1",
+		"SOURCE_DATE_EPOCH=" + SourceDateEpoch,
+		"LC_ALL=C",
+		"TZ=UTC",
+	}
+}
+
+func run(ctx context.Context, dir string, env []string, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, lastLines(out.String(), 30))
+	}
+	return nil
+}
+
+func runLogged(ctx context.Context, dir string, env []string, logPath, name string, args ...string) error {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = f, f
+	return cmd.Run()
+}
+
+func tailFile(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return path
+	}
+	return "\n" + lastLines(string(b), n)
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func writeManifest(dir string, m Manifest) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "manifest.json"), append(b, '\n'), 0o644)
+}
+
+func readManifest(dir string) (Manifest, error) {
+	var m Manifest
+	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		return m, err
+	}
+	return m, json.Unmarshal(b, &m)
+}

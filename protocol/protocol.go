@@ -1,0 +1,247 @@
+// Package protocol is the MicroFaaS worker protocol, version 1: the messages a
+// worker and the orchestrator exchange over one TCP connection, framed as one
+// JSON object per line and authenticated with the cluster's shared secret.
+//
+// A session: the worker sends Hello (who it is, its boot timings, a fresh
+// nonce); the orchestrator answers with a Job or a Command; after each Job the
+// worker sends a Result and the orchestrator sends the next Job or a Command
+// (power off, reboot). docs/protocol.md is the specification.
+package protocol
+
+import (
+	"bufio"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Version is the protocol version a Hello carries.
+const Version = 1
+
+// DefaultPort is the orchestrator's worker port, as in the original system.
+const DefaultPort = 63302
+
+// MaxFrame bounds one message, so a broken peer cannot make us buffer forever.
+const MaxFrame = 16 << 20
+
+// Message types.
+const (
+	TypeHello   = "hello"
+	TypeJob     = "job"
+	TypeResult  = "result"
+	TypeCommand = "command"
+)
+
+// Commands the orchestrator may give after a result (or instead of a job).
+const (
+	CmdPowerOff = "poweroff" // power the worker off
+	CmdReboot   = "reboot"   // reboot; the worker comes back for more work
+	CmdWait     = "wait"     // stay connected: another job follows
+)
+
+// ErrBadMAC means a message was not signed with the cluster's secret: the
+// peer does not have the secret, or the message was altered.
+var ErrBadMAC = errors.New("message authentication failed: the peer does not hold this cluster's secret")
+
+// BootTimes are kernel uptimes (CLOCK_BOOTTIME) in milliseconds at the
+// worker's milestones.
+type BootTimes struct {
+	InitMS      float64 `json:"init_ms"`      // PID 1 started
+	NetworkMS   float64 `json:"network_ms"`   // interface up with its address
+	ConnectedMS float64 `json:"connected_ms"` // TCP connection to the orchestrator open
+}
+
+// Hello is the worker's first message.
+type Hello struct {
+	Proto     int       `json:"proto"`
+	WorkerID  string    `json:"worker_id"`
+	Nonce     string    `json:"nonce"` // 16 random bytes, hex; binds every MAC of this session
+	Arch      string    `json:"arch"`
+	Boot      BootTimes `json:"boot"`
+	Functions []string  `json:"functions,omitempty"`
+}
+
+// Job asks the worker to run one function. Field names follow the original
+// system (i_id, f_id, f_args) so its inputs run unchanged.
+type Job struct {
+	ID        string          `json:"i_id"`
+	Function  string          `json:"f_id"`
+	Args      json.RawMessage `json:"f_args,omitempty"`
+	TimeoutMS int64           `json:"timeout_ms,omitempty"`
+	Attempt   int             `json:"attempt,omitempty"`
+	// Services gives the addresses and credentials of the services the
+	// function may use (from the cluster file), so none is baked into images.
+	Services map[string]map[string]string `json:"services,omitempty"`
+}
+
+// Result is the worker's answer to a Job. Exactly one of Result and Error is
+// set.
+type Result struct {
+	ID       string          `json:"i_id"`
+	Function string          `json:"f_id"`
+	Result   json.RawMessage `json:"result,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	TimedOut bool            `json:"timed_out,omitempty"`
+	ExecMS   float64         `json:"exec_time"`
+}
+
+// Command tells the worker what to do next.
+type Command struct {
+	Action string `json:"action"`
+}
+
+// envelope is the wire frame: the body as raw JSON and a MAC over it.
+type envelope struct {
+	Type string          `json:"type"`
+	Seq  uint64          `json:"seq"`
+	Body json.RawMessage `json:"body"`
+	MAC  string          `json:"mac"`
+}
+
+// NewNonce returns a fresh session nonce.
+func NewNonce() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("session nonce: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// mac authenticates one frame: HMAC-SHA256(secret, "mfp1" | nonce | seq | type | body).
+// The nonce is the worker's Hello nonce (empty for the Hello itself, whose body
+// carries it), and seq counts frames in each direction, so a frame cannot be
+// replayed into another session or reordered within one.
+func mac(secret []byte, nonce string, seq uint64, typ string, body []byte) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("mfp1\x00"))
+	m.Write([]byte(nonce))
+	m.Write([]byte{0})
+	var s [8]byte
+	binary.BigEndian.PutUint64(s[:], seq)
+	m.Write(s[:])
+	m.Write([]byte(typ))
+	m.Write([]byte{0})
+	m.Write(body)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// Conn reads and writes authenticated frames on one connection. It is not
+// safe for concurrent writers or concurrent readers.
+type Conn struct {
+	rw      io.ReadWriter
+	r       *bufio.Reader
+	secret  []byte
+	nonce   string
+	sendSeq uint64
+	recvSeq uint64
+}
+
+// NewConn wraps rw. The secret must be the cluster's shared secret.
+func NewConn(rw io.ReadWriter, secret []byte) *Conn {
+	return &Conn{rw: rw, r: bufio.NewReaderSize(rw, 64<<10), secret: secret}
+}
+
+// SetNonce binds the session to the worker's Hello nonce. The worker calls it
+// before sending Hello; the orchestrator after receiving it.
+func (c *Conn) SetNonce(n string) { c.nonce = n }
+
+// Send writes one message of type typ.
+func (c *Conn) Send(typ string, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", typ, err)
+	}
+	nonce := c.nonce
+	if typ == TypeHello {
+		nonce = ""
+	}
+	env := envelope{Type: typ, Seq: c.sendSeq, Body: body, MAC: mac(c.secret, nonce, c.sendSeq, typ, body)}
+	frame, err := json.Marshal(env)
+	if err != nil {
+		return fmt.Errorf("encode %s frame: %w", typ, err)
+	}
+	frame = append(frame, '\n')
+	if _, err := c.rw.Write(frame); err != nil {
+		return fmt.Errorf("send %s: %w", typ, err)
+	}
+	c.sendSeq++
+	return nil
+}
+
+// Receive reads one frame, checks its MAC and sequence number, and returns
+// its type and body. A Hello frame sets the session nonce from its body.
+func (c *Conn) Receive() (string, json.RawMessage, error) {
+	line, err := readLine(c.r)
+	if err != nil {
+		return "", nil, err
+	}
+	var env envelope
+	if err := json.Unmarshal(line, &env); err != nil {
+		return "", nil, fmt.Errorf("malformed frame: %w", err)
+	}
+	nonce := c.nonce
+	if env.Type == TypeHello {
+		nonce = ""
+	}
+	want := mac(c.secret, nonce, env.Seq, env.Type, env.Body)
+	if !hmac.Equal([]byte(want), []byte(env.MAC)) {
+		return env.Type, nil, fmt.Errorf("%s frame: %w", env.Type, ErrBadMAC)
+	}
+	if env.Seq != c.recvSeq {
+		return env.Type, nil, fmt.Errorf("%s frame: sequence %d, expected %d (replayed or reordered)", env.Type, env.Seq, c.recvSeq)
+	}
+	c.recvSeq++
+	if env.Type == TypeHello {
+		var h Hello
+		if err := json.Unmarshal(env.Body, &h); err != nil {
+			return env.Type, nil, fmt.Errorf("malformed hello: %w", err)
+		}
+		if len(h.Nonce) != 32 {
+			return env.Type, nil, fmt.Errorf("hello: nonce must be 16 bytes of hex, got %q", h.Nonce)
+		}
+		c.nonce = h.Nonce
+	}
+	return env.Type, env.Body, nil
+}
+
+// Expect reads one frame, requires it to be of type typ, and decodes its
+// body into v.
+func (c *Conn) Expect(typ string, v any) error {
+	got, body, err := c.Receive()
+	if err != nil {
+		return err
+	}
+	if got != typ {
+		return fmt.Errorf("expected a %s message, got %q", typ, got)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("malformed %s: %w", typ, err)
+	}
+	return nil
+}
+
+func readLine(r *bufio.Reader) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, isPrefix, err := r.ReadLine()
+		if err != nil {
+			if errors.Is(err, io.EOF) && len(line) > 0 {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		line = append(line, chunk...)
+		if len(line) > MaxFrame {
+			return nil, fmt.Errorf("frame larger than %d bytes", MaxFrame)
+		}
+		if !isPrefix {
+			return line, nil
+		}
+	}
+}

@@ -1,0 +1,100 @@
+// Package functions holds the worker's built-in functions (the MicroFaaS
+// workload suite) and the registry the worker looks them up in.
+//
+// A function takes its arguments as the JSON object the orchestrator sent
+// (the job's f_args) and returns a JSON-encodable result or an error. Errors
+// are returned to the caller as the job's error text, so they must say what
+// was wrong with the input.
+package functions
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+)
+
+// Env is what a function may use besides its arguments: addresses and
+// credentials of the services the cluster file names. Nothing in it is
+// hard-coded; the worker fills it from its boot parameters or the job.
+type Env struct {
+	// Services maps a service name ("redis", "postgres", "s3", "kafka") to
+	// its settings (address, user, password, bucket, ...).
+	Services map[string]map[string]string
+	// Stdin-style user functions live under this directory in the
+	// initramfs (one executable per function).
+	FunctionsDir string
+}
+
+// Service returns the settings for a named service, or an error telling the
+// operator where to configure it.
+func (e Env) Service(name string) (map[string]string, error) {
+	s, ok := e.Services[name]
+	if !ok || len(s) == 0 {
+		return nil, fmt.Errorf("service %q is not configured: add it under services: in the cluster file", name)
+	}
+	return s, nil
+}
+
+// Func is the signature of a built-in function.
+type Func func(ctx context.Context, env Env, args json.RawMessage) (any, error)
+
+// ErrUnknown is returned by Lookup for a name that is not registered.
+var ErrUnknown = errors.New("unknown function")
+
+var (
+	mu       sync.RWMutex
+	registry = map[string]Func{}
+)
+
+// Register adds a built-in function. It panics on a duplicate name, which is
+// a programming error caught by any test that imports the package.
+func Register(name string, fn Func) {
+	mu.Lock()
+	defer mu.Unlock()
+	if _, dup := registry[name]; dup {
+		panic("functions: duplicate registration of " + name)
+	}
+	registry[name] = fn
+}
+
+// Lookup returns the function registered under name.
+func Lookup(name string) (Func, error) {
+	mu.RLock()
+	defer mu.RUnlock()
+	fn, ok := registry[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q (built in: %v)", ErrUnknown, name, namesLocked())
+	}
+	return fn, nil
+}
+
+// Names lists the registered functions, sorted.
+func Names() []string {
+	mu.RLock()
+	defer mu.RUnlock()
+	return namesLocked()
+}
+
+func namesLocked() []string {
+	n := make([]string, 0, len(registry))
+	for k := range registry {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return n
+}
+
+// decode unmarshals a function's arguments strictly: unknown fields and
+// wrong types are errors that name the function.
+func decode(name string, raw json.RawMessage, v any) error {
+	if len(raw) == 0 || string(raw) == "null" {
+		raw = []byte("{}")
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("%s: bad arguments: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,203 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	goruntime "runtime"
+	"runtime/debug"
+	"time"
+
+	"github.com/microfaas/microfaas/protocol"
+	"github.com/microfaas/microfaas/runtime/functions"
+)
+
+// DefaultJobTimeout applies when a job names none.
+const DefaultJobTimeout = 120 * time.Second
+
+// Worker runs the worker side of the protocol.
+type Worker struct {
+	Config Config
+	Env    functions.Env
+	Log    *slog.Logger
+	// Boot holds the boot milestones; Run fills ConnectedMS.
+	Boot protocol.BootTimes
+	// Clock returns kernel uptime in ms (Uptime on a worker).
+	Clock func() float64
+	// DialRetry is how long to keep trying to reach the orchestrator.
+	DialRetry time.Duration
+}
+
+// Outcome is what the worker should do when Run returns.
+type Outcome struct {
+	Action string // protocol.CmdPowerOff or protocol.CmdReboot
+	Reason string
+}
+
+// Run connects to the orchestrator and serves jobs until told to power off
+// or reboot, or until the orchestrator is silent for the failsafe time. It
+// returns what to do next; it never returns without an Outcome.
+func (w *Worker) Run(ctx context.Context) Outcome {
+	if w.Clock == nil {
+		w.Clock = Uptime
+	}
+	if w.DialRetry == 0 {
+		w.DialRetry = w.Config.Failsafe
+	}
+	conn, err := w.dial(ctx)
+	if err != nil {
+		return Outcome{protocol.CmdPowerOff, err.Error()}
+	}
+	defer conn.Close()
+	w.Boot.ConnectedMS = w.Clock()
+
+	pc := protocol.NewConn(conn, w.Config.Secret)
+	nonce, err := protocol.NewNonce()
+	if err != nil {
+		return Outcome{protocol.CmdPowerOff, err.Error()}
+	}
+	pc.SetNonce(nonce)
+	hello := protocol.Hello{
+		Proto: protocol.Version, WorkerID: w.Config.ID, Nonce: nonce,
+		Arch: goruntime.GOARCH, Boot: w.Boot, Functions: functions.Names(),
+	}
+	conn.SetWriteDeadline(time.Now().Add(w.Config.Failsafe))
+	if err := pc.Send(protocol.TypeHello, hello); err != nil {
+		return Outcome{protocol.CmdPowerOff, err.Error()}
+	}
+	for {
+		// Failsafe: a silent orchestrator powers the worker off.
+		conn.SetReadDeadline(time.Now().Add(w.Config.Failsafe))
+		typ, body, err := pc.Receive()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return Outcome{protocol.CmdPowerOff, fmt.Sprintf("failsafe: no word from the orchestrator for %s", w.Config.Failsafe)}
+			}
+			return Outcome{protocol.CmdPowerOff, fmt.Sprintf("orchestrator connection: %v", err)}
+		}
+		switch typ {
+		case protocol.TypeCommand:
+			var c protocol.Command
+			if err := json.Unmarshal(body, &c); err != nil {
+				return Outcome{protocol.CmdPowerOff, fmt.Sprintf("malformed command: %v", err)}
+			}
+			switch c.Action {
+			case protocol.CmdPowerOff, protocol.CmdReboot:
+				return Outcome{c.Action, "told by the orchestrator"}
+			case protocol.CmdWait:
+				continue
+			default:
+				return Outcome{protocol.CmdPowerOff, fmt.Sprintf("unknown command %q", c.Action)}
+			}
+		case protocol.TypeJob:
+			var job protocol.Job
+			res := protocol.Result{}
+			if err := json.Unmarshal(body, &job); err != nil {
+				res.Error = fmt.Sprintf("malformed job: %v", err)
+			} else {
+				res = w.runJob(ctx, job)
+			}
+			conn.SetWriteDeadline(time.Now().Add(w.Config.Failsafe))
+			if err := pc.Send(protocol.TypeResult, res); err != nil {
+				return Outcome{protocol.CmdPowerOff, err.Error()}
+			}
+			if res.TimedOut {
+				// The overrunning function may still hold the CPU; only a
+				// reboot gives the next job a clean worker.
+				return Outcome{protocol.CmdPowerOff, "job " + res.ID + " timed out"}
+			}
+		default:
+			return Outcome{protocol.CmdPowerOff, fmt.Sprintf("unexpected %q message", typ)}
+		}
+	}
+}
+
+func (w *Worker) dial(ctx context.Context) (net.Conn, error) {
+	deadline := time.Now().Add(w.DialRetry)
+	var d net.Dialer
+	for {
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		conn, err := d.DialContext(dctx, "tcp", w.Config.Orch)
+		cancel()
+		if err == nil {
+			return conn, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, fmt.Errorf("orchestrator %s unreachable: %w", w.Config.Orch, err)
+		}
+		w.Log.Debug("orchestrator not reachable yet", "addr", w.Config.Orch, "err", err)
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// runJob runs one job under its deadline. A panicking function becomes an
+// error result; an overrunning one is reported as timed out.
+func (w *Worker) runJob(ctx context.Context, job protocol.Job) protocol.Result {
+	res := protocol.Result{ID: job.ID, Function: job.Function}
+	timeout := DefaultJobTimeout
+	if job.TimeoutMS > 0 {
+		timeout = time.Duration(job.TimeoutMS) * time.Millisecond
+	}
+	env := w.Env
+	if job.Services != nil {
+		env.Services = job.Services
+	}
+	start := time.Now()
+	out, err := RunFunction(ctx, env, job.Function, job.Args, timeout)
+	res.ExecMS = float64(time.Since(start).Microseconds()) / 1000
+	if err != nil {
+		res.Error = err.Error()
+		res.TimedOut = errors.Is(err, context.DeadlineExceeded)
+		return res
+	}
+	res.Result = out
+	return res
+}
+
+// RunFunction looks up name and runs it with args under timeout, returning
+// the JSON-encoded result. It is what both the worker and `mfinit invoke` use.
+func RunFunction(ctx context.Context, env functions.Env, name string, args json.RawMessage, timeout time.Duration) (json.RawMessage, error) {
+	fn, err := functions.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	type outcome struct {
+		v   any
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				done <- outcome{nil, fmt.Errorf("%s panicked: %v\n%s", name, p, debug.Stack())}
+			}
+		}()
+		v, err := fn(ctx, env, args)
+		done <- outcome{v, err}
+	}()
+	select {
+	case o := <-done:
+		if o.err != nil {
+			if ctx.Err() != nil && errors.Is(o.err, context.DeadlineExceeded) {
+				return nil, fmt.Errorf("%s timed out after %s: %w", name, timeout, context.DeadlineExceeded)
+			}
+			return nil, o.err
+		}
+		b, err := json.Marshal(o.v)
+		if err != nil {
+			return nil, fmt.Errorf("%s: result not encodable as JSON: %w", name, err)
+		}
+		return b, nil
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, fmt.Errorf("%s timed out after %s: %w", name, timeout, context.DeadlineExceeded)
+		}
+		return nil, ctx.Err()
+	}
+}
