@@ -186,7 +186,7 @@ func (o Options) build(ctx context.Context, out string, frags []NamedFragment) (
 		}
 	}()
 	step := progress.Start("unpack " + filepath.Base(o.Source.Path))
-	err := run(ctx, "", nil, "tar", "-xf", o.Source.Path, "-C", tree, "--strip-components=1", "--no-same-owner")
+	err := Unpack(ctx, o.Source.Path, tree)
 	step.Done(err)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("unpack kernel source: %w", err)
@@ -208,29 +208,7 @@ func (o Options) build(ctx context.Context, out string, frags []NamedFragment) (
 		return Manifest{}, err
 	}
 	env := o.env()
-	if err := run(ctx, tree, env, "make", o.makeArgs(o.Arch.Base)...); err != nil {
-		return Manifest{}, fmt.Errorf("make %s: %w", o.Arch.Base, err)
-	}
-	cfgPath := filepath.Join(tree, ".config")
-	base, err := os.ReadFile(cfgPath)
-	if err != nil {
-		return Manifest{}, err
-	}
-	merged := string(base)
-	for _, f := range frags {
-		merged = Merge(merged, f.Fragment)
-	}
-	if err := os.WriteFile(cfgPath, []byte(merged), 0o644); err != nil {
-		return Manifest{}, err
-	}
-	if err := run(ctx, tree, env, "make", o.makeArgs("olddefconfig")...); err != nil {
-		return Manifest{}, fmt.Errorf("make olddefconfig: %w", err)
-	}
-	final, err := ReadConfig(cfgPath)
-	if err != nil {
-		return Manifest{}, err
-	}
-	if err := Check(final, frags); err != nil {
+	if err := Configure(ctx, tree, o.Arch, frags); err != nil {
 		return Manifest{}, err
 	}
 	step = progress.Start(fmt.Sprintf("build linux %s %s (%s)", version, o.Arch.Name, strings.Join(o.Arch.Targets, " ")))
@@ -256,16 +234,56 @@ func (o Options) build(ctx context.Context, out string, frags []NamedFragment) (
 	return m, nil
 }
 
-func (o Options) makeArgs(targets ...string) []string {
-	args := []string{"ARCH=" + o.Arch.KArch}
-	if o.Arch.CrossCompile != "" {
-		args = append(args, "CROSS_COMPILE="+o.Arch.CrossCompile)
+// Unpack extracts a kernel tarball into tree, dropping its top folder.
+func Unpack(ctx context.Context, tarball, tree string) error {
+	return run(ctx, "", nil, "tar", "-xf", tarball, "-C", tree, "--strip-components=1", "--no-same-owner")
+}
+
+// Configure writes the kernel tree's .config: the arch's base config, the
+// fragments merged on top in order, then olddefconfig. It fails if the final
+// config lost any value a fragment asked for.
+func Configure(ctx context.Context, tree string, arch Arch, frags []NamedFragment) error {
+	env := reproducibleEnv()
+	if err := run(ctx, tree, env, "make", makeArgs(arch, arch.Base)...); err != nil {
+		return fmt.Errorf("make %s: %w", arch.Base, err)
+	}
+	cfgPath := filepath.Join(tree, ".config")
+	base, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return err
+	}
+	merged := string(base)
+	for _, f := range frags {
+		merged = Merge(merged, f.Fragment)
+	}
+	if err := os.WriteFile(cfgPath, []byte(merged), 0o644); err != nil {
+		return err
+	}
+	if err := run(ctx, tree, env, "make", makeArgs(arch, "olddefconfig")...); err != nil {
+		return fmt.Errorf("make olddefconfig: %w", err)
+	}
+	final, err := ReadConfig(cfgPath)
+	if err != nil {
+		return err
+	}
+	return Check(final, frags)
+}
+
+func (o Options) makeArgs(targets ...string) []string { return makeArgs(o.Arch, targets...) }
+
+func makeArgs(arch Arch, targets ...string) []string {
+	args := []string{"ARCH=" + arch.KArch}
+	if arch.CrossCompile != "" {
+		args = append(args, "CROSS_COMPILE="+arch.CrossCompile)
 	}
 	return append(args, targets...)
 }
 
-// env is the fixed build environment that makes the output reproducible.
-func (o Options) env() []string {
+func (o Options) env() []string { return reproducibleEnv() }
+
+// reproducibleEnv is the fixed build environment that makes the output
+// reproducible.
+func reproducibleEnv() []string {
 	return []string{
 		"KBUILD_BUILD_TIMESTAMP=" + BuildTimestamp,
 		"KBUILD_BUILD_USER=" + BuildUser,

@@ -226,22 +226,25 @@ func (c *Conn) Expect(typ string, v any) error {
 	return nil
 }
 
+// readLine reads one newline-terminated frame. A frame cut off by the end
+// of the stream is io.ErrUnexpectedEOF, not a short frame.
 func readLine(r *bufio.Reader) ([]byte, error) {
 	var line []byte
 	for {
-		chunk, isPrefix, err := r.ReadLine()
-		if err != nil {
-			if errors.Is(err, io.EOF) && len(line) > 0 {
-				return nil, io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
+		chunk, err := r.ReadSlice('\n')
 		line = append(line, chunk...)
 		if len(line) > MaxFrame {
 			return nil, fmt.Errorf("frame larger than %d bytes", MaxFrame)
 		}
-		if !isPrefix {
-			return line, nil
+		switch {
+		case err == nil:
+			return line[:len(line)-1], nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF) && len(line) > 0:
+			return nil, io.ErrUnexpectedEOF
+		default:
+			return nil, err
 		}
 	}
 }

@@ -9,22 +9,22 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/microfaas/microfaas/protocol"
 )
 
-// Kernel command-line parameters the worker reads (docs/protocol.md lists
-// them). The network itself is configured by the kernel's ip= parameter.
+// The kernel command-line parameters, re-exported from protocol for the
+// worker's own use.
 const (
-	ParamID       = "mf.id"       // worker id, as in the cluster file
-	ParamOrch     = "mf.orch"     // orchestrator host:port
-	ParamSecret   = "mf.secret"   // the cluster's shared secret, hex
-	ParamOff      = "mf.off"      // how to power off: "poweroff" (default) or "reboot" (QEMU -no-reboot)
-	ParamFailsafe = "mf.failsafe" // seconds without a word from the orchestrator before powering off
-	ParamIface    = "mf.iface"    // network interface to wait for (default eth0)
-	ParamProbe    = "mf.probe"    // 1: print a boot marker and power off (accelerator probe)
+	ParamID       = protocol.ParamID
+	ParamOrch     = protocol.ParamOrch
+	ParamSecret   = protocol.ParamSecret
+	ParamOff      = protocol.ParamOff
+	ParamFailsafe = protocol.ParamFailsafe
+	ParamIface    = protocol.ParamIface
+	ParamProbe    = protocol.ParamProbe
+	ProbeMarker   = protocol.ProbeMarker
 )
-
-// ProbeMarker is printed on the console when booted with mf.probe=1.
-const ProbeMarker = "MFINIT-PROBE-OK"
 
 // Config is the worker's identity and behaviour, from the command line.
 type Config struct {

@@ -52,6 +52,9 @@ func (w *Worker) Run(ctx context.Context) Outcome {
 		return Outcome{protocol.CmdPowerOff, err.Error()}
 	}
 	defer conn.Close()
+	// Cancelling ctx pulls the plug: it closes the connection under any read.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
 	w.Boot.ConnectedMS = w.Clock()
 
 	pc := protocol.NewConn(conn, w.Config.Secret)
@@ -100,6 +103,10 @@ func (w *Worker) Run(ctx context.Context) Outcome {
 				res.Error = fmt.Sprintf("malformed job: %v", err)
 			} else {
 				res = w.runJob(ctx, job)
+			}
+			if ctx.Err() != nil {
+				// Stopped from outside (the plug was pulled): no result.
+				return Outcome{protocol.CmdPowerOff, "stopped: " + context.Cause(ctx).Error()}
 			}
 			conn.SetWriteDeadline(time.Now().Add(w.Config.Failsafe))
 			if err := pc.Send(protocol.TypeResult, res); err != nil {

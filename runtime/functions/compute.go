@@ -19,75 +19,87 @@ func init() {
 }
 
 // maxRounds bounds iterated work so a malformed job cannot pin a worker; the
-// original suite used 1..10000.
+// original suite used 1..10000. The job's deadline bounds it further.
 const maxRounds = 10_000_000
 
+// ctxCheckEvery is how many loop iterations run between two looks at the
+// job's context.
+const ctxCheckEvery = 4096
+
+// latencyMillis is the elapsed time since start in milliseconds, with
+// microsecond resolution.
+func latencyMillis(start time.Time) float64 {
+	return float64(time.Since(start).Microseconds()) / 1000
+}
+
 // floatOperations computes sin, cos and sqrt of 0..n-1, as the original
-// suite did, and returns the latency in milliseconds.
+// suite did, and returns the latency in milliseconds. The checksum (the sum
+// of all three values over all i) keeps the compiler from dropping the work
+// and lets a caller check the result.
 func floatOperations(ctx context.Context, _ Env, raw json.RawMessage) (any, error) {
-	var a struct {
-		N *int `json:"n"`
-	}
-	if err := decode("float_operations", raw, &a); err != nil {
+	const fn = "float_operations"
+	a, err := parseArgs(fn, raw)
+	if err != nil {
 		return nil, err
 	}
-	if a.N == nil {
-		return nil, fmt.Errorf("float_operations: missing argument n (an integer >= 0)")
-	}
-	if *a.N < 0 || *a.N > maxRounds {
-		return nil, fmt.Errorf("float_operations: n=%d out of range 0..%d", *a.N, maxRounds)
+	n, err := a.int("n", 0, maxRounds)
+	if err != nil {
+		return nil, err
 	}
 	start := time.Now()
-	var sink float64
-	for i := 0; i < *a.N; i++ {
-		if i%4096 == 0 && ctx.Err() != nil {
-			return nil, ctx.Err()
+	var sum float64
+	for i := int64(0); i < n; i++ {
+		if i%ctxCheckEvery == 0 && ctx.Err() != nil {
+			return nil, fmt.Errorf("%s: stopped at i=%d of %d: %w", fn, i, n, ctx.Err())
 		}
 		x := float64(i)
-		sink += math.Sin(x) + math.Cos(x) + math.Sqrt(x)
+		sum += math.Sin(x) + math.Cos(x) + math.Sqrt(x)
 	}
 	return map[string]any{
-		"latency_ms": float64(time.Since(start).Microseconds()) / 1000,
-		"checksum":   sink,
+		"latency_ms": latencyMillis(start),
+		"checksum":   sum,
 	}, nil
 }
 
-// cascading hashes the UTF-8 bytes of data, then the previous hex digest,
-// rounds times in all, and returns the final hex digest.
+// cascading hashes the UTF-8 bytes of data, then the previous (binary)
+// digest, rounds times in all, and returns the final digest in hex, as the
+// original suite did (hashlib.X(data).digest(), then rounds-1 more times).
 func cascading(name string, newHash func() hash.Hash) Func {
 	return func(ctx context.Context, _ Env, raw json.RawMessage) (any, error) {
-		var a struct {
-			Data   *string `json:"data"`
-			Rounds *int    `json:"rounds"`
-		}
-		if err := decode(name, raw, &a); err != nil {
+		a, err := parseArgs(name, raw)
+		if err != nil {
 			return nil, err
 		}
-		if a.Data == nil {
-			return nil, fmt.Errorf("%s: missing argument data (a string)", name)
+		data, err := a.str("data", maxDataBytes)
+		if err != nil {
+			return nil, err
 		}
-		if a.Rounds == nil {
-			return nil, fmt.Errorf("%s: missing argument rounds (an integer >= 1)", name)
+		rounds, err := a.int("rounds", 1, maxRounds)
+		if err != nil {
+			return nil, err
 		}
-		if *a.Rounds < 1 || *a.Rounds > maxRounds {
-			return nil, fmt.Errorf("%s: rounds=%d out of range 1..%d", name, *a.Rounds, maxRounds)
+		digest, err := cascade(ctx, newHash, []byte(data), int(rounds))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		return cascade(ctx, newHash, []byte(*a.Data), *a.Rounds)
+		return digest, nil
 	}
 }
 
+// cascade returns hex(H^rounds(data)), where each round hashes the previous
+// round's binary digest.
 func cascade(ctx context.Context, newHash func() hash.Hash, data []byte, rounds int) (string, error) {
 	h := newHash()
 	buf := data
-	var digest string
+	digest := make([]byte, 0, h.Size())
 	for i := 0; i < rounds; i++ {
-		if i%4096 == 0 && ctx.Err() != nil {
-			return "", ctx.Err()
+		if i%ctxCheckEvery == 0 && ctx.Err() != nil {
+			return "", fmt.Errorf("stopped at round %d of %d: %w", i, rounds, ctx.Err())
 		}
 		h.Reset()
 		h.Write(buf)
-		digest = hex.EncodeToString(h.Sum(nil))
-		buf = []byte(digest)
+		digest = h.Sum(digest[:0])
+		buf = digest
 	}
-	return digest, nil
+	return hex.EncodeToString(digest), nil
 }

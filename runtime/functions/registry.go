@@ -4,7 +4,7 @@
 // A function takes its arguments as the JSON object the orchestrator sent
 // (the job's f_args) and returns a JSON-encodable result or an error. Errors
 // are returned to the caller as the job's error text, so they must say what
-// was wrong with the input.
+// was wrong with the input. docs/functions.md describes every function.
 package functions
 
 import (
@@ -26,6 +26,12 @@ type Env struct {
 	// Stdin-style user functions live under this directory in the
 	// initramfs (one executable per function).
 	FunctionsDir string
+	// EtcDir is the directory upload_file reads its files from. Empty means
+	// /etc (the worker's own); tests point it at a temporary directory.
+	EtcDir string
+	// DownloadDir is the directory download_file writes objects into.
+	// Empty means /tmp (a tmpfs on the worker).
+	DownloadDir string
 }
 
 // Service returns the settings for a named service, or an error telling the
@@ -36,6 +42,20 @@ func (e Env) Service(name string) (map[string]string, error) {
 		return nil, fmt.Errorf("service %q is not configured: add it under services: in the cluster file", name)
 	}
 	return s, nil
+}
+
+func (e Env) etcDir() string {
+	if e.EtcDir == "" {
+		return "/etc"
+	}
+	return e.EtcDir
+}
+
+func (e Env) downloadDir() string {
+	if e.DownloadDir == "" {
+		return "/tmp"
+	}
+	return e.DownloadDir
 }
 
 // Func is the signature of a built-in function.
@@ -85,16 +105,4 @@ func namesLocked() []string {
 	}
 	sort.Strings(n)
 	return n
-}
-
-// decode unmarshals a function's arguments strictly: unknown fields and
-// wrong types are errors that name the function.
-func decode(name string, raw json.RawMessage, v any) error {
-	if len(raw) == 0 || string(raw) == "null" {
-		raw = []byte("{}")
-	}
-	if err := json.Unmarshal(raw, v); err != nil {
-		return fmt.Errorf("%s: bad arguments: %w", name, err)
-	}
-	return nil
 }

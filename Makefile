@@ -1,0 +1,50 @@
+# MicroFaaS front door. `make demo` and `make test` do all their own setup.
+SHELL := /bin/bash
+GO ?= go
+ARCH ?= x86
+OUT ?= out
+# Kernel recipe (mfbuild kernel --version): 6.1 builds offline from Debian's tarball.
+KVERSION ?= 6.1
+TEST_TIMEOUT ?= 60m
+
+.PHONY: all deps build demo test test-short bench images verify-reproducible clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+	@scripts/services/install.sh
+
+build:
+	@mkdir -p bin
+	$(GO) build -trimpath -o bin/ ./cmd/mfbuild ./cmd/mforch ./cmd/mfinit
+
+images: deps build
+	bin/mfbuild worker --arch $(ARCH) --version $(KVERSION) --out $(OUT)/$(ARCH)
+
+# Build an x86 worker, boot a local cluster of 3 QEMU workers, run the suite,
+# print and plot the results.
+demo: images
+	bin/mforch demo --kernel $(OUT)/x86/bzImage --initrd $(OUT)/x86/initramfs.cpio \
+		--workers 3 --invocations 36 --out $(OUT)/demo
+
+# The whole suite, QEMU boots included (the kernel build is cached outside
+# the repository, so only the first run pays for it).
+test: deps
+	$(GO) vet ./...
+	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 ./...
+
+# Unit tests only: no kernel build, no VM.
+test-short:
+	$(GO) test -short -count=1 ./...
+
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./builder/...
+	$(GO) test -run '^$$' -bench . ./orchestrator/... ./initramfs/... ./protocol/...
+
+# Build kernel and initramfs twice, each from an empty cache, and compare bytes.
+verify-reproducible: deps build
+	scripts/verify-reproducible.sh $(ARCH) $(KVERSION)
+
+clean:
+	rm -rf bin $(OUT)

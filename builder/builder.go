@@ -1,0 +1,224 @@
+// Package builder is mfbuild's pipeline: it turns the repository's configs
+// and patches into what a worker boots (kernel and initramfs, and for
+// BeagleBone workers the bootloader and disk images), each step cached by a
+// hash of its inputs.
+package builder
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/microfaas/microfaas/initramfs"
+	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/internal/progress"
+	"github.com/microfaas/microfaas/kernel"
+)
+
+// Options are the inputs shared by every build step.
+type Options struct {
+	RepoDir string      // repository root (configs/, patches/, cmd/mfinit)
+	Cache   cache.Cache // where outputs are kept
+	Arch    string      // "x86" or "arm"
+	// Version names a kernel recipe; Source overrides it with a local tarball.
+	Version string
+	Source  string
+	// SourceSHA256, if set, is checked against Source.
+	SourceSHA256 string
+	Jobs         int
+	// Functions are user functions to put in the initramfs: name -> executable.
+	Functions map[string]string
+	Log       *slog.Logger
+}
+
+// Worker is a built worker: a kernel and the initramfs it boots.
+type Worker struct {
+	Kernel     string // bzImage (x86) or zImage (arm)
+	Initramfs  string
+	KernelInfo kernel.Result
+	InitInfo   InitramfsInfo
+}
+
+// ErrNoRepo means mfbuild was run outside the MicroFaaS repository.
+var ErrNoRepo = errors.New("not inside the MicroFaaS repository: run mfbuild from its checkout or pass --repo")
+
+// FindRepo walks up from dir to the repository root (the folder holding
+// configs/kernel and cmd/mfinit).
+func FindRepo(dir string) (string, error) {
+	d, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	for {
+		if fi, err := os.Stat(filepath.Join(d, "configs", "kernel")); err == nil && fi.IsDir() {
+			if _, err := os.Stat(filepath.Join(d, "cmd", "mfinit")); err == nil {
+				return d, nil
+			}
+		}
+		parent := filepath.Dir(d)
+		if parent == d {
+			return "", ErrNoRepo
+		}
+		d = parent
+	}
+}
+
+// GOARCH returns the Go architecture of a worker arch.
+func GOARCH(arch string) (goarch, goarm string, err error) {
+	switch arch {
+	case "x86":
+		return "amd64", "", nil
+	case "arm":
+		return "arm", "7", nil
+	}
+	return "", "", fmt.Errorf("unknown architecture %q: want x86 or arm", arch)
+}
+
+func (o *Options) defaults() {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Version == "" {
+		o.Version = kernel.DefaultVersion
+	}
+}
+
+// Kernel builds (or finds in the cache) the worker kernel.
+func Kernel(ctx context.Context, o Options) (kernel.Result, error) {
+	o.defaults()
+	arch, err := kernel.LookupArch(o.Arch)
+	if err != nil {
+		return kernel.Result{}, err
+	}
+	var src kernel.Source
+	if o.Source != "" {
+		src, err = kernel.LocalSource(o.Source, o.SourceSHA256)
+	} else {
+		var r kernel.Recipe
+		if r, err = kernel.Lookup(o.Version); err == nil {
+			src, err = kernel.Fetch(ctx, r, o.Cache)
+		}
+	}
+	if err != nil {
+		return kernel.Result{}, err
+	}
+	return kernel.Build(ctx, kernel.Options{Arch: arch, Source: src, RepoDir: o.RepoDir, Cache: o.Cache, Jobs: o.Jobs, Log: o.Log})
+}
+
+// InitramfsInfo describes a written initramfs.
+type InitramfsInfo struct {
+	Path    string            `json:"path"`
+	SHA256  string            `json:"sha256"`
+	Size    int64             `json:"size"`
+	Init    kernel.FileInfo   `json:"init"`
+	Entries int               `json:"entries"`
+	Inputs  map[string]string `json:"inputs"`
+}
+
+// Initramfs compiles mfinit for the arch and writes the worker's initramfs
+// to out (and out + ".json", its manifest).
+func Initramfs(ctx context.Context, o Options, out string) (InitramfsInfo, error) {
+	o.defaults()
+	goarch, goarm, err := GOARCH(o.Arch)
+	if err != nil {
+		return InitramfsInfo{}, err
+	}
+	tmp, err := os.MkdirTemp("", "mfbuild-init-")
+	if err != nil {
+		return InitramfsInfo{}, err
+	}
+	defer os.RemoveAll(tmp)
+	bin := filepath.Join(tmp, "mfinit")
+	step := progress.Start("build mfinit for " + goarch)
+	err = initramfs.GoBuild(ctx, o.RepoDir, "./cmd/mfinit", goarch, goarm, bin)
+	step.Done(err)
+	if err != nil {
+		return InitramfsInfo{}, err
+	}
+	initSum, initSize, err := cache.FileSHA256(bin)
+	if err != nil {
+		return InitramfsInfo{}, err
+	}
+	opts := []initramfs.Option{
+		initramfs.WithInit(bin),
+		initramfs.WithDir("etc", filepath.Join(o.RepoDir, "configs", "initramfs", "etc")),
+	}
+	inputs := map[string]string{"init": initSum}
+	names := make([]string, 0, len(o.Functions))
+	for n := range o.Functions {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if strings.ContainsAny(n, "/ ") || n == "" {
+			return InitramfsInfo{}, fmt.Errorf("function name %q: use letters, digits, - and _", n)
+		}
+		p := o.Functions[n]
+		sum, _, err := cache.FileSHA256(p)
+		if err != nil {
+			return InitramfsInfo{}, fmt.Errorf("function %s: %w", n, err)
+		}
+		inputs["function:"+n] = sum
+		opts = append(opts, initramfs.WithFile("functions/"+n, p, 0o755))
+	}
+	a, err := initramfs.New(opts...)
+	if err != nil {
+		return InitramfsInfo{}, err
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return InitramfsInfo{}, err
+	}
+	f, err := os.Create(out + ".tmp")
+	if err != nil {
+		return InitramfsInfo{}, err
+	}
+	if _, err := a.WriteTo(f); err != nil {
+		f.Close()
+		return InitramfsInfo{}, err
+	}
+	if err := f.Close(); err != nil {
+		return InitramfsInfo{}, err
+	}
+	if err := os.Rename(out+".tmp", out); err != nil {
+		return InitramfsInfo{}, err
+	}
+	sum, size, err := cache.FileSHA256(out)
+	if err != nil {
+		return InitramfsInfo{}, err
+	}
+	info := InitramfsInfo{Path: out, SHA256: sum, Size: size, Init: kernel.FileInfo{Name: "init", SHA256: initSum, Size: initSize},
+		Entries: len(a.Names()), Inputs: inputs}
+	b, _ := json.MarshalIndent(info, "", "  ")
+	return info, os.WriteFile(out+".json", append(b, '\n'), 0o644)
+}
+
+// BuildWorker builds the kernel and the initramfs into outDir.
+func BuildWorker(ctx context.Context, o Options, outDir string) (Worker, error) {
+	o.defaults()
+	k, err := Kernel(ctx, o)
+	if err != nil {
+		return Worker{}, err
+	}
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return Worker{}, err
+	}
+	name := k.Manifest.Outputs[0].Name
+	kpath := filepath.Join(outDir, name)
+	if err := cache.CopyFile(kpath, k.Output(name), 0o644); err != nil {
+		return Worker{}, fmt.Errorf("copy kernel: %w", err)
+	}
+	if err := cache.CopyFile(filepath.Join(outDir, "kernel-manifest.json"), filepath.Join(k.Dir, "manifest.json"), 0o644); err != nil {
+		return Worker{}, err
+	}
+	info, err := Initramfs(ctx, o, filepath.Join(outDir, "initramfs.cpio"))
+	if err != nil {
+		return Worker{}, err
+	}
+	return Worker{Kernel: kpath, Initramfs: info.Path, KernelInfo: k, InitInfo: info}, nil
+}

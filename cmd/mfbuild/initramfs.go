@@ -1,0 +1,31 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+
+	"github.com/microfaas/microfaas/builder"
+)
+
+func runInitramfs(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("mfbuild initramfs", flag.ContinueOnError)
+	var c common
+	c.register(fs)
+	fs.Var(&c.functions, "function", "add a user function executable as name=path (repeatable)")
+	out := fs.String("out", "out/x86/initramfs.cpio", "where to write the initramfs (its manifest goes beside it, .json)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	o, err := c.options()
+	if err != nil {
+		return err
+	}
+	info, err := builder.Initramfs(ctx, o, *out)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("initramfs %s  %d bytes  %d entries  sha256 %s\n", info.Path, info.Size, info.Entries, info.SHA256)
+	fmt.Printf("init      %d bytes  sha256 %s\n", info.Init.Size, info.Init.SHA256)
+	return nil
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/internal/cache"
+)
+
+func runKernel(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("mfbuild kernel", flag.ContinueOnError)
+	var c common
+	c.register(fs)
+	out := fs.String("out", "", "also copy the kernel and its manifest into this folder")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	o, err := c.options()
+	if err != nil {
+		return err
+	}
+	k, err := builder.Kernel(ctx, o)
+	if err != nil {
+		return err
+	}
+	for _, f := range k.Manifest.Outputs {
+		fmt.Printf("%-8s %s  %8d bytes  sha256 %s\n", f.Name, k.Output(f.Name), f.Size, f.SHA256)
+	}
+	fmt.Printf("manifest %s (cached: %v)\n", filepath.Join(k.Dir, "manifest.json"), k.Cached)
+	if *out != "" {
+		if err := os.MkdirAll(*out, 0o755); err != nil {
+			return err
+		}
+		for _, f := range append([]string{"manifest.json"}, k.Manifest.Outputs[0].Name) {
+			if err := cache.CopyFile(filepath.Join(*out, f), k.Output(f), 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

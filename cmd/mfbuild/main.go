@@ -1,0 +1,136 @@
+// Command mfbuild builds everything a MicroFaaS worker boots.
+//
+//	mfbuild kernel    --arch x86 [--version 6.1 | --source TARBALL]
+//	mfbuild initramfs --arch x86 --out FILE [--function name=path ...]
+//	mfbuild worker    --arch x86 --out DIR      (kernel + initramfs)
+//	mfbuild qemu      --arch x86                (boot it and run a job: the smoke test)
+//
+// Every step is cached under $XDG_CACHE_HOME/microfaas (or --cache).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/kernel"
+)
+
+type command struct {
+	name, summary string
+	run           func(ctx context.Context, args []string) error
+}
+
+var commands = []command{
+	{"kernel", "fetch, verify, patch, configure and build the worker kernel", runKernel},
+	{"initramfs", "build mfinit and write the worker initramfs", runInitramfs},
+	{"worker", "build kernel and initramfs into one folder", runWorker},
+	{"qemu", "boot the built worker in QEMU and run a job through the orchestrator", runQEMU},
+}
+
+func usage() {
+	fmt.Fprintf(os.Stderr, "usage: mfbuild COMMAND [flags]\n\ncommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(os.Stderr, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(os.Stderr, "\nrun mfbuild COMMAND -h for its flags\n")
+}
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+		usage()
+		if len(os.Args) < 2 {
+			os.Exit(2)
+		}
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	for _, c := range commands {
+		if c.name == os.Args[1] {
+			err := c.run(ctx, os.Args[2:])
+			if errors.Is(err, flag.ErrHelp) {
+				return
+			}
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "mfbuild %s: %v\n", c.name, err)
+				os.Exit(1)
+			}
+			return
+		}
+	}
+	fmt.Fprintf(os.Stderr, "mfbuild: unknown command %q\n", os.Args[1])
+	usage()
+	os.Exit(2)
+}
+
+// common holds the flags every build command takes.
+type common struct {
+	arch, version, source, sha, cacheDir, repo string
+	jobs                                       int
+	verbose                                    bool
+	functions                                  funcFlags
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.arch, "arch", "x86", "worker architecture: x86 or arm")
+	fs.StringVar(&c.version, "version", kernel.DefaultVersion, "kernel recipe: "+strings.Join(kernel.RecipeNames(), ", "))
+	fs.StringVar(&c.source, "source", "", "build from this kernel tarball instead of the recipe's (version read from its Makefile)")
+	fs.StringVar(&c.sha, "sha256", "", "with --source: the tarball's expected SHA-256")
+	fs.StringVar(&c.cacheDir, "cache", cache.DefaultDir(), "cache directory (outside the repository)")
+	fs.StringVar(&c.repo, "repo", ".", "MicroFaaS repository (configs/, patches/, cmd/mfinit)")
+	fs.IntVar(&c.jobs, "j", 0, "parallel make jobs (default: number of CPUs)")
+	fs.BoolVar(&c.verbose, "v", false, "verbose logs")
+}
+
+func (c *common) options() (builder.Options, error) {
+	repo, err := builder.FindRepo(c.repo)
+	if err != nil {
+		return builder.Options{}, err
+	}
+	level := slog.LevelWarn
+	if c.verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	return builder.Options{RepoDir: repo, Cache: cache.Cache{Dir: c.cacheDir}, Arch: c.arch,
+		Version: c.version, Source: c.source, SourceSHA256: c.sha, Jobs: c.jobs,
+		Functions: c.functions.m, Log: log}, nil
+}
+
+// funcFlags collects repeated --function name=path flags.
+type funcFlags struct{ m map[string]string }
+
+func (f *funcFlags) String() string { return "" }
+func (f *funcFlags) Set(v string) error {
+	name, path, ok := strings.Cut(v, "=")
+	if !ok || name == "" || path == "" {
+		return fmt.Errorf("want name=path, got %q", v)
+	}
+	if f.m == nil {
+		f.m = map[string]string{}
+	}
+	if _, dup := f.m[name]; dup {
+		return fmt.Errorf("function %q given twice", name)
+	}
+	f.m[name] = path
+	return nil
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return nil
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/orchestrator/power"
+)
+
+// clusterFlags are the flags that set up a running orchestrator.
+type clusterFlags struct {
+	cluster, kernel, initrd, accel, listen, results, logDir string
+	workers                                                 int
+	idle, powerUp                                           time.Duration
+	maxBooting, attempts                                    int
+	verbose                                                 bool
+}
+
+func (c *clusterFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.cluster, "cluster", "", "cluster file (default: a local cluster of --workers QEMU workers)")
+	fs.IntVar(&c.workers, "workers", 3, "without --cluster: how many local QEMU workers")
+	fs.StringVar(&c.kernel, "kernel", "out/x86/bzImage", "worker kernel for QEMU workers (mfbuild worker)")
+	fs.StringVar(&c.initrd, "initrd", "out/x86/initramfs.cpio", "worker initramfs for QEMU workers")
+	fs.StringVar(&c.accel, "accel", "auto", "QEMU accelerator: auto (probe KVM, else TCG), kvm or tcg")
+	fs.StringVar(&c.listen, "listen", "", "worker protocol address (default: the cluster file's, or 127.0.0.1:0 for a local cluster)")
+	fs.StringVar(&c.results, "results", "results.csv", "results CSV, one row per invocation")
+	fs.StringVar(&c.logDir, "log-dir", "", "worker console logs (default: a temporary folder)")
+	fs.DurationVar(&c.idle, "idle", 0, "keep a worker up this long for another job (0: power off after each job)")
+	fs.DurationVar(&c.powerUp, "power-up-timeout", 60*time.Second, "how long a worker may take from power-on to connecting")
+	fs.IntVar(&c.maxBooting, "max-booting", 0, "workers booting at once (default: all)")
+	fs.IntVar(&c.attempts, "attempts", 3, "tries per invocation when workers die mid-job")
+	fs.BoolVar(&c.verbose, "v", false, "verbose logs")
+}
+
+// running is an orchestrator with its listener and power controllers.
+type running struct {
+	orch    *orchestrator.Orchestrator
+	ln      net.Listener
+	qemu    *power.QEMU
+	results *os.File
+	logDir  string
+	log     *slog.Logger
+}
+
+func (r *running) Close() {
+	r.orch.Close()
+	r.ln.Close()
+	if r.qemu != nil {
+		r.qemu.Close()
+	}
+	r.results.Close()
+}
+
+func (c *clusterFlags) start(ctx context.Context) (*running, error) {
+	level := slog.LevelInfo
+	if c.verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	var cl *inventory.Cluster
+	var err error
+	if c.cluster != "" {
+		if cl, err = inventory.Load(c.cluster); err != nil {
+			return nil, err
+		}
+	} else {
+		cl = inventory.Local(c.workers)
+		if c.listen == "" {
+			c.listen = "127.0.0.1:0"
+		}
+	}
+	if c.listen == "" {
+		c.listen = net.JoinHostPort(cl.Network.Listen, fmt.Sprint(cl.Network.Port))
+	}
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return nil, fmt.Errorf("worker protocol listener: %w", err)
+	}
+	if cl.Network.Port == 0 {
+		cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
+	}
+	r := &running{ln: ln, log: log, logDir: c.logDir}
+	if r.logDir == "" {
+		if r.logDir, err = os.MkdirTemp("", "mforch-consoles-"); err != nil {
+			return nil, err
+		}
+	}
+	controllers := map[string]power.Controller{}
+	for _, w := range cl.Workers {
+		if w.Kind == inventory.KindVM && r.qemu == nil {
+			r.qemu, err = power.NewQEMU(ctx, power.QEMUConfig{Arch: "x86", Kernel: c.kernel, Initrd: c.initrd,
+				Accel: c.accel, Cluster: cl, LogDir: r.logDir, Log: log})
+			if err != nil {
+				ln.Close()
+				return nil, err
+			}
+			controllers[inventory.KindVM] = r.qemu
+			log.Info("QEMU workers", "accel", r.qemu.Accel(), "kernel", c.kernel, "consoles", r.logDir)
+		}
+		if w.Kind == inventory.KindBBB {
+			ln.Close()
+			return nil, fmt.Errorf("worker %s: GPIO power control for BeagleBone workers is not built yet", w.ID)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(c.results), 0o755); err != nil {
+		return nil, err
+	}
+	if r.results, err = os.Create(c.results); err != nil {
+		return nil, fmt.Errorf("results file: %w", err)
+	}
+	rec, err := orchestrator.NewCSVRecorder(r.results)
+	if err != nil {
+		return nil, err
+	}
+	r.orch, err = orchestrator.New(orchestrator.Config{Cluster: cl, Controllers: controllers, Log: log,
+		IdleTimeout: c.idle, PowerUpTimeout: c.powerUp, MaxBooting: c.maxBooting, MaxAttempts: c.attempts,
+		Recorder: rec})
+	if err != nil {
+		return nil, err
+	}
+	go r.orch.Serve(ln)
+	log.Info("orchestrator listening for workers", "addr", ln.Addr().String(), "workers", len(cl.Workers))
+	return r, nil
+}

@@ -1,0 +1,115 @@
+// Package simworker is a power controller whose workers are the real worker
+// runtime (runtime.Worker) running as goroutines in this process, talking
+// the real protocol over loopback TCP. Tests and benchmarks of the scheduler
+// use it where booting a VM per job would measure QEMU, not the orchestrator.
+package simworker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/runtime"
+)
+
+// Controller starts and stops in-process workers.
+type Controller struct {
+	Orch   string // orchestrator address to dial
+	Secret []byte
+	// BootDelay simulates boot time before the worker dials.
+	BootDelay time.Duration
+	// SecretFor, if set, overrides the secret per worker (to test refusal).
+	SecretFor map[string][]byte
+
+	mu       sync.Mutex
+	running  map[string]context.CancelFunc
+	onExit   func(string, error)
+	PowerOns int
+	wg       sync.WaitGroup
+}
+
+// ErrKilled is the exit error of a worker that was powered off externally.
+var ErrKilled = errors.New("killed")
+
+// PowerOn starts the worker goroutine.
+func (c *Controller) PowerOn(ctx context.Context, w inventory.Worker) error {
+	c.mu.Lock()
+	if c.running == nil {
+		c.running = map[string]context.CancelFunc{}
+	}
+	if _, ok := c.running[w.ID]; ok {
+		c.mu.Unlock()
+		return fmt.Errorf("worker %s already on", w.ID)
+	}
+	wctx, cancel := context.WithCancelCause(context.Background())
+	c.running[w.ID] = func() { cancel(ErrKilled) }
+	c.PowerOns++
+	secret := c.Secret
+	if s, ok := c.SecretFor[w.ID]; ok {
+		secret = s
+	}
+	c.mu.Unlock()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		select {
+		case <-time.After(c.BootDelay):
+		case <-wctx.Done():
+		}
+		var exitErr error
+		if wctx.Err() == nil {
+			wk := &runtime.Worker{
+				Config: runtime.Config{ID: w.ID, Orch: c.Orch, Secret: secret, Failsafe: 10 * time.Second},
+				Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+				Clock:  func() float64 { return float64(c.BootDelay.Milliseconds()) },
+			}
+			wk.Run(wctx)
+		}
+		if context.Cause(wctx) == ErrKilled {
+			exitErr = ErrKilled
+		}
+		c.mu.Lock()
+		delete(c.running, w.ID)
+		fn := c.onExit
+		c.mu.Unlock()
+		cancel(nil)
+		if fn != nil {
+			fn(w.ID, exitErr)
+		}
+	}()
+	return nil
+}
+
+// PowerOff kills the worker.
+func (c *Controller) PowerOff(ctx context.Context, w inventory.Worker) error {
+	c.mu.Lock()
+	kill, ok := c.running[w.ID]
+	c.mu.Unlock()
+	if ok {
+		kill()
+	}
+	return nil
+}
+
+// OnExit registers the exit handler.
+func (c *Controller) OnExit(fn func(string, error)) {
+	c.mu.Lock()
+	c.onExit = fn
+	c.mu.Unlock()
+}
+
+// Running reports whether worker id is on.
+func (c *Controller) Running(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.running[id]
+	return ok
+}
+
+// Wait waits for every worker goroutine to end.
+func (c *Controller) Wait() { c.wg.Wait() }

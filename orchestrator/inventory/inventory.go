@@ -1,0 +1,279 @@
+// Package inventory reads and validates the cluster file: the network, the
+// shared secret, the services functions use, and every worker. mfbuild uses
+// it to personalise images; mforch to know whom to power and whom to trust.
+package inventory
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/microfaas/microfaas/protocol"
+)
+
+// Worker kinds.
+const (
+	KindBBB = "bbb" // BeagleBone Black, powered through a GPIO line on its PWR_BUT
+	KindVM  = "vm"  // QEMU microVM on the orchestrator's host
+)
+
+// Cluster is a parsed, validated cluster file.
+type Cluster struct {
+	Network    Network                      `yaml:"network"`
+	Secret     string                       `yaml:"secret"`      // hex; or use secret_file
+	SecretFile string                       `yaml:"secret_file"` // file holding the hex secret
+	Services   map[string]map[string]string `yaml:"services"`
+	Workers    []Worker                     `yaml:"workers"`
+
+	// secret is the decoded secret.
+	secret []byte
+}
+
+// Network is the workers' network and where the orchestrator listens.
+type Network struct {
+	Subnet       string `yaml:"subnet"`       // e.g. 192.168.1.0/24
+	Gateway      string `yaml:"gateway"`      // e.g. 192.168.1.1
+	Orchestrator string `yaml:"orchestrator"` // address workers dial, e.g. 192.168.1.2
+	Port         int    `yaml:"port"`         // worker protocol port (default 63302)
+	Listen       string `yaml:"listen"`       // address mforch binds (default all interfaces)
+}
+
+// Worker is one worker of the cluster.
+type Worker struct {
+	ID    string    `yaml:"id"`
+	Kind  string    `yaml:"kind"`
+	MAC   string    `yaml:"mac"`
+	IP    string    `yaml:"ip"`
+	Power GPIOPower `yaml:"power"` // kind bbb
+	VM    VMConfig  `yaml:"vm"`    // kind vm
+}
+
+// GPIOPower is the orchestrator GPIO line wired to the board's PWR_BUT.
+type GPIOPower struct {
+	Pin  string `yaml:"pin"`  // BeagleBone header name, e.g. P9_12
+	Chip string `yaml:"chip"` // or a gpiochip and line
+	Line *int   `yaml:"line"`
+}
+
+// VMConfig tunes a QEMU worker.
+type VMConfig struct {
+	MemoryMB int    `yaml:"memory_mb"` // default 256
+	Net      string `yaml:"net"`       // "user" (default) or "tap"
+	Tap      string `yaml:"tap"`       // tap device for Net "tap"
+}
+
+// FieldError names the field (and worker) a validation error is about.
+type FieldError struct {
+	Worker string // worker id or index, empty for cluster-wide fields
+	Field  string
+	Msg    string
+}
+
+func (e *FieldError) Error() string {
+	if e.Worker != "" {
+		return fmt.Sprintf("cluster file: worker %s: %s: %s", e.Worker, e.Field, e.Msg)
+	}
+	return fmt.Sprintf("cluster file: %s: %s", e.Field, e.Msg)
+}
+
+// Load reads and validates a cluster file.
+func Load(path string) (*Cluster, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cluster file: %w", err)
+	}
+	c, err := Parse(b, filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes a cluster file's YAML; relative secret_file paths are taken
+// from dir. Unknown fields are errors, so a typo does not go unnoticed.
+func Parse(b []byte, dir string) (*Cluster, error) {
+	var c Cluster
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("not a valid cluster file: %w", err)
+	}
+	if c.SecretFile != "" && !filepath.IsAbs(c.SecretFile) {
+		c.SecretFile = filepath.Join(dir, c.SecretFile)
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Local returns the default cluster: n QEMU workers on user networking, an
+// orchestrator on loopback, and a fresh random secret.
+func Local(n int) *Cluster {
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	c := &Cluster{
+		Network: Network{Subnet: "10.0.2.0/24", Gateway: "10.0.2.2", Orchestrator: "10.0.2.2",
+			Port: 0, Listen: "127.0.0.1"},
+		secret: secret,
+	}
+	for i := 0; i < n; i++ {
+		c.Workers = append(c.Workers, Worker{
+			ID: fmt.Sprintf("vm%d", i), Kind: KindVM, IP: "10.0.2.15",
+			MAC: fmt.Sprintf("de:ad:be:ef:00:%02x", i),
+		})
+	}
+	return c
+}
+
+// SecretBytes is the decoded shared secret.
+func (c *Cluster) SecretBytes() []byte { return c.secret }
+
+// SetSecret replaces the secret (tests, mforch flags).
+func (c *Cluster) SetSecret(s []byte) { c.secret = s }
+
+// Worker returns the worker with the given id.
+func (c *Cluster) Worker(id string) (Worker, bool) {
+	for _, w := range c.Workers {
+		if w.ID == id {
+			return w, true
+		}
+	}
+	return Worker{}, false
+}
+
+// Addr is the orchestrator address workers dial.
+func (c *Cluster) Addr() string {
+	return net.JoinHostPort(c.Network.Orchestrator, fmt.Sprint(c.Network.Port))
+}
+
+// UsesUserNet reports whether a worker reaches the orchestrator through
+// QEMU's user networking (every worker a VM with net "user").
+func (w Worker) UsesUserNet() bool { return w.Kind == KindVM && (w.VM.Net == "" || w.VM.Net == "user") }
+
+// MemoryMB is the VM's memory, with the default applied.
+func (v VMConfig) Memory() int {
+	if v.MemoryMB > 0 {
+		return v.MemoryMB
+	}
+	return 256
+}
+
+func (c *Cluster) validate() error {
+	var errs []error
+	fe := func(w, f, format string, a ...any) {
+		errs = append(errs, &FieldError{Worker: w, Field: f, Msg: fmt.Sprintf(format, a...)})
+	}
+	// Secret.
+	hexSecret := strings.TrimSpace(c.Secret)
+	switch {
+	case c.Secret != "" && c.SecretFile != "":
+		fe("", "secret", "give secret or secret_file, not both")
+	case c.SecretFile != "":
+		b, err := os.ReadFile(c.SecretFile)
+		if err != nil {
+			fe("", "secret_file", "%v", err)
+		}
+		hexSecret = strings.TrimSpace(string(b))
+	}
+	if hexSecret == "" {
+		fe("", "secret", "missing: generate one with `openssl rand -hex 32` and put it in secret_file")
+	} else if s, err := hex.DecodeString(hexSecret); err != nil {
+		fe("", "secret", "not hex: %v", err)
+	} else if len(s) < 16 {
+		fe("", "secret", "%d bytes is too short: use at least 16 (openssl rand -hex 32)", len(s))
+	} else {
+		c.secret = s
+	}
+	// Network.
+	var subnet netip.Prefix
+	if c.Network.Port == 0 {
+		c.Network.Port = protocol.DefaultPort
+	}
+	if c.Network.Port < 1 || c.Network.Port > 65535 {
+		fe("", "network.port", "%d is not a TCP port", c.Network.Port)
+	}
+	p, err := netip.ParsePrefix(c.Network.Subnet)
+	if err != nil {
+		fe("", "network.subnet", "want CIDR like 192.168.1.0/24: %v", err)
+	} else {
+		subnet = p.Masked()
+	}
+	for _, f := range []struct{ name, v string }{{"network.gateway", c.Network.Gateway}, {"network.orchestrator", c.Network.Orchestrator}} {
+		if a, err := netip.ParseAddr(f.v); err != nil {
+			fe("", f.name, "want an IPv4 address: %q", f.v)
+		} else if subnet.IsValid() && !subnet.Contains(a) {
+			fe("", f.name, "%s is outside subnet %s", a, subnet)
+		}
+	}
+	if len(c.Workers) == 0 {
+		fe("", "workers", "no workers: list at least one")
+	}
+	ids, ips, macs := map[string]int{}, map[string]string{}, map[string]string{}
+	for i, w := range c.Workers {
+		name := w.ID
+		if name == "" {
+			name = fmt.Sprintf("#%d", i+1)
+			fe(name, "id", "missing")
+		} else if strings.ContainsAny(w.ID, " \t=/") {
+			fe(name, "id", "must not contain spaces, '=' or '/'")
+		} else if j, dup := ids[w.ID]; dup {
+			fe(name, "id", "duplicate of worker #%d", j+1)
+		}
+		ids[w.ID] = i
+		switch w.Kind {
+		case KindBBB:
+			if w.Power.Pin == "" && (w.Power.Chip == "" || w.Power.Line == nil) {
+				fe(name, "power", "a bbb worker needs power.pin (e.g. P9_12) or power.chip and power.line")
+			}
+			if w.Power.Pin != "" {
+				if _, err := LookupPin(w.Power.Pin); err != nil {
+					fe(name, "power.pin", "%v", err)
+				}
+			}
+		case KindVM:
+			if n := w.VM.Net; n != "" && n != "user" && n != "tap" {
+				fe(name, "vm.net", "%q: want user or tap", n)
+			}
+			if w.VM.Net == "tap" && w.VM.Tap == "" {
+				fe(name, "vm.tap", "net tap needs the tap device name")
+			}
+		default:
+			fe(name, "kind", "%q: want bbb or vm", w.Kind)
+		}
+		if w.MAC != "" {
+			hw, err := net.ParseMAC(w.MAC)
+			if err != nil || len(hw) != 6 {
+				fe(name, "mac", "%q is not a MAC address", w.MAC)
+			} else if other, dup := macs[hw.String()]; dup {
+				fe(name, "mac", "%s is also worker %s's", hw, other)
+			} else {
+				macs[hw.String()] = name
+			}
+		}
+		a, err := netip.ParseAddr(w.IP)
+		switch {
+		case err != nil:
+			fe(name, "ip", "want an IPv4 address: %q", w.IP)
+		case subnet.IsValid() && !subnet.Contains(a):
+			fe(name, "ip", "%s is outside subnet %s", a, subnet)
+		case w.UsesUserNet():
+			// Each user-networking VM has its own private network.
+		default:
+			if other, dup := ips[a.String()]; dup {
+				fe(name, "ip", "%s is also worker %s's", a, other)
+			}
+			ips[a.String()] = name
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,277 @@
+package orchestrator
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/microfaas/microfaas/orchestrator/internal/simworker"
+	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/protocol"
+	"github.com/microfaas/microfaas/runtime"
+	"github.com/microfaas/microfaas/runtime/functions"
+)
+
+// hangStarted is signalled when test_hang starts, so a test can kill the
+// worker mid-job.
+var hangStarted = make(chan string, 16)
+
+func init() {
+	// test_hang blocks until its deadline: a job a worker dies in.
+	functions.Register("test_hang", func(ctx context.Context, _ functions.Env, _ json.RawMessage) (any, error) {
+		hangStarted <- "started"
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+}
+
+// logBuffer is a concurrency-safe log sink tests can search.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+type harness struct {
+	orch *Orchestrator
+	sim  *simworker.Controller
+	logs *logBuffer
+}
+
+func newHarness(t testing.TB, workers int, cfg Config) *harness {
+	t.Helper()
+	cluster := inventory.Local(workers)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := &simworker.Controller{Orch: ln.Addr().String(), Secret: cluster.SecretBytes(), SecretFor: map[string][]byte{}}
+	logs := &logBuffer{}
+	cfg.Cluster = cluster
+	cfg.Controllers = map[string]power.Controller{inventory.KindVM: sim}
+	cfg.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	o, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go o.Serve(ln)
+	t.Cleanup(func() {
+		o.Close()
+		ln.Close()
+		sim.Wait()
+	})
+	return &harness{orch: o, sim: sim, logs: logs}
+}
+
+func sha(data string, rounds int) string {
+	d := []byte(data)
+	for i := 0; i < rounds; i++ {
+		s := sha256.Sum256(d)
+		d = s[:]
+	}
+	return hex.EncodeToString(d)
+}
+
+func TestBurstLargerThanCluster(t *testing.T) {
+	h := newHarness(t, 3, Config{})
+	const n = 20
+	var invs []*Invocation
+	for i := 0; i < n; i++ {
+		args := fmt.Sprintf(`{"data":"job-%d","rounds":%d}`, i, i+1)
+		inv, err := h.orch.Submit("cascading_sha256", json.RawMessage(args), 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		invs = append(invs, inv)
+	}
+	for i, inv := range invs {
+		select {
+		case <-inv.Done():
+		case <-time.After(30 * time.Second):
+			t.Fatalf("invocation %d never finished; status %+v", i, h.orch.Status())
+		}
+		var got string
+		if inv.Err != "" || json.Unmarshal(inv.Result, &got) != nil {
+			t.Fatalf("invocation %d: err %q result %s", i, inv.Err, inv.Result)
+		}
+		if want := sha(fmt.Sprintf("job-%d", i), i+1); got != want {
+			t.Errorf("invocation %d: digest %s, want %s", i, got, want)
+		}
+		if inv.Attempts != 1 {
+			t.Errorf("invocation %d ran %d times", i, inv.Attempts)
+		}
+	}
+	// With IdleTimeout 0 every job gets a fresh boot.
+	if h.sim.PowerOns < n {
+		t.Errorf("%d power-ons for %d jobs; each job should get a fresh worker", h.sim.PowerOns, n)
+	}
+}
+
+func TestWorkerDiesMidJobIsRetried(t *testing.T) {
+	h := newHarness(t, 2, Config{MaxAttempts: 2})
+	inv, err := h.orch.Submit("test_hang", nil, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-hangStarted
+	// Pull the plug on whichever worker runs it.
+	var victim string
+	for _, w := range h.orch.Status().Workers {
+		if w.State == Working {
+			victim = w.ID
+		}
+	}
+	if victim == "" {
+		t.Fatalf("no worker working: %+v", h.orch.Status())
+	}
+	h.sim.PowerOff(context.Background(), inventory.Worker{ID: victim})
+	<-hangStarted // the retry started on a worker
+	select {
+	case <-inv.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("retried invocation never finished")
+	}
+	if inv.Attempts != 2 {
+		t.Errorf("attempts = %d, want 2", inv.Attempts)
+	}
+	if !inv.TimedOut || !strings.Contains(inv.Err, "timed out") {
+		t.Log(h.logs.String())
+		t.Errorf("second attempt should time out at its deadline: err %q timedOut %v", inv.Err, inv.TimedOut)
+	}
+	if !strings.Contains(h.logs.String(), "invocation lost its worker") {
+		t.Error("the lost job was not logged")
+	}
+}
+
+func TestGivesUpAfterMaxAttempts(t *testing.T) {
+	h := newHarness(t, 1, Config{MaxAttempts: 1})
+	inv, _ := h.orch.Submit("test_hang", nil, 10*time.Second)
+	<-hangStarted
+	h.sim.PowerOff(context.Background(), inventory.Worker{ID: "vm0"})
+	select {
+	case <-inv.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("invocation never failed")
+	}
+	if !strings.Contains(inv.Err, "gave up after 1 attempts") {
+		t.Fatalf("err = %q", inv.Err)
+	}
+}
+
+func TestWrongSecretIsRefused(t *testing.T) {
+	h := newHarness(t, 2, Config{PowerUpTimeout: 2 * time.Second, MaxBootFailures: 1})
+	h.sim.SecretFor["vm0"] = []byte("not the cluster's secret")
+	inv, err := h.orch.Invoke(context.Background(), "cascading_sha256", json.RawMessage(`{"data":"a","rounds":1}`), 5*time.Second)
+	if err != nil || inv.Err != "" {
+		t.Fatalf("invocation: %v %q", err, inv.Err)
+	}
+	if inv.Worker != "vm1" {
+		t.Errorf("ran on %s; only vm1 holds the secret", inv.Worker)
+	}
+	waitFor(t, func() bool { return strings.Contains(h.logs.String(), "refused worker connection") })
+	if !strings.Contains(h.logs.String(), protocol.ErrBadMAC.Error()) {
+		t.Errorf("refusal does not say why:\n%s", h.logs.String())
+	}
+}
+
+func TestUnknownWorkerTurnedAway(t *testing.T) {
+	h := newHarness(t, 1, Config{})
+	// A worker with the secret but not in the inventory dials in by itself.
+	addr := h.sim.Orch
+	w := &runtime.Worker{Config: runtime.Config{ID: "intruder", Orch: addr, Secret: h.orch.cfg.Cluster.SecretBytes(), Failsafe: 5 * time.Second},
+		Log: slog.Default(), Clock: func() float64 { return 0 }}
+	out := w.Run(context.Background())
+	if out.Action != protocol.CmdPowerOff {
+		t.Fatalf("unknown worker told %q, want poweroff", out.Action)
+	}
+	waitFor(t, func() bool { return strings.Contains(h.logs.String(), "turning away worker") })
+	if !strings.Contains(h.logs.String(), "not in the inventory") {
+		t.Error("refusal reason not logged")
+	}
+}
+
+func TestWorkerRefusesJobWithWrongSecret(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		// An impostor orchestrator: it reads the hello without checking and
+		// sends a job signed with its own key.
+		pc := protocol.NewConn(c, []byte("impostor-secret!"))
+		pc.Receive()
+		pc.Send(protocol.TypeJob, protocol.Job{ID: "evil", Function: "cascading_sha256"})
+		time.Sleep(time.Second)
+	}()
+	w := &runtime.Worker{Config: runtime.Config{ID: "vm0", Orch: ln.Addr().String(), Secret: []byte("the-real-secret!"), Failsafe: 5 * time.Second},
+		Log: slog.Default(), Clock: func() float64 { return 0 }}
+	out := w.Run(context.Background())
+	if out.Action != protocol.CmdPowerOff || !strings.Contains(out.Reason, "message authentication failed") {
+		t.Fatalf("outcome = %+v, want a power-off for a bad MAC", out)
+	}
+}
+
+func TestKeepsWorkerUpWithIdleTimeout(t *testing.T) {
+	h := newHarness(t, 1, Config{IdleTimeout: time.Minute})
+	for i := 0; i < 5; i++ {
+		inv, err := h.orch.Invoke(context.Background(), "float_operations", json.RawMessage(`{"n":100}`), 5*time.Second)
+		if err != nil || inv.Err != "" {
+			t.Fatalf("invocation %d: %v %q", i, err, inv.Err)
+		}
+	}
+	if h.sim.PowerOns != 1 {
+		t.Errorf("%d power-ons; a warm worker should serve all 5 jobs", h.sim.PowerOns)
+	}
+}
+
+func TestWithdrawOnCancel(t *testing.T) {
+	h := newHarness(t, 1, Config{})
+	h.sim.BootDelay = 5 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	inv, err := h.orch.Invoke(ctx, "float_operations", json.RawMessage(`{"n":1}`), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(inv.Err, "withdrawn") {
+		t.Fatalf("err = %q, want withdrawn", inv.Err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

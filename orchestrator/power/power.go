@@ -1,0 +1,27 @@
+// Package power turns workers on and off. Every kind of worker has a
+// Controller: QEMU starts and stops local microVMs; GPIO pulses a
+// BeagleBone's PWR_BUT line.
+package power
+
+import (
+	"context"
+
+	"github.com/microfaas/microfaas/orchestrator/inventory"
+)
+
+// Controller powers workers of one kind.
+type Controller interface {
+	// PowerOn starts the worker. It returns once the power-on is under way;
+	// the worker announces itself over the protocol when it has booted.
+	PowerOn(ctx context.Context, w inventory.Worker) error
+	// PowerOff forces the worker off, for a worker that is hung or no longer
+	// wanted. A worker told to power off over the protocol needs no call.
+	PowerOff(ctx context.Context, w inventory.Worker) error
+}
+
+// ExitReporter is a Controller that knows when a worker went off by itself
+// (a QEMU process that exited). The orchestrator uses it to notice a worker
+// that died mid-job at once instead of waiting for a timeout.
+type ExitReporter interface {
+	OnExit(func(workerID string, err error))
+}

@@ -1,0 +1,321 @@
+package power
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/protocol"
+)
+
+// QEMUConfig says how to boot QEMU workers. The same settings serve the
+// orchestrator, the smoke test and the benchmarks: there is one way to boot
+// a worker.
+type QEMUConfig struct {
+	Arch   string // "x86" (qemu-system-x86_64 -M microvm) or "arm" (qemu-system-arm -M virt)
+	Kernel string // bzImage / zImage
+	Initrd string // initramfs cpio; empty when built into the kernel
+	// Accel is "kvm", "tcg" or "auto" (probe KVM with a short real boot and
+	// fall back to TCG when it fails or hangs).
+	Accel string
+	// Cluster supplies the network, the orchestrator address and the secret.
+	Cluster *inventory.Cluster
+	// LogDir receives each worker's console output (worker-<id>.log).
+	LogDir string
+	// Failsafe is the worker's mf.failsafe, in seconds (0: the worker's default).
+	Failsafe int
+	// Cmdline is appended to every worker's kernel command line.
+	Cmdline string
+	Log     *slog.Logger
+}
+
+// QEMU is the power controller for VM workers: one qemu process per worker,
+// reaped when it exits and killed if the orchestrator dies.
+type QEMU struct {
+	cfg    QEMUConfig
+	accel  string
+	mu     sync.Mutex
+	procs  map[string]*exec.Cmd
+	onExit func(string, error)
+}
+
+// NewQEMU checks the configuration and resolves the accelerator.
+func NewQEMU(ctx context.Context, cfg QEMUConfig) (*QEMU, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Arch == "" {
+		cfg.Arch = "x86"
+	}
+	for _, f := range []string{cfg.Kernel, cfg.Initrd} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			return nil, fmt.Errorf("qemu worker image: %w (build it with mfbuild)", err)
+		}
+	}
+	if _, err := exec.LookPath(qemuBinary(cfg.Arch)); err != nil {
+		return nil, fmt.Errorf("%s not found: install QEMU (make deps): %w", qemuBinary(cfg.Arch), err)
+	}
+	if cfg.LogDir == "" {
+		cfg.LogDir = os.TempDir()
+	}
+	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
+		return nil, err
+	}
+	q := &QEMU{cfg: cfg, procs: map[string]*exec.Cmd{}}
+	switch cfg.Accel {
+	case "kvm", "tcg":
+		q.accel = cfg.Accel
+	case "", "auto":
+		q.accel = ProbeAccel(ctx, cfg.Arch, cfg.Kernel, cfg.Initrd, cfg.Log)
+	default:
+		return nil, fmt.Errorf("qemu accel %q: want kvm, tcg or auto", cfg.Accel)
+	}
+	return q, nil
+}
+
+// Accel is the accelerator in use.
+func (q *QEMU) Accel() string { return q.accel }
+
+// OnExit registers the handler called when a worker's qemu exits.
+func (q *QEMU) OnExit(fn func(string, error)) {
+	q.mu.Lock()
+	q.onExit = fn
+	q.mu.Unlock()
+}
+
+func qemuBinary(arch string) string {
+	if arch == "arm" {
+		return "qemu-system-arm"
+	}
+	return "qemu-system-x86_64"
+}
+
+// Args returns the qemu command line for a worker booted with cmdline.
+func (q *QEMU) Args(w inventory.Worker, cmdline string) []string {
+	return qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, q.cfg.Initrd, w, cmdline)
+}
+
+func qemuArgs(arch, accel, kernel, initrd string, w inventory.Worker, cmdline string) []string {
+	var args []string
+	if arch == "arm" {
+		args = []string{"-M", "virt", "-cpu", "cortex-a15"}
+	} else {
+		// acpi=off makes QEMU put the virtio-mmio devices on the kernel
+		// command line, which our kernel (no ACPI) reads.
+		args = []string{"-M", "microvm,x-option-roms=off,rtc=off,acpi=off"}
+		if accel == "kvm" {
+			args = append(args, "-cpu", "host")
+		}
+	}
+	args = append(args, "-accel", accel,
+		"-m", fmt.Sprint(w.VM.Memory()), "-smp", "1",
+		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+		"-serial", "stdio", "-kernel", kernel)
+	if initrd != "" {
+		args = append(args, "-initrd", initrd)
+	}
+	dev := "virtio-net-device"
+	netdev := "user,id=n0"
+	if w.VM.Net == "tap" {
+		netdev = "tap,id=n0,ifname=" + w.VM.Tap + ",script=no,downscript=no"
+	}
+	mac := ""
+	if w.MAC != "" {
+		mac = ",mac=" + w.MAC
+	}
+	args = append(args, "-netdev", netdev, "-device", dev+",netdev=n0"+mac, "-append", cmdline)
+	return args
+}
+
+// Cmdline is the kernel command line for worker w: console, reset-on-panic,
+// the kernel's own IP configuration, and the worker's mf.* parameters.
+func (q *QEMU) Cmdline(w inventory.Worker) (string, error) {
+	c := q.cfg.Cluster
+	p, err := netip.ParsePrefix(c.Network.Subnet)
+	if err != nil {
+		return "", fmt.Errorf("cluster subnet: %w", err)
+	}
+	mask := netmask(p.Bits())
+	console := "console=ttyS0"
+	if q.cfg.Arch == "arm" {
+		console = "console=ttyAMA0"
+	}
+	parts := []string{
+		console, "reboot=t", "panic=-1", "quiet",
+		fmt.Sprintf("ip=%s::%s:%s:%s:eth0:off", w.IP, c.Network.Gateway, mask, w.ID),
+		protocol.ParamID + "=" + w.ID,
+		protocol.ParamOrch + "=" + c.Addr(),
+		protocol.ParamSecret + "=" + fmt.Sprintf("%x", c.SecretBytes()),
+		// The microvm has no power-off device: the worker resets instead, and
+		// -no-reboot turns the reset into qemu exiting.
+		protocol.ParamOff + "=reboot",
+	}
+	if q.cfg.Failsafe > 0 {
+		parts = append(parts, fmt.Sprintf("%s=%d", protocol.ParamFailsafe, q.cfg.Failsafe))
+	}
+	if q.cfg.Cmdline != "" {
+		parts = append(parts, q.cfg.Cmdline)
+	}
+	return strings.Join(parts, " "), nil
+}
+
+func netmask(bits int) string {
+	m := uint32(0xffffffff) << (32 - bits)
+	return fmt.Sprintf("%d.%d.%d.%d", m>>24, m>>16&0xff, m>>8&0xff, m&0xff)
+}
+
+// LogPath is where worker id's console output goes.
+func (q *QEMU) LogPath(id string) string {
+	return filepath.Join(q.cfg.LogDir, "worker-"+id+".log")
+}
+
+// PowerOn starts the worker's qemu process.
+func (q *QEMU) PowerOn(ctx context.Context, w inventory.Worker) error {
+	cmdline, err := q.Cmdline(w)
+	if err != nil {
+		return err
+	}
+	q.mu.Lock()
+	if _, running := q.procs[w.ID]; running {
+		q.mu.Unlock()
+		return fmt.Errorf("worker %s: already powered on", w.ID)
+	}
+	q.mu.Unlock()
+	logf, err := os.Create(q.LogPath(w.ID))
+	if err != nil {
+		return fmt.Errorf("worker %s console log: %w", w.ID, err)
+	}
+	// Not CommandContext: the VM outlives the request that started it.
+	cmd := exec.Command(qemuBinary(q.cfg.Arch), q.Args(w, cmdline)...)
+	cmd.Stdin = nil
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// The kernel kills the VM if the orchestrator dies, so no qemu is left behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("worker %s: start qemu: %w", w.ID, err)
+	}
+	q.mu.Lock()
+	q.procs[w.ID] = cmd
+	q.mu.Unlock()
+	q.cfg.Log.Debug("qemu started", "worker", w.ID, "pid", cmd.Process.Pid, "accel", q.accel)
+	go func() {
+		err := cmd.Wait()
+		logf.Close()
+		q.mu.Lock()
+		if q.procs[w.ID] == cmd {
+			delete(q.procs, w.ID)
+		}
+		fn := q.onExit
+		q.mu.Unlock()
+		q.cfg.Log.Debug("qemu exited", "worker", w.ID, "err", err)
+		if fn != nil {
+			fn(w.ID, err)
+		}
+	}()
+	return nil
+}
+
+// PowerOff kills the worker's qemu process (pulling the plug) and waits for
+// it to be reaped.
+func (q *QEMU) PowerOff(ctx context.Context, w inventory.Worker) error {
+	q.mu.Lock()
+	cmd, ok := q.procs[w.ID]
+	q.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	if err := cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("worker %s: kill qemu: %w", w.ID, err)
+	}
+	for {
+		q.mu.Lock()
+		_, still := q.procs[w.ID]
+		q.mu.Unlock()
+		if !still {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// Running reports whether worker id's qemu process is alive.
+func (q *QEMU) Running(id string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	_, ok := q.procs[id]
+	return ok
+}
+
+// Close kills every worker.
+func (q *QEMU) Close() {
+	q.mu.Lock()
+	ids := make([]string, 0, len(q.procs))
+	for id := range q.procs {
+		ids = append(ids, id)
+	}
+	q.mu.Unlock()
+	for _, id := range ids {
+		q.PowerOff(context.Background(), inventory.Worker{ID: id})
+	}
+}
+
+var (
+	probeMu    sync.Mutex
+	probeCache = map[string]string{}
+)
+
+// ProbeAccel boots the worker kernel under KVM with mf.probe=1 and a short
+// timeout. If the worker's probe marker appears, KVM works; otherwise (no
+// /dev/kvm, an error, or a nested-KVM hang) it returns "tcg". The answer is
+// remembered for the process.
+func ProbeAccel(ctx context.Context, arch, kernel, initrd string, log *slog.Logger) string {
+	if arch == "arm" {
+		return "tcg" // no KVM for 32-bit ARM guests on an x86 host
+	}
+	key := kernel + "\x00" + initrd
+	probeMu.Lock()
+	defer probeMu.Unlock()
+	if a, ok := probeCache[key]; ok {
+		return a
+	}
+	accel := "tcg"
+	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
+		f.Close()
+		pctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+		args := qemuArgs(arch, "kvm", kernel, initrd, inventory.Worker{ID: "probe"},
+			"console=ttyS0 reboot=t panic=-1 "+protocol.ParamProbe+"=1 "+protocol.ParamOff+"=reboot")
+		cmd := exec.CommandContext(pctx, qemuBinary(arch), args...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, io.Discard
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		err := cmd.Run()
+		cancel()
+		if bytes.Contains(out.Bytes(), []byte(protocol.ProbeMarker)) {
+			accel = "kvm"
+		} else {
+			log.Info("KVM probe boot failed; using TCG", "err", err)
+		}
+	}
+	probeCache[key] = accel
+	return accel
+}

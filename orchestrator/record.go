@@ -1,0 +1,68 @@
+package orchestrator
+
+import (
+	"encoding/csv"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Recorder receives every finished invocation.
+type Recorder interface {
+	Record(inv *Invocation)
+}
+
+// CSVHeader is the results file's schema (docs/orchestrator.md explains it).
+var CSVHeader = []string{
+	"invocation", "function", "worker", "attempts", "queued", "powered_on", "connected", "started", "finished",
+	"boot_init_ms", "boot_network_ms", "boot_connected_ms", "exec_ms", "latency_ms", "result_bytes", "timed_out", "error",
+}
+
+// CSVRecorder writes one row per invocation.
+type CSVRecorder struct {
+	mu sync.Mutex
+	w  *csv.Writer
+}
+
+// NewCSVRecorder writes the header and returns a recorder writing to w.
+func NewCSVRecorder(w io.Writer) (*CSVRecorder, error) {
+	cw := csv.NewWriter(w)
+	if err := cw.Write(CSVHeader); err != nil {
+		return nil, fmt.Errorf("results csv: %w", err)
+	}
+	cw.Flush()
+	return &CSVRecorder{w: cw}, cw.Error()
+}
+
+// Record writes inv's row and flushes it, so a crash loses nothing written.
+func (r *CSVRecorder) Record(inv *Invocation) {
+	ts := func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return t.UTC().Format(time.RFC3339Nano)
+	}
+	f := func(v float64) string { return strconv.FormatFloat(v, 'f', 3, 64) }
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.w.Write([]string{
+		inv.ID, inv.Function, inv.Worker, strconv.Itoa(inv.Attempts),
+		ts(inv.Queued), ts(inv.PoweredOn), ts(inv.Connected), ts(inv.Started), ts(inv.Finished),
+		f(inv.Boot.InitMS), f(inv.Boot.NetworkMS), f(inv.Boot.ConnectedMS), f(inv.ExecMS),
+		f(float64(inv.Finished.Sub(inv.Queued).Microseconds()) / 1000),
+		strconv.Itoa(len(inv.Result)), strconv.FormatBool(inv.TimedOut), inv.Err,
+	})
+	r.w.Flush()
+}
+
+// MultiRecorder fans out to several recorders.
+type MultiRecorder []Recorder
+
+// Record calls every recorder.
+func (m MultiRecorder) Record(inv *Invocation) {
+	for _, r := range m {
+		r.Record(inv)
+	}
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs the Debian packages MicroFaaS builds and tests need, only those
+# missing. Works as root or through sudo. Usage: scripts/install-deps.sh
+set -euo pipefail
+
+packages=(
+  # kernel builds
+  build-essential flex bison bc libelf-dev libssl-dev lz4 cpio xz-utils patch
+  linux-source-6.1
+  # ARM cross builds and BeagleBone images
+  gcc-arm-linux-gnueabihf u-boot-tools device-tree-compiler dosfstools mtools
+  # booting workers
+  qemu-system-x86 qemu-system-arm
+  # services the workload suite's tests run against
+  redis-server postgresql
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  if ! command -v sudo >/dev/null; then
+    echo "deps: missing ${missing[*]}; run this script as root or install sudo" >&2
+    exit 1
+  fi
+  sudo="sudo"
+fi
+
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds the worker kernel and initramfs twice, each from an empty cache in
+# its own folder, and compares the bytes. Usage: verify-reproducible.sh ARCH KVERSION
+set -euo pipefail
+arch=${1:-x86}
+kversion=${2:-6.1}
+work=$(mktemp -d /tmp/mf-repro-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+for i in 1 2; do
+  echo "== build $i (empty cache $work/cache$i)"
+  bin/mfbuild worker --arch "$arch" --version "$kversion" --cache "$work/cache$i" --out "$work/out$i"
+done
+status=0
+for f in $(cd "$work/out1" && ls); do
+  [ "$f" = "initramfs.cpio.json" ] && continue
+  a=$(sha256sum "$work/out1/$f" | cut -d' ' -f1)
+  b=$(sha256sum "$work/out2/$f" | cut -d' ' -f1)
+  if [ "$a" = "$b" ]; then
+    echo "identical  $f  $a"
+  else
+    echo "DIFFERENT  $f  $a != $b"
+    status=1
+  fi
+done
+exit $status
