@@ -2,16 +2,15 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/microfaas/microfaas/orchestrator/loadgen"
+	"github.com/microfaas/microfaas/runtime/functions"
 )
 
 func runDemo(ctx context.Context, args []string) error {
@@ -19,7 +18,7 @@ func runDemo(ctx context.Context, args []string) error {
 	var c clusterFlags
 	c.register(fs)
 	n := fs.Int("invocations", 36, "how many invocations to run")
-	seed := fs.Uint64("seed", 63302, "seed of the input generator")
+	seed := fs.Uint64("seed", functions.DefaultInputSeed, "seed of the input generator")
 	out := fs.String("out", "out/demo", "folder for results.csv and latency.svg")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -72,35 +71,22 @@ func firstLine(s string) string {
 	return l
 }
 
-// demoCalls spreads n invocations evenly over the compute functions, with
-// inputs drawn from a seeded generator in the original suite's ranges.
-func demoCalls(seed uint64, n int) []loadgen.Call {
-	rng := rand.New(rand.NewPCG(seed, seed))
-	alnum := "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-	word := func(k int) string {
-		b := make([]byte, k)
-		for i := range b {
-			b[i] = alnum[rng.IntN(len(alnum))]
-		}
-		return string(b)
-	}
-	gens := []func() loadgen.Call{
-		func() loadgen.Call {
-			return call("cascading_sha256", map[string]any{"data": word(64), "rounds": 1 + rng.IntN(10000)})
-		},
-		func() loadgen.Call {
-			return call("cascading_md5", map[string]any{"data": word(64), "rounds": 1 + rng.IntN(10000)})
-		},
-		func() loadgen.Call { return call("float_operations", map[string]any{"n": 1 + rng.IntN(10000)}) },
-	}
-	calls := make([]loadgen.Call, n)
-	for i := range calls {
-		calls[i] = gens[i%len(gens)]()
-	}
-	return calls
+// demoFunctions are the suite's compute functions: they need no services,
+// so the demo runs on a bare machine.
+var demoFunctions = []string{
+	"cascading_md5", "cascading_sha256", "float_operations", "html_generation", "matmul",
+	"pyaes", "regex_match", "regex_search", "zlib_decompress",
 }
 
-func call(fn string, args map[string]any) loadgen.Call {
-	b, _ := json.Marshal(args)
-	return loadgen.Call{Function: fn, Args: b}
+// demoCalls spreads n invocations evenly over the compute functions, with
+// the original experiment's seeded inputs (functions.GenerateInputs).
+func demoCalls(seed uint64, n int) []loadgen.Call {
+	inputs := functions.GenerateInputs(int64(seed), functions.InputsPerFunction)
+	calls := make([]loadgen.Call, n)
+	for i := range calls {
+		fn := demoFunctions[i%len(demoFunctions)]
+		in := inputs[fn]
+		calls[i] = loadgen.Call{Function: fn, Args: in[(i/len(demoFunctions))%len(in)]}
+	}
+	return calls
 }
