@@ -5,10 +5,11 @@ set -euo pipefail
 arch=${1:-x86}
 kversion=${2:-6.1}
 work=$(mktemp -d /tmp/mf-repro-XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 for i in 1 2; do
   echo "== build $i (empty cache $work/cache$i)"
-  bin/mfbuild worker --arch "$arch" --version "$kversion" --cache "$work/cache$i" --out "$work/out$i"
+  # A fresh Go build cache too, so mfinit is compiled from scratch each time.
+  GOCACHE="$work/gocache$i" bin/mfbuild worker --arch "$arch" --version "$kversion" --cache "$work/cache$i" --out "$work/out$i"
 done
 status=0
 for f in $(cd "$work/out1" && ls); do
