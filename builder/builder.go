@@ -159,13 +159,12 @@ func Initramfs(ctx context.Context, o Options, out string) (InitramfsInfo, error
 		if strings.ContainsAny(n, "/ ") || n == "" {
 			return InitramfsInfo{}, fmt.Errorf("function name %q: use letters, digits, - and _", n)
 		}
-		p := o.Functions[n]
-		sum, _, err := cache.FileSHA256(p)
+		fopts, sum, err := functionOptions(ctx, o.Arch, n, o.Functions[n])
 		if err != nil {
-			return InitramfsInfo{}, fmt.Errorf("function %s: %w", n, err)
+			return InitramfsInfo{}, err
 		}
 		inputs["function:"+n] = sum
-		opts = append(opts, initramfs.WithFile("functions/"+n, p, 0o755))
+		opts = append(opts, fopts...)
 	}
 	a, err := initramfs.New(opts...)
 	if err != nil {

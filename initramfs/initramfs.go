@@ -74,6 +74,30 @@ func WithBytes(dst string, content []byte, perm uint64) Option {
 	}
 }
 
+// WithSymlink adds a symbolic link at dst pointing to target.
+func WithSymlink(dst, target string) Option {
+	return func(a *Archive) error {
+		name, err := clean(dst)
+		if err != nil {
+			return err
+		}
+		a.entries[name] = cpio.Symlink(name, target)
+		return nil
+	}
+}
+
+// WithEmptyDir adds a directory at dst with perm.
+func WithEmptyDir(dst string, perm uint64) Option {
+	return func(a *Archive) error {
+		name, err := clean(dst)
+		if err != nil {
+			return err
+		}
+		a.entries[name] = cpio.Directory(name, perm&0o7777)
+		return nil
+	}
+}
+
 // WithDir adds every regular file under the host directory src at dst,
 // keeping their permission bits.
 func WithDir(dst, src string) Option {

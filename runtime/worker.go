@@ -170,7 +170,11 @@ func (w *Worker) runJob(ctx context.Context, job protocol.Job) protocol.Result {
 func RunFunction(ctx context.Context, env functions.Env, name string, args json.RawMessage, timeout time.Duration) (json.RawMessage, error) {
 	fn, err := functions.Lookup(name)
 	if err != nil {
-		return nil, err
+		user, ok := functions.LookupUser(env.FunctionsDir, name)
+		if !ok {
+			return nil, err
+		}
+		fn = user
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -13,6 +13,8 @@ packages=(
   qemu-system-x86 qemu-system-arm
   # services the workload suite's tests run against
   redis-server postgresql
+  # shell user functions get a static busybox as /bin/sh
+  busybox-static
 )
 
 missing=()

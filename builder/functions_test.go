@@ -1,0 +1,216 @@
+package builder
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/microfaas/microfaas/initramfs"
+)
+
+// buildWordcount compiles the example user function for goarch.
+func buildWordcount(t *testing.T, goarch string) []byte {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "wordcount")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./examples/functions/wordcount")
+	cmd.Dir = repo(t)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build wordcount: %v\n%s", err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// makeImage builds a one-layer image holding files, with entrypoint.
+func makeImage(t *testing.T, arch string, files map[string][]byte, symlinks map[string]string, entrypoint ...string) v1.Image {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, p := range sortedKeys(files) {
+		tw.WriteHeader(&tar.Header{Name: p, Mode: 0o755, Size: int64(len(files[p])), Typeflag: tar.TypeReg})
+		tw.Write(files[p])
+	}
+	for p, target := range symlinks {
+		tw.WriteHeader(&tar.Header{Name: p, Linkname: target, Typeflag: tar.TypeSymlink})
+	}
+	tw.Close()
+	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, _ := img.ConfigFile()
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", arch
+	cf.Config.Entrypoint = entrypoint
+	cf.Config.Env = []string{"PATH=/app"}
+	cf.Config.WorkingDir = "/app"
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+func sortedKeys(m map[string][]byte) []string {
+	var k []string
+	for p := range m {
+		k = append(k, p)
+	}
+	return k
+}
+
+func archiveNames(t *testing.T, opts []initramfs.Option) map[string]bool {
+	t.Helper()
+	a, err := initramfs.New(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, n := range a.Names() {
+		names[n] = true
+	}
+	return names
+}
+
+func TestExecutableFunctions(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	wc := filepath.Join(dir, "wordcount")
+	os.WriteFile(wc, buildWordcount(t, "amd64"), 0o755)
+	wcArm := filepath.Join(dir, "wordcount-arm")
+	os.WriteFile(wcArm, buildWordcount(t, "arm"), 0o755)
+	py := filepath.Join(dir, "fn.py")
+	os.WriteFile(py, []byte("#!/usr/bin/python3\nprint(1)\n"), 0o755)
+	tests := []struct {
+		name, spec string
+		want       []string
+		wantErr    string
+	}{
+		{"static binary", wc, []string{"functions/f"}, ""},
+		{"shell script gets busybox", "../examples/functions/hello.sh", []string{"functions/f", "bin/busybox", "bin/sh", "bin/sleep"}, ""},
+		{"dynamic binary refused", "/bin/ls", nil, "dynamically linked"},
+		{"wrong architecture refused", wcArm, nil, "built for EM_ARM"},
+		{"other interpreter refused", py, nil, `interpreter "/usr/bin/python3" is not in the worker`},
+		{"missing file", filepath.Join(dir, "nope"), nil, "no such file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if strings.Contains(tt.name, "busybox") {
+				if _, err := os.Stat(BusyboxPath); err != nil && os.Getenv("CI") == "" {
+					t.Skip("busybox-static not installed")
+				}
+			}
+			opts, _, err := functionOptions(ctx, "x86", "f", tt.spec)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			names := archiveNames(t, opts)
+			for _, w := range tt.want {
+				if !names[w] {
+					t.Errorf("initramfs lacks %s", w)
+				}
+			}
+		})
+	}
+}
+
+// TestImageFunctions pulls function images through a real registry protocol
+// (go-containerregistry's registry, in process), an OCI layout directory and
+// a docker-save tarball, and checks what cannot run is refused.
+func TestImageFunctions(t *testing.T) {
+	ctx := context.Background()
+	srv := httptest.NewServer(registry.New())
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	wc := buildWordcount(t, "amd64")
+	good := makeImage(t, "amd64", map[string][]byte{"app/wordcount": wc}, map[string]string{"app/wc": "wordcount"}, "/app/wc")
+	push := func(tag string, img v1.Image) string {
+		ref := host + "/fn/" + tag
+		r, err := name.ParseReference(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := remote.Write(r, img); err != nil {
+			t.Fatal(err)
+		}
+		return ref
+	}
+	layoutDir := filepath.Join(t.TempDir(), "oci")
+	lp, err := layout.Write(layoutDir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lp.AppendImage(good, layout.WithPlatform(v1.Platform{OS: "linux", Architecture: "amd64"})); err != nil {
+		t.Fatal(err)
+	}
+	tarPath := filepath.Join(t.TempDir(), "wc.tar")
+	tagRef, _ := name.NewTag("example.com/wc:latest")
+	if err := tarball.WriteToFile(tarPath, tagRef, good); err != nil {
+		t.Fatal(err)
+	}
+	dynamic, _ := os.ReadFile("/bin/ls")
+	tests := []struct {
+		name, ref string
+		wantErr   string
+	}{
+		{"registry", push("wc:latest", good), ""},
+		{"oci layout", layoutDir, ""},
+		{"docker save tarball", tarPath, ""},
+		{"wrong architecture", push("arm:latest", makeImage(t, "arm64", map[string][]byte{"app/wordcount": wc}, nil, "/app/wordcount")), "is linux/arm64, the worker is linux/amd64"},
+		{"dynamic without loader", push("dyn:latest", makeImage(t, "amd64", map[string][]byte{"bin/ls": dynamic}, nil, "/bin/ls")), "dynamically linked"},
+		{"no entrypoint file", push("missing:latest", makeImage(t, "amd64", map[string][]byte{"app/x": wc}, nil, "/app/nope")), "entrypoint /app/nope is not in image"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts, digest, err := functionOptions(ctx, "x86", "wc", "oci:"+tt.ref)
+			if tt.wantErr != "" {
+				if !errors.Is(err, ErrCannotRun) || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want ErrCannotRun with %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(digest, "sha256:") {
+				t.Errorf("input hash %q is not the image digest", digest)
+			}
+			names := archiveNames(t, opts)
+			for _, w := range []string{"functions/wc/config.json", "functions/wc/rootfs/app/wordcount", "functions/wc/rootfs/app/wc"} {
+				if !names[w] {
+					t.Errorf("initramfs lacks %s", w)
+				}
+			}
+		})
+	}
+}
