@@ -27,7 +27,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/microfaas/microfaas/runtime/functions"
-	"github.com/microfaas/microfaas/runtime/functions/internal/testsvc"
+	"github.com/microfaas/microfaas/internal/testsvc"
 )
 
 // run calls a function by name with a 30 s deadline.

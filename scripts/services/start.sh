@@ -23,7 +23,7 @@ fi
 rm -f "$state/services.json" "$state/pid"
 
 echo "services/start: building mf-testservices" >&2
-(cd "$repo" && go build -o "$state/mf-testservices" ./runtime/functions/internal/testsvc/cmd/mf-testservices)
+(cd "$repo" && go build -o "$state/mf-testservices" ./internal/testsvc/cmd/mf-testservices)
 
 nohup "$state/mf-testservices" -services "$services" -out "$state/services.json" \
   >"$state/mf-testservices.log" 2>&1 </dev/null &

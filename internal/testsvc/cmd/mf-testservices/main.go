@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/runtime/functions"
-	"github.com/microfaas/microfaas/runtime/functions/internal/testsvc"
+	"github.com/microfaas/microfaas/internal/testsvc"
 )
 
 func main() {
