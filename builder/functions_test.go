@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"log"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -149,7 +151,7 @@ func TestExecutableFunctions(t *testing.T) {
 // a docker-save tarball, and checks what cannot run is refused.
 func TestImageFunctions(t *testing.T) {
 	ctx := context.Background()
-	srv := httptest.NewServer(registry.New())
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
 	wc := buildWordcount(t, "amd64")

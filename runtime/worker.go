@@ -65,7 +65,8 @@ func (w *Worker) Run(ctx context.Context) Outcome {
 	pc.SetNonce(nonce)
 	hello := protocol.Hello{
 		Proto: protocol.Version, WorkerID: w.Config.ID, Nonce: nonce,
-		Arch: goruntime.GOARCH, Boot: w.Boot, Functions: functions.Names(),
+		Arch: goruntime.GOARCH, Boot: w.Boot,
+		Functions: append(functions.Names(), functions.UserNames(w.Env.FunctionsDir)...),
 	}
 	conn.SetWriteDeadline(time.Now().Add(w.Config.Failsafe))
 	if err := pc.Send(protocol.TypeHello, hello); err != nil {

@@ -46,6 +46,21 @@ const stderrTail = 2048
 // maxOutput bounds a user function's stdout.
 const maxOutput = 16 << 20
 
+// UserNames lists the user functions under dir, sorted.
+func UserNames(dir string) []string {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, e := range ents {
+		if _, ok := LookupUser(dir, e.Name()); ok {
+			names = append(names, e.Name())
+		}
+	}
+	return names
+}
+
 // LookupUser finds a user function under dir; ok is false if there is none.
 func LookupUser(dir, name string) (Func, bool) {
 	if dir == "" || name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
