@@ -11,6 +11,8 @@ import (
 type InvokeResponse struct {
 	ID       string          `json:"id"`
 	Function string          `json:"function"`
+	Status   string          `json:"status"` // queued, running or finished
+	Restarts int             `json:"restarts,omitempty"`
 	Worker   string          `json:"worker"`
 	Attempts int             `json:"attempts"`
 	Result   json.RawMessage `json:"result,omitempty"`
@@ -23,12 +25,18 @@ type InvokeResponse struct {
 
 // Handler serves the orchestrator's own HTTP API:
 //
-//	POST /invoke/{function}[?timeout=30s]  body: the function's JSON arguments
-//	GET  /status                            workers and queue depth
+//	POST /invoke/{function}[?timeout=30s][&async=true]  body: the function's JSON arguments
+//	GET  /invocations/{id}                   an invocation's state and result
+//	GET  /status                             workers and queue depth
 //	GET  /healthz
+//
+// A synchronous call answers with the result. An async call answers 202 with
+// the invocation id once the invocation is accepted (persisted, when mforch
+// runs with a store): poll /invocations/{id} for the result.
 func (o *Orchestrator) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /invoke/{function}", o.handleInvoke)
+	mux.HandleFunc("GET /invocations/{id}", o.handleGet)
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(o.Status())
@@ -57,19 +65,68 @@ func (o *Orchestrator) handleInvoke(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if r.URL.Query().Get("async") == "true" {
+		inv, err := o.Submit(r.PathValue("function"), body, timeout)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Location", "/invocations/"+inv.ID)
+		w.WriteHeader(http.StatusAccepted)
+		json.NewEncoder(w).Encode(InvokeResponse{ID: inv.ID, Function: inv.Function, Status: "queued"})
+		return
+	}
 	inv, err := o.Invoke(r.Context(), r.PathValue("function"), body, timeout)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
+	writeInvocation(w, inv)
+}
+
+func (o *Orchestrator) handleGet(w http.ResponseWriter, r *http.Request) {
+	inv, ok := o.Lookup(r.PathValue("id"))
+	if !ok {
+		http.Error(w, "no invocation "+r.PathValue("id"), http.StatusNotFound)
+		return
+	}
+	// The scheduler updates live invocations under its lock.
+	o.mu.Lock()
+	resp := Response(inv)
+	o.mu.Unlock()
+	writeResponse(w, resp)
+}
+
+// Response renders an invocation for the API.
+func Response(inv *Invocation) InvokeResponse {
 	resp := InvokeResponse{ID: inv.ID, Function: inv.Function, Worker: inv.Worker, Attempts: inv.Attempts,
-		Result: inv.Result, Error: inv.Err, TimedOut: inv.TimedOut, ExecMS: inv.ExecMS,
-		BootMS: inv.Boot.ConnectedMS, TotalMS: float64(inv.Finished.Sub(inv.Queued).Microseconds()) / 1000}
+		Restarts: inv.Restarts, Result: inv.Result, Error: inv.Err, TimedOut: inv.TimedOut, ExecMS: inv.ExecMS,
+		BootMS: inv.Boot.ConnectedMS, Status: "queued"}
+	select {
+	case <-inv.done:
+		resp.Status = "finished"
+		resp.TotalMS = float64(inv.Finished.Sub(inv.Queued).Microseconds()) / 1000
+	default:
+		if !inv.Started.IsZero() {
+			resp.Status = "running"
+		}
+	}
+	return resp
+}
+
+// writeInvocation answers with a finished invocation (its fields no longer
+// change once done is closed).
+func writeInvocation(w http.ResponseWriter, inv *Invocation) { writeResponse(w, Response(inv)) }
+
+func writeResponse(w http.ResponseWriter, resp InvokeResponse) {
 	w.Header().Set("Content-Type", "application/json")
 	switch {
-	case inv.TimedOut:
+	case resp.Status != "finished":
+		w.WriteHeader(http.StatusAccepted)
+	case resp.TimedOut:
 		w.WriteHeader(http.StatusGatewayTimeout)
-	case inv.Err != "":
+	case resp.Error != "":
 		w.WriteHeader(http.StatusInternalServerError)
 	}
 	json.NewEncoder(w).Encode(resp)

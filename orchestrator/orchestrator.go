@@ -58,7 +58,11 @@ type Config struct {
 	// that did not reach hello (3).
 	MaxBootFailures int
 	Recorder        Recorder
-	Log             *slog.Logger
+	// Store, if set, persists accepted invocations: Submit returns only
+	// once the invocation is on disk, and New queues again whatever a
+	// previous run left pending.
+	Store Store
+	Log   *slog.Logger
 }
 
 // Invocation is one call of a function, from queueing to its result.
@@ -79,6 +83,10 @@ type Invocation struct {
 	Err       string
 	TimedOut  bool
 	ExecMS    float64
+	// Restarts counts mforch restarts this invocation survived while
+	// pending; with a non-zero Started before a restart it may have run
+	// partly, and Attempts says so.
+	Restarts int
 
 	done chan struct{}
 }
@@ -109,8 +117,13 @@ type Orchestrator struct {
 	queue   []*Invocation
 	workers map[string]*worker
 	order   []string // inventory order, for deterministic choices
-	closed  bool
-	wg      sync.WaitGroup
+	live    map[string]*Invocation
+	// recent keeps the last finished invocations for lookups when there is
+	// no Store (bounded: a FIFO of recentMax ids).
+	recent      map[string]*Invocation
+	recentOrder []string
+	closed      bool
+	wg          sync.WaitGroup
 }
 
 // New checks cfg and returns an orchestrator with every worker off.
@@ -142,7 +155,8 @@ func New(cfg Config) (*Orchestrator, error) {
 	if cfg.MaxBootFailures <= 0 {
 		cfg.MaxBootFailures = 3
 	}
-	o := &Orchestrator{cfg: cfg, log: cfg.Log, workers: map[string]*worker{}}
+	o := &Orchestrator{cfg: cfg, log: cfg.Log, workers: map[string]*worker{}, live: map[string]*Invocation{},
+		recent: map[string]*Invocation{}}
 	for _, w := range cfg.Cluster.Workers {
 		if _, ok := cfg.Controllers[w.Kind]; !ok {
 			return nil, fmt.Errorf("orchestrator: no power controller for worker %s of kind %s", w.ID, w.Kind)
@@ -155,8 +169,33 @@ func New(cfg Config) (*Orchestrator, error) {
 			er.OnExit(o.workerExited)
 		}
 	}
+	if cfg.Store != nil {
+		pending, err := cfg.Store.Pending()
+		if err != nil {
+			return nil, fmt.Errorf("orchestrator: reading pending invocations: %w", err)
+		}
+		for _, inv := range pending {
+			inv.Restarts++
+			if !inv.Started.IsZero() {
+				o.log.Warn("invocation was running when mforch stopped; it will run again (reported as a retry)",
+					"invocation", inv.ID, "function", inv.Function, "attempts", inv.Attempts)
+			}
+			inv.Worker, inv.PoweredOn, inv.Connected, inv.Started = "", time.Time{}, time.Time{}, time.Time{}
+			o.queue = append(o.queue, inv)
+			o.live[inv.ID] = inv
+		}
+		if len(pending) > 0 {
+			o.log.Info("recovered pending invocations", "count", len(pending))
+			o.mu.Lock()
+			o.dispatchLocked()
+			o.mu.Unlock()
+		}
+	}
 	return o, nil
 }
+
+// recentMax bounds the finished invocations kept in memory without a Store.
+const recentMax = 10000
 
 // ErrClosed is returned for invocations submitted after Close.
 var ErrClosed = errors.New("orchestrator is shutting down")
@@ -173,9 +212,34 @@ func (o *Orchestrator) Submit(function string, args json.RawMessage, timeout tim
 	if o.closed {
 		return nil, ErrClosed
 	}
+	if o.cfg.Store != nil {
+		if err := o.cfg.Store.Accept(inv); err != nil {
+			return nil, fmt.Errorf("invocation not accepted: persisting it failed: %w", err)
+		}
+	}
 	o.queue = append(o.queue, inv)
+	o.live[inv.ID] = inv
 	o.dispatchLocked()
 	return inv, nil
+}
+
+// Lookup returns an invocation by id: a live one, or one the store holds.
+func (o *Orchestrator) Lookup(id string) (*Invocation, bool) {
+	o.mu.Lock()
+	inv, ok := o.live[id]
+	if !ok {
+		inv, ok = o.recent[id]
+	}
+	o.mu.Unlock()
+	if ok {
+		return inv, true
+	}
+	if o.cfg.Store != nil {
+		if inv, ok, err := o.cfg.Store.Get(id); err == nil && ok {
+			return inv, true
+		}
+	}
+	return nil, false
 }
 
 // Invoke submits an invocation and waits for it. A cancelled ctx withdraws
@@ -376,6 +440,10 @@ func (o *Orchestrator) lostJobLocked(w *worker, why string) {
 		return
 	}
 	inv.Worker, inv.PoweredOn, inv.Connected, inv.Started = "", time.Time{}, time.Time{}, time.Time{}
+	if o.closed {
+		o.abandonLocked(inv)
+		return
+	}
 	o.queue = append([]*Invocation{inv}, o.queue...)
 }
 
@@ -384,6 +452,20 @@ func (o *Orchestrator) finishLocked(inv *Invocation, errText string) {
 		inv.Err = errText
 	}
 	inv.Finished = time.Now()
+	if o.cfg.Store != nil {
+		if err := o.cfg.Store.Finish(inv); err != nil {
+			o.log.Error("recording a finished invocation failed; it may run again after a restart", "invocation", inv.ID, "err", err)
+		}
+	}
+	delete(o.live, inv.ID)
+	if o.cfg.Store == nil {
+		o.recent[inv.ID] = inv
+		o.recentOrder = append(o.recentOrder, inv.ID)
+		if len(o.recentOrder) > recentMax {
+			delete(o.recent, o.recentOrder[0])
+			o.recentOrder = o.recentOrder[1:]
+		}
+	}
 	if o.cfg.Recorder != nil {
 		o.cfg.Recorder.Record(inv)
 	}
@@ -518,6 +600,12 @@ func (o *Orchestrator) runJob(w *worker, session uint64, pc *protocol.Conn, c ne
 	inv.Worker = w.spec.ID
 	inv.PoweredOn, inv.Connected, inv.Boot = w.poweredOn, w.connected, w.boot
 	inv.Started = time.Now()
+	if o.cfg.Store != nil {
+		// Record the attempt, so a restart knows the job may have run.
+		if err := o.cfg.Store.Accept(inv); err != nil {
+			o.log.Error("recording an attempt failed", "invocation", inv.ID, "err", err)
+		}
+	}
 	o.mu.Unlock()
 	job := protocol.Job{ID: inv.ID, Function: inv.Function, Args: inv.Args,
 		TimeoutMS: inv.Timeout.Milliseconds(), Attempt: inv.Attempts, Services: o.cfg.Cluster.Services}
@@ -641,18 +729,41 @@ func (o *Orchestrator) Status() Status {
 	return s
 }
 
-// Close stops admitting work, fails what is still queued, and powers every
-// worker off.
-func (o *Orchestrator) Close() {
+// Shutdown stops admitting work, lets running jobs finish until ctx ends,
+// and powers every worker off. Invocations that did not run stay pending in
+// the Store (they run after the next start); without a Store they fail.
+func (o *Orchestrator) Shutdown(ctx context.Context) {
 	o.mu.Lock()
 	o.closed = true
 	for _, inv := range o.queue {
-		o.finishLocked(inv, ErrClosed.Error())
+		o.abandonLocked(inv)
 	}
 	o.queue = nil
+	o.mu.Unlock()
+	for {
+		busy := 0
+		for _, w := range o.Status().Workers {
+			if w.State == Working {
+				busy++
+			}
+		}
+		if busy == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			o.log.Warn("shutdown: stopping workers with jobs still running", "running", busy)
+			busy = 0
+		case <-time.After(50 * time.Millisecond):
+		}
+		if busy == 0 {
+			break
+		}
+	}
+	o.mu.Lock()
 	var on []*worker
 	for _, id := range o.order {
-		if w := o.workers[id]; w.state != Off {
+		if w := o.workers[id]; w.state != Off && w.state != Failed {
 			on = append(on, w)
 		}
 	}
@@ -660,4 +771,23 @@ func (o *Orchestrator) Close() {
 	for _, w := range on {
 		o.cfg.Controllers[w.spec.Kind].PowerOff(context.Background(), w.spec)
 	}
+}
+
+// Close shuts down at once: running jobs are not waited for.
+func (o *Orchestrator) Close() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	o.Shutdown(ctx)
+}
+
+// abandonLocked releases the waiter of an invocation that will not run in
+// this process. With a Store it stays pending for the next start.
+func (o *Orchestrator) abandonLocked(inv *Invocation) {
+	if o.cfg.Store == nil {
+		o.finishLocked(inv, ErrClosed.Error())
+		return
+	}
+	inv.Err = "mforch shut down before the invocation finished; it stays queued and runs after the next start"
+	delete(o.live, inv.ID)
+	close(inv.done)
 }

@@ -26,8 +26,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/microfaas/microfaas/runtime/functions"
 	"github.com/microfaas/microfaas/internal/testsvc"
+	"github.com/microfaas/microfaas/runtime/functions"
 )
 
 // run calls a function by name with a 30 s deadline.

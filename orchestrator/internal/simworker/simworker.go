@@ -66,7 +66,8 @@ func (c *Controller) PowerOn(ctx context.Context, w inventory.Worker) error {
 			wk := &runtime.Worker{
 				Config: runtime.Config{ID: w.ID, Orch: c.Orch, Secret: secret, Failsafe: 10 * time.Second},
 				Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-				Clock:  func() float64 { return float64(c.BootDelay.Milliseconds()) },
+				// A simulated boot "takes" BootDelay plus 1 ms of kernel uptime.
+				Clock: func() float64 { return float64(c.BootDelay.Milliseconds()) + 1 },
 			}
 			wk.Run(wctx)
 		}
