@@ -28,6 +28,7 @@ type InvokeResponse struct {
 //	POST /invoke/{function}[?timeout=30s][&async=true]  body: the function's JSON arguments
 //	GET  /invocations/{id}                   an invocation's state and result
 //	GET  /status                             workers and queue depth
+//	GET  /metrics                            Prometheus metrics
 //	GET  /healthz
 //
 // A synchronous call answers with the result. An async call answers 202 with
@@ -41,6 +42,7 @@ func (o *Orchestrator) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(o.Status())
 	})
+	mux.Handle("GET /metrics", o.metrics.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	return mux
 }

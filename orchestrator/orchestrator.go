@@ -122,6 +122,8 @@ type Orchestrator struct {
 	// no Store (bounded: a FIFO of recentMax ids).
 	recent      map[string]*Invocation
 	recentOrder []string
+	failures    []Failure // the last few failed invocations, for status
+	metrics     *Metrics
 	closed      bool
 	wg          sync.WaitGroup
 }
@@ -157,6 +159,7 @@ func New(cfg Config) (*Orchestrator, error) {
 	}
 	o := &Orchestrator{cfg: cfg, log: cfg.Log, workers: map[string]*worker{}, live: map[string]*Invocation{},
 		recent: map[string]*Invocation{}}
+	o.metrics = NewMetrics(o)
 	for _, w := range cfg.Cluster.Workers {
 		if _, ok := cfg.Controllers[w.Kind]; !ok {
 			return nil, fmt.Errorf("orchestrator: no power controller for worker %s of kind %s", w.ID, w.Kind)
@@ -466,6 +469,14 @@ func (o *Orchestrator) finishLocked(inv *Invocation, errText string) {
 			o.recentOrder = o.recentOrder[1:]
 		}
 	}
+	o.metrics.Record(inv)
+	if inv.Err != "" {
+		o.failures = append(o.failures, Failure{ID: inv.ID, Function: inv.Function, Worker: inv.Worker,
+			Attempts: inv.Attempts, Error: inv.Err, At: inv.Finished})
+		if len(o.failures) > maxFailures {
+			o.failures = o.failures[1:]
+		}
+	}
 	if o.cfg.Recorder != nil {
 		o.cfg.Recorder.Record(inv)
 	}
@@ -713,18 +724,36 @@ type WorkerStatus struct {
 
 // Status is a snapshot of the cluster.
 type Status struct {
-	Workers    []WorkerStatus `json:"workers"`
-	QueueDepth int            `json:"queue_depth"`
+	Workers        []WorkerStatus `json:"workers"`
+	QueueDepth     int            `json:"queue_depth"`
+	Running        int            `json:"running"`
+	RecentFailures []Failure      `json:"recent_failures,omitempty"`
 }
+
+// Failure is a failed invocation, for status reports.
+type Failure struct {
+	ID       string    `json:"id"`
+	Function string    `json:"function"`
+	Worker   string    `json:"worker,omitempty"`
+	Attempts int       `json:"attempts"`
+	Error    string    `json:"error"`
+	At       time.Time `json:"at"`
+}
+
+// maxFailures bounds the failures Status reports.
+const maxFailures = 10
 
 // Status returns the workers' states and the queue depth.
 func (o *Orchestrator) Status() Status {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	s := Status{QueueDepth: len(o.queue)}
+	s := Status{QueueDepth: len(o.queue), RecentFailures: append([]Failure(nil), o.failures...)}
 	for _, id := range o.order {
 		w := o.workers[id]
 		s.Workers = append(s.Workers, WorkerStatus{id, w.spec.Kind, w.state, time.Since(w.since)})
+		if w.state == Working {
+			s.Running++
+		}
 	}
 	return s
 }

@@ -26,13 +26,16 @@ type CSVRecorder struct {
 	w  *csv.Writer
 }
 
-// NewCSVRecorder writes the header and returns a recorder writing to w.
-func NewCSVRecorder(w io.Writer) (*CSVRecorder, error) {
+// NewCSVRecorder returns a recorder writing to w, after the header if
+// header is set (a new file; an appended one has it already).
+func NewCSVRecorder(w io.Writer, header bool) (*CSVRecorder, error) {
 	cw := csv.NewWriter(w)
-	if err := cw.Write(CSVHeader); err != nil {
-		return nil, fmt.Errorf("results csv: %w", err)
+	if header {
+		if err := cw.Write(CSVHeader); err != nil {
+			return nil, fmt.Errorf("results csv: %w", err)
+		}
+		cw.Flush()
 	}
-	cw.Flush()
 	return &CSVRecorder{w: cw}, cw.Error()
 }
 

@@ -113,12 +113,7 @@ func TestStoreIsExclusive(t *testing.T) {
 // and reads the Prometheus metrics it produced.
 func TestHTTPAPIAndMetrics(t *testing.T) {
 	h := newHarness(t, 2, Config{})
-	m := NewMetrics(h.orch)
-	h.orch.cfg.Recorder = m
-	mux := http.NewServeMux()
-	mux.Handle("/", h.orch.Handler())
-	mux.Handle("/metrics", m.Handler())
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(h.orch.Handler())
 	defer srv.Close()
 
 	post := func(path, body string) (int, InvokeResponse) {

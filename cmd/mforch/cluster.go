@@ -17,11 +17,12 @@ import (
 
 // clusterFlags are the flags that set up a running orchestrator.
 type clusterFlags struct {
-	cluster, kernel, initrd, accel, listen, results, logDir string
-	workers                                                 int
-	idle, powerUp                                           time.Duration
-	maxBooting, attempts                                    int
-	verbose                                                 bool
+	cluster, kernel, initrd, accel, listen, results, logDir, store string
+	workers                                                        int
+	idle, powerUp                                                  time.Duration
+	maxBooting, attempts                                           int
+	verbose                                                        bool
+	gpioPulse, gpioHold                                            time.Duration
 }
 
 func (c *clusterFlags) register(fs *flag.FlagSet) {
@@ -31,13 +32,16 @@ func (c *clusterFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.initrd, "initrd", "out/x86/initramfs.cpio", "worker initramfs for QEMU workers")
 	fs.StringVar(&c.accel, "accel", "auto", "QEMU accelerator: auto (probe KVM, else TCG), kvm or tcg")
 	fs.StringVar(&c.listen, "listen", "", "worker protocol address (default: the cluster file's, or 127.0.0.1:0 for a local cluster)")
-	fs.StringVar(&c.results, "results", "results.csv", "results CSV, one row per invocation")
+	fs.StringVar(&c.results, "results", "results.csv", "results CSV, one row per invocation (appended to)")
+	fs.StringVar(&c.store, "store", "", "queue database: accepted invocations survive restarts (e.g. /var/lib/mforch/queue.db; empty: in memory)")
 	fs.StringVar(&c.logDir, "log-dir", "", "worker console logs (default: a temporary folder)")
 	fs.DurationVar(&c.idle, "idle", 0, "keep a worker up this long for another job (0: power off after each job)")
 	fs.DurationVar(&c.powerUp, "power-up-timeout", 60*time.Second, "how long a worker may take from power-on to connecting")
 	fs.IntVar(&c.maxBooting, "max-booting", 0, "workers booting at once (default: all)")
 	fs.IntVar(&c.attempts, "attempts", 3, "tries per invocation when workers die mid-job")
 	fs.BoolVar(&c.verbose, "v", false, "verbose logs")
+	fs.DurationVar(&c.gpioPulse, "gpio-pulse", power.DefaultPulse, "BeagleBone workers: how long a power-on presses PWR_BUT")
+	fs.DurationVar(&c.gpioHold, "gpio-forced-off-hold", power.DefaultForcedOffHold, "BeagleBone workers: how long a forced power-off holds PWR_BUT (the PMIC needs more than 8s)")
 }
 
 // running is an orchestrator with its listener and power controllers.
@@ -46,6 +50,7 @@ type running struct {
 	ln      net.Listener
 	qemu    *power.QEMU
 	results *os.File
+	store   *orchestrator.BoltStore
 	logDir  string
 	log     *slog.Logger
 }
@@ -57,6 +62,9 @@ func (r *running) Close() {
 		r.qemu.Close()
 	}
 	r.results.Close()
+	if r.store != nil {
+		r.store.Close()
+	}
 }
 
 func (c *clusterFlags) start(ctx context.Context) (*running, error) {
@@ -105,24 +113,42 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 			controllers[inventory.KindVM] = r.qemu
 			log.Info("QEMU workers", "accel", r.qemu.Accel(), "kernel", c.kernel, "consoles", r.logDir)
 		}
-		if w.Kind == inventory.KindBBB {
-			ln.Close()
-			return nil, fmt.Errorf("worker %s: GPIO power control for BeagleBone workers is not built yet", w.ID)
+		if w.Kind == inventory.KindBBB && controllers[inventory.KindBBB] == nil {
+			g, err := power.NewGPIO(power.GPIOConfig{Pulse: c.gpioPulse, ForcedOffHold: c.gpioHold, Log: log})
+			if err == nil {
+				// Fail now, not at the first power-on, on the wrong host
+				// or a wrong line in the cluster file.
+				err = g.Verify(cl.Workers)
+			}
+			if err != nil {
+				ln.Close()
+				return nil, fmt.Errorf("BeagleBone power control: %w", err)
+			}
+			controllers[inventory.KindBBB] = g
+			log.Info("BeagleBone workers powered through GPIO", "pulse", g.Config().Pulse, "forced_off_hold", g.Config().ForcedOffHold)
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(c.results), 0o755); err != nil {
 		return nil, err
 	}
-	if r.results, err = os.Create(c.results); err != nil {
+	if r.results, err = os.OpenFile(c.results, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err != nil {
 		return nil, fmt.Errorf("results file: %w", err)
 	}
-	rec, err := orchestrator.NewCSVRecorder(r.results)
+	fi, _ := r.results.Stat()
+	rec, err := orchestrator.NewCSVRecorder(r.results, fi.Size() == 0)
 	if err != nil {
 		return nil, err
 	}
+	var store orchestrator.Store
+	if c.store != "" {
+		if r.store, err = orchestrator.OpenBoltStore(c.store); err != nil {
+			return nil, err
+		}
+		store = r.store
+	}
 	r.orch, err = orchestrator.New(orchestrator.Config{Cluster: cl, Controllers: controllers, Log: log,
 		IdleTimeout: c.idle, PowerUpTimeout: c.powerUp, MaxBooting: c.maxBooting, MaxAttempts: c.attempts,
-		Recorder: rec})
+		Recorder: rec, Store: store})
 	if err != nil {
 		return nil, err
 	}

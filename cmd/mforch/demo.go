@@ -24,6 +24,7 @@ func runDemo(ctx context.Context, args []string) error {
 		return err
 	}
 	c.results = filepath.Join(*out, "results.csv")
+	os.Remove(c.results) // each demo writes a fresh results file
 	r, err := c.start(ctx)
 	if err != nil {
 		return err

@@ -3,6 +3,8 @@
 //
 //	mforch serve [--cluster FILE] --kernel bzImage --initrd initramfs.cpio
 //	mforch demo  --kernel bzImage --initrd initramfs.cpio [--workers 3 --invocations 36]
+//	mforch status [--addr http://127.0.0.1:8080]
+//	mforch loadgen [--addr URL] [-n 170] [--arrival poisson --rate 2]
 package main
 
 import (
@@ -23,6 +25,8 @@ type command struct {
 var commands = []command{
 	{"serve", "run the orchestrator service for a cluster", runServe},
 	{"demo", "boot a local cluster of QEMU workers, run the workload suite, print and plot the results", runDemo},
+	{"status", "show a running mforch's workers, queue depth and recent failures", runStatus},
+	{"loadgen", "drive a running mforch with the original experiment's seeded workload", runLoadgen},
 }
 
 func usage() {

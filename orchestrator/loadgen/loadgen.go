@@ -139,3 +139,25 @@ func PrintTable(w io.Writer, rows []Row) {
 	}
 	tw.Flush()
 }
+
+// RunPaced starts call i after waiting gaps[i] from the start of call i-1
+// (an open-loop arrival process: calls do not wait for earlier results).
+func RunPaced(ctx context.Context, calls []Call, gaps []time.Duration, inv Invoker) []Outcome {
+	out := make([]Outcome, len(calls))
+	var wg sync.WaitGroup
+	for i, c := range calls {
+		if i < len(gaps) && gaps[i] > 0 {
+			select {
+			case <-time.After(gaps[i]):
+			case <-ctx.Done():
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = inv(ctx, c)
+		}()
+	}
+	wg.Wait()
+	return out
+}

@@ -173,6 +173,11 @@ func (q *QEMU) Cmdline(w inventory.Worker) (string, error) {
 		// -no-reboot turns the reset into qemu exiting.
 		protocol.ParamOff + "=reboot",
 	}
+	if q.cfg.Arch != "arm" && q.accel == "tcg" {
+		if khz := HostTSCkHz(); khz > 0 {
+			parts = append(parts, fmt.Sprintf("tsc_early_khz=%d", khz))
+		}
+	}
 	if q.cfg.Failsafe > 0 {
 		parts = append(parts, fmt.Sprintf("%s=%d", protocol.ParamFailsafe, q.cfg.Failsafe))
 	}
