@@ -267,9 +267,10 @@ func (g *GPIO) press(ctx context.Context, w inventory.Worker, hold time.Duration
 		timer.Stop()
 		cut = ctx.Err()
 	}
-	// Release before giving the line back. Freeing the line alone is not
-	// enough: on the AM335x a freed output keeps its last level, which
-	// would keep the button pressed.
+	// Release before giving the line back rather than leave it to the free:
+	// what a freed line does is up to the driver (omap-gpio in Linux 6.1
+	// turns it into an input, so the PMIC's pull-up takes over; a driver
+	// that keeps the output level would keep the button pressed).
 	if err := l.SetValue(0); err != nil {
 		l.Close()
 		return fmt.Errorf("worker %s: release PWR_BUT on %s: %w (the button may still be pressed: check with gpioget %s %d)",
