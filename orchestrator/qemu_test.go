@@ -1,0 +1,333 @@
+package orchestrator_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/orchestrator/power"
+)
+
+var (
+	workerOnce sync.Once
+	workerImg  builder.Worker
+	workerErr  error
+)
+
+// qemuWorker builds (or takes from the cache) the x86 worker once per run.
+func qemuWorker(t *testing.T) builder.Worker {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots QEMU workers")
+	}
+	workerOnce.Do(func() {
+		repo, err := builder.FindRepo(".")
+		if err != nil {
+			workerErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "mf-orch-qemu-")
+		if err != nil {
+			workerErr = err
+			return
+		}
+		workerImg, workerErr = builder.BuildWorker(context.Background(),
+			builder.Options{RepoDir: repo, Arch: "x86", Cache: cache.Cache{Dir: cache.DefaultDir()}}, dir)
+	})
+	if workerErr != nil {
+		t.Fatal(workerErr)
+	}
+	return workerImg
+}
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+type qemuCluster struct {
+	orch *orchestrator.Orchestrator
+	qemu *power.QEMU
+	cl   *inventory.Cluster
+	logs *syncBuffer
+}
+
+func startQEMUCluster(t *testing.T, workers int, cfg orchestrator.Config) *qemuCluster {
+	t.Helper()
+	w := qemuWorker(t)
+	cl := inventory.Local(workers)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Kernel: w.Kernel, Initrd: w.Initramfs,
+		Cluster: cl, LogDir: t.TempDir(), Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Cluster, cfg.Log = cl, log
+	cfg.Controllers = map[string]power.Controller{inventory.KindVM: q}
+	o, err := orchestrator.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go o.Serve(ln)
+	t.Cleanup(func() {
+		o.Close()
+		q.Close()
+		ln.Close()
+		if t.Failed() {
+			t.Logf("orchestrator log:\n%s", logs.String())
+		}
+	})
+	return &qemuCluster{orch: o, qemu: q, cl: cl, logs: logs}
+}
+
+func TestQEMUBurstLargerThanCluster(t *testing.T) {
+	c := startQEMUCluster(t, 2, orchestrator.Config{})
+	const n = 7
+	var invs []*orchestrator.Invocation
+	for i := 0; i < n; i++ {
+		inv, err := c.orch.Submit("cascading_md5", json.RawMessage(fmt.Sprintf(`{"data":"burst-%d","rounds":3}`, i)), time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		invs = append(invs, inv)
+	}
+	workers := map[string]int{}
+	for i, inv := range invs {
+		select {
+		case <-inv.Done():
+		case <-time.After(3 * time.Minute):
+			t.Fatalf("invocation %d never finished: %+v", i, c.orch.Status())
+		}
+		if inv.Err != "" || inv.Attempts != 1 {
+			t.Errorf("invocation %d: err %q attempts %d", i, inv.Err, inv.Attempts)
+		}
+		workers[inv.Worker]++
+	}
+	if len(workers) != 2 {
+		t.Errorf("jobs ran on %v; both workers should have served", workers)
+	}
+}
+
+func TestQEMUWorkerKilledMidJob(t *testing.T) {
+	c := startQEMUCluster(t, 2, orchestrator.Config{MaxAttempts: 3})
+	// Long enough under TCG to be caught running: millions of rounds.
+	inv, err := c.orch.Submit("cascading_sha256", json.RawMessage(`{"data":"killme","rounds":3000000}`), 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var victim string
+	deadline := time.Now().Add(2 * time.Minute)
+	for victim == "" {
+		for _, w := range c.orch.Status().Workers {
+			if w.State == orchestrator.Working {
+				victim = w.ID
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no worker started the job: %+v", c.orch.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	// Pull the plug: kill the VM's qemu process, as a power cut would.
+	if err := c.qemu.PowerOff(context.Background(), inventory.Worker{ID: victim}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-inv.Done():
+	case <-time.After(4 * time.Minute):
+		t.Fatalf("retried invocation never finished: %+v", c.orch.Status())
+	}
+	if inv.Err != "" {
+		t.Fatalf("retried invocation failed: %s", inv.Err)
+	}
+	if inv.Attempts != 2 {
+		t.Errorf("attempts = %d, want 2 (the killed one and the retry)", inv.Attempts)
+	}
+	if !strings.Contains(c.logs.String(), "invocation lost its worker") {
+		t.Error("the lost attempt was not logged")
+	}
+	t.Logf("killed %s mid-job; the retry ran on %s", victim, inv.Worker)
+}
+
+// TestQEMUUnknownWorkerTurnedAway boots a VM whose id is not in the
+// orchestrator's inventory (it holds the secret): it is told to power off,
+// and its VM exits.
+func TestQEMUUnknownWorkerTurnedAway(t *testing.T) {
+	c := startQEMUCluster(t, 1, orchestrator.Config{})
+	w := qemuWorker(t)
+	ghost := inventory.Worker{ID: "ghost", Kind: inventory.KindVM, IP: "10.0.2.15"}
+	other := *c.cl
+	other.Workers = []inventory.Worker{ghost}
+	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Kernel: w.Kernel, Initrd: w.Initramfs,
+		Cluster: &other, LogDir: t.TempDir(), Failsafe: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	exited := make(chan struct{})
+	q.OnExit(func(string, error) { close(exited) })
+	if err := q.PowerOn(context.Background(), ghost); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the unknown worker's VM did not power off")
+	}
+	if !strings.Contains(c.logs.String(), `turning away worker" worker=ghost`) || !strings.Contains(c.logs.String(), "not in the inventory") {
+		t.Errorf("refusal not logged:\n%s", c.logs.String())
+	}
+}
+
+// TestQEMUMforchKilledLosesNothing runs mforch serve with a queue database,
+// submits invocations, kills mforch with SIGKILL while work is queued and
+// running, starts it again, and finds every accepted invocation finished.
+func TestQEMUMforchKilledLosesNothing(t *testing.T) {
+	w := qemuWorker(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "mforch")
+	repo, _ := builder.FindRepo(".")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/mforch")
+	build.Dir = repo
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build mforch: %v\n%s", err, out)
+	}
+	port := freePort(t)
+	api := fmt.Sprintf("http://127.0.0.1:%d", port)
+	serve := func(name string) *exec.Cmd {
+		logf, _ := os.Create(filepath.Join(dir, name+".log"))
+		cmd := exec.Command(bin, "serve", "--workers", "2", "--kernel", w.Kernel, "--initrd", w.Initramfs,
+			"--store", filepath.Join(dir, "queue.db"), "--results", filepath.Join(dir, "results.csv"),
+			"--http", fmt.Sprintf("127.0.0.1:%d", port), "--log-dir", dir)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitHTTP(t, api+"/healthz")
+		return cmd
+	}
+	first := serve("first")
+	var ids []string
+	for i := 0; i < 6; i++ {
+		resp, err := http.Post(fmt.Sprintf("%s/invoke/cascading_sha256?async=true", api), "application/json",
+			strings.NewReader(fmt.Sprintf(`{"data":"restart-%d","rounds":200000}`, i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r orchestrator.InvokeResponse
+		json.NewDecoder(resp.Body).Decode(&r)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted || r.ID == "" {
+			t.Fatalf("async submit: %s %+v", resp.Status, r)
+		}
+		ids = append(ids, r.ID)
+	}
+	// Let the workers boot and start jobs, then kill mforch outright.
+	waitFor(t, 2*time.Minute, func() bool { return status(t, api).Running > 0 })
+	first.Process.Signal(syscall.SIGKILL)
+	first.Wait()
+	time.Sleep(500 * time.Millisecond) // the kernel kills the orphaned qemus (Pdeathsig)
+	second := serve("second")
+	defer func() { second.Process.Signal(syscall.SIGTERM); second.Wait() }()
+	restarted := 0
+	for _, id := range ids {
+		var r orchestrator.InvokeResponse
+		waitFor(t, 4*time.Minute, func() bool {
+			r = get(t, api+"/invocations/"+id)
+			return r.Status == "finished"
+		})
+		if r.Error != "" {
+			t.Errorf("invocation %s failed after the restart: %s", id, r.Error)
+		}
+		restarted += r.Restarts
+	}
+	if restarted == 0 {
+		t.Error("no invocation was pending across the restart; the test did not test anything")
+	}
+	t.Logf("%d of %d invocations survived the kill and ran after the restart", restarted, len(ids))
+	if out, err := exec.Command("pgrep", "-f", "qemu-system-x86_64.*"+dir).Output(); err == nil && len(out) > 0 {
+		t.Errorf("qemu processes left behind by the killed mforch: %s", out)
+	}
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func waitHTTP(t *testing.T, url string) {
+	waitFor(t, time.Minute, func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
+func status(t *testing.T, api string) orchestrator.Status {
+	var s orchestrator.Status
+	resp, err := http.Get(api + "/status")
+	if err != nil {
+		return s
+	}
+	defer resp.Body.Close()
+	json.NewDecoder(resp.Body).Decode(&s)
+	return s
+}
+
+func get(t *testing.T, url string) orchestrator.InvokeResponse {
+	var r orchestrator.InvokeResponse
+	resp, err := http.Get(url)
+	if err != nil {
+		return r
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	json.Unmarshal(b, &r)
+	return r
+}
+
+func waitFor(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", d)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
