@@ -4,15 +4,26 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"net/http"
+	"runtime/debug"
+	"strings"
 	"time"
+
+	"github.com/openfaas/faas-provider/auth"
+
+	"github.com/microfaas/microfaas/orchestrator/openfaas"
 )
 
 func runServe(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("mforch serve", flag.ContinueOnError)
 	var c clusterFlags
 	c.register(fs)
-	httpAddr := fs.String("http", "127.0.0.1:8080", "HTTP API address (POST /invoke/{function}, GET /status)")
+	httpAddr := fs.String("http", "127.0.0.1:8080", "HTTP API address: mforch's API (POST /invoke/{function}, GET /status)\n"+
+		"and, unless --openfaas=false or --openfaas-http is set, the OpenFaaS provider API (/system/*, /function/*,\n"+
+		"/async-function/*, /healthz). An OpenFaaS gateway on the same host listens on :8080 itself: then use another port")
+	var of openfaasFlags
+	of.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -21,20 +32,109 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	defer r.Close()
-	srv := &http.Server{Addr: *httpAddr, Handler: r.orch.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
+	var handler http.Handler = r.orch.Handler()
+	var servers []*http.Server
+	var provider *openfaas.Provider
+	if of.enabled {
+		fallback := handler
+		if of.addr != "" {
+			fallback = nil // a listener of its own: only provider routes there
+		}
+		if provider, err = of.provider(r, fallback); err != nil {
+			return err
+		}
+		if of.addr == "" {
+			handler = provider.Handler()
+		} else {
+			servers = append(servers, &http.Server{Addr: of.addr, Handler: provider.Handler(), ReadHeaderTimeout: 10 * time.Second})
+		}
+	}
+	servers = append([]*http.Server{{Addr: *httpAddr, Handler: handler, ReadHeaderTimeout: 10 * time.Second}}, servers...)
+	errc := make(chan error, len(servers))
+	for _, srv := range servers {
+		go func() { errc <- srv.ListenAndServe() }()
+	}
 	r.log.Info("HTTP API listening", "addr", *httpAddr)
+	if of.enabled {
+		addr := *httpAddr
+		if of.addr != "" {
+			addr = of.addr
+		}
+		r.log.Info("OpenFaaS provider API listening (point the gateway's functions_provider_url here)",
+			"url", "http://"+addr+"/", "basic_auth", of.authDir != "", "user_functions", of.functions)
+	}
+	var serveErr error
 	select {
 	case <-ctx.Done():
 		r.log.Info("shutting down")
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	case err := <-errc:
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
+	case serveErr = <-errc:
+		if errors.Is(serveErr, http.ErrServerClosed) {
+			serveErr = nil
 		}
-		return err
 	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, srv := range servers {
+		srv.Shutdown(sctx)
+	}
+	if provider != nil {
+		// Async calls still queued fail when the orchestrator closes; give
+		// their callbacks a moment to go out.
+		if err := provider.Close(sctx); err != nil {
+			r.log.Warn("OpenFaaS provider shutdown", "err", err)
+		}
+	}
+	return serveErr
+}
+
+// openfaasFlags configure the OpenFaaS provider API (docs/openfaas.md).
+type openfaasFlags struct {
+	enabled                    bool
+	addr, authDir, state, list string
+	functions                  []string
+}
+
+func (o *openfaasFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&o.enabled, "openfaas", true, "serve the OpenFaaS provider API (faas-provider v0.25), so an OpenFaaS gateway and faas-cli work with mforch")
+	fs.StringVar(&o.addr, "openfaas-http", "", "serve the provider API on this address instead of on --http's listener")
+	fs.StringVar(&o.authDir, "openfaas-auth", "", "folder with basic-auth-user and basic-auth-password (the gateway's secret_mount_path layout):\n"+
+		"/system/* then requires these credentials. Empty: /system/* is open")
+	fs.StringVar(&o.list, "openfaas-functions", "", "comma-separated user functions in the worker image (mfbuild --function NAME=...),\n"+
+		"deployable as image microfaas/fn:NAME; built-ins deploy as microfaas/NAME")
+	fs.StringVar(&o.state, "openfaas-state", "", "file that keeps deployed functions and secrets across restarts (empty: in memory)")
+}
+
+func (o *openfaasFlags) provider(r *running, fallback http.Handler) (*openfaas.Provider, error) {
+	for _, n := range strings.Split(o.list, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			o.functions = append(o.functions, n)
+		}
+	}
+	cfg := openfaas.Config{Orchestrator: r.orch, UserFunctions: o.functions, StateFile: o.state,
+		Fallback: fallback, Version: buildVersion(), Log: r.log.With("api", "openfaas")}
+	if o.authDir != "" {
+		creds, err := (&auth.ReadBasicAuthFromDisk{SecretMountPath: o.authDir}).Read()
+		if err != nil {
+			return nil, fmt.Errorf("--openfaas-auth %s: %w (want files basic-auth-user and basic-auth-password)", o.authDir, err)
+		}
+		if creds.User == "" || creds.Password == "" {
+			return nil, fmt.Errorf("--openfaas-auth %s: basic-auth-user or basic-auth-password is empty", o.authDir)
+		}
+		cfg.Auth = creds
+	} else {
+		r.log.Warn("OpenFaaS /system/* routes are open: anyone who reaches the HTTP API can deploy; set --openfaas-auth")
+	}
+	p, err := openfaas.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// buildVersion is mforch's module version, for /system/info.
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
 }

@@ -1,0 +1,182 @@
+package openfaas
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openfaas/faas-provider/auth"
+	"github.com/openfaas/faas-provider/types"
+
+	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/internal/simworker"
+	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/orchestrator/power"
+)
+
+// logBuffer collects log output a test can print when it fails.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// harness is a running provider in front of a real orchestrator, served
+// over real HTTP.
+type harness struct {
+	t     testing.TB
+	orch  *orchestrator.Orchestrator
+	p     *Provider
+	srv   *httptest.Server
+	creds *auth.BasicAuthCredentials // sent on /system/* when set
+	logs  *logBuffer
+}
+
+// start runs the orchestrator over ctrl's workers and the provider in front
+// of it; it registers the cleanup.
+func start(t testing.TB, cluster *inventory.Cluster, ln net.Listener, ctrl power.Controller, ocfg orchestrator.Config, pcfg Config) *harness {
+	t.Helper()
+	logs := &logBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ocfg.Cluster = cluster
+	ocfg.Controllers = map[string]power.Controller{inventory.KindVM: ctrl}
+	ocfg.Log = log
+	o, err := orchestrator.New(ocfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go o.Serve(ln)
+	pcfg.Orchestrator = o
+	pcfg.Log = log
+	p, err := New(pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(p.Handler())
+	h := &harness{t: t, orch: o, p: p, srv: srv, creds: pcfg.Auth, logs: logs}
+	t.Cleanup(func() {
+		srv.Close()
+		o.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := p.Close(ctx); err != nil {
+			t.Error(err)
+		}
+		ln.Close()
+		if t.Failed() {
+			t.Logf("provider and orchestrator log:\n%s", logs.String())
+		}
+	})
+	return h
+}
+
+// newSimHarness runs n in-process workers (the real worker runtime over
+// loopback TCP, orchestrator/internal/simworker).
+func newSimHarness(t testing.TB, n int, bootDelay time.Duration, ocfg orchestrator.Config, pcfg Config) (*harness, *simworker.Controller) {
+	t.Helper()
+	cluster := inventory.Local(n)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := &simworker.Controller{Orch: ln.Addr().String(), Secret: cluster.SecretBytes(), BootDelay: bootDelay,
+		SecretFor: map[string][]byte{}}
+	// Cleanups run last-in first-out: the workers are waited for after
+	// start's cleanup has closed the orchestrator, which powers them off.
+	t.Cleanup(sim.Wait)
+	return start(t, cluster, ln, sim, ocfg, pcfg), sim
+}
+
+// call sends a request; body is nil, a string, []byte, or a value sent as
+// JSON. hdr are header name/value pairs.
+func (h *harness) call(method, path string, body any, hdr ...string) (*http.Response, []byte) {
+	h.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, h.srv.URL+path, rd)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	if h.creds != nil && strings.HasPrefix(path, "/system/") && req.Header.Get("Authorization") == "" {
+		req.SetBasicAuth(h.creds.User, h.creds.Password)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		h.t.Fatalf("%s %s: reading the body: %v", method, path, err)
+	}
+	return res, b
+}
+
+// status reads /system/function/{name}.
+func (h *harness) status(name string) (st types.FunctionStatus) {
+	h.t.Helper()
+	res, b := h.call("GET", "/system/function/"+name, nil)
+	if res.StatusCode != http.StatusOK {
+		h.t.Fatalf("status of %s: %d %s", name, res.StatusCode, b)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		h.t.Fatalf("status of %s: %v: %s", name, err, b)
+	}
+	return st
+}
+
+// waitAllOff waits until every worker is off, so the next call is cold.
+func (h *harness) waitAllOff(timeout time.Duration) {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		off := true
+		for _, w := range h.orch.Status().Workers {
+			if w.State != orchestrator.Off {
+				off = false
+			}
+		}
+		if off {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("workers not all off after %s: %+v", timeout, h.orch.Status().Workers)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,273 @@
+package openfaas
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/mux"
+
+	"github.com/microfaas/microfaas/orchestrator"
+)
+
+// Response headers besides OpenFaaS's own (X-Call-Id, X-Start-Time,
+// X-Duration-Seconds): where and how the call ran.
+const (
+	HeaderInvocation = "X-Microfaas-Invocation-Id"
+	HeaderWorker     = "X-Microfaas-Worker"
+	HeaderExecMS     = "X-Microfaas-Exec-Ms"
+	HeaderAttempts   = "X-Microfaas-Attempts"
+)
+
+// errBadBody is a request body the function cannot be given.
+var errBadBody = errors.New("bad request body")
+
+// args turns an HTTP body into the job's f_args.
+//
+// Built-ins take a JSON object: a JSON body goes as it is, an empty one as
+// {}, anything else as a JSON string (the function then says what it
+// wanted). User functions read the body on stdin: the body always goes as a
+// JSON string, which the worker writes to stdin byte for byte. Passing JSON
+// bodies "as is" would not be byte-exact for them, since the protocol's JSON
+// encoder compacts the arguments and escapes <, > and &. A JSON string must be
+// UTF-8, so a binary body is refused rather than silently altered.
+func (t target) args(body []byte) (json.RawMessage, error) {
+	if t.User {
+		if !utf8.Valid(body) {
+			return nil, fmt.Errorf("%w: user functions take text bodies (UTF-8) until the worker protocol carries bytes", errBadBody)
+		}
+		return json.Marshal(string(body))
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return json.RawMessage(`{}`), nil
+	}
+	if json.Valid(body) {
+		return json.RawMessage(body), nil
+	}
+	return json.Marshal(string(body))
+}
+
+// reply is an invocation's outcome as HTTP.
+type reply struct {
+	status      int
+	contentType string
+	body        []byte
+}
+
+// render maps a finished invocation to a reply: the result as the body,
+// function errors 500, timeouts 504, and calls that never reached a worker
+// 503. A result that is a JSON string (what user functions and many
+// built-ins return) is sent decoded, as text/plain; any other result is sent
+// as JSON. The deployment's content_type environment variable (the
+// watchdog's convention) overrides the content type of results.
+func (fn *function) render(inv *orchestrator.Invocation, queueTimedOut bool) reply {
+	switch {
+	case inv.Attempts == 0 && inv.Err != "":
+		msg := inv.Err
+		if queueTimedOut {
+			msg = fmt.Sprintf("no worker was free to run %s in time (%s)", fn.Deployment.Service, inv.Err)
+		}
+		return reply{http.StatusServiceUnavailable, "text/plain", []byte(msg)}
+	case inv.TimedOut:
+		return reply{http.StatusGatewayTimeout, "text/plain", []byte(inv.Err)}
+	case inv.Err != "":
+		return reply{http.StatusInternalServerError, "text/plain", []byte(inv.Err)}
+	}
+	var s string
+	rep := reply{http.StatusOK, "application/json", inv.Result}
+	if json.Unmarshal(inv.Result, &s) == nil {
+		rep.contentType, rep.body = "text/plain", []byte(s)
+	}
+	if ct := fn.Deployment.EnvVars["content_type"]; ct != "" {
+		rep.contentType = ct
+	}
+	return rep
+}
+
+// noWorker says why no worker can run anything, or "" if one can.
+func (p *Provider) noWorker() string {
+	st := p.cfg.Orchestrator.Status()
+	for _, w := range st.Workers {
+		if w.State != orchestrator.Failed {
+			return ""
+		}
+	}
+	return fmt.Sprintf("no worker can run functions: all %d workers failed to boot (see mforch's log and the worker consoles)", len(st.Workers))
+}
+
+// callID returns the request's X-Call-Id (set by the gateway), or a new
+// one for a direct call, and the start time OpenFaaS reports.
+func callID(r *http.Request) (id string, fresh bool) {
+	if id := r.Header.Get("X-Call-Id"); id != "" {
+		return id, false
+	}
+	b := make([]byte, 16)
+	rand.Read(b)
+	b[6] = b[6]&0x0f | 0x40 // a version-4 UUID, like the gateway's
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b)
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], true
+}
+
+// prepare reads what both invocation paths need: the function, the call
+// id and the job's arguments. It answers the request itself on error.
+func (p *Provider) prepare(w http.ResponseWriter, r *http.Request) (fn function, id string, args json.RawMessage, ok bool) {
+	name := mux.Vars(r)["name"]
+	fn, found := p.lookup(name)
+	if !found {
+		http.Error(w, fmt.Sprintf("function %s not found: deploy it first", name), http.StatusNotFound)
+		return fn, "", nil, false
+	}
+	id, fresh := callID(r)
+	if fresh {
+		w.Header().Set("X-Call-Id", id)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, p.cfg.MaxBody+1))
+	if err != nil {
+		http.Error(w, "reading the request body: "+err.Error(), http.StatusBadRequest)
+		return fn, "", nil, false
+	}
+	if int64(len(body)) > p.cfg.MaxBody {
+		http.Error(w, fmt.Sprintf("request body larger than %d bytes", p.cfg.MaxBody), http.StatusRequestEntityTooLarge)
+		return fn, "", nil, false
+	}
+	if args, err = fn.target.args(body); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return fn, "", nil, false
+	}
+	if why := p.noWorker(); why != "" {
+		http.Error(w, why, http.StatusServiceUnavailable)
+		return fn, "", nil, false
+	}
+	return fn, id, args, true
+}
+
+// proxy: /function/{name}[/{params}] with any method the faas-provider
+// proxy allows. The body goes to the function and its output comes back.
+// The path suffix and query are accepted but reach no function: the job
+// carries only the body (docs/openfaas.md).
+func (p *Provider) proxy(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	switch r.Method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete,
+		http.MethodGet, http.MethodOptions, http.MethodHead:
+	default:
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		return
+	}
+	if r.Header.Get("X-Start-Time") == "" {
+		w.Header().Set("X-Start-Time", strconv.FormatInt(start.UTC().UnixNano(), 10))
+	}
+	fn, id, args, ok := p.prepare(w, r)
+	if !ok {
+		return
+	}
+	timeout, _ := execTimeout(fn.Deployment.EnvVars) // checked at deploy
+	ctx, cancel := context.WithTimeout(r.Context(), p.cfg.QueueTimeout)
+	defer cancel()
+	inv, err := p.cfg.Orchestrator.Invoke(ctx, fn.target.Function, args, timeout)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("cannot queue %s: %v", fn.Deployment.Service, err), http.StatusServiceUnavailable)
+		return
+	}
+	queueTimedOut := errors.Is(ctx.Err(), context.DeadlineExceeded) && r.Context().Err() == nil
+	rep := fn.render(inv, queueTimedOut)
+	p.finished(fn.Deployment.Service, id, inv, rep.status, time.Since(start))
+	setRunHeaders(w.Header(), inv, time.Since(start))
+	w.Header().Set("Content-Type", rep.contentType)
+	w.WriteHeader(rep.status)
+	w.Write(rep.body)
+}
+
+func setRunHeaders(h http.Header, inv *orchestrator.Invocation, d time.Duration) {
+	// The watchdog's X-Duration-Seconds is the time it spent on the call;
+	// here that includes waiting for a worker and booting it.
+	h.Set("X-Duration-Seconds", fmt.Sprintf("%f", d.Seconds()))
+	h.Set(HeaderInvocation, inv.ID)
+	if inv.Worker != "" {
+		h.Set(HeaderWorker, inv.Worker)
+		h.Set(HeaderExecMS, fmt.Sprintf("%.3f", inv.ExecMS))
+	}
+	h.Set(HeaderAttempts, strconv.Itoa(inv.Attempts))
+}
+
+// asyncProxy: POST /async-function/{name}[/{params}]. mforch queues the call,
+// answers 202 with X-Call-Id at once, and when it has run posts the result
+// to X-Callback-Url if given, with the headers OpenFaaS's queue-worker sets
+// (X-Call-Id, X-Function-Status, X-Function-Name, X-Duration-Seconds).
+func (p *Provider) asyncProxy(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	var callback *url.URL
+	if cb := r.Header.Get("X-Callback-Url"); cb != "" {
+		u, err := url.Parse(cb)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			http.Error(w, fmt.Sprintf("X-Callback-Url %q: want an absolute http(s) URL", cb), http.StatusBadRequest)
+			return
+		}
+		callback = u
+	}
+	fn, id, args, ok := p.prepare(w, r)
+	if !ok {
+		return
+	}
+	timeout, _ := execTimeout(fn.Deployment.EnvVars)
+	inv, err := p.cfg.Orchestrator.Submit(fn.target.Function, args, timeout)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("cannot queue %s: %v", fn.Deployment.Service, err), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set(HeaderInvocation, inv.ID)
+	w.WriteHeader(http.StatusAccepted)
+	p.async.Add(1)
+	go func() {
+		defer p.async.Done()
+		<-inv.Done()
+		rep := fn.render(inv, false)
+		d := time.Since(start)
+		p.finished(fn.Deployment.Service, id, inv, rep.status, d)
+		if callback != nil {
+			p.postCallback(callback, fn.Deployment.Service, id, inv, rep, d)
+		}
+	}()
+}
+
+func (p *Provider) postCallback(u *url.URL, name, id string, inv *orchestrator.Invocation, rep reply, d time.Duration) {
+	req, err := http.NewRequest(http.MethodPost, u.String(), bytes.NewReader(rep.body))
+	if err != nil {
+		p.log.Warn("async callback", "function", name, "call_id", id, "err", err)
+		return
+	}
+	req.Header.Set("Content-Type", rep.contentType)
+	req.Header.Set("X-Call-Id", id)
+	req.Header.Set("X-Function-Status", strconv.Itoa(rep.status))
+	req.Header.Set("X-Function-Name", name)
+	setRunHeaders(req.Header, inv, d)
+	res, err := p.cfg.CallbackClient.Do(req)
+	if err != nil {
+		p.log.Warn("async callback failed", "function", name, "call_id", id, "url", u.String(), "err", err)
+		return
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	p.log.Info("async callback posted", "function", name, "call_id", id, "url", u.String(), "status", res.StatusCode)
+}
+
+// finished counts a call and adds it to the function's log.
+func (p *Provider) finished(name, id string, inv *orchestrator.Invocation, status int, d time.Duration) {
+	p.mu.Lock()
+	if fn, ok := p.fns[name]; ok {
+		fn.Invocations++
+	}
+	p.mu.Unlock()
+	p.logs.add(name, inv.Worker, inv.Finished, logText(id, inv, status, d))
+}

@@ -1,0 +1,404 @@
+// Package openfaas serves the OpenFaaS provider API (github.com/openfaas/faas-provider)
+// in front of a MicroFaaS orchestrator, so an unmodified OpenFaaS gateway
+// pointed at mforch (functions_provider_url) and faas-cli pointed at that
+// gateway deploy and invoke functions on MicroFaaS workers.
+//
+// A "function" here is a deployment whose image names something a worker can
+// run: a built-in workload (microfaas/cascading_sha256) or a user function in
+// the worker initramfs (microfaas/fn:wordcount). Workers are shared by every
+// function: any worker runs any function, one job at a time, so replica
+// counts describe the cluster, not one function. docs/openfaas.md has the
+// whole mapping.
+package openfaas
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/openfaas/faas-provider/auth"
+	"github.com/openfaas/faas-provider/logs"
+	"github.com/openfaas/faas-provider/types"
+
+	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/runtime/functions"
+)
+
+// Namespace is the only namespace served. OpenFaaS namespaces isolate
+// deployments on Kubernetes; MicroFaaS has one pool of workers, so one
+// namespace (the name faasd and faas-netes use by default) says so honestly.
+const Namespace = "openfaas-fn"
+
+// nameExpression is faas-provider's bootstrap.NameExpression: the characters
+// a function name may have in the routes. Copied rather than imported so that
+// importing this package does not create bootstrap's global router.
+const nameExpression = "-a-zA-Z_0-9."
+
+// Backend is what the provider needs from the orchestrator;
+// *orchestrator.Orchestrator implements it.
+type Backend interface {
+	Submit(function string, args json.RawMessage, timeout time.Duration) (*orchestrator.Invocation, error)
+	Invoke(ctx context.Context, function string, args json.RawMessage, timeout time.Duration) (*orchestrator.Invocation, error)
+	Status() orchestrator.Status
+}
+
+// Config sets up a Provider. Zero values take the defaults noted.
+type Config struct {
+	Orchestrator Backend
+	// Builtins are the built-in functions workers run (functions.Names()).
+	Builtins []string
+	// UserFunctions are the user functions in the worker initramfs (the
+	// names given to mfbuild --function). mforch cannot see inside the
+	// initramfs, so a deployment of microfaas/fn:NAME is accepted only for
+	// names listed here.
+	UserFunctions []string
+	// Auth, if set, is required on every /system/* route (HTTP basic auth,
+	// as faas-provider's bootstrap does it). Nil leaves them open.
+	Auth *auth.BasicAuthCredentials
+	// StateFile, if set, keeps deployments and secrets across restarts
+	// (JSON, mode 0600, since it holds secret values).
+	StateFile string
+	// QueueTimeout bounds how long a synchronous call waits for a worker
+	// before it is answered 503 (2 min). A call that has started runs to
+	// its own timeout.
+	QueueTimeout time.Duration
+	// MaxBody bounds request bodies (8 MiB: a job travels in one protocol
+	// frame of at most 16 MiB, and JSON escaping can double a body).
+	MaxBody int64
+	// LogLines is how many log messages are kept per function (1000).
+	LogLines int
+	// LogsTimeout bounds one /system/logs request, follow included (5 min).
+	LogsTimeout time.Duration
+	// Version and Commit are reported by /system/info.
+	Version, Commit string
+	// Fallback serves every path the provider does not route (mforch's own
+	// /invoke and /status), so both APIs share one listener.
+	Fallback http.Handler
+	// CallbackClient posts async results (a client with a 30 s timeout).
+	CallbackClient *http.Client
+	Log            *slog.Logger
+}
+
+// Provider serves the OpenFaaS provider API. Create it with New.
+type Provider struct {
+	cfg     Config
+	log     *slog.Logger
+	handler http.Handler
+	logs    *logStore
+
+	mu      sync.Mutex
+	fns     map[string]*function
+	secrets map[string]types.Secret
+
+	async sync.WaitGroup // async invocations whose callback is pending
+}
+
+// function is one deployment.
+type function struct {
+	Deployment types.FunctionDeployment `json:"deployment"`
+	Created    time.Time                `json:"created"`
+	// Invocations counts finished invocations (reported as invocationCount).
+	Invocations uint64 `json:"invocations"`
+	target      target
+}
+
+// New checks cfg, loads the state file if there is one, and builds the routes.
+func New(cfg Config) (*Provider, error) {
+	if cfg.Orchestrator == nil {
+		return nil, errors.New("openfaas provider: no orchestrator")
+	}
+	if cfg.Builtins == nil {
+		cfg.Builtins = functions.Names()
+	}
+	if cfg.QueueTimeout <= 0 {
+		cfg.QueueTimeout = 2 * time.Minute
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = 8 << 20
+	}
+	if cfg.LogLines <= 0 {
+		cfg.LogLines = 1000
+	}
+	if cfg.LogsTimeout <= 0 {
+		cfg.LogsTimeout = 5 * time.Minute
+	}
+	if cfg.Version == "" {
+		cfg.Version = "dev"
+	}
+	if cfg.CallbackClient == nil {
+		cfg.CallbackClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	for _, n := range cfg.UserFunctions {
+		if err := checkUserFunctionName(n, cfg.Builtins); err != nil {
+			return nil, fmt.Errorf("openfaas provider: %w", err)
+		}
+	}
+	p := &Provider{cfg: cfg, log: cfg.Log, logs: newLogStore(cfg.LogLines),
+		fns: map[string]*function{}, secrets: map[string]types.Secret{}}
+	if err := p.load(); err != nil {
+		return nil, err
+	}
+	p.handler = p.routes()
+	return p, nil
+}
+
+// Handler is the provider's HTTP API (and Config.Fallback for other paths).
+func (p *Provider) Handler() http.Handler { return p.handler }
+
+// Close waits up to ctx for async invocations to finish and post their
+// callbacks.
+func (p *Provider) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { p.async.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("openfaas provider: async invocations still running: %w", ctx.Err())
+	}
+}
+
+// routes registers the handlers on the paths and methods of faas-provider
+// v0.25.4's bootstrap.Serve. bootstrap.Serve itself is not used: it keeps
+// one global router, listens on its own port on all interfaces, exits the
+// process on errors and registers Prometheus collectors globally (a second
+// provider in one process panics), none of which suits mforch or tests.
+func (p *Provider) routes() http.Handler {
+	h := types.FaaSHandlers{
+		FunctionLister: p.listFunctions,
+		DeployFunction: p.deployFunction,
+		UpdateFunction: p.updateFunction,
+		DeleteFunction: p.deleteFunction,
+		FunctionStatus: p.functionStatus,
+		ScaleFunction:  p.scaleFunction,
+		Secrets:        p.secretsHandler,
+		Logs:           logs.NewLogHandlerFunc(p.logs, p.cfg.LogsTimeout),
+		Info:           p.info,
+		ListNamespaces: p.listNamespaces,
+		Health:         p.health,
+		FunctionProxy:  p.proxy,
+	}
+	if c := p.cfg.Auth; c != nil {
+		// The same set bootstrap.Serve protects, plus ListNamespaces, which
+		// it leaves open though it is under /system like the rest; the
+		// gateway sends its credentials there too.
+		for _, f := range []*http.HandlerFunc{&h.FunctionLister, &h.DeployFunction, &h.DeleteFunction,
+			&h.UpdateFunction, &h.FunctionStatus, &h.ScaleFunction, &h.Info, &h.Secrets, &h.Logs, &h.ListNamespaces} {
+			*f = auth.DecorateWithBasicAuth(*f, c)
+		}
+	}
+	r := mux.NewRouter()
+	name := "{name:[" + nameExpression + "]+}"
+	r.HandleFunc("/system/functions", h.FunctionLister).Methods(http.MethodGet)
+	r.HandleFunc("/system/functions", h.DeployFunction).Methods(http.MethodPost)
+	r.HandleFunc("/system/functions", h.DeleteFunction).Methods(http.MethodDelete)
+	r.HandleFunc("/system/functions", h.UpdateFunction).Methods(http.MethodPut)
+	r.HandleFunc("/system/function/"+name, h.FunctionStatus).Methods(http.MethodGet)
+	r.HandleFunc("/system/scale-function/"+name, h.ScaleFunction).Methods(http.MethodPost)
+	r.HandleFunc("/system/info", h.Info).Methods(http.MethodGet)
+	r.HandleFunc("/system/secrets", h.Secrets).Methods(http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete)
+	r.HandleFunc("/system/logs", h.Logs).Methods(http.MethodGet)
+	r.HandleFunc("/system/namespaces", h.ListNamespaces).Methods(http.MethodGet)
+	// No MutateNamespace: there is one namespace. bootstrap.Serve answers
+	// 501 on this path when the handler is nil; so do we.
+	r.HandleFunc("/system/namespace/{name:["+nameExpression+"]*}", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "Feature not implemented in this version of OpenFaaS", http.StatusNotImplemented)
+	}).Methods(http.MethodGet)
+	r.HandleFunc("/function/"+name, h.FunctionProxy)
+	r.HandleFunc("/function/"+name+"/", h.FunctionProxy)
+	r.HandleFunc("/function/"+name+"/{params:.*}", h.FunctionProxy)
+	// Async without the OpenFaaS queue-worker: mforch queues the call itself
+	// (the same paths and method as the gateway's queued proxy).
+	r.HandleFunc("/async-function/"+name, p.asyncProxy).Methods(http.MethodPost)
+	r.HandleFunc("/async-function/"+name+"/", p.asyncProxy).Methods(http.MethodPost)
+	r.HandleFunc("/async-function/"+name+"/{params:.*}", p.asyncProxy).Methods(http.MethodPost)
+	r.HandleFunc("/healthz", h.Health).Methods(http.MethodGet)
+	if p.cfg.Fallback != nil {
+		r.NotFoundHandler = p.cfg.Fallback
+	}
+	return r
+}
+
+// checkNamespace accepts the namespace a request names: none, or ours.
+func checkNamespace(ns string) error {
+	if ns == "" || ns == Namespace {
+		return nil
+	}
+	return fmt.Errorf("namespace %q is not served by MicroFaaS: its one namespace is %s", ns, Namespace)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// readJSON decodes a request body of at most max bytes into v.
+func readJSON(r *http.Request, max int64, v any) error {
+	b, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+	if err != nil {
+		return fmt.Errorf("reading the request body: %w", err)
+	}
+	if int64(len(b)) > max {
+		return fmt.Errorf("request body larger than %d bytes", max)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("request body is not valid JSON for this route: %w", err)
+	}
+	return nil
+}
+
+// listFunctions: GET /system/functions -> []types.FunctionStatus.
+func (p *Provider) listFunctions(w http.ResponseWriter, r *http.Request) {
+	if err := checkNamespace(r.URL.Query().Get("namespace")); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	replicas, available := p.replicas()
+	p.mu.Lock()
+	out := make([]types.FunctionStatus, 0, len(p.fns))
+	for _, fn := range p.fns {
+		out = append(out, fn.status(replicas, available))
+	}
+	p.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	writeJSON(w, http.StatusOK, out)
+}
+
+// functionStatus: GET /system/function/{name} -> types.FunctionStatus.
+func (p *Provider) functionStatus(w http.ResponseWriter, r *http.Request) {
+	if err := checkNamespace(r.URL.Query().Get("namespace")); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	name := mux.Vars(r)["name"]
+	replicas, available := p.replicas()
+	p.mu.Lock()
+	fn, ok := p.fns[name]
+	var st types.FunctionStatus
+	if ok {
+		st = fn.status(replicas, available)
+	}
+	p.mu.Unlock()
+	if !ok {
+		http.Error(w, fmt.Sprintf("function %s not found", name), http.StatusNotFound)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (fn *function) status(replicas, available uint64) types.FunctionStatus {
+	d := fn.Deployment
+	return types.FunctionStatus{
+		Name: d.Service, Image: d.Image, Namespace: Namespace, EnvProcess: d.EnvProcess,
+		EnvVars: d.EnvVars, Constraints: d.Constraints, Secrets: d.Secrets, Labels: d.Labels,
+		Annotations: d.Annotations, Limits: d.Limits, Requests: d.Requests,
+		ReadOnlyRootFilesystem: d.ReadOnlyRootFilesystem,
+		InvocationCount:        float64(fn.Invocations),
+		Replicas:               replicas, AvailableReplicas: available, CreatedAt: fn.Created,
+	}
+}
+
+// replicas maps worker states to OpenFaaS replica counts. A connected worker
+// (idle, or running a job) is an available replica; a booting one is wanted
+// but not yet available. With every worker off or busy powering down both
+// are 0, so the gateway asks to scale and scaleFunction boots a worker:
+// that is OpenFaaS's scale-from-zero, done by MicroFaaS's power-on.
+func (p *Provider) replicas() (replicas, available uint64) {
+	for _, w := range p.cfg.Orchestrator.Status().Workers {
+		switch w.State {
+		case orchestrator.Idle, orchestrator.Working:
+			replicas++
+			available++
+		case orchestrator.Booting:
+			replicas++
+		}
+	}
+	return replicas, available
+}
+
+// scaleWarmup is the function name of the placeholder call that powers a
+// worker on for scaleFunction; see warm.
+const scaleWarmup = "openfaas-scale-warmup"
+
+// scaleFunction: POST /system/scale-function/{name} with types.ScaleServiceRequest.
+// Replicas > 0 with no worker up or booting powers one worker on now, so
+// the call the gateway holds finds it connected. Replicas 0 needs nothing:
+// workers power off by themselves after their idle timeout.
+func (p *Provider) scaleFunction(w http.ResponseWriter, r *http.Request) {
+	if err := checkNamespace(r.URL.Query().Get("namespace")); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	name := mux.Vars(r)["name"]
+	var req types.ScaleServiceRequest
+	if err := readJSON(r, 1<<20, &req); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if req.ServiceName != "" && req.ServiceName != name {
+		http.Error(w, fmt.Sprintf("serviceName %q does not match the path's function %q", req.ServiceName, name), http.StatusBadRequest)
+		return
+	}
+	p.mu.Lock()
+	_, ok := p.fns[name]
+	p.mu.Unlock()
+	if !ok {
+		http.Error(w, fmt.Sprintf("function %s not found", name), http.StatusNotFound)
+		return
+	}
+	if req.Replicas > 0 {
+		if replicas, _ := p.replicas(); replicas == 0 {
+			p.log.Info("scale from zero: powering a worker on", "function", name, "replicas", req.Replicas)
+			p.warm()
+		}
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// warm powers one off worker on without giving it a job. The orchestrator's
+// public API has no such call, so it queues a placeholder invocation and
+// withdraws it at once: queueing powers a worker on, withdrawing leaves the
+// worker booting, and a worker that finds no job when it connects waits
+// max(IdleTimeout, 2 s) for one. The placeholder names no function, so if
+// an idle worker took it in the instant before the withdrawal it fails
+// harmlessly with "unknown function". It shows in results.csv as a
+// withdrawn invocation of openfaas-scale-warmup.
+func (p *Provider) warm() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	go func() {
+		if _, err := p.cfg.Orchestrator.Invoke(ctx, scaleWarmup, json.RawMessage(`{}`), 5*time.Second); err != nil {
+			p.log.Warn("scale from zero: could not power a worker on", "err", err)
+		}
+	}()
+}
+
+// info: GET /system/info -> types.ProviderInfo.
+func (p *Provider) info(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, types.ProviderInfo{
+		Name: "microfaas", Orchestration: "microfaas",
+		Version: &types.VersionInfo{Release: p.cfg.Version, SHA: p.cfg.Commit},
+	})
+}
+
+// listNamespaces: GET /system/namespaces -> ["openfaas-fn"].
+func (p *Provider) listNamespaces(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, []string{Namespace})
+}
+
+// health: GET /healthz.
+func (p *Provider) health(w http.ResponseWriter, r *http.Request) {
+	io.WriteString(w, "OK")
+}

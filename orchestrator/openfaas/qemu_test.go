@@ -1,0 +1,269 @@
+package openfaas
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/openfaas/faas-provider/types"
+
+	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/kernel"
+	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/orchestrator/power"
+)
+
+var (
+	workerOnce sync.Once
+	workerDir  string
+	workerImg  builder.Worker
+	workerErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if workerDir != "" {
+		os.RemoveAll(workerDir)
+	}
+	os.Exit(code)
+}
+
+// qemuWorker builds the x86 worker once per test binary, with the example
+// user function wordcount in its initramfs. The kernel comes from the cache
+// (~/.cache/microfaas): only a first run ever builds it.
+func qemuWorker(tb testing.TB) builder.Worker {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("builds the worker and boots QEMU")
+	}
+	if _, err := os.Stat(kernel.Recipes[kernel.DefaultVersion].Local); err != nil {
+		if os.Getenv("CI") != "" {
+			tb.Fatalf("kernel source missing: %v (make deps installs linux-source-6.1)", err)
+		}
+		tb.Skipf("kernel source missing: %v", err)
+	}
+	workerOnce.Do(func() {
+		repo, err := builder.FindRepo(".")
+		if err != nil {
+			workerErr = err
+			return
+		}
+		if workerDir, err = os.MkdirTemp("", "mf-openfaas-qemu-"); err != nil {
+			workerErr = err
+			return
+		}
+		wc := filepath.Join(workerDir, "wordcount")
+		build := exec.Command("go", "build", "-trimpath", "-o", wc, "./examples/functions/wordcount")
+		build.Dir = repo
+		build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+		if out, err := build.CombinedOutput(); err != nil {
+			workerErr = fmt.Errorf("building the wordcount example: %w\n%s", err, out)
+			return
+		}
+		workerImg, workerErr = builder.BuildWorker(context.Background(), builder.Options{RepoDir: repo, Arch: "x86",
+			Cache: cache.Cache{Dir: cache.DefaultDir()}, Functions: map[string]string{"wordcount": wc}},
+			filepath.Join(workerDir, "worker"))
+	})
+	if workerErr != nil {
+		tb.Fatal(workerErr)
+	}
+	return workerImg
+}
+
+// counting is the QEMU power controller, counting power-ons.
+type counting struct {
+	*power.QEMU
+	powerOns atomic.Int32
+}
+
+func (c *counting) PowerOn(ctx context.Context, w inventory.Worker) error {
+	c.powerOns.Add(1)
+	return c.QEMU.PowerOn(ctx, w)
+}
+
+// newQEMUHarness runs n QEMU workers under a real orchestrator with the
+// provider in front.
+func newQEMUHarness(tb testing.TB, n int, idle time.Duration, pcfg Config) (*harness, *counting) {
+	tb.Helper()
+	w := qemuWorker(tb)
+	cluster := inventory.Local(n)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cluster.Network.Port = ln.Addr().(*net.TCPAddr).Port
+	logDir := tb.TempDir()
+	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Arch: "x86", Kernel: w.Kernel, Initrd: w.Initramfs,
+		Accel: "auto", Cluster: cluster, LogDir: logDir, Failsafe: 60})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		q.Close()
+		if tb.Failed() {
+			for i := 0; i < n; i++ {
+				if b, err := os.ReadFile(q.LogPath(fmt.Sprintf("vm%d", i))); err == nil {
+					tb.Logf("console of vm%d:\n%s", i, b)
+				}
+			}
+		}
+	})
+	c := &counting{QEMU: q}
+	pcfg.UserFunctions = append(pcfg.UserFunctions, "wordcount")
+	h := start(tb, cluster, ln, c, orchestrator.Config{IdleTimeout: idle, PowerUpTimeout: 60 * time.Second}, pcfg)
+	tb.Logf("QEMU accelerator: %s", q.Accel())
+	return h, c
+}
+
+func (h *harness) deploy(d types.FunctionDeployment) {
+	h.t.Helper()
+	if res, b := h.call("POST", "/system/functions", d); res.StatusCode != http.StatusAccepted {
+		h.t.Fatalf("deploy %s: %d %s", d.Service, res.StatusCode, b)
+	}
+}
+
+// TestQEMUDeployInvoke deploys a built-in and a user function with the
+// provider API and calls each through /function/{name}; the one worker is
+// off before each call, so each call boots it.
+func TestQEMUDeployInvoke(t *testing.T) {
+	h, c := newQEMUHarness(t, 1, 0, Config{})
+	h.deploy(types.FunctionDeployment{Service: "sha", Image: "microfaas/cascading_sha256"})
+	h.deploy(types.FunctionDeployment{Service: "wc", Image: "microfaas/fn:wordcount",
+		EnvVars: map[string]string{"content_type": "application/json"}})
+	tests := []struct {
+		fn, body, want, wantCT string
+	}{
+		{"sha", `{"data":"MicroFaaS","rounds":1000}`, sha("MicroFaaS", 1000), "text/plain"},
+		{"wc", "one two three\nfour\n", `{"bytes":19,"lines":2,"words":4}` + "\n", "application/json"},
+		{"wc", `{"a": "<b>"}`, `{"bytes":13,"lines":1,"words":2}` + "\n", "application/json"},
+	}
+	for i, tt := range tests {
+		h.waitAllOff(30 * time.Second)
+		if st := h.status(tt.fn); st.AvailableReplicas != 0 || st.Replicas != 0 {
+			t.Fatalf("before call %d: replicas %d/%d, want 0/0", i, st.AvailableReplicas, st.Replicas)
+		}
+		start := time.Now()
+		res, b := h.call("POST", "/function/"+tt.fn, tt.body)
+		took := time.Since(start)
+		if res.StatusCode != 200 || string(b) != tt.want || res.Header.Get("Content-Type") != tt.wantCT {
+			t.Fatalf("%s %q: %d %q %q, want 200 %q %q", tt.fn, tt.body, res.StatusCode, b, res.Header.Get("Content-Type"), tt.want, tt.wantCT)
+		}
+		if got := int(c.powerOns.Load()); got != i+1 {
+			t.Errorf("after call %d: %d power-ons, want %d (a cold worker per call)", i, got, i+1)
+		}
+		t.Logf("%s: cold call in %s on %s (exec %s ms)", tt.fn, took.Round(time.Millisecond), res.Header.Get(HeaderWorker), res.Header.Get(HeaderExecMS))
+	}
+	_, b := h.call("GET", "/system/logs?name=wc&follow=false", nil)
+	for _, m := range ndjson(t, b) {
+		t.Logf("log: %s %s", m.Instance, m.Text)
+	}
+}
+
+// TestQEMUScaleFromZero is the gateway's scale-from-zero on a real worker:
+// no replica, a scale request boots the worker, the status shows it
+// available, and the call runs on it without another boot.
+func TestQEMUScaleFromZero(t *testing.T) {
+	h, c := newQEMUHarness(t, 1, 0, Config{})
+	h.deploy(types.FunctionDeployment{Service: "sha", Image: "microfaas/cascading_sha256"})
+	if st := h.status("sha"); st.AvailableReplicas != 0 || st.Replicas != 0 {
+		t.Fatalf("before: replicas %d/%d, want 0/0", st.AvailableReplicas, st.Replicas)
+	}
+	start := time.Now()
+	if res, b := h.call("POST", "/system/scale-function/sha", types.ScaleServiceRequest{ServiceName: "sha", Replicas: 1}); res.StatusCode != 202 {
+		t.Fatalf("scale: %d %s", res.StatusCode, b)
+	}
+	for {
+		st := h.status("sha")
+		if st.AvailableReplicas > 0 {
+			break
+		}
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("no replica 60 s after scaling: %+v", h.orch.Status())
+		}
+		time.Sleep(100 * time.Millisecond) // the gateway's poll interval
+	}
+	ready := time.Since(start)
+	res, b := h.call("POST", "/function/sha", `{"data":"zero","rounds":10}`)
+	if res.StatusCode != 200 || string(b) != sha("zero", 10) {
+		t.Fatalf("call: %d %q", res.StatusCode, b)
+	}
+	if n := c.powerOns.Load(); n != 1 {
+		t.Errorf("%d power-ons, want 1: the call should run on the worker the scale request booted", n)
+	}
+	t.Logf("scale request -> available replica in %s; call answered %s after the scale request",
+		ready.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+}
+
+// BenchmarkQEMULatency measures calls through the provider API under the
+// accelerator in use (TCG here): cold, the worker off before each call, and
+// warm, the worker kept up by an idle timeout; 10 calls each, reported as
+// medians.
+//
+//	go test -run '^$' -bench QEMULatency -benchtime 1x ./orchestrator/openfaas/
+func BenchmarkQEMULatency(b *testing.B) {
+	const calls = 10
+	body := `{"data":"MicroFaaS","rounds":1000}`
+	want := sha("MicroFaaS", 1000)
+	measure := func(h *harness, cold bool) []time.Duration {
+		var ds []time.Duration
+		for i := 0; i < calls; i++ {
+			if cold {
+				h.waitAllOff(30 * time.Second)
+			}
+			start := time.Now()
+			res, got := h.call("POST", "/function/sha", body)
+			d := time.Since(start)
+			if res.StatusCode != 200 || string(got) != want {
+				b.Fatalf("call %d: %d %q", i, res.StatusCode, got)
+			}
+			ds = append(ds, d)
+		}
+		return ds
+	}
+	for i := 0; i < b.N; i++ {
+		h, _ := newQEMUHarness(b, 1, 0, Config{})
+		h.deploy(types.FunctionDeployment{Service: "sha", Image: "microfaas/cascading_sha256"})
+		cold := measure(h, true)
+		hw, _ := newQEMUHarness(b, 1, time.Minute, Config{})
+		hw.deploy(types.FunctionDeployment{Service: "sha", Image: "microfaas/cascading_sha256"})
+		if res, got := hw.call("POST", "/function/sha", body); res.StatusCode != 200 {
+			b.Fatalf("warm-up call: %d %q", res.StatusCode, got)
+		}
+		warm := measure(hw, false)
+		b.ReportMetric(ms(median(cold)), "cold-median-ms")
+		b.ReportMetric(ms(median(warm)), "warm-median-ms")
+		b.Logf("cold (worker off -> response), %d calls: median %.0f ms, all %s", calls, ms(median(cold)), list(cold))
+		b.Logf("warm (worker up), %d calls: median %.1f ms, all %s", calls, ms(median(warm)), list(warm))
+	}
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func list(ds []time.Duration) string {
+	var parts []string
+	for _, d := range ds {
+		parts = append(parts, fmt.Sprintf("%.1f", ms(d)))
+	}
+	return "[" + strings.Join(parts, " ") + "] ms"
+}
