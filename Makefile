@@ -40,7 +40,7 @@ test-short:
 
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./builder/...
-	$(GO) test -run '^$$' -bench . ./orchestrator/... ./initramfs/... ./protocol/...
+	$(GO) test -run '^$$' -bench Scheduler -benchtime 20000x -cpu 1,2 ./orchestrator/
 
 # Build kernel and initramfs twice, each from an empty cache, and compare bytes.
 verify-reproducible: deps build
