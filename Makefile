@@ -6,6 +6,7 @@ OUT ?= out
 # Kernel recipe (mfbuild kernel --version): 6.1 builds offline from Debian's tarball.
 KVERSION ?= 6.1
 TEST_TIMEOUT ?= 60m
+FUZZTIME ?= 10s
 
 .PHONY: all deps build demo test test-short bench images verify-reproducible clean
 
@@ -33,6 +34,10 @@ demo: images
 test: deps
 	$(GO) vet ./...
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 ./...
+	@echo "== brief fuzzing of the decoders and argument parsing"
+	$(GO) test -run '^$$' -fuzz FuzzReceive -fuzztime $(FUZZTIME) ./protocol/
+	$(GO) test -run '^$$' -fuzz FuzzJob -fuzztime $(FUZZTIME) ./runtime/
+	$(GO) test -run '^$$' -fuzz FuzzFunctions -fuzztime $(FUZZTIME) ./runtime/functions/
 
 # Unit tests only: no kernel build, no VM.
 test-short:

@@ -1,0 +1,110 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/microfaas/microfaas/protocol"
+	"github.com/microfaas/microfaas/runtime/functions"
+)
+
+func init() {
+	functions.Register("test_panic", func(context.Context, functions.Env, json.RawMessage) (any, error) {
+		var m map[string]int
+		m["boom"]++ // nil map write: a real runtime panic
+		return nil, nil
+	})
+	functions.Register("test_ignore_deadline", func(ctx context.Context, _ functions.Env, _ json.RawMessage) (any, error) {
+		time.Sleep(2 * time.Second) // a function that does not watch its context
+		return "late", nil
+	})
+}
+
+func TestParseCmdline(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     Config
+		wantErr  string
+	}{
+		{"full", "console=ttyS0 mf.id=vm1 mf.orch=10.0.2.2:63302 mf.secret=00ff mf.off=reboot mf.failsafe=30 mf.iface=eth1",
+			Config{ID: "vm1", Orch: "10.0.2.2:63302", Secret: []byte{0, 0xff}, OffMode: "reboot", Failsafe: 30 * time.Second, Iface: "eth1"}, ""},
+		{"defaults", "mf.id=w mf.orch=h:1 mf.secret=01", Config{ID: "w", Orch: "h:1", Secret: []byte{1}, OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, ""},
+		{"probe needs nothing else", "mf.probe=1", Config{Probe: true, OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, ""},
+		{"missing id", "mf.orch=h:1 mf.secret=01", Config{}, "missing mf.id="},
+		{"missing orch", "mf.id=w mf.secret=01", Config{}, "missing mf.orch="},
+		{"missing secret", "mf.id=w mf.orch=h:1", Config{}, "missing mf.secret="},
+		{"bad secret", "mf.id=w mf.orch=h:1 mf.secret=zz", Config{}, "mf.secret: not hex"},
+		{"bad off", "mf.id=w mf.orch=h:1 mf.secret=01 mf.off=halt", Config{}, "want poweroff or reboot"},
+		{"bad failsafe", "mf.id=w mf.orch=h:1 mf.secret=01 mf.failsafe=-3", Config{}, "positive number of seconds"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseCmdline(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.ID != tt.want.ID || got.Orch != tt.want.Orch || string(got.Secret) != string(tt.want.Secret) ||
+				got.OffMode != tt.want.OffMode || got.Failsafe != tt.want.Failsafe || got.Iface != tt.want.Iface || got.Probe != tt.want.Probe {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRunFunction(t *testing.T) {
+	ctx := context.Background()
+	out, err := RunFunction(ctx, functions.Env{}, "cascading_md5", json.RawMessage(`{"data":"abc","rounds":1}`), time.Second)
+	if err != nil || string(out) != `"900150983cd24fb0d6963f7d28e17f72"` {
+		t.Fatalf("md5(abc) = %s, %v", out, err)
+	}
+	_, err = RunFunction(ctx, functions.Env{}, "test_panic", nil, time.Second)
+	if err == nil || !strings.Contains(err.Error(), "test_panic panicked") {
+		t.Fatalf("panic: err = %v", err)
+	}
+	start := time.Now()
+	_, err = RunFunction(ctx, functions.Env{}, "test_ignore_deadline", nil, 100*time.Millisecond)
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > time.Second {
+		t.Fatalf("overrun: err = %v after %v", err, time.Since(start))
+	}
+	_, err = RunFunction(ctx, functions.Env{}, "nope", nil, time.Second)
+	if !errors.Is(err, functions.ErrUnknown) {
+		t.Fatalf("unknown function: %v", err)
+	}
+}
+
+// FuzzJob feeds arbitrary job bodies through the worker's decoder and
+// function dispatch: any input gives a result or an error, never a panic.
+func FuzzJob(f *testing.F) {
+	for _, s := range []string{
+		`{"i_id":"a","f_id":"cascading_sha256","f_args":{"data":"x","rounds":2}}`,
+		`{"i_id":"a","f_id":"matmul","f_args":{"A":[[1]],"B":[[2]]}}`,
+		`{"i_id":"a","f_id":"zlib_decompress","f_args":{"data":"zz"}}`,
+		`{"f_id":"float_operations","f_args":{"n":"many"}}`, `{"f_id":7}`, `[]`, `{"timeout_ms":-1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var job protocol.Job
+		if err := json.Unmarshal(body, &job); err != nil {
+			return
+		}
+		if job.Function == "test_ignore_deadline" || job.Function == "test_panic" {
+			return
+		}
+		out, err := RunFunction(context.Background(), functions.Env{EtcDir: t.TempDir(), DownloadDir: t.TempDir()},
+			job.Function, job.Args, 200*time.Millisecond)
+		if err == nil && !json.Valid(out) {
+			t.Fatalf("%s: invalid JSON result %q", job.Function, out)
+		}
+	})
+}
