@@ -31,8 +31,10 @@ demo: images
 
 # The whole suite, QEMU boots included (the kernel build is cached outside
 # the repository, so only the first run pays for it).
-test: deps
+test: deps build
 	$(GO) vet ./...
+	@echo "== building the x86 worker once, so the test packages share its cache entry"
+	bin/mfbuild worker --arch x86 --version $(KVERSION) --out $(OUT)/x86
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 ./...
 	@echo "== brief fuzzing of the decoders and argument parsing"
 	$(GO) test -run '^$$' -fuzz FuzzReceive -fuzztime $(FUZZTIME) ./protocol/
