@@ -9,68 +9,26 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/microfaas/microfaas/builder"
 	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/internal/cli"
 	"github.com/microfaas/microfaas/kernel"
 )
 
-type command struct {
-	name, summary string
-	run           func(ctx context.Context, args []string) error
+var commands = []cli.Command{
+	{Name: "kernel", Summary: "fetch, verify, patch, configure and build the worker kernel", Run: runKernel},
+	{Name: "initramfs", Summary: "build mfinit and write the worker initramfs", Run: runInitramfs},
+	{Name: "worker", Summary: "build kernel and initramfs into one folder", Run: runWorker},
+	{Name: "qemu", Summary: "boot the built worker in QEMU and run a job through the orchestrator", Run: runQEMU},
 }
 
-var commands = []command{
-	{"kernel", "fetch, verify, patch, configure and build the worker kernel", runKernel},
-	{"initramfs", "build mfinit and write the worker initramfs", runInitramfs},
-	{"worker", "build kernel and initramfs into one folder", runWorker},
-	{"qemu", "boot the built worker in QEMU and run a job through the orchestrator", runQEMU},
-}
-
-func usage() {
-	fmt.Fprintf(os.Stderr, "usage: mfbuild COMMAND [flags]\n\ncommands:\n")
-	for _, c := range commands {
-		fmt.Fprintf(os.Stderr, "  %-10s %s\n", c.name, c.summary)
-	}
-	fmt.Fprintf(os.Stderr, "\nrun mfbuild COMMAND -h for its flags\n")
-}
-
-func main() {
-	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
-		usage()
-		if len(os.Args) < 2 {
-			os.Exit(2)
-		}
-		return
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	for _, c := range commands {
-		if c.name == os.Args[1] {
-			err := c.run(ctx, os.Args[2:])
-			if errors.Is(err, flag.ErrHelp) {
-				return
-			}
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "mfbuild %s: %v\n", c.name, err)
-				os.Exit(1)
-			}
-			return
-		}
-	}
-	fmt.Fprintf(os.Stderr, "mfbuild: unknown command %q\n", os.Args[1])
-	usage()
-	os.Exit(2)
-}
+func main() { cli.Main("mfbuild", commands) }
 
 // common holds the flags every build command takes.
 type common struct {
