@@ -35,6 +35,8 @@ type Options struct {
 	// Functions are user functions to put in the initramfs: name -> executable.
 	Functions map[string]string
 	Log       *slog.Logger
+	// initrd is an already written initramfs to link into the ARM kernel.
+	initrd string
 }
 
 // Worker is a built worker: a kernel and the initramfs it boots.
@@ -108,7 +110,15 @@ func Kernel(ctx context.Context, o Options) (kernel.Result, error) {
 	if err != nil {
 		return kernel.Result{}, err
 	}
-	return kernel.Build(ctx, kernel.Options{Arch: arch, Source: src, RepoDir: o.RepoDir, Cache: o.Cache, Jobs: o.Jobs, Log: o.Log})
+	ko := kernel.Options{Arch: arch, Source: src, RepoDir: o.RepoDir, Cache: o.Cache, Jobs: o.Jobs, Log: o.Log}
+	if o.Arch == "arm" { // the initramfs is linked in: see arm.go
+		cleanup, err := armKernelOptions(ctx, o, &ko, o.initrd)
+		defer cleanup()
+		if err != nil {
+			return kernel.Result{}, err
+		}
+	}
+	return kernel.Build(ctx, ko)
 }
 
 // InitramfsInfo describes a written initramfs.
@@ -200,6 +210,9 @@ func Initramfs(ctx context.Context, o Options, out string) (InitramfsInfo, error
 // BuildWorker builds the kernel and the initramfs into outDir.
 func BuildWorker(ctx context.Context, o Options, outDir string) (Worker, error) {
 	o.defaults()
+	if o.Arch == "arm" {
+		return buildARMWorker(ctx, o, outDir)
+	}
 	k, err := Kernel(ctx, o)
 	if err != nil {
 		return Worker{}, err

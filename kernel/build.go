@@ -41,6 +41,12 @@ type Options struct {
 	ExtraFragments []string
 	// Keep the build tree (for debugging) instead of deleting it.
 	KeepTree bool
+	// Initramfs, if set, is a cpio archive linked into the kernel (the ARM
+	// worker: falcon mode loads one image). Its hash joins the cache key; see
+	// embed.go for how the compiled tree is kept and relinked.
+	Initramfs string
+	// Derive makes more outputs from the built ones (with Initramfs only).
+	Derive []Derivation
 }
 
 // Manifest describes one build: its inputs, their hashes, and its outputs.
@@ -83,6 +89,9 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	frags, h, err := o.inputs()
 	if err != nil {
 		return Result{}, err
+	}
+	if o.Initramfs != "" || len(o.Derive) > 0 {
+		return o.buildEmbedded(ctx, frags, h)
 	}
 	key := h.Key()
 	if o.Cache.Has("kernel", key) {

@@ -105,7 +105,22 @@ var Arches = map[string]Arch{
 		Targets:   []string{"bzImage"},
 		Outputs:   []Output{{"bzImage", "arch/x86/boot/bzImage"}},
 	},
+	// One ARMv7 kernel for the BeagleBone Black and QEMU virt (see
+	// configs/kernel/armv7.config). Its initramfs is linked in (Options.Initramfs):
+	// U-Boot SPL's falcon mode loads a single image.
+	"arm": {
+		Name: "arm", KArch: "arm", CrossCompile: "arm-linux-gnueabihf-", Base: "tinyconfig",
+		Fragments: []string{"common.config", "armv7.config"},
+		Targets:   []string{"zImage", BoneBlackDTB},
+		Outputs: []Output{
+			{"zImage", "arch/arm/boot/zImage"},
+			{BoneBlackDTB, "arch/arm/boot/dts/" + BoneBlackDTB},
+		},
+	},
 }
+
+// BoneBlackDTB is the BeagleBone Black's device tree, built with the ARM kernel.
+const BoneBlackDTB = "am335x-boneblack.dtb"
 
 // LookupArch returns the build description of an architecture.
 func LookupArch(name string) (Arch, error) {

@@ -1,0 +1,266 @@
+package kernel
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/u-root/u-root/pkg/cpio"
+
+	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/internal/progress"
+)
+
+// An ARM worker's initramfs is linked into the kernel, so every change to the
+// worker binary would mean a new kernel. Instead of compiling the whole tree
+// again (minutes), the build keeps one compiled tree per configuration in the
+// cache ("kernel-tree") and relinks it with each initramfs (seconds): only
+// usr/initramfs_data.o, vmlinux and the zImage are rebuilt. The relinked
+// outputs are cached like any kernel, under a key that adds the initramfs's
+// hash to the configuration's.
+//
+// This path is taken only when Options.Initramfs or Options.Derive is set
+// (the ARM worker); the x86 kernel builds exactly as before, under the same
+// cache key.
+
+const (
+	// treeRevision changes when the tree-and-relink procedure changes.
+	treeRevision = "kernel-tree-1"
+	// embeddedCPIO is where the tree's config points CONFIG_INITRAMFS_SOURCE,
+	// relative to the tree (kbuild runs in it), so the tree can be relinked
+	// with any archive copied there.
+	embeddedCPIO = "mf-initramfs.cpio"
+)
+
+// Derivation makes one more output from a build's outputs, inside the cache
+// entry before it is published (e.g. the legacy uImage from the zImage).
+type Derivation struct {
+	Name string // the output file it writes in the entry
+	// Revision names the procedure: a new one gives a new cache key.
+	Revision string
+	Make     func(entryDir string) error
+}
+
+// initramfsFragment points the kernel at the archive a relink copies in.
+func initramfsFragment() NamedFragment {
+	return NamedFragment{Name: "(embedded initramfs)", Fragment: Fragment{
+		"CONFIG_BLK_DEV_INITRD":   "y",
+		"CONFIG_INITRAMFS_SOURCE": strconv.Quote(embeddedCPIO),
+	}}
+}
+
+// buildEmbedded builds (or reuses) the compiled tree for the configuration,
+// then relinks it with o.Initramfs and caches the outputs.
+func (o Options) buildEmbedded(ctx context.Context, frags []NamedFragment, h *cache.Hasher) (Result, error) {
+	frags = append(frags, initramfsFragment())
+	h.Add("tree.revision", treeRevision)
+	treeKey := h.Key()
+	if o.Initramfs == "" {
+		return Result{}, fmt.Errorf("kernel %s: no initramfs given: this kernel links its initramfs in (kernel.Options.Initramfs)", o.Arch.Name)
+	}
+	sum, _, err := cache.FileSHA256(o.Initramfs)
+	if err != nil {
+		return Result{}, fmt.Errorf("embedded initramfs: %w", err)
+	}
+	h.Add("initramfs.sha256", sum)
+	for _, d := range o.Derive {
+		h.Add("derive:"+d.Name, d.Revision)
+	}
+	key := h.Key()
+	if o.Cache.Has("kernel", key) {
+		dir := o.Cache.Path("kernel", key)
+		if m, err := readManifest(dir); err == nil {
+			o.Log.Info("kernel cached", "arch", o.Arch.Name, "key", key[:12], "dir", dir)
+			return Result{Dir: dir, Manifest: m, Cached: true}, nil
+		}
+	}
+	// One process at a time builds or relinks a tree: parallel test
+	// packages ask for the same kernel.
+	unlock, err := lockFile(o.Cache.Path("kernel-tree", treeKey) + ".lock")
+	if err != nil {
+		return Result{}, err
+	}
+	defer unlock()
+	if o.Cache.Has("kernel", key) { // built while we waited
+		dir := o.Cache.Path("kernel", key)
+		if m, err := readManifest(dir); err == nil {
+			return Result{Dir: dir, Manifest: m, Cached: true}, nil
+		}
+	}
+	tree, version, treeSecs, err := o.compiledTree(ctx, treeKey, frags)
+	if err != nil {
+		return Result{}, err
+	}
+	var man Manifest
+	dir, err := o.Cache.Fill("kernel", key, func(out string) error {
+		start := time.Now()
+		if err := cache.CopyFile(filepath.Join(tree, embeddedCPIO), o.Initramfs, 0o644); err != nil {
+			return fmt.Errorf("embedded initramfs: %w", err)
+		}
+		// make compares mtimes: the new archive must look newer than the
+		// objects built from the previous one, even within a second.
+		now := time.Now()
+		if err := os.Chtimes(filepath.Join(tree, embeddedCPIO), now, now); err != nil {
+			return err
+		}
+		step := progress.Start(fmt.Sprintf("relink linux %s %s with the initramfs", version, o.Arch.Name))
+		logPath := filepath.Join(out, "build.log")
+		err := runLogged(ctx, tree, o.env(), logPath, "make", o.makeArgs(append([]string{"-j" + strconv.Itoa(o.Jobs)}, o.Arch.Targets...)...)...)
+		step.Done(err)
+		if err != nil {
+			return fmt.Errorf("kernel relink failed: %w (log: %s)", err, tailFile(logPath, 30))
+		}
+		os.Remove(logPath)
+		m := Manifest{Kind: "kernel", Arch: o.Arch.Name, Version: version, BuildSecs: treeSecs}
+		for _, oc := range append(o.Arch.Outputs, Output{"config", ".config"}) {
+			dst := filepath.Join(out, oc.Name)
+			if err := cache.CopyFile(dst, filepath.Join(tree, oc.Path), 0o644); err != nil {
+				return fmt.Errorf("kernel output %s: %w", oc.Name, err)
+			}
+		}
+		for _, d := range o.Derive {
+			if err := d.Make(out); err != nil {
+				return fmt.Errorf("kernel output %s: %w", d.Name, err)
+			}
+		}
+		names := []string{}
+		for _, oc := range o.Arch.Outputs {
+			names = append(names, oc.Name)
+		}
+		for _, d := range o.Derive {
+			names = append(names, d.Name)
+		}
+		for _, n := range append(names, "config") {
+			s, size, err := cache.FileSHA256(filepath.Join(out, n))
+			if err != nil {
+				return err
+			}
+			m.Outputs = append(m.Outputs, FileInfo{n, s, size})
+		}
+		m.Key, m.Inputs = key, h.Inputs()
+		m.Inputs["tree.key"] = treeKey
+		m.Inputs["relink.seconds"] = fmt.Sprintf("%.1f", time.Since(start).Seconds())
+		man = m
+		return writeManifest(out, m)
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{Dir: dir, Manifest: man}, nil
+}
+
+// compiledTree returns the compiled kernel tree for treeKey, building it the
+// first time. It is built in place (not in a temporary folder renamed
+// afterwards) because make's dependency files hold paths into it. The caller
+// holds the tree's lock.
+func (o Options) compiledTree(ctx context.Context, treeKey string, frags []NamedFragment) (tree, version string, secs float64, err error) {
+	root := o.Cache.Path("kernel-tree", treeKey)
+	tree = filepath.Join(root, "src")
+	if o.Cache.Has("kernel-tree", treeKey) {
+		b, err := os.ReadFile(filepath.Join(root, "version"))
+		if err == nil {
+			s, _ := strconv.ParseFloat(strings.TrimSpace(readOr(filepath.Join(root, "build-seconds"), "0")), 64)
+			o.Log.Info("kernel tree cached", "arch", o.Arch.Name, "key", treeKey[:12])
+			return tree, strings.TrimSpace(string(b)), s, nil
+		}
+	}
+	start := time.Now()
+	os.RemoveAll(root) // an interrupted earlier attempt
+	if err := os.MkdirAll(tree, 0o755); err != nil {
+		return "", "", 0, fmt.Errorf("kernel tree: %w", err)
+	}
+	fail := func(err error) (string, string, float64, error) {
+		if !o.KeepTree {
+			os.RemoveAll(root)
+		}
+		return "", "", 0, err
+	}
+	step := progress.Start("unpack " + filepath.Base(o.Source.Path))
+	err = Unpack(ctx, o.Source.Path, tree)
+	step.Done(err)
+	if err != nil {
+		return fail(fmt.Errorf("unpack kernel source: %w", err))
+	}
+	mk, err := os.Open(filepath.Join(tree, "Makefile"))
+	if err != nil {
+		return fail(fmt.Errorf("kernel source has no Makefile: %w", err))
+	}
+	version, err = MakefileVersion(mk)
+	mk.Close()
+	if err != nil {
+		return fail(err)
+	}
+	patches, err := SeriesPatches(filepath.Join(o.RepoDir, "patches", o.Source.Series))
+	if err != nil {
+		return fail(err)
+	}
+	if err := ApplyPatches(tree, patches); err != nil {
+		return fail(err)
+	}
+	if err := Configure(ctx, tree, o.Arch, frags); err != nil {
+		return fail(err)
+	}
+	// The first build links an empty archive; every use relinks with its own.
+	if err := writeEmptyCPIO(filepath.Join(tree, embeddedCPIO)); err != nil {
+		return fail(err)
+	}
+	step = progress.Start(fmt.Sprintf("build linux %s %s (%s)", version, o.Arch.Name, strings.Join(o.Arch.Targets, " ")))
+	logPath := filepath.Join(root, "build.log")
+	err = runLogged(ctx, tree, o.env(), logPath, "make", o.makeArgs(append([]string{"-j" + strconv.Itoa(o.Jobs)}, o.Arch.Targets...)...)...)
+	step.Done(err)
+	if err != nil {
+		return fail(fmt.Errorf("kernel build failed: %w (log: %s)", err, tailFile(logPath, 30)))
+	}
+	os.Remove(logPath)
+	secs = time.Since(start).Seconds()
+	for name, v := range map[string]string{"version": version, "build-seconds": fmt.Sprintf("%.1f", secs), ".complete": ""} {
+		if err := os.WriteFile(filepath.Join(root, name), []byte(v), 0o644); err != nil {
+			return fail(err)
+		}
+	}
+	o.Log.Info("kernel tree built", "arch", o.Arch.Name, "seconds", secs)
+	return tree, version, secs, nil
+}
+
+func readOr(path, def string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return def
+	}
+	return string(b)
+}
+
+// writeEmptyCPIO writes a newc archive holding only its trailer.
+func writeEmptyCPIO(path string) error {
+	var b bytes.Buffer
+	if err := cpio.WriteTrailer(cpio.Newc.Writer(&b)); err != nil {
+		return err
+	}
+	return os.WriteFile(path, b.Bytes(), 0o644)
+}
+
+// lockFile takes an exclusive lock on path (created if needed), waiting for
+// another process that holds it.
+func lockFile(path string) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("cache lock: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("cache lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cache lock %s: %w", path, err)
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
