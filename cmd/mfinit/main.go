@@ -16,6 +16,7 @@ import (
 
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/runtime"
+	"github.com/microfaas/microfaas/runtime/flash"
 	"github.com/microfaas/microfaas/runtime/functions"
 )
 
@@ -102,6 +103,11 @@ func asInit() {
 	cfg, err := runtime.ParseCmdline(string(cmdline))
 	if cfg.OffMode != "" {
 		off = cfg.OffMode
+	}
+	// A flasher SD card's worker writes the eMMC image instead (runtime/flash).
+	if flash.Requested(string(cmdline)) {
+		flash.Main(string(cmdline), os.Stdout)
+		return
 	}
 	if cfg.Probe {
 		fmt.Fprintf(os.Stdout, "%s uptime_ms=%.0f\n", runtime.ProbeMarker, initMS)

@@ -1,0 +1,81 @@
+package flash
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParse(t *testing.T) {
+	h := sha256.Sum256([]byte("x"))
+	good := strings.Join(Params(Config{Src: "/dev/mmcblk0p2", Dst: "/dev/mmcblk1", Size: 42, SHA256: h[:]}), " ")
+	tests := []struct {
+		name, cmdline, wantErr string
+	}{
+		{"good", "console=ttyS0 " + good + " quiet", ""},
+		{"no dst", strings.Replace(good, ParamDst+"=/dev/mmcblk1", "", 1), "missing " + ParamDst},
+		{"bad size", strings.Replace(good, ParamSize+"=42", ParamSize+"=-1", 1), "positive number"},
+		{"short hash", strings.Replace(good, ParamSHA256+"=", ParamSHA256+"=ab", 1)[:len(good)-10], "64 hex digits"},
+		{"same device", strings.Replace(good, "/dev/mmcblk0p2", "/dev/mmcblk1", 1), "the same device"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse(tc.cmdline)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.Src != "/dev/mmcblk0p2" || c.Dst != "/dev/mmcblk1" || c.Size != 42 || !bytes.Equal(c.SHA256, h[:]) {
+					t.Fatalf("%+v", c)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+	if !Requested("a " + ParamFlash + "=1 b") || Requested(ParamFlash+"=0") || Requested("") {
+		t.Fatal("Requested")
+	}
+}
+
+// TestRun copies between files as it would between block devices, and
+// refuses a source whose hash is wrong without touching the destination.
+func TestRun(t *testing.T) {
+	dir := t.TempDir()
+	img := bytes.Repeat([]byte("microfaas"), 100000)
+	src := filepath.Join(dir, "sd")
+	os.WriteFile(src, append(bytes.Clone(img), []byte("trailing data not part of the image")...), 0o644)
+	dst := filepath.Join(dir, "emmc")
+	os.WriteFile(dst, bytes.Repeat([]byte{0xee}, len(img)+4096), 0o644)
+	h := sha256.Sum256(img)
+	cfg := Config{Src: src, Dst: dst, Size: int64(len(img)), SHA256: h[:], DeviceWait: time.Second}
+
+	bad := cfg
+	bad.SHA256 = make([]byte, 32)
+	if _, err := Run(bad); err == nil || !strings.Contains(err.Error(), "nothing was written") {
+		t.Fatalf("wrong source hash: err = %v", err)
+	}
+	if b, _ := os.ReadFile(dst); b[0] != 0xee {
+		t.Fatal("the destination was written although the source hash was wrong")
+	}
+	res, err := Run(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(dst)
+	if !bytes.Equal(b[:len(img)], img) || b[len(img)] != 0xee || res.Bytes != int64(len(img)) {
+		t.Fatal("destination does not hold exactly the image followed by its old bytes")
+	}
+	missing := cfg
+	missing.Dst = filepath.Join(dir, "nope")
+	missing.DeviceWait = 50 * time.Millisecond
+	if _, err := Run(missing); err == nil || !strings.Contains(err.Error(), "did not appear") {
+		t.Fatalf("missing device: err = %v", err)
+	}
+}
