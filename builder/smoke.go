@@ -64,7 +64,11 @@ func Smoke(ctx context.Context, arch string, w Worker, accel string, log *slog.L
 	if err != nil {
 		return SmokeResult{}, err
 	}
-	q, err := power.NewQEMU(ctx, power.QEMUConfig{Arch: arch, Kernel: w.Kernel, Initrd: w.Initramfs,
+	initrd := w.Initramfs
+	if arch == "arm" {
+		initrd = "" // linked into the zImage, as on the board
+	}
+	q, err := power.NewQEMU(ctx, power.QEMUConfig{Arch: arch, Kernel: w.Kernel, Initrd: initrd,
 		Accel: accel, Cluster: cluster, LogDir: logDir, Failsafe: 30, Log: log})
 	if err != nil {
 		return SmokeResult{}, err

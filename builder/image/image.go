@@ -154,10 +154,10 @@ func Write(out string, b Boot, s Spec) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("image: %w", err)
 	}
-	parts := []*mbr.Partition{{Bootable: true, Type: mbr.Fat16bLBA,
+	parts := []*mbr.Partition{{Index: 1, Bootable: true, Type: mbr.Fat32LBA,
 		Start: uint32(l.FAT.Offset / uboot.SectorSize), Size: uint32(l.FAT.Size / uboot.SectorSize)}}
 	if s.Payload != nil {
-		parts = append(parts, &mbr.Partition{Type: PayloadTyp,
+		parts = append(parts, &mbr.Partition{Index: 2, Type: PayloadTyp,
 			Start: uint32(payload.Offset / uboot.SectorSize), Size: uint32(payload.Size / uboot.SectorSize)})
 	}
 	if err := d.Partition(&mbr.Table{Partitions: parts, LogicalSectorSize: uboot.SectorSize, PhysicalSectorSize: uboot.SectorSize}); err != nil {
@@ -168,7 +168,7 @@ func Write(out string, b Boot, s Spec) (Info, error) {
 	if label == "" {
 		label = FATLabel
 	}
-	fs, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 1, FSType: filesystem.TypeFat16, VolumeLabel: label, Reproducible: true})
+	fs, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 1, FSType: filesystem.TypeFat32, VolumeLabel: label, Reproducible: true})
 	if err != nil {
 		d.Close()
 		return Info{}, fmt.Errorf("image FAT partition: %w", err)

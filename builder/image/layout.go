@@ -23,7 +23,10 @@ const ROMRawSlot = 0x20000
 // ours, not the bootloader's: FATStart bounds the kernel's area.
 const (
 	FATStart = 16 << 20
-	FATSize  = 24 << 20 // FAT16 with 1 KiB clusters
+	// FATSize gives FAT32 (go-diskfs: 512-byte clusters) the 65525 clusters
+	// the FAT specification requires of it. (go-diskfs's FAT16 marks a
+	// cluster used that no file owns, which fsck.fat reports.)
+	FATSize = 40 << 20
 	// FATLabel names the partition.
 	FATLabel = "MICROFAAS"
 )

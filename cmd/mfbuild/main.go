@@ -3,7 +3,9 @@
 //	mfbuild kernel    --arch x86 [--version 6.1 | --source TARBALL]
 //	mfbuild initramfs --arch x86 --out FILE [--function name=path ...]
 //	mfbuild worker    --arch x86 --out DIR      (kernel + initramfs)
-//	mfbuild qemu      --arch x86                (boot it and run a job: the smoke test)
+//	mfbuild qemu      --arch x86|arm            (boot it and run a job: the smoke test)
+//	mfbuild uboot                               (MLO and u-boot.img for the BeagleBone, falcon mode)
+//	mfbuild image     sdcard|emmc|flasher --cluster FILE --worker ID|--all --out PATH
 //
 // Every step is cached under $XDG_CACHE_HOME/microfaas (or --cache).
 package main
@@ -26,6 +28,8 @@ var commands = []cli.Command{
 	{Name: "initramfs", Summary: "build mfinit and write the worker initramfs", Run: runInitramfs},
 	{Name: "worker", Summary: "build kernel and initramfs into one folder", Run: runWorker},
 	{Name: "qemu", Summary: "boot the built worker in QEMU and run a job through the orchestrator", Run: runQEMU},
+	{Name: "uboot", Summary: "build the BeagleBone bootloader (MLO, u-boot.img) with falcon mode", Run: runUBoot},
+	{Name: "image", Summary: "write a BeagleBone worker's SD-card, eMMC or flasher image", Run: runImage},
 }
 
 func main() { cli.Main("mfbuild", commands) }

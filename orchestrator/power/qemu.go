@@ -113,7 +113,9 @@ func (q *QEMU) Args(w inventory.Worker, cmdline string) []string {
 func qemuArgs(arch, accel, kernel, initrd string, w inventory.Worker, cmdline string) []string {
 	var args []string
 	if arch == "arm" {
-		args = []string{"-M", "virt", "-cpu", "cortex-a15"}
+		// virtio-rng seeds the guest kernel's RNG, so the Go runtime's
+		// getrandom does not block at boot (no RDRAND on ARM).
+		args = []string{"-M", "virt", "-cpu", "cortex-a15", "-device", "virtio-rng-device"}
 	} else {
 		// acpi=off makes QEMU put the virtio-mmio devices on the kernel
 		// command line, which our kernel (no ACPI) reads.
