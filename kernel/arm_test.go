@@ -1,11 +1,19 @@
 package kernel
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/u-root/u-root/pkg/cpio"
+
+	"github.com/microfaas/microfaas/internal/cache"
 )
 
 // TestConfigureRealKernelARM runs the real kconfig of the 6.1 tree for the
@@ -39,5 +47,69 @@ func TestConfigureRealKernelARM(t *testing.T) {
 	if keep := os.Getenv("MF_KEEP_CONFIG"); keep != "" {
 		b, _ := os.ReadFile(filepath.Join(tree, ".config"))
 		os.WriteFile(keep, b, 0o644)
+	}
+}
+
+// TestRelinkReproducible relinks the compiled ARM tree with archive A, then
+// B, then A again: A's two kernels must be byte-identical (relinking depends
+// only on the archive, not on what was linked before) and differ from B's.
+func TestRelinkReproducible(t *testing.T) {
+	realSource(t)
+	if _, err := exec.LookPath(Arches["arm"].CrossCompile + "gcc"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	ctx := context.Background()
+	source, err := Fetch(ctx, Recipes[DefaultVersion], cache.Cache{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Arch: Arches["arm"], Source: source, RepoDir: filepath.Join("..")}
+	o.Cache = cache.Cache{Dir: cache.DefaultDir()}
+	o.Log = slog.Default()
+	o.Jobs = 2
+	frags, h, err := o.inputs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	frags = append(frags, initramfsFragment())
+	h.Add("tree.revision", treeRevision)
+	treeKey := h.Key()
+	unlock, err := lockFile(o.Cache.Path("kernel-tree", treeKey) + ".lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	tree, _, _, err := o.compiledTree(ctx, treeKey, frags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var images [][]byte
+	for i, content := range []string{"A", "B", "A"} {
+		cpioPath := filepath.Join(dir, fmt.Sprintf("%d.cpio", i))
+		var b bytes.Buffer
+		w := cpio.Newc.Writer(&b)
+		if err := w.WriteRecord(cpio.StaticFile("hello", strings.Repeat(content, 5000), 0o644)); err != nil {
+			t.Fatal(err)
+		}
+		cpio.WriteTrailer(w)
+		os.WriteFile(cpioPath, b.Bytes(), 0o644)
+		if err := o.relink(ctx, tree, cpioPath, filepath.Join(dir, "log")); err != nil {
+			t.Fatal(err)
+		}
+		z, err := os.ReadFile(filepath.Join(tree, "arch/arm/boot/zImage"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		images = append(images, z)
+	}
+	if !bytes.Equal(images[0], images[2]) {
+		t.Fatal("relinking with the same archive gave a different zImage")
+	}
+	if bytes.Equal(images[0], images[1]) {
+		t.Fatal("relinking with another archive gave the same zImage: the initramfs was not linked in")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -100,23 +101,12 @@ func (o Options) buildEmbedded(ctx context.Context, frags []NamedFragment, h *ca
 	var man Manifest
 	dir, err := o.Cache.Fill("kernel", key, func(out string) error {
 		start := time.Now()
-		if err := cache.CopyFile(filepath.Join(tree, embeddedCPIO), o.Initramfs, 0o644); err != nil {
-			return fmt.Errorf("embedded initramfs: %w", err)
-		}
-		// make compares mtimes: the new archive must look newer than the
-		// objects built from the previous one, even within a second.
-		now := time.Now()
-		if err := os.Chtimes(filepath.Join(tree, embeddedCPIO), now, now); err != nil {
-			return err
-		}
 		step := progress.Start(fmt.Sprintf("relink linux %s %s with the initramfs", version, o.Arch.Name))
-		logPath := filepath.Join(out, "build.log")
-		err := runLogged(ctx, tree, o.env(), logPath, "make", o.makeArgs(append([]string{"-j" + strconv.Itoa(o.Jobs)}, o.Arch.Targets...)...)...)
+		err := o.relink(ctx, tree, o.Initramfs, filepath.Join(out, "build.log"))
 		step.Done(err)
 		if err != nil {
-			return fmt.Errorf("kernel relink failed: %w (log: %s)", err, tailFile(logPath, 30))
+			return err
 		}
-		os.Remove(logPath)
 		m := Manifest{Kind: "kernel", Arch: o.Arch.Name, Version: version, BuildSecs: treeSecs}
 		for _, oc := range append(o.Arch.Outputs, Output{"config", ".config"}) {
 			dst := filepath.Join(out, oc.Name)
@@ -153,6 +143,27 @@ func (o Options) buildEmbedded(ctx context.Context, frags []NamedFragment, h *ca
 		return Result{}, err
 	}
 	return Result{Dir: dir, Manifest: man}, nil
+}
+
+// relink links the compiled tree again with the archive cpio in place of
+// the previous one: kbuild rebuilds usr/initramfs_data.o, vmlinux and the
+// images, nothing else.
+func (o Options) relink(ctx context.Context, tree, cpio, logPath string) error {
+	if err := cache.CopyFile(filepath.Join(tree, embeddedCPIO), cpio, 0o644); err != nil {
+		return fmt.Errorf("embedded initramfs: %w", err)
+	}
+	// make compares mtimes: the new archive must look newer than the
+	// objects built from the previous one, even within a second.
+	now := time.Now()
+	if err := os.Chtimes(filepath.Join(tree, embeddedCPIO), now, now); err != nil {
+		return err
+	}
+	err := runLogged(ctx, tree, o.env(), logPath, "make", o.makeArgs(append([]string{"-j" + strconv.Itoa(o.Jobs)}, o.Arch.Targets...)...)...)
+	if err != nil {
+		return fmt.Errorf("kernel relink failed: %w (log: %s)", err, tailFile(logPath, 30))
+	}
+	os.Remove(logPath)
+	return nil
 }
 
 // compiledTree returns the compiled kernel tree for treeKey, building it the
@@ -225,7 +236,53 @@ func (o Options) compiledTree(ctx context.Context, treeKey string, frags []Named
 		}
 	}
 	o.Log.Info("kernel tree built", "arch", o.Arch.Name, "seconds", secs)
+	o.pruneTrees(treeKey)
 	return tree, version, secs, nil
+}
+
+// keepTrees is how many compiled trees (about 1.5 GB each) the cache keeps.
+const keepTrees = 2
+
+// pruneTrees deletes all but the newest compiled trees, skipping any another
+// process holds locked (it is building or relinking it).
+func (o Options) pruneTrees(current string) {
+	dir := filepath.Join(o.Cache.Dir, "kernel-tree")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	type tree struct {
+		key string
+		mod time.Time
+	}
+	var trees []tree
+	for _, e := range ents {
+		if !e.IsDir() || e.Name() == current {
+			continue
+		}
+		fi, err := os.Stat(filepath.Join(dir, e.Name(), ".complete"))
+		if err != nil {
+			continue // being built, or a failed build that cleans itself up
+		}
+		trees = append(trees, tree{e.Name(), fi.ModTime()})
+	}
+	sort.Slice(trees, func(i, j int) bool { return trees[i].mod.After(trees[j].mod) })
+	for i, t := range trees {
+		if i < keepTrees-1 {
+			continue
+		}
+		lock := filepath.Join(dir, t.key+".lock")
+		f, err := os.OpenFile(lock, os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			continue
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			os.RemoveAll(filepath.Join(dir, t.key))
+			o.Log.Info("pruned old kernel tree", "key", t.key[:12])
+			os.Remove(lock)
+		}
+		f.Close()
+	}
 }
 
 func readOr(path, def string) string {

@@ -1,0 +1,283 @@
+package builder
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/microfaas/microfaas/builder/image"
+	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/kernel"
+	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/runtime/flash"
+)
+
+// needARM skips (or, in CI, fails) when the ARM build's inputs are missing.
+func needARM(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the ARM kernel and U-Boot and boots QEMU")
+	}
+	if _, err := os.Stat(kernel.Recipes[kernel.DefaultVersion].Local); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("kernel source missing: %v (make deps installs linux-source-6.1)", err)
+		}
+		t.Skipf("kernel source missing: %v", err)
+	}
+	for _, tool := range []string{"arm-linux-gnueabihf-gcc", "qemu-system-arm", "mkimage", "fdtget", "fsck.fat", "mdir"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s missing: make deps installs it", tool)
+			}
+			t.Skipf("%s missing (make deps)", tool)
+		}
+	}
+}
+
+func armOptions(t *testing.T) Options {
+	return Options{RepoDir: repo(t), Arch: "arm", Cache: cache.Cache{Dir: cache.DefaultDir()}}
+}
+
+// buildBBB builds (or takes from the cache) the ARM worker and U-Boot.
+func buildBBB(t *testing.T) BBB {
+	t.Helper()
+	needARM(t)
+	b, err := BuildBBB(context.Background(), armOptions(t), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestQEMUSmokeARM boots the ARM worker's zImage (initramfs linked in, the
+// very kernel of the BeagleBone images) on qemu-system-arm -M virt under TCG
+// with the real orchestrator, runs cascading_sha256 and checks the digest.
+func TestQEMUSmokeARM(t *testing.T) {
+	needARM(t)
+	w, err := BuildWorker(context.Background(), armOptions(t), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Smoke(context.Background(), "arm", w, "tcg", nil)
+	if err != nil {
+		if b, rerr := os.ReadFile(res.ConsoleLog); rerr == nil {
+			t.Logf("worker console:\n%s", b)
+		}
+		t.Fatal(err)
+	}
+	t.Logf("arm/%s: uptime at init %.0f ms, network %.0f ms, connected %.0f ms; power-on to result %.0f ms; exited %.0f ms",
+		res.Accel, res.Boot.InitMS, res.Boot.NetworkMS, res.Boot.ConnectedMS, res.WallMS, res.ExitedMS)
+	if res.Boot.InitMS <= 0 || res.Boot.ConnectedMS < res.Boot.InitMS {
+		t.Errorf("implausible boot timings: %+v", res.Boot)
+	}
+}
+
+// TestBBBImages writes the ten SD-card images of the example cluster from the
+// real kernel and U-Boot builds and checks each with the real tools, plus an
+// eMMC and a flasher image.
+func TestBBBImages(t *testing.T) {
+	b := buildBBB(t)
+	c, err := inventory.Load(filepath.Join(repo(t), "configs", "cluster.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var reqs []ImageRequest
+	for _, w := range c.Workers {
+		if w.Kind == inventory.KindBBB {
+			reqs = append(reqs, ImageRequest{Medium: MediumSD, Worker: w.ID, Out: filepath.Join(dir, w.ID+"-sdcard.img")})
+		}
+	}
+	reqs = append(reqs,
+		ImageRequest{Medium: MediumEMMC, Worker: "bbb3", Out: filepath.Join(dir, "bbb3-emmc.img")},
+		ImageRequest{Medium: MediumFlasher, Worker: "bbb3", Out: filepath.Join(dir, "bbb3-flasher.img")})
+	infos, err := WriteImages(c, b.Boot, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != 12 {
+		t.Fatalf("%d images, want 12", len(infos))
+	}
+	t.Logf("image: %d bytes; uImage %d bytes; DTB %d bytes (args area %d); u-boot.img at sector %#x, args %#x, kernel %#x",
+		infos[0].Size, fileSize(t, b.Boot.UImage), len(infos[0].DTB), infos[0].Layout.Args.Size,
+		b.Boot.Raw.UBootSector, b.Boot.Raw.ArgsSector, b.Boot.Raw.KernelSector)
+	for i, info := range infos {
+		r := reqs[i]
+		w, _ := c.Worker(r.Worker)
+		want, err := image.Bootargs(c, w, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Medium == MediumFlasher {
+			emmc, _ := os.ReadFile(infos[i-1].Path)
+			want, _ = image.Bootargs(c, w, false, FlasherParams(emmc)...)
+			img, _ := os.ReadFile(info.Path)
+			if !bytes.Equal(img[info.Payload.Offset:info.Payload.Offset+int64(len(emmc))], emmc) {
+				t.Errorf("the flasher's partition 2 does not hold bbb3's eMMC image")
+			}
+		}
+		if err := image.Verify(info.Path, b.Boot, info, want); err != nil {
+			t.Errorf("%s: %v", info.Path, err)
+		}
+		got, _ := image.DTBBootargs(info.DTB)
+		if !strings.Contains(got, "mf.id="+w.ID+" ") || !strings.Contains(got, "ip="+w.IP+"::") {
+			t.Errorf("%s: bootargs %q do not name the worker", info.Path, got)
+		}
+	}
+	// The eMMC image is the SD card's layout; only the FAT label differs.
+	sd, _ := os.ReadFile(infos[3].Path)
+	emmc, _ := os.ReadFile(infos[10].Path)
+	diff := 0
+	for i := range sd {
+		if sd[i] != emmc[i] {
+			diff++
+		}
+	}
+	if len(sd) != len(emmc) || diff == 0 || diff > 32 {
+		t.Errorf("bbb3's SD and eMMC images differ in %d bytes (sizes %d, %d): want only the volume label", diff, len(sd), len(emmc))
+	}
+	// Ten workers' images differ only where their personal data lies.
+	first, _ := os.ReadFile(infos[0].Path)
+	for _, info := range infos[1:10] {
+		img, _ := os.ReadFile(info.Path)
+		for off := range img {
+			if img[off] != first[off] && !inRegions(int64(off), append(info.Personal, infos[0].Personal...)) {
+				t.Fatalf("%s differs from %s at %#x, outside the personal regions", info.Path, infos[0].Path, off)
+			}
+		}
+	}
+}
+
+func inRegions(off int64, rs []image.Region) bool {
+	for _, r := range rs {
+		if off >= r.Offset && off < r.End() {
+			return true
+		}
+	}
+	return false
+}
+
+func fileSize(t *testing.T, p string) int64 {
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// TestImageBadInput checks the errors for bad clusters and requests: each
+// names the worker and the field, and no image is written.
+func TestImageBadInput(t *testing.T) {
+	const base = `
+network: {subnet: 192.168.1.0/24, gateway: 192.168.1.1, orchestrator: 192.168.1.2}
+secret: 000102030405060708090a0b0c0d0e0f
+workers:
+  - {id: bbb0, kind: bbb, ip: 192.168.1.10, mac: "d0:39:72:00:00:00", power: {pin: P9_12}}
+  - {id: vm0, kind: vm, ip: 192.168.1.100}
+`
+	tests := []struct {
+		name, extra, worker string
+		wantErr             []string
+	}{
+		{"unknown worker", "", "bbb9", []string{"worker bbb9", "id", "no such worker"}},
+		{"not a BeagleBone", "", "vm0", []string{"worker vm0", "kind"}},
+		{"duplicate id", "  - {id: bbb0, kind: bbb, ip: 192.168.1.11, power: {pin: P9_15}}\n", "bbb0", []string{"worker bbb0", "id: duplicate"}},
+		{"duplicate IP", "  - {id: bbb1, kind: bbb, ip: 192.168.1.10, power: {pin: P9_15}}\n", "bbb1", []string{"worker bbb1", "ip", "also worker bbb0"}},
+		{"duplicate MAC", "  - {id: bbb1, kind: bbb, ip: 192.168.1.11, mac: \"d0:39:72:00:00:00\", power: {pin: P9_15}}\n", "bbb1", []string{"worker bbb1", "mac"}},
+		{"outside subnet", "  - {id: bbb1, kind: bbb, ip: 10.1.1.1, power: {pin: P9_15}}\n", "bbb1", []string{"worker bbb1", "ip", "outside subnet"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			c, err := inventory.Parse([]byte(base+tc.extra), ".")
+			if err == nil {
+				_, err = WriteImages(c, image.Boot{}, []ImageRequest{{Medium: MediumSD, Worker: tc.worker, Out: filepath.Join(dir, "x.img")}})
+			}
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+				t.Errorf("left behind: %s", ents[0].Name())
+			}
+		})
+	}
+}
+
+// TestFlasherQEMU boots the flasher on qemu-system-arm -M virt with two
+// virtio disks standing in for the SD card (the flasher image) and the eMMC
+// (blank): the worker must copy partition 2's eMMC image to the blank disk,
+// verify it, report and power off.
+func TestFlasherQEMU(t *testing.T) {
+	b := buildBBB(t)
+	c, err := inventory.Load(filepath.Join(repo(t), "configs", "cluster.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sd := filepath.Join(dir, "flasher.img")
+	info, err := WriteImage(c, b.Boot, ImageRequest{Medium: MediumFlasher, Worker: "bbb5", Out: sd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _ := os.ReadFile(sd)
+	bootargs, _ := image.DTBBootargs(info.DTB)
+	cfg, err := flash.Parse(bootargs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := img[info.Payload.Offset : info.Payload.Offset+cfg.Size]
+	emmc := filepath.Join(dir, "emmc.img")
+	if err := os.WriteFile(emmc, make([]byte, cfg.Size+1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Under QEMU the SD card and eMMC are virtio disks: the first -drive is
+	// vda (its partition 2 vda2), the second vdb.
+	cfg.Src, cfg.Dst = "/dev/vda2", "/dev/vdb"
+	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Arch: "arm", Kernel: b.Worker.Kernel, Accel: "tcg", Cluster: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := c.Worker("bbb5")
+	w.VM.Net = "user"
+	args := q.Args(w, "console=ttyAMA0 panic=-1 "+strings.Join(flash.Params(cfg), " "))
+	args = append(args,
+		"-drive", "file="+sd+",format=raw,if=none,id=sd", "-device", "virtio-blk-device,drive=sd",
+		"-drive", "file="+emmc+",format=raw,if=none,id=emmc", "-device", "virtio-blk-device,drive=emmc")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, "qemu-system-arm", args...).CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte(flash.OKMarker)) {
+		t.Fatalf("flasher: %v (ctx %v)\n%s", err, ctx.Err(), out)
+	}
+	t.Logf("flasher wrote %d bytes and powered off %.1f s after power-on: %s", cfg.Size, time.Since(start).Seconds(),
+		lineWith(out, flash.OKMarker))
+	got, _ := os.ReadFile(emmc)
+	if !bytes.Equal(got[:cfg.Size], payload) {
+		t.Fatal("the eMMC disk does not hold the eMMC image")
+	}
+	if !errors.Is(ctx.Err(), nil) {
+		t.Fatal(ctx.Err())
+	}
+}
+
+func lineWith(out []byte, marker string) string {
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, marker) {
+			return strings.TrimSpace(l)
+		}
+	}
+	return ""
+}
