@@ -12,6 +12,7 @@ import (
 	"github.com/microfaas/microfaas/builder/uboot"
 	"github.com/microfaas/microfaas/kernel"
 	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/runtime/debugshell"
 	"github.com/microfaas/microfaas/runtime/flash"
 )
 
@@ -106,7 +107,12 @@ func WriteImage(c *inventory.Cluster, b image.Boot, r ImageRequest) (image.Info,
 	if err != nil {
 		return image.Info{}, err
 	}
-	args, err := image.Bootargs(c, w, !r.Debug)
+	var extra []string
+	if r.Debug {
+		// The Boot must carry the debug initramfs (Options.Debug) for the shell.
+		extra = append(extra, debugshell.Param+"=1")
+	}
+	args, err := image.Bootargs(c, w, !r.Debug, extra...)
 	if err != nil {
 		return image.Info{}, err
 	}

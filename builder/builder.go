@@ -35,6 +35,9 @@ type Options struct {
 	// Functions are user functions to put in the initramfs: name -> executable.
 	Functions map[string]string
 	Log       *slog.Logger
+	// Debug adds a console shell and diagnostic tools to the initramfs
+	// (debug.go); never listening on the network.
+	Debug bool
 	// initrd is an already written initramfs to link into the ARM kernel.
 	initrd string
 }
@@ -160,6 +163,16 @@ func Initramfs(ctx context.Context, o Options, out string) (InitramfsInfo, error
 		initramfs.WithDir("etc", filepath.Join(o.RepoDir, "configs", "initramfs", "etc")),
 	}
 	inputs := map[string]string{"init": initSum}
+	if o.Debug {
+		dopts, dinputs, err := debugInitramfs(ctx, o, goarch, goarm)
+		if err != nil {
+			return InitramfsInfo{}, err
+		}
+		opts = append(opts, dopts...)
+		for k, v := range dinputs {
+			inputs[k] = v
+		}
+	}
 	names := make([]string, 0, len(o.Functions))
 	for n := range o.Functions {
 		names = append(names, n)

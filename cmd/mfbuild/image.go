@@ -42,7 +42,7 @@ func runImage(ctx context.Context, args []string) error {
 	all := fs.Bool("all", false, "one image per BeagleBone worker of the cluster file, into the folder --out")
 	out := fs.String("out", "", "image file (or folder with --all)")
 	build := fs.String("build", "out/arm", "folder for the ARM worker build (zImage, uImage, DTB)")
-	debug := fs.Bool("debug", false, "keep the kernel's boot messages on the serial console (bring-up of a new board)")
+	debug := fs.Bool("debug", false, "bring-up image: boot messages and a shell (u-root) on the serial console, never on the network; the board stays on until you leave the shell")
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
@@ -84,6 +84,10 @@ func runImage(ctx context.Context, args []string) error {
 	o, err := c.options()
 	if err != nil {
 		return err
+	}
+	o.Debug = *debug
+	if *debug && *build == "out/arm" {
+		*build = "out/arm-debug" // keep the normal build's files apart
 	}
 	bbb, err := builder.BuildBBB(ctx, o, *build)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/runtime"
+	"github.com/microfaas/microfaas/runtime/debugshell"
 	"github.com/microfaas/microfaas/runtime/flash"
 	"github.com/microfaas/microfaas/runtime/functions"
 )
@@ -103,6 +104,11 @@ func asInit() {
 	cfg, err := runtime.ParseCmdline(string(cmdline))
 	if cfg.OffMode != "" {
 		off = cfg.OffMode
+	}
+	// Debug images: a shell on the serial console; the board stays on until it ends.
+	if debugshell.Requested(string(cmdline)) {
+		sh := debugshell.Start(log)
+		defer sh.Wait()
 	}
 	// A flasher SD card's worker writes the eMMC image instead (runtime/flash).
 	if flash.Requested(string(cmdline)) {

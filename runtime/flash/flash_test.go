@@ -39,7 +39,7 @@ func TestParse(t *testing.T) {
 			}
 		})
 	}
-	if !Requested("a " + ParamFlash + "=1 b") || Requested(ParamFlash+"=0") || Requested("") {
+	if !Requested("a "+ParamFlash+"=1 b") || Requested(ParamFlash+"=0") || Requested("") {
 		t.Fatal("Requested")
 	}
 }
