@@ -206,6 +206,7 @@ func (p *Provider) deleteFunction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	delete(p.fns, req.FunctionName)
+	delete(p.wanted, req.FunctionName)
 	err := p.saveLocked()
 	p.mu.Unlock()
 	p.logs.forget(req.FunctionName)

@@ -97,6 +97,10 @@ type Provider struct {
 	mu      sync.Mutex
 	fns     map[string]*function
 	secrets map[string]types.Secret
+	// wanted holds the functions the gateway asked to scale from zero and
+	// that it has not yet seen a replica of, with the time the request
+	// lapses; see functionStatus.
+	wanted map[string]time.Time
 
 	async sync.WaitGroup // async invocations whose callback is pending
 }
@@ -145,7 +149,7 @@ func New(cfg Config) (*Provider, error) {
 		}
 	}
 	p := &Provider{cfg: cfg, log: cfg.Log, logs: newLogStore(cfg.LogLines),
-		fns: map[string]*function{}, secrets: map[string]types.Secret{}}
+		fns: map[string]*function{}, secrets: map[string]types.Secret{}, wanted: map[string]time.Time{}}
 	if err := p.load(); err != nil {
 		return nil, err
 	}
@@ -290,10 +294,26 @@ func (p *Provider) functionStatus(w http.ResponseWriter, r *http.Request) {
 	if ok {
 		st = fn.status(replicas, available)
 	}
+	until, wanted := p.wanted[name]
+	if wanted && (available > 0 || time.Now().After(until)) {
+		// The gateway stops polling once it sees a replica and sends the
+		// call; if that worker is gone by then, the call boots another.
+		delete(p.wanted, name)
+		wanted = false
+	}
 	p.mu.Unlock()
 	if !ok {
 		http.Error(w, fmt.Sprintf("function %s not found", name), http.StatusNotFound)
 		return
+	}
+	// After a scale request the gateway holds the call and polls here until
+	// a replica is available; it does not ask to scale again. If the worker
+	// booted for it was taken by other work and went off before the gateway
+	// saw it, nothing would ever become available and the call would hang
+	// for the gateway's whole holding time (100 s), so boot another one.
+	if wanted && replicas == 0 {
+		p.log.Info("scale from zero: the worker booted for this function went to other work; powering another on", "function", name)
+		p.warm()
 	}
 	writeJSON(w, http.StatusOK, st)
 }
@@ -328,6 +348,11 @@ func (p *Provider) replicas() (replicas, available uint64) {
 	return replicas, available
 }
 
+// scaleHold is how long a scale request stands without a call: a little
+// more than the gateway holds a call while it waits for a replica (1000
+// polls 100 ms apart).
+const scaleHold = 2 * time.Minute
+
 // scaleWarmup is the function name of the placeholder call that powers a
 // worker on for scaleFunction; see warm.
 const scaleWarmup = "openfaas-scale-warmup"
@@ -353,6 +378,11 @@ func (p *Provider) scaleFunction(w http.ResponseWriter, r *http.Request) {
 	}
 	p.mu.Lock()
 	_, ok := p.fns[name]
+	if ok && req.Replicas > 0 {
+		p.wanted[name] = time.Now().Add(scaleHold)
+	} else {
+		delete(p.wanted, name)
+	}
 	p.mu.Unlock()
 	if !ok {
 		http.Error(w, fmt.Sprintf("function %s not found", name), http.StatusNotFound)

@@ -4,10 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -420,6 +420,43 @@ func TestScaleFromZero(t *testing.T) {
 	}
 }
 
+// TestScaleFromZeroContended: the worker a scale request boots is taken by
+// another function's call before the gateway's held call arrives, and goes
+// off. The status the gateway polls must boot another worker rather than
+// report no replica for the gateway's whole holding time.
+func TestScaleFromZeroContended(t *testing.T) {
+	h, sim := newSimHarness(t, 1, 300*time.Millisecond, orchestrator.Config{}, Config{})
+	h.deploy(types.FunctionDeployment{Service: "sha", Image: "microfaas/cascading_sha256"})
+	h.deploy(types.FunctionDeployment{Service: "other", Image: "microfaas/cascading_md5"})
+	start := time.Now()
+	if res, b := h.call("POST", "/system/scale-function/sha", types.ScaleServiceRequest{ServiceName: "sha", Replicas: 1}); res.StatusCode != 202 {
+		t.Fatalf("scale: %d %s", res.StatusCode, b)
+	}
+	if res, b := h.call("POST", "/function/other", `{"data":"x","rounds":1}`); res.StatusCode != 200 {
+		t.Fatalf("other call: %d %s", res.StatusCode, b)
+	}
+	h.waitAllOff(10 * time.Second)
+	for h.status("sha").AvailableReplicas == 0 {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("no replica for sha 10 s after scaling: %+v", h.orch.Status())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if res, b := h.call("POST", "/function/sha", `{"data":"z","rounds":5}`); res.StatusCode != 200 || string(b) != sha("z", 5) {
+		t.Fatalf("call: %d %q", res.StatusCode, b)
+	}
+	if n := powerOns(sim); n != 2 {
+		t.Errorf("%d power-ons, want 2 (one taken by the other call, one for sha)", n)
+	}
+	// The scale request is spent: polling the status boots nothing more.
+	h.waitAllOff(10 * time.Second)
+	h.status("sha")
+	time.Sleep(100 * time.Millisecond)
+	if n := powerOns(sim); n != 2 {
+		t.Errorf("%d power-ons after the call, want still 2", n)
+	}
+}
+
 // powerOns counts the workers sim has powered on. PowerOns is written
 // under the controller's lock; Running takes that lock, which orders the
 // read after the writes.
@@ -713,4 +750,3 @@ func TestExecTimeout(t *testing.T) {
 		}
 	}
 }
-
