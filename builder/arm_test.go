@@ -242,9 +242,11 @@ func TestFlasherQEMU(t *testing.T) {
 	if err := os.WriteFile(emmc, make([]byte, cfg.Size+1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// Under QEMU the SD card and eMMC are virtio disks: the first -drive is
-	// vda (its partition 2 vda2), the second vdb.
-	cfg.Src, cfg.Dst = "/dev/vda2", "/dev/vdb"
+	// Under QEMU the SD card and eMMC are virtio disks. The virt machine
+	// gives -device options its virtio-mmio transports from the highest
+	// address down and Linux probes them from the lowest up, so the last
+	// disk is vda: the eMMC (given second) is vda, the card vdb.
+	cfg.Src, cfg.Dst = "/dev/vdb2", "/dev/vda"
 	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Arch: "arm", Kernel: b.Worker.Kernel, Accel: "tcg", Cluster: c})
 	if err != nil {
 		t.Fatal(err)
@@ -255,7 +257,7 @@ func TestFlasherQEMU(t *testing.T) {
 	args = append(args,
 		"-drive", "file="+sd+",format=raw,if=none,id=sd", "-device", "virtio-blk-device,drive=sd",
 		"-drive", "file="+emmc+",format=raw,if=none,id=emmc", "-device", "virtio-blk-device,drive=emmc")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	start := time.Now()
 	out, err := exec.CommandContext(ctx, "qemu-system-arm", args...).CombinedOutput()

@@ -41,7 +41,7 @@ func fakeBoot(t *testing.T, kernelSize int) Boot {
 	dir := t.TempDir()
 	mlo := make([]byte, 0x208+50000)
 	copy(mlo[0x14:], "CHSETTINGS")
-	binary.LittleEndian.PutUint32(mlo[0x200:], uint32(len(mlo)-0x208))
+	binary.LittleEndian.PutUint32(mlo[0x200:], uint32(len(mlo)-0x200))
 	binary.LittleEndian.PutUint32(mlo[0x204:], 0x402f0400)
 	for i := 0x208; i < len(mlo); i++ {
 		mlo[i] = byte(i)

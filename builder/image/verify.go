@@ -72,8 +72,8 @@ func Verify(path string, b Boot, info Info, wantBootargs string) error {
 			bad("%s at %#x: %v", r.Name, r.Offset, err)
 		}
 		size, load := binary.LittleEndian.Uint32(got[0x200:]), binary.LittleEndian.Uint32(got[0x204:])
-		if int(size) != len(mlo)-0x208 || load != 0x402f0400 {
-			bad("%s at %#x: GP header size %d load %#x, want %d and 0x402f0400 (AM335x public SRAM)", r.Name, r.Offset, size, load, len(mlo)-0x208)
+		if int(size) != len(mlo)-0x200 || load != 0x402f0400 {
+			bad("%s at %#x: GP header size %d load %#x, want %d (the MLO after its table of contents, as U-Boot's mkimage writes it) and 0x402f0400 (AM335x public SRAM)", r.Name, r.Offset, size, load, len(mlo)-0x200)
 		}
 	}
 	if ub := read(b.UBootImg); !bytes.Equal(at(l.UBoot, len(ub)), ub) {

@@ -287,7 +287,7 @@ func (o Options) build(ctx context.Context, out string, srcs map[string]string, 
 	}
 	step := progress.Start("build u-boot " + Debian.Version + " (MLO, u-boot.img)")
 	logPath := filepath.Join(out, "build.log")
-	err := runLogged(ctx, tree, logPath, "make", "-j"+strconv.Itoa(o.Jobs), "CROSS_COMPILE="+CrossCompile, "ARCH=arm", "MLO", "u-boot.img")
+	err := runLogged(ctx, tree, logPath, "make", "-j"+strconv.Itoa(o.Jobs), "CROSS_COMPILE="+CrossCompile, "ARCH=arm", "all") // MLO and u-boot.img are part of all (arch/arm/mach-omap2/config.mk)
 	step.Done(err)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("u-boot build failed: %w (log: %s)", err, tail(logPath, 30))
