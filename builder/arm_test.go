@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/microfaas/microfaas/kernel"
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/runtime/debugshell"
 	"github.com/microfaas/microfaas/runtime/flash"
 )
 
@@ -282,4 +285,82 @@ func lineWith(out []byte, marker string) string {
 		}
 	}
 	return ""
+}
+
+// TestDebugShellQEMU boots a debug worker (mfbuild image --debug's kernel) on
+// QEMU virt, types commands at the console shell and checks they run, and
+// that the worker powers off only after the shell is left.
+func TestDebugShellQEMU(t *testing.T) {
+	needARM(t)
+	o := armOptions(t)
+	o.Debug = true
+	w, err := BuildWorker(context.Background(), o, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := inventory.Local(1)
+	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Arch: "arm", Kernel: w.Kernel, Accel: "tcg", Cluster: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := c.Workers[0]
+	// No orchestrator listens on port 1: the worker gives up after its
+	// 3-second failsafe, then waits for the shell.
+	c.Network.Port = 1
+	cmdline, err := q.Cmdline(vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "qemu-system-arm", q.Args(vm, cmdline+" mf.failsafe=3 "+debugshell.Param+"=1")...)
+	stdin, _ := cmd.StdinPipe()
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor := func(s string) {
+		t.Helper()
+		for !strings.Contains(out.String(), s) {
+			if ctx.Err() != nil {
+				t.Fatalf("%q never appeared:\n%s", s, out.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitFor("debug shell on the console")
+	time.Sleep(time.Second) // let the shell set up the terminal
+	io.WriteString(stdin, "ls /bin\r")
+	waitFor("hexdump")
+	waitFor("worker done") // the failsafe ran out: the worker is done, the board still on
+	time.Sleep(500 * time.Millisecond)
+	if cmd.ProcessState != nil {
+		t.Fatal("the worker powered off while the shell was open")
+	}
+	io.WriteString(stdin, "exit\r")
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("qemu: %v\n%s", err, out.String())
+	}
+	if testing.Verbose() {
+		t.Logf("console:\n%s", out.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
