@@ -8,7 +8,7 @@ KVERSION ?= 6.1
 TEST_TIMEOUT ?= 60m
 FUZZTIME ?= 10s
 
-.PHONY: all deps build demo test test-short bench images verify-reproducible clean
+.PHONY: all deps build demo test test-short bench images bbb-images verify-reproducible clean
 
 all: build
 
@@ -23,6 +23,10 @@ build:
 images: deps build
 	bin/mfbuild worker --arch $(ARCH) --version $(KVERSION) --out $(OUT)/$(ARCH)
 
+# One SD-card image per BeagleBone worker of the example cluster (docs/images.md).
+bbb-images: deps build
+	bin/mfbuild image sdcard --cluster configs/cluster.example.yaml --all --out $(OUT)/images
+
 # Build an x86 worker, boot a local cluster of 3 QEMU workers, run the suite,
 # print and plot the results.
 demo: images
@@ -35,6 +39,9 @@ test: deps build
 	$(GO) vet ./...
 	@echo "== building the x86 worker once, so the test packages share its cache entry"
 	bin/mfbuild worker --arch x86 --version $(KVERSION) --out $(OUT)/x86
+	@echo "== building the ARM worker and U-Boot once (BeagleBone images, ARM QEMU boots)"
+	bin/mfbuild worker --arch arm --version $(KVERSION) --out $(OUT)/arm
+	bin/mfbuild uboot
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 ./...
 	@echo "== brief fuzzing of the decoders and argument parsing"
 	$(GO) test -run '^$$' -fuzz FuzzReceive -fuzztime $(FUZZTIME) ./protocol/

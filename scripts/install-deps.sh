@@ -17,6 +17,13 @@ packages=(
   busybox-static
 )
 
+# Source packages (apt-get source): the U-Boot recipe's fallback when its
+# tarballs are no longer in Debian's pool. Derived from the binary entries.
+if [ -f /etc/apt/sources.list.d/debian.sources ] && ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ \
+  && [ ! -f /etc/apt/sources.list.d/debian-src.sources ] && [ "$(id -u)" -eq 0 ]; then
+  sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources > /etc/apt/sources.list.d/debian-src.sources
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
