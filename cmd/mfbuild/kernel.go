@@ -35,7 +35,13 @@ func runKernel(ctx context.Context, args []string) error {
 		if err := os.MkdirAll(*out, 0o755); err != nil {
 			return err
 		}
-		for _, f := range append([]string{"manifest.json"}, k.Manifest.Outputs[0].Name) {
+		files := []string{"manifest.json"}
+		for _, f := range k.Manifest.Outputs { // bzImage; or zImage, uImage and DTB for arm
+			if f.Name != "config" {
+				files = append(files, f.Name)
+			}
+		}
+		for _, f := range files {
 			if err := cache.CopyFile(filepath.Join(*out, f), k.Output(f), 0o644); err != nil {
 				return err
 			}
