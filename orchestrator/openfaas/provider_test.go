@@ -392,7 +392,10 @@ func TestScaleFromZero(t *testing.T) {
 				if st.AvailableReplicas > 0 {
 					break
 				}
-				if st.Replicas == 0 && time.Since(start) > time.Second {
+				if st.Replicas != st.AvailableReplicas {
+					t.Fatalf("replicas %d, available %d: a booting worker must count in neither", st.Replicas, st.AvailableReplicas)
+				}
+				if time.Since(start) > time.Second && h.orch.Status().Workers[0].State == orchestrator.Off {
 					t.Fatalf("no worker booting after the scale request: %+v", h.orch.Status())
 				}
 				if time.Since(start) > 10*time.Second {
@@ -420,40 +423,76 @@ func TestScaleFromZero(t *testing.T) {
 	}
 }
 
-// TestScaleFromZeroContended: the worker a scale request boots is taken by
-// another function's call before the gateway's held call arrives, and goes
-// off. The status the gateway polls must boot another worker rather than
-// report no replica for the gateway's whole holding time.
+// TestScaleFromZeroContended: the worker that would serve the gateway's
+// held call goes to another function's call and then off, either after the
+// scale request booted it or because that other call booted it before. The
+// status the gateway polls must lead to another worker rather than to no
+// replica for the gateway's whole holding time.
 func TestScaleFromZeroContended(t *testing.T) {
-	h, sim := newSimHarness(t, 1, 300*time.Millisecond, orchestrator.Config{}, Config{})
-	h.deploy(types.FunctionDeployment{Service: "sha", Image: "microfaas/cascading_sha256"})
-	h.deploy(types.FunctionDeployment{Service: "other", Image: "microfaas/cascading_md5"})
-	start := time.Now()
-	if res, b := h.call("POST", "/system/scale-function/sha", types.ScaleServiceRequest{ServiceName: "sha", Replicas: 1}); res.StatusCode != 202 {
-		t.Fatalf("scale: %d %s", res.StatusCode, b)
+	for _, otherFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("other call first %v", otherFirst), func(t *testing.T) {
+			h, sim := newSimHarness(t, 1, 300*time.Millisecond, orchestrator.Config{}, Config{})
+			h.deploy(types.FunctionDeployment{Service: "sha", Image: "microfaas/cascading_sha256"})
+			h.deploy(types.FunctionDeployment{Service: "other", Image: "microfaas/cascading_md5"})
+			other := make(chan int, 1)
+			callOther := func() {
+				go func() {
+					res, _ := h.call("POST", "/function/other", `{"data":"x","rounds":1}`)
+					other <- res.StatusCode
+				}()
+			}
+			if otherFirst {
+				callOther()
+				waitState(t, h, orchestrator.Booting)
+			}
+			// The gateway: status, then scale when it sees no replica.
+			if st := h.status("sha"); st.Replicas != 0 || st.AvailableReplicas != 0 {
+				t.Fatalf("status while the only worker boots for another call: %d/%d, want 0/0", st.AvailableReplicas, st.Replicas)
+			}
+			start := time.Now()
+			if res, b := h.call("POST", "/system/scale-function/sha", types.ScaleServiceRequest{ServiceName: "sha", Replicas: 1}); res.StatusCode != 202 {
+				t.Fatalf("scale: %d %s", res.StatusCode, b)
+			}
+			if !otherFirst {
+				waitState(t, h, orchestrator.Booting)
+				callOther()
+			}
+			if code := <-other; code != 200 {
+				t.Fatalf("other call: %d", code)
+			}
+			h.waitAllOff(10 * time.Second)
+			for h.status("sha").AvailableReplicas == 0 {
+				if time.Since(start) > 10*time.Second {
+					t.Fatalf("no replica for sha 10 s after scaling: %+v", h.orch.Status())
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if res, b := h.call("POST", "/function/sha", `{"data":"z","rounds":5}`); res.StatusCode != 200 || string(b) != sha("z", 5) {
+				t.Fatalf("call: %d %q", res.StatusCode, b)
+			}
+			if n := powerOns(sim); n != 2 {
+				t.Errorf("%d power-ons, want 2 (one taken by the other call, one for sha)", n)
+			}
+			// The scale request is spent: polling the status boots nothing more.
+			h.waitAllOff(10 * time.Second)
+			h.status("sha")
+			time.Sleep(100 * time.Millisecond)
+			if n := powerOns(sim); n != 2 {
+				t.Errorf("%d power-ons after the call, want still 2", n)
+			}
+		})
 	}
-	if res, b := h.call("POST", "/function/other", `{"data":"x","rounds":1}`); res.StatusCode != 200 {
-		t.Fatalf("other call: %d %s", res.StatusCode, b)
-	}
-	h.waitAllOff(10 * time.Second)
-	for h.status("sha").AvailableReplicas == 0 {
-		if time.Since(start) > 10*time.Second {
-			t.Fatalf("no replica for sha 10 s after scaling: %+v", h.orch.Status())
+}
+
+// waitState waits until the first worker is in state s.
+func waitState(t *testing.T, h *harness, s orchestrator.State) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for h.orch.Status().Workers[0].State != s {
+		if time.Now().After(deadline) {
+			t.Fatalf("worker never %s: %+v", s, h.orch.Status())
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if res, b := h.call("POST", "/function/sha", `{"data":"z","rounds":5}`); res.StatusCode != 200 || string(b) != sha("z", 5) {
-		t.Fatalf("call: %d %q", res.StatusCode, b)
-	}
-	if n := powerOns(sim); n != 2 {
-		t.Errorf("%d power-ons, want 2 (one taken by the other call, one for sha)", n)
-	}
-	// The scale request is spent: polling the status boots nothing more.
-	h.waitAllOff(10 * time.Second)
-	h.status("sha")
-	time.Sleep(100 * time.Millisecond)
-	if n := powerOns(sim); n != 2 {
-		t.Errorf("%d power-ons after the call, want still 2", n)
+		time.Sleep(time.Millisecond)
 	}
 }
 
