@@ -25,6 +25,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/microfaas/microfaas/internal/cache"
@@ -174,12 +175,17 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	}
 	h.Add("toolchain", tc)
 	key := h.Key()
-	if o.Cache.Has("u-boot", key) {
-		dir := o.Cache.Path("u-boot", key)
-		if m, err := readManifest(dir); err == nil {
-			o.Log.Info("u-boot cached", "key", key[:12], "dir", dir)
-			return Result{Dir: dir, Manifest: m, Cached: true}, nil
-		}
+	if r, ok := o.cached(key); ok {
+		return r, nil
+	}
+	// One process builds a given key; the others wait and take its result.
+	unlock, err := lock(o.Cache.Path("u-boot", key) + ".lock")
+	if err != nil {
+		return Result{}, err
+	}
+	defer unlock()
+	if r, ok := o.cached(key); ok {
+		return r, nil
 	}
 	var man Manifest
 	dir, err := o.Cache.Fill("u-boot", key, func(out string) error {
@@ -408,4 +414,36 @@ func Prepare(ctx context.Context, tree string, srcs map[string]string, frags []k
 		return fmt.Errorf("u-boot config: %w", err)
 	}
 	return nil
+}
+
+func (o Options) cached(key string) (Result, bool) {
+	if !o.Cache.Has("u-boot", key) {
+		return Result{}, false
+	}
+	dir := o.Cache.Path("u-boot", key)
+	m, err := readManifest(dir)
+	if err != nil {
+		return Result{}, false
+	}
+	o.Log.Info("u-boot cached", "key", key[:12], "dir", dir)
+	return Result{Dir: dir, Manifest: m, Cached: true}, true
+}
+
+// lock takes an exclusive lock on path, waiting for its holder.
+func lock(path string) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("u-boot cache lock: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("u-boot cache lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("u-boot cache lock %s: %w", path, err)
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
 }
