@@ -193,15 +193,13 @@ func Write(out string, b Boot, s Spec) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("image: %w", err)
 	}
-	raw := []struct {
+	type rawItem struct {
 		r    Region
 		data []byte
-	}{{l.UBoot, files["u-boot.img"]}, {l.Args, dtb}, {l.Kernel, files["uImage"]}}
+	}
+	raw := []rawItem{{l.UBoot, files["u-boot.img"]}, {l.Args, dtb}, {l.Kernel, files["uImage"]}}
 	for _, m := range l.MLO {
-		raw = append(raw, struct {
-			r    Region
-			data []byte
-		}{m, files["MLO"]})
+		raw = append(raw, rawItem{m, files["MLO"]})
 	}
 	for _, it := range raw {
 		if _, err := f.WriteAt(it.data, it.r.Offset); err != nil {
@@ -225,11 +223,15 @@ func Write(out string, b Boot, s Spec) (Info, error) {
 	if err := f.Close(); err != nil {
 		return Info{}, err
 	}
-	personal := []Region{{Name: "device tree (args area)", Offset: l.Args.Offset, Size: int64(len(dtb)), Source: l.Args.Source}}
-	if off, err := locate(tmpName, l.FAT, dtb); err == nil {
-		personal = append(personal, Region{Name: "device tree (FAT file " + argsName + ")", Offset: off, Size: int64(len(dtb)), Source: "FAT partition"})
-	} else {
+	// The DTB is the only per-worker content: in the args area, and as the
+	// FAT file (same size for every worker, so the FAT metadata is the same).
+	fatOff, err := locate(tmpName, l.FAT, dtb)
+	if err != nil {
 		return Info{}, err
+	}
+	personal := []Region{
+		{Name: "device tree (args area)", Offset: l.Args.Offset, Size: int64(len(dtb)), Source: l.Args.Source},
+		{Name: "device tree (FAT file " + argsName + ")", Offset: fatOff, Size: int64(len(dtb)), Source: "FAT partition"},
 	}
 	if s.Payload != nil {
 		personal = append(personal, Region{Name: "payload", Offset: payload.Offset, Size: payload.Size})
