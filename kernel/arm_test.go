@@ -113,3 +113,28 @@ func TestRelinkReproducible(t *testing.T) {
 		t.Fatal("relinking with another archive gave the same zImage: the initramfs was not linked in")
 	}
 }
+
+// TestX86KeyInputsUnchanged guards the x86 kernel's cache key: the ARM
+// additions (linked-in initramfs, derived outputs, compiled trees) must not
+// add inputs to it, or every machine would rebuild its x86 kernel.
+func TestX86KeyInputsUnchanged(t *testing.T) {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("no gcc: the key includes the toolchain")
+	}
+	o := Options{Arch: Arches["x86"], Source: Source{SHA256: "0", Series: "6.1"}, RepoDir: ".."}
+	_, h, err := o.inputs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"revision": true, "arch": true, "base": true, "targets": true, "source.sha256": true,
+		"fragment:common.config": true, "fragment:x86_64-microvm.config": true, "fragment.order": true,
+		"patch.order": true, "toolchain": true}
+	for name := range h.Inputs() {
+		if !want[name] && !strings.HasPrefix(name, "patch:") {
+			t.Errorf("x86 kernel key has a new input %q", name)
+		}
+	}
+	if h.Inputs()["revision"] != "kernel-build-1" {
+		t.Errorf("recipe revision changed to %q: every x86 kernel would be rebuilt", h.Inputs()["revision"])
+	}
+}
