@@ -120,7 +120,7 @@ func TestBBBImages(t *testing.T) {
 		}
 		if r.Medium == MediumFlasher {
 			emmc, _ := os.ReadFile(infos[i-1].Path)
-			want, _ = image.Bootargs(c, w, false, FlasherParams(emmc)...)
+			want, _ = image.FlasherBootargs(w, FlasherParams(emmc)...)
 			img, _ := os.ReadFile(info.Path)
 			if !bytes.Equal(img[info.Payload.Offset:info.Payload.Offset+int64(len(emmc))], emmc) {
 				t.Errorf("the flasher's partition 2 does not hold bbb3's eMMC image")
@@ -130,6 +130,12 @@ func TestBBBImages(t *testing.T) {
 			t.Errorf("%s: %v", info.Path, err)
 		}
 		got, _ := image.DTBBootargs(info.DTB)
+		if r.Medium == MediumFlasher {
+			if strings.Contains(got, "ip=") || !strings.Contains(got, flash.ParamFlash+"=1") {
+				t.Errorf("flasher bootargs %q: want mf.flash=1 and no ip=", got)
+			}
+			continue
+		}
 		if !strings.Contains(got, "mf.id="+w.ID+" ") || !strings.Contains(got, "ip="+w.IP+"::") {
 			t.Errorf("%s: bootargs %q do not name the worker", info.Path, got)
 		}

@@ -143,7 +143,7 @@ func WriteImage(c *inventory.Cluster, b image.Boot, r ImageRequest) (image.Info,
 		if err != nil {
 			return image.Info{}, err
 		}
-		fargs, err := image.Bootargs(c, w, false, FlasherParams(payload)...)
+		fargs, err := image.FlasherBootargs(w, FlasherParams(payload)...)
 		if err != nil {
 			return image.Info{}, err
 		}

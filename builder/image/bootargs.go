@@ -86,3 +86,16 @@ func mask(bits int) string {
 	m := uint32(0xffffffff) << (32 - bits)
 	return fmt.Sprintf("%d.%d.%d.%d", m>>24, m>>16&0xff, m>>8&0xff, m&0xff)
 }
+
+// FlasherBootargs is the kernel command line of a flasher card: the console
+// (not quiet: its progress is the report) and the flasher's parameters. No
+// ip=: the kernel would wait up to two minutes for a carrier on a board with
+// no cable, and the flasher needs no network.
+func FlasherBootargs(w inventory.Worker, flash ...string) (string, error) {
+	parts := append([]string{"console=" + BBBConsole, protocol.ParamID + "=" + w.ID, protocol.ParamOff + "=poweroff"}, flash...)
+	s := strings.Join(parts, " ")
+	if len(s)+1 > MaxBootargs {
+		return "", &WorkerError{w.ID, "bootargs", fmt.Sprintf("%d bytes exceed the kernel's %d-byte command line", len(s), MaxBootargs-1)}
+	}
+	return s, nil
+}
