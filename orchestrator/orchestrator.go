@@ -83,6 +83,14 @@ type Invocation struct {
 	Err       string
 	TimedOut  bool
 	ExecMS    float64
+	// Env and Secrets go with the job to the worker (user functions'
+	// environment and /var/openfaas/secrets files).
+	Env     map[string]string
+	Secrets map[string][]byte
+	// Unavailable is set when the invocation failed for want of a worker
+	// (every attempt lost its worker, or no worker can boot), not because
+	// the function failed.
+	Unavailable bool
 	// Restarts counts mforch restarts this invocation survived while
 	// pending; with a non-zero Started before a restart it may have run
 	// partly, and Attempts says so.
@@ -203,13 +211,27 @@ const recentMax = 10000
 // ErrClosed is returned for invocations submitted after Close.
 var ErrClosed = errors.New("orchestrator is shutting down")
 
+// JobSpec is everything an invocation carries to a worker.
+type JobSpec struct {
+	Function string
+	Args     json.RawMessage
+	Timeout  time.Duration // 0: Config.JobTimeout
+	Env      map[string]string
+	Secrets  map[string][]byte
+}
+
 // Submit queues an invocation and returns at once; wait on its Done channel.
 func (o *Orchestrator) Submit(function string, args json.RawMessage, timeout time.Duration) (*Invocation, error) {
-	if timeout <= 0 {
-		timeout = o.cfg.JobTimeout
+	return o.SubmitJob(JobSpec{Function: function, Args: args, Timeout: timeout})
+}
+
+// SubmitJob queues an invocation of spec and returns at once.
+func (o *Orchestrator) SubmitJob(spec JobSpec) (*Invocation, error) {
+	if spec.Timeout <= 0 {
+		spec.Timeout = o.cfg.JobTimeout
 	}
-	inv := &Invocation{ID: newID(), Function: function, Args: args, Timeout: timeout,
-		Queued: time.Now(), done: make(chan struct{})}
+	inv := &Invocation{ID: newID(), Function: spec.Function, Args: spec.Args, Timeout: spec.Timeout,
+		Env: spec.Env, Secrets: spec.Secrets, Queued: time.Now(), done: make(chan struct{})}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
@@ -224,6 +246,29 @@ func (o *Orchestrator) Submit(function string, args json.RawMessage, timeout tim
 	o.live[inv.ID] = inv
 	o.dispatchLocked()
 	return inv, nil
+}
+
+// Warm powers on up to n workers that are off, without jobs, so that calls
+// expected soon find a worker up (scale from zero). It returns how many it
+// powered on. A warmed worker that gets no job powers off after
+// max(IdleTimeout, 2 s).
+func (o *Orchestrator) Warm(n int) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return 0
+	}
+	started := 0
+	for _, id := range o.order {
+		if started >= n {
+			break
+		}
+		if w := o.workers[id]; w.state == Off {
+			o.powerOnLocked(w)
+			started++
+		}
+	}
+	return started
 }
 
 // Lookup returns an invocation by id: a live one, or one the store holds.
@@ -248,7 +293,12 @@ func (o *Orchestrator) Lookup(id string) (*Invocation, bool) {
 // Invoke submits an invocation and waits for it. A cancelled ctx withdraws
 // the invocation if no worker has started it yet.
 func (o *Orchestrator) Invoke(ctx context.Context, function string, args json.RawMessage, timeout time.Duration) (*Invocation, error) {
-	inv, err := o.Submit(function, args, timeout)
+	return o.InvokeJob(ctx, JobSpec{Function: function, Args: args, Timeout: timeout})
+}
+
+// InvokeJob submits spec and waits for it, like Invoke.
+func (o *Orchestrator) InvokeJob(ctx context.Context, spec JobSpec) (*Invocation, error) {
+	inv, err := o.SubmitJob(spec)
 	if err != nil {
 		return nil, err
 	}
@@ -286,6 +336,14 @@ func (o *Orchestrator) dispatchLocked() {
 	if o.closed {
 		return
 	}
+	if len(o.queue) > 0 && o.allFailedLocked() {
+		for _, inv := range o.queue {
+			inv.Unavailable = true
+			o.finishLocked(inv, "no worker can run it: every worker failed to boot repeatedly (see their console logs and mforch status)")
+		}
+		o.queue = nil
+		return
+	}
 	for _, id := range o.order {
 		if len(o.queue) == 0 {
 			break
@@ -319,6 +377,15 @@ func (o *Orchestrator) dispatchLocked() {
 		booting++
 		need--
 	}
+}
+
+func (o *Orchestrator) allFailedLocked() bool {
+	for _, w := range o.workers {
+		if w.state != Failed {
+			return false
+		}
+	}
+	return len(o.workers) > 0
 }
 
 func (o *Orchestrator) setState(w *worker, s State) {
@@ -439,6 +506,7 @@ func (o *Orchestrator) lostJobLocked(w *worker, why string) {
 	}
 	o.log.Warn("invocation lost its worker", "invocation", inv.ID, "worker", w.spec.ID, "attempt", inv.Attempts, "why", why)
 	if inv.Attempts >= o.cfg.MaxAttempts {
+		inv.Unavailable = true
 		o.finishLocked(inv, fmt.Sprintf("%s; gave up after %d attempts", why, inv.Attempts))
 		return
 	}
@@ -619,7 +687,8 @@ func (o *Orchestrator) runJob(w *worker, session uint64, pc *protocol.Conn, c ne
 	}
 	o.mu.Unlock()
 	job := protocol.Job{ID: inv.ID, Function: inv.Function, Args: inv.Args,
-		TimeoutMS: inv.Timeout.Milliseconds(), Attempt: inv.Attempts, Services: o.cfg.Cluster.Services}
+		TimeoutMS: inv.Timeout.Milliseconds(), Attempt: inv.Attempts, Services: o.cfg.Cluster.Services,
+		Env: inv.Env, Secrets: inv.Secrets}
 	c.SetDeadline(time.Now().Add(inv.Timeout + 15*time.Second))
 	var res protocol.Result
 	err := pc.Send(protocol.TypeJob, job)

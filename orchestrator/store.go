@@ -42,18 +42,22 @@ type record struct {
 	TimedOut  bool               `json:"timed_out,omitempty"`
 	ExecMS    float64            `json:"exec_ms,omitempty"`
 	Restarts  int                `json:"restarts,omitempty"`
+	Env       map[string]string  `json:"env,omitempty"`
+	Secrets   map[string][]byte  `json:"secrets,omitempty"` // in clear: protect the database file (mode 0600)
 }
 
 func toRecord(inv *Invocation) record {
 	return record{inv.ID, inv.Function, inv.Args, int64(inv.Timeout), inv.Attempts, inv.Worker, inv.Boot,
-		inv.Queued, inv.PoweredOn, inv.Connected, inv.Started, inv.Finished, inv.Result, inv.Err, inv.TimedOut, inv.ExecMS, inv.Restarts}
+		inv.Queued, inv.PoweredOn, inv.Connected, inv.Started, inv.Finished, inv.Result, inv.Err, inv.TimedOut, inv.ExecMS, inv.Restarts,
+		inv.Env, inv.Secrets}
 }
 
 func (r record) invocation() *Invocation {
 	inv := &Invocation{ID: r.ID, Function: r.Function, Args: r.Args, Timeout: time.Duration(r.TimeoutNS),
 		Attempts: r.Attempts, Worker: r.Worker, Boot: r.Boot, Queued: r.Queued, PoweredOn: r.PoweredOn,
 		Connected: r.Connected, Started: r.Started, Finished: r.Finished, Result: r.Result, Err: r.Err,
-		TimedOut: r.TimedOut, ExecMS: r.ExecMS, Restarts: r.Restarts, done: make(chan struct{})}
+		TimedOut: r.TimedOut, ExecMS: r.ExecMS, Restarts: r.Restarts, Env: r.Env, Secrets: r.Secrets,
+		done: make(chan struct{})}
 	if !r.Finished.IsZero() {
 		close(inv.done)
 	}

@@ -78,6 +78,11 @@ type Job struct {
 	// Services gives the addresses and credentials of the services the
 	// function may use (from the cluster file), so none is baked into images.
 	Services map[string]map[string]string `json:"services,omitempty"`
+	// Env is added to a user function's environment (OpenFaaS envVars).
+	Env map[string]string `json:"env,omitempty"`
+	// Secrets are written to the worker's secrets directory
+	// (/var/openfaas/secrets/NAME, as OpenFaaS mounts them) for the job.
+	Secrets map[string][]byte `json:"secrets,omitempty"`
 }
 
 // Result is the worker's answer to a Job. Exactly one of Result and Error is

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -107,4 +109,28 @@ func FuzzJob(f *testing.F) {
 			t.Fatalf("%s: invalid JSON result %q", job.Function, out)
 		}
 	})
+}
+
+// TestJobEnvAndSecrets runs a user function through the worker's job path:
+// the job's env reaches its environment, its secrets are files in the
+// secrets directory while it runs, and they are gone afterwards.
+func TestJobEnvAndSecrets(t *testing.T) {
+	fdir, sdir := t.TempDir(), filepath.Join(t.TempDir(), "secrets")
+	script := "#!/bin/sh\nprintf '%s %s' \"$GREETING\" \"$(cat " + sdir + "/api-key)\"\n"
+	if err := os.WriteFile(filepath.Join(fdir, "show"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w := &Worker{Env: functions.Env{FunctionsDir: fdir}, SecretsDir: sdir}
+	res := w.runJob(context.Background(), protocol.Job{ID: "j1", Function: "show", Args: json.RawMessage(`""`),
+		Env: map[string]string{"GREETING": "hello"}, Secrets: map[string][]byte{"api-key": []byte("s3cr3t")}})
+	if res.Error != "" || string(res.Result) != `"hello s3cr3t"` {
+		t.Fatalf("result %s, error %q", res.Result, res.Error)
+	}
+	if _, err := os.Stat(filepath.Join(sdir, "api-key")); !os.IsNotExist(err) {
+		t.Errorf("the secret outlived its job: %v", err)
+	}
+	res = w.runJob(context.Background(), protocol.Job{ID: "j2", Function: "show", Secrets: map[string][]byte{"../evil": nil}})
+	if !strings.Contains(res.Error, "bad secret name") {
+		t.Errorf("path in a secret name: %q", res.Error)
+	}
 }

@@ -57,6 +57,39 @@ func (t target) args(body []byte) (json.RawMessage, error) {
 	return json.Marshal(string(body))
 }
 
+// jobSpec is what an invocation of fn carries: the deployment's envVars
+// (and envProcess as fprocess, the watchdog's name for it) in the
+// function's environment, and its secrets' values for the worker to write
+// to /var/openfaas/secrets, as OpenFaaS mounts them.
+func (p *Provider) jobSpec(fn function, args json.RawMessage, timeout time.Duration) orchestrator.JobSpec {
+	spec := orchestrator.JobSpec{Function: fn.target.Function, Args: args, Timeout: timeout}
+	d := fn.Deployment
+	if len(d.EnvVars) > 0 || d.EnvProcess != "" {
+		spec.Env = map[string]string{}
+		for k, v := range d.EnvVars {
+			spec.Env[k] = v
+		}
+		if d.EnvProcess != "" {
+			spec.Env["fprocess"] = d.EnvProcess
+		}
+	}
+	if len(d.Secrets) > 0 {
+		p.mu.Lock()
+		spec.Secrets = map[string][]byte{}
+		for _, name := range d.Secrets {
+			if s, ok := p.secrets[name]; ok {
+				v := s.RawValue
+				if len(v) == 0 {
+					v = []byte(s.Value)
+				}
+				spec.Secrets[name] = v
+			}
+		}
+		p.mu.Unlock()
+	}
+	return spec
+}
+
 // reply is an invocation's outcome as HTTP.
 type reply struct {
 	status      int
@@ -72,7 +105,7 @@ type reply struct {
 // watchdog's convention) overrides the content type of results.
 func (fn *function) render(inv *orchestrator.Invocation, queueTimedOut bool) reply {
 	switch {
-	case inv.Attempts == 0 && inv.Err != "":
+	case inv.Unavailable || (inv.Attempts == 0 && inv.Err != ""):
 		msg := inv.Err
 		if queueTimedOut {
 			msg = fmt.Sprintf("no worker was free to run %s in time (%s)", fn.Deployment.Service, inv.Err)
@@ -175,7 +208,7 @@ func (p *Provider) proxy(w http.ResponseWriter, r *http.Request) {
 	timeout, _ := execTimeout(fn.Deployment.EnvVars) // checked at deploy
 	ctx, cancel := context.WithTimeout(r.Context(), p.cfg.QueueTimeout)
 	defer cancel()
-	inv, err := p.cfg.Orchestrator.Invoke(ctx, fn.target.Function, args, timeout)
+	inv, err := p.cfg.Orchestrator.InvokeJob(ctx, p.jobSpec(fn, args, timeout))
 	if err != nil {
 		http.Error(w, fmt.Sprintf("cannot queue %s: %v", fn.Deployment.Service, err), http.StatusServiceUnavailable)
 		return
@@ -221,7 +254,7 @@ func (p *Provider) asyncProxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	timeout, _ := execTimeout(fn.Deployment.EnvVars)
-	inv, err := p.cfg.Orchestrator.Submit(fn.target.Function, args, timeout)
+	inv, err := p.cfg.Orchestrator.SubmitJob(p.jobSpec(fn, args, timeout))
 	if err != nil {
 		http.Error(w, fmt.Sprintf("cannot queue %s: %v", fn.Deployment.Service, err), http.StatusServiceUnavailable)
 		return

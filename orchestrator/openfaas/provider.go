@@ -45,8 +45,9 @@ const nameExpression = "-a-zA-Z_0-9."
 // Backend is what the provider needs from the orchestrator;
 // *orchestrator.Orchestrator implements it.
 type Backend interface {
-	Submit(function string, args json.RawMessage, timeout time.Duration) (*orchestrator.Invocation, error)
-	Invoke(ctx context.Context, function string, args json.RawMessage, timeout time.Duration) (*orchestrator.Invocation, error)
+	SubmitJob(spec orchestrator.JobSpec) (*orchestrator.Invocation, error)
+	InvokeJob(ctx context.Context, spec orchestrator.JobSpec) (*orchestrator.Invocation, error)
+	Warm(n int) int
 	Status() orchestrator.Status
 }
 
@@ -367,10 +368,6 @@ func (p *Provider) workers() workerCounts {
 // polls 100 ms apart).
 const scaleHold = 2 * time.Minute
 
-// scaleWarmup is the function name of the placeholder call that powers a
-// worker on for scaleFunction; see warm.
-const scaleWarmup = "openfaas-scale-warmup"
-
 // scaleFunction: POST /system/scale-function/{name} with types.ScaleServiceRequest.
 // Replicas > 0 with no worker up or booting powers one worker on now, so
 // the call the gateway holds finds it connected. Replicas 0 needs nothing:
@@ -411,22 +408,12 @@ func (p *Provider) scaleFunction(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusAccepted)
 }
 
-// warm powers one off worker on without giving it a job. The orchestrator's
-// public API has no such call, so it queues a placeholder invocation and
-// withdraws it at once: queueing powers a worker on, withdrawing leaves the
-// worker booting, and a worker that finds no job when it connects waits
-// max(IdleTimeout, 2 s) for one. The placeholder names no function, so if
-// an idle worker took it in the instant before the withdrawal it fails
-// harmlessly with "unknown function". It shows in results.csv as a
-// withdrawn invocation of openfaas-scale-warmup.
+// warm powers one off worker on without giving it a job; it waits
+// max(IdleTimeout, 2 s) for the call the gateway is holding.
 func (p *Provider) warm() {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	go func() {
-		if _, err := p.cfg.Orchestrator.Invoke(ctx, scaleWarmup, json.RawMessage(`{}`), 5*time.Second); err != nil {
-			p.log.Warn("scale from zero: could not power a worker on", "err", err)
-		}
-	}()
+	if p.cfg.Orchestrator.Warm(1) == 0 {
+		p.log.Warn("scale from zero: no worker was off to power on")
+	}
 }
 
 // info: GET /system/info -> types.ProviderInfo.

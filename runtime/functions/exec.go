@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 )
@@ -72,19 +73,34 @@ func LookupUser(dir, name string) (Func, bool) {
 		return nil, false
 	}
 	if fi.IsDir() {
-		return func(ctx context.Context, _ Env, args json.RawMessage) (any, error) {
-			return runImage(ctx, name, p, args)
+		return func(ctx context.Context, env Env, args json.RawMessage) (any, error) {
+			return runImage(ctx, name, p, args, env.ProcessEnv)
 		}, true
 	}
 	if fi.Mode()&0o111 == 0 {
 		return nil, false
 	}
-	return func(ctx context.Context, _ Env, args json.RawMessage) (any, error) {
-		return run(ctx, name, exec.CommandContext(ctx, p), args)
+	return func(ctx context.Context, env Env, args json.RawMessage) (any, error) {
+		cmd := exec.CommandContext(ctx, p)
+		cmd.Env = withEnv(os.Environ(), env.ProcessEnv)
+		return run(ctx, name, cmd, args)
 	}, true
 }
 
-func runImage(ctx context.Context, name, dir string, args json.RawMessage) (any, error) {
+// withEnv appends extra variables (sorted, so runs are repeatable) to base.
+func withEnv(base []string, extra map[string]string) []string {
+	keys := make([]string, 0, len(extra))
+	for k := range extra {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		base = append(base, k+"="+extra[k])
+	}
+	return base
+}
+
+func runImage(ctx context.Context, name, dir string, args json.RawMessage, extraEnv map[string]string) (any, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
 	if err != nil {
 		return nil, fmt.Errorf("%s: image config: %w", name, err)
@@ -98,7 +114,7 @@ func runImage(ctx context.Context, name, dir string, args json.RawMessage) (any,
 		return nil, fmt.Errorf("%s: the image has no entrypoint or cmd", name)
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = cfg.Env
+	cmd.Env = withEnv(append([]string(nil), cfg.Env...), extraEnv)
 	cmd.Dir = cfg.WorkingDir
 	if cmd.Dir == "" {
 		cmd.Dir = "/"

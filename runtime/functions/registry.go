@@ -32,6 +32,9 @@ type Env struct {
 	// DownloadDir is the directory download_file writes objects into.
 	// Empty means /tmp (a tmpfs on the worker).
 	DownloadDir string
+	// ProcessEnv is added to user functions' environment (the job's env,
+	// OpenFaaS envVars).
+	ProcessEnv map[string]string
 }
 
 // Service returns the settings for a named service, or an error telling the
