@@ -15,6 +15,7 @@ all: build
 deps:
 	@scripts/install-deps.sh
 	@scripts/services/install.sh
+	@scripts/openfaas/install.sh
 
 build:
 	@mkdir -p bin
