@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/openfaas/faas-provider/auth"
@@ -22,6 +23,8 @@ func runServe(ctx context.Context, args []string) error {
 	httpAddr := fs.String("http", "127.0.0.1:8080", "HTTP API address: mforch's API (POST /invoke/{function}, GET /status)\n"+
 		"and, unless --openfaas=false or --openfaas-http is set, the OpenFaaS provider API (/system/*, /function/*,\n"+
 		"/async-function/*, /healthz). An OpenFaaS gateway on the same host listens on :8080 itself: then use another port")
+	grace := fs.Duration("grace", 2*time.Minute, "on SIGTERM: how long running jobs may take to finish before their workers are powered off\n"+
+		"(queued invocations stay in --store and run after the next start)")
 	var of openfaasFlags
 	of.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -72,11 +75,21 @@ func runServe(ctx context.Context, args []string) error {
 			serveErr = nil
 		}
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Stop accepting connections and admitting work, let running jobs
+	// finish within the grace period, then power the workers off. Sync
+	// callers of queued invocations are answered (503) as the orchestrator
+	// releases them, so the HTTP servers' shutdown can complete.
+	sctx, cancel := context.WithTimeout(context.Background(), *grace+10*time.Second)
 	defer cancel()
+	var wg sync.WaitGroup
 	for _, srv := range servers {
-		srv.Shutdown(sctx)
+		wg.Add(1)
+		go func() { defer wg.Done(); srv.Shutdown(sctx) }()
 	}
+	gctx, gcancel := context.WithTimeout(context.Background(), *grace)
+	r.orch.Shutdown(gctx)
+	gcancel()
+	wg.Wait()
 	if provider != nil {
 		// Async calls still queued fail when the orchestrator closes; give
 		// their callbacks a moment to go out.
