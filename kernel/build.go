@@ -94,13 +94,30 @@ func Build(ctx context.Context, o Options) (Result, error) {
 		return o.buildEmbedded(ctx, frags, h)
 	}
 	key := h.Key()
-	if o.Cache.Has("kernel", key) {
+	cached := func() (Result, bool) {
+		if !o.Cache.Has("kernel", key) {
+			return Result{}, false
+		}
 		dir := o.Cache.Path("kernel", key)
 		m, err := readManifest(dir)
-		if err == nil {
-			o.Log.Info("kernel cached", "arch", o.Arch.Name, "key", key[:12], "dir", dir)
-			return Result{Dir: dir, Manifest: m, Cached: true}, nil
+		if err != nil {
+			return Result{}, false
 		}
+		o.Log.Info("kernel cached", "arch", o.Arch.Name, "key", key[:12], "dir", dir)
+		return Result{Dir: dir, Manifest: m, Cached: true}, true
+	}
+	if r, ok := cached(); ok {
+		return r, nil
+	}
+	// One process builds a given key (parallel test packages, two mfbuild
+	// runs); the others wait here and then take its result.
+	unlock, err := o.Cache.Lock("kernel", key)
+	if err != nil {
+		return Result{}, err
+	}
+	defer unlock()
+	if r, ok := cached(); ok {
+		return r, nil
 	}
 	var man Manifest
 	dir, err := o.Cache.Fill("kernel", key, func(out string) error {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 )
 
 // DefaultDir is $XDG_CACHE_HOME/microfaas, else ~/.cache/microfaas.
@@ -136,4 +137,26 @@ func CopyFile(dst, src string, perm os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, dst)
+}
+
+// Lock takes an exclusive lock for the entry kind/key, waiting for another
+// process that holds it: one process builds a given key while the others
+// wait and then find the entry. Call the returned function to release it.
+func (c Cache) Lock(kind, key string) (func(), error) {
+	p := c.Path(kind, key) + ".lock"
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cache: lock %s: %w", p, err)
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
 }

@@ -21,8 +21,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/microfaas/microfaas/runtime/functions"
 	"github.com/microfaas/microfaas/internal/testsvc"
+	"github.com/microfaas/microfaas/runtime/functions"
 )
 
 func main() {
