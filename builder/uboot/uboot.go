@@ -218,7 +218,10 @@ func Fetch(ctx context.Context, r Recipe, dir string) (map[string]string, error)
 		p := filepath.Join(dir, f.Name)
 		if _, err := os.Stat(p); err != nil {
 			if err := download(ctx, f.URL, p); err != nil {
-				return nil, fmt.Errorf("u-boot source %s: %w; %s", f.Name, err, r.Hint)
+				// apt knows the mirrors and proxies of this machine.
+				if aerr := aptSource(ctx, r, dir); aerr != nil {
+					return nil, fmt.Errorf("u-boot source %s: %w; apt-get source: %v; %s", f.Name, err, aerr, r.Hint)
+				}
 			}
 		}
 		sum, _, err := cache.FileSHA256(p)
@@ -231,6 +234,21 @@ func Fetch(ctx context.Context, r Recipe, dir string) (map[string]string, error)
 		paths[f.Name] = p
 	}
 	return paths, nil
+}
+
+// aptSource fetches the recipe's files with apt-get source (needs a deb-src
+// entry; make deps adds one).
+func aptSource(ctx context.Context, r Recipe, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "apt-get", "source", "--download-only", "u-boot="+r.Version)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%w: %s", err, lastLines(string(out), 3))
+	}
+	return nil
 }
 
 func download(ctx context.Context, url, dst string) error {
@@ -345,11 +363,15 @@ func tail(path string, n int) string {
 	if err != nil {
 		return path
 	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return "\n" + lastLines(string(b), n)
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
-	return "\n" + strings.Join(lines, "\n")
+	return strings.Join(lines, "\n")
 }
 
 func writeManifest(dir string, m Manifest) error {

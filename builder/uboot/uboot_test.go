@@ -2,6 +2,7 @@ package uboot
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,5 +108,18 @@ func TestConfigureFalcon(t *testing.T) {
 	if keep := os.Getenv("MF_KEEP_CONFIG"); keep != "" {
 		b, _ := os.ReadFile(filepath.Join(tree, ".config"))
 		os.WriteFile(keep, b, 0o644)
+	}
+}
+
+// TestFetchRejectsCorrupt checks a source file that does not hash to its
+// pin is refused, naming the file.
+func TestFetchRejectsCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	r := Recipe{Version: "x", Files: []SourceFile{{Name: "u-boot.tar.xz", URL: "http://127.0.0.1:1/none", SHA256: strings.Repeat("0", 64)}}, Hint: "hint"}
+	os.WriteFile(filepath.Join(dir, "u-boot.tar.xz"), []byte("not the release"), 0o644)
+	_, err := Fetch(context.Background(), r, dir)
+	var ce *kernel.ChecksumError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "u-boot.tar.xz") {
+		t.Fatalf("err = %v, want a checksum error naming the file", err)
 	}
 }
