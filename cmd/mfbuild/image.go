@@ -94,6 +94,12 @@ func runImage(ctx context.Context, args []string) error {
 		return err
 	}
 	infos, err := builder.WriteImages(cl, bbb.Boot, reqs)
+	if len(infos) > 0 && c.verbose {
+		fmt.Println("layout (from the U-Boot build's .config and the AM335x ROM):")
+		for _, r := range infos[0].Layout.Regions() {
+			fmt.Printf("  %#9x  %9d bytes  %-26s %s\n", r.Offset, r.Size, r.Name, r.Source)
+		}
+	}
 	for _, info := range infos {
 		fmt.Printf("%s  %d bytes  sha256 %s\n", info.Path, info.Size, info.SHA256)
 	}
