@@ -455,7 +455,11 @@ func checkPresses(t *testing.T, r *simReport, key string, activeLow bool, wants 
 		if !within(k.Dur(), want, 0) {
 			t.Errorf("%s: requested for %s, want %s (+%s)", key, k.Dur(), want, tolLate)
 		}
-		if math.Abs(lv.From-k.From) > float64(tolEarly/time.Millisecond) || math.Abs(lv.To-k.To) > float64(tolEarly/time.Millisecond) {
+		// The poller sees a change late, never early: the polled press must
+		// begin and end inside the request, give or take the poll's lag
+		// (up to tolLate on a loaded host under TCG; 33 ms was seen in CI).
+		late := float64(tolLate / time.Millisecond)
+		if lv.From < k.From-1 || lv.From > k.From+late || lv.To > k.To+late {
 			t.Errorf("%s: pressed %.1f..%.1f ms but requested %.1f..%.1f ms: the level changed outside the request", key, lv.From, lv.To, k.From, k.To)
 		}
 		req := reqs[i]
