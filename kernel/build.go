@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/internal/command"
 	"github.com/microfaas/microfaas/internal/progress"
 )
 
@@ -239,10 +240,10 @@ func (o Options) build(ctx context.Context, out string, frags []NamedFragment) (
 	}
 	step = progress.Start(fmt.Sprintf("build linux %s %s (%s)", version, o.Arch.Name, strings.Join(o.Arch.Targets, " ")))
 	logPath := filepath.Join(out, "build.log")
-	err = runLogged(ctx, tree, env, logPath, "make", o.makeArgs(append([]string{"-j" + strconv.Itoa(o.Jobs)}, o.Arch.Targets...)...)...)
+	err = command.RunLogged(ctx, tree, env, logPath, "make", o.makeArgs(append([]string{"-j" + strconv.Itoa(o.Jobs)}, o.Arch.Targets...)...)...)
 	step.Done(err)
 	if err != nil {
-		return Manifest{}, fmt.Errorf("kernel build failed: %w (log: %s)", err, tailFile(logPath, 30))
+		return Manifest{}, fmt.Errorf("kernel build failed: %w (log: %s)", err, command.TailFile(logPath, 30))
 	}
 	m := Manifest{Kind: "kernel", Arch: o.Arch.Name, Version: version}
 	for _, oc := range append(o.Arch.Outputs, Output{"config", ".config"}) {
@@ -262,7 +263,7 @@ func (o Options) build(ctx context.Context, out string, frags []NamedFragment) (
 
 // Unpack extracts a kernel tarball into tree, dropping its top folder.
 func Unpack(ctx context.Context, tarball, tree string) error {
-	return run(ctx, "", nil, "tar", "-xf", tarball, "-C", tree, "--strip-components=1", "--no-same-owner")
+	return command.Run(ctx, "", nil, "tar", "-xf", tarball, "-C", tree, "--strip-components=1", "--no-same-owner")
 }
 
 // Configure writes the kernel tree's .config: the arch's base config, the
@@ -270,7 +271,7 @@ func Unpack(ctx context.Context, tarball, tree string) error {
 // config lost any value a fragment asked for.
 func Configure(ctx context.Context, tree string, arch Arch, frags []NamedFragment) error {
 	env := reproducibleEnv()
-	if err := run(ctx, tree, env, "make", makeArgs(arch, arch.Base)...); err != nil {
+	if err := command.Run(ctx, tree, env, "make", makeArgs(arch, arch.Base)...); err != nil {
 		return fmt.Errorf("make %s: %w", arch.Base, err)
 	}
 	cfgPath := filepath.Join(tree, ".config")
@@ -285,7 +286,7 @@ func Configure(ctx context.Context, tree string, arch Arch, frags []NamedFragmen
 	if err := os.WriteFile(cfgPath, []byte(merged), 0o644); err != nil {
 		return err
 	}
-	if err := run(ctx, tree, env, "make", makeArgs(arch, "olddefconfig")...); err != nil {
+	if err := command.Run(ctx, tree, env, "make", makeArgs(arch, "olddefconfig")...); err != nil {
 		return fmt.Errorf("make olddefconfig: %w", err)
 	}
 	final, err := ReadConfig(cfgPath)
@@ -319,47 +320,6 @@ func reproducibleEnv() []string {
 		"LC_ALL=C",
 		"TZ=UTC",
 	}
-}
-
-func run(ctx context.Context, dir string, env []string, name string, args ...string) error {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, lastLines(out.String(), 30))
-	}
-	return nil
-}
-
-func runLogged(ctx context.Context, dir string, env []string, logPath, name string, args ...string) error {
-	f, err := os.Create(logPath)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	return cmd.Run()
-}
-
-func tailFile(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return path
-	}
-	return "\n" + lastLines(string(b), n)
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 func writeManifest(dir string, m Manifest) error {

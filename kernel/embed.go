@@ -15,6 +15,7 @@ import (
 	"github.com/u-root/u-root/pkg/cpio"
 
 	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/internal/command"
 	"github.com/microfaas/microfaas/internal/progress"
 )
 
@@ -159,9 +160,9 @@ func (o Options) relink(ctx context.Context, tree, cpio, logPath string) error {
 	if err := os.Chtimes(filepath.Join(tree, embeddedCPIO), now, now); err != nil {
 		return err
 	}
-	err := runLogged(ctx, tree, o.env(), logPath, "make", o.makeArgs(append([]string{"-j" + strconv.Itoa(o.Jobs)}, o.Arch.Targets...)...)...)
+	err := command.RunLogged(ctx, tree, o.env(), logPath, "make", o.makeArgs(append([]string{"-j" + strconv.Itoa(o.Jobs)}, o.Arch.Targets...)...)...)
 	if err != nil {
-		return fmt.Errorf("kernel relink failed: %w (log: %s)", err, tailFile(logPath, 30))
+		return fmt.Errorf("kernel relink failed: %w (log: %s)", err, command.TailFile(logPath, 30))
 	}
 	os.Remove(logPath)
 	return nil
@@ -224,10 +225,10 @@ func (o Options) compiledTree(ctx context.Context, treeKey string, frags []Named
 	}
 	step = progress.Start(fmt.Sprintf("build linux %s %s (%s)", version, o.Arch.Name, strings.Join(o.Arch.Targets, " ")))
 	logPath := filepath.Join(root, "build.log")
-	err = runLogged(ctx, tree, o.env(), logPath, "make", o.makeArgs(append([]string{"-j" + strconv.Itoa(o.Jobs)}, o.Arch.Targets...)...)...)
+	err = command.RunLogged(ctx, tree, o.env(), logPath, "make", o.makeArgs(append([]string{"-j" + strconv.Itoa(o.Jobs)}, o.Arch.Targets...)...)...)
 	step.Done(err)
 	if err != nil {
-		return fail(fmt.Errorf("kernel build failed: %w (log: %s)", err, tailFile(logPath, 30)))
+		return fail(fmt.Errorf("kernel build failed: %w (log: %s)", err, command.TailFile(logPath, 30)))
 	}
 	os.Remove(logPath)
 	secs = time.Since(start).Seconds()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/internal/command"
 )
 
 // ErrChecksum means a source tarball does not hash to what its recipe pins:
@@ -51,7 +51,7 @@ func Fetch(ctx context.Context, r Recipe, c cache.Cache) (Source, error) {
 		}
 		path = filepath.Join(c.Dir, "downloads", filepath.Base(r.URL))
 		if !exists(path) {
-			if err := download(ctx, r.URL, path); err != nil {
+			if err := command.Download(ctx, r.URL, path); err != nil {
 				return Source{}, fmt.Errorf("kernel %s: %w; %s", r.Version, err, r.Hint)
 			}
 		}
@@ -84,38 +84,6 @@ func LocalSource(path, want string) (Source, error) {
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-func download(ctx context.Context, url, dst string) error {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("download %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("download %s: %s", url, resp.Status)
-	}
-	tmp := dst + ".part"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("download %s: %w", url, err)
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dst)
-}
 
 var makeVar = regexp.MustCompile(`^(VERSION|PATCHLEVEL|SUBLEVEL)\s*=\s*(\d*)\s*$`)
 

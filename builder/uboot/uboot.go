@@ -15,9 +15,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +25,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/microfaas/microfaas/internal/command"
 
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/internal/progress"
@@ -217,7 +217,7 @@ func Fetch(ctx context.Context, r Recipe, dir string) (map[string]string, error)
 	for _, f := range r.Files {
 		p := filepath.Join(dir, f.Name)
 		if _, err := os.Stat(p); err != nil {
-			if err := download(ctx, f.URL, p); err != nil {
+			if err := command.Download(ctx, f.URL, p); err != nil {
 				// apt knows the mirrors and proxies of this machine.
 				if aerr := aptSource(ctx, r, dir); aerr != nil {
 					return nil, fmt.Errorf("u-boot source %s: %w; apt-get source: %v; %s", f.Name, err, aerr, r.Hint)
@@ -246,41 +246,9 @@ func aptSource(ctx context.Context, r Recipe, dir string) error {
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("%w: %s", err, lastLines(string(out), 3))
+		return fmt.Errorf("%w: %s", err, command.LastLines(string(out), 3))
 	}
 	return nil
-}
-
-func download(ctx context.Context, url, dst string) error {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("download %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("download %s: %s (Debian keeps only current versions in its pool)", url, resp.Status)
-	}
-	tmp := dst + ".part"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("download %s: %w", url, err)
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dst)
 }
 
 func toolchain() (string, error) {
@@ -311,10 +279,10 @@ func (o Options) build(ctx context.Context, out string, srcs map[string]string, 
 	}
 	step := progress.Start("build u-boot " + Debian.Version + " (MLO, u-boot.img)")
 	logPath := filepath.Join(out, "build.log")
-	err := runLogged(ctx, tree, logPath, "make", "-j"+strconv.Itoa(o.Jobs), "CROSS_COMPILE="+CrossCompile, "ARCH=arm", "all") // MLO and u-boot.img are part of all (arch/arm/mach-omap2/config.mk)
+	err := command.RunLogged(ctx, tree, env(), logPath, "make", "-j"+strconv.Itoa(o.Jobs), "CROSS_COMPILE="+CrossCompile, "ARCH=arm", "all") // MLO and u-boot.img are part of all (arch/arm/mach-omap2/config.mk)
 	step.Done(err)
 	if err != nil {
-		return Manifest{}, fmt.Errorf("u-boot build failed: %w (log: %s)", err, tail(logPath, 30))
+		return Manifest{}, fmt.Errorf("u-boot build failed: %w (log: %s)", err, command.TailFile(logPath, 30))
 	}
 	os.Remove(logPath)
 	m := Manifest{Kind: "u-boot", Version: Debian.Version}
@@ -331,47 +299,6 @@ func (o Options) build(ctx context.Context, out string, srcs map[string]string, 
 	}
 	m.BuildSecs = time.Since(start).Seconds()
 	return m, nil
-}
-
-func run(ctx context.Context, dir string, name string, args ...string) error {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env()...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out.String())
-	}
-	return nil
-}
-
-func runLogged(ctx context.Context, dir, logPath, name string, args ...string) error {
-	f, err := os.Create(logPath)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env()...)
-	cmd.Stdout, cmd.Stderr = f, f
-	return cmd.Run()
-}
-
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return path
-	}
-	return "\n" + lastLines(string(b), n)
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 func writeManifest(dir string, m Manifest) error {
@@ -403,9 +330,9 @@ func Prepare(ctx context.Context, tree string, srcs map[string]string, frags []k
 		step := progress.Start("unpack " + f.Name)
 		var err error
 		if f.Debian {
-			err = run(ctx, tree, "tar", "-xf", srcs[f.Name], "--no-same-owner")
+			err = command.Run(ctx, tree, env(), "tar", "-xf", srcs[f.Name], "--no-same-owner")
 		} else {
-			err = run(ctx, tree, "tar", "-xf", srcs[f.Name], "--strip-components=1", "--no-same-owner")
+			err = command.Run(ctx, tree, env(), "tar", "-xf", srcs[f.Name], "--strip-components=1", "--no-same-owner")
 		}
 		step.Done(err)
 		if err != nil {
