@@ -77,7 +77,7 @@ func TestRelinkReproducible(t *testing.T) {
 	frags = append(frags, initramfsFragment())
 	h.Add("tree.revision", treeRevision)
 	treeKey := h.Key()
-	unlock, err := lockFile(o.Cache.Path("kernel-tree", treeKey) + ".lock")
+	unlock, err := o.Cache.Lock("kernel-tree", treeKey)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package kernel
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -322,19 +321,9 @@ func reproducibleEnv() []string {
 	}
 }
 
-func writeManifest(dir string, m Manifest) error {
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, "manifest.json"), append(b, '\n'), 0o644)
-}
+func writeManifest(dir string, m Manifest) error { return cache.WriteManifest(dir, m) }
 
 func readManifest(dir string) (Manifest, error) {
 	var m Manifest
-	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		return m, err
-	}
-	return m, json.Unmarshal(b, &m)
+	return m, cache.ReadManifest(dir, &m)
 }

@@ -84,7 +84,7 @@ func (o Options) buildEmbedded(ctx context.Context, frags []NamedFragment, h *ca
 	}
 	// One process at a time builds or relinks a tree: parallel test
 	// packages ask for the same kernel.
-	unlock, err := lockFile(o.Cache.Path("kernel-tree", treeKey) + ".lock")
+	unlock, err := o.Cache.Lock("kernel-tree", treeKey)
 	if err != nil {
 		return Result{}, err
 	}
@@ -302,24 +302,4 @@ func writeEmptyCPIO(path string) error {
 		return err
 	}
 	return os.WriteFile(path, b.Bytes(), 0o644)
-}
-
-// lockFile takes an exclusive lock on path (created if needed), waiting for
-// another process that holds it.
-func lockFile(path string) (func(), error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("cache lock: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("cache lock: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("cache lock %s: %w", path, err)
-	}
-	return func() {
-		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	}, nil
 }

@@ -13,7 +13,6 @@ package uboot
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -23,7 +22,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/microfaas/microfaas/internal/command"
@@ -179,7 +177,7 @@ func Build(ctx context.Context, o Options) (Result, error) {
 		return r, nil
 	}
 	// One process builds a given key; the others wait and take its result.
-	unlock, err := lock(o.Cache.Path("u-boot", key) + ".lock")
+	unlock, err := o.Cache.Lock("u-boot", key)
 	if err != nil {
 		return Result{}, err
 	}
@@ -303,20 +301,12 @@ func (o Options) build(ctx context.Context, out string, srcs map[string]string, 
 
 func writeManifest(dir string, m Manifest) error {
 	sort.Slice(m.Outputs, func(i, j int) bool { return m.Outputs[i].Name < m.Outputs[j].Name })
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, "manifest.json"), append(b, '\n'), 0o644)
+	return cache.WriteManifest(dir, m)
 }
 
 func readManifest(dir string) (Manifest, error) {
 	var m Manifest
-	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		return m, err
-	}
-	return m, json.Unmarshal(b, &m)
+	return m, cache.ReadManifest(dir, &m)
 }
 
 // Prepare unpacks the source into tree, applies Debian's patch series and
@@ -376,23 +366,4 @@ func (o Options) cached(key string) (Result, bool) {
 	}
 	o.Log.Info("u-boot cached", "key", key[:12], "dir", dir)
 	return Result{Dir: dir, Manifest: m, Cached: true}, true
-}
-
-// lock takes an exclusive lock on path, waiting for its holder.
-func lock(path string) (func(), error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("u-boot cache lock: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("u-boot cache lock: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("u-boot cache lock %s: %w", path, err)
-	}
-	return func() {
-		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	}, nil
 }

@@ -18,14 +18,7 @@ func runQEMU(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *out == "" {
-		*out = "out/" + c.arch
-	}
-	o, err := c.options()
-	if err != nil {
-		return err
-	}
-	w, err := builder.BuildWorker(ctx, o, *out)
+	w, o, err := buildWorker(ctx, &c, *out)
 	if err != nil {
 		return err
 	}

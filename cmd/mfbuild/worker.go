@@ -12,24 +12,30 @@ func runWorker(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("mfbuild worker", flag.ContinueOnError)
 	var c common
 	c.register(fs)
-	fs.Var(&c.functions, "function", "add a user function executable as name=path (repeatable)")
+	fs.Var(&c.functions, "function", "add a user function: name=path (a static executable or /bin/sh script) or name=oci:IMAGE (registry reference, OCI layout folder or docker-save tarball); repeatable")
 	out := fs.String("out", "", "output folder (default out/ARCH)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *out == "" {
-		*out = "out/" + c.arch
-	}
-	o, err := c.options()
-	if err != nil {
-		return err
-	}
-	w, err := builder.BuildWorker(ctx, o, *out)
+	w, _, err := buildWorker(ctx, &c, *out)
 	if err != nil {
 		return err
 	}
 	printWorker(w)
 	return nil
+}
+
+// buildWorker builds kernel and initramfs into out (default out/ARCH).
+func buildWorker(ctx context.Context, c *common, out string) (builder.Worker, builder.Options, error) {
+	if out == "" {
+		out = "out/" + c.arch
+	}
+	o, err := c.options()
+	if err != nil {
+		return builder.Worker{}, o, err
+	}
+	w, err := builder.BuildWorker(ctx, o, out)
+	return w, o, err
 }
 
 func printWorker(w builder.Worker) {

@@ -7,6 +7,7 @@ package cache
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -159,4 +160,22 @@ func (c Cache) Lock(kind, key string) (func(), error) {
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
 	}, nil
+}
+
+// WriteManifest writes v as the entry's manifest.json (indented JSON).
+func WriteManifest(dir string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "manifest.json"), append(b, '\n'), 0o644)
+}
+
+// ReadManifest decodes the entry's manifest.json into v.
+func ReadManifest(dir string, v any) error {
+	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
 }
