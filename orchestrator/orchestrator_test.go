@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -112,7 +114,7 @@ func TestBurstLargerThanCluster(t *testing.T) {
 			t.Fatalf("invocation %d never finished; status %+v", i, h.orch.Status())
 		}
 		var got string
-		if inv.Err != "" || json.Unmarshal(inv.Result, &got) != nil {
+		if inv.Err != nil || json.Unmarshal(inv.Result, &got) != nil {
 			t.Fatalf("invocation %d: err %q result %s", i, inv.Err, inv.Result)
 		}
 		if want := sha(fmt.Sprintf("job-%d", i), i+1); got != want {
@@ -155,7 +157,7 @@ func TestWorkerDiesMidJobIsRetried(t *testing.T) {
 	if inv.Attempts != 2 {
 		t.Errorf("attempts = %d, want 2", inv.Attempts)
 	}
-	if !inv.TimedOut || !strings.Contains(inv.Err, "timed out") {
+	if !inv.TimedOut || !errors.Is(inv.Err, ErrTimeout) {
 		t.Log(h.logs.String())
 		t.Errorf("second attempt should time out at its deadline: err %q timedOut %v", inv.Err, inv.TimedOut)
 	}
@@ -174,8 +176,11 @@ func TestGivesUpAfterMaxAttempts(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("invocation never failed")
 	}
-	if !strings.Contains(inv.Err, "gave up after 1 attempts") {
-		t.Fatalf("err = %q", inv.Err)
+	if !errors.Is(inv.Err, ErrWorkerLost) || inv.Attempts != 1 {
+		t.Fatalf("err = %v after %d attempts, want ErrWorkerLost after 1", inv.Err, inv.Attempts)
+	}
+	if got := HTTPStatus(inv.Err); got != http.StatusServiceUnavailable {
+		t.Errorf("HTTP status %d, want 503", got)
 	}
 }
 
@@ -183,8 +188,8 @@ func TestWrongSecretIsRefused(t *testing.T) {
 	h := newHarness(t, 2, Config{PowerUpTimeout: 2 * time.Second, MaxBootFailures: 1})
 	h.sim.SecretFor["vm0"] = []byte("not the cluster's secret")
 	inv, err := h.orch.Invoke(context.Background(), "cascading_sha256", json.RawMessage(`{"data":"a","rounds":1}`), 5*time.Second)
-	if err != nil || inv.Err != "" {
-		t.Fatalf("invocation: %v %q", err, inv.Err)
+	if err != nil || inv.Err != nil {
+		t.Fatalf("invocation: %v %v", err, inv.Err)
 	}
 	if inv.Worker != "vm1" {
 		t.Errorf("ran on %s; only vm1 holds the secret", inv.Worker)
@@ -242,8 +247,8 @@ func TestKeepsWorkerUpWithIdleTimeout(t *testing.T) {
 	h := newHarness(t, 1, Config{IdleTimeout: time.Minute})
 	for i := 0; i < 5; i++ {
 		inv, err := h.orch.Invoke(context.Background(), "float_operations", json.RawMessage(`{"n":100}`), 5*time.Second)
-		if err != nil || inv.Err != "" {
-			t.Fatalf("invocation %d: %v %q", i, err, inv.Err)
+		if err != nil || inv.Err != nil {
+			t.Fatalf("invocation %d: %v %v", i, err, inv.Err)
 		}
 	}
 	if h.sim.PowerOns != 1 {
@@ -260,8 +265,8 @@ func TestWithdrawOnCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(inv.Err, "withdrawn") {
-		t.Fatalf("err = %q, want withdrawn", inv.Err)
+	if !errors.Is(inv.Err, ErrUnavailable) || inv.Attempts != 0 {
+		t.Fatalf("err = %v after %d attempts, want ErrUnavailable before any attempt", inv.Err, inv.Attempts)
 	}
 }
 

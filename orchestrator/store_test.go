@@ -82,7 +82,7 @@ func TestQueueSurvivesRestart(t *testing.T) {
 		}
 		var got string
 		json.Unmarshal(inv.Result, &got)
-		if want := sha(fmt.Sprintf("r%d", i), 2); got != want || inv.Err != "" {
+		if want := sha(fmt.Sprintf("r%d", i), 2); got != want || inv.Err != nil {
 			t.Errorf("invocation %d: %q %q, want %q", i, got, inv.Err, want)
 		}
 		if inv.Restarts != 1 || inv.Attempts != 1 {
