@@ -27,7 +27,7 @@ func BenchmarkScheduler(b *testing.B) {
 		store            bool
 	}{
 		{4, 8, false}, {16, 32, false}, {4, 64, false},
-		{4, 8, true}, {4, 64, true},
+		{4, 8, true}, {4, 64, true}, {4, 256, true},
 	}
 	for _, c := range cases {
 		name := fmt.Sprintf("workers=%d/clients=%d", c.workers, c.clients)

@@ -47,6 +47,10 @@ type Invocation struct {
 	Restarts int
 
 	done chan struct{}
+	// reserved is the highest attempt whose start is written to the Store
+	// (possibly ahead of the start), in loop turn reservedTurn.
+	reserved     int
+	reservedTurn uint64
 }
 
 // Done is closed when the invocation has finished, with a result or an error.
@@ -130,8 +134,12 @@ type JobSpec struct {
 	Secrets  map[string][]byte
 }
 
-func newID() string {
+// newID returns an invocation id: the queueing time in milliseconds (12
+// hex digits) then 64 random bits. Ids of invocations queued close
+// together sort together, so the store's writes of one commit land on a
+// few B+tree pages instead of one random page each.
+func newID(at time.Time) string {
 	b := make([]byte, 8)
 	rand.Read(b)
-	return hex.EncodeToString(b)
+	return fmt.Sprintf("%012x", at.UnixMilli()) + hex.EncodeToString(b)
 }

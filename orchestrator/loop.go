@@ -17,23 +17,13 @@ const maxBatch = 512
 
 // loop is the orchestrator's one goroutine that changes state. Each turn
 // takes every event waiting (up to maxBatch), applies them to the machine
-// under o.mu, commits their store writes in one transaction (group
-// commit: one fsync for all of them) and then carries out the other
-// actions. Events that follow from a commit (an accepted submission) are
-// handled in the same turn.
+// under o.mu, and carries out their actions. With a Store, the turn's
+// store writes and the actions that must follow them go to the committer.
 func (o *Orchestrator) loop(first []action) {
 	defer close(o.loopDone)
-	batch := o.execute(first, make([]timedEvent, 0, maxBatch))
+	o.execute(first)
+	batch := make([]timedEvent, 0, maxBatch)
 	for {
-		for len(batch) > 0 {
-			o.mu.Lock()
-			for _, ev := range batch {
-				o.m.handle(ev.ev, ev.at)
-			}
-			acts := o.m.take()
-			o.mu.Unlock()
-			batch = o.execute(acts, batch[:0])
-		}
 		select {
 		case ev := <-o.events:
 			batch = append(batch, ev)
@@ -49,6 +39,23 @@ func (o *Orchestrator) loop(first []action) {
 				break drain
 			}
 		}
+		o.mu.Lock()
+		o.m.turn++
+		for _, ev := range batch {
+			o.m.handle(ev.ev, ev.at)
+		}
+		acts := o.m.take()
+		turn := o.m.turn
+		o.mu.Unlock()
+		batch = batch[:0]
+		if o.commits != nil {
+			var later []action
+			acts, later = splitDurable(acts)
+			if len(later) > 0 {
+				o.commits <- commitBatch{turn, later}
+			}
+		}
+		o.execute(acts)
 	}
 }
 
@@ -68,34 +75,93 @@ func (o *Orchestrator) post(ev any) bool {
 	}
 }
 
-// execute carries out one turn's actions and returns the events that
-// follow from them.
-func (o *Orchestrator) execute(acts []action, next []timedEvent) []timedEvent {
-	var commitErr error
-	if o.cfg.Store != nil {
-		var writes []StoreWrite
-		for _, a := range acts {
-			if p, ok := a.(actPersist); ok {
-				writes = append(writes, StoreWrite{Invocation: p.inv, Finished: p.finished})
+// splitDurable separates the actions that must wait for the store.
+func splitDurable(acts []action) (now, later []action) {
+	for _, a := range acts {
+		if durable(a) {
+			later = append(later, a)
+		} else {
+			now = append(now, a)
+		}
+	}
+	return now, later
+}
+
+// commitBatch is one turn's store writes and the actions that follow them.
+type commitBatch struct {
+	turn uint64
+	acts []action
+}
+
+// committer commits store writes in groups: everything the loop handed
+// over while the previous commit was on its way to disk goes into the
+// next transaction, one fsync for all. After each commit it carries out
+// the actions that waited for it, in order, and tells the loop.
+func (o *Orchestrator) committer() {
+	defer close(o.commitsDone)
+	var group []commitBatch
+	for b := range o.commits {
+		group = append(group[:0], b)
+	more:
+		for len(group) < maxBatch {
+			select {
+			case b, ok := <-o.commits:
+				if !ok {
+					break more
+				}
+				group = append(group, b)
+			default:
+				break more
 			}
 		}
+		var writes []StoreWrite
+		for _, b := range group {
+			for _, a := range b.acts {
+				if p, ok := a.(actPersist); ok {
+					writes = append(writes, StoreWrite{Invocation: p.inv, Finished: p.finished})
+				}
+			}
+		}
+		var err error
 		if len(writes) > 0 {
-			if commitErr = o.cfg.Store.Commit(writes); commitErr != nil {
-				o.log.Error("committing invocations to the store failed", "writes", len(writes), "err", commitErr)
+			if err = o.cfg.Store.Commit(writes); err != nil {
+				o.log.Error("committing invocations to the store failed", "writes", len(writes), "err", err)
+			}
+		}
+		// The loop learns of the commit before the events that follow it.
+		o.post(evCommitted{group[len(group)-1].turn})
+		for _, b := range group {
+			for _, a := range b.acts {
+				if acc, ok := a.(actAccepted); ok {
+					o.accepted(acc, err)
+					continue
+				}
+				o.execute([]action{a})
 			}
 		}
 	}
+}
+
+// accepted answers Submit once its write is committed (or failed).
+func (o *Orchestrator) accepted(a actAccepted, err error) {
+	if err != nil {
+		o.post(evAcceptFailed{a.inv})
+		a.reply <- fmt.Errorf("invocation not accepted: persisting it failed: %w", err)
+		return
+	}
+	// Queued by the loop before anything Submit's caller does next.
+	o.post(evAccepted{a.inv})
+	a.reply <- nil
+}
+
+// execute carries out actions in order.
+func (o *Orchestrator) execute(acts []action) {
 	for _, a := range acts {
 		switch a := a.(type) {
 		case actPersist:
 		case actAccepted:
-			if commitErr != nil {
-				next = append(next, timedEvent{evAcceptFailed{a.inv}, o.clock.Now()})
-				a.reply <- fmt.Errorf("invocation not accepted: persisting it failed: %w", commitErr)
-			} else {
-				next = append(next, timedEvent{evAccepted{a.inv}, o.clock.Now()})
-				a.reply <- nil
-			}
+			// Without a Store there is nothing to wait for.
+			o.accepted(a, nil)
 		case actReply:
 			a.reply <- a.err
 		case actWarmed:
@@ -117,16 +183,20 @@ func (o *Orchestrator) execute(acts []action, next []timedEvent) []timedEvent {
 		case actHelloDone:
 			a.reply <- a.r
 		case actArm:
+			o.timersMu.Lock()
 			if t := o.timers[a.worker]; t != nil {
 				t.Stop()
 			}
 			ev := evTimer{a.worker, a.session, a.timer}
 			o.timers[a.worker] = o.clock.AfterFunc(a.after, func() { o.post(ev) })
+			o.timersMu.Unlock()
 		case actDisarm:
+			o.timersMu.Lock()
 			if t := o.timers[a.worker]; t != nil {
 				t.Stop()
 				delete(o.timers, a.worker)
 			}
+			o.timersMu.Unlock()
 		case actDone:
 			o.metrics.Record(a.inv)
 			close(a.inv.done)
@@ -146,7 +216,6 @@ func (o *Orchestrator) execute(acts []action, next []timedEvent) []timedEvent {
 			panic(fmt.Sprintf("orchestrator: unknown action %T", a))
 		}
 	}
-	return next
 }
 
 // powerGo runs a controller call outside the loop: a GPIO press takes

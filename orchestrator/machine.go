@@ -99,6 +99,11 @@ type (
 	evShutdown struct{ drained chan struct{} }
 	// evPowerOffAll forces every worker off; off is closed when all are.
 	evPowerOffAll struct{ off chan struct{} }
+	// evCommitted: the store writes of every turn up to turn are on disk.
+	evCommitted struct{ turn uint64 }
+	// evSync does nothing; closing done says every event posted before it
+	// was handled.
+	evSync struct{ done chan struct{} }
 )
 
 type helloReply struct {
@@ -106,9 +111,11 @@ type helloReply struct {
 	session uint64
 }
 
-// Actions: what the loop must do. Store writes of one batch of events are
-// committed together before any other action of the batch runs, so nothing
-// is acknowledged, sent or reported before it is on disk.
+// Actions: what the loop must do. With a Store, store writes go to the
+// committer, which commits them in groups; the actions that must not
+// happen before those writes are on disk (replies to Submit, releasing
+// waiters, recording, sending a job whose start is not yet on disk) run
+// after the commit, in order. See durable().
 type (
 	actPowerOn struct {
 		w       inventory.Worker
@@ -122,6 +129,9 @@ type (
 		conn *workerConn
 		typ  string
 		msg  any
+		// durable: only once the store writes emitted so far are
+		// committed (a job whose start is not yet on disk).
+		durable bool
 	}
 	actClose     struct{ conn *workerConn }
 	actHelloDone struct {
@@ -178,6 +188,17 @@ type machineConfig struct {
 	Services    map[string]map[string]string
 }
 
+// durable reports whether a must wait for the store writes emitted before it.
+func durable(a action) bool {
+	switch a := a.(type) {
+	case actPersist, actAccepted, actReply, actDone, actRelease, actRecord:
+		return true
+	case actSend:
+		return a.durable
+	}
+	return false
+}
+
 type worker struct {
 	spec         inventory.Worker
 	state        State
@@ -212,6 +233,9 @@ type machine struct {
 	drained     chan struct{} // closed once no job runs after shutdown
 	allOff      chan struct{} // closed once every worker is off after evPowerOffAll
 	acts        []action
+	// turn numbers the loop's turns; committed is the last turn whose
+	// store writes are on disk.
+	turn, committed uint64
 }
 
 type action any
@@ -307,6 +331,10 @@ func (m *machine) handle(ev any, now time.Time) {
 		m.shutdown(e)
 	case evPowerOffAll:
 		m.powerOffAll(e)
+	case evCommitted:
+		m.committed = max(m.committed, e.turn)
+	case evSync:
+		m.emit(actClosed{e.done})
 	default:
 		panic(fmt.Sprintf("orchestrator: unknown event %T", ev))
 	}
@@ -320,8 +348,15 @@ func (m *machine) submit(e evSubmit) {
 	}
 	m.live[e.inv.ID] = e.inv
 	if m.cfg.Durable {
-		// Queued once the write is committed (evAccepted).
-		m.emit(actPersist{inv: snapshot(e.inv)})
+		// Queued once the write is committed (evAccepted). With workers
+		// up and a short queue, the write reserves the first attempt too
+		// (see reserve).
+		rec := snapshot(e.inv)
+		if len(m.queue) < reserveAhead && m.anyConnected() {
+			e.inv.reserved, e.inv.reservedTurn = 1, m.turn
+			rec.Attempts, rec.Started = 1, m.now
+		}
+		m.emit(actPersist{inv: rec})
 		m.emit(actAccepted{e.inv, e.reply})
 		return
 	}
@@ -398,6 +433,43 @@ func (m *machine) dispatch() {
 			need--
 		}
 	}
+	m.reserve()
+}
+
+// reserveAhead is how many invocations at the head of the queue have
+// their next attempt written to the Store ahead of their start. It must
+// cover what the workers start while a commit is on its way to disk.
+const reserveAhead = 64
+
+// reserve records, for the invocations at the head of the queue, the
+// attempt they will start next, before a worker is free for them, while
+// any worker is connected. A worker that finishes a job then gets the next
+// one at once instead of after a commit: its start is on disk already.
+// An invocation reserved but not started when mforch stops counts the
+// attempt, so after a restart its attempts say it may have run (never
+// fewer starts than happened, at most one more).
+func (m *machine) reserve() {
+	if !m.cfg.Durable || len(m.queue) == 0 || !m.anyConnected() {
+		return
+	}
+	for _, inv := range m.queue[:min(len(m.queue), reserveAhead)] {
+		if inv.reserved > inv.Attempts {
+			continue
+		}
+		inv.reserved, inv.reservedTurn = inv.Attempts+1, m.turn
+		rec := snapshot(inv)
+		rec.Attempts, rec.Started = inv.reserved, m.now
+		m.emit(actPersist{inv: rec})
+	}
+}
+
+func (m *machine) anyConnected() bool {
+	for _, w := range m.workers {
+		if w.state == Idle || w.state == Working {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *machine) allFailed() bool {
@@ -520,7 +592,7 @@ func (m *machine) hello(e evHello) {
 		}
 		m.log.Warn("turning away worker", "worker", e.worker, "remote", e.remote, "why", why)
 		m.emit(actHelloDone{e.reply, helloReply{}})
-		m.emit(actSend{e.conn, protocol.TypeCommand, protocol.Command{Action: protocol.CmdPowerOff}})
+		m.emit(actSend{e.conn, protocol.TypeCommand, protocol.Command{Action: protocol.CmdPowerOff}, false})
 		m.emit(actClose{e.conn})
 		return
 	}
@@ -546,14 +618,20 @@ func (m *machine) startJob(w *worker, inv *Invocation) {
 	w.current = inv
 	m.setState(w, Working)
 	m.arm(w, inv.Timeout+m.cfg.JobGrace)
+	// The attempt is on disk before the job leaves, so a restart knows it
+	// may have run: reserved in an earlier turn whose commit is done, or
+	// written now and the job sent after the commit.
+	wait := false
 	if m.cfg.Durable {
-		// Record the attempt before the job leaves, so a restart knows it
-		// may have run.
-		m.emit(actPersist{inv: snapshot(inv)})
+		if inv.reserved < inv.Attempts {
+			inv.reserved, inv.reservedTurn = inv.Attempts, m.turn
+			m.emit(actPersist{inv: snapshot(inv)})
+		}
+		wait = inv.reservedTurn > m.committed
 	}
 	m.emit(actSend{w.conn, protocol.TypeJob, protocol.Job{ID: inv.ID, Function: inv.Function, Args: inv.Args,
 		TimeoutMS: inv.Timeout.Milliseconds(), Attempt: inv.Attempts, Services: m.cfg.Services,
-		Env: inv.Env, Secrets: inv.Secrets}})
+		Env: inv.Env, Secrets: inv.Secrets}, wait})
 }
 
 func (m *machine) result(w *worker, res protocol.Result) {
@@ -589,7 +667,7 @@ func (m *machine) result(w *worker, res protocol.Result) {
 		m.stop(w)
 	default:
 		m.emit(actRecord{inv})
-		m.emit(actSend{w.conn, protocol.TypeCommand, protocol.Command{Action: protocol.CmdWait}})
+		m.emit(actSend{w.conn, protocol.TypeCommand, protocol.Command{Action: protocol.CmdWait}, false})
 		m.idle(w, m.cfg.IdleTimeout)
 	}
 }
@@ -600,7 +678,7 @@ func (m *machine) result(w *worker, res protocol.Result) {
 // off after the holdoff.
 func (m *machine) stop(w *worker) {
 	m.setState(w, Stopping)
-	m.emit(actSend{w.conn, protocol.TypeCommand, protocol.Command{Action: protocol.CmdPowerOff}})
+	m.emit(actSend{w.conn, protocol.TypeCommand, protocol.Command{Action: protocol.CmdPowerOff}, false})
 	m.arm(w, m.cfg.PowerOffHoldoff)
 }
 

@@ -79,10 +79,14 @@ type Orchestrator struct {
 	m  *machine
 
 	events   chan timedEvent
-	timers   map[string]clock.Timer // per worker; only the loop touches it
+	timersMu sync.Mutex
+	timers   map[string]clock.Timer // per worker
 	stopped  chan struct{}          // closed when the loop is told to stop
 	loopDone chan struct{}
-	wg       sync.WaitGroup // controller calls under way
+	// commits feeds the committer (nil without a Store).
+	commits     chan commitBatch
+	commitsDone chan struct{}
+	wg          sync.WaitGroup // controller calls under way
 
 	shutdownOnce sync.Once
 	shutdownDone chan struct{}
@@ -151,10 +155,11 @@ func New(cfg Config) (*Orchestrator, error) {
 		for _, inv := range pending {
 			inv.Restarts++
 			if !inv.Started.IsZero() {
-				o.log.Warn("invocation was running when mforch stopped; it will run again (reported as a retry)",
+				o.log.Warn("invocation may have been running when mforch stopped; it will run again (its attempts count the earlier start)",
 					"invocation", inv.ID, "function", inv.Function, "attempts", inv.Attempts)
 			}
 			inv.Worker, inv.PoweredOn, inv.Connected, inv.Started = "", time.Time{}, time.Time{}, time.Time{}
+			inv.reserved = inv.Attempts
 			o.m.live[inv.ID] = inv
 			o.m.queue = append(o.m.queue, inv)
 		}
@@ -162,6 +167,10 @@ func New(cfg Config) (*Orchestrator, error) {
 			o.log.Info("recovered pending invocations", "count", len(pending))
 			o.m.dispatch()
 		}
+	}
+	if cfg.Store != nil {
+		o.commits, o.commitsDone = make(chan commitBatch, 4*maxBatch), make(chan struct{})
+		go o.committer()
 	}
 	// The recovery's actions (power-ons) run as the loop's first turn.
 	go o.loop(o.m.take())
@@ -179,8 +188,9 @@ func (o *Orchestrator) SubmitJob(spec JobSpec) (*Invocation, error) {
 	if spec.Timeout <= 0 {
 		spec.Timeout = o.cfg.JobTimeout
 	}
-	inv := &Invocation{ID: newID(), Function: spec.Function, Args: spec.Args, Timeout: spec.Timeout,
-		Env: spec.Env, Secrets: spec.Secrets, Queued: o.clock.Now(), done: make(chan struct{})}
+	now := o.clock.Now()
+	inv := &Invocation{ID: newID(now), Function: spec.Function, Args: spec.Args, Timeout: spec.Timeout,
+		Env: spec.Env, Secrets: spec.Secrets, Queued: now, done: make(chan struct{})}
 	reply := make(chan error, 1)
 	if !o.post(evSubmit{inv, reply}) {
 		return nil, ErrClosed
@@ -312,11 +322,18 @@ func (o *Orchestrator) Shutdown(ctx context.Context) {
 		off := make(chan struct{})
 		o.post(evPowerOffAll{off})
 		<-off
+		o.syncCommits()
 		close(o.stopped)
 		<-o.loopDone
+		if o.commits != nil {
+			close(o.commits)
+			<-o.commitsDone
+		}
+		o.timersMu.Lock()
 		for _, t := range o.timers {
 			t.Stop()
 		}
+		o.timersMu.Unlock()
 		o.wg.Wait()
 	})
 	<-o.shutdownDone
@@ -327,4 +344,20 @@ func (o *Orchestrator) Close() {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	o.Shutdown(ctx)
+}
+
+// syncCommits waits until everything handed to the committer is on disk
+// and the events that follow from it are handled by the loop.
+func (o *Orchestrator) syncCommits() {
+	if o.commits == nil {
+		return
+	}
+	// A batch of one action that closes a channel, through the committer
+	// and then through the loop.
+	committed := make(chan struct{})
+	o.commits <- commitBatch{0, []action{actClosed{committed}}}
+	<-committed
+	looped := make(chan struct{})
+	o.post(evSync{looped})
+	<-looped
 }
