@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/internal/simworker"
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
@@ -37,16 +38,44 @@ func init() {
 	})
 }
 
-// logBuffer is a concurrency-safe log sink tests can search.
+// logBuffer is a concurrency-safe log sink tests can search and wait on.
 type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	written chan struct{} // closed and replaced on every write
 }
 
 func (l *logBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.written != nil {
+		close(l.written)
+		l.written = nil
+	}
 	return l.buf.Write(p)
+}
+
+// waitFor blocks until the log holds s (10 s at most).
+func (l *logBuffer) waitFor(t *testing.T, s string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		l.mu.Lock()
+		if strings.Contains(l.buf.String(), s) {
+			l.mu.Unlock()
+			return
+		}
+		if l.written == nil {
+			l.written = make(chan struct{})
+		}
+		ch := l.written
+		l.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("log never said %q:\n%s", s, l.String())
+		}
+	}
 }
 
 func (l *logBuffer) String() string {
@@ -194,7 +223,7 @@ func TestWrongSecretIsRefused(t *testing.T) {
 	if inv.Worker != "vm1" {
 		t.Errorf("ran on %s; only vm1 holds the secret", inv.Worker)
 	}
-	waitFor(t, func() bool { return strings.Contains(h.logs.String(), "refused worker connection") })
+	h.logs.waitFor(t, "refused worker connection")
 	if !strings.Contains(h.logs.String(), protocol.ErrBadMAC.Error()) {
 		t.Errorf("refusal does not say why:\n%s", h.logs.String())
 	}
@@ -210,7 +239,7 @@ func TestUnknownWorkerTurnedAway(t *testing.T) {
 	if out.Action != protocol.CmdPowerOff {
 		t.Fatalf("unknown worker told %q, want poweroff", out.Action)
 	}
-	waitFor(t, func() bool { return strings.Contains(h.logs.String(), "turning away worker") })
+	h.logs.waitFor(t, "turning away worker")
 	if !strings.Contains(h.logs.String(), "not in the inventory") {
 		t.Error("refusal reason not logged")
 	}
@@ -233,7 +262,7 @@ func TestWorkerRefusesJobWithWrongSecret(t *testing.T) {
 		pc := protocol.NewConn(c, []byte("impostor-secret!"))
 		pc.Receive()
 		pc.Send(protocol.TypeJob, protocol.Job{ID: "evil", Function: "cascading_sha256"})
-		time.Sleep(time.Second)
+		pc.Receive() // returns when the worker hangs up
 	}()
 	w := &runtime.Worker{Config: runtime.Config{ID: "vm0", Orch: ln.Addr().String(), Secret: []byte("the-real-secret!"), Failsafe: 5 * time.Second},
 		Log: slog.Default(), Clock: func() float64 { return 0 }}
@@ -270,13 +299,41 @@ func TestWithdrawOnCancel(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
+// TestIdleTimeoutOnFakeClock runs the real loop, connections and workers
+// on a fake clock: a warm worker stays up until the clock passes
+// IdleTimeout, then powers off; the observer sees every change.
+func TestIdleTimeoutOnFakeClock(t *testing.T) {
+	fake := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	changes := make(chan StateChange, 64)
+	h := newHarness(t, 1, Config{Clock: fake, IdleTimeout: time.Minute, OnStateChange: func(c StateChange) { changes <- c }})
+	inv, err := h.orch.Invoke(context.Background(), "float_operations", json.RawMessage(`{"n":10}`), 5*time.Second)
+	if err != nil || inv.Err != nil {
+		t.Fatalf("invocation: %v %v", err, inv.Err)
 	}
+	want := func(to State) StateChange {
+		t.Helper()
+		select {
+		case c := <-changes:
+			if c.To != to || c.Worker != "vm0" {
+				t.Fatalf("state change %+v, want vm0 to %s", c, to)
+			}
+			return c
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no change to %s", to)
+		}
+		return StateChange{}
+	}
+	want(Booting)
+	want(Idle)
+	if c := want(Working); c.Invocation != inv.ID || !c.At.Equal(fake.Now()) {
+		t.Fatalf("working: %+v", c)
+	}
+	want(Idle)
+	fake.Advance(59 * time.Second)
+	if s := h.orch.Status().Workers[0].State; s != Idle {
+		t.Fatalf("after 59 s of a 1 min idle timeout the worker is %s", s)
+	}
+	fake.Advance(time.Second)
+	want(Stopping)
+	want(Off) // the worker obeys the power-off; its controller reports the exit
 }
