@@ -151,7 +151,10 @@ func TestNewGPIOConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := g.Config()
-			got.Log = nil
+			if got.Lines == nil || got.Clock == nil {
+				t.Fatal("no default lines or clock")
+			}
+			got.Log, got.Lines, got.Clock = nil, nil, nil
 			if got != tt.want {
 				t.Fatalf("config %+v, want %+v", got, tt.want)
 			}
