@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -125,7 +126,7 @@ func Build(ctx context.Context, o Options) (Result, error) {
 		if err != nil {
 			return err
 		}
-		m.Key, m.Inputs = key, h.Inputs()
+		m.Key, m.Inputs = key, withProvenance(h.Inputs(), o.Source.Provenance)
 		man = m
 		return writeManifest(out, m)
 	})
@@ -164,7 +165,15 @@ func (o Options) inputs() ([]NamedFragment, *cache.Hasher, error) {
 		order = append(order, filepath.Base(p))
 	}
 	h.Add("fragment.order", strings.Join(order, ","))
-	patches, err := SeriesPatches(filepath.Join(o.RepoDir, "patches", o.Source.Series))
+	if len(o.Source.Absent) > 0 {
+		// Symbols this series lacks leave the fragments; the check then
+		// requires them absent (config.go, Check).
+		abs := append([]string(nil), o.Source.Absent...)
+		sort.Strings(abs)
+		h.Add("absent", strings.Join(abs, ","))
+		frags = withoutAbsent(frags, abs)
+	}
+	patches, err := SeriesPatches(PatchDir(o.RepoDir, o.Source.Series))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -226,7 +235,7 @@ func (o Options) build(ctx context.Context, out string, frags []NamedFragment) (
 	if err != nil {
 		return Manifest{}, err
 	}
-	patches, err := SeriesPatches(filepath.Join(o.RepoDir, "patches", o.Source.Series))
+	patches, err := SeriesPatches(PatchDir(o.RepoDir, o.Source.Series))
 	if err != nil {
 		return Manifest{}, err
 	}
@@ -234,7 +243,7 @@ func (o Options) build(ctx context.Context, out string, frags []NamedFragment) (
 		return Manifest{}, err
 	}
 	env := o.env()
-	if err := Configure(ctx, tree, o.Arch, frags); err != nil {
+	if err := Configure(ctx, tree, o.Arch, frags, o.Source.Absent); err != nil {
 		return Manifest{}, err
 	}
 	step = progress.Start(fmt.Sprintf("build linux %s %s (%s)", version, o.Arch.Name, strings.Join(o.Arch.Targets, " ")))
@@ -267,8 +276,12 @@ func Unpack(ctx context.Context, tarball, tree string) error {
 
 // Configure writes the kernel tree's .config: the arch's base config, the
 // fragments merged on top in order, then olddefconfig. It fails if the final
-// config lost any value a fragment asked for.
-func Configure(ctx context.Context, tree string, arch Arch, frags []NamedFragment) error {
+// config lost any value a fragment asked for, or if a symbol the recipe
+// declares absent exists in the tree.
+func Configure(ctx context.Context, tree string, arch Arch, frags []NamedFragment, absent []string) error {
+	if err := CheckAbsent(tree, absent); err != nil {
+		return err
+	}
 	env := reproducibleEnv()
 	if err := command.Run(ctx, tree, env, "make", makeArgs(arch, arch.Base)...); err != nil {
 		return fmt.Errorf("make %s: %w", arch.Base, err)
@@ -326,4 +339,13 @@ func writeManifest(dir string, m Manifest) error { return cache.WriteManifest(di
 func readManifest(dir string) (Manifest, error) {
 	var m Manifest
 	return m, cache.ReadManifest(dir, &m)
+}
+
+// withProvenance adds where the source came from to a manifest's inputs
+// (not to the cache key: the tarball's hash already is).
+func withProvenance(inputs, prov map[string]string) map[string]string {
+	for k, v := range prov {
+		inputs[k] = v
+	}
+	return inputs
 }

@@ -135,7 +135,7 @@ func (o Options) buildEmbedded(ctx context.Context, frags []NamedFragment, h *ca
 			}
 			m.Outputs = append(m.Outputs, FileInfo{n, s, size})
 		}
-		m.Key, m.Inputs = key, h.Inputs()
+		m.Key, m.Inputs = key, withProvenance(h.Inputs(), o.Source.Provenance)
 		m.Inputs["tree.key"] = treeKey
 		o.Log.Info("kernel relinked", "arch", o.Arch.Name, "seconds", time.Since(start).Seconds(), "tree_build_seconds", treeSecs)
 		man = m
@@ -209,14 +209,14 @@ func (o Options) compiledTree(ctx context.Context, treeKey string, frags []Named
 	if err != nil {
 		return fail(err)
 	}
-	patches, err := SeriesPatches(filepath.Join(o.RepoDir, "patches", o.Source.Series))
+	patches, err := SeriesPatches(PatchDir(o.RepoDir, o.Source.Series))
 	if err != nil {
 		return fail(err)
 	}
 	if err := ApplyPatches(tree, patches); err != nil {
 		return fail(err)
 	}
-	if err := Configure(ctx, tree, o.Arch, frags); err != nil {
+	if err := Configure(ctx, tree, o.Arch, frags, o.Source.Absent); err != nil {
 		return fail(err)
 	}
 	// The first build links an empty archive; every use relinks with its own.

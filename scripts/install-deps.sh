@@ -6,7 +6,6 @@ set -euo pipefail
 packages=(
   # kernel builds
   build-essential flex bison bc libelf-dev libssl-dev lz4 cpio xz-utils patch
-  linux-source-6.1
   # ARM cross builds and BeagleBone images
   gcc-arm-linux-gnueabihf u-boot-tools device-tree-compiler dosfstools mtools
   # booting workers
