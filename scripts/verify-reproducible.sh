@@ -8,6 +8,12 @@ work=$(mktemp -d /tmp/mf-repro-XXXXXX)
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 for i in 1 2; do
   echo "== build $i (empty cache $work/cache$i)"
+  if [ "$i" = 2 ]; then
+    # The same resolved source for both builds, whichever version the first
+    # resolved (the pin, or a fallback if Debian dropped it): only the
+    # verified source files are shared, no build output.
+    mkdir -p "$work/cache2" && cp -a "$work/cache1/sources" "$work/cache2/"
+  fi
   # A fresh Go build cache too, so mfinit is compiled from scratch each time.
   GOCACHE="$work/gocache$i" bin/mfbuild worker --arch "$arch" --version "$kversion" --cache "$work/cache$i" --out "$work/out$i"
 done

@@ -236,8 +236,10 @@ func bootGPIOSimGuest(t *testing.T) (map[string]*simReport, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	// The worker kernel, from the cache (built once by make test / mfbuild).
-	k, err := builder.Kernel(ctx, builder.Options{RepoDir: repo, Arch: "x86", Cache: cache.Cache{Dir: cache.DefaultDir()}})
+	// The worker kernel plus the test-only gpio-sim fragment, from the cache
+	// (built once by make test: mfbuild kernel --fragment ...).
+	k, err := builder.Kernel(ctx, builder.Options{RepoDir: repo, Arch: "x86", Cache: cache.Cache{Dir: cache.DefaultDir()},
+		KernelFragments: []string{filepath.Join(repo, "configs", "kernel", "test-gpio-sim.config")}})
 	if err != nil {
 		t.Fatal(err)
 	}
