@@ -37,7 +37,7 @@ type Options struct {
 	// KernelFragments are extra kconfig fragments (paths) for the kernel,
 	// e.g. configs/kernel/test-gpio-sim.config for the GPIO test kernel.
 	KernelFragments []string
-	Jobs         int
+	Jobs            int
 	// Functions are user functions to put in the initramfs: name -> executable.
 	Functions map[string]string
 	Log       *slog.Logger

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -158,7 +157,6 @@ func Build(ctx context.Context, o Options) (Result, error) {
 		return Result{}, err
 	}
 	h := cache.NewHasher()
-	h.Add("revision", revision)
 	h.Add("version", src.Version)
 	h.Add("defconfig", rec.Defconfig)
 	for name, p := range src.Files {
@@ -168,72 +166,33 @@ func Build(ctx context.Context, o Options) (Result, error) {
 		}
 		h.Add("source:"+name, sum)
 	}
-	fragPaths := append(rec.fragmentPaths(), o.ExtraFragments...)
-	var frags []kernel.NamedFragment
-	var order []string
-	for _, p := range fragPaths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return Result{}, fmt.Errorf("u-boot config fragment: %w", err)
-		}
-		f, err := kernel.ParseFragment(p, bytes.NewReader(b))
-		if err != nil {
-			return Result{}, err
-		}
-		frags = append(frags, kernel.NamedFragment{Name: filepath.Base(p), Fragment: f})
-		h.Add("fragment:"+filepath.Base(p), cache.BytesSHA256(b))
-		order = append(order, filepath.Base(p))
-	}
-	h.Add("fragment.order", strings.Join(order, ","))
 	patches, err := kernel.SeriesPatches(filepath.Join(o.RepoDir, "patches", "u-boot", rec.Series))
 	if err != nil {
 		return Result{}, err
 	}
-	var porder []string
-	for _, p := range patches {
-		sum, _, err := cache.FileSHA256(p)
-		if err != nil {
-			return Result{}, fmt.Errorf("u-boot patch: %w", err)
-		}
-		h.Add("patch:"+filepath.Base(p), sum)
-		porder = append(porder, filepath.Base(p))
-	}
-	h.Add("patch.order", strings.Join(porder, ","))
-	tc, err := toolchain()
+	in := kernel.Inputs{Revision: revision, Kind: "u-boot", Frags: append(rec.fragmentPaths(), o.ExtraFragments...), Patches: patches,
+		Tools: []string{CrossCompile + "gcc", CrossCompile + "ld", "make", "gcc"}}
+	frags, err := in.Hash(h)
 	if err != nil {
 		return Result{}, err
 	}
-	h.Add("toolchain", tc)
 	key := h.Key()
-	if r, ok := o.cached(key); ok {
-		return r, nil
-	}
-	// One process builds a given key; the others wait and take its result.
-	unlock, err := o.Cache.Lock("u-boot", key)
-	if err != nil {
-		return Result{}, err
-	}
-	defer unlock()
-	if r, ok := o.cached(key); ok {
-		return r, nil
-	}
-	var man Manifest
-	dir, err := o.Cache.Fill("u-boot", key, func(out string) error {
+	dir, m, cached, err := kernel.CachedBuild(o.Cache, "u-boot", key, o.Log, func(out string) (Manifest, error) {
 		m, err := o.build(ctx, out, rec, src, frags, patches)
 		if err != nil {
-			return err
+			return Manifest{}, err
 		}
 		m.Key, m.Inputs = key, h.Inputs()
 		for k, v := range src.Provenance {
 			m.Inputs[k] = v
 		}
-		man = m
-		return writeManifest(out, m)
+		sort.Slice(m.Outputs, func(i, j int) bool { return m.Outputs[i].Name < m.Outputs[j].Name })
+		return m, nil
 	})
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Dir: dir, Manifest: man}, nil
+	return Result{Dir: dir, Manifest: m, Cached: cached}, nil
 }
 
 // Fetch returns the recipe's verified source files: from o.SourceDir when
@@ -259,19 +218,6 @@ func Fetch(ctx context.Context, r Recipe, o Options) (source.Resolved, error) {
 		Provenance: map[string]string{"source.kind": "debian_source", "source.package": d.Package, "source.version": d.Version, "source.dir": o.SourceDir}}, nil
 }
 
-func toolchain() (string, error) {
-	var parts []string
-	for _, c := range [][]string{{CrossCompile + "gcc", "--version"}, {CrossCompile + "ld", "--version"}, {"make", "--version"}, {"gcc", "--version"}} {
-		out, err := exec.Command(c[0], c[1:]...).Output()
-		if err != nil {
-			return "", fmt.Errorf("toolchain: %s not found (run make deps): %w", c[0], err)
-		}
-		first, _, _ := strings.Cut(string(out), "\n")
-		parts = append(parts, first)
-	}
-	return strings.Join(parts, "; "), nil
-}
-
 // env makes the build reproducible: U-Boot takes its version date from
 // SOURCE_DATE_EPOCH, and mkimage its header timestamps.
 func env() []string {
@@ -294,55 +240,51 @@ func (o Options) build(ctx context.Context, out string, rec Recipe, src source.R
 	}
 	os.Remove(logPath)
 	m := Manifest{Kind: "u-boot", Version: src.Version}
-	for _, oc := range []struct{ name, path string }{{MLO, "MLO"}, {UBoot, "u-boot.img"}, {Config, ".config"}} {
-		dst := filepath.Join(out, oc.name)
-		if err := cache.CopyFile(dst, filepath.Join(tree, oc.path), 0o644); err != nil {
-			return Manifest{}, fmt.Errorf("u-boot output %s: %w", oc.name, err)
-		}
-		sum, size, err := cache.FileSHA256(dst)
-		if err != nil {
-			return Manifest{}, err
-		}
-		m.Outputs = append(m.Outputs, kernel.FileInfo{Name: oc.name, SHA256: sum, Size: size})
+	if m.Outputs, err = kernel.CopyOutputs(out, tree, []kernel.Output{{Name: MLO, Path: "MLO"}, {Name: UBoot, Path: "u-boot.img"}, {Name: Config, Path: ".config"}}); err != nil {
+		return Manifest{}, fmt.Errorf("u-boot %w", err)
 	}
 	m.BuildSecs = time.Since(start).Seconds()
 	return m, nil
 }
 
-func writeManifest(dir string, m Manifest) error {
-	sort.Slice(m.Outputs, func(i, j int) bool { return m.Outputs[i].Name < m.Outputs[j].Name })
-	return cache.WriteManifest(dir, m)
-}
-
-func readManifest(dir string) (Manifest, error) {
-	var m Manifest
-	return m, cache.ReadManifest(dir, &m)
-}
-
 // Prepare unpacks the source (the .orig tarball, then the .debian one) into
-// tree, applies Debian's patch series and then ours, and configures the
-// defconfig plus frags, checking that every fragment symbol survived.
+// tree with Debian's patch series applied (the source as Debian ships it),
+// applies ours, and configures the defconfig plus frags, checking that every
+// fragment symbol survived.
 func Prepare(ctx context.Context, tree, defconfig string, srcs map[string]string, frags []kernel.NamedFragment, patches []string) error {
-	if err := os.MkdirAll(tree, 0o755); err != nil {
-		return err
+	t := kernel.Tree{
+		Unpack:  func(ctx context.Context, tree string) error { return unpackDebian(ctx, tree, srcs) },
+		Patches: patches,
+		Arch:    kernel.Arch{Name: "u-boot", KArch: "arm", CrossCompile: CrossCompile, Base: defconfig},
+		Frags:   frags,
 	}
+	if err := t.Prepare(ctx, tree); err != nil {
+		return fmt.Errorf("u-boot: %w", err)
+	}
+	return nil
+}
+
+// unpackDebian unpacks a Debian source package's .orig and .debian tarballs
+// and applies the debian/patches series.
+func unpackDebian(ctx context.Context, tree string, srcs map[string]string) error {
 	var names []string
 	for name := range srcs {
 		names = append(names, name)
 	}
 	// .orig first: the debian/ folder goes on top of the upstream tree.
-	sort.Slice(names, func(i, j int) bool { return strings.Contains(names[i], ".orig.") && !strings.Contains(names[j], ".orig.") })
+	sort.Slice(names, func(i, j int) bool {
+		return strings.Contains(names[i], ".orig.") && !strings.Contains(names[j], ".orig.")
+	})
 	if len(names) != 2 || !strings.Contains(names[0], ".orig.") || !strings.Contains(names[1], ".debian.") {
 		return fmt.Errorf("u-boot source: want one .orig and one .debian tarball, got %v", names)
 	}
 	for _, name := range names {
 		step := progress.Start("unpack " + name)
-		var err error
-		if strings.Contains(name, ".debian.") {
-			err = command.Run(ctx, tree, env(), "tar", "-xf", srcs[name], "--no-same-owner")
-		} else {
-			err = command.Run(ctx, tree, env(), "tar", "-xf", srcs[name], "--strip-components=1", "--no-same-owner")
+		args := []string{"-xf", srcs[name], "--no-same-owner"}
+		if strings.Contains(name, ".orig.") {
+			args = append(args, "--strip-components=1")
 		}
+		err := command.Run(ctx, tree, env(), "tar", args...)
 		step.Done(err)
 		if err != nil {
 			return fmt.Errorf("unpack u-boot source: %w", err)
@@ -360,29 +302,8 @@ func Prepare(ctx context.Context, tree, defconfig string, srcs map[string]string
 		name, _, _ := strings.Cut(line, " ")
 		debianPatches = append(debianPatches, filepath.Join(tree, "debian", "patches", name))
 	}
-	// Debian's series first (the source as Debian ships it), then ours.
-	if err := kernel.ApplyPatches(tree, append(debianPatches, patches...)); err != nil {
-		return fmt.Errorf("u-boot patches: %w", err)
-	}
-	arch := kernel.Arch{Name: "u-boot", KArch: "arm", CrossCompile: CrossCompile, Base: defconfig}
-	step := progress.Start("configure u-boot " + defconfig)
-	err = kernel.Configure(ctx, tree, arch, frags, nil)
-	step.Done(err)
-	if err != nil {
-		return fmt.Errorf("u-boot config: %w", err)
+	if err := kernel.ApplyPatches(tree, debianPatches); err != nil {
+		return fmt.Errorf("u-boot debian patches: %w", err)
 	}
 	return nil
-}
-
-func (o Options) cached(key string) (Result, bool) {
-	if !o.Cache.Has("u-boot", key) {
-		return Result{}, false
-	}
-	dir := o.Cache.Path("u-boot", key)
-	m, err := readManifest(dir)
-	if err != nil {
-		return Result{}, false
-	}
-	o.Log.Info("u-boot cached", "key", key[:12], "dir", dir)
-	return Result{Dir: dir, Manifest: m, Cached: true}, true
 }
