@@ -67,7 +67,8 @@ func Label(source string) string {
 // Clock is the time source; tests inject a fake one.
 type Clock func() time.Time
 
-func (c Clock) now() time.Time {
+// Now is the current time from the clock, or time.Now for a nil clock.
+func (c Clock) Now() time.Time {
 	if c == nil {
 		return time.Now()
 	}
