@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"sort"
 	"time"
 
 	"github.com/microfaas/microfaas/orchestrator/energy"
@@ -87,14 +88,48 @@ func (tr truth) energyOver(ivs []energy.Interval, a, b time.Time) float64 {
 	return j
 }
 
+// cumulative is the true joules from t0 to each of the sorted times, by a
+// sweep over the intervals' start and end events.
+func (tr truth) cumulative(ivs []energy.Interval, t0 time.Time, times []time.Time) []float64 {
+	type ev struct {
+		at time.Time
+		dw float64
+	}
+	var evs []ev
+	for _, iv := range ivs {
+		evs = append(evs, ev{iv.Start, tr.watts[iv.State]}, ev{iv.End, -tr.watts[iv.State]})
+	}
+	sort.Slice(evs, func(i, j int) bool { return evs[i].at.Before(evs[j].at) })
+	out := make([]float64, len(times))
+	p, j, at, e := tr.base, 0, t0, 0.0
+	for k, t := range times {
+		for j < len(evs) && !evs[j].at.After(t) {
+			if evs[j].at.After(at) {
+				e += p * evs[j].at.Sub(at).Seconds()
+				at = evs[j].at
+			}
+			p += evs[j].dw
+			j++
+		}
+		e += p * t.Sub(at).Seconds()
+		at = t
+		out[k] = e
+	}
+	return out
+}
+
 // stripSamples are what a WattsUp on the strip reports every step: the
 // average power over the step, in its 0.1 W resolution.
 func (tr truth) stripSamples(ivs []energy.Interval, t0 time.Time, d, step time.Duration) []energy.Sample {
-	var out []energy.Sample
-	out = append(out, energy.Sample{At: t0, Watts: tr.power(ivs, t0), Source: "measured:wattsup"})
-	for t := t0.Add(step); !t.After(t0.Add(d)); t = t.Add(step) {
-		avg := tr.energyOver(ivs, t.Add(-step), t) / step.Seconds()
-		out = append(out, energy.Sample{At: t, Watts: math.Round(avg*10) / 10, Source: "measured:wattsup"})
+	var times []time.Time
+	for t := t0; !t.After(t0.Add(d)); t = t.Add(step) {
+		times = append(times, t)
+	}
+	e := tr.cumulative(ivs, t0, times)
+	out := []energy.Sample{{At: t0, Watts: tr.power(ivs, t0), Source: "measured:wattsup"}}
+	for i := 1; i < len(times); i++ {
+		avg := (e[i] - e[i-1]) / step.Seconds()
+		out = append(out, energy.Sample{At: times[i], Watts: math.Round(avg*10) / 10, Source: "measured:wattsup"})
 	}
 	return out
 }
