@@ -51,7 +51,9 @@ var ErrConfig = errors.New("meter config")
 // ConfigError names the field of the meter section that is wrong.
 type ConfigError struct{ Field, Msg string }
 
-func (e *ConfigError) Error() string { return fmt.Sprintf("cluster file: meter: %s: %s", e.Field, e.Msg) }
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("cluster file: meter: %s: %s", e.Field, e.Msg)
+}
 func (e *ConfigError) Unwrap() error { return ErrConfig }
 
 // IntervalOrDefault is the sampling interval, 1s if unset.

@@ -15,11 +15,11 @@ func TestParsePacket(t *testing.T) {
 		{"d,-,3,1234,1200,567", Packet{Cmd: 'd', Sub: "-", Args: []string{"1234", "1200", "567"}}, nil},
 		{"R,W,0", Packet{Cmd: 'R', Sub: "W", Args: []string{}}, nil},
 		{"L,W,3,E,,1", Packet{Cmd: 'L', Sub: "W", Args: []string{"E", "", "1"}}, nil},
-		{"d,-,4,1,2,3", Packet{}, ErrBadPacket},   // count says 4, 3 follow
-		{"d,-", Packet{}, ErrBadPacket},           // no count
-		{"dd,-,0", Packet{}, ErrBadPacket},        // command is one letter
-		{"d,-,x,1", Packet{}, ErrBadPacket},       // count not a number
-		{"d,-,-1", Packet{}, ErrBadPacket},        // negative count
+		{"d,-,4,1,2,3", Packet{}, ErrBadPacket}, // count says 4, 3 follow
+		{"d,-", Packet{}, ErrBadPacket},         // no count
+		{"dd,-,0", Packet{}, ErrBadPacket},      // command is one letter
+		{"d,-,x,1", Packet{}, ErrBadPacket},     // count not a number
+		{"d,-,-1", Packet{}, ErrBadPacket},      // negative count
 	} {
 		got, err := ParsePacket(tc.body)
 		if !errors.Is(err, tc.err) {
