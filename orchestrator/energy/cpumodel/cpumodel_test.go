@@ -102,3 +102,14 @@ func TestMeterModelsPerVMPower(t *testing.T) {
 		t.Errorf("Run = %v", err)
 	}
 }
+
+// BenchmarkCPUTicks is the cost per VM per sample of the CPU-time model:
+// reading and parsing one real /proc/PID/stat.
+func BenchmarkCPUTicks(b *testing.B) {
+	pid := os.Getpid()
+	for i := 0; i < b.N; i++ {
+		if _, err := cpumodel.CPUTicks("/proc", pid); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
