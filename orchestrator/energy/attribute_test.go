@@ -44,6 +44,7 @@ func TestFitRecoversPerStatePower(t *testing.T) {
 			for _, s := range energy.OnStates {
 				within(t, s, f.Model.Watts[s], bbb.watts[s], 0.02)
 			}
+			t.Logf("baseline %.3f W, %v, residual RMS %.4f W, R2 %.5f over %d samples", f.Model.BaselineWatts, f.Model.Watts, f.ResidualRMS, f.R2, f.Samples)
 			if f.R2 < 0.95 || f.ResidualRMS > 0.1 {
 				t.Errorf("fit R2 %.4f RMS %.3f W: 0.1 W quantisation should fit better", f.R2, f.ResidualRMS)
 			}
