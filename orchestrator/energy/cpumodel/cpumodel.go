@@ -109,6 +109,10 @@ func (m *Meter) Run(ctx context.Context, emit func(energy.Sample)) error {
 	}
 	prev = read()
 	prevAt := m.Now.Now()
+	// Start marks for every series, so each one's first interval counts.
+	for _, w := range workers {
+		emit(energy.Sample{At: prevAt, Worker: w, Source: Source})
+	}
 	emit(energy.Sample{At: prevAt, Watts: m.IdleWatts, Source: Source})
 	for {
 		select {

@@ -53,7 +53,7 @@ func TestMeterModelsPerVMPower(t *testing.T) {
 	clk := time.Unix(5000, 0)
 	now := func() time.Time { clk = clk.Add(2 * time.Second); return clk }
 	tick := make(chan time.Time)
-	out := make(chan energy.Sample, 10)
+	out := make(chan energy.Sample, 16)
 	m := &cpumodel.Meter{Proc: root, Workers: []string{"vm0", "vm1"}, IdleWatts: 30, WattsPerCore: 10,
 		PIDs: func() map[string]int {
 			mu.Lock()
@@ -68,8 +68,10 @@ func TestMeterModelsPerVMPower(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx, func(s energy.Sample) { out <- s }) }()
-	if s := <-out; s.Worker != "" || s.Watts != 30 || !energy.IsModel(s.Source) {
-		t.Errorf("start sample %+v", s)
+	for _, want := range []energy.Sample{{Worker: "vm0"}, {Worker: "vm1"}, {Watts: 30}} {
+		if s := <-out; s.Worker != want.Worker || s.Watts != want.Watts || !energy.IsModel(s.Source) {
+			t.Errorf("start sample %+v, want %+v", s, want)
+		}
 	}
 	// In 2 s: vm0 used 300 ticks (3 s of CPU: 1.5 cores); vm1 started and
 	// used 100 ticks (0.5 core).
