@@ -7,15 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	goruntime "runtime"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/runtime/functions"
+	"github.com/microfaas/microfaas/runtime/sandbox"
 )
 
 // DefaultJobTimeout applies when a job names none.
@@ -32,41 +30,13 @@ type Worker struct {
 	Clock func() float64
 	// DialRetry is how long to keep trying to reach the orchestrator.
 	DialRetry time.Duration
-	// SecretsDir receives a job's secrets, one file each, as OpenFaaS
-	// mounts them (default /var/openfaas/secrets).
+	// SecretsDir is where a user function finds the job's secrets, one
+	// file each, as OpenFaaS mounts them (default /var/openfaas/secrets).
 	SecretsDir string
 }
 
 // DefaultSecretsDir is where functions find their secrets, as on OpenFaaS.
-const DefaultSecretsDir = "/var/openfaas/secrets"
-
-// writeSecrets writes one file per secret (mode 0400) and returns a function
-// that removes them, so a warm worker's next job does not see them.
-func writeSecrets(dir string, secrets map[string][]byte) (func(), error) {
-	if dir == "" {
-		dir = DefaultSecretsDir
-	}
-	var written []string
-	cleanup := func() {
-		for _, p := range written {
-			os.Remove(p)
-		}
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return cleanup, fmt.Errorf("secrets: %w", err)
-	}
-	for name, value := range secrets {
-		if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
-			return cleanup, fmt.Errorf("secrets: bad secret name %q", name)
-		}
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, value, 0o400); err != nil {
-			return cleanup, fmt.Errorf("secrets: %w", err)
-		}
-		written = append(written, p)
-	}
-	return cleanup, nil
-}
+const DefaultSecretsDir = sandbox.DefaultSecretsDir
 
 // Outcome is what the worker should do when Run returns.
 type Outcome struct {
@@ -192,14 +162,14 @@ func (w *Worker) runJob(ctx context.Context, job protocol.Job) protocol.Result {
 		env.Services = job.Services
 	}
 	env.ProcessEnv = job.Env
-	if len(job.Secrets) > 0 {
-		cleanup, err := writeSecrets(w.SecretsDir, job.Secrets)
-		defer cleanup()
-		if err != nil {
-			res.Error = err.Error()
+	// Secrets live on a tmpfs inside the function's sandbox, gone with it.
+	for name := range job.Secrets {
+		if !sandbox.ValidSecretName(name) {
+			res.Error = fmt.Sprintf("secrets: bad secret name %q", name)
 			return res
 		}
 	}
+	env.Secrets, env.SecretsDir = job.Secrets, w.SecretsDir
 	start := time.Now()
 	out, err := RunFunction(ctx, env, job.Function, job.Args, timeout)
 	res.ExecMS = float64(time.Since(start).Microseconds()) / 1000

@@ -19,6 +19,7 @@ import (
 	"github.com/microfaas/microfaas/runtime/debugshell"
 	"github.com/microfaas/microfaas/runtime/flash"
 	"github.com/microfaas/microfaas/runtime/functions"
+	"github.com/microfaas/microfaas/runtime/sandbox"
 )
 
 const usage = `usage:
@@ -28,6 +29,8 @@ const usage = `usage:
 `
 
 func main() {
+	// A function's sandbox helper is this binary re-executed (runtime/sandbox).
+	sandbox.MaybeMain()
 	if os.Getpid() == 1 {
 		asInit()
 		return

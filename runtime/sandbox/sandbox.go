@@ -1,0 +1,176 @@
+// Package sandbox runs one user function contained: its own uid and gid, no
+// capabilities, no_new_privs, and its own mount, PID and UTS namespaces with
+// a fresh /proc, a minimal /dev, a private /tmp and the job's secrets, and a
+// read-only view of the function's files. The worker runtime, the key and
+// the block devices are out of sight.
+//
+// How: Command re-executes the current binary (the worker's /init, or a test
+// binary) as a helper in new namespaces. The helper, running Main as PID 1 of
+// the new PID namespace, builds the root, drops privileges and starts the
+// function, then exits when the function's main process does. The kernel
+// kills every process left in a PID namespace when its init exits, so a
+// function never leaves anything behind for the next job, warm worker or not.
+//
+// Every program that runs functions must call MaybeMain first thing in main
+// (and in TestMain for tests).
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+)
+
+// helperArg0 is argv[0] of the helper process: MaybeMain recognises it.
+const helperArg0 = "mf-sandbox"
+
+// Nobody is the uid and gid functions run as when their image names no user.
+const Nobody = 65534
+
+// DefaultSecretsDir is where functions find their secrets, as on OpenFaaS.
+const DefaultSecretsDir = "/var/openfaas/secrets"
+
+// ExitSetup is the helper's exit status when it could not build the sandbox;
+// its reason is on stderr.
+const ExitSetup = 125
+
+// Spec is one contained run.
+type Spec struct {
+	Path string   // executable, as seen inside the sandbox
+	Args []string // argv, Args[0] included
+	Env  []string
+	Dir  string // working directory inside; "" is /
+	// Root is the filesystem the function sees, read-only: an image's
+	// rootfs, or "" for this machine's own root (minus /proc, /sys, /dev,
+	// /run, /tmp, /var and /init, which the function never sees).
+	Root string
+	// Binds are host paths shown read-only at the same place (a function's
+	// executable that lives outside Root's visible part, e.g. under /tmp).
+	Binds []string
+	UID   uint32
+	GID   uint32
+	// Hostname is the UTS name inside (default "function").
+	Hostname string
+	// Secrets are files in SecretsDir (default DefaultSecretsDir), owned by
+	// the function's uid, mode 0400, on a tmpfs that dies with the run.
+	Secrets    map[string][]byte
+	SecretsDir string
+}
+
+// Mode says how contained a run is on this machine.
+type Mode int
+
+const (
+	// Full: root on this machine; the function gets its own uid and gid.
+	Full Mode = iota
+	// UserNS: not root; a user namespace gives the namespaces, and the
+	// function runs as the caller's own uid without capabilities.
+	UserNS
+	// None: not root and user namespaces are unavailable; the function runs
+	// as an ordinary child process, uncontained.
+	None
+)
+
+func (m Mode) String() string {
+	return [...]string{"full", "user namespace", "none"}[m]
+}
+
+var (
+	modeOnce sync.Once
+	mode     Mode
+)
+
+// Available reports how contained functions run on this machine. It probes
+// once (a short helper run) and logs a line when containment is degraded.
+func Available() Mode {
+	modeOnce.Do(func() {
+		if os.Geteuid() == 0 {
+			mode = Full
+			return
+		}
+		cmd := exec.Command("/proc/self/exe")
+		cmd.Args = []string{helperArg0, "probe"}
+		cmd.SysProcAttr = userNSAttr()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			mode = None
+			slog.Warn("functions run UNCONTAINED: not root, and user namespaces are unavailable here; run as root (as on a worker) or enable unprivileged user namespaces",
+				"err", err, "output", string(out))
+			return
+		}
+		mode = UserNS
+		slog.Info("not root: functions run in a user namespace as this user, without capabilities (on a worker they run as their own uid)",
+			"uid", os.Geteuid())
+	})
+	return mode
+}
+
+func userNSAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: os.Geteuid(), HostID: os.Geteuid(), Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: os.Getegid(), HostID: os.Getegid(), Size: 1}},
+	}
+}
+
+// ErrUncontained means Command cannot contain a function here (see Mode None).
+var ErrUncontained = errors.New("functions cannot be contained on this machine")
+
+// Command returns a command that runs spec contained, reading stdin as the
+// function's standard input. The caller sets Stdout and Stderr. Cancelling
+// ctx kills the helper, and with it every process of the run. It returns
+// ErrUncontained when this machine allows no containment; the caller then
+// decides whether to run uncontained.
+func Command(ctx context.Context, spec Spec, stdin io.Reader) (*exec.Cmd, error) {
+	if spec.Path == "" {
+		return nil, errors.New("sandbox: no executable")
+	}
+	if len(spec.Args) == 0 {
+		spec.Args = []string{spec.Path}
+	}
+	if spec.Hostname == "" {
+		spec.Hostname = "function"
+	}
+	if spec.SecretsDir == "" {
+		spec.SecretsDir = DefaultSecretsDir
+	}
+	var attr *syscall.SysProcAttr
+	switch Available() {
+	case Full:
+		attr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS}
+	case UserNS:
+		attr = userNSAttr()
+		spec.UID, spec.GID = uint32(os.Geteuid()), uint32(os.Getegid())
+	default:
+		return nil, ErrUncontained
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox spec: %w", err)
+	}
+	// The spec goes ahead of the request on stdin, not in argv or the
+	// environment: the helper is PID 1 inside, and /proc/1/cmdline is
+	// readable by every process there.
+	var hdr [8]byte
+	binary.BigEndian.PutUint64(hdr[:], uint64(len(b)))
+	if stdin == nil {
+		stdin = bytes.NewReader(nil)
+	}
+	cmd := exec.CommandContext(ctx, "/proc/self/exe")
+	cmd.Args = []string{helperArg0}
+	cmd.Env = []string{}
+	cmd.Stdin = io.MultiReader(bytes.NewReader(hdr[:]), bytes.NewReader(b), stdin)
+	attr.Setpgid = true
+	attr.Pdeathsig = syscall.SIGKILL
+	cmd.SysProcAttr = attr
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	return cmd, nil
+}
