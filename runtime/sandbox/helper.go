@@ -71,7 +71,7 @@ func helperMain() int {
 		Env:   spec.Env,
 		Files: []uintptr{0, 1, 2},
 		Sys: &syscall.SysProcAttr{
-			Credential: &syscall.Credential{Uid: spec.UID, Gid: spec.GID, Groups: []uint32{}},
+			Credential: &syscall.Credential{Uid: spec.UID, Gid: spec.GID, Groups: []uint32{}, NoSetGroups: spec.InUserNS},
 		},
 	})
 	if err != nil {

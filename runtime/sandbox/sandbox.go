@@ -64,6 +64,10 @@ type Spec struct {
 	// the function's uid, mode 0400, on a tmpfs that dies with the run.
 	Secrets    map[string][]byte
 	SecretsDir string
+
+	// InUserNS is set by Command: a user namespace maps only the caller, so
+	// the function keeps its groups (setgroups is denied there).
+	InUserNS bool
 }
 
 // Mode says how contained a run is on this machine.
@@ -73,7 +77,8 @@ const (
 	// Full: root on this machine; the function gets its own uid and gid.
 	Full Mode = iota
 	// UserNS: not root; a user namespace gives the namespaces, and the
-	// function runs as the caller's own uid without capabilities.
+	// function runs as the caller's own uid (root inside the namespace,
+	// the only uid mapped) without capabilities.
 	UserNS
 	// None: not root and user namespaces are unavailable; the function runs
 	// as an ordinary child process, uncontained.
@@ -115,9 +120,12 @@ func Available() Mode {
 
 func userNSAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS,
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: os.Geteuid(), HostID: os.Geteuid(), Size: 1}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: os.Getegid(), HostID: os.Getegid(), Size: 1}},
+		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS,
+		// Root inside, so the helper keeps its capabilities (in the
+		// namespace only) across its exec; the function gets none, since
+		// the helper empties the bounding set first.
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}},
 	}
 }
 
@@ -148,7 +156,8 @@ func Command(ctx context.Context, spec Spec, stdin io.Reader) (*exec.Cmd, error)
 		attr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS}
 	case UserNS:
 		attr = userNSAttr()
-		spec.UID, spec.GID = uint32(os.Geteuid()), uint32(os.Getegid())
+		spec.UID, spec.GID = 0, 0 // the caller's uid outside, the only one mapped
+		spec.InUserNS = true
 	default:
 		return nil, ErrUncontained
 	}
