@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	goruntime "runtime"
 	"runtime/debug"
 	"time"
@@ -30,6 +31,9 @@ type Worker struct {
 	Clock func() float64
 	// DialRetry is how long to keep trying to reach the orchestrator.
 	DialRetry time.Duration
+	// Key is this worker's own key (protocol version 2, from TakeKey); nil
+	// means version 1 with Config.Secret.
+	Key []byte
 	// SecretsDir is where a user function finds the job's secrets, one
 	// file each, as OpenFaaS mounts them (default /var/openfaas/secrets).
 	SecretsDir string
@@ -64,21 +68,16 @@ func (w *Worker) Run(ctx context.Context) Outcome {
 	defer stop()
 	w.Boot.ConnectedMS = w.Clock()
 
-	pc := protocol.NewConn(conn, w.Config.Secret)
-	nonce, err := protocol.NewNonce()
+	hello := protocol.Hello{
+		WorkerID: w.Config.ID, Arch: goruntime.GOARCH, Boot: w.Boot,
+		Functions: append(functions.Names(), functions.UserNames(w.Env.FunctionsDir)...),
+	}
+	conn.SetDeadline(time.Now().Add(w.Config.Failsafe))
+	pc, err := w.handshake(conn, hello)
 	if err != nil {
 		return Outcome{protocol.CmdPowerOff, err.Error()}
 	}
-	pc.SetNonce(nonce)
-	hello := protocol.Hello{
-		Proto: protocol.Version, WorkerID: w.Config.ID, Nonce: nonce,
-		Arch: goruntime.GOARCH, Boot: w.Boot,
-		Functions: append(functions.Names(), functions.UserNames(w.Env.FunctionsDir)...),
-	}
-	conn.SetWriteDeadline(time.Now().Add(w.Config.Failsafe))
-	if err := pc.Send(protocol.TypeHello, hello); err != nil {
-		return Outcome{protocol.CmdPowerOff, err.Error()}
-	}
+	conn.SetDeadline(time.Time{})
 	for {
 		// Failsafe: a silent orchestrator powers the worker off.
 		conn.SetReadDeadline(time.Now().Add(w.Config.Failsafe))
@@ -129,6 +128,39 @@ func (w *Worker) Run(ctx context.Context) Outcome {
 			return Outcome{protocol.CmdPowerOff, fmt.Sprintf("unexpected %q message", typ)}
 		}
 	}
+}
+
+// handshake opens the session: version 2 with the worker's own key when it
+// has one, else version 1 with the cluster secret from the command line.
+func (w *Worker) handshake(conn net.Conn, hello protocol.Hello) (*protocol.Conn, error) {
+	if w.Key != nil {
+		return protocol.ClientHandshake(conn, w.Key, hello)
+	}
+	pc := protocol.NewConn(conn, w.Config.Secret)
+	nonce, err := protocol.NewNonce()
+	if err != nil {
+		return nil, err
+	}
+	pc.SetNonce(nonce)
+	hello.Proto, hello.Nonce = 1, nonce
+	return pc, pc.Send(protocol.TypeHello, hello)
+}
+
+// TakeKey reads the worker's key file and deletes it, so nothing started
+// later (functions run contained and could not see it anyway) finds it.
+// A missing file is (nil, nil): the worker falls back to version 1.
+func TakeKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("worker key %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil {
+		return nil, fmt.Errorf("worker key %s: delete after reading: %w", path, err)
+	}
+	return protocol.DecodeKey(b)
 }
 
 func (w *Worker) dial(ctx context.Context) (net.Conn, error) {

@@ -96,6 +96,9 @@ func asInit() {
 		}
 		select {}
 	}()
+	// The key first, before /run gets its tmpfs (which would hide the
+	// file) and before anything else runs: read once, deleted.
+	key, keyErr := runtime.TakeKey(protocol.KeyPath)
 	if err := runtime.MountAll(); err != nil {
 		log.Error("mounting filesystems", "err", err)
 	}
@@ -126,7 +129,11 @@ func asInit() {
 		log.Error("bad kernel command line", "err", err)
 		return
 	}
-	w := &runtime.Worker{Config: cfg, Log: log, Env: functions.Env{FunctionsDir: "/functions"}}
+	if keyErr != nil {
+		log.Error("worker key", "err", keyErr)
+		return
+	}
+	w := &runtime.Worker{Config: cfg, Key: key, Log: log, Env: functions.Env{FunctionsDir: "/functions"}}
 	w.Boot.InitMS = initMS
 	if err := runtime.WaitLink(cfg.Iface, 10*time.Second); err != nil {
 		log.Error("network", "err", err)
