@@ -236,7 +236,8 @@ func Write(out string, b Boot, s Spec) (Info, error) {
 	if s.Payload != nil {
 		personal = append(personal, Region{Name: "payload", Offset: payload.Offset, Size: payload.Size})
 	}
-	if err := os.Chmod(tmpName, 0o644); err != nil {
+	// Owner-only: the image holds the worker's key material.
+	if err := os.Chmod(tmpName, 0o600); err != nil {
 		return Info{}, err
 	}
 	if err := os.Rename(tmpName, out); err != nil {
