@@ -1,0 +1,172 @@
+package security
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/protocol"
+)
+
+// BenchmarkColdStartCost measures what the new hello (protocol version 2,
+// key in a per-boot initramfs) and the function sandbox cost a cold start:
+// QEMU start to the result of a user function (wordcount), interleaving
+// boots of the worker built from MF_BEFORE_REPO (a checkout before this
+// work: version 1, uncontained functions) with this tree's. Run:
+//
+//	git archive main | tar -x -C /tmp/before
+//	MF_BEFORE_REPO=/tmp/before go test -run - -bench ColdStartCost -benchtime 1x ./security
+//
+// It reports the medians of 10 boots each (MF_BOOTS to change).
+func BenchmarkColdStartCost(b *testing.B) {
+	before := os.Getenv("MF_BEFORE_REPO")
+	if before == "" {
+		b.Skip("set MF_BEFORE_REPO to a checkout to compare with")
+	}
+	if err := kernelCached(); err != nil {
+		b.Skip(err)
+	}
+	boots := 10
+	if n, err := fmt.Sscan(os.Getenv("MF_BOOTS"), &boots); n != 1 || err != nil {
+		boots = 10
+	}
+	repo, err := builder.FindRepo(".")
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	wc := filepath.Join(dir, "wordcount")
+	build := exec.Command("go", "build", "-trimpath", "-o", wc, "./examples/functions/wordcount")
+	build.Dir = repo
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("%v\n%s", err, out)
+	}
+	img := func(r, name string) builder.Worker {
+		w, err := builder.BuildWorker(context.Background(), builder.Options{RepoDir: r, Arch: "x86",
+			Cache: cache.Cache{Dir: cache.DefaultDir()}, Functions: map[string]string{"wordcount": wc}},
+			filepath.Join(dir, name))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return w
+	}
+	oldW, newW := img(before, "old"), img(repo, "new")
+	keyDir := filepath.Join(dir, "keys")
+	os.Mkdir(keyDir, 0o700)
+
+	var oldMS, newMS []float64
+	b.ResetTimer()
+	for i := 0; i < boots; i++ {
+		for _, v2 := range []bool{i%2 == 0, i%2 != 0} { // alternate which goes first
+			w := oldW
+			if v2 {
+				w = newW
+			}
+			ms, err := coldStart(w, v2, keyDir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if v2 {
+				newMS = append(newMS, ms)
+			} else {
+				oldMS = append(oldMS, ms)
+			}
+		}
+	}
+	b.StopTimer()
+	mo, mn := median(oldMS), median(newMS)
+	b.ReportMetric(mo, "before-ms")
+	b.ReportMetric(mn, "after-ms")
+	b.ReportMetric(100*(mn-mo)/mo, "cost-%")
+	b.Logf("QEMU start to result of wordcount, %d boots each, TCG: before median %.0f ms %v; after median %.0f ms %v",
+		boots, mo, oldMS, mn, newMS)
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// coldStart boots w once and returns the ms from starting QEMU to the
+// result of one wordcount call. v2: the key goes in a per-boot initramfs
+// and the session opens with the challenge.
+func coldStart(w builder.Worker, v2 bool, keyDir string) (float64, error) {
+	cl := inventory.Local(1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
+	initrd := w.Initramfs
+	if v2 {
+		key, err := protocol.WorkerKey(cl.SecretBytes(), "vm0")
+		if err != nil {
+			return 0, err
+		}
+		if initrd, err = power.BootInitrd(keyDir, w.Initramfs, "vm0", key); err != nil {
+			return 0, err
+		}
+		defer os.Remove(initrd)
+	}
+	logDir, _ := os.MkdirTemp("", "mf-coldstart-")
+	defer os.RemoveAll(logDir)
+	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Kernel: w.Kernel, Initrd: initrd, Accel: "tcg",
+		Cluster: cl, LogDir: logDir, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return 0, err
+	}
+	defer q.Close()
+	start := time.Now()
+	if err := q.PowerOn(context.Background(), cl.Workers[0]); err != nil {
+		return 0, err
+	}
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(2 * time.Minute))
+	c, err := ln.Accept()
+	if err != nil {
+		return 0, fmt.Errorf("no worker: %w", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	var pc *protocol.Conn
+	if v2 {
+		pc, _, err = protocol.ServerHandshake(c, c.RemoteAddr(), protocol.ClusterKeys(cl.SecretBytes(), map[string]string{"vm0": ""}))
+	} else {
+		pc = protocol.NewConn(c, cl.SecretBytes())
+		var h protocol.Hello
+		err = pc.Expect(protocol.TypeHello, &h)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("hello: %w", err)
+	}
+	if err := pc.Send(protocol.TypeJob, protocol.Job{ID: "j", Function: "wordcount", Args: json.RawMessage(`"one two three"`)}); err != nil {
+		return 0, err
+	}
+	var res protocol.Result
+	if err := pc.Expect(protocol.TypeResult, &res); err != nil {
+		return 0, err
+	}
+	ms := float64(time.Since(start).Microseconds()) / 1000
+	if res.Error != "" {
+		return 0, fmt.Errorf("wordcount: %s", res.Error)
+	}
+	pc.Send(protocol.TypeCommand, protocol.Command{Action: protocol.CmdPowerOff})
+	return ms, nil
+}
