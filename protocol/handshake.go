@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -232,4 +233,33 @@ func ServerHandshake(rw io.ReadWriter, remote net.Addr, keys KeyFunc) (*Conn, He
 	}
 	c.recvSeq = 1
 	return c, h, nil
+}
+
+// Boards (BeagleBone Black) have no per-boot initramfs: their key is on the
+// card, in a raw area no filesystem or bootloader uses (the 4 KiB before
+// the FAT partition, builder/image), which only root can read through the
+// block device and functions never see. Format: CardKeyMagic, the key as
+// EncodeKey writes it, then zeros.
+const (
+	CardKeyOffset = 16<<20 - CardKeySize
+	CardKeySize   = 4096
+	CardKeyMagic  = "MFKEY2\n"
+)
+
+// EncodeCardKey is the card key area's contents for key.
+func EncodeCardKey(key []byte) []byte {
+	b := make([]byte, CardKeySize)
+	copy(b, append([]byte(CardKeyMagic), EncodeKey(key)...))
+	return b
+}
+
+// DecodeCardKey reads a card key area; ok is false when it holds no key.
+func DecodeCardKey(b []byte) (key []byte, ok bool, err error) {
+	rest, found := bytes.CutPrefix(b, []byte(CardKeyMagic))
+	if !found {
+		return nil, false, nil
+	}
+	line, _, _ := bytes.Cut(rest, []byte("\n"))
+	key, err = DecodeKey(line)
+	return key, err == nil, err
 }
