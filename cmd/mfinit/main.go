@@ -2,7 +2,7 @@
 // it boots the worker, serves the orchestrator and powers off. Run by hand it
 // runs one function on the host, for developing functions:
 //
-//	mfinit invoke NAME 'ARGS_JSON'
+//	mfinit invoke [--functions DIR] NAME 'ARGS_JSON'
 //	mfinit functions
 package main
 
@@ -24,7 +24,11 @@ import (
 
 const usage = `usage:
   mfinit                         as PID 1: boot the worker (parameters on the kernel command line)
-  mfinit invoke NAME [ARGS_JSON] run one function on this host and print its result as JSON
+  mfinit invoke [--functions DIR] NAME [ARGS_JSON]
+                                 run one function on this host and print its result as JSON;
+                                 DIR holds user functions (executables, image folders), run
+                                 contained as on a worker (as an ordinary user: in a user
+                                 namespace, as yourself)
   mfinit functions               list the built-in functions
 `
 
@@ -55,6 +59,10 @@ func main() {
 }
 
 func invoke(args []string) int {
+	var env functions.Env
+	if len(args) >= 2 && (args[0] == "--functions" || args[0] == "-functions") {
+		env.FunctionsDir, args = args[1], args[2:]
+	}
 	if len(args) < 1 || len(args) > 2 {
 		fmt.Fprint(os.Stderr, usage)
 		return 2
@@ -68,7 +76,7 @@ func invoke(args []string) int {
 		}
 	}
 	start := time.Now()
-	out, err := runtime.RunFunction(context.Background(), functions.Env{}, args[0], raw, runtime.DefaultJobTimeout)
+	out, err := runtime.RunFunction(context.Background(), env, args[0], raw, runtime.DefaultJobTimeout)
 	res := protocol.Result{Function: args[0], ExecMS: float64(time.Since(start).Microseconds()) / 1000, Result: out}
 	if err != nil {
 		res.Error = err.Error()
