@@ -37,7 +37,9 @@ type report struct {
 }
 
 // buildAttacker compiles the hostile function (testdata/attacker), static.
-func buildAttacker(t *testing.T) string {
+func buildAttacker(t *testing.T) string { return buildAttackerB(t) }
+
+func buildAttackerB(t testing.TB) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "attacker")
 	cmd := exec.Command("go", "build", "-o", out, "./testdata/attacker")
