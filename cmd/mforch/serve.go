@@ -123,6 +123,7 @@ func runServe(ctx context.Context, args []string) error {
 type openfaasFlags struct {
 	enabled                    bool
 	addr, authDir, state, list string
+	callbackAllow              string
 	functions                  []string
 }
 
@@ -134,6 +135,8 @@ func (o *openfaasFlags) register(fs *flag.FlagSet) {
 		"/function/* and /async-function/*, which an OpenFaaS gateway calls without them. Empty: the API is open")
 	fs.StringVar(&o.list, "openfaas-functions", "", "comma-separated user functions in the worker image (mfbuild --function NAME=...),\n"+
 		"deployable as image microfaas/fn:NAME; built-ins deploy as microfaas/NAME")
+	fs.StringVar(&o.callbackAllow, "openfaas-callback-allow", "", "comma-separated hosts, addresses or CIDR prefixes async calls' X-Callback-Url may name\n"+
+		"(others get 400). Empty: any host")
 	fs.StringVar(&o.state, "openfaas-state", "", "file that keeps deployed functions and secrets across restarts (empty: in memory)")
 }
 
@@ -160,6 +163,11 @@ func (o *openfaasFlags) provider(r *running, fallback http.Handler, creds *auth.
 	}
 	cfg := openfaas.Config{Orchestrator: r.orch, UserFunctions: o.functions, StateFile: o.state,
 		Fallback: fallback, Version: buildVersion(), Log: r.log.With("api", "openfaas"), Auth: creds}
+	for _, a := range strings.Split(o.callbackAllow, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			cfg.CallbackAllow = append(cfg.CallbackAllow, a)
+		}
+	}
 	p, err := openfaas.New(cfg)
 	if err != nil {
 		return nil, err

@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -242,6 +244,10 @@ func (p *Provider) asyncProxy(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, fmt.Sprintf("X-Callback-Url %q: want an absolute http(s) URL", cb), http.StatusBadRequest)
 			return
 		}
+		if !callbackAllowed(p.cfg.CallbackAllow, u.Hostname()) {
+			http.Error(w, fmt.Sprintf("X-Callback-Url %q: host %s is not in mforch's callback allow-list (--openfaas-callback-allow)", cb, u.Hostname()), http.StatusBadRequest)
+			return
+		}
 		callback = u
 	}
 	fn, id, args, ok := p.prepare(w, r)
@@ -267,6 +273,28 @@ func (p *Provider) asyncProxy(w http.ResponseWriter, r *http.Request) {
 			p.postCallback(callback, fn.Deployment.Service, id, inv, rep, d)
 		}
 	}()
+}
+
+// callbackAllowed reports whether host may receive callbacks: any, when
+// allow is empty; else an exact name or address, or an address inside a
+// listed prefix.
+func callbackAllowed(allow []string, host string) bool {
+	if len(allow) == 0 {
+		return true
+	}
+	ip, ipErr := netip.ParseAddr(host)
+	for _, a := range allow {
+		if strings.EqualFold(a, host) {
+			return true
+		}
+		if pfx, err := netip.ParsePrefix(a); err == nil && ipErr == nil && pfx.Contains(ip.Unmap()) {
+			return true
+		}
+		if addr, err := netip.ParseAddr(a); err == nil && ipErr == nil && addr.Unmap() == ip.Unmap() {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Provider) postCallback(u *url.URL, name, id string, inv *orchestrator.Invocation, rep reply, d time.Duration) {
