@@ -156,15 +156,11 @@ func run(ctx context.Context, name string, spec sandbox.Spec, args json.RawMessa
 	var stdout limitedBuffer
 	stdout.max = maxOutput
 	var stderr tailBuffer
-	cmd, err := sandbox.Command(ctx, spec, bytes.NewReader(requestBody(args)))
+	stdin := bytes.NewReader(requestBody(args))
+	err := sandbox.Run(ctx, spec, stdin, &stdout, &stderr)
 	if errors.Is(err, sandbox.ErrUncontained) {
-		cmd, err = uncontained(ctx, spec, bytes.NewReader(requestBody(args)))
+		err = uncontained(ctx, spec, stdin, &stdout, &stderr)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err = cmd.Run()
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("%s: %w (stderr: %s)", name, ctx.Err(), stderr.String())
 	}
@@ -183,19 +179,20 @@ func run(ctx context.Context, name string, spec sandbox.Spec, args json.RawMessa
 
 // uncontained runs spec as a plain child in its own process group, for
 // machines where sandbox.Available is None (logged there): only images
-// are refused, since they need a root of their own.
-func uncontained(ctx context.Context, spec sandbox.Spec, stdin io.Reader) (*exec.Cmd, error) {
+// and secrets are refused, since they need a root of their own.
+func uncontained(ctx context.Context, spec sandbox.Spec, stdin io.Reader, stdout, stderr io.Writer) error {
 	if spec.Root != "" {
-		return nil, fmt.Errorf("container image functions need containment: %w", sandbox.ErrUncontained)
+		return fmt.Errorf("container image functions need containment: %w", sandbox.ErrUncontained)
 	}
 	if len(spec.Secrets) > 0 {
-		return nil, fmt.Errorf("secrets need containment: %w", sandbox.ErrUncontained)
+		return fmt.Errorf("secrets need containment: %w", sandbox.ErrUncontained)
 	}
 	cmd := exec.CommandContext(ctx, spec.Path)
-	cmd.Args, cmd.Env, cmd.Stdin = spec.Args, spec.Env, stdin
+	cmd.Args, cmd.Env = spec.Args, spec.Env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	return cmd, nil
+	return cmd.Run()
 }
 
 // requestBody is what a user function reads on stdin: a JSON string's

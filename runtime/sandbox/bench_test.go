@@ -29,13 +29,8 @@ func BenchmarkRun(b *testing.B) {
 		}
 		spec := sandbox.Spec{Path: bin, Binds: []string{bin}, UID: sandbox.Nobody, GID: sandbox.Nobody}
 		for i := 0; i < b.N; i++ {
-			cmd, err := sandbox.Command(context.Background(), spec, strings.NewReader("{}"))
-			if err != nil {
-				b.Fatal(err)
-			}
 			var out bytes.Buffer
-			cmd.Stdout = &out
-			if err := cmd.Run(); err != nil {
+			if err := sandbox.Run(context.Background(), spec, strings.NewReader("{}"), &out, nil); err != nil {
 				b.Fatal(err)
 			}
 		}

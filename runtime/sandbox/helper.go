@@ -43,8 +43,13 @@ func helperMain() int {
 	if err != nil {
 		return fail(err)
 	}
-	root, err := buildRoot(spec)
-	if err != nil {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fail(fmt.Errorf("make mounts private: %w", err))
+	}
+	// The new root is a tmpfs mounted over /sys of this namespace: the
+	// function never sees /sys, and no function's files live there.
+	const root = "/sys"
+	if err := buildRoot(root, spec, procOwnNS); err != nil {
 		return fail(err)
 	}
 	if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
@@ -156,18 +161,23 @@ var maskedProc = []string{"cmdline", "bootconfig", "kcore", "keys", "kallsyms", 
 // devices are the character devices a function gets; no block device, no tty.
 var devices = []string{"null", "zero", "full", "random", "urandom"}
 
-// buildRoot assembles the function's root in a tmpfs and returns its path.
-// The helper is in its own mount namespace; nothing here is seen outside.
-func buildRoot(spec Spec) (string, error) {
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return "", fmt.Errorf("make mounts private: %w", err)
-	}
-	// The new root is a tmpfs mounted over /sys of this namespace: the
-	// function never sees /sys, and no function's files live there.
-	const root = "/sys"
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		return "", err
-	}
+// procMode says how a run gets its /proc.
+type procMode int
+
+const (
+	// procOwnNS: a proc mounted from inside the run's PID namespace (the
+	// helper), masked like a container's.
+	procOwnNS procMode = iota
+	// procHidePID: a proc mounted by the worker, showing only the
+	// processes of the function's uid and no kernel files
+	// (hidepid=invisible, subset=pid).
+	procHidePID
+)
+
+// buildRoot assembles the function's root on a tmpfs mounted at root.
+// Nothing here is seen outside (a private mount, or the helper's own
+// mount namespace).
+func buildRoot(root string, spec Spec, pm procMode) error {
 	src := spec.Root
 	skip := map[string]bool{}
 	if src == "" {
@@ -175,19 +185,22 @@ func buildRoot(spec Spec) (string, error) {
 	}
 	srcDir, err := os.Open(src)
 	if err != nil {
-		return "", fmt.Errorf("function root: %w", err)
+		return fmt.Errorf("function root: %w", err)
 	}
 	defer srcDir.Close()
 	srcFD := fmt.Sprintf("/proc/self/fd/%d", srcDir.Fd())
 	if err := mount("tmpfs", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
-		return "", err
+		return err
+	}
+	if err := unix.Mount("", root, "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("make %s private: %w", root, err)
 	}
 	if err := replicate(srcFD, root, skip); err != nil {
-		return "", err
+		return err
 	}
 	for _, d := range []string{"proc", "dev", "tmp", "var"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			return "", err
+			return err
 		}
 	}
 	if spec.Root != "" {
@@ -196,32 +209,29 @@ func buildRoot(spec Spec) (string, error) {
 			os.Remove(filepath.Join(root, "var"))
 			os.Mkdir(filepath.Join(root, "var"), 0o755)
 			if err := replicate(filepath.Join(srcFD, "var"), filepath.Join(root, "var"), map[string]bool{"openfaas": true}); err != nil {
-				return "", err
+				return err
 			}
 		}
 	}
 	if err := mount("tmpfs", filepath.Join(root, "tmp"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
-		return "", err
+		return err
 	}
 	if err := buildDev(filepath.Join(root, "dev")); err != nil {
-		return "", err
+		return err
 	}
 	for _, b := range spec.Binds {
 		dst := filepath.Join(root, b)
 		if err := bindPoint(b, dst); err != nil {
-			return "", err
+			return err
 		}
 		if err := bindRO(b, dst); err != nil {
-			return "", err
+			return err
 		}
 	}
-	if err := buildProc(filepath.Join(root, "proc"), filepath.Join(root, "dev", "null")); err != nil {
-		return "", err
+	if err := buildProc(filepath.Join(root, "proc"), filepath.Join(root, "dev", "null"), pm); err != nil {
+		return err
 	}
-	if err := writeSecrets(filepath.Join(root, spec.SecretsDir), spec); err != nil {
-		return "", err
-	}
-	return root, nil
+	return writeSecrets(filepath.Join(root, spec.SecretsDir), spec)
 }
 
 func mount(src, dst, typ string, flags uintptr, data string) error {
@@ -330,9 +340,14 @@ func buildDev(dev string) error {
 	return nil
 }
 
-// buildProc mounts the namespace's own /proc and masks what would tell a
-// function about the machine.
-func buildProc(proc, null string) error {
+// buildProc mounts the run's /proc and hides what would tell a function
+// about the machine.
+func buildProc(proc, null string, pm procMode) error {
+	if pm == procHidePID {
+		// Only processes (no /proc/cmdline, /proc/sys, ...), and of those
+		// only the function's own uid's: never PID 1.
+		return mount("proc", proc, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "hidepid=invisible,subset=pid")
+	}
 	if err := mount("proc", proc, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return err
 	}

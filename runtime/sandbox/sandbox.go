@@ -4,15 +4,19 @@
 // read-only view of the function's files. The worker runtime, the key and
 // the block devices are out of sight.
 //
-// How: Command re-executes the current binary (the worker's /init, or a test
-// binary) as a helper in new namespaces. The helper, running Main as PID 1 of
-// the new PID namespace, builds the root, drops privileges and starts the
-// function, then exits when the function's main process does. The kernel
+// How: as root (a worker's PID 1), the worker builds the run's root on a
+// private tmpfs itself and starts the function chrooted there in new
+// namespaces, from a thread without capabilities (direct.go); the function
+// is PID 1 of its PID namespace. As an ordinary user (mfinit invoke on a
+// developer's machine), Run re-executes the current binary as a helper in
+// a user namespace (helper.go), which builds the root and starts the
+// function, as the new PID namespace's init. Either way the kernel
 // kills every process left in a PID namespace when its init exits, so a
-// function never leaves anything behind for the next job, warm worker or not.
+// function never leaves anything behind for the next job, warm worker or
+// not.
 //
 // Every program that runs functions must call MaybeMain first thing in main
-// (and in TestMain for tests).
+// (and in TestMain for tests), for the helper.
 package sandbox
 
 import (
@@ -74,7 +78,8 @@ type Spec struct {
 type Mode int
 
 const (
-	// Full: root on this machine; the function gets its own uid and gid.
+	// Full: root on this machine; the function gets its own uid and gid
+	// (no helper process).
 	Full Mode = iota
 	// UserNS: not root; a user namespace gives the namespaces, and the
 	// function runs as the caller's own uid (root inside the namespace,
@@ -132,14 +137,14 @@ func userNSAttr() *syscall.SysProcAttr {
 // ErrUncontained means Command cannot contain a function here (see Mode None).
 var ErrUncontained = errors.New("functions cannot be contained on this machine")
 
-// Command returns a command that runs spec contained, reading stdin as the
-// function's standard input. The caller sets Stdout and Stderr. Cancelling
-// ctx kills the helper, and with it every process of the run. It returns
-// ErrUncontained when this machine allows no containment; the caller then
-// decides whether to run uncontained.
-func Command(ctx context.Context, spec Spec, stdin io.Reader) (*exec.Cmd, error) {
+// Run runs spec contained, with stdin, stdout and stderr as the function's
+// standard streams, and returns when it has ended (the exec.ExitError of a
+// non-zero exit). Cancelling ctx kills the function and every process it
+// started. It returns ErrUncontained when this machine allows no
+// containment; the caller then decides whether to run uncontained.
+func Run(ctx context.Context, spec Spec, stdin io.Reader, stdout, stderr io.Writer) error {
 	if spec.Path == "" {
-		return nil, errors.New("sandbox: no executable")
+		return errors.New("sandbox: no executable")
 	}
 	if len(spec.Args) == 0 {
 		spec.Args = []string{spec.Path}
@@ -150,17 +155,27 @@ func Command(ctx context.Context, spec Spec, stdin io.Reader) (*exec.Cmd, error)
 	if spec.SecretsDir == "" {
 		spec.SecretsDir = DefaultSecretsDir
 	}
-	var attr *syscall.SysProcAttr
 	switch Available() {
 	case Full:
-		attr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS}
+		return runDirect(ctx, spec, stdin, stdout, stderr)
 	case UserNS:
-		attr = userNSAttr()
 		spec.UID, spec.GID = 0, 0 // the caller's uid outside, the only one mapped
 		spec.InUserNS = true
+		cmd, err := helperCommand(ctx, spec, stdin)
+		if err != nil {
+			return err
+		}
+		cmd.Stdout, cmd.Stderr = stdout, stderr
+		return cmd.Run()
 	default:
-		return nil, ErrUncontained
+		return ErrUncontained
 	}
+}
+
+// helperCommand is the helper process (the user-namespace path): this
+// binary re-executed in new namespaces, reading spec ahead of stdin.
+func helperCommand(ctx context.Context, spec Spec, stdin io.Reader) (*exec.Cmd, error) {
+	attr := userNSAttr()
 	b, err := json.Marshal(spec)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox spec: %w", err)

@@ -5,8 +5,9 @@
 // that keeps looking for the next job's secrets and phones home.
 //
 // Request (stdin, JSON): {"linger": "HOST:PORT"} to leave a process behind
-// that reports to HOST:PORT; "read": [paths] to try more files; {} to only
-// report.
+// that reports to HOST:PORT ("stay_ms": N to wait N ms before exiting, so
+// the leftover can report during the job); "read": [paths] to try more
+// files; {} to only report.
 package main
 
 import (
@@ -80,6 +81,7 @@ func main() {
 	var req struct {
 		Linger string
 		Read   []string // more paths to try
+		StayMS int      `json:"stay_ms"` // stay this long after starting the leftover
 	}
 	json.NewDecoder(os.Stdin).Decode(&req)
 	host, _ := os.Hostname()
@@ -124,6 +126,7 @@ func main() {
 		}
 	}
 	json.NewEncoder(os.Stdout).Encode(r)
+	time.Sleep(time.Duration(req.StayMS) * time.Millisecond)
 }
 
 // linger outlives its job for up to 60 s, reporting what it sees: the
