@@ -269,9 +269,10 @@ func TestQEMUFunctionAttacks(t *testing.T) {
 		}
 	}
 
-	// 2. Another tenant's job with a secret, on the same warm worker.
+	// 2. Another tenant's job with a secret, on the same warm worker; it
+	// runs 1 s, time enough for a leftover polling every 100 ms.
 	const tenantSecret = "TENANT-TWO-SECRET-5f2c"
-	inv2 := run(orchestrator.JobSpec{Function: "attacker", Args: json.RawMessage(`{"read": ["/var/openfaas/secrets/token"]}`),
+	inv2 := run(orchestrator.JobSpec{Function: "attacker", Args: json.RawMessage(`{"read": ["/var/openfaas/secrets/token"], "stay_ms": 1000}`),
 		Timeout: time.Minute, Secrets: map[string][]byte{"token": []byte(tenantSecret)}})
 	if inv2.Worker != inv1.Worker {
 		t.Fatalf("the second job went to %s, not the warm %s: the leftover test needs one worker", inv2.Worker, inv1.Worker)
