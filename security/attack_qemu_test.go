@@ -219,8 +219,8 @@ func TestQEMUFunctionAttacks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if inv.Err != "" {
-			t.Fatalf("%s: %s", spec.Function, inv.Err)
+		if inv.Err != nil {
+			t.Fatalf("%s: %v", spec.Function, inv.Err)
 		}
 		return inv
 	}
