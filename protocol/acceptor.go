@@ -18,8 +18,9 @@ import (
 // silently.
 type Acceptor struct {
 	Keys KeyFunc
-	// Handle runs one authenticated session; the connection is closed
-	// when it returns.
+	// Handle runs one authenticated session. It owns c: it closes it when
+	// the session is over (possibly after it returns, once its writer has
+	// sent what is queued).
 	Handle func(c net.Conn, pc *Conn, h Hello)
 	// MaxPending bounds unauthenticated connections (default 32).
 	MaxPending int
@@ -38,8 +39,8 @@ const (
 	acceptBackoffMax = time.Second
 )
 
-// Serve accepts on ln until it is closed (then it returns nil, after every
-// session has ended).
+// Serve accepts on ln until it is closed; then it returns nil once every
+// handshake under way has ended (sessions are Handle's to end).
 func (a *Acceptor) Serve(ln net.Listener) error {
 	if a.MaxPending <= 0 {
 		a.MaxPending = 32
@@ -84,15 +85,15 @@ func (a *Acceptor) Serve(ln net.Listener) error {
 		}
 		a.wg.Add(1)
 		go func() {
-			defer a.wg.Done()
-			defer c.Close()
 			c.SetDeadline(time.Now().Add(a.HelloTimeout))
 			pc, h, err := ServerHandshake(c, c.RemoteAddr(), a.Keys)
 			a.mu.Lock()
 			a.pending--
 			a.mu.Unlock()
+			a.wg.Done()
 			if err != nil {
 				a.Log.Warn("refused worker connection", "remote", c.RemoteAddr().String(), "worker", h.WorkerID, "err", err)
+				c.Close()
 				return
 			}
 			c.SetDeadline(time.Time{})

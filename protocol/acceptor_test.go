@@ -45,6 +45,7 @@ func acceptor(t *testing.T, maxPending int, helloTimeout time.Duration) (*Accept
 	a := &Acceptor{Keys: ClusterKeys(testSecret, map[string]string{"vm0": "", "vm1": ""}),
 		MaxPending: maxPending, HelloTimeout: helloTimeout, Log: slog.New(logs),
 		Handle: func(c net.Conn, pc *Conn, h Hello) {
+			defer c.Close()
 			pc.Send(TypeCommand, Command{Action: CmdPowerOff})
 			sessions <- h.WorkerID
 		}}

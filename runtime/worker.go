@@ -31,8 +31,7 @@ type Worker struct {
 	Clock func() float64
 	// DialRetry is how long to keep trying to reach the orchestrator.
 	DialRetry time.Duration
-	// Key is this worker's own key (protocol version 2, from TakeKey); nil
-	// means version 1 with Config.Secret.
+	// Key is this worker's own key (TakeKey, CardKey; protocol.WorkerKey).
 	Key []byte
 	// SecretsDir is where a user function finds the job's secrets, one
 	// file each, as OpenFaaS mounts them (default /var/openfaas/secrets).
@@ -130,25 +129,22 @@ func (w *Worker) Run(ctx context.Context) Outcome {
 	}
 }
 
-// handshake opens the session: version 2 with the worker's own key when it
-// has one, else version 1 with the cluster secret from the command line.
+// ErrNoKey means the worker has no key of its own: it cannot authenticate.
+var ErrNoKey = errors.New("no worker key: QEMU workers get " + protocol.KeyPath +
+	" from the orchestrator, boards read the key area of the card mfbuild wrote")
+
+// handshake opens the session with the worker's own key (protocol
+// version 2).
 func (w *Worker) handshake(conn net.Conn, hello protocol.Hello) (*protocol.Conn, error) {
-	if w.Key != nil {
-		return protocol.ClientHandshake(conn, w.Key, hello)
+	if w.Key == nil {
+		return nil, ErrNoKey
 	}
-	pc := protocol.NewConn(conn, w.Config.Secret)
-	nonce, err := protocol.NewNonce()
-	if err != nil {
-		return nil, err
-	}
-	pc.SetNonce(nonce)
-	hello.Proto, hello.Nonce = 1, nonce
-	return pc, pc.Send(protocol.TypeHello, hello)
+	return protocol.ClientHandshake(conn, w.Key, hello)
 }
 
 // TakeKey reads the worker's key file and deletes it, so nothing started
 // later (functions run contained and could not see it anyway) finds it.
-// A missing file is (nil, nil): the worker falls back to version 1.
+// A missing file is (nil, nil): a board reads its card instead (CardKey).
 func TakeKey(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {

@@ -22,6 +22,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/protocol"
 )
 
 var (
@@ -227,6 +228,11 @@ func TestQEMUFunctionAttacks(t *testing.T) {
 
 	// 1. The attacker reads what it can and leaves a process behind.
 	secretHex := hex.EncodeToString(cl.SecretBytes())
+	key, err := protocol.WorkerKey(cl.SecretBytes(), "vm0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyHex := hex.EncodeToString(key)
 	// It stays 1 s, so the leftover reports during the job: the network
 	// path works, and silence afterwards means the leftover is dead.
 	req := fmt.Sprintf(`{"linger": %q, "stay_ms": 1000}`, homeAddr)
@@ -254,6 +260,8 @@ func TestQEMUFunctionAttacks(t *testing.T) {
 		{"its own PID namespace (PID 1 there)", r.PID == 1, r.PID},
 		{"no other process visible, the worker (PID 1) least", len(r.Processes) == 1 && !strings.HasPrefix(r.Processes[0], "1:"), r.Processes},
 		{"the cluster secret appears nowhere it read", !strings.Contains(out, secretHex), "the secret's hex"},
+		{"the worker's key appears nowhere it read", !strings.Contains(out, keyHex), "the key's hex"},
+		{"the worker's key is not in QEMU's argv", !inQEMUArgv(t, keyHex), "the key's hex"},
 		{"kernel command line unreadable", strings.HasPrefix(r.Reads["/proc/cmdline"], "ERR"), r.Reads["/proc/cmdline"]},
 		{"PID 1's environment unreadable", strings.HasPrefix(r.Reads["/proc/1/environ"], "ERR"), r.Reads["/proc/1/environ"]},
 		{"no key file", strings.HasPrefix(r.Reads["/run/mf/key"], "ERR"), r.Reads["/run/mf/key"]},
@@ -294,6 +302,26 @@ func TestQEMUFunctionAttacks(t *testing.T) {
 	if len(calls.after(time.Time{})) == 0 {
 		t.Error("the leftover never called home, even during its job: the test cannot tell a dead leftover from a broken network")
 	}
+}
+
+// inQEMUArgv reports whether any running QEMU's command line (what ps
+// shows every user) contains s.
+func inQEMUArgv(t *testing.T, s string) bool {
+	t.Helper()
+	found, seen := false, 0
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(b), "qemu-system") {
+			continue
+		}
+		seen++
+		found = found || strings.Contains(string(b), s)
+	}
+	if seen == 0 {
+		t.Error("no QEMU process found to check the argv of")
+	}
+	return found
 }
 
 type lockedWriter struct {

@@ -137,6 +137,13 @@ func asInit() {
 		log.Error("bad kernel command line", "err", err)
 		return
 	}
+	if key == nil && keyErr == nil {
+		// A board: its key is on the card it booted from.
+		key, keyErr = runtime.CardKey(runtime.CardDevices)
+	}
+	if keyErr == nil && key == nil {
+		keyErr = runtime.ErrNoKey
+	}
 	if keyErr != nil {
 		log.Error("worker key", "err", keyErr)
 		return

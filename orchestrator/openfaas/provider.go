@@ -90,7 +90,7 @@ type Config struct {
 	// "10.0.0.0/8"). Others get 400, so an async call cannot make mforch
 	// post to an arbitrary address (its own API, a metadata service).
 	CallbackAllow []string
-	Log            *slog.Logger
+	Log           *slog.Logger
 }
 
 // Provider serves the OpenFaaS provider API. Create it with New.

@@ -7,11 +7,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	goruntime "runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -33,7 +31,6 @@ var RunDir = "/run/mf-sandbox"
 var (
 	runDirOnce sync.Once
 	runDirErr  error
-	runSeq     atomic.Uint64
 
 	spawnOnce sync.Once
 	spawnErr  error
@@ -99,8 +96,9 @@ func runDirect(ctx context.Context, spec Spec, stdin io.Reader, stdout, stderr i
 		spawnReq = make(chan spawnJob)
 		go spawner()
 	})
-	root := filepath.Join(RunDir, fmt.Sprint(runSeq.Add(1)))
-	if err := os.Mkdir(root, 0o755); err != nil {
+	// A fresh name: several processes (parallel tests) may share RunDir.
+	root, err := os.MkdirTemp(RunDir, "run-")
+	if err != nil {
 		return fmt.Errorf("sandbox: %w", err)
 	}
 	defer func() {
