@@ -6,7 +6,6 @@ package protocol
 const (
 	ParamID       = "mf.id"       // worker id, as in the cluster file
 	ParamOrch     = "mf.orch"     // orchestrator host:port
-	ParamSecret   = "mf.secret"   // the cluster's shared secret, hex
 	ParamOff      = "mf.off"      // how to power off: "poweroff" (default) or "reboot" (QEMU -no-reboot)
 	ParamFailsafe = "mf.failsafe" // seconds without a word from the orchestrator before powering off
 	ParamIface    = "mf.iface"    // network interface to wait for (default eth0)

@@ -4,7 +4,6 @@
 package runtime
 
 import (
-	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -18,7 +17,6 @@ import (
 const (
 	ParamID       = protocol.ParamID
 	ParamOrch     = protocol.ParamOrch
-	ParamSecret   = protocol.ParamSecret
 	ParamOff      = protocol.ParamOff
 	ParamFailsafe = protocol.ParamFailsafe
 	ParamIface    = protocol.ParamIface
@@ -30,7 +28,6 @@ const (
 type Config struct {
 	ID       string
 	Orch     string
-	Secret   []byte
 	OffMode  string // "poweroff" or "reboot"
 	Failsafe time.Duration
 	Iface    string
@@ -47,12 +44,6 @@ func ParseCmdline(cmdline string) (Config, error) {
 			c.ID = v
 		case ParamOrch:
 			c.Orch = v
-		case ParamSecret:
-			s, err := hex.DecodeString(v)
-			if err != nil {
-				return c, fmt.Errorf("%s: not hex: %w", ParamSecret, err)
-			}
-			c.Secret = s
 		case ParamOff:
 			if v != "poweroff" && v != "reboot" {
 				return c, fmt.Errorf("%s=%q: want poweroff or reboot", ParamOff, v)
@@ -78,9 +69,6 @@ func ParseCmdline(cmdline string) (Config, error) {
 	}
 	if c.Orch == "" {
 		return c, fmt.Errorf("missing %s=host:port on the kernel command line", ParamOrch)
-	}
-	if len(c.Secret) == 0 {
-		return c, fmt.Errorf("missing %s= on the kernel command line", ParamSecret)
 	}
 	return c, nil
 }

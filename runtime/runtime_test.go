@@ -35,16 +35,17 @@ func TestParseCmdline(t *testing.T) {
 		want     Config
 		wantErr  string
 	}{
-		{"full", "console=ttyS0 mf.id=vm1 mf.orch=10.0.2.2:63302 mf.secret=00ff mf.off=reboot mf.failsafe=30 mf.iface=eth1",
-			Config{ID: "vm1", Orch: "10.0.2.2:63302", Secret: []byte{0, 0xff}, OffMode: "reboot", Failsafe: 30 * time.Second, Iface: "eth1"}, ""},
-		{"defaults", "mf.id=w mf.orch=h:1 mf.secret=01", Config{ID: "w", Orch: "h:1", Secret: []byte{1}, OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, ""},
+		{"full", "console=ttyS0 mf.id=vm1 mf.orch=10.0.2.2:63302 mf.off=reboot mf.failsafe=30 mf.iface=eth1",
+			Config{ID: "vm1", Orch: "10.0.2.2:63302", OffMode: "reboot", Failsafe: 30 * time.Second, Iface: "eth1"}, ""},
+		{"defaults", "mf.id=w mf.orch=h:1", Config{ID: "w", Orch: "h:1", OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, ""},
+		// A cluster secret on the command line of an old image is ignored:
+		// the worker's own key comes from elsewhere.
+		{"old secret ignored", "mf.id=w mf.orch=h:1 mf.secret=01", Config{ID: "w", Orch: "h:1", OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, ""},
 		{"probe needs nothing else", "mf.probe=1", Config{Probe: true, OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, ""},
-		{"missing id", "mf.orch=h:1 mf.secret=01", Config{}, "missing mf.id="},
-		{"missing orch", "mf.id=w mf.secret=01", Config{}, "missing mf.orch="},
-		{"missing secret", "mf.id=w mf.orch=h:1", Config{}, "missing mf.secret="},
-		{"bad secret", "mf.id=w mf.orch=h:1 mf.secret=zz", Config{}, "mf.secret: not hex"},
-		{"bad off", "mf.id=w mf.orch=h:1 mf.secret=01 mf.off=halt", Config{}, "want poweroff or reboot"},
-		{"bad failsafe", "mf.id=w mf.orch=h:1 mf.secret=01 mf.failsafe=-3", Config{}, "positive number of seconds"},
+		{"missing id", "mf.orch=h:1", Config{}, "missing mf.id="},
+		{"missing orch", "mf.id=w", Config{}, "missing mf.orch="},
+		{"bad off", "mf.id=w mf.orch=h:1 mf.off=halt", Config{}, "want poweroff or reboot"},
+		{"bad failsafe", "mf.id=w mf.orch=h:1 mf.failsafe=-3", Config{}, "positive number of seconds"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -58,8 +59,7 @@ func TestParseCmdline(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.ID != tt.want.ID || got.Orch != tt.want.Orch || string(got.Secret) != string(tt.want.Secret) ||
-				got.OffMode != tt.want.OffMode || got.Failsafe != tt.want.Failsafe || got.Iface != tt.want.Iface || got.Probe != tt.want.Probe {
+			if got.ID != tt.want.ID || got.Orch != tt.want.Orch || got.OffMode != tt.want.OffMode || got.Failsafe != tt.want.Failsafe || got.Iface != tt.want.Iface || got.Probe != tt.want.Probe {
 				t.Fatalf("got %+v, want %+v", got, tt.want)
 			}
 		})

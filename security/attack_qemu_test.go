@@ -262,6 +262,7 @@ func TestQEMUFunctionAttacks(t *testing.T) {
 		{"the cluster secret appears nowhere it read", !strings.Contains(out, secretHex), "the secret's hex"},
 		{"the worker's key appears nowhere it read", !strings.Contains(out, keyHex), "the key's hex"},
 		{"the worker's key is not in QEMU's argv", !inQEMUArgv(t, keyHex), "the key's hex"},
+		{"the cluster secret is not in QEMU's argv", !inQEMUArgv(t, secretHex), "the secret's hex"},
 		{"kernel command line unreadable", strings.HasPrefix(r.Reads["/proc/cmdline"], "ERR"), r.Reads["/proc/cmdline"]},
 		{"PID 1's environment unreadable", strings.HasPrefix(r.Reads["/proc/1/environ"], "ERR"), r.Reads["/proc/1/environ"]},
 		{"no key file", strings.HasPrefix(r.Reads["/run/mf/key"], "ERR"), r.Reads["/run/mf/key"]},

@@ -43,7 +43,8 @@ func LookupBBB(c *inventory.Cluster, id string) (inventory.Worker, error) {
 
 // Bootargs is a BeagleBone worker's kernel command line: the console, the
 // kernel's own static IP configuration (no DHCP, up before PID 1), and the
-// worker's identity, orchestrator and secret (see docs/protocol.md). extra
+// worker's identity and orchestrator (see docs/protocol.md; its key is on
+// the card, not here). The cluster must have a secret to derive it. extra
 // is appended (the flasher's parameters, --debug's changes).
 func Bootargs(c *inventory.Cluster, w inventory.Worker, quiet bool, extra ...string) (string, error) {
 	p, err := netip.ParsePrefix(c.Network.Subnet)
@@ -70,7 +71,6 @@ func Bootargs(c *inventory.Cluster, w inventory.Worker, quiet bool, extra ...str
 		fmt.Sprintf("ip=%s::%s:%s:%s:eth0:off", ip, c.Network.Gateway, mask(p.Bits()), w.ID),
 		protocol.ParamID+"="+w.ID,
 		protocol.ParamOrch+"="+c.Addr(),
-		protocol.ParamSecret+"="+fmt.Sprintf("%x", c.SecretBytes()),
 		// The TPS65217 PMIC really powers the board off (via the RTC's PMIC_POWER_EN).
 		protocol.ParamOff+"=poweroff",
 	)

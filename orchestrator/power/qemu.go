@@ -178,7 +178,6 @@ func (q *QEMU) Cmdline(w inventory.Worker) (string, error) {
 		fmt.Sprintf("ip=%s::%s:%s:%s:eth0:off", w.IP, c.Network.Gateway, mask, w.ID),
 		protocol.ParamID + "=" + w.ID,
 		protocol.ParamOrch + "=" + c.Addr(),
-		protocol.ParamSecret + "=" + fmt.Sprintf("%x", c.SecretBytes()),
 		// The microvm has no power-off device: the worker resets instead, and
 		// -no-reboot turns the reset into qemu exiting.
 		protocol.ParamOff + "=reboot",
