@@ -23,6 +23,8 @@ type clusterFlags struct {
 	maxBooting, attempts                                           int
 	verbose                                                        bool
 	gpioPulse, gpioHold                                            time.Duration
+	keep                                                           int
+	keepFor                                                        time.Duration
 }
 
 func (c *clusterFlags) register(fs *flag.FlagSet) {
@@ -34,6 +36,8 @@ func (c *clusterFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.listen, "listen", "", "worker protocol address (default: the cluster file's, or 127.0.0.1:0 for a local cluster)")
 	fs.StringVar(&c.results, "results", "results.csv", "results CSV, one row per invocation (appended to)")
 	fs.StringVar(&c.store, "store", "", "queue database: accepted invocations survive restarts (e.g. /var/lib/mforch/queue.db; empty: in memory)")
+	fs.IntVar(&c.keep, "store-keep", orchestrator.DefaultRetention.Max, "with --store: finished invocations kept (the newest; results stay in --results)")
+	fs.DurationVar(&c.keepFor, "store-keep-for", orchestrator.DefaultRetention.MaxAge, "with --store: how long finished invocations are kept")
 	fs.StringVar(&c.logDir, "log-dir", "", "worker console logs (default: a temporary folder)")
 	fs.DurationVar(&c.idle, "idle", 0, "keep a worker up this long for another job (0: power off after each job)")
 	fs.DurationVar(&c.powerUp, "power-up-timeout", 60*time.Second, "how long a worker may take from power-on to connecting")
@@ -141,7 +145,8 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	}
 	var store orchestrator.Store
 	if c.store != "" {
-		if r.store, err = orchestrator.OpenBoltStore(c.store); err != nil {
+		opts := orchestrator.BoltOptions{Log: log, Retention: orchestrator.Retention{Max: c.keep, MaxAge: c.keepFor}}
+		if r.store, err = orchestrator.OpenBoltStore(c.store, opts); err != nil {
 			return nil, err
 		}
 		store = r.store
