@@ -119,7 +119,9 @@ func TestCorruptPendingRecordSetAside(t *testing.T) {
 	if err := s.Commit([]StoreWrite{{Invocation: good}}); err != nil {
 		t.Fatal(err)
 	}
-	s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketPending).Put([]byte("01"), []byte(`{"id": "01", "queued": 17`)) })
+	s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPending).Put([]byte("01"), []byte(`{"id": "01", "queued": 17`))
+	})
 	pending, err := s.Pending()
 	if err != nil {
 		t.Fatalf("one corrupt record stopped recovery: %v", err)

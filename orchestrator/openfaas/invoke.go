@@ -207,7 +207,7 @@ func (p *Provider) proxy(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	inv, err := p.cfg.Orchestrator.InvokeJob(ctx, p.jobSpec(fn, args, timeout))
 	if err != nil {
-		http.Error(w, fmt.Sprintf("cannot queue %s: %v", fn.Deployment.Service, err), http.StatusServiceUnavailable)
+		refuse(w, fn.Deployment.Service, err)
 		return
 	}
 	queueTimedOut := errors.Is(ctx.Err(), context.DeadlineExceeded) && r.Context().Err() == nil
@@ -217,6 +217,19 @@ func (p *Provider) proxy(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", rep.contentType)
 	w.WriteHeader(rep.status)
 	w.Write(rep.body)
+}
+
+// refuse answers a call the orchestrator did not accept: 429 (queue full)
+// or 503 with Retry-After, 404 for a function no image holds.
+func refuse(w http.ResponseWriter, name string, err error) {
+	status := orchestrator.HTTPStatus(err)
+	if status != http.StatusTooManyRequests && status != http.StatusNotFound && status != http.StatusBadRequest {
+		status = http.StatusServiceUnavailable
+	}
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "5")
+	}
+	http.Error(w, fmt.Sprintf("cannot queue %s: %v", name, err), status)
 }
 
 func setRunHeaders(h http.Header, inv *orchestrator.Invocation, d time.Duration) {
@@ -257,7 +270,7 @@ func (p *Provider) asyncProxy(w http.ResponseWriter, r *http.Request) {
 	timeout, _ := execTimeout(fn.Deployment.EnvVars)
 	inv, err := p.cfg.Orchestrator.SubmitJob(p.jobSpec(fn, args, timeout))
 	if err != nil {
-		http.Error(w, fmt.Sprintf("cannot queue %s: %v", fn.Deployment.Service, err), http.StatusServiceUnavailable)
+		refuse(w, fn.Deployment.Service, err)
 		return
 	}
 	w.Header().Set(HeaderInvocation, inv.ID)
