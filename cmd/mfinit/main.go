@@ -150,6 +150,13 @@ func asInit() {
 	}
 	w := &runtime.Worker{Config: cfg, Key: key, Log: log, Env: functions.Env{FunctionsDir: "/functions"}}
 	w.Boot.InitMS = initMS
+	// The function sandbox's one-time set-up, while the network comes up
+	// and the worker connects.
+	go func() {
+		if err := sandbox.Prepare(); err != nil {
+			log.Error("function sandbox", "err", err)
+		}
+	}()
 	if err := runtime.WaitLink(cfg.Iface, 10*time.Second); err != nil {
 		log.Error("network", "err", err)
 	}

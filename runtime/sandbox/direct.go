@@ -86,16 +86,27 @@ func mountPoint(dir string) bool {
 	return false
 }
 
-// runDirect runs spec as described above and returns cmd.Wait's error.
-func runDirect(ctx context.Context, spec Spec, stdin io.Reader, stdout, stderr io.Writer) error {
-	runDirOnce.Do(func() { runDirErr = prepareRunDir() })
-	if runDirErr != nil {
-		return runDirErr
+// Prepare does the one-time set-up of the direct path (the private run
+// directory, the spawner thread) now rather than in the first job: the
+// worker calls it while it connects, off a cold start's critical path.
+// Calling it is optional and harmless off a worker.
+func Prepare() error {
+	if Available() != Full {
+		return nil
 	}
+	runDirOnce.Do(func() { runDirErr = prepareRunDir() })
 	spawnOnce.Do(func() {
 		spawnReq = make(chan spawnJob)
 		go spawner()
 	})
+	return runDirErr
+}
+
+// runDirect runs spec as described above and returns cmd.Wait's error.
+func runDirect(ctx context.Context, spec Spec, stdin io.Reader, stdout, stderr io.Writer) error {
+	if err := Prepare(); err != nil {
+		return err
+	}
 	// A fresh name: several processes (parallel tests) may share RunDir.
 	root, err := os.MkdirTemp(RunDir, "run-")
 	if err != nil {
