@@ -2,6 +2,7 @@ package security
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -154,8 +155,14 @@ func coldStart(w builder.Worker, v2 bool, keyDir string) (sample, error) {
 	}
 	logDir, _ := os.MkdirTemp("", "mf-coldstart-")
 	defer os.RemoveAll(logDir)
+	extra := ""
+	if !v2 {
+		// A worker from before version 2 wants the cluster secret on its
+		// command line (mforch no longer puts it there).
+		extra = "mf.secret=" + hex.EncodeToString(cl.SecretBytes())
+	}
 	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Kernel: w.Kernel, Initrd: initrd, Accel: "tcg",
-		Cluster: cl, LogDir: logDir, Log: slog.New(slog.DiscardHandler)})
+		Cluster: cl, LogDir: logDir, Log: slog.New(slog.DiscardHandler), Cmdline: extra})
 	if err != nil {
 		return sample{}, err
 	}
