@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/microfaas/microfaas/initramfs"
 	"github.com/microfaas/microfaas/protocol"
 )
 
@@ -52,8 +51,8 @@ func BootInitrd(dir, base, id string, key []byte) (string, error) {
 			f.Write(make([]byte, 4-off%4))
 		}
 	}
-	if err := initramfs.WriteSecretArchive(f, protocol.KeyPath, protocol.EncodeKey(key)); err != nil {
-		return "", err
+	if _, err := f.Write(protocol.KeyArchive(key)); err != nil {
+		return "", fmt.Errorf("boot initramfs: %w", err)
 	}
 	if err := f.Close(); err != nil {
 		return "", fmt.Errorf("boot initramfs: %w", err)
