@@ -43,9 +43,9 @@ func armKernelOptions(ctx context.Context, o Options, ko *kernel.Options, initrd
 	return cleanup, nil
 }
 
-// buildARMWorker writes the initramfs first, then builds the kernel with it
+// buildLinkedWorker (targets with InitramfsLinked: ARM) writes the initramfs first, then builds the kernel with it
 // linked in, and copies zImage, uImage and the BeagleBone DTB into outDir.
-func buildARMWorker(ctx context.Context, o Options, outDir string) (Worker, error) {
+func buildLinkedWorker(ctx context.Context, o Options, outDir string) (Worker, error) {
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return Worker{}, err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/runtime/debugshell"
 	"github.com/microfaas/microfaas/runtime/flash"
+	"github.com/microfaas/microfaas/target"
 )
 
 // needARM skips (or, in CI, fails) when the ARM build's inputs are missing.
@@ -45,7 +46,7 @@ func needARM(t *testing.T) {
 }
 
 func armOptions(t *testing.T) Options {
-	return Options{RepoDir: repo(t), Arch: "arm", Cache: cache.Cache{Dir: cache.DefaultDir()}}
+	return Options{RepoDir: repo(t), Arch: target.ARMv7, Cache: cache.Cache{Dir: cache.DefaultDir()}}
 }
 
 // buildBBB builds (or takes from the cache) the ARM worker and U-Boot.
@@ -68,7 +69,7 @@ func TestQEMUSmokeARM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := Smoke(context.Background(), "arm", w, "tcg", nil)
+	res, err := Smoke(context.Background(), target.ARMv7, w, "tcg", nil)
 	if err != nil {
 		if b, rerr := os.ReadFile(res.ConsoleLog); rerr == nil {
 			t.Logf("worker console:\n%s", b)
@@ -256,7 +257,7 @@ func TestFlasherQEMU(t *testing.T) {
 	// address down and Linux probes them from the lowest up, so the last
 	// disk is vda: the eMMC (given second) is vda, the card vdb.
 	cfg.Src, cfg.Dst = "/dev/vdb2", "/dev/vda"
-	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Arch: "arm", Kernel: b.Worker.Kernel, Accel: "tcg", Cluster: c})
+	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Arch: target.ARMv7, Kernel: b.Worker.Kernel, Accel: "tcg", Cluster: c})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +306,7 @@ func TestDebugShellQEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := inventory.Local(1)
-	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Arch: "arm", Kernel: w.Kernel, Accel: "tcg", Cluster: c})
+	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Arch: target.ARMv7, Kernel: w.Kernel, Accel: "tcg", Cluster: c})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/runtime/debugshell"
 	"github.com/microfaas/microfaas/runtime/flash"
+	"github.com/microfaas/microfaas/target"
 )
 
 // Image media.
@@ -36,7 +37,7 @@ type BBB struct {
 // the U-Boot build, and reads the raw-mode layout from U-Boot's .config.
 func BuildBBB(ctx context.Context, o Options, outDir string) (BBB, error) {
 	o.defaults()
-	o.Arch = "arm"
+	o.Arch = target.ARMv7
 	w, err := BuildWorker(ctx, o, outDir)
 	if err != nil {
 		return BBB{}, err

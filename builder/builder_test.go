@@ -8,6 +8,7 @@ import (
 
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/kernel"
+	"github.com/microfaas/microfaas/target"
 )
 
 func repo(t *testing.T) string {
@@ -25,7 +26,7 @@ func TestInitramfsReproducible(t *testing.T) {
 	if testing.Short() {
 		t.Skip("compiles mfinit twice")
 	}
-	o := Options{RepoDir: repo(t), Arch: "x86"}
+	o := Options{RepoDir: repo(t), Arch: target.X86}
 	dir := t.TempDir()
 	a, err := Initramfs(context.Background(), o, filepath.Join(dir, "a.cpio"))
 	if err != nil {
@@ -66,7 +67,7 @@ func worker(t *testing.T) Worker {
 		}
 		t.Skipf("kernel source missing: %v", err)
 	}
-	o := Options{RepoDir: repo(t), Arch: "x86", Cache: cache.Cache{Dir: cache.DefaultDir()}}
+	o := Options{RepoDir: repo(t), Arch: target.X86, Cache: cache.Cache{Dir: cache.DefaultDir()}}
 	w, err := BuildWorker(context.Background(), o, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +80,7 @@ func worker(t *testing.T) Worker {
 // digest and that the VM exited.
 func TestQEMUSmoke(t *testing.T) {
 	w := worker(t)
-	res, err := Smoke(context.Background(), "x86", w, "auto", nil)
+	res, err := Smoke(context.Background(), target.X86, w, "auto", nil)
 	if err != nil {
 		if b, rerr := os.ReadFile(res.ConsoleLog); rerr == nil {
 			t.Logf("worker console:\n%s", b)
@@ -95,7 +96,7 @@ func TestQEMUSmoke(t *testing.T) {
 
 // BenchmarkQEMUBoot measures power-on to result for one cold QEMU worker.
 func BenchmarkQEMUBoot(b *testing.B) {
-	o := Options{RepoDir: ".", Arch: "x86", Cache: cache.Cache{Dir: cache.DefaultDir()}}
+	o := Options{RepoDir: ".", Arch: target.X86, Cache: cache.Cache{Dir: cache.DefaultDir()}}
 	r, err := FindRepo(".")
 	if err != nil {
 		b.Fatal(err)
@@ -107,7 +108,7 @@ func BenchmarkQEMUBoot(b *testing.B) {
 	}
 	var init, conn, wall float64
 	for i := 0; i < b.N; i++ {
-		res, err := Smoke(context.Background(), "x86", w, "auto", nil)
+		res, err := Smoke(context.Background(), target.X86, w, "auto", nil)
 		if err != nil {
 			b.Fatal(err)
 		}

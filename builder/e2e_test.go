@@ -23,6 +23,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/runtime/functions"
+	"github.com/microfaas/microfaas/target"
 )
 
 // guestView rewrites a service's loopback address to the host as a QEMU
@@ -66,7 +67,7 @@ func TestQEMUWorkerEndToEnd(t *testing.T) {
 	if err := remote.Write(r, img); err != nil {
 		t.Fatal(err)
 	}
-	o := Options{RepoDir: repo(t), Arch: "x86", Cache: cache.Cache{Dir: cache.DefaultDir()},
+	o := Options{RepoDir: repo(t), Arch: target.X86, Cache: cache.Cache{Dir: cache.DefaultDir()},
 		Functions: map[string]string{"wordcount": wc, "hello": filepath.Join(repo(t), "examples/functions/hello.sh"), "wcimage": "oci:" + ref}}
 	if _, err := os.Stat(BusyboxPath); err != nil && os.Getenv("CI") == "" {
 		delete(o.Functions, "hello")

@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/microfaas/microfaas/initramfs"
+	"github.com/microfaas/microfaas/target"
 )
 
 // buildWordcount compiles the example user function for goarch.
@@ -102,9 +103,9 @@ func TestExecutableFunctions(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	wc := filepath.Join(dir, "wordcount")
-	os.WriteFile(wc, buildWordcount(t, "amd64"), 0o755)
+	os.WriteFile(wc, buildWordcount(t, target.X86.GOARCH), 0o755)
 	wcArm := filepath.Join(dir, "wordcount-arm")
-	os.WriteFile(wcArm, buildWordcount(t, "arm"), 0o755)
+	os.WriteFile(wcArm, buildWordcount(t, target.ARMv7.GOARCH), 0o755)
 	py := filepath.Join(dir, "fn.py")
 	os.WriteFile(py, []byte("#!/usr/bin/python3\nprint(1)\n"), 0o755)
 	tests := []struct {
@@ -126,7 +127,7 @@ func TestExecutableFunctions(t *testing.T) {
 					t.Skip("busybox-static not installed")
 				}
 			}
-			opts, _, err := functionOptions(ctx, "x86", "f", tt.spec)
+			opts, _, err := functionOptions(ctx, target.X86, "f", tt.spec)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
@@ -154,7 +155,7 @@ func TestImageFunctions(t *testing.T) {
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
-	wc := buildWordcount(t, "amd64")
+	wc := buildWordcount(t, target.X86.GOARCH)
 	good := makeImage(t, "amd64", map[string][]byte{"app/wordcount": wc}, map[string]string{"app/wc": "wordcount"}, "/app/wc")
 	push := func(tag string, img v1.Image) string {
 		ref := host + "/fn/" + tag
@@ -194,7 +195,7 @@ func TestImageFunctions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			opts, digest, err := functionOptions(ctx, "x86", "wc", "oci:"+tt.ref)
+			opts, digest, err := functionOptions(ctx, target.X86, "wc", "oci:"+tt.ref)
 			if tt.wantErr != "" {
 				if !errors.Is(err, ErrCannotRun) || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want ErrCannotRun with %q", err, tt.wantErr)

@@ -15,6 +15,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/protocol"
+	"github.com/microfaas/microfaas/target"
 )
 
 // SmokeResult is what one smoke boot measured.
@@ -49,7 +50,7 @@ func ExpectedSmokeDigest() string {
 
 // Smoke boots the worker in QEMU with the real orchestrator in this process,
 // runs cascading_sha256 on it, checks the digest and that the VM exited.
-func Smoke(ctx context.Context, arch string, w Worker, accel string, log *slog.Logger) (SmokeResult, error) {
+func Smoke(ctx context.Context, arch *target.Target, w Worker, accel string, log *slog.Logger) (SmokeResult, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -65,8 +66,8 @@ func Smoke(ctx context.Context, arch string, w Worker, accel string, log *slog.L
 		return SmokeResult{}, err
 	}
 	initrd := w.Initramfs
-	if arch == "arm" {
-		initrd = "" // linked into the zImage, as on the board
+	if arch.InitramfsLinked {
+		initrd = "" // linked into the kernel image, as on the board
 	}
 	q, err := power.NewQEMU(ctx, power.QEMUConfig{Arch: arch, Kernel: w.Kernel, Initrd: initrd,
 		Accel: accel, Cluster: cluster, LogDir: logDir, Failsafe: 30, Log: log})

@@ -23,6 +23,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/target"
 )
 
 var (
@@ -49,7 +50,7 @@ func qemuWorker(t *testing.T) builder.Worker {
 			return
 		}
 		workerImg, workerErr = builder.BuildWorker(context.Background(),
-			builder.Options{RepoDir: repo, Arch: "x86", Cache: cache.Cache{Dir: cache.DefaultDir()}}, dir)
+			builder.Options{RepoDir: repo, Arch: target.X86, Cache: cache.Cache{Dir: cache.DefaultDir()}}, dir)
 	})
 	if workerErr != nil {
 		t.Fatal(workerErr)

@@ -11,6 +11,7 @@ import (
 	"github.com/microfaas/microfaas/builder"
 	"github.com/microfaas/microfaas/builder/image"
 	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/target"
 )
 
 const imageUsage = `usage:
@@ -46,7 +47,7 @@ func runImage(ctx context.Context, args []string) error {
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
-	c.arch = "arm"
+	c.arch = target.ARMv7
 	switch {
 	case *cluster == "":
 		return errors.New("--cluster FILE is required")

@@ -21,6 +21,7 @@ import (
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/internal/cli"
 	"github.com/microfaas/microfaas/kernel"
+	"github.com/microfaas/microfaas/target"
 )
 
 var commands = []cli.Command{
@@ -36,14 +37,16 @@ func main() { cli.Main("mfbuild", commands) }
 
 // common holds the flags every build command takes.
 type common struct {
-	arch, version, source, sha, cacheDir, repo string
-	jobs                                       int
-	verbose                                    bool
-	functions                                  funcFlags
+	arch                                 *target.Target
+	version, source, sha, cacheDir, repo string
+	jobs                                 int
+	verbose                              bool
+	functions                            funcFlags
 }
 
 func (c *common) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.arch, "arch", "x86", "worker architecture: x86 or arm")
+	c.arch = target.X86
+	fs.Var(target.Flag{T: &c.arch}, "arch", "worker architecture: "+target.Names())
 	fs.StringVar(&c.version, "version", kernel.DefaultVersion, "kernel recipe: "+strings.Join(kernel.RecipeNames(), ", "))
 	fs.StringVar(&c.source, "source", "", "build from this kernel tarball instead of the recipe's (version read from its Makefile)")
 	fs.StringVar(&c.sha, "sha256", "", "with --source: the tarball's expected SHA-256")

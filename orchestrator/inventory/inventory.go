@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/microfaas/microfaas/protocol"
+	"github.com/microfaas/microfaas/target"
 )
 
 // Worker kinds.
@@ -66,6 +67,7 @@ type GPIOPower struct {
 
 // VMConfig tunes a QEMU worker.
 type VMConfig struct {
+	Arch     string `yaml:"arch"`      // target.Parse name: x86 (default) or arm
 	MemoryMB int    `yaml:"memory_mb"` // default 256
 	Net      string `yaml:"net"`       // "user" (default) or "tap"
 	Tap      string `yaml:"tap"`       // tap device for Net "tap"
@@ -168,6 +170,15 @@ func (v VMConfig) Memory() int {
 	return 256
 }
 
+// Target is the VM's architecture, with the default applied. Load has
+// checked the name; an unknown one (a Cluster built in code) is X86.
+func (v VMConfig) Target() *target.Target {
+	if t, err := target.Parse(v.Arch); err == nil {
+		return t
+	}
+	return target.X86
+}
+
 func (c *Cluster) validate() error {
 	var errs []error
 	fe := func(w, f, format string, a ...any) {
@@ -241,6 +252,11 @@ func (c *Cluster) validate() error {
 				}
 			}
 		case KindVM:
+			if w.VM.Arch != "" {
+				if _, err := target.Parse(w.VM.Arch); err != nil {
+					fe(name, "vm.arch", "%v", err)
+				}
+			}
 			if n := w.VM.Net; n != "" && n != "user" && n != "tap" {
 				fe(name, "vm.net", "%q: want user or tap", n)
 			}

@@ -23,6 +23,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	mftarget "github.com/microfaas/microfaas/target"
 )
 
 var (
@@ -72,7 +73,7 @@ func qemuWorker(tb testing.TB) builder.Worker {
 			workerErr = fmt.Errorf("building the wordcount example: %w\n%s", err, out)
 			return
 		}
-		workerImg, workerErr = builder.BuildWorker(context.Background(), builder.Options{RepoDir: repo, Arch: "x86",
+		workerImg, workerErr = builder.BuildWorker(context.Background(), builder.Options{RepoDir: repo, Arch: mftarget.X86,
 			Cache: cache.Cache{Dir: cache.DefaultDir()}, Functions: map[string]string{"wordcount": wc}},
 			filepath.Join(workerDir, "worker"))
 	})
@@ -105,7 +106,7 @@ func newQEMUHarness(tb testing.TB, n int, idle time.Duration, pcfg Config) (*har
 	}
 	cluster.Network.Port = ln.Addr().(*net.TCPAddr).Port
 	logDir := tb.TempDir()
-	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Arch: "x86", Kernel: w.Kernel, Initrd: w.Initramfs,
+	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Arch: mftarget.X86, Kernel: w.Kernel, Initrd: w.Initramfs,
 		Accel: "auto", Cluster: cluster, LogDir: logDir, Failsafe: 60})
 	if err != nil {
 		tb.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/microfaas/microfaas/kernel"
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/target"
 )
 
 // TestMain turns this test binary into the gpio-sim guest when it is PID 1
@@ -228,7 +229,7 @@ func bootGPIOSimGuest(t *testing.T) (map[string]*simReport, string) {
 		}
 		t.Skipf("%s: %v", what, err)
 	}
-	qemu, err := exec.LookPath(power.QEMUBinary("x86"))
+	qemu, err := exec.LookPath(target.X86.QEMU.Binary)
 	needed("QEMU missing (make deps installs it)", err)
 	_, err = os.Stat(kernel.Recipes[kernel.DefaultVersion].Local)
 	needed("kernel source missing (make deps installs linux-source-6.1)", err)
@@ -240,7 +241,7 @@ func bootGPIOSimGuest(t *testing.T) (map[string]*simReport, string) {
 	defer cancel()
 
 	// The worker kernel, from the cache (built once by make test / mfbuild).
-	k, err := builder.Kernel(ctx, builder.Options{RepoDir: repo, Arch: "x86", Cache: cache.Cache{Dir: cache.DefaultDir()}})
+	k, err := builder.Kernel(ctx, builder.Options{RepoDir: repo, Arch: target.X86, Cache: cache.Cache{Dir: cache.DefaultDir()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +280,7 @@ func bootGPIOSimGuest(t *testing.T) (map[string]*simReport, string) {
 		// clock falls back to 4 ms jiffies on a loaded host.
 		cmdline += fmt.Sprintf(" tsc_early_khz=%d", khz)
 	}
-	args := power.QEMUArgs("x86", "tcg", bzImage, cpio, inventory.Worker{ID: "gpiosim"}, cmdline)
+	args := power.QEMUArgs(target.X86, "tcg", bzImage, cpio, inventory.Worker{ID: "gpiosim"}, cmdline)
 	qctx, qcancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer qcancel()
 	cmd := exec.CommandContext(qctx, qemu, args...)

@@ -18,15 +18,16 @@ import (
 
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/protocol"
+	"github.com/microfaas/microfaas/target"
 )
 
 // QEMUConfig says how to boot QEMU workers. The same settings serve the
 // orchestrator, the smoke test and the benchmarks: there is one way to boot
 // a worker.
 type QEMUConfig struct {
-	Arch   string // "x86" (qemu-system-x86_64 -M microvm) or "arm" (qemu-system-arm -M virt)
-	Kernel string // bzImage / zImage
-	Initrd string // initramfs cpio; empty when built into the kernel
+	Arch   *target.Target // nil: target.X86
+	Kernel string         // bzImage / zImage
+	Initrd string         // initramfs cpio; empty when built into the kernel (Arch.InitramfsLinked)
 	// Accel is "kvm", "tcg" or "auto" (probe KVM with a short real boot and
 	// fall back to TCG when it fails or hangs).
 	Accel string
@@ -56,8 +57,8 @@ func NewQEMU(ctx context.Context, cfg QEMUConfig) (*QEMU, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	if cfg.Arch == "" {
-		cfg.Arch = "x86"
+	if cfg.Arch == nil {
+		cfg.Arch = target.X86
 	}
 	for _, f := range []string{cfg.Kernel, cfg.Initrd} {
 		if f == "" {
@@ -67,8 +68,8 @@ func NewQEMU(ctx context.Context, cfg QEMUConfig) (*QEMU, error) {
 			return nil, fmt.Errorf("qemu worker image: %w (build it with mfbuild)", err)
 		}
 	}
-	if _, err := exec.LookPath(qemuBinary(cfg.Arch)); err != nil {
-		return nil, fmt.Errorf("%s not found: install QEMU (make deps): %w", qemuBinary(cfg.Arch), err)
+	if _, err := exec.LookPath(cfg.Arch.QEMU.Binary); err != nil {
+		return nil, fmt.Errorf("%s not found: install QEMU (make deps): %w", cfg.Arch.QEMU.Binary, err)
 	}
 	if cfg.LogDir == "" {
 		cfg.LogDir = os.TempDir()
@@ -98,36 +99,15 @@ func (q *QEMU) OnExit(fn func(string, error)) {
 	q.mu.Unlock()
 }
 
-func qemuBinary(arch string) string {
-	if arch == "arm" {
-		return "qemu-system-arm"
-	}
-	return "qemu-system-x86_64"
-}
-
 // Args returns the qemu command line for a worker booted with cmdline.
 func (q *QEMU) Args(w inventory.Worker, cmdline string) []string {
 	return qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, q.cfg.Initrd, w, cmdline)
 }
 
-func qemuArgs(arch, accel, kernel, initrd string, w inventory.Worker, cmdline string) []string {
-	var args []string
-	if arch == "arm" {
-		// virtio-rng seeds the guest kernel's RNG, so the Go runtime's
-		// getrandom does not block at boot (no RDRAND on ARM).
-		args = []string{"-M", "virt", "-cpu", "cortex-a15", "-device", "virtio-rng-device"}
-	} else {
-		// acpi=off makes QEMU put the virtio-mmio devices on the kernel
-		// command line, which our kernel (no ACPI) reads.
-		args = []string{"-M", "microvm,x-option-roms=off,rtc=off,acpi=off"}
-		// A CPU with RDRAND (emulated under TCG) lets the kernel seed its
-		// RNG at once with random.trust_cpu=on; without it the Go runtime
-		// blocks in getrandom for about a second of boot under TCG.
-		if accel == "kvm" {
-			args = append(args, "-cpu", "host")
-		} else {
-			args = append(args, "-cpu", "max")
-		}
+func qemuArgs(t *target.Target, accel, kernel, initrd string, w inventory.Worker, cmdline string) []string {
+	args := []string{"-M", t.QEMU.Machine, "-cpu", t.QEMU.CPUFor(accel)}
+	for _, d := range t.QEMU.Devices {
+		args = append(args, "-device", d)
 	}
 	args = append(args, "-accel", accel,
 		"-m", fmt.Sprint(w.VM.Memory()), "-smp", "1",
@@ -158,10 +138,7 @@ func (q *QEMU) Cmdline(w inventory.Worker) (string, error) {
 		return "", fmt.Errorf("cluster subnet: %w", err)
 	}
 	mask := netmask(p.Bits())
-	console := "console=ttyS0"
-	if q.cfg.Arch == "arm" {
-		console = "console=ttyAMA0"
-	}
+	console := "console=" + q.cfg.Arch.QEMU.Console
 	parts := []string{
 		console, "reboot=t", "panic=-1", "quiet", "random.trust_cpu=on",
 		// The VM's TSC is steady; trusting it gives fine-grained time from the
@@ -175,7 +152,7 @@ func (q *QEMU) Cmdline(w inventory.Worker) (string, error) {
 		// -no-reboot turns the reset into qemu exiting.
 		protocol.ParamOff + "=reboot",
 	}
-	if q.cfg.Arch != "arm" && q.accel == "tcg" {
+	if q.cfg.Arch.QEMU.TSC && q.accel == "tcg" {
 		if khz := HostTSCkHz(); khz > 0 {
 			parts = append(parts, fmt.Sprintf("tsc_early_khz=%d", khz))
 		}
@@ -216,7 +193,7 @@ func (q *QEMU) PowerOn(ctx context.Context, w inventory.Worker) error {
 		return fmt.Errorf("worker %s console log: %w", w.ID, err)
 	}
 	// Not CommandContext: the VM outlives the request that started it.
-	cmd := exec.Command(qemuBinary(q.cfg.Arch), q.Args(w, cmdline)...)
+	cmd := exec.Command(q.cfg.Arch.QEMU.Binary, q.Args(w, cmdline)...)
 	cmd.Stdin = nil
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// The kernel kills the VM if the orchestrator dies, so no qemu is left behind.
@@ -303,9 +280,9 @@ var (
 // timeout. If the worker's probe marker appears, KVM works; otherwise (no
 // /dev/kvm, an error, or a nested-KVM hang) it returns "tcg". The answer is
 // remembered for the process.
-func ProbeAccel(ctx context.Context, arch, kernel, initrd string, log *slog.Logger) string {
-	if arch == "arm" {
-		return "tcg" // no KVM for 32-bit ARM guests on an x86 host
+func ProbeAccel(ctx context.Context, t *target.Target, kernel, initrd string, log *slog.Logger) string {
+	if !t.QEMU.KVM {
+		return "tcg"
 	}
 	key := kernel + "\x00" + initrd
 	probeMu.Lock()
@@ -317,9 +294,9 @@ func ProbeAccel(ctx context.Context, arch, kernel, initrd string, log *slog.Logg
 	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
 		f.Close()
 		pctx, cancel := context.WithTimeout(ctx, 8*time.Second)
-		args := qemuArgs(arch, "kvm", kernel, initrd, inventory.Worker{ID: "probe"},
+		args := qemuArgs(t, "kvm", kernel, initrd, inventory.Worker{ID: "probe"},
 			"console=ttyS0 reboot=t panic=-1 "+protocol.ParamProbe+"=1 "+protocol.ParamOff+"=reboot")
-		cmd := exec.CommandContext(pctx, qemuBinary(arch), args...)
+		cmd := exec.CommandContext(pctx, t.QEMU.Binary, args...)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, io.Discard
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
