@@ -48,6 +48,7 @@ test: deps build
 	$(GO) test -run '^$$' -fuzz FuzzReceive -fuzztime $(FUZZTIME) ./protocol/
 	$(GO) test -run '^$$' -fuzz FuzzJob -fuzztime $(FUZZTIME) ./runtime/
 	$(GO) test -run '^$$' -fuzz FuzzFunctions -fuzztime $(FUZZTIME) ./runtime/functions/
+	$(GO) test -run '^$$' -fuzz FuzzBootParams -fuzztime $(FUZZTIME) ./bootparams/
 
 # Unit tests only: no kernel build, no VM.
 test-short:

@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/builder/image"
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/kernel"
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
-	"github.com/microfaas/microfaas/runtime/debugshell"
 	"github.com/microfaas/microfaas/runtime/flash"
 	"github.com/microfaas/microfaas/target"
 )
@@ -115,13 +115,13 @@ func TestBBBImages(t *testing.T) {
 	for i, info := range infos {
 		r := reqs[i]
 		w, _ := c.Worker(r.Worker)
-		want, err := image.Bootargs(c, w, true)
+		want, err := image.Bootargs(c, w, false)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if r.Medium == MediumFlasher {
 			emmc, _ := os.ReadFile(infos[i-1].Path)
-			want, _ = image.FlasherBootargs(w, FlasherParams(emmc)...)
+			want, _ = image.FlasherBootargs(w, FlasherParams(emmc))
 			img, _ := os.ReadFile(info.Path)
 			if !bytes.Equal(img[info.Payload.Offset:info.Payload.Offset+int64(len(emmc))], emmc) {
 				t.Errorf("the flasher's partition 2 does not hold bbb3's eMMC image")
@@ -132,7 +132,7 @@ func TestBBBImages(t *testing.T) {
 		}
 		got, _ := image.DTBBootargs(info.DTB)
 		if r.Medium == MediumFlasher {
-			if strings.Contains(got, "ip=") || !strings.Contains(got, flash.ParamFlash+"=1") {
+			if strings.Contains(got, "ip=") || !strings.Contains(got, bootparams.FlashOn+"=1") {
 				t.Errorf("flasher bootargs %q: want mf.flash=1 and no ip=", got)
 			}
 			continue
@@ -263,7 +263,12 @@ func TestFlasherQEMU(t *testing.T) {
 	}
 	w, _ := c.Worker("bbb5")
 	w.VM.Net = "user"
-	args := q.Args(w, "console=ttyAMA0 panic=-1 "+strings.Join(flash.Params(cfg), " "))
+	cmdline, err := bootparams.Params{Kernel: []string{"console=ttyAMA0", "panic=-1"},
+		Flash: &bootparams.Flash{Src: cfg.Src, Dst: cfg.Dst, Size: cfg.Size, SHA256: cfg.SHA256}}.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := q.Args(w, cmdline)
 	args = append(args,
 		"-drive", "file="+sd+",format=raw,if=none,id=sd", "-device", "virtio-blk-device,drive=sd",
 		"-drive", "file="+emmc+",format=raw,if=none,id=emmc", "-device", "virtio-blk-device,drive=emmc")
@@ -320,7 +325,7 @@ func TestDebugShellQEMU(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "qemu-system-arm", q.Args(vm, cmdline+" mf.failsafe=3 "+debugshell.Param+"=1")...)
+	cmd := exec.CommandContext(ctx, "qemu-system-arm", q.Args(vm, cmdline+" "+bootparams.Failsafe+"=3 "+bootparams.Debug+"=1")...)
 	stdin, _ := cmd.StdinPipe()
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out

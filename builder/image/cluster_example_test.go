@@ -23,7 +23,7 @@ func TestClusterExample(t *testing.T) {
 			if bbb < len(pins) && w.Power.Pin != pins[bbb] {
 				t.Errorf("worker %s on %s, want %s (the original wiring)", w.ID, w.Power.Pin, pins[bbb])
 			}
-			if _, err := Bootargs(c, w, true); err != nil {
+			if _, err := Bootargs(c, w, false); err != nil {
 				t.Error(err)
 			}
 			bbb++

@@ -17,6 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/target"
 )
@@ -168,6 +169,32 @@ func (v VMConfig) Memory() int {
 		return v.MemoryMB
 	}
 	return 256
+}
+
+// BootParams are the boot parameters worker w gets from the cluster file:
+// the kernel's static IP configuration (ip=, hostname the id), its id, the
+// orchestrator's address and the secret. Power controllers and image
+// writers add the console and power-off mode.
+func (c *Cluster) BootParams(w Worker) (bootparams.Params, error) {
+	subnet, err := netip.ParsePrefix(c.Network.Subnet)
+	if err != nil {
+		return bootparams.Params{}, &FieldError{Field: "network.subnet", Msg: err.Error()}
+	}
+	ip, err := netip.ParseAddr(w.IP)
+	if err != nil || !ip.Is4() {
+		return bootparams.Params{}, &FieldError{Worker: w.ID, Field: "ip", Msg: fmt.Sprintf("want an IPv4 address, got %q", w.IP)}
+	}
+	if !subnet.Masked().Contains(ip) {
+		return bootparams.Params{}, &FieldError{Worker: w.ID, Field: "ip", Msg: fmt.Sprintf("%s is outside the subnet %s", ip, subnet.Masked())}
+	}
+	gw, err := netip.ParseAddr(c.Network.Gateway)
+	if err != nil {
+		return bootparams.Params{}, &FieldError{Field: "network.gateway", Msg: err.Error()}
+	}
+	return bootparams.Params{
+		Net: &bootparams.Net{IP: ip, Gateway: gw, Bits: subnet.Bits(), Hostname: w.ID, Device: "eth0"},
+		ID:  w.ID, Orch: c.Addr(), Secret: c.SecretBytes(),
+	}, nil
 }
 
 // Target is the VM's architecture, with the default applied. Load has

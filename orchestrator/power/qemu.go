@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/target"
@@ -37,7 +37,8 @@ type QEMUConfig struct {
 	LogDir string
 	// Failsafe is the worker's mf.failsafe, in seconds (0: the worker's default).
 	Failsafe int
-	// Cmdline is appended to every worker's kernel command line.
+	// Cmdline holds kernel parameters added to every worker's command line
+	// (not mf.* or ip=, which have their own fields: bootparams.ValidKernel).
 	Cmdline string
 	Log     *slog.Logger
 }
@@ -132,43 +133,31 @@ func qemuArgs(t *target.Target, accel, kernel, initrd string, w inventory.Worker
 // Cmdline is the kernel command line for worker w: console, reset-on-panic,
 // the kernel's own IP configuration, and the worker's mf.* parameters.
 func (q *QEMU) Cmdline(w inventory.Worker) (string, error) {
-	c := q.cfg.Cluster
-	p, err := netip.ParsePrefix(c.Network.Subnet)
+	p, err := q.cfg.Cluster.BootParams(w)
 	if err != nil {
-		return "", fmt.Errorf("cluster subnet: %w", err)
+		return "", err
 	}
-	mask := netmask(p.Bits())
-	console := "console=" + q.cfg.Arch.QEMU.Console
-	parts := []string{
-		console, "reboot=t", "panic=-1", "quiet", "random.trust_cpu=on",
+	p.Kernel = []string{
+		"console=" + q.cfg.Arch.QEMU.Console, "reboot=t", "panic=-1", "quiet", "random.trust_cpu=on",
 		// The VM's TSC is steady; trusting it gives fine-grained time from the
 		// start instead of jiffies until the TSC watchdog settles.
 		"tsc=reliable",
-		fmt.Sprintf("ip=%s::%s:%s:%s:eth0:off", w.IP, c.Network.Gateway, mask, w.ID),
-		protocol.ParamID + "=" + w.ID,
-		protocol.ParamOrch + "=" + c.Addr(),
-		protocol.ParamSecret + "=" + fmt.Sprintf("%x", c.SecretBytes()),
-		// The microvm has no power-off device: the worker resets instead, and
-		// -no-reboot turns the reset into qemu exiting.
-		protocol.ParamOff + "=reboot",
 	}
 	if q.cfg.Arch.QEMU.TSC && q.accel == "tcg" {
 		if khz := HostTSCkHz(); khz > 0 {
-			parts = append(parts, fmt.Sprintf("tsc_early_khz=%d", khz))
+			p.Kernel = append(p.Kernel, fmt.Sprintf("tsc_early_khz=%d", khz))
 		}
 	}
-	if q.cfg.Failsafe > 0 {
-		parts = append(parts, fmt.Sprintf("%s=%d", protocol.ParamFailsafe, q.cfg.Failsafe))
+	p.Kernel = append(p.Kernel, strings.Fields(q.cfg.Cmdline)...)
+	// The microvm has no power-off device: the worker resets instead, and
+	// -no-reboot turns the reset into qemu exiting.
+	p.Off = bootparams.Reboot
+	p.Failsafe = time.Duration(q.cfg.Failsafe) * time.Second
+	s, err := p.Render()
+	if err != nil {
+		return "", fmt.Errorf("worker %s: %w", w.ID, err)
 	}
-	if q.cfg.Cmdline != "" {
-		parts = append(parts, q.cfg.Cmdline)
-	}
-	return strings.Join(parts, " "), nil
-}
-
-func netmask(bits int) string {
-	m := uint32(0xffffffff) << (32 - bits)
-	return fmt.Sprintf("%d.%d.%d.%d", m>>24, m>>16&0xff, m>>8&0xff, m&0xff)
+	return s, nil
 }
 
 // LogPath is where worker id's console output goes.
@@ -294,8 +283,9 @@ func ProbeAccel(ctx context.Context, t *target.Target, kernel, initrd string, lo
 	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
 		f.Close()
 		pctx, cancel := context.WithTimeout(ctx, 8*time.Second)
-		args := qemuArgs(t, "kvm", kernel, initrd, inventory.Worker{ID: "probe"},
-			"console=ttyS0 reboot=t panic=-1 "+protocol.ParamProbe+"=1 "+protocol.ParamOff+"=reboot")
+		cmdline, _ := bootparams.Params{Kernel: []string{"console=" + t.QEMU.Console, "reboot=t", "panic=-1"},
+			Probe: true, Off: bootparams.Reboot}.Render()
+		args := qemuArgs(t, "kvm", kernel, initrd, inventory.Worker{ID: "probe"}, cmdline)
 		cmd := exec.CommandContext(pctx, t.QEMU.Binary, args...)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, io.Discard
