@@ -76,7 +76,7 @@ func testCluster(t *testing.T, n int) *inventory.Cluster {
 	t.Helper()
 	var w strings.Builder
 	for i := 0; i < n; i++ {
-		fmt.Fprintf(&w, "  - {id: bbb%d, kind: bbb, ip: 192.168.1.%d, power: {pin: P9_12}}\n", i, 10+i*11)
+		fmt.Fprintf(&w, "  - {id: bbb%d, kind: bbb, ip: 192.168.1.%d, power: {chip: gpiochip1, line: %d}}\n", i, 10+i*11, i)
 	}
 	c, err := inventory.Parse([]byte(`
 network: {subnet: 192.168.1.0/24, gateway: 192.168.1.1, orchestrator: 192.168.1.2}

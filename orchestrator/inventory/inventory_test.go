@@ -1,8 +1,11 @@
 package inventory
 
 import (
+	"errors"
 	"strings"
 	"testing"
+
+	"github.com/microfaas/microfaas/target"
 )
 
 const good = `
@@ -39,33 +42,76 @@ func TestParseGood(t *testing.T) {
 	}
 }
 
+// Each bad file gets a FieldError naming the worker, the field and (for
+// YAML-level problems) the line, with a message that says what to fix.
 func TestParseErrors(t *testing.T) {
 	tests := []struct {
-		name, from, to, want string
+		name, from, to string
+		worker, field  string
+		line           int
 	}{
-		{"unknown field", "  - id: vm0\n", "  - id: vm0\n    colour: red\n", "field colour not found"},
-		{"duplicate id", "id: vm0", "id: bbb0", "worker bbb0: id: duplicate of worker #1"},
-		{"duplicate ip", "ip: 192.168.1.20", "ip: 192.168.1.10", "worker vm0: ip: 192.168.1.10 is also worker bbb0's"},
-		{"ip outside subnet", "ip: 192.168.1.20", "ip: 10.1.1.1", "worker vm0: ip: 10.1.1.1 is outside subnet 192.168.1.0/24"},
-		{"bad kind", "kind: vm", "kind: pi", `worker vm0: kind: "pi": want bbb or vm`},
-		{"bad pin", "pin: P9_12", "pin: P9_99", `worker bbb0: power.pin: "P9_99" is not a BeagleBone`},
-		{"no power", "    power: {pin: P9_12}\n", "", "worker bbb0: power: a bbb worker needs"},
-		{"short secret", "secret: 000102030405060708090a0b0c0d0e0f", "secret: 0001", "secret: 2 bytes is too short"},
-		{"no secret", "secret: 000102030405060708090a0b0c0d0e0f", "", "secret: missing"},
-		{"bad mac", "mac: de:ad:be:ef:00:00", "mac: nope", `worker bbb0: mac: "nope" is not a MAC address`},
-		{"gateway outside", "gateway: 192.168.1.1", "gateway: 192.168.2.1", "network.gateway: 192.168.2.1 is outside"},
+		{"unknown field", "  - id: vm0\n", "  - id: vm0\n    colour: red\n", "", "colour", 14},
+		{"unknown nested field", "vm: {net: tap, tap: tap0}", "vm: {net: tap, tap: tap0, cpus: 2}", "", "cpus", 16},
+		{"second document", "    vm: {net: tap, tap: tap0}\n", "    vm: {net: tap, tap: tap0}\n---\nworkers: []\n", "", "---", 17},
+		{"wrong type", "  orchestrator: 192.168.1.2\n", "  orchestrator: 192.168.1.2\n  port: many\n", "", "yaml", 6},
+		{"duplicate id", "id: vm0", "id: bbb0", "bbb0", "id", 0},
+		{"id with colon", "id: vm0", "id: 'vm0:10.0.0.1'", "#2", "id", 0},
+		{"id with newline", "id: vm0", `id: "vm0\nmf.orch=6.6.6.6:1"`, "#2", "id", 0},
+		{"id with space", "id: vm0", "id: 'vm0 init=/bin/sh'", "#2", "id", 0},
+		{"upper-case id", "id: vm0", "id: VM0", "#2", "id", 0},
+		{"duplicate ip", "ip: 192.168.1.20", "ip: 192.168.1.10", "vm0", "ip", 0},
+		{"ip of the orchestrator", "ip: 192.168.1.20", "ip: 192.168.1.2", "vm0", "ip", 0},
+		{"ip outside subnet", "ip: 192.168.1.20", "ip: 10.1.1.1", "vm0", "ip", 0},
+		{"bad kind", "kind: vm", "kind: pi", "vm0", "kind", 0},
+		{"bad arch", "vm: {net: tap, tap: tap0}", "vm: {net: tap, tap: tap0, arch: sparc}", "vm0", "vm.arch", 0},
+		{"bad pin", "pin: P9_12", "pin: P9_99", "bbb0", "power.pin", 0},
+		{"no power", "    power: {pin: P9_12}\n", "", "bbb0", "power", 0},
+		{"duplicate pin", "", bbb1 + "    power: {pin: P9_12}\n", "bbb1", "power.pin", 0},
+		{"pin and chip line the same", "", bbb1 + "    power: {chip: gpiochip1, line: 28}\n", "bbb1", "power.line", 0},
+		{"duplicate tap", "", vm1 + "    vm: {net: tap, tap: tap0}\n", "vm1", "vm.tap", 0},
+		{"duplicate mac", "", vm1 + "    mac: DE:AD:BE:EF:00:00\n", "vm1", "mac", 0},
+		{"short secret", "secret: 000102030405060708090a0b0c0d0e0f", "secret: 0001", "", "secret", 0},
+		{"no secret", "secret: 000102030405060708090a0b0c0d0e0f", "", "", "secret", 0},
+		{"bad mac", "mac: de:ad:be:ef:00:00", "mac: nope", "bbb0", "mac", 0},
+		{"gateway outside", "gateway: 192.168.1.1", "gateway: 192.168.2.1", "", "network.gateway", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			src := strings.Replace(good, tt.from, tt.to, 1)
+			src := good + tt.to
+			if tt.from != "" {
+				src = strings.Replace(good, tt.from, tt.to, 1)
+			}
 			if src == good {
 				t.Fatalf("test edit %q did not apply", tt.from)
 			}
 			_, err := Parse([]byte(src), ".")
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("err = %v\nwant it to contain %q", err, tt.want)
+			var fe *FieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("err = %v, want a FieldError", err)
 			}
+			if fe.Worker != tt.worker || fe.Field != tt.field || fe.Line != tt.line || fe.Msg == "" {
+				t.Fatalf("err = %#v (%v)\nwant worker %q field %q line %d", fe, err, tt.worker, tt.field, tt.line)
+			}
+			t.Log(err)
 		})
+	}
+}
+
+// Workers appended to the good file by TestParseErrors.
+const (
+	bbb1 = "  - id: bbb1\n    kind: bbb\n    ip: 192.168.1.11\n"
+	vm1  = "  - id: vm1\n    kind: vm\n    ip: 192.168.1.21\n"
+)
+
+func TestParseARMVM(t *testing.T) {
+	c, err := Parse([]byte(strings.Replace(good, "vm: {net: tap, tap: tap0}", "vm: {net: tap, tap: tap0, arch: arm}", 1)), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := c.Worker("vm0")
+	b, _ := c.Worker("bbb0")
+	if w.VM.Target() != target.ARMv7 || b.VM.Target() != target.X86 {
+		t.Fatalf("targets %v %v", w.VM.Target(), b.VM.Target())
 	}
 }
 
