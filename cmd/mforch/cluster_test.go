@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/e2e"
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/target"
 )
@@ -78,7 +79,7 @@ workers:
 		t.Fatal(err)
 	}
 	defer r.Close()
-	args, _ := json.Marshal(map[string]any{"data": builder.SmokeData, "rounds": builder.SmokeRounds})
+	args, _ := json.Marshal(map[string]any{"data": e2e.SmokeData, "rounds": e2e.SmokeRounds})
 	inv, err := r.orch.Invoke(ctx, "cascading_sha256", args, 2*time.Minute)
 	console, _ := os.ReadFile(filepath.Join(dir, "worker-arm0.log"))
 	if err != nil {
@@ -88,8 +89,8 @@ workers:
 		t.Fatalf("invocation: %s\nconsole:\n%s", inv.Err, console)
 	}
 	var digest string
-	if err := json.Unmarshal(inv.Result, &digest); err != nil || digest != builder.ExpectedSmokeDigest() {
-		t.Fatalf("result %s (%v), want %q", inv.Result, err, builder.ExpectedSmokeDigest())
+	if err := json.Unmarshal(inv.Result, &digest); err != nil || digest != e2e.ExpectedSmokeDigest() {
+		t.Fatalf("result %s (%v), want %q", inv.Result, err, e2e.ExpectedSmokeDigest())
 	}
 	t.Logf("ARM QEMU worker via mforch: power-on to result %.0f ms (TCG)", float64(inv.Finished.Sub(inv.PoweredOn).Milliseconds()))
 }

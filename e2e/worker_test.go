@@ -1,4 +1,4 @@
-package builder
+package e2e
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/microfaas/microfaas/builder"
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/internal/testsvc"
 	"github.com/microfaas/microfaas/orchestrator"
@@ -67,12 +68,12 @@ func TestQEMUWorkerEndToEnd(t *testing.T) {
 	if err := remote.Write(r, img); err != nil {
 		t.Fatal(err)
 	}
-	o := Options{RepoDir: repo(t), Arch: target.X86, Cache: cache.Cache{Dir: cache.DefaultDir()},
+	o := builder.Options{RepoDir: repo(t), Arch: target.X86, Cache: cache.Cache{Dir: cache.DefaultDir()},
 		Functions: map[string]string{"wordcount": wc, "hello": filepath.Join(repo(t), "examples/functions/hello.sh"), "wcimage": "oci:" + ref}}
-	if _, err := os.Stat(BusyboxPath); err != nil && os.Getenv("CI") == "" {
+	if _, err := os.Stat(builder.BusyboxPath); err != nil && os.Getenv("CI") == "" {
 		delete(o.Functions, "hello")
 	}
-	w, err := BuildWorker(ctx, o, t.TempDir())
+	w, err := builder.BuildWorker(ctx, o, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

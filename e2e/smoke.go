@@ -1,4 +1,8 @@
-package builder
+// Package e2e holds the end-to-end checks: they boot the images mfbuild
+// builds (builder) under the real orchestrator and its power controllers.
+// mfbuild's qemu command and the QEMU tests use them; neither builder nor
+// orchestrator imports this package.
+package e2e
 
 import (
 	"context"
@@ -11,6 +15,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/microfaas/microfaas/builder"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
@@ -50,7 +55,7 @@ func ExpectedSmokeDigest() string {
 
 // Smoke boots the worker in QEMU with the real orchestrator in this process,
 // runs cascading_sha256 on it, checks the digest and that the VM exited.
-func Smoke(ctx context.Context, arch *target.Target, w Worker, accel string, log *slog.Logger) (SmokeResult, error) {
+func Smoke(ctx context.Context, arch *target.Target, w builder.Worker, accel string, log *slog.Logger) (SmokeResult, error) {
 	if log == nil {
 		log = slog.Default()
 	}
