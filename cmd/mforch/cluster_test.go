@@ -20,7 +20,7 @@ import (
 // armKernelReady reports whether the cache holds a compiled ARM kernel tree,
 // so building the ARM worker is a relink, not a kernel build.
 func armKernelReady() bool {
-	m, _ := filepath.Glob(filepath.Join(cache.DefaultDir(), "kernel-tree", "*", "src", "arch", "arm", "boot", "zImage"))
+	m, _ := filepath.Glob(filepath.Join(cache.DefaultDir(), "kernel-tree", "*", "src", "arch", target.ARMv7.KernelARCH, "boot", target.ARMv7.KernelImage))
 	return len(m) > 0
 }
 
@@ -50,7 +50,7 @@ func TestARMQEMUWorker(t *testing.T) {
 	}
 	dir := t.TempDir()
 	w, err := builder.BuildWorker(context.Background(),
-		builder.Options{RepoDir: repo, Arch: target.ARMv7, Cache: cache.Cache{Dir: cache.DefaultDir()}}, filepath.Join(dir, "arm"))
+		builder.Options{RepoDir: repo, Arch: target.ARMv7, Cache: cache.Cache{Dir: cache.DefaultDir()}}, filepath.Join(dir, target.ARMv7.Name))
 	if err != nil {
 		t.Fatal(err)
 	}
