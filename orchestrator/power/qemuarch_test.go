@@ -1,0 +1,21 @@
+package power
+
+import (
+	"context"
+	"testing"
+
+	"github.com/microfaas/microfaas/orchestrator/inventory"
+)
+
+// A worker whose architecture has no QEMU controller is refused by name,
+// not booted with another architecture's kernel.
+func TestQEMUByArchMissingArch(t *testing.T) {
+	m := QEMUByArch{}
+	w := inventory.Worker{ID: "arm0", Kind: inventory.KindVM, VM: inventory.VMConfig{Arch: "arm"}}
+	if err := m.PowerOn(context.Background(), w); err == nil {
+		t.Fatal("powered on without an ARM controller")
+	}
+	if err := m.PowerOff(context.Background(), w); err == nil {
+		t.Fatal("powered off without an ARM controller")
+	}
+}
