@@ -2,11 +2,16 @@ package power
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/target"
 )
+
+// ErrNoArch means a VM worker's vm.arch has no QEMU controller (no kernel
+// was given for that architecture).
+var ErrNoArch = errors.New("no QEMU worker image for this architecture")
 
 // QEMUByArch is the controller of a cluster whose VM workers are of several
 // architectures: each worker goes to the QEMU controller of its vm.arch.
@@ -16,7 +21,7 @@ func (m QEMUByArch) of(w inventory.Worker) (*QEMU, error) {
 	t := w.VM.Target()
 	q, ok := m[t]
 	if !ok {
-		return nil, fmt.Errorf("worker %s: no %s QEMU worker image was given", w.ID, t)
+		return nil, fmt.Errorf("worker %s (vm.arch %s): %w: give mforch the %s worker kernel", w.ID, t, ErrNoArch, t)
 	}
 	return q, nil
 }

@@ -2,6 +2,7 @@ package power
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/microfaas/microfaas/orchestrator/inventory"
@@ -12,10 +13,10 @@ import (
 func TestQEMUByArchMissingArch(t *testing.T) {
 	m := QEMUByArch{}
 	w := inventory.Worker{ID: "arm0", Kind: inventory.KindVM, VM: inventory.VMConfig{Arch: "arm"}}
-	if err := m.PowerOn(context.Background(), w); err == nil {
+	if err := m.PowerOn(context.Background(), w); !errors.Is(err, ErrNoArch) {
 		t.Fatal("powered on without an ARM controller")
 	}
-	if err := m.PowerOff(context.Background(), w); err == nil {
+	if err := m.PowerOff(context.Background(), w); !errors.Is(err, ErrNoArch) {
 		t.Fatal("powered off without an ARM controller")
 	}
 }
