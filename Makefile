@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 ARCH ?= x86
 OUT ?= out
-# Kernel recipe (mfbuild kernel --version): 6.1 builds offline from Debian's tarball.
+# Kernel recipe (mfbuild kernel --version): a folder of configs/kernel/ (6.1, 5.10).
 KVERSION ?= 6.1
 TEST_TIMEOUT ?= 60m
 FUZZTIME ?= 10s
@@ -43,6 +43,11 @@ test: deps build
 	@echo "== building the ARM worker and U-Boot once (BeagleBone images, ARM QEMU boots)"
 	bin/mfbuild worker --arch arm --version $(KVERSION) --out $(OUT)/arm
 	bin/mfbuild uboot
+	@echo "== the GPIO test kernel: the x86 worker kernel plus the test-only gpio-sim fragment"
+	bin/mfbuild kernel --arch x86 --version $(KVERSION) --fragment configs/kernel/test-gpio-sim.config
+	@echo "== the 5.10 series (Debian bullseye), x86 and ARM, booted by builder's TestKernel510Boots"
+	bin/mfbuild worker --arch x86 --version 5.10 --out $(OUT)/x86-5.10
+	bin/mfbuild worker --arch arm --version 5.10 --out $(OUT)/arm-5.10
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 ./...
 	@echo "== brief fuzzing of the decoders and argument parsing"
 	$(GO) test -run '^$$' -fuzz FuzzReceive -fuzztime $(FUZZTIME) ./protocol/

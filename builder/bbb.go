@@ -41,7 +41,7 @@ func BuildBBB(ctx context.Context, o Options, outDir string) (BBB, error) {
 	if err != nil {
 		return BBB{}, err
 	}
-	ub, err := uboot.Build(ctx, uboot.Options{RepoDir: o.RepoDir, Cache: o.Cache, Jobs: o.Jobs, Log: o.Log})
+	ub, err := uboot.Build(ctx, uboot.Options{RepoDir: o.RepoDir, Cache: o.Cache, Jobs: o.Jobs, Log: o.Log, Locked: o.Locked})
 	if err != nil {
 		return BBB{}, err
 	}

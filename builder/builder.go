@@ -32,7 +32,13 @@ type Options struct {
 	Source  string
 	// SourceSHA256, if set, is checked against Source.
 	SourceSHA256 string
-	Jobs         int
+	// Locked builds only the exact pinned source versions (release
+	// builds): a pin gone from the archive is an error, not a fallback.
+	Locked bool
+	// KernelFragments are extra kconfig fragments (paths) for the kernel,
+	// e.g. configs/kernel/test-gpio-sim.config for the GPIO test kernel.
+	KernelFragments []string
+	Jobs            int
 	// Functions are user functions to put in the initramfs: name -> executable.
 	Functions map[string]string
 	Log       *slog.Logger
@@ -100,19 +106,12 @@ func Kernel(ctx context.Context, o Options) (kernel.Result, error) {
 	if err != nil {
 		return kernel.Result{}, err
 	}
-	var src kernel.Source
-	if o.Source != "" {
-		src, err = kernel.LocalSource(o.Source, o.SourceSHA256)
-	} else {
-		var r kernel.Recipe
-		if r, err = kernel.Lookup(o.Version); err == nil {
-			src, err = kernel.Fetch(ctx, r, o.Cache)
-		}
-	}
+	src, err := KernelSource(ctx, o)
 	if err != nil {
 		return kernel.Result{}, err
 	}
-	ko := kernel.Options{Arch: arch, Source: src, RepoDir: o.RepoDir, Cache: o.Cache, Jobs: o.Jobs, Log: o.Log}
+	ko := kernel.Options{Arch: arch, Source: src, RepoDir: o.RepoDir, Cache: o.Cache, Jobs: o.Jobs, Log: o.Log,
+		ExtraFragments: o.KernelFragments}
 	if o.Arch.InitramfsLinked { // see arm.go
 		cleanup, err := armKernelOptions(ctx, o, &ko, o.initrd)
 		defer cleanup()
@@ -121,6 +120,32 @@ func Kernel(ctx context.Context, o Options) (kernel.Result, error) {
 		}
 	}
 	return kernel.Build(ctx, ko)
+}
+
+// KernelSource resolves the kernel source: a --source tarball, else the
+// recipe's pin (fetched and verified into the cache).
+func KernelSource(ctx context.Context, o Options) (kernel.Source, error) {
+	o.defaults()
+	if o.Source != "" {
+		src, err := kernel.LocalSource(o.Source, o.SourceSHA256)
+		if err != nil {
+			return kernel.Source{}, err
+		}
+		// A recipe of the same series still says what the series lacks.
+		if rs, err := kernel.LoadRecipes(o.RepoDir); err == nil {
+			for _, r := range rs {
+				if r.Series == src.Series {
+					src.Absent = r.Absent
+				}
+			}
+		}
+		return src, nil
+	}
+	r, err := kernel.Lookup(o.RepoDir, o.Version)
+	if err != nil {
+		return kernel.Source{}, err
+	}
+	return kernel.Fetch(ctx, r, kernel.FetchOptions{Cache: o.Cache, Locked: o.Locked, Log: o.Log})
 }
 
 // InitramfsInfo describes a written initramfs.

@@ -94,8 +94,8 @@ func Smoke(ctx context.Context, arch *target.Target, w builder.Worker, accel str
 	if err != nil {
 		return res, err
 	}
-	if inv.Err != "" {
-		return res, fmt.Errorf("smoke invocation failed: %s (console: %s)", inv.Err, res.ConsoleLog)
+	if inv.Err != nil {
+		return res, fmt.Errorf("smoke invocation failed: %w (console: %s)", inv.Err, res.ConsoleLog)
 	}
 	if err := json.Unmarshal(inv.Result, &res.Digest); err != nil {
 		return res, fmt.Errorf("smoke result %s: %w", inv.Result, err)

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log"
 	"net"
@@ -125,13 +126,13 @@ func TestQEMUWorkerEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		if tt.wantErr != "" {
-			if !strings.Contains(inv.Err, tt.wantErr) {
-				t.Errorf("%s %s: err %q, want %q (result %s)", tt.fn, tt.args, inv.Err, tt.wantErr, inv.Result)
+			if inv.Err == nil || !errors.Is(inv.Err, orchestrator.ErrFunction) || !strings.Contains(inv.Err.Error(), tt.wantErr) {
+				t.Errorf("%s %s: err %v, want %q (result %s)", tt.fn, tt.args, inv.Err, tt.wantErr, inv.Result)
 			}
 			continue
 		}
-		if inv.Err != "" || !strings.Contains(string(inv.Result), tt.want) {
-			t.Errorf("%s %s: result %s err %q, want %q", tt.fn, tt.args, inv.Result, inv.Err, tt.want)
+		if inv.Err != nil || !strings.Contains(string(inv.Result), tt.want) {
+			t.Errorf("%s %s: result %s err %v, want %q", tt.fn, tt.args, inv.Result, inv.Err, tt.want)
 		}
 		t.Logf("%s on %s: %.1f ms: %.120s", tt.fn, inv.Worker, inv.ExecMS, inv.Result)
 	}

@@ -41,7 +41,7 @@ func TestConfigureRealKernelARM(t *testing.T) {
 		frags = append(frags, NamedFragment{f, nf})
 	}
 	frags = append(frags, initramfsFragment())
-	if err := Configure(ctx, tree, arch, frags); err != nil {
+	if err := Configure(ctx, tree, arch, frags, nil); err != nil {
 		t.Fatalf("the ARM fragments do not survive olddefconfig: %v", err)
 	}
 	if keep := os.Getenv("MF_KEEP_CONFIG"); keep != "" {
@@ -54,7 +54,7 @@ func TestConfigureRealKernelARM(t *testing.T) {
 // B, then A again: A's two kernels must be byte-identical (relinking depends
 // only on the archive, not on what was linked before) and differ from B's.
 func TestRelinkReproducible(t *testing.T) {
-	realSource(t)
+	source := realKernelSource(t)
 	if _, err := exec.LookPath(Arches["arm"].CrossCompile + "gcc"); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatal(err)
@@ -62,10 +62,6 @@ func TestRelinkReproducible(t *testing.T) {
 		t.Skip(err)
 	}
 	ctx := context.Background()
-	source, err := Fetch(ctx, Recipes[DefaultVersion], cache.Cache{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	o := Options{Arch: Arches["arm"], Source: source, RepoDir: filepath.Join("..")}
 	o.Cache = cache.Cache{Dir: cache.DefaultDir()}
 	o.Log = slog.Default()

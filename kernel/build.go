@@ -1,14 +1,13 @@
 package kernel
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -94,167 +93,111 @@ func Build(ctx context.Context, o Options) (Result, error) {
 		return o.buildEmbedded(ctx, frags, h)
 	}
 	key := h.Key()
-	cached := func() (Result, bool) {
-		if !o.Cache.Has("kernel", key) {
-			return Result{}, false
-		}
-		dir := o.Cache.Path("kernel", key)
-		m, err := readManifest(dir)
-		if err != nil {
-			return Result{}, false
-		}
-		o.Log.Info("kernel cached", "arch", o.Arch.Name, "key", key[:12], "dir", dir)
-		return Result{Dir: dir, Manifest: m, Cached: true}, true
-	}
-	if r, ok := cached(); ok {
-		return r, nil
-	}
-	// One process builds a given key (parallel test packages, two mfbuild
-	// runs); the others wait here and then take its result.
-	unlock, err := o.Cache.Lock("kernel", key)
-	if err != nil {
-		return Result{}, err
-	}
-	defer unlock()
-	if r, ok := cached(); ok {
-		return r, nil
-	}
-	var man Manifest
-	dir, err := o.Cache.Fill("kernel", key, func(out string) error {
+	dir, m, cached, err := CachedBuild(o.Cache, "kernel", key, o.Log.With("arch", o.Arch.Name), func(out string) (Manifest, error) {
 		m, err := o.build(ctx, out, frags)
 		if err != nil {
-			return err
+			return Manifest{}, err
 		}
-		m.Key, m.Inputs = key, h.Inputs()
-		man = m
-		return writeManifest(out, m)
+		m.Key, m.Inputs = key, withProvenance(h.Inputs(), o.Source.Provenance)
+		return m, nil
 	})
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Dir: dir, Manifest: man}, nil
+	return Result{Dir: dir, Manifest: m, Cached: cached}, nil
 }
 
 // inputs reads the fragments and patches and hashes every input of the build.
 func (o Options) inputs() ([]NamedFragment, *cache.Hasher, error) {
 	h := cache.NewHasher()
-	h.Add("revision", recipeRevision)
 	h.Add("arch", o.Arch.Name)
 	h.Add("base", o.Arch.Base)
 	h.Add("targets", strings.Join(o.Arch.Targets, " "))
 	h.Add("source.sha256", o.Source.SHA256)
-	var frags []NamedFragment
 	paths := make([]string, 0, len(o.Arch.Fragments)+len(o.ExtraFragments))
 	for _, f := range o.Arch.Fragments {
 		paths = append(paths, filepath.Join(o.RepoDir, "configs", "kernel", f))
 	}
 	paths = append(paths, o.ExtraFragments...)
-	var order []string
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return nil, nil, fmt.Errorf("kernel config fragment: %w", err)
-		}
-		f, err := ParseFragment(p, bytes.NewReader(b))
-		if err != nil {
-			return nil, nil, err
-		}
-		frags = append(frags, NamedFragment{Name: filepath.Base(p), Fragment: f})
-		h.Add("fragment:"+filepath.Base(p), cache.BytesSHA256(b))
-		order = append(order, filepath.Base(p))
-	}
-	h.Add("fragment.order", strings.Join(order, ","))
-	patches, err := SeriesPatches(filepath.Join(o.RepoDir, "patches", o.Source.Series))
+	patches, err := SeriesPatches(PatchDir(o.RepoDir, o.Source.Series))
 	if err != nil {
 		return nil, nil, err
 	}
-	var porder []string
-	for _, p := range patches {
-		sum, _, err := cache.FileSHA256(p)
-		if err != nil {
-			return nil, nil, fmt.Errorf("patch: %w", err)
-		}
-		h.Add("patch:"+filepath.Base(p), sum)
-		porder = append(porder, filepath.Base(p))
-	}
-	h.Add("patch.order", strings.Join(porder, ","))
-	tc, err := toolchain(o.Arch.CrossCompile)
+	in := Inputs{Revision: recipeRevision, Kind: "kernel", Frags: paths, Patches: patches,
+		Tools: []string{o.Arch.CrossCompile + "gcc", o.Arch.CrossCompile + "ld", "make"}}
+	frags, err := in.Hash(h)
 	if err != nil {
 		return nil, nil, err
 	}
-	h.Add("toolchain", tc)
+	if len(o.Source.Absent) > 0 {
+		// Symbols this series lacks leave the fragments; Configure checks
+		// that the tree really lacks them.
+		abs := append([]string(nil), o.Source.Absent...)
+		sort.Strings(abs)
+		h.Add("absent", strings.Join(abs, ","))
+		frags = withoutAbsent(frags, abs)
+	}
 	return frags, h, nil
 }
 
-// toolchain identifies the compiler, binutils and make: a new compiler
-// means a new build.
-func toolchain(cross string) (string, error) {
-	var parts []string
-	for _, c := range [][]string{{cross + "gcc", "--version"}, {cross + "ld", "--version"}, {"make", "--version"}} {
-		out, err := exec.Command(c[0], c[1:]...).Output()
-		if err != nil {
-			return "", fmt.Errorf("toolchain: %s not found (run make deps): %w", c[0], err)
-		}
-		first, _, _ := strings.Cut(string(out), "\n")
-		parts = append(parts, first)
+// tree says how to prepare this build's source tree.
+func (o Options) tree(frags []NamedFragment) (Tree, error) {
+	patches, err := SeriesPatches(PatchDir(o.RepoDir, o.Source.Series))
+	if err != nil {
+		return Tree{}, err
 	}
-	return strings.Join(parts, "; "), nil
+	return Tree{
+		Unpack: func(ctx context.Context, tree string) error {
+			step := progress.Start("unpack " + filepath.Base(o.Source.Path))
+			err := Unpack(ctx, o.Source.Path, tree)
+			step.Done(err)
+			if err != nil {
+				return fmt.Errorf("unpack kernel source: %w", err)
+			}
+			return nil
+		},
+		Patches: patches, Arch: o.Arch, Frags: frags, Absent: o.Source.Absent,
+	}, nil
+}
+
+// treeVersion reads the kernel version from a tree's Makefile.
+func treeVersion(tree string) (string, error) {
+	mk, err := os.Open(filepath.Join(tree, "Makefile"))
+	if err != nil {
+		return "", fmt.Errorf("kernel source has no Makefile: %w", err)
+	}
+	defer mk.Close()
+	return MakefileVersion(mk)
 }
 
 func (o Options) build(ctx context.Context, out string, frags []NamedFragment) (Manifest, error) {
 	tree := filepath.Join(out, "src")
-	if err := os.MkdirAll(tree, 0o755); err != nil {
-		return Manifest{}, err
-	}
 	defer func() {
 		if !o.KeepTree {
 			os.RemoveAll(tree)
 		}
 	}()
-	step := progress.Start("unpack " + filepath.Base(o.Source.Path))
-	err := Unpack(ctx, o.Source.Path, tree)
-	step.Done(err)
-	if err != nil {
-		return Manifest{}, fmt.Errorf("unpack kernel source: %w", err)
-	}
-	mk, err := os.Open(filepath.Join(tree, "Makefile"))
-	if err != nil {
-		return Manifest{}, fmt.Errorf("kernel source has no Makefile: %w", err)
-	}
-	version, err := MakefileVersion(mk)
-	mk.Close()
+	t, err := o.tree(frags)
 	if err != nil {
 		return Manifest{}, err
 	}
-	patches, err := SeriesPatches(filepath.Join(o.RepoDir, "patches", o.Source.Series))
+	if err := t.Prepare(ctx, tree); err != nil {
+		return Manifest{}, err
+	}
+	version, err := treeVersion(tree)
 	if err != nil {
 		return Manifest{}, err
 	}
-	if err := ApplyPatches(tree, patches); err != nil {
-		return Manifest{}, err
-	}
-	env := o.env()
-	if err := Configure(ctx, tree, o.Arch, frags); err != nil {
-		return Manifest{}, err
-	}
-	step = progress.Start(fmt.Sprintf("build linux %s %s (%s)", version, o.Arch.Name, strings.Join(o.Arch.Targets, " ")))
+	step := progress.Start(fmt.Sprintf("build linux %s %s (%s)", version, o.Arch.Name, strings.Join(o.Arch.Targets, " ")))
 	logPath := filepath.Join(out, "build.log")
-	err = command.RunLogged(ctx, tree, env, logPath, "make", o.makeArgs(append([]string{"-j" + strconv.Itoa(o.Jobs)}, o.Arch.Targets...)...)...)
+	err = command.RunLogged(ctx, tree, o.env(), logPath, "make", o.makeArgs(append([]string{"-j" + strconv.Itoa(o.Jobs)}, o.Arch.Targets...)...)...)
 	step.Done(err)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("kernel build failed: %w (log: %s)", err, command.TailFile(logPath, 30))
 	}
 	m := Manifest{Kind: "kernel", Arch: o.Arch.Name, Version: version}
-	for _, oc := range append(o.Arch.Outputs, Output{"config", ".config"}) {
-		dst := filepath.Join(out, oc.Name)
-		if err := cache.CopyFile(dst, filepath.Join(tree, oc.Path), 0o644); err != nil {
-			return Manifest{}, fmt.Errorf("kernel output %s: %w", oc.Name, err)
-		}
-		sum, size, err := cache.FileSHA256(dst)
-		if err != nil {
-			return Manifest{}, err
-		}
-		m.Outputs = append(m.Outputs, FileInfo{oc.Name, sum, size})
+	if m.Outputs, err = CopyOutputs(out, tree, append(o.Arch.Outputs, Output{"config", ".config"})); err != nil {
+		return Manifest{}, fmt.Errorf("kernel %w", err)
 	}
 	os.Remove(logPath)
 	return m, nil
@@ -267,8 +210,12 @@ func Unpack(ctx context.Context, tarball, tree string) error {
 
 // Configure writes the kernel tree's .config: the arch's base config, the
 // fragments merged on top in order, then olddefconfig. It fails if the final
-// config lost any value a fragment asked for.
-func Configure(ctx context.Context, tree string, arch Arch, frags []NamedFragment) error {
+// config lost any value a fragment asked for, or if a symbol the recipe
+// declares absent exists in the tree.
+func Configure(ctx context.Context, tree string, arch Arch, frags []NamedFragment, absent []string) error {
+	if err := CheckAbsent(tree, absent); err != nil {
+		return err
+	}
 	env := reproducibleEnv()
 	if err := command.Run(ctx, tree, env, "make", makeArgs(arch, arch.Base)...); err != nil {
 		return fmt.Errorf("make %s: %w", arch.Base, err)
@@ -321,9 +268,16 @@ func reproducibleEnv() []string {
 	}
 }
 
-func writeManifest(dir string, m Manifest) error { return cache.WriteManifest(dir, m) }
-
 func readManifest(dir string) (Manifest, error) {
 	var m Manifest
 	return m, cache.ReadManifest(dir, &m)
+}
+
+// withProvenance adds where the source came from to a manifest's inputs
+// (not to the cache key: the tarball's hash already is).
+func withProvenance(inputs, prov map[string]string) map[string]string {
+	for k, v := range prov {
+		inputs[k] = v
+	}
+	return inputs
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -152,4 +154,65 @@ func Check(final Fragment, frags []NamedFragment) error {
 type NamedFragment struct {
 	Name     string
 	Fragment Fragment
+}
+
+// ErrAbsentPresent means a recipe declares a symbol absent from its series,
+// but the configured kernel has it: the declaration is wrong.
+var ErrAbsentPresent = errors.New("kernel config has a symbol its recipe declares absent")
+
+// withoutAbsent returns the fragments without the symbols a series lacks.
+func withoutAbsent(frags []NamedFragment, absent []string) []NamedFragment {
+	drop := map[string]bool{}
+	for _, s := range absent {
+		drop[s] = true
+	}
+	var out []NamedFragment
+	for _, nf := range frags {
+		f := Fragment{}
+		for sym, v := range nf.Fragment {
+			if !drop[sym] {
+				f[sym] = v
+			}
+		}
+		out = append(out, NamedFragment{Name: nf.Name, Fragment: f})
+	}
+	return out
+}
+
+// CheckAbsent verifies that the symbols a recipe declares absent are not
+// defined by any Kconfig file of the tree: a declaration may only excuse a
+// symbol the series really lacks, never one kconfig dropped for a reason.
+func CheckAbsent(tree string, absent []string) error {
+	if len(absent) == 0 {
+		return nil
+	}
+	want := map[string]bool{}
+	for _, s := range absent {
+		want[strings.TrimPrefix(s, "CONFIG_")] = true
+	}
+	var found []string
+	err := filepath.WalkDir(tree, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasPrefix(d.Name(), "Kconfig") {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) == 2 && (f[0] == "config" || f[0] == "menuconfig") && want[f[1]] {
+				found = append(found, "CONFIG_"+f[1]+" ("+strings.TrimPrefix(p, tree+"/")+")")
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(found) > 0 {
+		sort.Strings(found)
+		return fmt.Errorf("%w: %s; remove them from the recipe's absent list, this series has them", ErrAbsentPresent, strings.Join(found, ", "))
+	}
+	return nil
 }

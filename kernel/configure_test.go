@@ -7,23 +7,35 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/microfaas/microfaas/internal/cache"
 )
 
 // realSource returns the Debian 6.1 tarball, or skips (fails in CI, where
 // make deps installs it).
 func realSource(t *testing.T) string {
 	t.Helper()
+	return realKernelSource(t).Path
+}
+
+// realKernelSource resolves the default recipe's source into the user's cache.
+func realKernelSource(t *testing.T) Source {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("unpacks and configures a real kernel tree")
 	}
-	p := Recipes["6.1"].Local
-	if _, err := os.Stat(p); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("kernel source %s missing: make deps installs linux-source-6.1", p)
-		}
-		t.Skipf("kernel source %s missing (install linux-source-6.1)", p)
+	r, err := Lookup(filepath.Join(".."), DefaultVersion)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return p
+	src, err := Fetch(context.Background(), r, FetchOptions{Cache: cache.Cache{Dir: cache.DefaultDir()}})
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("kernel source: %v", err)
+		}
+		t.Skipf("kernel source: %v", err)
+	}
+	return src
 }
 
 // TestConfigureRealKernel runs the real kconfig of the 6.1 tree with our
@@ -49,12 +61,12 @@ func TestConfigureRealKernel(t *testing.T) {
 		}
 		frags = append(frags, NamedFragment{f, nf})
 	}
-	if err := Configure(ctx, tree, arch, frags); err != nil {
+	if err := Configure(ctx, tree, arch, frags, nil); err != nil {
 		t.Fatalf("our own fragments do not survive olddefconfig: %v", err)
 	}
 	// DRM_I915 depends on PCI, which the microvm fragment leaves out.
 	bad := append(frags, NamedFragment{"bad.config", Fragment{"CONFIG_DRM_I915": "y", "CONFIG_NO_SUCH_SYMBOL": "y"}})
-	err := Configure(ctx, tree, arch, bad)
+	err := Configure(ctx, tree, arch, bad, nil)
 	if !errors.Is(err, ErrDroppedSymbol) {
 		t.Fatalf("err = %v, want ErrDroppedSymbol", err)
 	}

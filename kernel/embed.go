@@ -75,10 +75,11 @@ func (o Options) buildEmbedded(ctx context.Context, frags []NamedFragment, h *ca
 		h.Add("derive:"+d.Name, d.Revision)
 	}
 	key := h.Key()
-	if o.Cache.Has("kernel", key) {
+	log := o.Log.With("arch", o.Arch.Name)
+	if o.Cache.Has("kernel", key) { // the common case: no need to wait for the tree's lock
 		dir := o.Cache.Path("kernel", key)
 		if m, err := readManifest(dir); err == nil {
-			o.Log.Info("kernel cached", "arch", o.Arch.Name, "key", key[:12], "dir", dir)
+			log.Info("kernel cached", "key", key[:12], "dir", dir)
 			return Result{Dir: dir, Manifest: m, Cached: true}, nil
 		}
 	}
@@ -89,62 +90,49 @@ func (o Options) buildEmbedded(ctx context.Context, frags []NamedFragment, h *ca
 		return Result{}, err
 	}
 	defer unlock()
-	if o.Cache.Has("kernel", key) { // built while we waited
-		dir := o.Cache.Path("kernel", key)
-		if m, err := readManifest(dir); err == nil {
-			return Result{Dir: dir, Manifest: m, Cached: true}, nil
+	dir, m, cached, err := CachedBuild(o.Cache, "kernel", key, log, func(out string) (Manifest, error) {
+		tree, version, treeSecs, err := o.compiledTree(ctx, treeKey, frags)
+		if err != nil {
+			return Manifest{}, err
 		}
-	}
-	tree, version, treeSecs, err := o.compiledTree(ctx, treeKey, frags)
-	if err != nil {
-		return Result{}, err
-	}
-	var man Manifest
-	dir, err := o.Cache.Fill("kernel", key, func(out string) error {
 		start := time.Now()
 		step := progress.Start(fmt.Sprintf("relink linux %s %s with the initramfs", version, o.Arch.Name))
-		err := o.relink(ctx, tree, o.Initramfs, filepath.Join(out, "build.log"))
+		err = o.relink(ctx, tree, o.Initramfs, filepath.Join(out, "build.log"))
 		step.Done(err)
 		if err != nil {
-			return err
+			return Manifest{}, err
 		}
 		// No timings in the manifest: it is compared between builds.
 		m := Manifest{Kind: "kernel", Arch: o.Arch.Name, Version: version}
-		for _, oc := range append(o.Arch.Outputs, Output{"config", ".config"}) {
-			dst := filepath.Join(out, oc.Name)
-			if err := cache.CopyFile(dst, filepath.Join(tree, oc.Path), 0o644); err != nil {
-				return fmt.Errorf("kernel output %s: %w", oc.Name, err)
-			}
-		}
-		for _, d := range o.Derive {
-			if err := d.Make(out); err != nil {
-				return fmt.Errorf("kernel output %s: %w", d.Name, err)
-			}
+		if _, err := CopyOutputs(out, tree, append(o.Arch.Outputs, Output{"config", ".config"})); err != nil {
+			return Manifest{}, fmt.Errorf("kernel %w", err)
 		}
 		names := []string{}
 		for _, oc := range o.Arch.Outputs {
 			names = append(names, oc.Name)
 		}
 		for _, d := range o.Derive {
+			if err := d.Make(out); err != nil {
+				return Manifest{}, fmt.Errorf("kernel output %s: %w", d.Name, err)
+			}
 			names = append(names, d.Name)
 		}
 		for _, n := range append(names, "config") {
 			s, size, err := cache.FileSHA256(filepath.Join(out, n))
 			if err != nil {
-				return err
+				return Manifest{}, err
 			}
 			m.Outputs = append(m.Outputs, FileInfo{n, s, size})
 		}
-		m.Key, m.Inputs = key, h.Inputs()
+		m.Key, m.Inputs = key, withProvenance(h.Inputs(), o.Source.Provenance)
 		m.Inputs["tree.key"] = treeKey
-		o.Log.Info("kernel relinked", "arch", o.Arch.Name, "seconds", time.Since(start).Seconds(), "tree_build_seconds", treeSecs)
-		man = m
-		return writeManifest(out, m)
+		log.Info("kernel relinked", "seconds", time.Since(start).Seconds(), "tree_build_seconds", treeSecs)
+		return m, nil
 	})
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Dir: dir, Manifest: man}, nil
+	return Result{Dir: dir, Manifest: m, Cached: cached}, nil
 }
 
 // relink links the compiled tree again with the archive cpio in place of
@@ -194,36 +182,21 @@ func (o Options) compiledTree(ctx context.Context, treeKey string, frags []Named
 		}
 		return "", "", 0, err
 	}
-	step := progress.Start("unpack " + filepath.Base(o.Source.Path))
-	err = Unpack(ctx, o.Source.Path, tree)
-	step.Done(err)
-	if err != nil {
-		return fail(fmt.Errorf("unpack kernel source: %w", err))
-	}
-	mk, err := os.Open(filepath.Join(tree, "Makefile"))
-	if err != nil {
-		return fail(fmt.Errorf("kernel source has no Makefile: %w", err))
-	}
-	version, err = MakefileVersion(mk)
-	mk.Close()
+	t, err := o.tree(frags)
 	if err != nil {
 		return fail(err)
 	}
-	patches, err := SeriesPatches(filepath.Join(o.RepoDir, "patches", o.Source.Series))
-	if err != nil {
+	if err := t.Prepare(ctx, tree); err != nil {
 		return fail(err)
 	}
-	if err := ApplyPatches(tree, patches); err != nil {
-		return fail(err)
-	}
-	if err := Configure(ctx, tree, o.Arch, frags); err != nil {
+	if version, err = treeVersion(tree); err != nil {
 		return fail(err)
 	}
 	// The first build links an empty archive; every use relinks with its own.
 	if err := writeEmptyCPIO(filepath.Join(tree, embeddedCPIO)); err != nil {
 		return fail(err)
 	}
-	step = progress.Start(fmt.Sprintf("build linux %s %s (%s)", version, o.Arch.Name, strings.Join(o.Arch.Targets, " ")))
+	step := progress.Start(fmt.Sprintf("build linux %s %s (%s)", version, o.Arch.Name, strings.Join(o.Arch.Targets, " ")))
 	logPath := filepath.Join(root, "build.log")
 	err = command.RunLogged(ctx, tree, o.env(), logPath, "make", o.makeArgs(append([]string{"-j" + strconv.Itoa(o.Jobs)}, o.Arch.Targets...)...)...)
 	step.Done(err)

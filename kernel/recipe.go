@@ -6,69 +6,120 @@
 package kernel
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/microfaas/microfaas/internal/source"
 )
 
-// Recipe names one kernel source: where it comes from and what it must hash to.
+// Recipe is one kernel series' data file, configs/kernel/<series>/recipe.yaml:
+// the pinned source and what the series lacks. Its patches live in
+// patches/linux/<series>/, its fragments are the shared ones in configs/kernel/.
 type Recipe struct {
-	// Version is the kernel version the source holds (from its Makefile).
-	Version string
-	// Series names the folder of patches under patches/ ("6.1", "5.11").
-	Series string
-	// URL is where to download the tarball; empty when only Local works.
-	URL string
-	// Local is a path tried before downloading (a distribution package).
-	Local string
-	// SHA256 is the tarball's expected hash.
-	SHA256 string
-	// Hint tells the user how to get the source.
-	Hint string
-}
-
-// Recipes are the kernels mfbuild knows, by the name given to --version.
-var Recipes = map[string]Recipe{
-	// The original MicroFaaS kernel.
-	"5.11.22": {
-		Version: "5.11.22",
-		Series:  "5.11",
-		URL:     "https://cdn.kernel.org/pub/linux/kernel/v5.x/linux-5.11.22.tar.xz",
-		SHA256:  "11027c6114eb916edbcc37897226fb6263b2931911d2d5093550473ce1a57600",
-		Hint:    "download it from kernel.org, or pass a local copy with --source",
-	},
-	// 6.1 LTS as Debian ships it (linux-source-6.1 6.1.192-2): works offline.
-	"6.1": {
-		Version: "6.1.192",
-		Series:  "6.1",
-		Local:   "/usr/src/linux-source-6.1.tar.xz",
-		SHA256:  "4d415b3d364834fd818270e88813e90323bbfce4f519a0e6bd4940ddcd7df693",
-		Hint: "install Debian's linux-source-6.1 package (make deps does); if Debian has updated it, " +
-			"build it with --source /usr/src/linux-source-6.1.tar.xz or update the pinned hash in kernel/recipe.go",
-	},
+	// Name is the recipe's folder (what --version names): "6.1", "5.10".
+	Name string `yaml:"-"`
+	// Path is the recipe file, named in notices and errors.
+	Path string `yaml:"-"`
+	// Series names the patch folder (patches/linux/<series>); the kernel
+	// version of the source must belong to it.
+	Series string `yaml:"series"`
+	// Version is the kernel version the pinned source holds (checked
+	// against its Makefile); a fallback source may hold a later one.
+	Version string `yaml:"version"`
+	// Built says whether this machine's tests build the recipe; an unbuilt
+	// recipe (its source needs the internet) is documented as such.
+	Built bool `yaml:"built"`
+	// Source is the pinned source (Debian package or upstream tarball).
+	Source source.Pin `yaml:"source"`
+	// Absent lists symbols of the shared fragments that do not exist in this
+	// series: they are left out of its config, and the check verifies they
+	// are indeed absent, instead of failing as dropped.
+	Absent []string `yaml:"absent"`
 }
 
 // DefaultVersion is the recipe used when none is named.
 const DefaultVersion = "6.1"
 
-// RecipeNames lists the known recipes, sorted.
-func RecipeNames() []string {
-	n := make([]string, 0, len(Recipes))
-	for k := range Recipes {
-		n = append(n, k)
+// ErrNoRecipe means --version names no recipe folder.
+var ErrNoRecipe = errors.New("no such kernel recipe")
+
+// RecipeDir is where the kernel recipes live in the repository.
+func RecipeDir(repo string) string { return filepath.Join(repo, "configs", "kernel") }
+
+// LoadRecipes reads every configs/kernel/*/recipe.yaml, sorted by name.
+func LoadRecipes(repo string) ([]Recipe, error) {
+	paths, err := filepath.Glob(filepath.Join(RecipeDir(repo), "*", "recipe.yaml"))
+	if err != nil {
+		return nil, err
 	}
-	sort.Strings(n)
-	return n
+	var out []Recipe
+	for _, p := range paths {
+		r, err := ReadRecipe(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
 }
 
-// Lookup returns the recipe for a version name.
-func Lookup(version string) (Recipe, error) {
-	r, ok := Recipes[version]
-	if !ok {
-		return Recipe{}, fmt.Errorf("no kernel recipe for %q (known: %s); pass a tarball with --source to build another version",
-			version, strings.Join(RecipeNames(), ", "))
+// ReadRecipe reads and checks one recipe file.
+func ReadRecipe(path string) (Recipe, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Recipe{}, fmt.Errorf("kernel recipe: %w", err)
+	}
+	var r Recipe
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&r); err != nil {
+		return Recipe{}, fmt.Errorf("kernel recipe %s: %w", path, err)
+	}
+	r.Name, r.Path = filepath.Base(filepath.Dir(path)), path
+	if r.Series == "" || r.Version == "" {
+		return Recipe{}, fmt.Errorf("kernel recipe %s: series and version are required", path)
+	}
+	if SeriesOf(r.Version) != r.Series {
+		return Recipe{}, fmt.Errorf("kernel recipe %s: version %s is not of series %s", path, r.Version, r.Series)
+	}
+	if err := r.Source.Validate(); err != nil {
+		return Recipe{}, fmt.Errorf("kernel recipe %s: %w", path, err)
+	}
+	if r.Source.DebianSource != nil {
+		return Recipe{}, fmt.Errorf("kernel recipe %s: a kernel source is a debian package or an upstream tarball, not debian_source", path)
+	}
+	for _, s := range r.Absent {
+		if !strings.HasPrefix(s, "CONFIG_") {
+			return Recipe{}, fmt.Errorf("kernel recipe %s: absent symbol %q must start with CONFIG_", path, s)
+		}
 	}
 	return r, nil
+}
+
+// Lookup returns the recipe a --version names: its folder ("5.10") or its
+// exact version ("5.11.22").
+func Lookup(repo, version string) (Recipe, error) {
+	rs, err := LoadRecipes(repo)
+	if err != nil {
+		return Recipe{}, err
+	}
+	var names []string
+	for _, r := range rs {
+		if r.Name == version || r.Version == version {
+			return r, nil
+		}
+		names = append(names, r.Name)
+	}
+	return Recipe{}, fmt.Errorf("%w %q in %s (known: %s); add a folder with a recipe.yaml there, or pass a tarball with --source",
+		ErrNoRecipe, version, RecipeDir(repo), strings.Join(names, ", "))
 }
 
 // SeriesOf returns the patch series of a kernel version: its major.minor.
@@ -79,6 +130,9 @@ func SeriesOf(version string) string {
 	}
 	return parts[0] + "." + parts[1]
 }
+
+// PatchDir is a series' patch folder: patches/linux/<series>.
+func PatchDir(repo, series string) string { return filepath.Join(repo, "patches", "linux", series) }
 
 // Arch describes how a kernel is built for one target.
 type Arch struct {
@@ -103,7 +157,9 @@ var Arches = map[string]Arch{
 		Name: "x86", KArch: "x86", Base: "tinyconfig",
 		Fragments: []string{"common.config", "x86_64-microvm.config"},
 		Targets:   []string{"bzImage"},
-		Outputs:   []Output{{"bzImage", "arch/x86/boot/bzImage"}},
+		// vmlinux is the uncompressed kernel with its PVH entry note, which
+		// QEMU can boot directly (no real-mode setup, no decompression).
+		Outputs: []Output{{"bzImage", "arch/x86/boot/bzImage"}, {"vmlinux", "vmlinux"}},
 	},
 	// One ARMv7 kernel for the BeagleBone Black and QEMU virt (see
 	// configs/kernel/armv7.config). Its initramfs is linked in (Options.Initramfs):

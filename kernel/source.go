@@ -3,34 +3,23 @@ package kernel
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 
 	"github.com/microfaas/microfaas/internal/cache"
-	"github.com/microfaas/microfaas/internal/command"
+	"github.com/microfaas/microfaas/internal/source"
 )
 
-// ErrChecksum means a source tarball does not hash to what its recipe pins:
-// it is corrupt, truncated, or not the file the recipe names.
-var ErrChecksum = errors.New("kernel source checksum mismatch")
+// ErrChecksum means a source file does not hash to what its pin says.
+var ErrChecksum = source.ErrChecksum
 
 // ChecksumError names the file and both hashes.
-type ChecksumError struct {
-	Path, Want, Got, Hint string
-}
-
-func (e *ChecksumError) Error() string {
-	return fmt.Sprintf("%v: %s\n  expected sha256 %s\n  actual   sha256 %s\n  the file is corrupt or not the pinned release: delete it and fetch it again (%s)",
-		ErrChecksum, e.Path, e.Want, e.Got, e.Hint)
-}
-
-func (e *ChecksumError) Unwrap() error { return ErrChecksum }
+type ChecksumError = source.ChecksumError
 
 // Source is a located, verified kernel tarball.
 type Source struct {
@@ -38,32 +27,34 @@ type Source struct {
 	SHA256 string
 	Size   int64
 	Series string
-	Pinned bool // the hash was checked against a recipe
+	Pinned bool // the hash was checked against a recipe or --sha256
+	// Absent are the recipe's symbols that this series lacks (Recipe.Absent).
+	Absent []string
+	// Provenance says where the tarball came from, for the build manifest.
+	Provenance map[string]string
 }
 
-// Fetch finds the recipe's tarball (local path, else the download cache,
-// else downloads it) and verifies its hash.
-func Fetch(ctx context.Context, r Recipe, c cache.Cache) (Source, error) {
-	path := r.Local
-	if path == "" || !exists(path) {
-		if r.URL == "" {
-			return Source{}, fmt.Errorf("kernel source %s not found: %s", r.Local, r.Hint)
-		}
-		path = filepath.Join(c.Dir, "downloads", filepath.Base(r.URL))
-		if !exists(path) {
-			if err := command.Download(ctx, r.URL, path); err != nil {
-				return Source{}, fmt.Errorf("kernel %s: %w; %s", r.Version, err, r.Hint)
-			}
-		}
+// FetchOptions say where sources are kept and how strictly pins hold.
+type FetchOptions struct {
+	Cache  cache.Cache
+	Locked bool // only the exact pin; no fallback to a newer version of the series
+	Log    *slog.Logger
+	Notice io.Writer // where a fallback notice goes (default stderr)
+}
+
+// Fetch resolves the recipe's pinned source (the cache, else apt or a
+// download), verifies it, and returns its tarball.
+func Fetch(ctx context.Context, r Recipe, o FetchOptions) (Source, error) {
+	res, err := source.Resolve(ctx, r.Source, source.Options{CacheDir: o.Cache.Dir, Locked: o.Locked, Recipe: r.Path, Log: o.Log, Notice: o.Notice})
+	if err != nil {
+		return Source{}, fmt.Errorf("kernel %s: %w", r.Name, err)
 	}
-	sum, size, err := cache.FileSHA256(path)
+	fi, err := os.Stat(res.Tarball)
 	if err != nil {
 		return Source{}, fmt.Errorf("kernel source: %w", err)
 	}
-	if sum != r.SHA256 {
-		return Source{}, &ChecksumError{Path: path, Want: r.SHA256, Got: sum, Hint: r.Hint}
-	}
-	return Source{Path: path, SHA256: sum, Size: size, Series: r.Series, Pinned: true}, nil
+	return Source{Path: res.Tarball, SHA256: res.TarballSHA256, Size: fi.Size(), Series: r.Series, Pinned: !res.Fallback,
+		Absent: r.Absent, Provenance: res.Provenance}, nil
 }
 
 // LocalSource takes any tarball given with --source. Its hash is recorded
@@ -80,10 +71,9 @@ func LocalSource(path, want string) (Source, error) {
 	if err != nil {
 		return Source{}, err
 	}
-	return Source{Path: path, SHA256: sum, Size: size, Series: SeriesOf(v), Pinned: want != ""}, nil
+	return Source{Path: path, SHA256: sum, Size: size, Series: SeriesOf(v), Pinned: want != "",
+		Provenance: map[string]string{"source.kind": "local", "source.path": path}}, nil
 }
-
-func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 var makeVar = regexp.MustCompile(`^(VERSION|PATCHLEVEL|SUBLEVEL)\s*=\s*(\d*)\s*$`)
 

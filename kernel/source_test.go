@@ -9,7 +9,11 @@ import (
 	"strings"
 	"testing"
 
+	"net/http"
+	"net/http/httptest"
+
 	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/internal/source"
 )
 
 // makeTarball writes a tiny kernel-like source tree and packs it.
@@ -33,37 +37,46 @@ func makeTarball(t *testing.T, files map[string]string) string {
 
 const fakeMakefile = "VERSION = 9\nPATCHLEVEL = 9\nSUBLEVEL = 9\n"
 
-func TestFetchCorruptTarball(t *testing.T) {
+// TestFetchUpstream downloads an upstream recipe's tarball from a local
+// server: the pinned hash is accepted and cached; a server that sends other
+// bytes is refused with both hashes named.
+func TestFetchUpstream(t *testing.T) {
 	tarball := makeTarball(t, map[string]string{"Makefile": fakeMakefile})
+	body, _ := os.ReadFile(tarball)
 	good, _, err := cache.FileSHA256(tarball)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := Recipe{Version: "9.9.9", Series: "9.9", Local: tarball, SHA256: good, Hint: "test hint"}
-	if _, err := Fetch(context.Background(), r, cache.Cache{Dir: t.TempDir()}); err != nil {
+	serve := body
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(serve) }))
+	defer srv.Close()
+	r := Recipe{Name: "9.9", Path: "configs/kernel/9.9/recipe.yaml", Series: "9.9", Version: "9.9.9",
+		Source: source.Pin{Upstream: &source.Upstream{URL: srv.URL + "/linux-9.9.9.tar.xz", SHA256: good}}}
+	c := cache.Cache{Dir: t.TempDir()}
+	src, err := Fetch(context.Background(), r, FetchOptions{Cache: c})
+	if err != nil {
 		t.Fatalf("intact tarball refused: %v", err)
 	}
-	// Corrupt one byte in the middle, as a truncated or damaged download would.
-	b, _ := os.ReadFile(tarball)
-	b[len(b)/2] ^= 0xff
-	os.WriteFile(tarball, b, 0o644)
-	_, err = Fetch(context.Background(), r, cache.Cache{Dir: t.TempDir()})
+	if src.SHA256 != good || src.Series != "9.9" || !src.Pinned || src.Provenance["source.url"] == "" {
+		t.Fatalf("source = %+v", src)
+	}
+	// Corrupt one byte in the middle, as a damaged download would.
+	serve = append([]byte(nil), body...)
+	serve[len(serve)/2] ^= 0xff
+	_, err = Fetch(context.Background(), r, FetchOptions{Cache: cache.Cache{Dir: t.TempDir()}})
 	var ce *ChecksumError
 	if !errors.As(err, &ce) || !errors.Is(err, ErrChecksum) {
 		t.Fatalf("err = %v, want a ChecksumError", err)
 	}
-	for _, want := range []string{tarball, "expected sha256 " + good, "actual   sha256 ", "test hint"} {
+	for _, want := range []string{"expected sha256 " + good, "actual   sha256 "} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not say %q:\n%v", want, err)
 		}
 	}
-}
-
-func TestFetchMissingSource(t *testing.T) {
-	r := Recipe{Version: "9.9.9", Local: "/nonexistent/linux.tar.xz", SHA256: "00", Hint: "install the package"}
-	_, err := Fetch(context.Background(), r, cache.Cache{Dir: t.TempDir()})
-	if err == nil || !strings.Contains(err.Error(), "install the package") {
-		t.Fatalf("err = %v, want the recipe's hint", err)
+	// The first cache still serves the good file without the network.
+	srv.Close()
+	if _, err := Fetch(context.Background(), r, FetchOptions{Cache: c}); err != nil {
+		t.Fatalf("cached source not reused offline: %v", err)
 	}
 }
 
@@ -111,19 +124,74 @@ func TestApplyPatches(t *testing.T) {
 	}
 }
 
+// TestRecipes reads the repository's recipe files: each is valid, the
+// default and the 5.x series this machine builds are there, and names
+// resolve by folder or exact version.
 func TestRecipes(t *testing.T) {
-	for name, r := range Recipes {
-		if len(r.SHA256) != 64 {
-			t.Errorf("recipe %s: SHA-256 %q is not pinned", name, r.SHA256)
+	rs, err := LoadRecipes("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]Recipe{}
+	for _, r := range rs {
+		byName[r.Name] = r
+	}
+	for name, built := range map[string]bool{"6.1": true, "5.10": true, "5.11": false} {
+		r, ok := byName[name]
+		if !ok {
+			t.Fatalf("no recipe %s in configs/kernel", name)
 		}
-		if r.URL == "" && r.Local == "" {
-			t.Errorf("recipe %s: no source", name)
-		}
-		if SeriesOf(r.Version) != r.Series {
-			t.Errorf("recipe %s: series %s does not match version %s", name, r.Series, r.Version)
+		if r.Built != built {
+			t.Errorf("recipe %s: built = %v, want %v", name, r.Built, built)
 		}
 	}
-	if _, err := Lookup("4.0"); err == nil || !strings.Contains(err.Error(), "--source") {
+	if r := byName["6.1"]; r.Source.Debian == nil || r.Source.Debian.Package != "linux-source-6.1" {
+		t.Errorf("6.1 recipe source = %+v", r.Source)
+	}
+	if r, err := Lookup("..", "5.11.22"); err != nil || r.Name != "5.11" {
+		t.Errorf("Lookup(5.11.22) = %+v, %v", r, err)
+	}
+	if _, err := Lookup("..", "4.0"); !errors.Is(err, ErrNoRecipe) || !strings.Contains(err.Error(), "--source") {
 		t.Errorf("unknown recipe: %v", err)
+	}
+}
+
+// TestReadRecipeRejects checks bad recipe files get errors that name them.
+func TestReadRecipeRejects(t *testing.T) {
+	sha := strings.Repeat("a", 64)
+	for name, body := range map[string]string{
+		"unknown field":   "series: \"9.9\"\nversion: 9.9.1\nsurce: {}\n",
+		"series mismatch": "series: \"9.8\"\nversion: 9.9.1\nsource: {upstream: {url: http://x/y.tar.xz, sha256: " + sha + "}}\n",
+		"no source":       "series: \"9.9\"\nversion: 9.9.1\n",
+		"short hash":      "series: \"9.9\"\nversion: 9.9.1\nsource: {upstream: {url: http://x/y.tar.xz, sha256: abc}}\n",
+		"bad absent":      "series: \"9.9\"\nversion: 9.9.1\nabsent: [GPIO_SIM]\nsource: {upstream: {url: http://x/y.tar.xz, sha256: " + sha + "}}\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "9.9", "recipe.yaml")
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			os.WriteFile(p, []byte(body), 0o644)
+			if _, err := ReadRecipe(p); err == nil || !strings.Contains(err.Error(), p) {
+				t.Fatalf("err = %v, want an error naming %s", err, p)
+			}
+		})
+	}
+}
+
+// TestCheckAbsent: a symbol a recipe declares absent must not be defined by
+// the tree's Kconfig files.
+func TestCheckAbsent(t *testing.T) {
+	tree := t.TempDir()
+	os.MkdirAll(filepath.Join(tree, "drivers", "gpio"), 0o755)
+	os.WriteFile(filepath.Join(tree, "drivers", "gpio", "Kconfig"), []byte("menuconfig GPIOLIB\n\tbool \"GPIO\"\nconfig GPIO_CDEV\n\tbool\n"), 0o644)
+	if err := CheckAbsent(tree, []string{"CONFIG_GPIO_SIM"}); err != nil {
+		t.Fatalf("a symbol the tree lacks: %v", err)
+	}
+	err := CheckAbsent(tree, []string{"CONFIG_GPIO_SIM", "CONFIG_GPIO_CDEV", "CONFIG_GPIOLIB"})
+	if !errors.Is(err, ErrAbsentPresent) || !strings.Contains(err.Error(), "CONFIG_GPIO_CDEV (drivers/gpio/Kconfig)") || !strings.Contains(err.Error(), "CONFIG_GPIOLIB") {
+		t.Fatalf("err = %v, want ErrAbsentPresent naming CONFIG_GPIO_CDEV and CONFIG_GPIOLIB", err)
+	}
+	frags := withoutAbsent([]NamedFragment{{"common.config", Fragment{"CONFIG_GPIO_SIM": "y", "CONFIG_NET": "y"}}}, []string{"CONFIG_GPIO_SIM"})
+	if _, ok := frags[0].Fragment["CONFIG_GPIO_SIM"]; ok || frags[0].Fragment["CONFIG_NET"] != "y" {
+		t.Fatalf("withoutAbsent = %+v", frags)
 	}
 }

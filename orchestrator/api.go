@@ -95,15 +95,15 @@ func (o *Orchestrator) handleGet(w http.ResponseWriter, r *http.Request) {
 	}
 	// The scheduler updates live invocations under its lock.
 	o.mu.Lock()
-	resp := Response(inv)
+	resp, status := Response(inv), responseStatus(inv)
 	o.mu.Unlock()
-	writeResponse(w, resp)
+	writeResponse(w, resp, status)
 }
 
 // Response renders an invocation for the API.
 func Response(inv *Invocation) InvokeResponse {
 	resp := InvokeResponse{ID: inv.ID, Function: inv.Function, Worker: inv.Worker, Attempts: inv.Attempts,
-		Restarts: inv.Restarts, Result: inv.Result, Error: inv.Err, TimedOut: inv.TimedOut, ExecMS: inv.ExecMS,
+		Restarts: inv.Restarts, Result: inv.Result, Error: errString(inv.Err), TimedOut: inv.TimedOut, ExecMS: inv.ExecMS,
 		BootMS: inv.Boot.ConnectedMS, Status: "queued"}
 	select {
 	case <-inv.done:
@@ -119,17 +119,22 @@ func Response(inv *Invocation) InvokeResponse {
 
 // writeInvocation answers with a finished invocation (its fields no longer
 // change once done is closed).
-func writeInvocation(w http.ResponseWriter, inv *Invocation) { writeResponse(w, Response(inv)) }
+func writeInvocation(w http.ResponseWriter, inv *Invocation) {
+	writeResponse(w, Response(inv), responseStatus(inv))
+}
 
-func writeResponse(w http.ResponseWriter, resp InvokeResponse) {
-	w.Header().Set("Content-Type", "application/json")
-	switch {
-	case resp.Status != "finished":
-		w.WriteHeader(http.StatusAccepted)
-	case resp.TimedOut:
-		w.WriteHeader(http.StatusGatewayTimeout)
-	case resp.Error != "":
-		w.WriteHeader(http.StatusInternalServerError)
+// responseStatus is 202 while inv runs, then HTTPStatus of its outcome.
+func responseStatus(inv *Invocation) int {
+	select {
+	case <-inv.done:
+		return HTTPStatus(inv.Err)
+	default:
+		return http.StatusAccepted
 	}
+}
+
+func writeResponse(w http.ResponseWriter, resp InvokeResponse, status int) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(resp)
 }

@@ -2,9 +2,12 @@ package orchestrator
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 )
@@ -12,55 +15,87 @@ import (
 // BenchmarkScheduler measures the orchestrator's own cost per invocation:
 // queueing, dispatch, the authenticated protocol round trip over loopback
 // TCP, and recording, with warm in-process workers (the real worker runtime)
-// running a function that does nothing. Worker-side protocol work runs in
+// running a function that does nothing. Concurrent clients each submit an
+// invocation and wait for it, in a loop (a closed loop, like HTTP clients).
+// The store cases persist every invocation in a BoltStore on disk: nothing
+// is acknowledged before it is committed. Worker-side protocol work runs in
 // the same process, so the numbers are an upper bound for the orchestrator.
 // Run with -cpu 1 for the one-core figure.
 func BenchmarkScheduler(b *testing.B) {
-	for _, workers := range []int{4, 16} {
-		b.Run(map[int]string{4: "workers=4", 16: "workers=16"}[workers], func(b *testing.B) {
-			h := newHarness(b, workers, Config{IdleTimeout: time.Hour, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	cases := []struct {
+		workers, clients int
+		store            bool
+	}{
+		{4, 8, false}, {16, 32, false}, {4, 64, false},
+		{4, 8, true}, {4, 64, true}, {4, 256, true},
+	}
+	for _, c := range cases {
+		name := fmt.Sprintf("workers=%d/clients=%d", c.workers, c.clients)
+		if c.store {
+			name += "/store"
+		} else {
+			name += "/memory"
+		}
+		b.Run(name, func(b *testing.B) {
+			cfg := Config{IdleTimeout: time.Hour}
+			if c.store {
+				s, err := OpenBoltStore(filepath.Join(b.TempDir(), "queue.db"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { s.Close() })
+				cfg.Store = s
+			}
+			h := newHarness(b, c.workers, cfg)
 			h.orch.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 			args := json.RawMessage(`{"n":0}`)
 			// Warm up: boot every worker once.
-			for i := 0; i < workers; i++ {
-				inv, _ := h.orch.Submit("float_operations", args, time.Minute)
-				<-inv.Done()
-			}
-			lat := make([]time.Duration, 0, b.N)
-			inflight := make(chan struct{}, 2*workers)
-			results := make(chan time.Duration, 2*workers)
-			done := make(chan struct{})
-			go func() {
-				for d := range results {
-					lat = append(lat, d)
-				}
-				close(done)
-			}()
-			b.ResetTimer()
-			start := time.Now()
-			for i := 0; i < b.N; i++ {
-				inflight <- struct{}{}
-				t0 := time.Now()
+			var warm []*Invocation
+			for i := 0; i < c.workers; i++ {
 				inv, err := h.orch.Submit("float_operations", args, time.Minute)
 				if err != nil {
 					b.Fatal(err)
 				}
+				warm = append(warm, inv)
+			}
+			for _, inv := range warm {
+				<-inv.Done()
+			}
+			lat := make([]time.Duration, b.N)
+			var next int64
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for cl := 0; cl < c.clients; cl++ {
+				wg.Add(1)
 				go func() {
-					<-inv.Done()
-					if inv.Err != "" {
-						b.Error(inv.Err)
+					defer wg.Done()
+					for {
+						mu.Lock()
+						i := next
+						next++
+						mu.Unlock()
+						if i >= int64(b.N) {
+							return
+						}
+						t0 := time.Now()
+						inv, err := h.orch.Submit("float_operations", args, time.Minute)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						<-inv.Done()
+						if inv.Err != nil {
+							b.Error(inv.Err)
+						}
+						lat[i] = time.Since(t0)
 					}
-					results <- time.Since(t0)
-					<-inflight
 				}()
 			}
-			for i := 0; i < cap(inflight); i++ {
-				inflight <- struct{}{}
-			}
+			wg.Wait()
 			elapsed := time.Since(start)
 			b.StopTimer()
-			close(results)
-			<-done
 			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 			p := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) }
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "inv/s")

@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,9 +53,9 @@ func NewMetrics(o *Orchestrator) *Metrics {
 func (m *Metrics) Record(inv *Invocation) {
 	outcome := "ok"
 	switch {
-	case inv.TimedOut:
+	case errors.Is(inv.Err, ErrTimeout):
 		outcome = "timeout"
-	case inv.Err != "":
+	case inv.Err != nil:
 		outcome = "error"
 	}
 	m.invocations.WithLabelValues(inv.Function, outcome).Inc()

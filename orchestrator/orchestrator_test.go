@@ -6,14 +6,17 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/internal/simworker"
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
@@ -35,16 +38,44 @@ func init() {
 	})
 }
 
-// logBuffer is a concurrency-safe log sink tests can search.
+// logBuffer is a concurrency-safe log sink tests can search and wait on.
 type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	written chan struct{} // closed and replaced on every write
 }
 
 func (l *logBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.written != nil {
+		close(l.written)
+		l.written = nil
+	}
 	return l.buf.Write(p)
+}
+
+// waitFor blocks until the log holds s (10 s at most).
+func (l *logBuffer) waitFor(t *testing.T, s string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		l.mu.Lock()
+		if strings.Contains(l.buf.String(), s) {
+			l.mu.Unlock()
+			return
+		}
+		if l.written == nil {
+			l.written = make(chan struct{})
+		}
+		ch := l.written
+		l.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("log never said %q:\n%s", s, l.String())
+		}
+	}
 }
 
 func (l *logBuffer) String() string {
@@ -112,7 +143,7 @@ func TestBurstLargerThanCluster(t *testing.T) {
 			t.Fatalf("invocation %d never finished; status %+v", i, h.orch.Status())
 		}
 		var got string
-		if inv.Err != "" || json.Unmarshal(inv.Result, &got) != nil {
+		if inv.Err != nil || json.Unmarshal(inv.Result, &got) != nil {
 			t.Fatalf("invocation %d: err %q result %s", i, inv.Err, inv.Result)
 		}
 		if want := sha(fmt.Sprintf("job-%d", i), i+1); got != want {
@@ -155,7 +186,7 @@ func TestWorkerDiesMidJobIsRetried(t *testing.T) {
 	if inv.Attempts != 2 {
 		t.Errorf("attempts = %d, want 2", inv.Attempts)
 	}
-	if !inv.TimedOut || !strings.Contains(inv.Err, "timed out") {
+	if !inv.TimedOut || !errors.Is(inv.Err, ErrTimeout) {
 		t.Log(h.logs.String())
 		t.Errorf("second attempt should time out at its deadline: err %q timedOut %v", inv.Err, inv.TimedOut)
 	}
@@ -174,8 +205,11 @@ func TestGivesUpAfterMaxAttempts(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("invocation never failed")
 	}
-	if !strings.Contains(inv.Err, "gave up after 1 attempts") {
-		t.Fatalf("err = %q", inv.Err)
+	if !errors.Is(inv.Err, ErrWorkerLost) || inv.Attempts != 1 {
+		t.Fatalf("err = %v after %d attempts, want ErrWorkerLost after 1", inv.Err, inv.Attempts)
+	}
+	if got := HTTPStatus(inv.Err); got != http.StatusServiceUnavailable {
+		t.Errorf("HTTP status %d, want 503", got)
 	}
 }
 
@@ -183,13 +217,13 @@ func TestWrongSecretIsRefused(t *testing.T) {
 	h := newHarness(t, 2, Config{PowerUpTimeout: 2 * time.Second, MaxBootFailures: 1})
 	h.sim.SecretFor["vm0"] = []byte("not the cluster's secret")
 	inv, err := h.orch.Invoke(context.Background(), "cascading_sha256", json.RawMessage(`{"data":"a","rounds":1}`), 5*time.Second)
-	if err != nil || inv.Err != "" {
-		t.Fatalf("invocation: %v %q", err, inv.Err)
+	if err != nil || inv.Err != nil {
+		t.Fatalf("invocation: %v %v", err, inv.Err)
 	}
 	if inv.Worker != "vm1" {
 		t.Errorf("ran on %s; only vm1 holds the secret", inv.Worker)
 	}
-	waitFor(t, func() bool { return strings.Contains(h.logs.String(), "refused worker connection") })
+	h.logs.waitFor(t, "refused worker connection")
 	if !strings.Contains(h.logs.String(), protocol.ErrBadMAC.Error()) {
 		t.Errorf("refusal does not say why:\n%s", h.logs.String())
 	}
@@ -205,7 +239,7 @@ func TestUnknownWorkerTurnedAway(t *testing.T) {
 	if out.Action != protocol.CmdPowerOff {
 		t.Fatalf("unknown worker told %q, want poweroff", out.Action)
 	}
-	waitFor(t, func() bool { return strings.Contains(h.logs.String(), "turning away worker") })
+	h.logs.waitFor(t, "turning away worker")
 	if !strings.Contains(h.logs.String(), "not in the inventory") {
 		t.Error("refusal reason not logged")
 	}
@@ -228,7 +262,7 @@ func TestWorkerRefusesJobWithWrongSecret(t *testing.T) {
 		pc := protocol.NewConn(c, []byte("impostor-secret!"))
 		pc.Receive()
 		pc.Send(protocol.TypeJob, protocol.Job{ID: "evil", Function: "cascading_sha256"})
-		time.Sleep(time.Second)
+		pc.Receive() // returns when the worker hangs up
 	}()
 	w := &runtime.Worker{Config: runtime.Config{ID: "vm0", Orch: ln.Addr().String(), Secret: []byte("the-real-secret!"), Failsafe: 5 * time.Second},
 		Log: slog.Default(), Clock: func() float64 { return 0 }}
@@ -242,8 +276,8 @@ func TestKeepsWorkerUpWithIdleTimeout(t *testing.T) {
 	h := newHarness(t, 1, Config{IdleTimeout: time.Minute})
 	for i := 0; i < 5; i++ {
 		inv, err := h.orch.Invoke(context.Background(), "float_operations", json.RawMessage(`{"n":100}`), 5*time.Second)
-		if err != nil || inv.Err != "" {
-			t.Fatalf("invocation %d: %v %q", i, err, inv.Err)
+		if err != nil || inv.Err != nil {
+			t.Fatalf("invocation %d: %v %v", i, err, inv.Err)
 		}
 	}
 	if h.sim.PowerOns != 1 {
@@ -260,18 +294,46 @@ func TestWithdrawOnCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(inv.Err, "withdrawn") {
-		t.Fatalf("err = %q, want withdrawn", inv.Err)
+	if !errors.Is(inv.Err, ErrUnavailable) || inv.Attempts != 0 {
+		t.Fatalf("err = %v after %d attempts, want ErrUnavailable before any attempt", inv.Err, inv.Attempts)
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
+// TestIdleTimeoutOnFakeClock runs the real loop, connections and workers
+// on a fake clock: a warm worker stays up until the clock passes
+// IdleTimeout, then powers off; the observer sees every change.
+func TestIdleTimeoutOnFakeClock(t *testing.T) {
+	fake := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	changes := make(chan StateChange, 64)
+	h := newHarness(t, 1, Config{Clock: fake, IdleTimeout: time.Minute, OnStateChange: func(c StateChange) { changes <- c }})
+	inv, err := h.orch.Invoke(context.Background(), "float_operations", json.RawMessage(`{"n":10}`), 5*time.Second)
+	if err != nil || inv.Err != nil {
+		t.Fatalf("invocation: %v %v", err, inv.Err)
 	}
+	want := func(to State) StateChange {
+		t.Helper()
+		select {
+		case c := <-changes:
+			if c.To != to || c.Worker != "vm0" {
+				t.Fatalf("state change %+v, want vm0 to %s", c, to)
+			}
+			return c
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no change to %s", to)
+		}
+		return StateChange{}
+	}
+	want(Booting)
+	want(Idle)
+	if c := want(Working); c.Invocation != inv.ID || !c.At.Equal(fake.Now()) {
+		t.Fatalf("working: %+v", c)
+	}
+	want(Idle)
+	fake.Advance(59 * time.Second)
+	if s := h.orch.Status().Workers[0].State; s != Idle {
+		t.Fatalf("after 59 s of a 1 min idle timeout the worker is %s", s)
+	}
+	fake.Advance(time.Second)
+	want(Stopping)
+	want(Off) // the worker obeys the power-off; its controller reports the exit
 }

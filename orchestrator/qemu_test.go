@@ -130,8 +130,8 @@ func TestQEMUBurstLargerThanCluster(t *testing.T) {
 		case <-time.After(3 * time.Minute):
 			t.Fatalf("invocation %d never finished: %+v", i, c.orch.Status())
 		}
-		if inv.Err != "" || inv.Attempts != 1 {
-			t.Errorf("invocation %d: err %q attempts %d", i, inv.Err, inv.Attempts)
+		if inv.Err != nil || inv.Attempts != 1 {
+			t.Errorf("invocation %d: err %v attempts %d", i, inv.Err, inv.Attempts)
 		}
 		workers[inv.Worker]++
 	}
@@ -170,8 +170,8 @@ func TestQEMUWorkerKilledMidJob(t *testing.T) {
 	case <-time.After(4 * time.Minute):
 		t.Fatalf("retried invocation never finished: %+v", c.orch.Status())
 	}
-	if inv.Err != "" {
-		t.Fatalf("retried invocation failed: %s", inv.Err)
+	if inv.Err != nil {
+		t.Fatalf("retried invocation failed: %v", inv.Err)
 	}
 	if inv.Attempts != 2 {
 		t.Errorf("attempts = %d, want 2 (the killed one and the retry)", inv.Attempts)

@@ -9,14 +9,17 @@ import (
 	"time"
 )
 
-// Recorder receives every finished invocation.
+// Recorder receives every finished invocation once its timeline is
+// complete: when the worker that ran it powered off after it, or at once
+// when the worker stays up for more work (PoweredOff zero). It is called
+// from the orchestrator's loop and must not block for long.
 type Recorder interface {
 	Record(inv *Invocation)
 }
 
 // CSVHeader is the results file's schema (docs/orchestrator.md explains it).
 var CSVHeader = []string{
-	"invocation", "function", "worker", "attempts", "queued", "powered_on", "connected", "started", "finished",
+	"invocation", "function", "worker", "attempts", "queued", "powered_on", "connected", "started", "finished", "powered_off",
 	"boot_init_ms", "boot_network_ms", "boot_connected_ms", "exec_ms", "latency_ms", "result_bytes", "timed_out", "error",
 }
 
@@ -52,10 +55,10 @@ func (r *CSVRecorder) Record(inv *Invocation) {
 	defer r.mu.Unlock()
 	r.w.Write([]string{
 		inv.ID, inv.Function, inv.Worker, strconv.Itoa(inv.Attempts),
-		ts(inv.Queued), ts(inv.PoweredOn), ts(inv.Connected), ts(inv.Started), ts(inv.Finished),
+		ts(inv.Queued), ts(inv.PoweredOn), ts(inv.Connected), ts(inv.Started), ts(inv.Finished), ts(inv.PoweredOff),
 		f(inv.Boot.InitMS), f(inv.Boot.NetworkMS), f(inv.Boot.ConnectedMS), f(inv.ExecMS),
 		f(float64(inv.Finished.Sub(inv.Queued).Microseconds()) / 1000),
-		strconv.Itoa(len(inv.Result)), strconv.FormatBool(inv.TimedOut), inv.Err,
+		strconv.Itoa(len(inv.Result)), strconv.FormatBool(inv.TimedOut), errString(inv.Err),
 	})
 	r.w.Flush()
 }

@@ -15,49 +15,76 @@ import (
 // stops or crashes: an invocation is written before Submit returns (the
 // write-ahead record) and moved to the finished set when it ends. On start,
 // every invocation still pending is queued again.
+//
+// The orchestrator's loop hands the store every write of one turn at once
+// (group commit): Commit must make all of them durable, or none, before
+// it returns.
 type Store interface {
-	Accept(inv *Invocation) error
-	Finish(inv *Invocation) error
+	Commit(writes []StoreWrite) error
 	Pending() ([]*Invocation, error)
 	Get(id string) (*Invocation, bool, error)
 	Close() error
 }
 
-// record is an invocation as stored.
+// StoreWrite is one invocation to persist: pending (accepted, or an
+// attempt started), or finished (moved out of the pending set).
+type StoreWrite struct {
+	Invocation *Invocation
+	Finished   bool
+}
+
+// record is an invocation as stored. Fields are only ever added, so a
+// database written by an older mforch still reads.
 type record struct {
-	ID        string             `json:"id"`
-	Function  string             `json:"function"`
-	Args      json.RawMessage    `json:"args,omitempty"`
-	TimeoutNS int64              `json:"timeout_ns"`
-	Attempts  int                `json:"attempts"`
-	Worker    string             `json:"worker,omitempty"`
-	Boot      protocol.BootTimes `json:"boot"`
-	Queued    time.Time          `json:"queued"`
-	PoweredOn time.Time          `json:"powered_on,omitempty"`
-	Connected time.Time          `json:"connected,omitempty"`
-	Started   time.Time          `json:"started,omitempty"`
-	Finished  time.Time          `json:"finished,omitempty"`
-	Result    json.RawMessage    `json:"result,omitempty"`
-	Err       string             `json:"error,omitempty"`
-	TimedOut  bool               `json:"timed_out,omitempty"`
-	ExecMS    float64            `json:"exec_ms,omitempty"`
-	Restarts  int                `json:"restarts,omitempty"`
-	Env       map[string]string  `json:"env,omitempty"`
-	Secrets   map[string][]byte  `json:"secrets,omitempty"` // in clear: protect the database file (mode 0600)
+	ID         string             `json:"id"`
+	Function   string             `json:"function"`
+	Args       json.RawMessage    `json:"args,omitempty"`
+	TimeoutNS  int64              `json:"timeout_ns"`
+	Attempts   int                `json:"attempts"`
+	Worker     string             `json:"worker,omitempty"`
+	Boot       protocol.BootTimes `json:"boot"`
+	Queued     time.Time          `json:"queued"`
+	PoweredOn  time.Time          `json:"powered_on,omitempty"`
+	Connected  time.Time          `json:"connected,omitempty"`
+	Started    time.Time          `json:"started,omitempty"`
+	Finished   time.Time          `json:"finished,omitempty"`
+	Result     json.RawMessage    `json:"result,omitempty"`
+	PoweredOff time.Time          `json:"powered_off,omitempty"`
+	Err        string             `json:"error,omitempty"`
+	ErrKind    string             `json:"error_kind,omitempty"` // a key of errorKinds; absent in older records
+	TimedOut   bool               `json:"timed_out,omitempty"`
+	ExecMS     float64            `json:"exec_ms,omitempty"`
+	Restarts   int                `json:"restarts,omitempty"`
+	Env        map[string]string  `json:"env,omitempty"`
+	Secrets    map[string][]byte  `json:"secrets,omitempty"` // in clear: protect the database file (mode 0600)
 }
 
 func toRecord(inv *Invocation) record {
-	return record{inv.ID, inv.Function, inv.Args, int64(inv.Timeout), inv.Attempts, inv.Worker, inv.Boot,
-		inv.Queued, inv.PoweredOn, inv.Connected, inv.Started, inv.Finished, inv.Result, inv.Err, inv.TimedOut, inv.ExecMS, inv.Restarts,
-		inv.Env, inv.Secrets}
+	return record{ID: inv.ID, Function: inv.Function, Args: inv.Args, TimeoutNS: int64(inv.Timeout),
+		Attempts: inv.Attempts, Worker: inv.Worker, Boot: inv.Boot, Queued: inv.Queued, PoweredOn: inv.PoweredOn,
+		Connected: inv.Connected, Started: inv.Started, Finished: inv.Finished, PoweredOff: inv.PoweredOff,
+		Result: inv.Result, Err: errString(inv.Err), ErrKind: kindName(inv.Err), TimedOut: inv.TimedOut,
+		ExecMS: inv.ExecMS, Restarts: inv.Restarts, Env: inv.Env, Secrets: inv.Secrets}
 }
 
 func (r record) invocation() *Invocation {
 	inv := &Invocation{ID: r.ID, Function: r.Function, Args: r.Args, Timeout: time.Duration(r.TimeoutNS),
 		Attempts: r.Attempts, Worker: r.Worker, Boot: r.Boot, Queued: r.Queued, PoweredOn: r.PoweredOn,
-		Connected: r.Connected, Started: r.Started, Finished: r.Finished, Result: r.Result, Err: r.Err,
+		Connected: r.Connected, Started: r.Started, Finished: r.Finished, PoweredOff: r.PoweredOff, Result: r.Result,
 		TimedOut: r.TimedOut, ExecMS: r.ExecMS, Restarts: r.Restarts, Env: r.Env, Secrets: r.Secrets,
 		done: make(chan struct{})}
+	if r.Err != "" {
+		kind, ok := errorKinds[r.ErrKind]
+		if !ok {
+			// Written before outcomes were typed: a timeout is flagged, any
+			// other error came from the function or from a lost worker.
+			kind = ErrFunction
+			if r.TimedOut {
+				kind = ErrTimeout
+			}
+		}
+		inv.Err = &Error{Kind: kind, Msg: r.Err}
+	}
 	if !r.Finished.IsZero() {
 		close(inv.done)
 	}
@@ -69,8 +96,8 @@ var (
 	bucketFinished = []byte("finished")
 )
 
-// BoltStore is a Store in a bbolt database file. Each write is a committed
-// (fsynced) transaction.
+// BoltStore is a Store in a bbolt database file. Each Commit is one bbolt
+// transaction, fsynced before it returns, however many writes it holds.
 type BoltStore struct{ db *bolt.DB }
 
 // OpenBoltStore opens (or creates) the database at path. Only one mforch may
@@ -106,18 +133,24 @@ func put(tx *bolt.Tx, bucket []byte, inv *Invocation) error {
 	return tx.Bucket(bucket).Put([]byte(inv.ID), b)
 }
 
-// Accept records a new (or retried) invocation as pending.
-func (s *BoltStore) Accept(inv *Invocation) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketPending, inv) })
-}
-
-// Finish moves an invocation from pending to finished.
-func (s *BoltStore) Finish(inv *Invocation) error {
+// Commit writes every invocation in one transaction, in order.
+func (s *BoltStore) Commit(writes []StoreWrite) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketPending).Delete([]byte(inv.ID)); err != nil {
-			return err
+		for _, w := range writes {
+			if !w.Finished {
+				if err := put(tx, bucketPending, w.Invocation); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := tx.Bucket(bucketPending).Delete([]byte(w.Invocation.ID)); err != nil {
+				return err
+			}
+			if err := put(tx, bucketFinished, w.Invocation); err != nil {
+				return err
+			}
 		}
-		return put(tx, bucketFinished, inv)
+		return nil
 	})
 }
 

@@ -82,7 +82,7 @@ func TestQueueSurvivesRestart(t *testing.T) {
 		}
 		var got string
 		json.Unmarshal(inv.Result, &got)
-		if want := sha(fmt.Sprintf("r%d", i), 2); got != want || inv.Err != "" {
+		if want := sha(fmt.Sprintf("r%d", i), 2); got != want || inv.Err != nil {
 			t.Errorf("invocation %d: %q %q, want %q", i, got, inv.Err, want)
 		}
 		if inv.Restarts != 1 || inv.Attempts != 1 {
@@ -142,30 +142,29 @@ func TestHTTPAPIAndMetrics(t *testing.T) {
 	if code != 202 || r.ID == "" {
 		t.Fatalf("async invoke: %d %+v", code, r)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get(srv.URL + "/invocations/" + r.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got InvokeResponse
-		json.NewDecoder(resp.Body).Decode(&got)
-		resp.Body.Close()
-		if got.Status == "finished" {
-			if resp.StatusCode != 200 || got.Error != "" {
-				t.Fatalf("async result: %d %+v", resp.StatusCode, got)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("async invocation still %s", got.Status)
-		}
-		time.Sleep(20 * time.Millisecond)
+	inv, ok := h.orch.Lookup(r.ID)
+	if !ok {
+		t.Fatalf("async invocation %s unknown", r.ID)
+	}
+	select {
+	case <-inv.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("async invocation never finished")
+	}
+	resp, err := http.Get(srv.URL + "/invocations/" + r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got InvokeResponse
+	json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || got.Status != "finished" || got.Error != "" {
+		t.Fatalf("async result: %d %+v", resp.StatusCode, got)
 	}
 	if resp, _ := http.Get(srv.URL + "/invocations/nope"); resp.StatusCode != 404 {
 		t.Fatalf("unknown id: %d", resp.StatusCode)
 	}
-	resp, err := http.Get(srv.URL + "/metrics")
+	resp, err = http.Get(srv.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,10 @@ set -euo pipefail
 packages=(
   # kernel builds
   build-essential flex bison bc libelf-dev libssl-dev lz4 cpio xz-utils patch
-  linux-source-6.1
+  # sources by provenance: apt with a private configuration checks Debian's
+  # signatures (debian-archive-keyring); dpkg-deb unpacks the pinned .deb; the
+  # source tests sign a local archive (gnupg, apt-ftparchive from apt-utils)
+  debian-archive-keyring apt-utils gnupg dpkg-dev
   # ARM cross builds and BeagleBone images
   gcc-arm-linux-gnueabihf u-boot-tools device-tree-compiler dosfstools mtools
   # booting workers
@@ -16,13 +19,6 @@ packages=(
   # shell user functions get a static busybox as /bin/sh
   busybox-static
 )
-
-# Source packages (apt-get source): the U-Boot recipe's fallback when its
-# tarballs are no longer in Debian's pool. Derived from the binary entries.
-if [ -f /etc/apt/sources.list.d/debian.sources ] && ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ \
-  && [ ! -f /etc/apt/sources.list.d/debian-src.sources ] && [ "$(id -u)" -eq 0 ]; then
-  sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources > /etc/apt/sources.list.d/debian-src.sources
-fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -100,8 +100,8 @@ func Write(out string, b Boot, s Spec) (Info, error) {
 		errs = append(errs, fit(m, int64(len(files["MLO"])), "MLO", "the AM335x ROM loads at most one slot"))
 	}
 	errs = append(errs,
-		fit(l.UBoot, int64(len(files["u-boot.img"])), "u-boot.img", "move the args/kernel sectors up in configs/u-boot/am335x-falcon.config"),
-		fit(l.Args, int64(len(dtb)), "the device tree", "SPL loads only CONFIG_SYS_MMCSD_RAW_MODE_ARGS_SECTORS sectors: raise it in configs/u-boot/am335x-falcon.config"),
+		fit(l.UBoot, int64(len(files["u-boot.img"])), "u-boot.img", "move the args/kernel sectors up in configs/u-boot/2023.01/am335x-falcon.config"),
+		fit(l.Args, int64(len(dtb)), "the device tree", "SPL loads only CONFIG_SYS_MMCSD_RAW_MODE_ARGS_SECTORS sectors: raise it in configs/u-boot/2023.01/am335x-falcon.config"),
 		fit(l.Kernel, int64(len(files["uImage"])), "the kernel uImage", "make the kernel or initramfs smaller, or move builder/image.FATStart"),
 	)
 	if err := errors.Join(errs...); err != nil {
@@ -277,7 +277,7 @@ func locate(path string, r Region, data []byte) (int64, error) {
 }
 
 // UEnv is the uEnv.txt U-Boot proper imports in the fallback boot
-// (configs/u-boot/am335x-falcon.config's bootcmd runs envboot for mmc 0 and
+// (configs/u-boot/2023.01/am335x-falcon.config's bootcmd runs envboot for mmc 0 and
 // 1): it loads the same kernel and device tree falcon mode would, takes the
 // bootargs from the device tree (so they live in one place), and boots.
 func UEnv(kernel, dtb string) string {

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -24,53 +23,69 @@ import (
 	"strings"
 	"time"
 
-	"github.com/microfaas/microfaas/internal/command"
+	"gopkg.in/yaml.v3"
 
 	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/internal/command"
 	"github.com/microfaas/microfaas/internal/progress"
+	"github.com/microfaas/microfaas/internal/source"
 	"github.com/microfaas/microfaas/kernel"
 )
 
-// Recipe names a U-Boot source: Debian's source package (upstream tarball,
-// with Debian's patch series in the debian tarball).
+// Recipe is a U-Boot series' data file, configs/u-boot/<series>/recipe.yaml:
+// the pinned Debian source package, the defconfig and our fragments (beside
+// it). Our patches live in patches/u-boot/<series>/.
 type Recipe struct {
-	Version string // Debian version of the source package
-	Series  string // folder under patches/u-boot/
-	Files   []SourceFile
-	Hint    string
+	Name      string     `yaml:"-"` // the folder: "2023.01"
+	Path      string     `yaml:"-"`
+	Series    string     `yaml:"series"`
+	Defconfig string     `yaml:"defconfig"`
+	Fragments []string   `yaml:"fragments"`
+	Source    source.Pin `yaml:"source"`
 }
 
-// SourceFile is one tarball of the recipe and what it must hash to.
-type SourceFile struct {
-	Name   string
-	URL    string
-	SHA256 string
-	// Debian marks the debian/ tarball, whose patch series is applied.
-	Debian bool
+// DefaultSeries is the U-Boot recipe mfbuild uses.
+const DefaultSeries = "2023.01"
+
+// LoadRecipe reads configs/u-boot/<series>/recipe.yaml.
+func LoadRecipe(repo, series string) (Recipe, error) {
+	path := filepath.Join(repo, "configs", "u-boot", series, "recipe.yaml")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Recipe{}, fmt.Errorf("u-boot recipe: %w", err)
+	}
+	var r Recipe
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&r); err != nil {
+		return Recipe{}, fmt.Errorf("u-boot recipe %s: %w", path, err)
+	}
+	r.Name, r.Path = series, path
+	if r.Series == "" || r.Defconfig == "" {
+		return Recipe{}, fmt.Errorf("u-boot recipe %s: series and defconfig are required", path)
+	}
+	if err := r.Source.Validate(); err != nil {
+		return Recipe{}, fmt.Errorf("u-boot recipe %s: %w", path, err)
+	}
+	if r.Source.DebianSource == nil {
+		return Recipe{}, fmt.Errorf("u-boot recipe %s: the source is a debian_source package (its patch series is applied)", path)
+	}
+	return r, nil
 }
 
-// Debian is bookworm's u-boot 2023.01+dfsg-2+deb12u3. The hashes are the
-// Checksums-Sha256 of its .dsc (apt-cache showsrc u-boot).
-var Debian = Recipe{
-	Version: "2023.01+dfsg-2+deb12u3",
-	Series:  "2023.01",
-	Files: []SourceFile{
-		{Name: "u-boot_2023.01+dfsg.orig.tar.xz",
-			URL:    "http://deb.debian.org/debian/pool/main/u/u-boot/u-boot_2023.01+dfsg.orig.tar.xz",
-			SHA256: "e75da6f089d063aaef39a1c17f1631791d87700662624e18de2121fa39a1ed44"},
-		{Name: "u-boot_2023.01+dfsg-2+deb12u3.debian.tar.xz",
-			URL:    "http://deb.debian.org/debian/pool/main/u/u-boot/u-boot_2023.01+dfsg-2+deb12u3.debian.tar.xz",
-			SHA256: "f9d96a5095d542d8732eccdabcd1d1e7eaaa832311ce395f78b8ead1fad9845e", Debian: true},
-	},
-	Hint: "with a deb-src line for bookworm in /etc/apt/sources.list.d (make deps adds one), run " +
-		"`apt-get source --download-only u-boot=2023.01+dfsg-2+deb12u3` in that folder, or pass the folder with --uboot-source",
+// fragmentPaths are the recipe's fragments, beside the recipe file.
+func (r Recipe) fragmentPaths() []string {
+	var out []string
+	for _, f := range r.Fragments {
+		out = append(out, filepath.Join(filepath.Dir(r.Path), f))
+	}
+	return out
 }
 
-// Board is what the build makes for a BeagleBone Black.
+// The board the build is for.
 const (
-	Defconfig      = "am335x_evm_defconfig" // covers the BeagleBone Black (its DT is in CONFIG_OF_LIST)
 	CrossCompile   = "arm-linux-gnueabihf-"
-	FalconFragment = "am335x-falcon.config" // under configs/u-boot/
+	FalconFragment = "am335x-falcon.config" // in configs/u-boot/<series>/
 	// revision changes when this package changes how it builds.
 	revision = "uboot-build-1"
 )
@@ -88,10 +103,15 @@ type Options struct {
 	Cache   cache.Cache
 	Jobs    int
 	Log     *slog.Logger
+	// Series names the recipe (configs/u-boot/<series>); default DefaultSeries.
+	Series string
 	// SourceDir holds the recipe's files (e.g. from apt-get source
-	// --download-only); empty means the cache's downloads folder.
+	// --download-only), checked against the pins; empty means resolve them
+	// into the cache (apt, with a fallback unless Locked).
 	SourceDir string
-	// ExtraFragments are applied after configs/u-boot/am335x-falcon.config (tests).
+	// Locked refuses anything but the exact pinned source version.
+	Locked bool
+	// ExtraFragments are applied after the recipe's fragments (tests).
 	ExtraFragments []string
 }
 
@@ -125,141 +145,77 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	if o.Jobs <= 0 {
 		o.Jobs = runtime.NumCPU()
 	}
-	srcs, err := Fetch(ctx, Debian, o.sourceDir())
+	if o.Series == "" {
+		o.Series = DefaultSeries
+	}
+	rec, err := LoadRecipe(o.RepoDir, o.Series)
+	if err != nil {
+		return Result{}, err
+	}
+	src, err := Fetch(ctx, rec, o)
 	if err != nil {
 		return Result{}, err
 	}
 	h := cache.NewHasher()
-	h.Add("revision", revision)
-	h.Add("version", Debian.Version)
-	h.Add("defconfig", Defconfig)
-	for _, f := range Debian.Files {
-		h.Add("source:"+f.Name, f.SHA256)
-	}
-	fragPaths := append([]string{filepath.Join(o.RepoDir, "configs", "u-boot", FalconFragment)}, o.ExtraFragments...)
-	var frags []kernel.NamedFragment
-	var order []string
-	for _, p := range fragPaths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return Result{}, fmt.Errorf("u-boot config fragment: %w", err)
-		}
-		f, err := kernel.ParseFragment(p, bytes.NewReader(b))
+	h.Add("version", src.Version)
+	h.Add("defconfig", rec.Defconfig)
+	for name, p := range src.Files {
+		sum, _, err := cache.FileSHA256(p)
 		if err != nil {
 			return Result{}, err
 		}
-		frags = append(frags, kernel.NamedFragment{Name: filepath.Base(p), Fragment: f})
-		h.Add("fragment:"+filepath.Base(p), cache.BytesSHA256(b))
-		order = append(order, filepath.Base(p))
+		h.Add("source:"+name, sum)
 	}
-	h.Add("fragment.order", strings.Join(order, ","))
-	patches, err := kernel.SeriesPatches(filepath.Join(o.RepoDir, "patches", "u-boot", Debian.Series))
+	patches, err := kernel.SeriesPatches(filepath.Join(o.RepoDir, "patches", "u-boot", rec.Series))
 	if err != nil {
 		return Result{}, err
 	}
-	var porder []string
-	for _, p := range patches {
-		sum, _, err := cache.FileSHA256(p)
-		if err != nil {
-			return Result{}, fmt.Errorf("u-boot patch: %w", err)
-		}
-		h.Add("patch:"+filepath.Base(p), sum)
-		porder = append(porder, filepath.Base(p))
-	}
-	h.Add("patch.order", strings.Join(porder, ","))
-	tc, err := toolchain()
+	in := kernel.Inputs{Revision: revision, Kind: "u-boot", Frags: append(rec.fragmentPaths(), o.ExtraFragments...), Patches: patches,
+		Tools: []string{CrossCompile + "gcc", CrossCompile + "ld", "make", "gcc"}}
+	frags, err := in.Hash(h)
 	if err != nil {
 		return Result{}, err
 	}
-	h.Add("toolchain", tc)
 	key := h.Key()
-	if r, ok := o.cached(key); ok {
-		return r, nil
-	}
-	// One process builds a given key; the others wait and take its result.
-	unlock, err := o.Cache.Lock("u-boot", key)
-	if err != nil {
-		return Result{}, err
-	}
-	defer unlock()
-	if r, ok := o.cached(key); ok {
-		return r, nil
-	}
-	var man Manifest
-	dir, err := o.Cache.Fill("u-boot", key, func(out string) error {
-		m, err := o.build(ctx, out, srcs, frags, patches)
+	dir, m, cached, err := kernel.CachedBuild(o.Cache, "u-boot", key, o.Log, func(out string) (Manifest, error) {
+		m, err := o.build(ctx, out, rec, src, frags, patches)
 		if err != nil {
-			return err
+			return Manifest{}, err
 		}
 		m.Key, m.Inputs = key, h.Inputs()
-		man = m
-		return writeManifest(out, m)
+		for k, v := range src.Provenance {
+			m.Inputs[k] = v
+		}
+		sort.Slice(m.Outputs, func(i, j int) bool { return m.Outputs[i].Name < m.Outputs[j].Name })
+		return m, nil
 	})
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Dir: dir, Manifest: man}, nil
+	return Result{Dir: dir, Manifest: m, Cached: cached}, nil
 }
 
-func (o Options) sourceDir() string {
-	if o.SourceDir != "" {
-		return o.SourceDir
+// Fetch returns the recipe's verified source files: from o.SourceDir when
+// given (checked against the pins), else resolved into the cache.
+func Fetch(ctx context.Context, r Recipe, o Options) (source.Resolved, error) {
+	d := r.Source.DebianSource
+	if o.SourceDir == "" {
+		return source.Resolve(ctx, r.Source, source.Options{CacheDir: o.Cache.Dir, Locked: o.Locked, Recipe: r.Path, Log: o.Log})
 	}
-	return filepath.Join(o.Cache.Dir, "downloads", "u-boot")
-}
-
-// Fetch finds each file of the recipe in dir (downloading it from the
-// Debian archive if missing) and verifies its hash. It returns the paths.
-func Fetch(ctx context.Context, r Recipe, dir string) (map[string]string, error) {
-	paths := map[string]string{}
-	for _, f := range r.Files {
-		p := filepath.Join(dir, f.Name)
-		if _, err := os.Stat(p); err != nil {
-			if err := command.Download(ctx, f.URL, p); err != nil {
-				// apt knows the mirrors and proxies of this machine.
-				if aerr := aptSource(ctx, r, dir); aerr != nil {
-					return nil, fmt.Errorf("u-boot source %s: %w; apt-get source: %v; %s", f.Name, err, aerr, r.Hint)
-				}
-			}
-		}
+	files := map[string]string{}
+	for _, f := range d.Files {
+		p := filepath.Join(o.SourceDir, f.Name)
 		sum, _, err := cache.FileSHA256(p)
 		if err != nil {
-			return nil, fmt.Errorf("u-boot source: %w", err)
+			return source.Resolved{}, fmt.Errorf("u-boot source: %w; the folder must hold the files %s pins", err, r.Path)
 		}
 		if sum != f.SHA256 {
-			return nil, &kernel.ChecksumError{Path: p, Want: f.SHA256, Got: sum, Hint: r.Hint}
+			return source.Resolved{}, &source.ChecksumError{Path: p, Want: f.SHA256, Got: sum, Hint: "fetch it again with apt-get source --download-only " + d.Package + "=" + d.Version}
 		}
-		paths[f.Name] = p
+		files[f.Name] = p
 	}
-	return paths, nil
-}
-
-// aptSource fetches the recipe's files with apt-get source (needs a deb-src
-// entry; make deps adds one).
-func aptSource(ctx context.Context, r Recipe, dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	cmd := exec.CommandContext(ctx, "apt-get", "source", "--download-only", "u-boot="+r.Version)
-	cmd.Dir = dir
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%w: %s", err, command.LastLines(string(out), 3))
-	}
-	return nil
-}
-
-func toolchain() (string, error) {
-	var parts []string
-	for _, c := range [][]string{{CrossCompile + "gcc", "--version"}, {CrossCompile + "ld", "--version"}, {"make", "--version"}, {"gcc", "--version"}} {
-		out, err := exec.Command(c[0], c[1:]...).Output()
-		if err != nil {
-			return "", fmt.Errorf("toolchain: %s not found (run make deps): %w", c[0], err)
-		}
-		first, _, _ := strings.Cut(string(out), "\n")
-		parts = append(parts, first)
-	}
-	return strings.Join(parts, "; "), nil
+	return source.Resolved{Files: files, Version: d.Version,
+		Provenance: map[string]string{"source.kind": "debian_source", "source.package": d.Package, "source.version": d.Version, "source.dir": o.SourceDir}}, nil
 }
 
 // env makes the build reproducible: U-Boot takes its version date from
@@ -268,14 +224,14 @@ func env() []string {
 	return []string{"SOURCE_DATE_EPOCH=0", "LC_ALL=C", "TZ=UTC", "KBUILD_BUILD_USER=microfaas", "KBUILD_BUILD_HOST=microfaas"}
 }
 
-func (o Options) build(ctx context.Context, out string, srcs map[string]string, frags []kernel.NamedFragment, patches []string) (Manifest, error) {
+func (o Options) build(ctx context.Context, out string, rec Recipe, src source.Resolved, frags []kernel.NamedFragment, patches []string) (Manifest, error) {
 	start := time.Now()
 	tree := filepath.Join(out, "src")
 	defer os.RemoveAll(tree)
-	if err := Prepare(ctx, tree, srcs, frags, patches); err != nil {
+	if err := Prepare(ctx, tree, rec.Defconfig, src.Files, frags, patches); err != nil {
 		return Manifest{}, err
 	}
-	step := progress.Start("build u-boot " + Debian.Version + " (MLO, u-boot.img)")
+	step := progress.Start("build u-boot " + src.Version + " (MLO, u-boot.img)")
 	logPath := filepath.Join(out, "build.log")
 	err := command.RunLogged(ctx, tree, env(), logPath, "make", "-j"+strconv.Itoa(o.Jobs), "CROSS_COMPILE="+CrossCompile, "ARCH=arm", "all") // MLO and u-boot.img are part of all (arch/arm/mach-omap2/config.mk)
 	step.Done(err)
@@ -283,47 +239,52 @@ func (o Options) build(ctx context.Context, out string, srcs map[string]string, 
 		return Manifest{}, fmt.Errorf("u-boot build failed: %w (log: %s)", err, command.TailFile(logPath, 30))
 	}
 	os.Remove(logPath)
-	m := Manifest{Kind: "u-boot", Version: Debian.Version}
-	for _, oc := range []struct{ name, path string }{{MLO, "MLO"}, {UBoot, "u-boot.img"}, {Config, ".config"}} {
-		dst := filepath.Join(out, oc.name)
-		if err := cache.CopyFile(dst, filepath.Join(tree, oc.path), 0o644); err != nil {
-			return Manifest{}, fmt.Errorf("u-boot output %s: %w", oc.name, err)
-		}
-		sum, size, err := cache.FileSHA256(dst)
-		if err != nil {
-			return Manifest{}, err
-		}
-		m.Outputs = append(m.Outputs, kernel.FileInfo{Name: oc.name, SHA256: sum, Size: size})
+	m := Manifest{Kind: "u-boot", Version: src.Version}
+	if m.Outputs, err = kernel.CopyOutputs(out, tree, []kernel.Output{{Name: MLO, Path: "MLO"}, {Name: UBoot, Path: "u-boot.img"}, {Name: Config, Path: ".config"}}); err != nil {
+		return Manifest{}, fmt.Errorf("u-boot %w", err)
 	}
 	m.BuildSecs = time.Since(start).Seconds()
 	return m, nil
 }
 
-func writeManifest(dir string, m Manifest) error {
-	sort.Slice(m.Outputs, func(i, j int) bool { return m.Outputs[i].Name < m.Outputs[j].Name })
-	return cache.WriteManifest(dir, m)
-}
-
-func readManifest(dir string) (Manifest, error) {
-	var m Manifest
-	return m, cache.ReadManifest(dir, &m)
-}
-
-// Prepare unpacks the source into tree, applies Debian's patch series and
-// then ours, and configures the defconfig plus frags, checking that every
+// Prepare unpacks the source (the .orig tarball, then the .debian one) into
+// tree with Debian's patch series applied (the source as Debian ships it),
+// applies ours, and configures the defconfig plus frags, checking that every
 // fragment symbol survived.
-func Prepare(ctx context.Context, tree string, srcs map[string]string, frags []kernel.NamedFragment, patches []string) error {
-	if err := os.MkdirAll(tree, 0o755); err != nil {
-		return err
+func Prepare(ctx context.Context, tree, defconfig string, srcs map[string]string, frags []kernel.NamedFragment, patches []string) error {
+	t := kernel.Tree{
+		Unpack:  func(ctx context.Context, tree string) error { return unpackDebian(ctx, tree, srcs) },
+		Patches: patches,
+		Arch:    kernel.Arch{Name: "u-boot", KArch: "arm", CrossCompile: CrossCompile, Base: defconfig},
+		Frags:   frags,
 	}
-	for _, f := range Debian.Files {
-		step := progress.Start("unpack " + f.Name)
-		var err error
-		if f.Debian {
-			err = command.Run(ctx, tree, env(), "tar", "-xf", srcs[f.Name], "--no-same-owner")
-		} else {
-			err = command.Run(ctx, tree, env(), "tar", "-xf", srcs[f.Name], "--strip-components=1", "--no-same-owner")
+	if err := t.Prepare(ctx, tree); err != nil {
+		return fmt.Errorf("u-boot: %w", err)
+	}
+	return nil
+}
+
+// unpackDebian unpacks a Debian source package's .orig and .debian tarballs
+// and applies the debian/patches series.
+func unpackDebian(ctx context.Context, tree string, srcs map[string]string) error {
+	var names []string
+	for name := range srcs {
+		names = append(names, name)
+	}
+	// .orig first: the debian/ folder goes on top of the upstream tree.
+	sort.Slice(names, func(i, j int) bool {
+		return strings.Contains(names[i], ".orig.") && !strings.Contains(names[j], ".orig.")
+	})
+	if len(names) != 2 || !strings.Contains(names[0], ".orig.") || !strings.Contains(names[1], ".debian.") {
+		return fmt.Errorf("u-boot source: want one .orig and one .debian tarball, got %v", names)
+	}
+	for _, name := range names {
+		step := progress.Start("unpack " + name)
+		args := []string{"-xf", srcs[name], "--no-same-owner"}
+		if strings.Contains(name, ".orig.") {
+			args = append(args, "--strip-components=1")
 		}
+		err := command.Run(ctx, tree, env(), "tar", args...)
 		step.Done(err)
 		if err != nil {
 			return fmt.Errorf("unpack u-boot source: %w", err)
@@ -341,29 +302,8 @@ func Prepare(ctx context.Context, tree string, srcs map[string]string, frags []k
 		name, _, _ := strings.Cut(line, " ")
 		debianPatches = append(debianPatches, filepath.Join(tree, "debian", "patches", name))
 	}
-	// Debian's series first (the source as Debian ships it), then ours.
-	if err := kernel.ApplyPatches(tree, append(debianPatches, patches...)); err != nil {
-		return fmt.Errorf("u-boot patches: %w", err)
-	}
-	arch := kernel.Arch{Name: "u-boot", KArch: "arm", CrossCompile: CrossCompile, Base: Defconfig}
-	step := progress.Start("configure u-boot " + Defconfig + " + " + FalconFragment)
-	err = kernel.Configure(ctx, tree, arch, frags)
-	step.Done(err)
-	if err != nil {
-		return fmt.Errorf("u-boot config: %w", err)
+	if err := kernel.ApplyPatches(tree, debianPatches); err != nil {
+		return fmt.Errorf("u-boot debian patches: %w", err)
 	}
 	return nil
-}
-
-func (o Options) cached(key string) (Result, bool) {
-	if !o.Cache.Has("u-boot", key) {
-		return Result{}, false
-	}
-	dir := o.Cache.Path("u-boot", key)
-	m, err := readManifest(dir)
-	if err != nil {
-		return Result{}, false
-	}
-	o.Log.Info("u-boot cached", "key", key[:12], "dir", dir)
-	return Result{Dir: dir, Manifest: m, Cached: true}, true
 }

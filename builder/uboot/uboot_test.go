@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/internal/source"
 	"github.com/microfaas/microfaas/kernel"
 )
 
@@ -81,14 +82,18 @@ func TestConfigureFalcon(t *testing.T) {
 		t.Skip("unpacks and configures U-Boot")
 	}
 	c := cache.Cache{Dir: cache.DefaultDir()}
-	srcs, err := Fetch(context.Background(), Debian, filepath.Join(c.Dir, "downloads", "u-boot"))
+	rec, err := LoadRecipe(repoDir(t), DefaultSeries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := Fetch(context.Background(), rec, Options{Cache: c})
 	if err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatal(err)
 		}
 		t.Skip(err)
 	}
-	frag, err := os.ReadFile(filepath.Join(repoDir(t), "configs", "u-boot", FalconFragment))
+	frag, err := os.ReadFile(filepath.Join(repoDir(t), "configs", "u-boot", DefaultSeries, FalconFragment))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +102,7 @@ func TestConfigureFalcon(t *testing.T) {
 		t.Fatal(err)
 	}
 	tree := t.TempDir()
-	if err := Prepare(context.Background(), tree, srcs, []kernel.NamedFragment{{Name: FalconFragment, Fragment: f}}, nil); err != nil {
+	if err := Prepare(context.Background(), tree, rec.Defconfig, src.Files, []kernel.NamedFragment{{Name: FalconFragment, Fragment: f}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	r, err := ReadRawMode(filepath.Join(tree, ".config"))
@@ -115,9 +120,13 @@ func TestConfigureFalcon(t *testing.T) {
 // pin is refused, naming the file.
 func TestFetchRejectsCorrupt(t *testing.T) {
 	dir := t.TempDir()
-	r := Recipe{Version: "x", Files: []SourceFile{{Name: "u-boot.tar.xz", URL: "http://127.0.0.1:1/none", SHA256: strings.Repeat("0", 64)}}, Hint: "hint"}
+	r, err := LoadRecipe(repoDir(t), DefaultSeries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Source.DebianSource.Files = []source.File{{Name: "u-boot.tar.xz", SHA256: strings.Repeat("0", 64)}}
 	os.WriteFile(filepath.Join(dir, "u-boot.tar.xz"), []byte("not the release"), 0o644)
-	_, err := Fetch(context.Background(), r, dir)
+	_, err = Fetch(context.Background(), r, Options{SourceDir: dir})
 	var ce *kernel.ChecksumError
 	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "u-boot.tar.xz") {
 		t.Fatalf("err = %v, want a checksum error naming the file", err)

@@ -16,12 +16,21 @@ func runKernel(ctx context.Context, args []string) error {
 	var c common
 	c.register(fs)
 	out := fs.String("out", "", "also copy the kernel and its manifest into this folder")
+	var frags fragFlags
+	fs.Var(&frags, "fragment", "an extra kconfig fragment applied last (repeatable), e.g. configs/kernel/test-gpio-sim.config for the GPIO test kernel")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	o, err := c.options()
 	if err != nil {
 		return err
+	}
+	for _, f := range frags {
+		abs, err := filepath.Abs(f)
+		if err != nil {
+			return err
+		}
+		o.KernelFragments = append(o.KernelFragments, abs)
 	}
 	k, err := builder.Kernel(ctx, o)
 	if err != nil {
@@ -49,3 +58,9 @@ func runKernel(ctx context.Context, args []string) error {
 	}
 	return nil
 }
+
+// fragFlags collects repeated --fragment flags.
+type fragFlags []string
+
+func (f *fragFlags) String() string     { return "" }
+func (f *fragFlags) Set(v string) error { *f = append(*f, v); return nil }

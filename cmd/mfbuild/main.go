@@ -40,14 +40,15 @@ type common struct {
 	arch                                 *target.Target
 	version, source, sha, cacheDir, repo string
 	jobs                                 int
-	verbose                              bool
+	verbose, locked                      bool
 	functions                            funcFlags
 }
 
 func (c *common) register(fs *flag.FlagSet) {
 	c.arch = target.X86
 	fs.Var(target.Flag{T: &c.arch}, "arch", "worker architecture: "+target.Names())
-	fs.StringVar(&c.version, "version", kernel.DefaultVersion, "kernel recipe: "+strings.Join(kernel.RecipeNames(), ", "))
+	fs.StringVar(&c.version, "version", kernel.DefaultVersion, "kernel recipe: a series folder of configs/kernel/ (6.1, 5.10, 5.11) or its exact version")
+	fs.BoolVar(&c.locked, "locked", false, "build only the exact pinned source versions (release builds): a pin gone from the archive is an error, not a fallback")
 	fs.StringVar(&c.source, "source", "", "build from this kernel tarball instead of the recipe's (version read from its Makefile)")
 	fs.StringVar(&c.sha, "sha256", "", "with --source: the tarball's expected SHA-256")
 	fs.StringVar(&c.cacheDir, "cache", cache.DefaultDir(), "cache directory (outside the repository)")
@@ -67,7 +68,7 @@ func (c *common) options() (builder.Options, error) {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	return builder.Options{RepoDir: repo, Cache: cache.Cache{Dir: c.cacheDir}, Arch: c.arch,
-		Version: c.version, Source: c.source, SourceSHA256: c.sha, Jobs: c.jobs,
+		Version: c.version, Source: c.source, SourceSHA256: c.sha, Locked: c.locked, Jobs: c.jobs,
 		Functions: c.functions.m, Log: log}, nil
 }
 

@@ -15,7 +15,7 @@ func runUBoot(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("mfbuild uboot", flag.ContinueOnError)
 	var c common
 	c.register(fs)
-	src := fs.String("uboot-source", "", "folder holding Debian's u-boot source files (apt-get source --download-only); default: download into the cache")
+	src := fs.String("uboot-source", "", "folder holding Debian's u-boot source files (apt-get source --download-only), checked against the recipe's pins; default: fetch them into the cache")
 	out := fs.String("out", "", "also copy MLO, u-boot.img and the .config into this folder")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -24,7 +24,7 @@ func runUBoot(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := uboot.Build(ctx, uboot.Options{RepoDir: o.RepoDir, Cache: o.Cache, Jobs: o.Jobs, Log: o.Log, SourceDir: *src})
+	r, err := uboot.Build(ctx, uboot.Options{RepoDir: o.RepoDir, Cache: o.Cache, Jobs: o.Jobs, Log: o.Log, SourceDir: *src, Locked: o.Locked})
 	if err != nil {
 		return err
 	}

@@ -85,8 +85,8 @@ workers:
 	if err != nil {
 		t.Fatalf("%v\nconsole:\n%s", err, console)
 	}
-	if inv.Err != "" {
-		t.Fatalf("invocation: %s\nconsole:\n%s", inv.Err, console)
+	if inv.Err != nil {
+		t.Fatalf("invocation: %v\nconsole:\n%s", inv.Err, console)
 	}
 	var digest string
 	if err := json.Unmarshal(inv.Result, &digest); err != nil || digest != e2e.ExpectedSmokeDigest() {

@@ -41,7 +41,10 @@ func runDemo(ctx context.Context, args []string) error {
 			o.Err = err.Error()
 			return o
 		}
-		o.Err, o.ExecMS, o.BootMS = inv.Err, inv.ExecMS, inv.Boot.ConnectedMS
+		o.ExecMS, o.BootMS = inv.ExecMS, inv.Boot.ConnectedMS
+		if inv.Err != nil {
+			o.Err = inv.Err.Error()
+		}
 		return o
 	})
 	rows := loadgen.Summarise(outs)

@@ -5,6 +5,7 @@
 //	mforch demo  --kernel bzImage --initrd initramfs.cpio [--workers 3 --invocations 36]
 //	mforch status [--addr http://127.0.0.1:8080]
 //	mforch loadgen [--addr URL] [-n 170] [--arrival poisson --rate 2]
+//	mforch meter read|calibrate [--driver wattsup --device /dev/ttyUSB0 ...]
 package main
 
 import "github.com/microfaas/microfaas/internal/cli"
@@ -14,6 +15,7 @@ var commands = []cli.Command{
 	{Name: "demo", Summary: "boot a local cluster of QEMU workers, run the workload suite, print and plot the results", Run: runDemo},
 	{Name: "status", Summary: "show a running mforch's workers, queue depth and recent failures", Run: runStatus},
 	{Name: "loadgen", Summary: "drive a running mforch with the original experiment's seeded workload", Run: runLoadgen},
+	{Name: "meter", Summary: "read a power meter live, or calibrate the per-state power of a board", Run: runMeter},
 }
 
 func main() { cli.Main("mforch", commands) }

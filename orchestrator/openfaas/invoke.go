@@ -104,17 +104,12 @@ type reply struct {
 // as JSON. The deployment's content_type environment variable (the
 // watchdog's convention) overrides the content type of results.
 func (fn *function) render(inv *orchestrator.Invocation, queueTimedOut bool) reply {
-	switch {
-	case inv.Unavailable || (inv.Attempts == 0 && inv.Err != ""):
-		msg := inv.Err
-		if queueTimedOut {
+	if inv.Err != nil {
+		status, msg := orchestrator.HTTPStatus(inv.Err), inv.Err.Error()
+		if status == http.StatusServiceUnavailable && queueTimedOut {
 			msg = fmt.Sprintf("no worker was free to run %s in time (%s)", fn.Deployment.Service, inv.Err)
 		}
-		return reply{http.StatusServiceUnavailable, "text/plain", []byte(msg)}
-	case inv.TimedOut:
-		return reply{http.StatusGatewayTimeout, "text/plain", []byte(inv.Err)}
-	case inv.Err != "":
-		return reply{http.StatusInternalServerError, "text/plain", []byte(inv.Err)}
+		return reply{status, "text/plain", []byte(msg)}
 	}
 	var s string
 	rep := reply{http.StatusOK, "application/json", inv.Result}

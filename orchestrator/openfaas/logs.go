@@ -47,8 +47,8 @@ func logText(id string, inv *orchestrator.Invocation, status int, d time.Duratio
 	if !inv.PoweredOn.IsZero() && inv.PoweredOn.After(inv.Queued) {
 		fmt.Fprintf(&b, ", worker booted for it (connected %.0f ms after power-on)", float64(inv.Connected.Sub(inv.PoweredOn).Microseconds())/1000)
 	}
-	if inv.Err != "" {
-		fmt.Fprintf(&b, ": %s", inv.Err)
+	if inv.Err != nil {
+		fmt.Fprintf(&b, ": %v", inv.Err)
 	}
 	return b.String()
 }

@@ -763,10 +763,10 @@ func TestRender(t *testing.T) {
 		{"object", fn, orchestrator.Invocation{Attempts: 1, Result: json.RawMessage(`{"k":1}`)}, false, 200, "application/json", `{"k":1}`},
 		{"number", fn, orchestrator.Invocation{Attempts: 1, Result: json.RawMessage(`42`)}, false, 200, "application/json", `42`},
 		{"content_type", ct, orchestrator.Invocation{Attempts: 1, Result: json.RawMessage(`"<p>"`)}, false, 200, "text/html", `<p>`},
-		{"error", fn, orchestrator.Invocation{Attempts: 1, Err: "boom"}, false, 500, "text/plain", "boom"},
-		{"timeout", fn, orchestrator.Invocation{Attempts: 1, Err: "f timed out", TimedOut: true}, false, 504, "text/plain", "f timed out"},
-		{"never ran", fn, orchestrator.Invocation{Err: "orchestrator is shutting down"}, false, 503, "text/plain", "shutting down"},
-		{"no worker in time", fn, orchestrator.Invocation{Err: "withdrawn before it ran: context deadline exceeded"}, true, 503, "text/plain", "no worker was free"},
+		{"error", fn, orchestrator.Invocation{Attempts: 1, Err: &orchestrator.Error{Kind: orchestrator.ErrFunction, Msg: "boom"}}, false, 500, "text/plain", "boom"},
+		{"timeout", fn, orchestrator.Invocation{Attempts: 1, Err: &orchestrator.Error{Kind: orchestrator.ErrTimeout, Msg: "f timed out"}, TimedOut: true}, false, 504, "text/plain", "f timed out"},
+		{"never ran", fn, orchestrator.Invocation{Err: orchestrator.ErrClosed}, false, 503, "text/plain", "shutting down"},
+		{"no worker in time", fn, orchestrator.Invocation{Err: &orchestrator.Error{Kind: orchestrator.ErrUnavailable, Msg: "withdrawn before it ran: context deadline exceeded"}}, true, 503, "text/plain", "no worker was free"},
 	}
 	for _, tt := range tests {
 		r := tt.fn.render(&tt.inv, tt.queueTO)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/warthog618/go-gpiocdev"
 
+	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 )
 
@@ -55,7 +56,28 @@ type GPIOConfig struct {
 	ActiveHigh bool
 	// Consumer labels the line while it is requested (default "mforch").
 	Consumer string
-	Log      *slog.Logger
+	// Lines requests the lines (default: the kernel's GPIO character
+	// devices through go-gpiocdev). Tests pass a fake.
+	Lines Lines
+	// Clock times the presses (default: the system clock).
+	Clock clock.Clock
+	Log   *slog.Logger
+}
+
+// Lines requests GPIO lines as outputs.
+type Lines interface {
+	// Request takes line for workerID and drives it to the logical value 1
+	// ("pressed") at once; activeLow makes 1 a low level. The error says
+	// what to do when the chip or line is missing or busy.
+	Request(workerID string, line WorkerLine, consumer string, activeLow bool) (Line, error)
+}
+
+// Line is a requested output line.
+type Line interface {
+	// SetValue drives the logical value (1 pressed, 0 released).
+	SetValue(v int) error
+	// Close gives the line back to the kernel.
+	Close() error
 }
 
 // GPIO is the power controller for BeagleBone workers: it presses a board's
@@ -101,6 +123,12 @@ func NewGPIO(cfg GPIOConfig) (*GPIO, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.Lines == nil {
+		cfg.Lines = cdevLines{}
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
 	}
 	if cfg.Pulse < 0 || cfg.ForcedOffHold < 0 || cfg.ReleaseGap < 0 {
 		return nil, fmt.Errorf("gpio power: negative pulse (%s), forced-off hold (%s) or release gap (%s)",
@@ -235,36 +263,19 @@ func (g *GPIO) press(ctx context.Context, w inventory.Worker, hold time.Duration
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("worker %s: %s on %s not started: %w", w.ID, what, line, err)
 	}
-	chip, err := openChip(w.ID, line)
-	if err != nil {
-		return err
-	}
-	defer chip.Close()
-	if err := checkOffset(w.ID, line, chip); err != nil {
-		return err
-	}
-	opts := []gpiocdev.LineReqOption{gpiocdev.WithConsumer(g.cfg.Consumer), gpiocdev.AsOutput(1)}
-	if !g.cfg.ActiveHigh {
-		// Values below are logical: 1 is "pressed", which the kernel turns
-		// into a low level. gpioinfo then shows the line as active-low.
-		opts = append(opts, gpiocdev.AsActiveLow)
-	}
 	// The request drives the line to "pressed" at once: there is no moment
 	// where the line is an output at the wrong level.
-	l, err := chip.RequestLine(line.Offset, opts...)
+	l, err := g.cfg.Lines.Request(w.ID, line, g.cfg.Consumer, !g.cfg.ActiveHigh)
 	if err != nil {
-		return requestError(w.ID, line, chip, err)
+		return err
 	}
-	pressed := time.Now()
+	clk := g.cfg.Clock
+	pressed := clk.Now()
 	pressedOnce = true
-	timer := time.NewTimer(hold)
 	var cut error
-	select {
-	case <-timer.C:
-	case <-ctx.Done():
+	if !clock.Sleep(clk, hold, ctx.Done()) {
 		// Never leave a button pressed because a caller gave up: release
 		// it now and report the press as cut short.
-		timer.Stop()
 		cut = ctx.Err()
 	}
 	// Release before giving the line back rather than leave it to the free:
@@ -276,7 +287,7 @@ func (g *GPIO) press(ctx context.Context, w inventory.Worker, hold time.Duration
 		return fmt.Errorf("worker %s: release PWR_BUT on %s: %w (the button may still be pressed: check with gpioget %s %d)",
 			w.ID, line, err, line.Chip, line.Offset)
 	}
-	held := time.Since(pressed)
+	held := clk.Now().Sub(pressed)
 	if err := l.Close(); err != nil {
 		return fmt.Errorf("worker %s: free %s after the %s: %w", w.ID, line, what, err)
 	}
@@ -312,14 +323,14 @@ func (g *GPIO) lock(ctx context.Context, workerID string, line WorkerLine, what 
 		case <-ctx.Done():
 			running := "another press"
 			if other != "" {
-				running = fmt.Sprintf("the %s for worker %s (running for %s)", other, otherWorker, time.Since(since).Round(time.Millisecond))
+				running = fmt.Sprintf("the %s for worker %s (running for %s)", other, otherWorker, g.cfg.Clock.Now().Sub(since).Round(time.Millisecond))
 			}
 			return nil, fmt.Errorf("worker %s: %s on %s: gave up waiting for %s on the same line: %w",
 				workerID, what, line, running, ctx.Err())
 		}
 	}
 	g.mu.Lock()
-	lk.what, lk.worker, lk.since = what, workerID, time.Now()
+	lk.what, lk.worker, lk.since = what, workerID, g.cfg.Clock.Now()
 	g.mu.Unlock()
 	unlock := func() {
 		g.mu.Lock()
@@ -329,12 +340,8 @@ func (g *GPIO) lock(ctx context.Context, workerID string, line WorkerLine, what 
 	}
 	// Let the button rest after the previous press so the PMIC sees a
 	// release between the two.
-	if wait := g.cfg.ReleaseGap - time.Since(lk.released); !lk.released.IsZero() && wait > 0 {
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
+	if wait := g.cfg.ReleaseGap - g.cfg.Clock.Now().Sub(lk.released); !lk.released.IsZero() && wait > 0 {
+		if !clock.Sleep(g.cfg.Clock, wait, ctx.Done()) {
 			unlock()
 			return nil, fmt.Errorf("worker %s: %s on %s: gave up waiting for the %s release gap after the previous press: %w",
 				workerID, what, line, g.cfg.ReleaseGap, ctx.Err())
@@ -342,10 +349,49 @@ func (g *GPIO) lock(ctx context.Context, workerID string, line WorkerLine, what 
 	}
 	return func(pressed bool) {
 		if pressed {
-			lk.released = time.Now()
+			lk.released = g.cfg.Clock.Now()
 		}
 		unlock()
 	}, nil
+}
+
+// cdevLines requests lines from the kernel's GPIO character devices.
+type cdevLines struct{}
+
+// cdevLine is a requested line and the chip it came from, closed together.
+type cdevLine struct {
+	*gpiocdev.Line
+	chip *gpiocdev.Chip
+}
+
+func (l cdevLine) Close() error {
+	err := l.Line.Close()
+	l.chip.Close()
+	return err
+}
+
+func (cdevLines) Request(workerID string, line WorkerLine, consumer string, activeLow bool) (Line, error) {
+	chip, err := openChip(workerID, line)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkOffset(workerID, line, chip); err != nil {
+		chip.Close()
+		return nil, err
+	}
+	opts := []gpiocdev.LineReqOption{gpiocdev.WithConsumer(consumer), gpiocdev.AsOutput(1)}
+	if activeLow {
+		// Values are logical: 1 is "pressed", which the kernel turns into
+		// a low level. gpioinfo then shows the line as active-low.
+		opts = append(opts, gpiocdev.AsActiveLow)
+	}
+	l, err := chip.RequestLine(line.Offset, opts...)
+	if err != nil {
+		err = requestError(workerID, line, chip, err)
+		chip.Close()
+		return nil, err
+	}
+	return cdevLine{l, chip}, nil
 }
 
 // openChip opens line's chip, explaining the usual reasons it cannot be.

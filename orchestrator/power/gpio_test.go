@@ -5,12 +5,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,7 +22,7 @@ import (
 	"github.com/microfaas/microfaas/builder"
 	"github.com/microfaas/microfaas/initramfs"
 	"github.com/microfaas/microfaas/internal/cache"
-	"github.com/microfaas/microfaas/kernel"
+	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/target"
@@ -147,7 +151,10 @@ func TestNewGPIOConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := g.Config()
-			got.Log = nil
+			if got.Lines == nil || got.Clock == nil {
+				t.Fatal("no default lines or clock")
+			}
+			got.Log, got.Lines, got.Clock = nil, nil, nil
 			if got != tt.want {
 				t.Fatalf("config %+v, want %+v", got, tt.want)
 			}
@@ -231,8 +238,6 @@ func bootGPIOSimGuest(t *testing.T) (map[string]*simReport, string) {
 	}
 	qemu, err := exec.LookPath(target.X86.QEMU.Binary)
 	needed("QEMU missing (make deps installs it)", err)
-	_, err = os.Stat(kernel.Recipes[kernel.DefaultVersion].Local)
-	needed("kernel source missing (make deps installs linux-source-6.1)", err)
 	repo, err := builder.FindRepo(".")
 	if err != nil {
 		t.Fatal(err)
@@ -240,8 +245,10 @@ func bootGPIOSimGuest(t *testing.T) (map[string]*simReport, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	// The worker kernel, from the cache (built once by make test / mfbuild).
-	k, err := builder.Kernel(ctx, builder.Options{RepoDir: repo, Arch: target.X86, Cache: cache.Cache{Dir: cache.DefaultDir()}})
+	// The worker kernel plus the test-only gpio-sim fragment, from the cache
+	// (built once by make test: mfbuild kernel --fragment ...).
+	k, err := builder.Kernel(ctx, builder.Options{RepoDir: repo, Arch: target.X86, Cache: cache.Cache{Dir: cache.DefaultDir()},
+		KernelFragments: []string{filepath.Join(repo, "configs", "kernel", "test-gpio-sim.config")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -631,5 +638,242 @@ func checkErrors(t *testing.T, r *simReport) {
 		if e.Consumer == power.DefaultConsumer {
 			t.Errorf("a failing call requested a line: %+v", e)
 		}
+	}
+}
+
+// fakeLines is a GPIO chip in memory: it logs every request, level change
+// and release with the fake clock's time, and fails on request when told.
+type fakeLines struct {
+	clk        *clock.Fake
+	mu         sync.Mutex
+	log        []lineEvent
+	requestErr error
+	setErr     error
+	held       map[string]bool // lines requested and not closed
+}
+
+type lineEvent struct {
+	line      string // chip/offset
+	what      string // request, set0, set1, close
+	at        time.Time
+	activeLow bool
+	consumer  string
+}
+
+type fakeLine struct {
+	f    *fakeLines
+	line string
+}
+
+func (f *fakeLines) Request(workerID string, line power.WorkerLine, consumer string, activeLow bool) (power.Line, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	key := fmt.Sprintf("%s/%d", line.Chip, line.Offset)
+	if f.requestErr != nil {
+		return nil, fmt.Errorf("worker %s: PWR_BUT %s: %w", workerID, line, f.requestErr)
+	}
+	if f.held[key] {
+		return nil, fmt.Errorf("worker %s: %s requested twice at once: %w", workerID, key, syscall.EBUSY)
+	}
+	f.held[key] = true
+	f.log = append(f.log, lineEvent{line: key, what: "request", at: f.clk.Now(), activeLow: activeLow, consumer: consumer})
+	return &fakeLine{f, key}, nil
+}
+
+func (l *fakeLine) SetValue(v int) error {
+	l.f.mu.Lock()
+	defer l.f.mu.Unlock()
+	if l.f.setErr != nil {
+		return l.f.setErr
+	}
+	l.f.log = append(l.f.log, lineEvent{line: l.line, what: fmt.Sprintf("set%d", v), at: l.f.clk.Now()})
+	return nil
+}
+
+func (l *fakeLine) Close() error {
+	l.f.mu.Lock()
+	defer l.f.mu.Unlock()
+	delete(l.f.held, l.line)
+	l.f.log = append(l.f.log, lineEvent{line: l.line, what: "close", at: l.f.clk.Now()})
+	return nil
+}
+
+// presses returns each press on key as [pressed, released] offsets from t0.
+func (f *fakeLines) presses(key string, t0 time.Time) [][2]time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out [][2]time.Duration
+	for _, e := range f.log {
+		if e.line != key {
+			continue
+		}
+		switch e.what {
+		case "request":
+			out = append(out, [2]time.Duration{e.at.Sub(t0), -1})
+		case "set0":
+			out[len(out)-1][1] = e.at.Sub(t0)
+		}
+	}
+	return out
+}
+
+func newFakeGPIO(t *testing.T, cfg power.GPIOConfig) (*power.GPIO, *fakeLines, *clock.Fake) {
+	t.Helper()
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	lines := &fakeLines{clk: clk, held: map[string]bool{}}
+	cfg.Lines, cfg.Clock = lines, clk
+	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	g, err := power.NewGPIO(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, lines, clk
+}
+
+// async runs fn and returns its error on a channel.
+func async(fn func() error) chan error {
+	ch := make(chan error, 1)
+	go func() { ch <- fn() }()
+	return ch
+}
+
+func wait(t *testing.T, ch chan error) error {
+	t.Helper()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("press never returned")
+	}
+	return nil
+}
+
+// TestGPIOPressTiming: PowerOn holds the line pressed for the pulse and
+// PowerOff for the forced-off hold, measured on the fake clock; the line
+// is requested active-low (a direct wire) and labelled.
+func TestGPIOPressTiming(t *testing.T) {
+	g, lines, clk := newFakeGPIO(t, power.GPIOConfig{})
+	t0 := clk.Now()
+	w := bbb("w0", "P9_12")
+	done := async(func() error { return g.PowerOn(context.Background(), w) })
+	clk.WaitTimers(1)
+	clk.Advance(power.DefaultPulse)
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Second) // past the release gap
+	done = async(func() error { return g.PowerOff(context.Background(), w) })
+	clk.WaitTimers(1)
+	clk.Advance(power.DefaultForcedOffHold)
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+	got := lines.presses("gpiochip1/28", t0)
+	want := [][2]time.Duration{{0, power.DefaultPulse}, {power.DefaultPulse + time.Second, 2*power.DefaultPulse + time.Second + power.DefaultForcedOffHold - power.DefaultPulse}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("presses %v, want %v", got, want)
+	}
+	if e := lines.log[0]; !e.activeLow || e.consumer != power.DefaultConsumer {
+		t.Errorf("request %+v: want active-low, consumer %q", e, power.DefaultConsumer)
+	}
+	if len(lines.held) != 0 {
+		t.Error("a line was not given back")
+	}
+}
+
+// TestGPIOSameLineWaits: a press on a line that is being pressed waits for
+// the first to end and then for the release gap; presses on other lines
+// run at once.
+func TestGPIOSameLineWaits(t *testing.T) {
+	g, lines, clk := newFakeGPIO(t, power.GPIOConfig{ActiveHigh: true})
+	t0 := clk.Now()
+	off := async(func() error { return g.PowerOff(context.Background(), bbb("w0", "P9_12")) })
+	clk.WaitTimers(1)
+	on := async(func() error { return g.PowerOn(context.Background(), bbb("w0", "P9_12")) })
+	other := async(func() error { return g.PowerOn(context.Background(), bbb("w1", "P9_15")) })
+	clk.WaitTimers(2) // the hold and the other line's pulse; the second press on P9_12 waits for the lock
+	clk.Advance(power.DefaultPulse)
+	if err := wait(t, other); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(power.DefaultForcedOffHold - power.DefaultPulse)
+	if err := wait(t, off); err != nil {
+		t.Fatal(err)
+	}
+	clk.WaitTimers(1) // the release gap
+	clk.Advance(power.DefaultReleaseGap)
+	clk.WaitTimers(1) // the pulse
+	clk.Advance(power.DefaultPulse)
+	if err := wait(t, on); err != nil {
+		t.Fatal(err)
+	}
+	hold, gap, pulse := power.DefaultForcedOffHold, power.DefaultReleaseGap, power.DefaultPulse
+	if got, want := lines.presses("gpiochip1/28", t0), [][2]time.Duration{{0, hold}, {hold + gap, hold + gap + pulse}}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("P9_12 presses %v, want %v (no overlap, release gap kept)", got, want)
+	}
+	if got, want := lines.presses("gpiochip1/16", t0), [][2]time.Duration{{0, pulse}}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("P9_15 presses %v, want %v (in parallel)", got, want)
+	}
+	if lines.log[0].activeLow {
+		t.Error("ActiveHigh wiring requested active-low")
+	}
+}
+
+// TestGPIOCancel: a caller giving up mid-press releases the button at once
+// (never left pressed); one giving up while waiting for the line never
+// presses.
+func TestGPIOCancel(t *testing.T) {
+	g, lines, clk := newFakeGPIO(t, power.GPIOConfig{})
+	t0 := clk.Now()
+	ctx, cancel := context.WithCancel(context.Background())
+	off := async(func() error { return g.PowerOff(ctx, bbb("w0", "P9_12")) })
+	clk.WaitTimers(1)
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	on := async(func() error { return g.PowerOn(ctx2, bbb("w0", "P9_12")) })
+	clk.Advance(3 * time.Second)
+	cancel2()
+	if err := wait(t, on); !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "gave up waiting") {
+		t.Fatalf("waiting press cancelled: %v", err)
+	}
+	cancel()
+	err := wait(t, off)
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "cut short after 3s") {
+		t.Fatalf("press cancelled: %v", err)
+	}
+	if got, want := lines.presses("gpiochip1/28", t0), [][2]time.Duration{{0, 3 * time.Second}}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("presses %v, want %v", got, want)
+	}
+}
+
+// TestGPIOErrors: a failed request or release is reported with the line,
+// and the line's lock is free for the next press.
+func TestGPIOErrors(t *testing.T) {
+	g, lines, clk := newFakeGPIO(t, power.GPIOConfig{})
+	w := bbb("w0", "P9_12")
+	lines.requestErr = syscall.EBUSY
+	if err := g.PowerOn(context.Background(), w); !errors.Is(err, syscall.EBUSY) {
+		t.Fatalf("busy line: %v", err)
+	}
+	lines.requestErr = nil
+	lines.setErr = errors.New("EIO")
+	done := async(func() error { return g.PowerOn(context.Background(), w) })
+	clk.WaitTimers(1)
+	clk.Advance(power.DefaultPulse)
+	if err := wait(t, done); err == nil || !strings.Contains(err.Error(), "may still be pressed") {
+		t.Fatalf("failed release: %v", err)
+	}
+	if len(lines.held) != 0 {
+		t.Error("line not given back after a failed release")
+	}
+	lines.setErr = nil
+	clk.Advance(time.Second)
+	done = async(func() error { return g.PowerOn(context.Background(), w) })
+	clk.WaitTimers(1)
+	clk.Advance(power.DefaultPulse)
+	if err := wait(t, done); err != nil {
+		t.Fatalf("press after errors: %v", err)
+	}
+	if err := g.PowerOn(context.Background(), inventory.Worker{ID: "x", Kind: inventory.KindBBB}); err == nil {
+		t.Fatal("worker without a line")
 	}
 }

@@ -50,6 +50,7 @@ type QEMU struct {
 	accel  string
 	mu     sync.Mutex
 	procs  map[string]*exec.Cmd
+	exited map[*exec.Cmd]chan struct{} // closed once the process is reaped and OnExit's handler ran
 	onExit func(string, error)
 }
 
@@ -78,7 +79,7 @@ func NewQEMU(ctx context.Context, cfg QEMUConfig) (*QEMU, error) {
 	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
 		return nil, err
 	}
-	q := &QEMU{cfg: cfg, procs: map[string]*exec.Cmd{}}
+	q := &QEMU{cfg: cfg, procs: map[string]*exec.Cmd{}, exited: map[*exec.Cmd]chan struct{}{}}
 	switch cfg.Accel {
 	case "kvm", "tcg":
 		q.accel = cfg.Accel
@@ -191,8 +192,10 @@ func (q *QEMU) PowerOn(ctx context.Context, w inventory.Worker) error {
 		logf.Close()
 		return fmt.Errorf("worker %s: start qemu: %w", w.ID, err)
 	}
+	exited := make(chan struct{})
 	q.mu.Lock()
 	q.procs[w.ID] = cmd
+	q.exited[cmd] = exited
 	q.mu.Unlock()
 	q.cfg.Log.Debug("qemu started", "worker", w.ID, "pid", cmd.Process.Pid, "accel", q.accel)
 	go func() {
@@ -208,15 +211,21 @@ func (q *QEMU) PowerOn(ctx context.Context, w inventory.Worker) error {
 		if fn != nil {
 			fn(w.ID, err)
 		}
+		q.mu.Lock()
+		delete(q.exited, cmd)
+		q.mu.Unlock()
+		close(exited)
 	}()
 	return nil
 }
 
 // PowerOff kills the worker's qemu process (pulling the plug) and waits for
-// it to be reaped.
+// it to be reaped and its exit reported (so the report never arrives after
+// PowerOff returned).
 func (q *QEMU) PowerOff(ctx context.Context, w inventory.Worker) error {
 	q.mu.Lock()
 	cmd, ok := q.procs[w.ID]
+	exited := q.exited[cmd]
 	q.mu.Unlock()
 	if !ok {
 		return nil
@@ -224,18 +233,11 @@ func (q *QEMU) PowerOff(ctx context.Context, w inventory.Worker) error {
 	if err := cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("worker %s: kill qemu: %w", w.ID, err)
 	}
-	for {
-		q.mu.Lock()
-		_, still := q.procs[w.ID]
-		q.mu.Unlock()
-		if !still {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
+	select {
+	case <-exited:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

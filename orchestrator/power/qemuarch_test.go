@@ -6,13 +6,14 @@ import (
 	"testing"
 
 	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/target"
 )
 
 // A worker whose architecture has no QEMU controller is refused by name,
 // not booted with another architecture's kernel.
 func TestQEMUByArchMissingArch(t *testing.T) {
 	m := QEMUByArch{}
-	w := inventory.Worker{ID: "arm0", Kind: inventory.KindVM, VM: inventory.VMConfig{Arch: "arm"}}
+	w := inventory.Worker{ID: "arm0", Kind: inventory.KindVM, VM: inventory.VMConfig{Arch: target.ARMv7.Name}}
 	if err := m.PowerOn(context.Background(), w); !errors.Is(err, ErrNoArch) {
 		t.Fatal("powered on without an ARM controller")
 	}

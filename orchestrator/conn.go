@@ -1,0 +1,137 @@
+package orchestrator
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/microfaas/microfaas/protocol"
+)
+
+// Worker connections: one goroutine per connection reads (the hello, then
+// results) and posts events to the loop; a writer goroutine sends what the
+// loop's actions queue, so a slow worker never blocks the loop.
+
+// helloTimeout bounds how long a new connection may take to say hello.
+const helloTimeout = 10 * time.Second
+
+// writeTimeout bounds one message write to a worker.
+const writeTimeout = 10 * time.Second
+
+type outMsg struct {
+	typ string
+	msg any
+}
+
+// workerConn is the loop's handle on one worker connection.
+type workerConn struct {
+	c  net.Conn
+	pc *protocol.Conn
+
+	mu     sync.Mutex
+	closed bool
+	out    chan outMsg
+}
+
+// outMax bounds messages waiting for one worker; the protocol has at most
+// two in flight (a command, then a job).
+const outMax = 8
+
+func newWorkerConn(c net.Conn, pc *protocol.Conn) *workerConn {
+	wc := &workerConn{c: c, pc: pc, out: make(chan outMsg, outMax)}
+	go wc.writer()
+	return wc
+}
+
+func (wc *workerConn) writer() {
+	for m := range wc.out {
+		wc.c.SetWriteDeadline(time.Now().Add(writeTimeout))
+		if err := wc.pc.Send(m.typ, m.msg); err != nil {
+			break // the reader sees the connection fail
+		}
+	}
+	wc.c.Close()
+}
+
+// send queues a message; it never blocks. A worker that lets outMax
+// messages pile up is cut off.
+func (wc *workerConn) send(typ string, msg any) {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	if wc.closed {
+		return
+	}
+	select {
+	case wc.out <- outMsg{typ, msg}:
+	default:
+		wc.closed = true
+		close(wc.out)
+	}
+}
+
+// close sends what is queued, then closes the connection.
+func (wc *workerConn) close() {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	if !wc.closed {
+		wc.closed = true
+		close(wc.out)
+	}
+}
+
+// Serve accepts worker connections on ln until it is closed.
+func (o *Orchestrator) Serve(ln net.Listener) error {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("worker listener: %w", err)
+		}
+		go o.serveConn(c)
+	}
+}
+
+func (o *Orchestrator) serveConn(c net.Conn) {
+	remote := c.RemoteAddr().String()
+	pc := protocol.NewConn(c, o.cfg.Cluster.SecretBytes())
+	c.SetReadDeadline(time.Now().Add(helloTimeout))
+	var h protocol.Hello
+	if err := pc.Expect(protocol.TypeHello, &h); err != nil {
+		o.log.Warn("refused worker connection", "remote", remote, "err", err)
+		c.Close()
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	wc := newWorkerConn(c, pc)
+	reply := make(chan helloReply, 1)
+	if !o.post(evHello{worker: h.WorkerID, boot: h.Boot, remote: remote, conn: wc, reply: reply}) {
+		wc.close()
+		return
+	}
+	var r helloReply
+	select {
+	case r = <-reply:
+	case <-o.stopped:
+		wc.close()
+		return
+	}
+	if !r.ok {
+		return // the loop sends the power-off and closes
+	}
+	for {
+		var res protocol.Result
+		if err := pc.Expect(protocol.TypeResult, &res); err != nil {
+			o.post(evConnLost{h.WorkerID, r.session, err})
+			wc.close()
+			return
+		}
+		if !o.post(evResult{h.WorkerID, r.session, res}) {
+			wc.close()
+			return
+		}
+	}
+}

@@ -1,0 +1,97 @@
+package energy_test
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/microfaas/microfaas/orchestrator/energy"
+)
+
+// bench is a strip with one board under test, a fake clock and a fake
+// meter that samples every 100 ms of fake time.
+type bench struct {
+	mu    sync.Mutex
+	now   time.Time
+	state string // of the board
+	emit  func(energy.Sample)
+	ready chan struct{}
+}
+
+func (b *bench) Run(ctx context.Context, emit func(energy.Sample)) error {
+	b.mu.Lock()
+	b.emit = emit
+	b.mu.Unlock()
+	emit(energy.Sample{At: b.clock(), Watts: bbb.base})
+	close(b.ready)
+	<-ctx.Done()
+	return ctx.Err()
+}
+func (b *bench) Source() string { return "measured:fake" }
+func (b *bench) clock() time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.now
+}
+
+func (b *bench) sleep(ctx context.Context, d time.Duration) error {
+	<-b.ready
+	for step := 100 * time.Millisecond; d > 0; d -= step {
+		b.mu.Lock()
+		b.now = b.now.Add(step)
+		s := energy.Sample{At: b.now, Watts: bbb.base + bbb.watts[b.state]}
+		b.mu.Unlock()
+		b.emit(s)
+	}
+	return nil
+}
+
+func (b *bench) set(s string) error { b.mu.Lock(); b.state = s; b.mu.Unlock(); return nil }
+
+type benchControl struct{ b *bench }
+
+func (c benchControl) AllOff(context.Context) error  { return c.b.set(energy.Off) }
+func (c benchControl) PowerOn(context.Context) error { return c.b.set(energy.Booting) }
+func (c benchControl) WaitBooted(ctx context.Context) error {
+	c.b.sleep(ctx, 2500*time.Millisecond)
+	return c.b.set(energy.Idle)
+}
+func (c benchControl) StartBusy(context.Context) error { return c.b.set(energy.Working) }
+func (c benchControl) StopBusy(context.Context) error  { return c.b.set(energy.Idle) }
+func (c benchControl) PowerOff(context.Context) error  { return c.b.set(energy.Stopping) }
+func (c benchControl) WaitOff(ctx context.Context) error {
+	c.b.sleep(ctx, 1200*time.Millisecond)
+	return c.b.set(energy.Off)
+}
+
+func TestCalibrationRecoversPerStatePower(t *testing.T) {
+	b := &bench{now: t0, ready: make(chan struct{})}
+	cal := &energy.Calibration{Meter: b, Control: benchControl{b}, Hold: 5 * time.Second, Settle: time.Second,
+		Cycles: 2, Now: b.clock, Sleep: b.sleep}
+	m, phases, err := cal.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(phases) != 7 { // baseline, 2 boots, idle, working, 2 shutdowns
+		t.Errorf("%d phases: %+v", len(phases), phases)
+	}
+	if math.Abs(m.BaselineWatts-bbb.base) > 1e-9 || m.Source != "calibration" {
+		t.Errorf("baseline %v (%s), want %v from calibration", m.BaselineWatts, m.Source, bbb.base)
+	}
+	for _, s := range energy.OnStates {
+		if math.Abs(m.Watts[s]-bbb.watts[s]) > 1e-9 {
+			t.Errorf("%s: %v W, want %v", s, m.Watts[s], bbb.watts[s])
+		}
+	}
+	path := filepath.Join(t.TempDir(), "states.yaml")
+	if err := energy.WriteModel(path, m); err != nil {
+		t.Fatal(err)
+	}
+	back, err := energy.LoadModel(path)
+	if err != nil || back.BaselineWatts != m.BaselineWatts || back.Watts[energy.Working] != m.Watts[energy.Working] {
+		t.Errorf("model did not survive the file: %+v %v", back, err)
+	}
+}

@@ -1,0 +1,87 @@
+package energy_test
+
+import (
+	"bytes"
+	"encoding/csv"
+	"math"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/microfaas/microfaas/orchestrator/energy"
+)
+
+func TestAccountantClosesSessions(t *testing.T) {
+	var a energy.Accountant
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	for s := 0; s <= 20; s++ {
+		a.Add(energy.Sample{At: at(s), Watts: 10, Source: "measured:wattsup"})
+	}
+	ch := func(w, to string, s int, inv string) {
+		a.Observe(energy.StateChange{Worker: w, To: to, At: at(s), Invocation: inv})
+	}
+	ch("b0", energy.Booting, 1, "")
+	ch("b0", energy.Working, 3, "i1")
+	ch("b0", energy.Idle, 5, "")
+	ch("b0", energy.Working, 6, "i2")
+	ch("b1", energy.Booting, 6, "")
+	ch("b1", energy.Working, 8, "i3")
+	if got := a.Closed(); len(got) != 0 {
+		t.Errorf("closed %v before any session ended", got)
+	}
+	ch("b0", energy.Stopping, 8, "")
+	ch("b0", energy.Off, 9, "")
+	if got := a.Closed(); !reflect.DeepEqual(got, []string{"i1", "i2"}) {
+		t.Errorf("closed %v, want [i1 i2]", got)
+	}
+	ch("b1", energy.Stopping, 10, "")
+	ch("b1", energy.Off, 11, "")
+	if got := a.Closed(); !reflect.DeepEqual(got, []string{"i3"}) {
+		t.Errorf("closed %v, want [i3]", got)
+	}
+	res, err := a.Result(at(20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(res.TotalJ-200) > 1e-9 {
+		t.Errorf("total %v J, want 200 (10 W for 20 s)", res.TotalJ)
+	}
+	row := res.CSVFields("i3")
+	if len(row) != len(energy.CSVColumns) || row[len(row)-1] != "measured:wattsup" {
+		t.Errorf("csv fields %v", row)
+	}
+	if empty := res.CSVFields("nope"); empty[0] != "" {
+		t.Errorf("unknown invocation has energy %v", empty)
+	}
+	var sum float64
+	for _, j := range res.ByWorkerFunctionState(map[string]string{"i1": "f", "i2": "f", "i3": "g"}) {
+		sum += j
+	}
+	if math.Abs(sum-res.TotalJ) > 1e-6 {
+		t.Errorf("Prometheus sums %v J, total %v J", sum, res.TotalJ)
+	}
+}
+
+func TestRunFolderCSV(t *testing.T) {
+	samples := []energy.Sample{
+		{At: time.Unix(0, 1500), Watts: 12.5, Source: "measured:wattsup"},
+		{At: time.Unix(0, 2500), Watts: 1.75, Worker: "vm0", Source: "model:cpu-time"},
+	}
+	var meter, boards, tl bytes.Buffer
+	energy.WriteMeterCSV(&meter, samples)
+	energy.WriteBoardCSV(&boards, samples)
+	energy.WriteTimelineCSV(&tl, []energy.Interval{{Worker: "vm0", State: "working", Start: time.Unix(0, 10), End: time.Unix(0, 20), Invocation: "i1"}})
+	for _, tc := range []struct {
+		buf  *bytes.Buffer
+		want [][]string
+	}{
+		{&meter, [][]string{{"t_unix_ns", "watts", "source"}, {"1500", "12.5", "measured:wattsup"}}},
+		{&boards, [][]string{{"t_unix_ns", "worker", "watts", "source"}, {"2500", "vm0", "1.75", "model:cpu-time"}}},
+		{&tl, [][]string{{"worker", "state", "start_unix_ns", "end_unix_ns", "invocation"}, {"vm0", "working", "10", "20", "i1"}}},
+	} {
+		got, err := csv.NewReader(tc.buf).ReadAll()
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("csv %v %v, want %v", got, err, tc.want)
+		}
+	}
+}

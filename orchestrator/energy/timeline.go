@@ -1,0 +1,95 @@
+package energy
+
+import (
+	"sort"
+	"sync"
+	"time"
+)
+
+// Interval is one span a worker spent in one state. Invocation is set for
+// "working" (the invocation run); End zero means still open.
+type Interval struct {
+	Worker     string
+	State      string
+	Start, End time.Time
+	Invocation string
+}
+
+// StateChange is the orchestrator's report of a worker changing state (the
+// shape agreed in CONTRACTS.md; the orchestrator converts its own type).
+type StateChange struct {
+	Worker     string
+	From, To   string
+	At         time.Time
+	Invocation string // set when To is "working"
+}
+
+// Timeline turns state changes into intervals. Observe is cheap and safe to
+// call from the orchestrator's loop.
+type Timeline struct {
+	mu     sync.Mutex
+	open   map[string]Interval // current interval per worker
+	closed []Interval
+}
+
+// NewTimeline starts an empty timeline; workers not yet reported are off.
+func NewTimeline() *Timeline { return &Timeline{open: map[string]Interval{}} }
+
+// Observe records a state change: it closes the worker's current interval
+// and opens one in the new state.
+func (t *Timeline) Observe(c StateChange) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if cur, ok := t.open[c.Worker]; ok {
+		cur.End = c.At
+		if cur.End.After(cur.Start) {
+			t.closed = append(t.closed, cur)
+		}
+	}
+	t.open[c.Worker] = Interval{Worker: c.Worker, State: c.To, Start: c.At, Invocation: c.Invocation}
+}
+
+// Intervals returns every interval up to until, open ones cut at until,
+// sorted by worker then start.
+func (t *Timeline) Intervals(until time.Time) []Interval {
+	t.mu.Lock()
+	out := append([]Interval(nil), t.closed...)
+	for _, cur := range t.open {
+		if until.After(cur.Start) {
+			cur.End = until
+			out = append(out, cur)
+		}
+	}
+	t.mu.Unlock()
+	sortIntervals(out)
+	return out
+}
+
+func sortIntervals(iv []Interval) {
+	sort.SliceStable(iv, func(i, j int) bool {
+		if iv[i].Worker != iv[j].Worker {
+			return iv[i].Worker < iv[j].Worker
+		}
+		return iv[i].Start.Before(iv[j].Start)
+	})
+}
+
+// Recorder keeps the samples a meter emits; its Add is a Meter's emit func.
+type Recorder struct {
+	mu      sync.Mutex
+	samples []Sample
+}
+
+// Add stores a sample.
+func (r *Recorder) Add(s Sample) {
+	r.mu.Lock()
+	r.samples = append(r.samples, s)
+	r.mu.Unlock()
+}
+
+// Samples returns a copy of the samples so far.
+func (r *Recorder) Samples() []Sample {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Sample(nil), r.samples...)
+}

@@ -1,0 +1,232 @@
+package orchestrator
+
+import (
+	"fmt"
+	"time"
+
+	"context"
+
+	"github.com/microfaas/microfaas/orchestrator/clock"
+	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/orchestrator/power"
+)
+
+// maxBatch bounds how many queued events one turn of the loop handles
+// before it commits their store writes and carries out their actions.
+const maxBatch = 512
+
+// loop is the orchestrator's one goroutine that changes state. Each turn
+// takes every event waiting (up to maxBatch), applies them to the machine
+// under o.mu, and carries out their actions. With a Store, the turn's
+// store writes and the actions that must follow them go to the committer.
+func (o *Orchestrator) loop(first []action) {
+	defer close(o.loopDone)
+	o.execute(first)
+	batch := make([]timedEvent, 0, maxBatch)
+	for {
+		select {
+		case ev := <-o.events:
+			batch = append(batch, ev)
+		case <-o.stopped:
+			return
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case ev := <-o.events:
+				batch = append(batch, ev)
+			default:
+				break drain
+			}
+		}
+		o.mu.Lock()
+		o.m.turn++
+		for _, ev := range batch {
+			o.m.handle(ev.ev, ev.at)
+		}
+		acts := o.m.take()
+		turn := o.m.turn
+		o.mu.Unlock()
+		batch = batch[:0]
+		if o.commits != nil {
+			var later []action
+			acts, later = splitDurable(acts)
+			if len(later) > 0 {
+				o.commits <- commitBatch{turn, later}
+			}
+		}
+		o.execute(acts)
+	}
+}
+
+type timedEvent struct {
+	ev any
+	at time.Time
+}
+
+// post hands an event to the loop, stamped with the clock's time; it
+// reports false once the orchestrator has stopped.
+func (o *Orchestrator) post(ev any) bool {
+	select {
+	case o.events <- timedEvent{ev, o.clock.Now()}:
+		return true
+	case <-o.stopped:
+		return false
+	}
+}
+
+// splitDurable separates the actions that must wait for the store.
+func splitDurable(acts []action) (now, later []action) {
+	for _, a := range acts {
+		if durable(a) {
+			later = append(later, a)
+		} else {
+			now = append(now, a)
+		}
+	}
+	return now, later
+}
+
+// commitBatch is one turn's store writes and the actions that follow them.
+type commitBatch struct {
+	turn uint64
+	acts []action
+}
+
+// committer commits store writes in groups: everything the loop handed
+// over while the previous commit was on its way to disk goes into the
+// next transaction, one fsync for all. After each commit it carries out
+// the actions that waited for it, in order, and tells the loop.
+func (o *Orchestrator) committer() {
+	defer close(o.commitsDone)
+	var group []commitBatch
+	for b := range o.commits {
+		group = append(group[:0], b)
+	more:
+		for len(group) < maxBatch {
+			select {
+			case b, ok := <-o.commits:
+				if !ok {
+					break more
+				}
+				group = append(group, b)
+			default:
+				break more
+			}
+		}
+		var writes []StoreWrite
+		for _, b := range group {
+			for _, a := range b.acts {
+				if p, ok := a.(actPersist); ok {
+					writes = append(writes, StoreWrite{Invocation: p.inv, Finished: p.finished})
+				}
+			}
+		}
+		var err error
+		if len(writes) > 0 {
+			if err = o.cfg.Store.Commit(writes); err != nil {
+				o.log.Error("committing invocations to the store failed", "writes", len(writes), "err", err)
+			}
+		}
+		// The loop learns of the commit before the events that follow it.
+		o.post(evCommitted{group[len(group)-1].turn})
+		for _, b := range group {
+			for _, a := range b.acts {
+				if acc, ok := a.(actAccepted); ok {
+					o.accepted(acc, err)
+					continue
+				}
+				o.execute([]action{a})
+			}
+		}
+	}
+}
+
+// accepted answers Submit once its write is committed (or failed).
+func (o *Orchestrator) accepted(a actAccepted, err error) {
+	if err != nil {
+		o.post(evAcceptFailed{a.inv})
+		a.reply <- fmt.Errorf("invocation not accepted: persisting it failed: %w", err)
+		return
+	}
+	// Queued by the loop before anything Submit's caller does next.
+	o.post(evAccepted{a.inv})
+	a.reply <- nil
+}
+
+// execute carries out actions in order.
+func (o *Orchestrator) execute(acts []action) {
+	for _, a := range acts {
+		switch a := a.(type) {
+		case actPersist:
+		case actAccepted:
+			// Without a Store there is nothing to wait for.
+			o.accepted(a, nil)
+		case actReply:
+			a.reply <- a.err
+		case actWarmed:
+			a.reply <- a.n
+		case actPowerOn:
+			o.powerGo(a.w, func(ctx context.Context, c power.Controller) {
+				err := c.PowerOn(ctx, a.w)
+				o.post(evPowerOn{a.w.ID, a.session, err})
+			})
+		case actPowerOff:
+			o.powerGo(a.w, func(ctx context.Context, c power.Controller) {
+				err := c.PowerOff(ctx, a.w)
+				o.post(evPowerOff{a.w.ID, a.session, err})
+			})
+		case actSend:
+			a.conn.send(a.typ, a.msg)
+		case actClose:
+			a.conn.close()
+		case actHelloDone:
+			a.reply <- a.r
+		case actArm:
+			o.timersMu.Lock()
+			if t := o.timers[a.worker]; t != nil {
+				t.Stop()
+			}
+			ev := evTimer{a.worker, a.session, a.timer}
+			o.timers[a.worker] = o.clock.AfterFunc(a.after, func() { o.post(ev) })
+			o.timersMu.Unlock()
+		case actDisarm:
+			o.timersMu.Lock()
+			if t := o.timers[a.worker]; t != nil {
+				t.Stop()
+				delete(o.timers, a.worker)
+			}
+			o.timersMu.Unlock()
+		case actDone:
+			o.metrics.Record(a.inv)
+			close(a.inv.done)
+		case actRelease:
+			close(a.inv.done)
+		case actRecord:
+			if o.cfg.Recorder != nil {
+				o.cfg.Recorder.Record(a.inv)
+			}
+		case actState:
+			if o.cfg.OnStateChange != nil {
+				o.cfg.OnStateChange(a.change)
+			}
+		case actClosed:
+			close(a.ch)
+		default:
+			panic(fmt.Sprintf("orchestrator: unknown action %T", a))
+		}
+	}
+}
+
+// powerGo runs a controller call outside the loop: a GPIO press takes
+// seconds.
+func (o *Orchestrator) powerGo(w inventory.Worker, call func(context.Context, power.Controller)) {
+	c := o.cfg.Controllers[w.Kind]
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		call(context.Background(), c)
+	}()
+}
+
+var _ clock.Clock = clock.Real{}

@@ -1,0 +1,847 @@
+package orchestrator
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/protocol"
+)
+
+// The scheduler is a state machine: machine.handle takes one event and
+// changes the queue and the workers' states, appending the actions that
+// the change needs (power a worker on, send it a job, persist, reply). It
+// does no I/O and reads no clock: each event carries its time. The loop in
+// loop.go feeds it events and carries out its actions; docs/orchestrator.md
+// draws the transitions and machine_test.go drives each one.
+
+// State is where a worker is in its life cycle.
+type State string
+
+// Worker states (docs/orchestrator.md draws the machine).
+const (
+	Off      State = "off"
+	Booting  State = "booting"  // powered on, not yet connected
+	Idle     State = "idle"     // connected, waiting for a job
+	Working  State = "working"  // running a job
+	Stopping State = "stopping" // told to power off, or being forced off
+	Failed   State = "failed"   // failed to boot too often; not used until reset
+)
+
+// StateChange reports a worker's move from one state to another, at a time
+// on the orchestrator's clock. Invocation is the job's id when To is
+// Working, else "".
+type StateChange struct {
+	Worker     string
+	From, To   State
+	At         time.Time
+	Invocation string
+}
+
+// Events: what happened.
+type (
+	evSubmit struct {
+		inv   *Invocation
+		reply chan error
+	}
+	// evAccepted / evAcceptFailed follow an evSubmit once its store write
+	// is committed (or failed).
+	evAccepted     struct{ inv *Invocation }
+	evAcceptFailed struct{ inv *Invocation }
+	evWithdraw     struct {
+		inv *Invocation
+		why error
+	}
+	evWarm struct {
+		n     int
+		reply chan int
+	}
+	// evPowerOn and evPowerOff are a controller's PowerOn / forced PowerOff returning.
+	evPowerOn struct {
+		worker  string
+		session uint64
+		err     error
+	}
+	evPowerOff struct {
+		worker  string
+		session uint64
+		err     error
+	}
+	// evHello: an authenticated hello from worker on conn.
+	evHello struct {
+		worker string
+		boot   protocol.BootTimes
+		remote string
+		conn   *workerConn
+		reply  chan helloReply
+	}
+	evResult struct {
+		worker  string
+		session uint64
+		res     protocol.Result
+	}
+	evConnLost struct {
+		worker  string
+		session uint64
+		err     error
+	}
+	// evExited: the controller saw the worker go off by itself.
+	evExited struct {
+		worker string
+		err    error
+	}
+	evTimer struct {
+		worker         string
+		session, timer uint64
+	}
+	// evShutdown stops admission; drained is closed once no job runs.
+	evShutdown struct{ drained chan struct{} }
+	// evPowerOffAll forces every worker off; off is closed when all are.
+	evPowerOffAll struct{ off chan struct{} }
+	// evCommitted: the store writes of every turn up to turn are on disk.
+	evCommitted struct{ turn uint64 }
+	// evSync does nothing; closing done says every event posted before it
+	// was handled.
+	evSync struct{ done chan struct{} }
+)
+
+type helloReply struct {
+	ok      bool
+	session uint64
+}
+
+// Actions: what the loop must do. With a Store, store writes go to the
+// committer, which commits them in groups; the actions that must not
+// happen before those writes are on disk (replies to Submit, releasing
+// waiters, recording, sending a job whose start is not yet on disk) run
+// after the commit, in order. See durable().
+type (
+	actPowerOn struct {
+		w       inventory.Worker
+		session uint64
+	}
+	actPowerOff struct {
+		w       inventory.Worker
+		session uint64
+	}
+	actSend struct {
+		conn *workerConn
+		typ  string
+		msg  any
+		// durable: only once the store writes emitted so far are
+		// committed (a job whose start is not yet on disk).
+		durable bool
+	}
+	actClose     struct{ conn *workerConn }
+	actHelloDone struct {
+		reply chan helloReply
+		r     helloReply
+	}
+	actArm struct {
+		worker         string
+		session, timer uint64
+		after          time.Duration
+	}
+	actDisarm struct{ worker string }
+	// actPersist writes rec as pending, or moves it to finished.
+	actPersist struct {
+		inv      *Invocation // a snapshot
+		finished bool
+	}
+	// actAccepted replies to Submit once the batch is committed.
+	actAccepted struct {
+		inv   *Invocation
+		reply chan error
+	}
+	actReply struct {
+		reply chan error
+		err   error
+	}
+	actWarmed struct {
+		reply chan int
+		n     int
+	}
+	// actDone counts a finished invocation in the metrics and releases its waiters.
+	actDone    struct{ inv *Invocation }
+	actRelease struct{ inv *Invocation } // releases waiters only (the invocation stays pending in the store)
+	actRecord  struct{ inv *Invocation } // the Recorder, once the timeline is complete
+	actState   struct{ change StateChange }
+	actClosed  struct{ ch chan struct{} }
+)
+
+// machineConfig is Config with defaults applied, plus what the machine
+// needs to know of the controllers.
+type machineConfig struct {
+	MaxBooting, MaxAttempts, MaxBootFailures int
+	PowerUpTimeout, JobTimeout, IdleTimeout  time.Duration
+	PowerOffHoldoff                          time.Duration
+	// FirstIdle is how long a freshly connected worker waits for a job.
+	FirstIdle time.Duration
+	// JobGrace is added to an invocation's timeout before a worker that
+	// sends no result is declared lost.
+	JobGrace time.Duration
+	// ReportsExit says, per worker kind, whether its controller reports
+	// exits (power.ExitReporter).
+	ReportsExit map[string]bool
+	Durable     bool // a Store is set
+	Services    map[string]map[string]string
+}
+
+// durable reports whether a must wait for the store writes emitted before it.
+func durable(a action) bool {
+	switch a := a.(type) {
+	case actPersist, actAccepted, actReply, actDone, actRelease, actRecord:
+		return true
+	case actSend:
+		return a.durable
+	}
+	return false
+}
+
+type worker struct {
+	spec         inventory.Worker
+	state        State
+	since        time.Time
+	session      uint64 // counts sessions; events of older ones are ignored
+	timer        uint64 // the armed timer; others firing are stale
+	poweredOn    time.Time
+	connected    time.Time
+	boot         protocol.BootTimes
+	conn         *workerConn
+	exited       bool // the controller reported it off while a job ran
+	forcing      bool // a forced PowerOff is under way
+	current      *Invocation
+	ran          []*Invocation // finished this session; recorded when it powers off
+	bootFailures int
+}
+
+type machine struct {
+	cfg     machineConfig
+	log     *slog.Logger
+	now     time.Time
+	queue   []*Invocation
+	workers map[string]*worker
+	order   []string // inventory order, for deterministic choices
+	live    map[string]*Invocation
+	// recent keeps the last finished invocations for lookups (a FIFO of
+	// recentMax ids).
+	recent      map[string]*Invocation
+	recentOrder []string
+	failures    []Failure
+	closed      bool
+	drained     chan struct{} // closed once no job runs after shutdown
+	allOff      chan struct{} // closed once every worker is off after evPowerOffAll
+	acts        []action
+	// turn numbers the loop's turns; committed is the last turn whose
+	// store writes are on disk.
+	turn, committed uint64
+}
+
+type action any
+
+// recentMax bounds the finished invocations kept in memory without a Store.
+const recentMax = 10000
+
+// snapshot copies inv for a store write: the loop may change inv again
+// before the write is committed.
+func snapshot(inv *Invocation) *Invocation {
+	c := *inv
+	c.done = nil
+	return &c
+}
+
+// maxFailures bounds the failures Status reports.
+const maxFailures = 10
+
+func newMachine(cfg machineConfig, log *slog.Logger, workers []inventory.Worker, now time.Time) *machine {
+	m := &machine{cfg: cfg, log: log, now: now, workers: map[string]*worker{}, live: map[string]*Invocation{},
+		recent: map[string]*Invocation{}}
+	for _, w := range workers {
+		m.workers[w.ID] = &worker{spec: w, state: Off, since: now}
+		m.order = append(m.order, w.ID)
+	}
+	return m
+}
+
+func (m *machine) emit(a action) { m.acts = append(m.acts, a) }
+
+// take returns the actions emitted since the last call.
+func (m *machine) take() []action {
+	a := m.acts
+	m.acts = nil
+	return a
+}
+
+// current returns the worker an event is about, or nil when the event
+// belongs to a session that has ended (a stale event). This is the one
+// place that guards against late events.
+func (m *machine) current(id string, session uint64) *worker {
+	w := m.workers[id]
+	if w == nil || w.session != session {
+		return nil
+	}
+	return w
+}
+
+// handle applies one event at time now.
+func (m *machine) handle(ev any, now time.Time) {
+	m.now = now
+	switch e := ev.(type) {
+	case evSubmit:
+		m.submit(e)
+	case evAccepted:
+		if m.closed {
+			m.abandon(e.inv)
+			break
+		}
+		m.queue = append(m.queue, e.inv)
+		m.dispatch()
+	case evAcceptFailed:
+		delete(m.live, e.inv.ID)
+	case evWithdraw:
+		m.withdraw(e.inv, e.why)
+	case evWarm:
+		m.warm(e)
+	case evPowerOn:
+		m.poweredOn(e)
+	case evPowerOff:
+		if w := m.current(e.worker, e.session); w != nil {
+			m.forcedOff(w, e.err)
+		}
+	case evHello:
+		m.hello(e)
+	case evResult:
+		if w := m.current(e.worker, e.session); w != nil {
+			m.result(w, e.res)
+		}
+	case evConnLost:
+		if w := m.current(e.worker, e.session); w != nil {
+			m.connLost(w, e.err)
+		}
+	case evExited:
+		if w := m.workers[e.worker]; w != nil {
+			m.exited(w, e.err)
+		}
+	case evTimer:
+		if w := m.current(e.worker, e.session); w != nil && w.timer == e.timer {
+			m.timerFired(w)
+		}
+	case evShutdown:
+		m.shutdown(e)
+	case evPowerOffAll:
+		m.powerOffAll(e)
+	case evCommitted:
+		m.committed = max(m.committed, e.turn)
+	case evSync:
+		m.emit(actClosed{e.done})
+	default:
+		panic(fmt.Sprintf("orchestrator: unknown event %T", ev))
+	}
+	m.checkWaiters()
+}
+
+func (m *machine) submit(e evSubmit) {
+	if m.closed {
+		m.emit(actReply{e.reply, ErrClosed})
+		return
+	}
+	m.live[e.inv.ID] = e.inv
+	if m.cfg.Durable {
+		// Queued once the write is committed (evAccepted). With workers
+		// up and a short queue, the write reserves the first attempt too
+		// (see reserve).
+		rec := snapshot(e.inv)
+		if len(m.queue) < reserveAhead && m.anyConnected() {
+			e.inv.reserved, e.inv.reservedTurn = 1, m.turn
+			rec.Attempts, rec.Started = 1, m.now
+		}
+		m.emit(actPersist{inv: rec})
+		m.emit(actAccepted{e.inv, e.reply})
+		return
+	}
+	m.queue = append(m.queue, e.inv)
+	m.emit(actReply{e.reply, nil})
+	m.dispatch()
+}
+
+func (m *machine) withdraw(inv *Invocation, why error) {
+	for i, q := range m.queue {
+		if q == inv {
+			m.queue = append(m.queue[:i], m.queue[i+1:]...)
+			m.finish(inv, newError(ErrUnavailable, "withdrawn before it ran: %v", why))
+			m.emit(actRecord{inv})
+			return
+		}
+	}
+}
+
+func (m *machine) warm(e evWarm) {
+	started := 0
+	if !m.closed {
+		for _, id := range m.order {
+			if started >= e.n {
+				break
+			}
+			if w := m.workers[id]; w.state == Off {
+				m.powerOn(w)
+				started++
+			}
+		}
+	}
+	m.emit(actWarmed{e.reply, started})
+}
+
+// dispatch hands queued jobs to idle workers, then powers on as many off
+// workers as the rest of the queue needs, within MaxBooting.
+func (m *machine) dispatch() {
+	if m.closed {
+		return
+	}
+	if len(m.queue) > 0 && m.allFailed() {
+		for _, inv := range m.queue {
+			m.finish(inv, newError(ErrUnavailable, "no worker can run it: every worker failed to boot repeatedly (see their console logs and mforch status)"))
+			m.emit(actRecord{inv})
+		}
+		m.queue = nil
+		return
+	}
+	for _, id := range m.order {
+		if len(m.queue) == 0 {
+			break
+		}
+		if w := m.workers[id]; w.state == Idle {
+			inv := m.queue[0]
+			m.queue = m.queue[1:]
+			m.startJob(w, inv)
+		}
+	}
+	booting := 0
+	for _, w := range m.workers {
+		if w.state == Booting {
+			booting++
+		}
+	}
+	need := len(m.queue) - booting
+	for _, id := range m.order {
+		if need <= 0 || booting >= m.cfg.MaxBooting {
+			break
+		}
+		if w := m.workers[id]; w.state == Off {
+			m.powerOn(w)
+			booting++
+			need--
+		}
+	}
+	m.reserve()
+}
+
+// reserveAhead is how many invocations at the head of the queue have
+// their next attempt written to the Store ahead of their start. It must
+// cover what the workers start while a commit is on its way to disk.
+const reserveAhead = 64
+
+// reserve records, for the invocations at the head of the queue, the
+// attempt they will start next, before a worker is free for them, while
+// any worker is connected. A worker that finishes a job then gets the next
+// one at once instead of after a commit: its start is on disk already.
+// An invocation reserved but not started when mforch stops counts the
+// attempt, so after a restart its attempts say it may have run (never
+// fewer starts than happened, at most one more).
+func (m *machine) reserve() {
+	if !m.cfg.Durable || len(m.queue) == 0 || !m.anyConnected() {
+		return
+	}
+	for _, inv := range m.queue[:min(len(m.queue), reserveAhead)] {
+		if inv.reserved > inv.Attempts {
+			continue
+		}
+		inv.reserved, inv.reservedTurn = inv.Attempts+1, m.turn
+		rec := snapshot(inv)
+		rec.Attempts, rec.Started = inv.reserved, m.now
+		m.emit(actPersist{inv: rec})
+	}
+}
+
+func (m *machine) anyConnected() bool {
+	for _, w := range m.workers {
+		if w.state == Idle || w.state == Working {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *machine) allFailed() bool {
+	for _, w := range m.workers {
+		if w.state != Failed {
+			return false
+		}
+	}
+	return len(m.workers) > 0
+}
+
+func (m *machine) setState(w *worker, s State) {
+	if w.state == s {
+		return
+	}
+	change := StateChange{Worker: w.spec.ID, From: w.state, To: s, At: m.now}
+	if s == Working && w.current != nil {
+		change.Invocation = w.current.ID
+	}
+	m.log.Debug("worker state", "worker", w.spec.ID, "from", w.state, "to", s)
+	w.state, w.since = s, m.now
+	m.emit(actState{change})
+}
+
+// arm starts w's one timer; an earlier one is cancelled.
+func (m *machine) arm(w *worker, after time.Duration) {
+	w.timer++
+	m.emit(actArm{w.spec.ID, w.session, w.timer, after})
+}
+
+func (m *machine) disarm(w *worker) {
+	w.timer++
+	m.emit(actDisarm{w.spec.ID})
+}
+
+func (m *machine) powerOn(w *worker) {
+	w.session++
+	w.poweredOn, w.connected, w.boot = m.now, time.Time{}, protocol.BootTimes{}
+	w.exited, w.forcing, w.conn = false, false, nil
+	m.setState(w, Booting)
+	m.arm(w, m.cfg.PowerUpTimeout)
+	m.emit(actPowerOn{w.spec, w.session})
+}
+
+func (m *machine) poweredOn(e evPowerOn) {
+	w := m.current(e.worker, e.session)
+	if w == nil || w.state != Booting {
+		return
+	}
+	if e.err != nil {
+		m.log.Error("power on failed", "worker", w.spec.ID, "err", e.err)
+		m.bootFailed(w, e.err.Error())
+		return
+	}
+	m.log.Info("worker powered on", "worker", w.spec.ID)
+}
+
+// bootFailed forces a worker that did not come up off and counts the
+// failure; forcedOff marks it failed after too many in a row.
+func (m *machine) bootFailed(w *worker, why string) {
+	w.bootFailures++
+	m.log.Warn("worker failed to boot", "worker", w.spec.ID, "why", why, "failures", w.bootFailures)
+	m.forceOff(w)
+}
+
+// forceOff pulls the plug: Stopping until the controller's PowerOff returns.
+func (m *machine) forceOff(w *worker) {
+	m.setState(w, Stopping)
+	m.disarm(w)
+	if !w.forcing {
+		w.forcing = true
+		m.emit(actPowerOff{w.spec, w.session})
+	}
+	m.dispatch()
+}
+
+func (m *machine) forcedOff(w *worker, err error) {
+	if err != nil {
+		m.log.Error("forced power off failed", "worker", w.spec.ID, "err", err)
+	}
+	if w.state == Off || w.state == Failed {
+		return
+	}
+	m.endSession(w)
+}
+
+// endSession records that the worker is off (or failed, after too many
+// boot failures in a row): events of this session are stale from now on.
+func (m *machine) endSession(w *worker) {
+	if w.current != nil {
+		m.lostJob(w, fmt.Sprintf("worker %s went off mid-job", w.spec.ID))
+	}
+	s := Off
+	if w.bootFailures >= m.cfg.MaxBootFailures {
+		s = Failed
+		m.log.Error("worker marked failed: it did not boot several times in a row; check its console log and power", "worker", w.spec.ID)
+	}
+	m.setState(w, s)
+	m.disarm(w)
+	w.session++
+	w.forcing, w.exited = false, false
+	if w.conn != nil {
+		m.emit(actClose{w.conn})
+		w.conn = nil
+	}
+	for _, inv := range w.ran {
+		inv.PoweredOff = m.now
+		m.emit(actRecord{inv})
+	}
+	w.ran = nil
+	m.dispatch()
+}
+
+func (m *machine) hello(e evHello) {
+	w, known := m.workers[e.worker]
+	if !known || w.state != Booting {
+		why := "not in the inventory"
+		if known {
+			why = "not expected (state " + string(w.state) + ")"
+		}
+		m.log.Warn("turning away worker", "worker", e.worker, "remote", e.remote, "why", why)
+		m.emit(actHelloDone{e.reply, helloReply{}})
+		m.emit(actSend{e.conn, protocol.TypeCommand, protocol.Command{Action: protocol.CmdPowerOff}, false})
+		m.emit(actClose{e.conn})
+		return
+	}
+	m.log.Info("worker connected", "worker", e.worker, "init_ms", e.boot.InitMS, "connected_ms", e.boot.ConnectedMS)
+	w.connected, w.boot, w.bootFailures, w.conn = m.now, e.boot, 0, e.conn
+	m.emit(actHelloDone{e.reply, helloReply{ok: true, session: w.session}})
+	m.idle(w, m.cfg.FirstIdle)
+}
+
+// idle makes w wait for a job for at most after, and gives it one if any
+// is queued.
+func (m *machine) idle(w *worker, after time.Duration) {
+	m.setState(w, Idle)
+	m.arm(w, after)
+	m.dispatch()
+}
+
+func (m *machine) startJob(w *worker, inv *Invocation) {
+	inv.Attempts++
+	inv.Worker = w.spec.ID
+	inv.PoweredOn, inv.Connected, inv.Boot = w.poweredOn, w.connected, w.boot
+	inv.Started = m.now
+	w.current = inv
+	m.setState(w, Working)
+	m.arm(w, inv.Timeout+m.cfg.JobGrace)
+	// The attempt is on disk before the job leaves, so a restart knows it
+	// may have run: reserved in an earlier turn whose commit is done, or
+	// written now and the job sent after the commit.
+	wait := false
+	if m.cfg.Durable {
+		if inv.reserved < inv.Attempts {
+			inv.reserved, inv.reservedTurn = inv.Attempts, m.turn
+			m.emit(actPersist{inv: snapshot(inv)})
+		}
+		wait = inv.reservedTurn > m.committed
+	}
+	m.emit(actSend{w.conn, protocol.TypeJob, protocol.Job{ID: inv.ID, Function: inv.Function, Args: inv.Args,
+		TimeoutMS: inv.Timeout.Milliseconds(), Attempt: inv.Attempts, Services: m.cfg.Services,
+		Env: inv.Env, Secrets: inv.Secrets}, wait})
+}
+
+func (m *machine) result(w *worker, res protocol.Result) {
+	inv := w.current
+	if w.state != Working || inv == nil || res.ID != inv.ID {
+		want := ""
+		if inv != nil {
+			want = inv.ID
+		}
+		m.connLost(w, fmt.Errorf("result for invocation %q, expected %q", res.ID, want))
+		return
+	}
+	w.current = nil
+	inv.Result, inv.TimedOut, inv.ExecMS = res.Result, res.TimedOut, res.ExecMS
+	var err error
+	switch {
+	case res.TimedOut:
+		err = &Error{Kind: ErrTimeout, Msg: res.Error}
+		if res.Error == "" {
+			err = newError(ErrTimeout, "timed out after %s", inv.Timeout)
+		}
+	case res.Error != "":
+		err = &Error{Kind: ErrFunction, Msg: res.Error}
+	}
+	m.finish(inv, err)
+	switch {
+	case w.exited:
+		w.ran = append(w.ran, inv)
+		m.endSession(w)
+	case m.cfg.IdleTimeout == 0 || res.TimedOut || m.closed:
+		// A timed-out function may still hold the worker: it reboots.
+		w.ran = append(w.ran, inv)
+		m.stop(w)
+	default:
+		m.emit(actRecord{inv})
+		m.emit(actSend{w.conn, protocol.TypeCommand, protocol.Command{Action: protocol.CmdWait}, false})
+		m.idle(w, m.cfg.IdleTimeout)
+	}
+}
+
+// stop tells a worker to power off. A controller that reports exits ends
+// the session when the worker is off (or the worker is forced off after
+// the holdoff); for one that cannot (GPIO boards), the worker counts as
+// off after the holdoff.
+func (m *machine) stop(w *worker) {
+	m.setState(w, Stopping)
+	m.emit(actSend{w.conn, protocol.TypeCommand, protocol.Command{Action: protocol.CmdPowerOff}, false})
+	m.arm(w, m.cfg.PowerOffHoldoff)
+}
+
+func (m *machine) timerFired(w *worker) {
+	switch w.state {
+	case Booting:
+		m.bootFailed(w, fmt.Sprintf("no hello within %s of power-on", m.cfg.PowerUpTimeout))
+	case Idle:
+		m.stop(w)
+	case Working:
+		m.log.Warn("worker sent no result in time", "worker", w.spec.ID, "invocation", w.current.ID)
+		m.lostJob(w, fmt.Sprintf("worker %s sent no result within %s", w.spec.ID, w.current.Timeout+m.cfg.JobGrace))
+		m.forceOff(w)
+	case Stopping:
+		if m.cfg.ReportsExit[w.spec.Kind] {
+			m.log.Warn("worker did not power off when told; forcing it off", "worker", w.spec.ID)
+			m.forceOff(w)
+		} else {
+			m.endSession(w)
+		}
+	}
+}
+
+func (m *machine) connLost(w *worker, err error) {
+	switch w.state {
+	case Idle, Working:
+	default:
+		return // a stopping worker's connection closes as it goes off
+	}
+	m.log.Warn("worker connection lost", "worker", w.spec.ID, "state", w.state, "err", err)
+	if w.state == Working {
+		why := fmt.Sprintf("worker %s connection lost mid-job (%v)", w.spec.ID, err)
+		if w.exited {
+			why = fmt.Sprintf("worker %s went off mid-job", w.spec.ID)
+		}
+		m.lostJob(w, why)
+	}
+	if w.exited {
+		m.endSession(w)
+		return
+	}
+	m.forceOff(w)
+}
+
+func (m *machine) exited(w *worker, err error) {
+	switch w.state {
+	case Stopping, Idle:
+		m.endSession(w)
+	case Booting:
+		w.bootFailures++
+		m.log.Warn("worker exited while booting", "worker", w.spec.ID, "err", err, "failures", w.bootFailures)
+		m.endSession(w)
+	case Working:
+		// The worker may have sent its result just before powering off: the
+		// connection delivers it, or its loss, and that ends the session.
+		w.exited = true
+	}
+}
+
+// lostJob requeues the worker's current invocation (at the front, so it
+// keeps its place) or fails it once it has used its attempts.
+func (m *machine) lostJob(w *worker, why string) {
+	inv := w.current
+	w.current = nil
+	if inv == nil {
+		return
+	}
+	m.log.Warn("invocation lost its worker", "invocation", inv.ID, "worker", w.spec.ID, "attempt", inv.Attempts, "why", why)
+	if inv.Attempts >= m.cfg.MaxAttempts {
+		m.finish(inv, newError(ErrWorkerLost, "%s; gave up after %d attempts", why, inv.Attempts))
+		m.emit(actRecord{inv})
+		return
+	}
+	inv.Worker, inv.PoweredOn, inv.Connected, inv.Started = "", time.Time{}, time.Time{}, time.Time{}
+	if m.closed {
+		m.abandon(inv)
+		return
+	}
+	m.queue = append([]*Invocation{inv}, m.queue...)
+}
+
+// finish completes inv: persisted as finished, then its waiters released.
+// The caller emits actRecord when the timeline is complete.
+func (m *machine) finish(inv *Invocation, err error) {
+	inv.Err = err
+	inv.Finished = m.now
+	if m.cfg.Durable {
+		m.emit(actPersist{inv: snapshot(inv), finished: true})
+	}
+	delete(m.live, inv.ID)
+	// Kept for Lookup also with a Store: the finished record is committed
+	// only after this turn.
+	m.recent[inv.ID] = inv
+	m.recentOrder = append(m.recentOrder, inv.ID)
+	if len(m.recentOrder) > recentMax {
+		delete(m.recent, m.recentOrder[0])
+		m.recentOrder = m.recentOrder[1:]
+	}
+	if err != nil {
+		m.failures = append(m.failures, Failure{ID: inv.ID, Function: inv.Function, Worker: inv.Worker,
+			Attempts: inv.Attempts, Error: err.Error(), At: inv.Finished})
+		if len(m.failures) > maxFailures {
+			m.failures = m.failures[1:]
+		}
+	}
+	m.emit(actDone{inv})
+}
+
+// abandon releases the waiters of an invocation that will not run in this
+// process. With a Store it stays pending for the next start.
+func (m *machine) abandon(inv *Invocation) {
+	if !m.cfg.Durable {
+		m.finish(inv, ErrClosed)
+		m.emit(actRecord{inv})
+		return
+	}
+	inv.Err = newError(ErrClosed, "mforch shut down before the invocation finished; it stays queued and runs after the next start")
+	delete(m.live, inv.ID)
+	m.emit(actRelease{inv})
+}
+
+func (m *machine) shutdown(e evShutdown) {
+	m.closed = true
+	for _, inv := range m.queue {
+		m.abandon(inv)
+	}
+	m.queue = nil
+	m.drained = e.drained
+}
+
+func (m *machine) powerOffAll(e evPowerOffAll) {
+	m.allOff = e.off
+	for _, id := range m.order {
+		w := m.workers[id]
+		if w.state != Off && w.state != Failed {
+			m.forceOff(w)
+		}
+	}
+}
+
+// checkWaiters closes the shutdown's channels once their condition holds.
+func (m *machine) checkWaiters() {
+	if m.drained != nil && m.running() == 0 {
+		m.emit(actClosed{m.drained})
+		m.drained = nil
+	}
+	if m.allOff != nil {
+		for _, w := range m.workers {
+			if w.state != Off && w.state != Failed {
+				return
+			}
+		}
+		m.emit(actClosed{m.allOff})
+		m.allOff = nil
+	}
+}
+
+func (m *machine) running() int {
+	n := 0
+	for _, w := range m.workers {
+		if w.state == Working {
+			n++
+		}
+	}
+	return n
+}
