@@ -130,11 +130,11 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	if err := os.MkdirAll(filepath.Dir(c.results), 0o755); err != nil {
 		return nil, err
 	}
-	if r.results, err = os.OpenFile(c.results, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err != nil {
-		return nil, fmt.Errorf("results file: %w", err)
+	var header bool
+	if r.results, header, err = openResults(c.results, time.Now(), log); err != nil {
+		return nil, err
 	}
-	fi, _ := r.results.Stat()
-	rec, err := orchestrator.NewCSVRecorder(r.results, fi.Size() == 0)
+	rec, err := orchestrator.NewCSVRecorder(r.results, header)
 	if err != nil {
 		return nil, err
 	}
