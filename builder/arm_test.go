@@ -11,8 +11,8 @@ import (
 
 	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/builder/image"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/internal/cache"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/target"
 )
 
@@ -52,14 +52,14 @@ func buildBBB(t *testing.T) BBB {
 // eMMC and a flasher image.
 func TestBBBImages(t *testing.T) {
 	b := buildBBB(t)
-	c, err := inventory.Load(filepath.Join(repo(t), "configs", "cluster.example.yaml"))
+	c, err := cluster.Load(filepath.Join(repo(t), "configs", "cluster.example.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	var reqs []ImageRequest
 	for _, w := range c.Workers {
-		if w.Kind == inventory.KindBBB {
+		if w.Kind == cluster.KindBBB {
 			reqs = append(reqs, ImageRequest{Medium: MediumSD, Worker: w.ID, Out: filepath.Join(dir, w.ID+"-sdcard.img")})
 		}
 	}
@@ -170,7 +170,7 @@ workers:
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			c, err := inventory.Parse([]byte(base+tc.extra), ".")
+			c, err := cluster.Parse([]byte(base+tc.extra), ".")
 			if err == nil {
 				_, err = WriteImages(c, image.Boot{}, []ImageRequest{{Medium: MediumSD, Worker: tc.worker, Out: filepath.Join(dir, "x.img")}})
 			}

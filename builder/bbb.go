@@ -11,8 +11,8 @@ import (
 	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/builder/image"
 	"github.com/microfaas/microfaas/builder/uboot"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/kernel"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/target"
 )
 
@@ -73,7 +73,7 @@ const (
 
 // WriteImages checks every request against the cluster first (so a bad
 // worker stops the run before any image is written), then writes them.
-func WriteImages(c *inventory.Cluster, b image.Boot, reqs []ImageRequest) ([]image.Info, error) {
+func WriteImages(c *cluster.Cluster, b image.Boot, reqs []ImageRequest) ([]image.Info, error) {
 	var errs []error
 	for _, r := range reqs {
 		w, err := image.LookupBBB(c, r.Worker)
@@ -102,7 +102,7 @@ func WriteImages(c *inventory.Cluster, b image.Boot, reqs []ImageRequest) ([]ima
 }
 
 // WriteImage writes one worker's SD-card, eMMC or flasher image.
-func WriteImage(c *inventory.Cluster, b image.Boot, r ImageRequest) (image.Info, error) {
+func WriteImage(c *cluster.Cluster, b image.Boot, r ImageRequest) (image.Info, error) {
 	w, err := image.LookupBBB(c, r.Worker)
 	if err != nil {
 		return image.Info{}, err

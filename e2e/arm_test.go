@@ -16,8 +16,8 @@ import (
 	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/builder"
 	"github.com/microfaas/microfaas/builder/image"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/internal/cache"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/runtime/flash"
 	"github.com/microfaas/microfaas/target"
@@ -83,7 +83,7 @@ func TestQEMUSmokeARM(t *testing.T) {
 // verify it, report and power off.
 func TestFlasherQEMU(t *testing.T) {
 	b := buildBBB(t)
-	c, err := inventory.Load(filepath.Join(repo(t), "configs", "cluster.example.yaml"))
+	c, err := cluster.Load(filepath.Join(repo(t), "configs", "cluster.example.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func TestDebugShellQEMU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := inventory.Local(1)
+	c := cluster.Local(1)
 	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Arch: target.ARMv7, Kernel: w.Kernel, Accel: "tcg", Cluster: c})
 	if err != nil {
 		t.Fatal(err)

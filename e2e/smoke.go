@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/target"
@@ -59,13 +59,13 @@ func Smoke(ctx context.Context, arch *target.Target, w builder.Worker, accel str
 	if log == nil {
 		log = slog.Default()
 	}
-	cluster := inventory.Local(1)
+	cl := cluster.Local(1)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return SmokeResult{}, err
 	}
 	defer ln.Close()
-	cluster.Network.Port = ln.Addr().(*net.TCPAddr).Port
+	cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
 	logDir, err := os.MkdirTemp("", "mfbuild-smoke-")
 	if err != nil {
 		return SmokeResult{}, err
@@ -75,13 +75,13 @@ func Smoke(ctx context.Context, arch *target.Target, w builder.Worker, accel str
 		initrd = "" // linked into the kernel image, as on the board
 	}
 	q, err := power.NewQEMU(ctx, power.QEMUConfig{Arch: arch, Kernel: w.Kernel, Initrd: initrd,
-		Accel: accel, Cluster: cluster, LogDir: logDir, Failsafe: 30, Log: log})
+		Accel: accel, Cluster: cl, LogDir: logDir, Failsafe: 30, Log: log})
 	if err != nil {
 		return SmokeResult{}, err
 	}
 	defer q.Close()
-	o, err := orchestrator.New(orchestrator.Config{Cluster: cluster,
-		Controllers: map[string]power.Controller{inventory.KindVM: q}, Log: log,
+	o, err := orchestrator.New(orchestrator.Config{Cluster: cl,
+		Controllers: map[string]power.Controller{cluster.KindVM: q}, Log: log,
 		PowerUpTimeout: 60 * time.Second, MaxAttempts: 1})
 	if err != nil {
 		return SmokeResult{}, err

@@ -19,10 +19,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/internal/testsvc"
 	"github.com/microfaas/microfaas/orchestrator"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/runtime/functions"
 	"github.com/microfaas/microfaas/target"
@@ -79,21 +79,21 @@ func TestQEMUWorkerEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cluster := inventory.Local(1)
-	cluster.Services = map[string]map[string]string{"redis": guestView(redis), "postgres": guestView(pg)}
+	cl := cluster.Local(1)
+	cl.Services = map[string]map[string]string{"redis": guestView(redis), "postgres": guestView(pg)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	cluster.Network.Port = ln.Addr().(*net.TCPAddr).Port
-	q, err := power.NewQEMU(ctx, power.QEMUConfig{Kernel: w.Kernel, Initrd: w.Initramfs, Cluster: cluster, LogDir: t.TempDir()})
+	cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
+	q, err := power.NewQEMU(ctx, power.QEMUConfig{Kernel: w.Kernel, Initrd: w.Initramfs, Cluster: cl, LogDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer q.Close()
-	orch, err := orchestrator.New(orchestrator.Config{Cluster: cluster,
-		Controllers: map[string]power.Controller{inventory.KindVM: q}, IdleTimeout: 30 * time.Second})
+	orch, err := orchestrator.New(orchestrator.Config{Cluster: cl,
+		Controllers: map[string]power.Controller{cluster.KindVM: q}, IdleTimeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

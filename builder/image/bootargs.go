@@ -5,7 +5,7 @@ import (
 	"strings"
 
 	"github.com/microfaas/microfaas/bootparams"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/cluster"
 )
 
 // BBBConsole is the BeagleBone Black's serial console: UART0 on the J1
@@ -26,19 +26,19 @@ func (e *WorkerError) Unwrap() error { return e.Err }
 
 // LookupBBB returns the BeagleBone worker id of the cluster, or an error
 // naming it when it is unknown or not a BeagleBone.
-func LookupBBB(c *inventory.Cluster, id string) (inventory.Worker, error) {
+func LookupBBB(c *cluster.Cluster, id string) (cluster.Worker, error) {
 	w, ok := c.Worker(id)
 	if !ok {
 		var ids []string
 		for _, w := range c.Workers {
-			if w.Kind == inventory.KindBBB {
+			if w.Kind == cluster.KindBBB {
 				ids = append(ids, w.ID)
 			}
 		}
 		return w, &WorkerError{Worker: id, Field: "id", Msg: fmt.Sprintf("no such worker in the cluster file (BeagleBone workers: %s)", strings.Join(ids, ", "))}
 	}
-	if w.Kind != inventory.KindBBB {
-		return w, &WorkerError{Worker: id, Field: "kind", Msg: fmt.Sprintf("is %q: SD/eMMC images are for kind %q workers", w.Kind, inventory.KindBBB)}
+	if w.Kind != cluster.KindBBB {
+		return w, &WorkerError{Worker: id, Field: "kind", Msg: fmt.Sprintf("is %q: SD/eMMC images are for kind %q workers", w.Kind, cluster.KindBBB)}
 	}
 	return w, nil
 }
@@ -47,7 +47,7 @@ func LookupBBB(c *inventory.Cluster, id string) (inventory.Worker, error) {
 // kernel's own static IP configuration (no DHCP, up before PID 1), and the
 // worker's identity, orchestrator and secret (see docs/protocol.md). A debug
 // image keeps the boot messages and asks for the console shell (mf.debug).
-func Bootargs(c *inventory.Cluster, w inventory.Worker, debug bool) (string, error) {
+func Bootargs(c *cluster.Cluster, w cluster.Worker, debug bool) (string, error) {
 	p, err := c.BootParams(w)
 	if err != nil {
 		return "", err
@@ -67,7 +67,7 @@ func Bootargs(c *inventory.Cluster, w inventory.Worker, debug bool) (string, err
 	return render(w, p)
 }
 
-func render(w inventory.Worker, p bootparams.Params) (string, error) {
+func render(w cluster.Worker, p bootparams.Params) (string, error) {
 	s, err := p.Render()
 	if err != nil {
 		return "", &WorkerError{Worker: w.ID, Field: "bootargs", Msg: err.Error(), Err: err}
@@ -82,6 +82,6 @@ func render(w inventory.Worker, p bootparams.Params) (string, error) {
 // (not quiet: its progress is the report) and the flasher's parameters. No
 // ip=: the kernel would wait up to two minutes for a carrier on a board with
 // no cable, and the flasher needs no network.
-func FlasherBootargs(w inventory.Worker, f bootparams.Flash) (string, error) {
+func FlasherBootargs(w cluster.Worker, f bootparams.Flash) (string, error) {
 	return render(w, bootparams.Params{Kernel: []string{"console=" + BBBConsole}, ID: w.ID, Off: bootparams.PowerOff, Flash: &f})
 }

@@ -13,7 +13,7 @@ import (
 
 	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/builder/uboot"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/cluster"
 )
 
 // am335xRaw is U-Boot 2023.01 am335x_evm's raw mode (as read from its
@@ -72,13 +72,13 @@ func fakeBoot(t *testing.T, kernelSize int) Boot {
 	return b
 }
 
-func testCluster(t *testing.T, n int) *inventory.Cluster {
+func testCluster(t *testing.T, n int) *cluster.Cluster {
 	t.Helper()
 	var w strings.Builder
 	for i := 0; i < n; i++ {
 		fmt.Fprintf(&w, "  - {id: bbb%d, kind: bbb, ip: 192.168.1.%d, power: {chip: gpiochip1, line: %d}}\n", i, 10+i*11, i)
 	}
-	c, err := inventory.Parse([]byte(`
+	c, err := cluster.Parse([]byte(`
 network: {subnet: 192.168.1.0/24, gateway: 192.168.1.1, orchestrator: 192.168.1.2}
 secret: 000102030405060708090a0b0c0d0e0f
 workers:
@@ -284,7 +284,7 @@ func TestBootargsRejects(t *testing.T) {
 	w, _ := c.Worker("bbb0")
 	outside := w
 	outside.IP = "10.0.0.5"
-	var fe *inventory.FieldError
+	var fe *cluster.FieldError
 	if _, err := Bootargs(c, outside, false); !errors.As(err, &fe) || fe.Field != "ip" || fe.Worker != "bbb0" {
 		t.Fatalf("address outside the subnet: %v", err)
 	}

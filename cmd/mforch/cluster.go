@@ -10,24 +10,24 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/target"
 )
 
 // clusterFlags are the flags that set up a running orchestrator.
 type clusterFlags struct {
-	cluster, kernel, initrd, armKernel, accel, listen, results, logDir, store string
-	workers                                                                   int
-	idle, powerUp                                                             time.Duration
-	maxBooting, attempts                                                      int
-	verbose                                                                   bool
-	gpioPulse, gpioHold                                                       time.Duration
+	clusterFile, kernel, initrd, armKernel, accel, listen, results, logDir, store string
+	workers                                                                       int
+	idle, powerUp                                                                 time.Duration
+	maxBooting, attempts                                                          int
+	verbose                                                                       bool
+	gpioPulse, gpioHold                                                           time.Duration
 }
 
 func (c *clusterFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.cluster, "cluster", "", "cluster file (default: a local cluster of --workers QEMU workers)")
+	fs.StringVar(&c.clusterFile, "cluster", "", "cluster file (default: a local cluster of --workers QEMU workers)")
 	fs.IntVar(&c.workers, "workers", 3, "without --cluster: how many local QEMU workers")
 	fs.StringVar(&c.kernel, "kernel", "out/x86/bzImage", "worker kernel for QEMU workers (mfbuild worker)")
 	fs.StringVar(&c.initrd, "initrd", "out/x86/initramfs.cpio", "worker initramfs for QEMU workers")
@@ -74,14 +74,14 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	var cl *inventory.Cluster
+	var cl *cluster.Cluster
 	var err error
-	if c.cluster != "" {
-		if cl, err = inventory.Load(c.cluster); err != nil {
+	if c.clusterFile != "" {
+		if cl, err = cluster.Load(c.clusterFile); err != nil {
 			return nil, err
 		}
 	} else {
-		cl = inventory.Local(c.workers)
+		cl = cluster.Local(c.workers)
 		if c.listen == "" {
 			c.listen = "127.0.0.1:0"
 		}
@@ -104,15 +104,15 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	}
 	controllers := map[string]power.Controller{}
 	for _, w := range cl.Workers {
-		if w.Kind == inventory.KindVM && r.qemus[w.VM.Target()] == nil {
+		if w.Kind == cluster.KindVM && r.qemus[w.VM.Target()] == nil {
 			if err := c.startQEMU(ctx, r, cl, w.VM.Target()); err != nil {
 				ln.Close()
 				r.qemus.Close()
 				return nil, err
 			}
-			controllers[inventory.KindVM] = r.qemus
+			controllers[cluster.KindVM] = r.qemus
 		}
-		if w.Kind == inventory.KindBBB && controllers[inventory.KindBBB] == nil {
+		if w.Kind == cluster.KindBBB && controllers[cluster.KindBBB] == nil {
 			g, err := power.NewGPIO(power.GPIOConfig{Pulse: c.gpioPulse, ForcedOffHold: c.gpioHold, Log: log})
 			if err == nil {
 				// Fail now, not at the first power-on, on the wrong host
@@ -123,7 +123,7 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 				ln.Close()
 				return nil, fmt.Errorf("BeagleBone power control: %w", err)
 			}
-			controllers[inventory.KindBBB] = g
+			controllers[cluster.KindBBB] = g
 			log.Info("BeagleBone workers powered through GPIO", "pulse", g.Config().Pulse, "forced_off_hold", g.Config().ForcedOffHold)
 		}
 	}
@@ -157,7 +157,7 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 }
 
 // startQEMU starts the QEMU controller of the VM workers of target t.
-func (c *clusterFlags) startQEMU(ctx context.Context, r *running, cl *inventory.Cluster, t *target.Target) error {
+func (c *clusterFlags) startQEMU(ctx context.Context, r *running, cl *cluster.Cluster, t *target.Target) error {
 	kernels := map[*target.Target]string{target.X86: c.kernel, target.ARMv7: c.armKernel}
 	cfg := power.QEMUConfig{Arch: t, Kernel: kernels[t], Initrd: c.initrd,
 		Accel: c.accel, Cluster: cl, LogDir: r.logDir, Log: r.log}

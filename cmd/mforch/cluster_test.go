@@ -69,7 +69,7 @@ secret: 000102030405060708090a0b0c0d0e0f
 workers:
   - {id: arm0, kind: vm, ip: 10.0.2.15, vm: {arch: arm}}
 `, port)), 0o644)
-	c := clusterFlags{cluster: clusterFile, armKernel: w.Kernel, kernel: filepath.Join(dir, "no-x86-kernel"),
+	c := clusterFlags{clusterFile: clusterFile, armKernel: w.Kernel, kernel: filepath.Join(dir, "no-x86-kernel"),
 		accel: "tcg", results: filepath.Join(dir, "results.csv"), logDir: dir,
 		powerUp: 2 * time.Minute, attempts: 1}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

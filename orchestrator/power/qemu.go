@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/bootparams"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/target"
 )
@@ -32,7 +32,7 @@ type QEMUConfig struct {
 	// fall back to TCG when it fails or hangs).
 	Accel string
 	// Cluster supplies the network, the orchestrator address and the secret.
-	Cluster *inventory.Cluster
+	Cluster *cluster.Cluster
 	// LogDir receives each worker's console output (worker-<id>.log).
 	LogDir string
 	// Failsafe is the worker's mf.failsafe, in seconds (0: the worker's default).
@@ -102,11 +102,11 @@ func (q *QEMU) OnExit(fn func(string, error)) {
 }
 
 // Args returns the qemu command line for a worker booted with cmdline.
-func (q *QEMU) Args(w inventory.Worker, cmdline string) []string {
+func (q *QEMU) Args(w cluster.Worker, cmdline string) []string {
 	return qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, q.cfg.Initrd, w, cmdline)
 }
 
-func qemuArgs(t *target.Target, accel, kernel, initrd string, w inventory.Worker, cmdline string) []string {
+func qemuArgs(t *target.Target, accel, kernel, initrd string, w cluster.Worker, cmdline string) []string {
 	args := []string{"-M", t.QEMU.Machine, "-cpu", t.QEMU.CPUFor(accel)}
 	for _, d := range t.QEMU.Devices {
 		args = append(args, "-device", d)
@@ -133,7 +133,7 @@ func qemuArgs(t *target.Target, accel, kernel, initrd string, w inventory.Worker
 
 // Cmdline is the kernel command line for worker w: console, reset-on-panic,
 // the kernel's own IP configuration, and the worker's mf.* parameters.
-func (q *QEMU) Cmdline(w inventory.Worker) (string, error) {
+func (q *QEMU) Cmdline(w cluster.Worker) (string, error) {
 	p, err := q.cfg.Cluster.BootParams(w)
 	if err != nil {
 		return "", err
@@ -167,7 +167,7 @@ func (q *QEMU) LogPath(id string) string {
 }
 
 // PowerOn starts the worker's qemu process.
-func (q *QEMU) PowerOn(ctx context.Context, w inventory.Worker) error {
+func (q *QEMU) PowerOn(ctx context.Context, w cluster.Worker) error {
 	cmdline, err := q.Cmdline(w)
 	if err != nil {
 		return err
@@ -222,7 +222,7 @@ func (q *QEMU) PowerOn(ctx context.Context, w inventory.Worker) error {
 // PowerOff kills the worker's qemu process (pulling the plug) and waits for
 // it to be reaped and its exit reported (so the report never arrives after
 // PowerOff returned).
-func (q *QEMU) PowerOff(ctx context.Context, w inventory.Worker) error {
+func (q *QEMU) PowerOff(ctx context.Context, w cluster.Worker) error {
 	q.mu.Lock()
 	cmd, ok := q.procs[w.ID]
 	exited := q.exited[cmd]
@@ -258,7 +258,7 @@ func (q *QEMU) Close() {
 	}
 	q.mu.Unlock()
 	for _, id := range ids {
-		q.PowerOff(context.Background(), inventory.Worker{ID: id})
+		q.PowerOff(context.Background(), cluster.Worker{ID: id})
 	}
 }
 
@@ -287,7 +287,7 @@ func ProbeAccel(ctx context.Context, t *target.Target, kernel, initrd string, lo
 		pctx, cancel := context.WithTimeout(ctx, 8*time.Second)
 		cmdline, _ := bootparams.Params{Kernel: []string{"console=" + t.QEMU.Console, "reboot=t", "panic=-1"},
 			Probe: true, Off: bootparams.Reboot}.Render()
-		args := qemuArgs(t, "kvm", kernel, initrd, inventory.Worker{ID: "probe"}, cmdline)
+		args := qemuArgs(t, "kvm", kernel, initrd, cluster.Worker{ID: "probe"}, cmdline)
 		cmd := exec.CommandContext(pctx, t.QEMU.Binary, args...)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, io.Discard

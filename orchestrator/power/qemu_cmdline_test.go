@@ -7,14 +7,14 @@ import (
 	"testing"
 
 	"github.com/microfaas/microfaas/bootparams"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/target"
 )
 
 // The command line and QEMU arguments of each target come from the target
 // table and bootparams, and parse back on the worker's side.
 func TestCmdlinePerTarget(t *testing.T) {
-	c := inventory.Local(1)
+	c := cluster.Local(1)
 	c.Network.Port = 7000
 	w := c.Workers[0]
 	for _, tg := range target.All {
@@ -53,7 +53,7 @@ func TestCmdlinePerTarget(t *testing.T) {
 }
 
 func TestCmdlineRefusesBadValues(t *testing.T) {
-	c := inventory.Local(1)
+	c := cluster.Local(1)
 	q := &QEMU{cfg: QEMUConfig{Arch: target.X86, Cluster: c}, accel: "tcg"}
 	w := c.Workers[0]
 	w.ID = "vm0:10.0.2.99"

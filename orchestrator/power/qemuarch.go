@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/target"
 )
 
@@ -17,7 +17,7 @@ var ErrNoArch = errors.New("no QEMU worker image for this architecture")
 // architectures: each worker goes to the QEMU controller of its vm.arch.
 type QEMUByArch map[*target.Target]*QEMU
 
-func (m QEMUByArch) of(w inventory.Worker) (*QEMU, error) {
+func (m QEMUByArch) of(w cluster.Worker) (*QEMU, error) {
 	t := w.VM.Target()
 	q, ok := m[t]
 	if !ok {
@@ -27,7 +27,7 @@ func (m QEMUByArch) of(w inventory.Worker) (*QEMU, error) {
 }
 
 // PowerOn starts the worker on the QEMU of its architecture.
-func (m QEMUByArch) PowerOn(ctx context.Context, w inventory.Worker) error {
+func (m QEMUByArch) PowerOn(ctx context.Context, w cluster.Worker) error {
 	q, err := m.of(w)
 	if err != nil {
 		return err
@@ -36,7 +36,7 @@ func (m QEMUByArch) PowerOn(ctx context.Context, w inventory.Worker) error {
 }
 
 // PowerOff stops the worker.
-func (m QEMUByArch) PowerOff(ctx context.Context, w inventory.Worker) error {
+func (m QEMUByArch) PowerOff(ctx context.Context, w cluster.Worker) error {
 	q, err := m.of(w)
 	if err != nil {
 		return err

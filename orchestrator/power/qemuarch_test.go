@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/target"
 )
 
@@ -13,7 +13,7 @@ import (
 // not booted with another architecture's kernel.
 func TestQEMUByArchMissingArch(t *testing.T) {
 	m := QEMUByArch{}
-	w := inventory.Worker{ID: "arm0", Kind: inventory.KindVM, VM: inventory.VMConfig{Arch: target.ARMv7.Name}}
+	w := cluster.Worker{ID: "arm0", Kind: cluster.KindVM, VM: cluster.VMConfig{Arch: target.ARMv7.Name}}
 	if err := m.PowerOn(context.Background(), w); !errors.Is(err, ErrNoArch) {
 		t.Fatal("powered on without an ARM controller")
 	}

@@ -1,7 +1,7 @@
-// Package inventory reads and validates the cluster file: the network, the
+// Package cluster reads and validates the cluster file: the network, the
 // shared secret, the services functions use, and every worker. mfbuild uses
 // it to personalise images; mforch to know whom to power and whom to trust.
-package inventory
+package cluster
 
 import (
 	"bytes"
