@@ -163,6 +163,9 @@ func (a *Accountant) Closed() []string {
 // Add records a meter sample.
 func (a *Accountant) Add(s Sample) { a.rec.Add(s) }
 
+// Latest is the time of the newest sample (zero before the first).
+func (a *Accountant) Latest() time.Time { return a.rec.Latest() }
+
 // Samples are the samples so far.
 func (a *Accountant) Samples() []Sample { return a.rec.Samples() }
 

@@ -78,13 +78,24 @@ func sortIntervals(iv []Interval) {
 type Recorder struct {
 	mu      sync.Mutex
 	samples []Sample
+	latest  time.Time
 }
 
 // Add stores a sample.
 func (r *Recorder) Add(s Sample) {
 	r.mu.Lock()
 	r.samples = append(r.samples, s)
+	if s.At.After(r.latest) {
+		r.latest = s.At
+	}
 	r.mu.Unlock()
+}
+
+// Latest is the time of the newest sample (zero before the first).
+func (r *Recorder) Latest() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.latest
 }
 
 // Samples returns a copy of the samples so far.
