@@ -1,12 +1,15 @@
 package orchestrator
 
 import (
+	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/energy"
@@ -70,6 +73,11 @@ type energyBook struct {
 	lastChange time.Time
 	latest     *energy.Result
 	stop, done chan struct{}
+
+	// The CPU attribution took (measured on its own thread), for the log.
+	started time.Time
+	cpu     time.Duration
+	rounds  int
 }
 
 // heldRow is a finished invocation whose energy is not final yet.
@@ -151,15 +159,31 @@ func (b *energyBook) write(inv *Invocation) {
 	}
 }
 
-// run attributes energy every b.every until stopped.
+// run attributes energy every b.every until stopped. It keeps its OS
+// thread so that the thread's CPU time is the attribution's own.
 func (b *energyBook) run() {
 	defer close(b.done)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	b.started = time.Now()
 	next := b.every
 	for clock.Sleep(b.clock, next, b.stop) {
-		t := time.Now()
+		c0 := threadCPU()
 		b.settle(b.clock.Now(), false)
-		next = max(b.every, energyBudget*time.Since(t))
+		used := threadCPU() - c0
+		b.cpu += used
+		b.rounds++
+		next = max(b.every, energyBudget*used)
 	}
+}
+
+// threadCPU is the calling OS thread's CPU time (user + system).
+func threadCPU() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_THREAD, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // settle attributes everything up to now and hands out the invocations
@@ -224,7 +248,14 @@ func (b *energyBook) finish() {
 	for b.acc.Latest().Before(last) && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
+	runtime.LockOSThread()
+	c0 := threadCPU()
 	b.settle(b.clock.Now(), true)
+	b.cpu += threadCPU() - c0
+	runtime.UnlockOSThread()
+	wall := time.Since(b.started)
+	b.log.Info("energy: attribution done", "rounds", b.rounds+1, "cpu", b.cpu.Round(time.Microsecond), "over", wall.Round(time.Millisecond),
+		"cpu_percent_of_a_core", fmt.Sprintf("%.4f", 100*b.cpu.Seconds()/wall.Seconds()))
 }
 
 // result is the latest attribution (nil before the first).

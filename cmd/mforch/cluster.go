@@ -2,15 +2,19 @@ package main
 
 import (
 	"context"
+	"encoding/csv"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 )
@@ -23,6 +27,7 @@ type clusterFlags struct {
 	maxBooting, attempts                                           int
 	verbose                                                        bool
 	gpioPulse, gpioHold                                            time.Duration
+	energy                                                         energyFlags
 }
 
 func (c *clusterFlags) register(fs *flag.FlagSet) {
@@ -42,6 +47,7 @@ func (c *clusterFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.verbose, "v", false, "verbose logs")
 	fs.DurationVar(&c.gpioPulse, "gpio-pulse", power.DefaultPulse, "BeagleBone workers: how long a power-on presses PWR_BUT")
 	fs.DurationVar(&c.gpioHold, "gpio-forced-off-hold", power.DefaultForcedOffHold, "BeagleBone workers: how long a forced power-off holds PWR_BUT (the PMIC needs more than 8s)")
+	c.energy.register(fs)
 }
 
 // running is an orchestrator with its listener and power controllers.
@@ -53,10 +59,14 @@ type running struct {
 	store   *orchestrator.BoltStore
 	logDir  string
 	log     *slog.Logger
+	energy  *energyRun // nil: no energy accounting
 }
 
 func (r *running) Close() {
 	r.orch.Close()
+	if r.energy != nil {
+		r.energy.stop() // after Close, which waits for the meter to pass the last power-off
+	}
 	r.ln.Close()
 	if r.qemu != nil {
 		r.qemu.Close()
@@ -134,10 +144,26 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	if r.results, err = os.OpenFile(c.results, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err != nil {
 		return nil, fmt.Errorf("results file: %w", err)
 	}
+	if r.energy, err = c.energy.setup(cl, r.qemu, log); err != nil {
+		return nil, err
+	}
+	header, newRec := orchestrator.CSVHeader, orchestrator.NewCSVRecorder
+	if r.energy != nil {
+		header, newRec = orchestrator.EnergyCSVHeader, orchestrator.NewEnergyCSVRecorder
+	}
 	fi, _ := r.results.Stat()
-	rec, err := orchestrator.NewCSVRecorder(r.results, fi.Size() == 0)
+	if err := checkHeader(c.results, fi.Size(), header); err != nil {
+		return nil, err
+	}
+	csvRec, err := newRec(r.results, fi.Size() == 0)
 	if err != nil {
 		return nil, err
+	}
+	var rec orchestrator.Recorder = csvRec
+	var acc *energy.Accountant
+	if r.energy != nil {
+		rec, acc = orchestrator.MultiRecorder{csvRec, r.energy}, r.energy.acc
+		r.energy.start() // before any worker powers on
 	}
 	var store orchestrator.Store
 	if c.store != "" {
@@ -148,11 +174,38 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	}
 	r.orch, err = orchestrator.New(orchestrator.Config{Cluster: cl, Controllers: controllers, Log: log,
 		IdleTimeout: c.idle, PowerUpTimeout: c.powerUp, MaxBooting: c.maxBooting, MaxAttempts: c.attempts,
-		Recorder: rec, Store: store})
+		Recorder: rec, Store: store, Energy: acc})
 	if err != nil {
+		if r.energy != nil {
+			r.energy.stop()
+		}
 		return nil, err
+	}
+	if r.energy != nil {
+		r.energy.orch = r.orch
 	}
 	go r.orch.Serve(ln)
 	log.Info("orchestrator listening for workers", "addr", ln.Addr().String(), "workers", len(cl.Workers))
 	return r, nil
+}
+
+// checkHeader refuses to append to a results file whose columns differ
+// (another mforch version, or energy accounting switched on or off).
+func checkHeader(path string, size int64, header []string) error {
+	if size == 0 {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("results file: %w", err)
+	}
+	defer f.Close()
+	got, err := csv.NewReader(f).Read()
+	if err != nil && !errors.Is(err, csv.ErrFieldCount) {
+		return fmt.Errorf("results file %s: reading its header: %w", path, err)
+	}
+	if strings.Join(got, ",") != strings.Join(header, ",") {
+		return fmt.Errorf("results file %s has other columns than this run writes (energy accounting on or off, or another mforch version): use a new --results file", path)
+	}
+	return nil
 }

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/energy"
+	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/orchestrator/power"
+)
+
+func TestEnergySetupPicksMeter(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	q := &power.QEMU{}
+	on := energyFlags{on: true, perCoreW: 10}
+
+	// QEMU workers, no meter section: the CPU-time model, labelled model.
+	r, err := on.setup(inventory.Local(2), q, log)
+	if err != nil || r == nil || r.cfg.Driver != energy.DriverCPUTime || energy.Label(r.meter.Source()) != "model" {
+		t.Fatalf("local cluster: %+v, %v; want the cpu-time model", r, err)
+	}
+	// A bad model from the flags is refused.
+	bad := energyFlags{on: true, perCoreW: 0}
+	if _, err := bad.setup(inventory.Local(1), q, log); !errors.Is(err, energy.ErrConfig) {
+		t.Errorf("watts per core 0: err = %v, want energy.ErrConfig", err)
+	}
+	// The cluster file's meter wins, with its calibrated states.
+	dir := t.TempDir()
+	states := filepath.Join(dir, "states.yaml")
+	os.WriteFile(states, []byte("source: calibration\nbaseline_watts: 11.5\nwatts: {booting: 2.3, idle: 1.5, working: 2.9, stopping: 1.8}\n"), 0o644)
+	cl := inventory.Local(1)
+	cl.Meter = &energy.Config{Driver: energy.DriverWattsUp, Device: "/dev/ttyUSB0", Covers: "strip", States: states}
+	r, err = on.setup(cl, q, log)
+	if err != nil || r == nil || r.cfg.Driver != energy.DriverWattsUp || r.acc.Model == nil || r.acc.Model.Watts[energy.Working] != 2.9 {
+		t.Fatalf("meter section: %+v, %v", r, err)
+	}
+	// BeagleBones without a meter, or --energy=false: no accounting.
+	cl = inventory.Local(1)
+	cl.Workers[0].Kind = inventory.KindBBB
+	if r, err := on.setup(cl, nil, log); r != nil || err != nil {
+		t.Errorf("boards without a meter: %+v, %v; want none", r, err)
+	}
+	if r, err := (&energyFlags{}).setup(inventory.Local(1), q, log); r != nil || err != nil {
+		t.Errorf("--energy=false: %+v, %v; want none", r, err)
+	}
+}
+
+func TestCheckHeader(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "results.csv")
+	os.WriteFile(path, []byte("invocation,function\nx,y\n"), 0o644)
+	if err := checkHeader(path, 1, orchestrator.EnergyCSVHeader); err == nil {
+		t.Error("appending energy rows to a file without energy columns was allowed")
+	}
+	f, _ := os.Create(path)
+	if _, err := orchestrator.NewEnergyCSVRecorder(f, true); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := checkHeader(path, 1, orchestrator.EnergyCSVHeader); err != nil {
+		t.Errorf("same header: %v", err)
+	}
+	if err := checkHeader(path, 1, orchestrator.CSVHeader); err == nil {
+		t.Error("appending rows without energy to a file with energy columns was allowed")
+	}
+	if err := checkHeader(path, 0, orchestrator.CSVHeader); err != nil {
+		t.Errorf("empty file: %v", err)
+	}
+}
