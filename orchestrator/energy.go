@@ -75,9 +75,10 @@ type energyBook struct {
 	stop, done chan struct{}
 
 	// The CPU attribution took (measured on its own thread), for the log.
-	started time.Time
-	cpu     time.Duration
-	rounds  int
+	started   time.Time
+	cpu, wall time.Duration
+	rounds    int
+	finished  chan struct{} // closed when finish is done: cpu and wall are final
 }
 
 // heldRow is a finished invocation whose energy is not final yet.
@@ -90,7 +91,7 @@ type heldRow struct {
 func newEnergyBook(o *Orchestrator) *energyBook {
 	b := &energyBook{acc: o.cfg.Energy, every: o.cfg.EnergyEvery, wait: o.cfg.EnergyWait, clock: o.clock,
 		log: o.log, recorder: o.cfg.Recorder, held: map[string]*heldRow{}, lastOff: map[string]time.Time{},
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{}), finished: make(chan struct{})}
 	if b.every <= 0 {
 		b.every = defaultEnergyEvery
 	}
@@ -253,9 +254,10 @@ func (b *energyBook) finish() {
 	b.settle(b.clock.Now(), true)
 	b.cpu += threadCPU() - c0
 	runtime.UnlockOSThread()
-	wall := time.Since(b.started)
-	b.log.Info("energy: attribution done", "rounds", b.rounds+1, "cpu", b.cpu.Round(time.Microsecond), "over", wall.Round(time.Millisecond),
-		"cpu_percent_of_a_core", fmt.Sprintf("%.4f", 100*b.cpu.Seconds()/wall.Seconds()))
+	b.wall = time.Since(b.started)
+	close(b.finished)
+	b.log.Info("energy: attribution done", "rounds", b.rounds+1, "cpu", b.cpu.Round(time.Microsecond), "over", b.wall.Round(time.Millisecond),
+		"cpu_percent_of_a_core", fmt.Sprintf("%.4f", 100*b.cpu.Seconds()/b.wall.Seconds()))
 }
 
 // result is the latest attribution (nil before the first).
@@ -273,6 +275,22 @@ func (o *Orchestrator) EnergyResult() *energy.Result {
 		return nil
 	}
 	return o.energy.result()
+}
+
+// EnergyCPU is the CPU time energy attribution has used so far and the
+// time it has been running (zero without Config.Energy); complete after
+// Shutdown.
+func (o *Orchestrator) EnergyCPU() (cpu, over time.Duration) {
+	if o.energy == nil {
+		return 0, 0
+	}
+	b := o.energy
+	select {
+	case <-b.finished:
+		return b.cpu, b.wall
+	default:
+		return 0, 0
+	}
 }
 
 // Energy is an invocation's final energy, or nil while it is not known

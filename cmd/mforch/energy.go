@@ -7,12 +7,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/energy"
@@ -28,6 +32,7 @@ type energyFlags struct {
 	on              bool
 	idleW, perCoreW float64
 	interval        time.Duration
+	overhead        time.Duration
 }
 
 func (e *energyFlags) register(fs *flag.FlagSet) {
@@ -37,6 +42,8 @@ func (e *energyFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&e.perCoreW, "meter-watts-per-core", 10, "CPU-time model: power per core a QEMU worker keeps busy\n"+
 		"(measure it once on a host with RAPL or a wall meter: mforch meter calibrate)")
 	fs.DurationVar(&e.interval, "meter-interval", time.Second, "CPU-time model: sampling interval")
+	fs.DurationVar(&e.overhead, "meter-overhead", 0, "measure metering's CPU overhead: switch the meter off and on every this long\n"+
+		"(e.g. 5s) and compare mforch's own CPU time with and without it. The run's energy then misses the off windows")
 }
 
 // energyRun is a meter feeding the orchestrator's energy Accountant. It
@@ -50,6 +57,12 @@ type energyRun struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	orch   *orchestrator.Orchestrator
+
+	// CPU the meter's goroutine used (on its own OS thread) and for how long it ran.
+	meterCPU, meterWall time.Duration
+	// --meter-overhead: mforch's CPU rate (cores) in windows with and without the meter.
+	window  time.Duration
+	on, off []float64
 
 	mu   sync.Mutex
 	rows []energyRow
@@ -96,7 +109,7 @@ func (e *energyFlags) setup(cl *inventory.Cluster, q *power.QEMU, log *slog.Logg
 	if err != nil {
 		return nil, err
 	}
-	r := &energyRun{acc: &energy.Accountant{}, cfg: cfg, meter: m, log: log}
+	r := &energyRun{acc: &energy.Accountant{}, cfg: cfg, meter: m, log: log, window: e.overhead}
 	if cfg.States != "" {
 		if r.acc.Model, err = energy.LoadModel(cfg.States); err != nil {
 			return nil, err
@@ -115,17 +128,99 @@ func (r *energyRun) describe() string {
 		r.cfg.Device+r.cfg.Path, r.cfg.IntervalOrDefault(), r.cfg.Covers)
 }
 
-// start runs the meter until stop.
+// start runs the meter until stop (with --meter-overhead: in every other
+// window).
 func (r *energyRun) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel, r.done = cancel, make(chan struct{})
 	r.log.Info("energy accounting", "meter", r.describe())
+	if r.window <= 0 {
+		go func() {
+			defer close(r.done)
+			r.runMeter(ctx)
+		}()
+		return
+	}
+	r.log.Warn("--meter-overhead: the meter runs only every other window; this run's energy numbers are incomplete", "window", r.window)
 	go func() {
 		defer close(r.done)
-		if err := r.meter.Run(ctx, r.acc.Add); err != nil && !errors.Is(err, context.Canceled) {
-			r.log.Error("energy: the meter stopped; invocations from now on get no energy", "err", err)
+		for on := true; ctx.Err() == nil; on = !on {
+			wctx, wcancel := context.WithTimeout(ctx, r.window)
+			c0, t0 := processCPU(), time.Now()
+			if on {
+				r.runMeter(wctx)
+			} else {
+				<-wctx.Done()
+			}
+			rate := (processCPU() - c0).Seconds() / time.Since(t0).Seconds()
+			wcancel()
+			if ctx.Err() != nil {
+				return // a cut-short window
+			}
+			if on {
+				r.on = append(r.on, rate)
+			} else {
+				r.off = append(r.off, rate)
+			}
 		}
 	}()
+}
+
+// runMeter runs the meter on an OS thread of its own until ctx ends,
+// adding the thread's CPU time to meterCPU.
+func (r *energyRun) runMeter(ctx context.Context) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	c0, t0 := threadCPU(), time.Now()
+	err := r.meter.Run(ctx, r.acc.Add)
+	r.meterCPU += threadCPU() - c0
+	r.meterWall += time.Since(t0)
+	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		r.log.Error("energy: the meter stopped; invocations from now on get no energy", "err", err)
+	}
+}
+
+// threadCPU is the calling OS thread's CPU time; processCPU mforch's own
+// (not its QEMU children's).
+func threadCPU() time.Duration  { return rusage(unix.RUSAGE_THREAD) }
+func processCPU() time.Duration { return rusage(unix.RUSAGE_SELF) }
+
+func rusage(who int) time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(who, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// overhead summarises the CPU metering cost, in percent of one core.
+func (r *energyRun) overhead(w io.Writer) {
+	if cpu, over := r.orch.EnergyCPU(); over > 0 {
+		fmt.Fprintf(w, "metering CPU: attribution %v over %v (%.4f%% of a core)", cpu.Round(time.Microsecond), over.Round(time.Second), 100*cpu.Seconds()/over.Seconds())
+	}
+	if r.meterWall > 0 {
+		fmt.Fprintf(w, "; meter %v over %v (%.4f%% of a core)", r.meterCPU.Round(time.Microsecond), r.meterWall.Round(time.Second), 100*r.meterCPU.Seconds()/r.meterWall.Seconds())
+	}
+	fmt.Fprintln(w)
+	if len(r.on) > 1 && len(r.off) > 1 {
+		mOn, sOn := meanSE(r.on)
+		mOff, sOff := meanSE(r.off)
+		fmt.Fprintf(w, "mforch CPU, interleaved %v windows: with the meter %.3f%% ± %.3f%% of a core (%d windows), without %.3f%% ± %.3f%% (%d); difference %+.3f%% ± %.3f%%\n",
+			r.window, 100*mOn, 100*sOn, len(r.on), 100*mOff, 100*sOff, len(r.off), 100*(mOn-mOff), 100*math.Hypot(sOn, sOff))
+	}
+}
+
+// meanSE is the mean and its standard error.
+func meanSE(x []float64) (mean, se float64) {
+	for _, v := range x {
+		mean += v
+	}
+	mean /= float64(len(x))
+	var ss float64
+	for _, v := range x {
+		ss += (v - mean) * (v - mean)
+	}
+	return mean, math.Sqrt(ss/float64(len(x)-1)) / math.Sqrt(float64(len(x)))
 }
 
 // stop ends the meter (after the orchestrator's shutdown, which waits for
@@ -155,6 +250,7 @@ func (r *energyRun) report(w io.Writer, dir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	r.orch.Shutdown(ctx)
 	cancel()
+	r.stop() // the orchestrator has waited for the meter's last sample
 	res := r.orch.EnergyResult()
 	if res == nil {
 		fmt.Fprintln(w, "energy: none (the meter produced no samples)")
@@ -196,6 +292,7 @@ func (r *energyRun) report(w io.Writer, dir string) error {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, res.Summary())
+	r.overhead(w)
 	if res.Fit == nil && len(res.Workers) > 0 {
 		// Per-VM series: how well would one meter for all, attributed by
 		// the per-state fit, have done on this run?
