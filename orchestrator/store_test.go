@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/microfaas/microfaas/orchestrator/internal/simworker"
 	"github.com/microfaas/microfaas/orchestrator/inventory"
@@ -183,4 +186,70 @@ func TestHTTPAPIAndMetrics(t *testing.T) {
 		}
 	}
 	_ = context.Background
+}
+
+// TestStoreReadsOlderRecords opens a database written before outcomes were
+// typed (an error string, no kind) and reads its invocations back.
+func TestStoreReadsOlderRecords(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := map[string]map[string]string{
+		"pending": {"p1": `{"id":"p1","function":"f","args":{"n":1},"timeout_ns":5000000000,"attempts":1,"queued":"2026-01-01T00:00:00Z","started":"2026-01-01T00:00:01Z"}`},
+		"finished": {
+			"f1": `{"id":"f1","function":"f","timeout_ns":1,"attempts":1,"queued":"2026-01-01T00:00:00Z","finished":"2026-01-01T00:00:02Z","error":"boom"}`,
+			"f2": `{"id":"f2","function":"f","timeout_ns":1,"attempts":1,"queued":"2026-01-01T00:00:00Z","finished":"2026-01-01T00:00:02Z","error":"job f2 timed out","timed_out":true}`,
+		},
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for bucket, recs := range old {
+			b, err := tx.CreateBucket([]byte(bucket))
+			if err != nil {
+				return err
+			}
+			for k, v := range recs {
+				if err := b.Put([]byte(k), []byte(v)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenBoltStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	pending, err := s.Pending()
+	if err != nil || len(pending) != 1 || pending[0].ID != "p1" || pending[0].Attempts != 1 || pending[0].Timeout != 5*time.Second {
+		t.Fatalf("pending: %v %+v", err, pending)
+	}
+	for id, kind := range map[string]error{"f1": ErrFunction, "f2": ErrTimeout} {
+		inv, ok, err := s.Get(id)
+		if err != nil || !ok {
+			t.Fatalf("%s: %v %v", id, ok, err)
+		}
+		if !errors.Is(inv.Err, kind) || inv.Err.Error() != map[string]string{"f1": "boom", "f2": "job f2 timed out"}[id] {
+			t.Errorf("%s: err %v, want kind %v", id, inv.Err, kind)
+		}
+		select {
+		case <-inv.Done():
+		default:
+			t.Errorf("%s: a finished record's Done is open", id)
+		}
+	}
+	// A typed outcome round-trips.
+	inv := &Invocation{ID: "n1", Function: "f", Queued: time.Now(), Finished: time.Now(), Err: newError(ErrWorkerLost, "lost")}
+	if err := s.Commit([]StoreWrite{{Invocation: inv, Finished: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := s.Get("n1"); !errors.Is(got.Err, ErrWorkerLost) || got.Err.Error() != "lost" {
+		t.Errorf("round trip: %v", got.Err)
+	}
 }

@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/microfaas/microfaas/orchestrator"
@@ -141,21 +138,18 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	if err := os.MkdirAll(filepath.Dir(c.results), 0o755); err != nil {
 		return nil, err
 	}
-	if r.results, err = os.OpenFile(c.results, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err != nil {
-		return nil, fmt.Errorf("results file: %w", err)
-	}
 	if r.energy, err = c.energy.setup(cl, r.qemu, log); err != nil {
 		return nil, err
 	}
-	header, newRec := orchestrator.CSVHeader, orchestrator.NewCSVRecorder
+	columns, newRec := orchestrator.CSVHeader, orchestrator.NewCSVRecorder
 	if r.energy != nil {
-		header, newRec = orchestrator.EnergyCSVHeader, orchestrator.NewEnergyCSVRecorder
+		columns, newRec = orchestrator.EnergyCSVHeader, orchestrator.NewEnergyCSVRecorder
 	}
-	fi, _ := r.results.Stat()
-	if err := checkHeader(c.results, fi.Size(), header); err != nil {
+	var header bool
+	if r.results, header, err = openResults(c.results, columns, time.Now(), log); err != nil {
 		return nil, err
 	}
-	csvRec, err := newRec(r.results, fi.Size() == 0)
+	csvRec, err := newRec(r.results, header)
 	if err != nil {
 		return nil, err
 	}
@@ -187,25 +181,4 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	go r.orch.Serve(ln)
 	log.Info("orchestrator listening for workers", "addr", ln.Addr().String(), "workers", len(cl.Workers))
 	return r, nil
-}
-
-// checkHeader refuses to append to a results file whose columns differ
-// (another mforch version, or energy accounting switched on or off).
-func checkHeader(path string, size int64, header []string) error {
-	if size == 0 {
-		return nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("results file: %w", err)
-	}
-	defer f.Close()
-	got, err := csv.NewReader(f).Read()
-	if err != nil && !errors.Is(err, csv.ErrFieldCount) {
-		return fmt.Errorf("results file %s: reading its header: %w", path, err)
-	}
-	if strings.Join(got, ",") != strings.Join(header, ",") {
-		return fmt.Errorf("results file %s has other columns than this run writes (energy accounting on or off, or another mforch version): use a new --results file", path)
-	}
-	return nil
 }

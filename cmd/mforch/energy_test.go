@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/energy"
@@ -49,24 +50,35 @@ func TestEnergySetupPicksMeter(t *testing.T) {
 	}
 }
 
-func TestCheckHeader(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "results.csv")
-	os.WriteFile(path, []byte("invocation,function\nx,y\n"), 0o644)
-	if err := checkHeader(path, 1, orchestrator.EnergyCSVHeader); err == nil {
-		t.Error("appending energy rows to a file without energy columns was allowed")
+func TestOpenResultsEnergyColumns(t *testing.T) {
+	now := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "results.csv")
+	log := slog.New(slog.DiscardHandler)
+	// A run without energy, then one with: the first file is kept aside.
+	f, header, err := openResults(path, orchestrator.CSVHeader, now, log)
+	if err != nil || !header {
+		t.Fatalf("new file: header %v, %v", header, err)
 	}
-	f, _ := os.Create(path)
+	if _, err := orchestrator.NewCSVRecorder(f, true); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	f, header, err = openResults(path, orchestrator.EnergyCSVHeader, now, log)
+	if err != nil || !header {
+		t.Fatalf("energy columns after a file without: header %v, %v; want a new file", header, err)
+	}
 	if _, err := orchestrator.NewEnergyCSVRecorder(f, true); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
-	if err := checkHeader(path, 1, orchestrator.EnergyCSVHeader); err != nil {
-		t.Errorf("same header: %v", err)
+	if _, err := os.Stat(filepath.Join(dir, "results.old-20261130T100000.csv")); err != nil {
+		t.Errorf("the file without energy columns was not kept: %v", err)
 	}
-	if err := checkHeader(path, 1, orchestrator.CSVHeader); err == nil {
-		t.Error("appending rows without energy to a file with energy columns was allowed")
+	// The same columns again: appended.
+	f, header, err = openResults(path, orchestrator.EnergyCSVHeader, now.Add(time.Hour), log)
+	if err != nil || header {
+		t.Fatalf("same columns: header %v, %v; want to append", header, err)
 	}
-	if err := checkHeader(path, 0, orchestrator.CSVHeader); err != nil {
-		t.Errorf("empty file: %v", err)
-	}
+	f.Close()
 }
