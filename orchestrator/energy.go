@@ -49,6 +49,7 @@ func (e *InvocationEnergy) csvFields() []string {
 const (
 	defaultEnergyEvery = 5 * time.Second
 	defaultEnergyWait  = 5 * time.Second
+	defaultEnergyKeep  = time.Hour
 	// attribution may use at most 1/energyBudget of a core: a Result that
 	// took d delays the next one by at least energyBudget*d (its cost grows
 	// with the run's history).
@@ -59,6 +60,7 @@ const (
 type energyBook struct {
 	acc          *energy.Accountant
 	every, wait  time.Duration
+	keep         time.Duration
 	clock        clock.Clock
 	log          *slog.Logger
 	recorder     Recorder
@@ -70,9 +72,16 @@ type energyBook struct {
 	mu         sync.Mutex
 	held       map[string]*heldRow // finished invocations waiting for their energy
 	lastOff    map[string]time.Time
+	session    map[string]time.Time // power-on of each worker that is on
 	lastChange time.Time
 	latest     *energy.Result
-	stop, done chan struct{}
+	// Running totals: the meter's joules trimmed from the history, and the
+	// joules of invocations made final (final: their ids, while the
+	// history still holds them).
+	trimmedJ, finalJ float64
+	trimmedTo        time.Time
+	final            map[string]bool
+	stop, done       chan struct{}
 
 	// The CPU attribution took (measured on its own thread), for the log.
 	started   time.Time
@@ -83,20 +92,25 @@ type energyBook struct {
 
 // heldRow is a finished invocation whose energy is not final yet.
 type heldRow struct {
-	inv    *Invocation
-	worker string
-	closed time.Time // when its worker went off after it; zero: still up
+	inv       *Invocation
+	worker    string
+	poweredOn time.Time // start of the session it ran in
+	closed    time.Time // when its worker went off after it; zero: still up
 }
 
 func newEnergyBook(o *Orchestrator) *energyBook {
-	b := &energyBook{acc: o.cfg.Energy, every: o.cfg.EnergyEvery, wait: o.cfg.EnergyWait, clock: o.clock,
+	b := &energyBook{acc: o.cfg.Energy, every: o.cfg.EnergyEvery, wait: o.cfg.EnergyWait, keep: o.cfg.EnergyKeep, clock: o.clock,
 		log: o.log, recorder: o.cfg.Recorder, held: map[string]*heldRow{}, lastOff: map[string]time.Time{},
+		session: map[string]time.Time{}, final: map[string]bool{},
 		stop: make(chan struct{}), done: make(chan struct{}), finished: make(chan struct{})}
 	if b.every <= 0 {
 		b.every = defaultEnergyEvery
 	}
 	if b.wait <= 0 {
 		b.wait = defaultEnergyWait
+	}
+	if b.keep <= 0 {
+		b.keep = defaultEnergyKeep
 	}
 	b.setEnergy = func(inv *Invocation, e *InvocationEnergy) {
 		o.mu.Lock()
@@ -127,9 +141,13 @@ func (b *energyBook) observe(c StateChange) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.lastChange = c.At
+	if c.To == Booting {
+		b.session[c.Worker] = c.At
+	}
 	if c.To != Off && c.To != Failed {
 		return
 	}
+	delete(b.session, c.Worker)
 	b.lastOff[c.Worker] = c.At
 	for _, h := range b.held {
 		if h.worker == c.Worker && h.closed.IsZero() {
@@ -145,7 +163,7 @@ func (b *energyBook) record(inv *Invocation) {
 		b.write(inv)
 		return
 	}
-	h := &heldRow{inv: inv, worker: inv.Worker, closed: inv.PoweredOff}
+	h := &heldRow{inv: inv, worker: inv.Worker, poweredOn: inv.PoweredOn, closed: inv.PoweredOff}
 	b.mu.Lock()
 	if off := b.lastOff[h.worker]; h.closed.IsZero() && off.After(inv.Finished) {
 		h.closed = off // the worker went off before the row got here
@@ -210,11 +228,6 @@ func (b *energyBook) settle(now time.Time, final bool) {
 		}
 	}
 	b.mu.Unlock()
-	if res != nil {
-		kind := energy.Label(res.Source)
-		b.meterJ.WithLabelValues(kind).Set(res.TotalJ)
-		b.unattributed.WithLabelValues(kind).Set(res.Unattributed.TotalJ())
-	}
 	for _, h := range ready {
 		if res != nil {
 			if e := res.Invocations[h.inv.ID]; e != nil {
@@ -226,6 +239,8 @@ func (b *energyBook) settle(now time.Time, final bool) {
 				b.joules.WithLabelValues(e.Worker, fn, energy.Working, ie.Kind).Add(e.ExecJ)
 				b.joules.WithLabelValues(e.Worker, fn, energy.Stopping, ie.Kind).Add(e.ShutdownJ)
 				b.joules.WithLabelValues(e.Worker, fn, energy.Idle, ie.Kind).Add(e.IdleJ)
+				b.finalJ += ie.Joules
+				b.final[h.inv.ID] = true
 			}
 			if final && (h.closed.IsZero() || res.End.Before(h.closed)) {
 				b.log.Warn("energy: the meter did not report past the invocation's power-off; its energy is partial",
@@ -233,6 +248,52 @@ func (b *energyBook) settle(now time.Time, final bool) {
 			}
 		}
 		b.write(h.inv)
+	}
+	if res == nil {
+		return
+	}
+	// The meter's total since the start, and the part no invocation is
+	// charged: not the final invocations' (as written), nor the others'
+	// so far; so joules_total + unattributed = meter.
+	var pending float64
+	for id, e := range res.Invocations {
+		if !b.final[id] {
+			pending += e.TotalJ()
+		}
+	}
+	for id := range b.final {
+		if res.Invocations[id] == nil {
+			delete(b.final, id) // trimmed from the history
+		}
+	}
+	kind := energy.Label(res.Source)
+	meter := b.trimmedJ + res.TotalJ
+	b.meterJ.WithLabelValues(kind).Set(meter)
+	b.unattributed.WithLabelValues(kind).Set(meter - b.finalJ - pending)
+	if !final {
+		b.trim(now)
+	}
+}
+
+// trim forgets the history older than b.keep, but never the sessions of
+// workers still on or of invocations whose energy is not final.
+func (b *energyBook) trim(now time.Time) {
+	cut := now.Add(-b.keep)
+	b.mu.Lock()
+	for _, on := range b.session {
+		if on.Before(cut) {
+			cut = on
+		}
+	}
+	for _, h := range b.held {
+		if !h.poweredOn.IsZero() && h.poweredOn.Before(cut) {
+			cut = h.poweredOn
+		}
+	}
+	b.mu.Unlock()
+	if cut.After(b.trimmedTo) {
+		b.trimmedJ += b.acc.Trim(cut)
+		b.trimmedTo = cut
 	}
 }
 
@@ -268,8 +329,9 @@ func (b *energyBook) result() *energy.Result {
 }
 
 // EnergyResult is the latest attribution of the meter's energy (nil without
-// Config.Energy or before the meter has produced two samples); after
-// Shutdown it covers the whole run.
+// Config.Energy or before the meter has produced two samples). It covers
+// the history kept (Config.EnergyKeep, and every session not final yet);
+// after Shutdown, a run shorter than that whole.
 func (o *Orchestrator) EnergyResult() *energy.Result {
 	if o.energy == nil {
 		return nil

@@ -249,3 +249,96 @@ func TestEnergyNoMeterStillRecords(t *testing.T) {
 		t.Error("the missing energy was not logged")
 	}
 }
+
+// scrape sums the /metrics samples whose line starts with prefix.
+func scrape(t *testing.T, o *Orchestrator, prefix string) float64 {
+	t.Helper()
+	rr := httptest.NewRecorder()
+	o.Handler().ServeHTTP(rr, httptest.NewRequest("GET", "/metrics", nil))
+	var sum float64
+	for _, line := range strings.Split(rr.Body.String(), "\n") {
+		if strings.HasPrefix(line, prefix) {
+			f := strings.Fields(line)
+			sum += num(t, f[len(f)-1])
+		}
+	}
+	return sum
+}
+
+// TestEnergyTrimsHistory: with a short EnergyKeep the history is trimmed
+// as the run goes, yet every invocation gets the energy an untrimmed
+// attribution gives it, and the meter's running total stays exact.
+func TestEnergyTrimsHistory(t *testing.T) {
+	model := &energy.StateModel{Source: "calibration", BaselineWatts: testBaseline, Watts: testWatts}
+	acc := &energy.Accountant{Model: model}
+	full := &energy.Accountant{Model: model} // the same data, never trimmed
+	m := &stripMeter{state: map[string]State{}}
+	var csvBuf syncWriter
+	rec, err := NewEnergyCSVRecorder(&csvBuf, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Energy: acc, Recorder: rec, EnergyEvery: 20 * time.Millisecond, EnergyWait: 500 * time.Millisecond,
+		EnergyKeep: 100 * time.Millisecond, IdleTimeout: 50 * time.Millisecond,
+		OnStateChange: func(c StateChange) {
+			m.observe(c)
+			full.Observe(energy.StateChange{Worker: c.Worker, From: string(c.From), To: string(c.To), At: c.At, Invocation: c.Invocation})
+		}}
+	ctx, cancel := context.WithCancel(context.Background())
+	meterDone := make(chan struct{})
+	go func() {
+		defer close(meterDone)
+		m.run(ctx, func(s energy.Sample) { acc.Add(s); full.Add(s) })
+	}()
+	defer func() { cancel(); <-meterDone }()
+	h := newHarness(t, 1, cfg)
+	h.sim.BootDelay = 30 * time.Millisecond
+	for i := 0; i < 6; i++ {
+		inv, err := h.orch.Invoke(context.Background(), "cascading_md5", json.RawMessage(`{"data":"e","rounds":10}`), 0)
+		if err != nil || inv.Err != nil {
+			t.Fatalf("invoke: %v %v", err, inv.Err)
+		}
+		time.Sleep(time.Duration(i%3) * 150 * time.Millisecond)
+	}
+	h.orch.Close()
+	cancel()
+	<-meterDone
+
+	kept, all := len(acc.Samples()), len(full.Samples())
+	t.Logf("%d of %d samples kept", kept, all)
+	if kept > all/2 {
+		t.Errorf("%d of %d samples kept: the history was not trimmed", kept, all)
+	}
+	// The untrimmed attribution of what the orchestrator saw (the meter
+	// ran a little past its last attribution).
+	end := h.orch.EnergyResult().End
+	var samples []energy.Sample
+	for _, s := range full.Samples() {
+		if !s.At.After(end) {
+			samples = append(samples, s)
+		}
+	}
+	fres, err := energy.Attribute(energy.Input{Samples: samples, Intervals: full.Intervals(end), Model: model})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := readRows(t, csvBuf.b.Bytes())
+	if len(rows) != 6 {
+		t.Fatalf("%d rows, want 6", len(rows))
+	}
+	for _, r := range rows {
+		e := fres.Invocations[r["invocation"]]
+		if e == nil || math.Abs(num(t, r["energy_j"])-e.TotalJ()) > 0.002 {
+			t.Errorf("row %s: %s J, untrimmed attribution %+v", r["invocation"], r["energy_j"], e)
+		}
+	}
+	meter := scrape(t, h.orch, `microfaas_energy_meter_joules{`)
+	if math.Abs(meter-fres.TotalJ) > 1e-6*fres.TotalJ {
+		t.Errorf("meter gauge %.6f J, the whole run %.6f J", meter, fres.TotalJ)
+	}
+	charged := scrape(t, h.orch, `microfaas_energy_joules_total{`)
+	unattributed := scrape(t, h.orch, `microfaas_energy_unattributed_joules{`)
+	if math.Abs(charged+unattributed-meter) > 1e-6*meter {
+		t.Errorf("joules_total %.4f + unattributed %.4f != meter %.4f", charged, unattributed, meter)
+	}
+}

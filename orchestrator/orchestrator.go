@@ -69,6 +69,11 @@ type Config struct {
 	// EnergyWait bounds how long Shutdown waits for the meter to report
 	// past the last power-off (5 s).
 	EnergyWait time.Duration
+	// EnergyKeep is how much history energy attribution keeps (1 h; with
+	// one meter for many boards, the per-state fit uses this window), so
+	// that a long-running mforch does not grow. Sessions whose invocations
+	// are not final are always kept.
+	EnergyKeep time.Duration
 	Log        *slog.Logger
 }
 
