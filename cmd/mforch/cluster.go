@@ -176,7 +176,7 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 		return nil, err
 	}
 	if r.energy != nil {
-		r.energy.orch = r.orch
+		r.energy.orch.Store(r.orch)
 	}
 	go r.orch.Serve(ln)
 	log.Info("orchestrator listening for workers", "addr", ln.Addr().String(), "workers", len(cl.Workers))

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -56,7 +57,7 @@ type energyRun struct {
 	log    *slog.Logger
 	cancel context.CancelFunc
 	done   chan struct{}
-	orch   *orchestrator.Orchestrator
+	orch   atomic.Pointer[orchestrator.Orchestrator] // set once New returns
 
 	// CPU the meter's goroutine used (on its own OS thread) and for how long it ran.
 	meterCPU, meterWall time.Duration
@@ -195,7 +196,7 @@ func rusage(who int) time.Duration {
 
 // overhead summarises the CPU metering cost, in percent of one core.
 func (r *energyRun) overhead(w io.Writer) {
-	if cpu, over := r.orch.EnergyCPU(); over > 0 {
+	if cpu, over := r.orch.Load().EnergyCPU(); over > 0 {
 		fmt.Fprintf(w, "metering CPU: attribution %v over %v (%.4f%% of a core)", cpu.Round(time.Microsecond), over.Round(time.Second), 100*cpu.Seconds()/over.Seconds())
 	}
 	if r.meterWall > 0 {
@@ -234,7 +235,11 @@ func (r *energyRun) stop() {
 
 // Record keeps each finished invocation's function and final energy.
 func (r *energyRun) Record(inv *orchestrator.Invocation) {
-	e := r.orch.Energy(inv)
+	o := r.orch.Load()
+	if o == nil {
+		return
+	}
+	e := o.Energy(inv)
 	if e == nil {
 		return
 	}
@@ -248,10 +253,11 @@ func (r *energyRun) Record(inv *orchestrator.Invocation) {
 // writes meter.csv, meter_boards.csv and timeline.csv into dir if set.
 func (r *energyRun) report(w io.Writer, dir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	r.orch.Shutdown(ctx)
+	o := r.orch.Load()
+	o.Shutdown(ctx)
 	cancel()
 	r.stop() // the orchestrator has waited for the meter's last sample
-	res := r.orch.EnergyResult()
+	res := o.EnergyResult()
 	if res == nil {
 		fmt.Fprintln(w, "energy: none (the meter produced no samples)")
 		return nil
