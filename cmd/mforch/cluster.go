@@ -155,8 +155,9 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	}
 	var rec orchestrator.Recorder = csvRec
 	var acc *energy.Accountant
+	var onState func(orchestrator.StateChange)
 	if r.energy != nil {
-		rec, acc = orchestrator.MultiRecorder{csvRec, r.energy}, r.energy.acc
+		rec, acc, onState = orchestrator.MultiRecorder{csvRec, r.energy}, r.energy.acc, r.energy.stateChanged
 		r.energy.start() // before any worker powers on
 	}
 	var store orchestrator.Store
@@ -168,7 +169,7 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	}
 	r.orch, err = orchestrator.New(orchestrator.Config{Cluster: cl, Controllers: controllers, Log: log,
 		IdleTimeout: c.idle, PowerUpTimeout: c.powerUp, MaxBooting: c.maxBooting, MaxAttempts: c.attempts,
-		Recorder: rec, Store: store, Energy: acc})
+		Recorder: rec, Store: store, Energy: acc, OnStateChange: onState})
 	if err != nil {
 		if r.energy != nil {
 			r.energy.stop()

@@ -21,6 +21,7 @@ import (
 
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/energy"
+	"github.com/microfaas/microfaas/orchestrator/energy/cpumodel"
 	"github.com/microfaas/microfaas/orchestrator/energy/meters"
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
@@ -64,6 +65,10 @@ type energyRun struct {
 	// --meter-overhead: mforch's CPU rate (cores) in windows with and without the meter.
 	window  time.Duration
 	on, off []float64
+	// tick drives the CPU-time model: every interval and at every worker
+	// state change (nil for other meters).
+	tick      chan time.Time
+	tickEvery time.Duration
 
 	mu   sync.Mutex
 	rows []energyRow
@@ -111,6 +116,14 @@ func (e *energyFlags) setup(cl *inventory.Cluster, q *power.QEMU, log *slog.Logg
 		return nil, err
 	}
 	r := &energyRun{acc: &energy.Accountant{}, cfg: cfg, meter: m, log: log, window: e.overhead}
+	if cm, ok := m.(*cpumodel.Meter); ok {
+		// Read the VMs' CPU time at every state change too, so each
+		// state's CPU is its own (a 30 ms job would otherwise get the
+		// average of the second it falls in, and the CPU of a VM's last
+		// partial interval is lost when its process exits).
+		r.tick, r.tickEvery = make(chan time.Time, 1), cfg.IntervalOrDefault()
+		cm.Tick = r.tick
+	}
 	if cfg.States != "" {
 		if r.acc.Model, err = energy.LoadModel(cfg.States); err != nil {
 			return nil, err
@@ -135,6 +148,20 @@ func (r *energyRun) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel, r.done = cancel, make(chan struct{})
 	r.log.Info("energy accounting", "meter", r.describe())
+	if r.tick != nil {
+		go func() {
+			t := time.NewTicker(r.tickEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case now := <-t.C:
+					r.poke(now)
+				}
+			}
+		}()
+	}
 	if r.window <= 0 {
 		go func() {
 			defer close(r.done)
@@ -165,6 +192,23 @@ func (r *energyRun) start() {
 			}
 		}
 	}()
+}
+
+// poke asks the CPU-time model for a reading now (dropped if one is
+// already pending).
+func (r *energyRun) poke(now time.Time) {
+	select {
+	case r.tick <- now:
+	default:
+	}
+}
+
+// stateChanged is the orchestrator's OnStateChange: the CPU-time model
+// reads at every worker state change.
+func (r *energyRun) stateChanged(c orchestrator.StateChange) {
+	if r.tick != nil {
+		r.poke(c.At)
+	}
 }
 
 // runMeter runs the meter on an OS thread of its own until ctx ends,

@@ -10,6 +10,7 @@ import (
 
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/energy"
+	"github.com/microfaas/microfaas/orchestrator/energy/cpumodel"
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 )
@@ -23,6 +24,15 @@ func TestEnergySetupPicksMeter(t *testing.T) {
 	r, err := on.setup(inventory.Local(2), q, log)
 	if err != nil || r == nil || r.cfg.Driver != energy.DriverCPUTime || energy.Label(r.meter.Source()) != "model" {
 		t.Fatalf("local cluster: %+v, %v; want the cpu-time model", r, err)
+	}
+	// It reads at every state change as well as every interval.
+	if cm := r.meter.(*cpumodel.Meter); cm.Tick == nil || r.tick == nil {
+		t.Fatal("the cpu-time model is not driven by the energy run's ticks")
+	}
+	r.stateChanged(orchestrator.StateChange{Worker: "vm0", To: orchestrator.Stopping, At: time.Now()})
+	r.stateChanged(orchestrator.StateChange{Worker: "vm0", To: orchestrator.Off, At: time.Now()}) // dropped: one pending is enough
+	if len(r.tick) != 1 {
+		t.Errorf("%d readings pending after two state changes, want 1", len(r.tick))
 	}
 	// A bad model from the flags is refused.
 	bad := energyFlags{on: true, perCoreW: 0}
