@@ -17,6 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/protocol"
 )
 
@@ -33,6 +34,9 @@ type Cluster struct {
 	SecretFile string                       `yaml:"secret_file"` // file holding the hex secret
 	Services   map[string]map[string]string `yaml:"services"`
 	Workers    []Worker                     `yaml:"workers"`
+	// Meter is the power meter, if any (docs/energy.md); its states file
+	// is taken relative to the cluster file like secret_file.
+	Meter *energy.Config `yaml:"meter,omitempty"`
 
 	// secret is the decoded secret.
 	secret []byte
@@ -109,6 +113,9 @@ func Parse(b []byte, dir string) (*Cluster, error) {
 	}
 	if c.SecretFile != "" && !filepath.IsAbs(c.SecretFile) {
 		c.SecretFile = filepath.Join(dir, c.SecretFile)
+	}
+	if c.Meter != nil && c.Meter.States != "" && !filepath.IsAbs(c.Meter.States) {
+		c.Meter.States = filepath.Join(dir, c.Meter.States)
 	}
 	if err := c.validate(); err != nil {
 		return nil, err
@@ -273,6 +280,15 @@ func (c *Cluster) validate() error {
 				fe(name, "ip", "%s is also worker %s's", a, other)
 			}
 			ips[a.String()] = name
+		}
+	}
+	if c.Meter != nil {
+		workers := make([]string, 0, len(c.Workers))
+		for _, w := range c.Workers {
+			workers = append(workers, w.ID)
+		}
+		if err := c.Meter.Validate(workers); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
