@@ -39,6 +39,9 @@ type Cluster struct {
 	SecretFile string                       `yaml:"secret_file"` // file holding the hex secret
 	Services   map[string]map[string]string `yaml:"services"`
 	Workers    []Worker                     `yaml:"workers"`
+	// Meter is the power meter, if any (docs/energy.md); its states file
+	// is taken relative to the cluster file like secret_file.
+	Meter *Meter `yaml:"meter,omitempty"`
 
 	// secret is the decoded secret.
 	secret []byte
@@ -132,6 +135,9 @@ func Parse(b []byte, dir string) (*Cluster, error) {
 	if c.SecretFile != "" && !filepath.IsAbs(c.SecretFile) {
 		c.SecretFile = filepath.Join(dir, c.SecretFile)
 	}
+	if c.Meter != nil && c.Meter.States != "" && !filepath.IsAbs(c.Meter.States) {
+		c.Meter.States = filepath.Join(dir, c.Meter.States)
+	}
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
@@ -171,7 +177,7 @@ func decodeError(err error) error {
 // YAML field names.
 var knownFields = func() map[string]string {
 	m := map[string]string{}
-	for _, v := range []any{Cluster{}, Network{}, Worker{}, GPIOPower{}, VMConfig{}} {
+	for _, v := range []any{Cluster{}, Network{}, Worker{}, GPIOPower{}, VMConfig{}, Meter{}, CPUModel{}} {
 		t := reflect.TypeOf(v)
 		var names []string
 		for i := 0; i < t.NumField(); i++ {
@@ -405,6 +411,15 @@ func (c *Cluster) validate() error {
 				fe(name, "ip", "%s is also worker %s's", a, other)
 			}
 			ips[a.String()] = name
+		}
+	}
+	if c.Meter != nil {
+		workers := make([]string, 0, len(c.Workers))
+		for _, w := range c.Workers {
+			workers = append(workers, w.ID)
+		}
+		if err := c.Meter.Validate(workers); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

@@ -137,3 +137,28 @@ func TestLookupPin(t *testing.T) {
 		t.Errorf("P9_12 = %+v, want gpiochip1 line 28", l)
 	}
 }
+
+func TestParseMeter(t *testing.T) {
+	withMeter := func(section string) string { return good + "meter:\n" + section }
+	c, err := Parse([]byte(withMeter("  driver: wattsup\n  device: /dev/ttyUSB0\n  states: states.yaml\n")), "/etc/microfaas")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Meter.Covers != "strip" || c.Meter.States != "/etc/microfaas/states.yaml" {
+		t.Errorf("meter = %+v; want covers filled in and states next to the cluster file", c.Meter)
+	}
+	c, err = Parse([]byte(withMeter("  driver: wattsup\n  device: /dev/ttyUSB0\n  states: /var/lib/states.yaml\n")), "/etc/microfaas")
+	if err != nil || c.Meter.States != "/var/lib/states.yaml" {
+		t.Errorf("absolute states path: %v, %+v", err, c.Meter)
+	}
+	for _, bad := range []string{
+		"  driver: wattsup\n",                                     // no device
+		"  driver: hwmon\n  sensors: {bbb9: ina226/bbb9}\n",       // not a worker
+		"  driver: cpu-time\n  covers: board:bbb0\n  model: {}\n", // wrong covers, no watts per core
+	} {
+		_, err := Parse([]byte(withMeter(bad)), ".")
+		if !errors.Is(err, ErrMeterConfig) {
+			t.Errorf("meter section %q: err = %v, want an ErrMeterConfig", bad, err)
+		}
+	}
+}

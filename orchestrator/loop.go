@@ -230,10 +230,15 @@ func (o *Orchestrator) execute(acts []action) {
 		case actRelease:
 			close(a.inv.done)
 		case actRecord:
-			if o.cfg.Recorder != nil {
+			if o.energy != nil {
+				o.energy.record(a.inv) // held until its energy is final
+			} else if o.cfg.Recorder != nil {
 				o.cfg.Recorder.Record(a.inv)
 			}
 		case actState:
+			if o.energy != nil {
+				o.energy.observe(a.change)
+			}
 			if o.cfg.OnStateChange != nil {
 				o.cfg.OnStateChange(a.change)
 			}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/target"
 )
@@ -24,6 +25,7 @@ type clusterFlags struct {
 	maxBooting, attempts                                                          int
 	verbose                                                                       bool
 	gpioPulse, gpioHold                                                           time.Duration
+	energy                                                                        energyFlags
 }
 
 func (c *clusterFlags) register(fs *flag.FlagSet) {
@@ -44,6 +46,7 @@ func (c *clusterFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.verbose, "v", false, "verbose logs")
 	fs.DurationVar(&c.gpioPulse, "gpio-pulse", power.DefaultPulse, "BeagleBone workers: how long a power-on presses PWR_BUT")
 	fs.DurationVar(&c.gpioHold, "gpio-forced-off-hold", power.DefaultForcedOffHold, "BeagleBone workers: how long a forced power-off holds PWR_BUT (the PMIC needs more than 8s)")
+	c.energy.register(fs)
 }
 
 // running is an orchestrator with its listener and power controllers.
@@ -56,10 +59,14 @@ type running struct {
 	store   *orchestrator.BoltStore
 	logDir  string
 	log     *slog.Logger
+	energy  *energyRun // nil: no energy accounting
 }
 
 func (r *running) Close() {
 	r.orch.Close()
+	if r.energy != nil {
+		r.energy.stop() // after Close, which waits for the meter to pass the last power-off
+	}
 	r.ln.Close()
 	r.qemus.Close()
 	r.results.Close()
@@ -130,13 +137,27 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	if err := os.MkdirAll(filepath.Dir(c.results), 0o755); err != nil {
 		return nil, err
 	}
-	var header bool
-	if r.results, header, err = openResults(c.results, time.Now(), log); err != nil {
+	if r.energy, err = c.energy.setup(cl, r.qemu, log); err != nil {
 		return nil, err
 	}
-	rec, err := orchestrator.NewCSVRecorder(r.results, header)
+	columns, newRec := orchestrator.CSVHeader, orchestrator.NewCSVRecorder
+	if r.energy != nil {
+		columns, newRec = orchestrator.EnergyCSVHeader, orchestrator.NewEnergyCSVRecorder
+	}
+	var header bool
+	if r.results, header, err = openResults(c.results, columns, time.Now(), log); err != nil {
+		return nil, err
+	}
+	csvRec, err := newRec(r.results, header)
 	if err != nil {
 		return nil, err
+	}
+	var rec orchestrator.Recorder = csvRec
+	var acc *energy.Accountant
+	var onState func(orchestrator.StateChange)
+	if r.energy != nil {
+		rec, acc, onState = orchestrator.MultiRecorder{csvRec, r.energy}, r.energy.acc, r.energy.stateChanged
+		r.energy.start() // before any worker powers on
 	}
 	var store orchestrator.Store
 	if c.store != "" {
@@ -147,9 +168,15 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	}
 	r.orch, err = orchestrator.New(orchestrator.Config{Cluster: cl, Controllers: controllers, Log: log,
 		IdleTimeout: c.idle, PowerUpTimeout: c.powerUp, MaxBooting: c.maxBooting, MaxAttempts: c.attempts,
-		Recorder: rec, Store: store})
+		Recorder: rec, Store: store, Energy: acc, OnStateChange: onState})
 	if err != nil {
+		if r.energy != nil {
+			r.energy.stop()
+		}
 		return nil, err
+	}
+	if r.energy != nil {
+		r.energy.orch.Store(r.orch)
 	}
 	go r.orch.Serve(ln)
 	log.Info("orchestrator listening for workers", "addr", ln.Addr().String(), "workers", len(cl.Workers))

@@ -249,6 +249,18 @@ func (q *QEMU) Running(id string) bool {
 	return ok
 }
 
+// PIDs returns the process id of every running worker's qemu, by worker
+// id (for the CPU-time energy model, which reads /proc/PID/stat).
+func (q *QEMU) PIDs() map[string]int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := make(map[string]int, len(q.procs))
+	for id, cmd := range q.procs {
+		out[id] = cmd.Process.Pid
+	}
+	return out
+}
+
 // Close kills every worker.
 func (q *QEMU) Close() {
 	q.mu.Lock()
