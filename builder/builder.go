@@ -82,9 +82,9 @@ func FindRepo(dir string) (string, error) {
 }
 
 // kernelArch is the kernel package's build description of a target: the
-// one place a target is mapped to kernel.Arches.
+// one place a target is mapped to a kernel build.
 func kernelArch(t *target.Target) (kernel.Arch, error) {
-	return kernel.LookupArch(t.Name)
+	return kernel.ArchFor(t), nil
 }
 
 func (o *Options) defaults() {

@@ -20,6 +20,13 @@ type Target struct {
 	KernelARCH   string
 	CrossCompile string
 	KernelImage  string
+	// KernelFragment is the arch's kconfig fragment in configs/kernel/,
+	// applied after common.config.
+	KernelFragment string
+	// KernelDTBs are device trees built with the kernel (the boards').
+	KernelDTBs []string
+	// KernelELF: also keep the uncompressed vmlinux (PVH direct boot).
+	KernelELF bool
 	// InitramfsLinked: the initramfs is built into the kernel image
 	// (U-Boot SPL's falcon mode loads a single image), so QEMU gets no -initrd.
 	InitramfsLinked bool
@@ -51,6 +58,7 @@ var (
 	// X86 is the x86-64 QEMU microVM worker.
 	X86 = &Target{
 		Name: "x86", KernelARCH: "x86", KernelImage: "bzImage",
+		KernelFragment: "x86_64-microvm.config", KernelELF: true,
 		GOARCH: "amd64", OCIArch: "amd64", ELF: elf.EM_X86_64,
 		QEMU: QEMU{
 			Binary: "qemu-system-x86_64",
@@ -67,6 +75,7 @@ var (
 	// under QEMU's virt machine.
 	ARMv7 = &Target{
 		Name: "arm", KernelARCH: "arm", CrossCompile: "arm-linux-gnueabihf-", KernelImage: "zImage",
+		KernelFragment: "armv7.config", KernelDTBs: []string{"am335x-boneblack.dtb"},
 		InitramfsLinked: true,
 		GOARCH:          "arm", GOARM: "7", OCIArch: "arm", OCIVariant: "v7", ELF: elf.EM_ARM,
 		QEMU: QEMU{
