@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/protocol"
 )
 
@@ -94,7 +94,7 @@ func (o *Orchestrator) Serve(ln net.Listener) error {
 // workerAddrs maps each worker id to the address its connections must come
 // from: its IP, except for QEMU workers behind user-mode networking, whose
 // connections come from the host's loopback.
-func workerAddrs(c *inventory.Cluster) map[string]string {
+func workerAddrs(c *cluster.Cluster) map[string]string {
 	addrs := map[string]string{}
 	for _, w := range c.Workers {
 		addrs[w.ID] = w.IP

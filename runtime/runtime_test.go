@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/runtime/functions"
 )
@@ -33,26 +34,27 @@ func TestParseCmdline(t *testing.T) {
 	tests := []struct {
 		name, in string
 		want     Config
-		wantErr  string
+		err      error
 	}{
 		{"full", "console=ttyS0 mf.id=vm1 mf.orch=10.0.2.2:63302 mf.off=reboot mf.failsafe=30 mf.iface=eth1",
-			Config{ID: "vm1", Orch: "10.0.2.2:63302", OffMode: "reboot", Failsafe: 30 * time.Second, Iface: "eth1"}, ""},
-		{"defaults", "mf.id=w mf.orch=h:1", Config{ID: "w", Orch: "h:1", OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, ""},
-		// A cluster secret on the command line of an old image is ignored:
-		// the worker's own key comes from elsewhere.
-		{"old secret ignored", "mf.id=w mf.orch=h:1 mf.secret=01", Config{ID: "w", Orch: "h:1", OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, ""},
-		{"probe needs nothing else", "mf.probe=1", Config{Probe: true, OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, ""},
-		{"missing id", "mf.orch=h:1", Config{}, "missing mf.id="},
-		{"missing orch", "mf.id=w", Config{}, "missing mf.orch="},
-		{"bad off", "mf.id=w mf.orch=h:1 mf.off=halt", Config{}, "want poweroff or reboot"},
-		{"bad failsafe", "mf.id=w mf.orch=h:1 mf.failsafe=-3", Config{}, "positive number of seconds"},
+			Config{ID: "vm1", Orch: "10.0.2.2:63302", OffMode: "reboot", Failsafe: 30 * time.Second, Iface: "eth1"}, nil},
+		{"defaults", "mf.id=w mf.orch=h:1", Config{ID: "w", Orch: "h:1", OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, nil},
+		{"probe needs nothing else", "mf.probe=1", Config{Probe: true, OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, nil},
+		{"missing id", "mf.orch=h:1", Config{}, bootparams.ErrMissing},
+		{"missing orch", "mf.id=w", Config{}, bootparams.ErrMissing},
+		// Workers have their own keys: the cluster secret is no parameter.
+		{"the cluster secret", "mf.id=w mf.orch=h:1 mf.secret=01", Config{}, bootparams.ErrInvalid},
+		{"bad off", "mf.id=w mf.orch=h:1 mf.off=halt", Config{}, bootparams.ErrInvalid},
+		{"bad failsafe", "mf.id=w mf.orch=h:1 mf.failsafe=-3", Config{}, bootparams.ErrInvalid},
+		{"id that would rewrite ip=", "mf.id=w:1 mf.orch=h:1", Config{}, bootparams.ErrInvalid},
+		{"second orchestrator", "mf.id=w mf.orch=h:1 mf.orch=evil:1", Config{}, bootparams.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := ParseCmdline(tt.in)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			if tt.err != nil {
+				if !errors.Is(err, tt.err) {
+					t.Fatalf("err = %v, want %v", err, tt.err)
 				}
 				return
 			}

@@ -18,9 +18,9 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/orchestrator"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/protocol"
 )
@@ -63,7 +63,7 @@ func attackWorker(t *testing.T) builder.Worker {
 			workerErr = fmt.Errorf("building the attacker: %w\n%s", err, out)
 			return
 		}
-		workerImg, workerErr = builder.BuildWorker(context.Background(), builder.Options{RepoDir: repo, Arch: "x86",
+		workerImg, workerErr = builder.BuildWorker(context.Background(), builder.Options{RepoDir: repo,
 			Cache: cache.Cache{Dir: cache.DefaultDir()}, Functions: map[string]string{"attacker": bin}},
 			filepath.Join(dir, "worker"))
 	})
@@ -167,7 +167,7 @@ func (p *phoneHome) after(t0 time.Time) []string {
 // secret the leftover tries to steal.
 func TestQEMUFunctionAttacks(t *testing.T) {
 	w := attackWorker(t)
-	cl := inventory.Local(1)
+	cl := cluster.Local(1)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -194,7 +194,7 @@ func TestQEMUFunctionAttacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	o, err := orchestrator.New(orchestrator.Config{Cluster: cl, Log: log, IdleTimeout: time.Minute,
-		Controllers: map[string]power.Controller{inventory.KindVM: q}})
+		Controllers: map[string]power.Controller{cluster.KindVM: q}})
 	if err != nil {
 		t.Fatal(err)
 	}

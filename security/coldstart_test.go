@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/internal/cache"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/protocol"
 )
@@ -59,7 +59,7 @@ func BenchmarkColdStartCost(b *testing.B) {
 		b.Fatalf("%v\n%s", err, out)
 	}
 	img := func(r, name string) builder.Worker {
-		w, err := builder.BuildWorker(context.Background(), builder.Options{RepoDir: r, Arch: "x86",
+		w, err := builder.BuildWorker(context.Background(), builder.Options{RepoDir: r,
 			Cache: cache.Cache{Dir: cache.DefaultDir()}, Functions: map[string]string{"wordcount": wc}},
 			filepath.Join(dir, name))
 		if err != nil {
@@ -132,7 +132,7 @@ func median(xs []float64) float64 {
 // result of one wordcount call. v2: the key goes in a per-boot initramfs
 // and the session opens with the challenge.
 func coldStart(w builder.Worker, v2 bool, keyDir string) (sample, error) {
-	cl := inventory.Local(1)
+	cl := cluster.Local(1)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return sample{}, err

@@ -57,6 +57,10 @@ func runDemo(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Printf("\nresults: %s\nplot:    %s\nconsoles: %s\n", c.results, svg, r.logDir)
+	fmt.Println()
+	if err := printEnergy(os.Stdout, r, *out); err != nil {
+		return err
+	}
 	failed := 0
 	for _, o := range outs {
 		if o.Err != "" {
