@@ -1,0 +1,94 @@
+package report
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+)
+
+// WriteText writes the plain-text summary: per run, the totals, a table
+// per function and one per worker; for two or more runs, the comparison
+// with ratios to the first.
+func WriteText(w io.Writer, runs []*Analysis) error {
+	ew := &errWriter{w: w}
+	for i, a := range runs {
+		if i > 0 {
+			fmt.Fprintln(ew)
+		}
+		writeRunText(ew, a)
+	}
+	if len(runs) > 1 {
+		fmt.Fprintf(ew, "\ncomparison (ratio = run / %s)\n", runs[0].Run.Name)
+		tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprint(tw, "metric\t")
+		for _, a := range runs {
+			fmt.Fprintf(tw, "%s\t", a.Run.Name)
+		}
+		for _, a := range runs[1:] {
+			fmt.Fprintf(tw, "%s ratio\t", a.Run.Name)
+		}
+		fmt.Fprintln(tw)
+		for _, m := range Metrics {
+			fmt.Fprintf(tw, "%s\t", m.Name)
+			for _, a := range runs {
+				v := fmtNum(m.Value(a))
+				if m.Name == "attributed J per invocation" && a.EnergyModel {
+					v += " (model)"
+				}
+				fmt.Fprintf(tw, "%s\t", v)
+			}
+			for _, a := range runs[1:] {
+				fmt.Fprintf(tw, "%s\t", fmtRatio(Ratio(m.Value(runs[0]), m.Value(a))))
+			}
+			fmt.Fprintln(tw)
+		}
+		tw.Flush()
+	}
+	return ew.err
+}
+
+func writeRunText(w io.Writer, a *Analysis) {
+	r := a.Run
+	fmt.Fprintf(w, "run %s (%s)\n", r.Name, r.Dir)
+	if r.HasSum {
+		s := r.Summary
+		fmt.Fprintf(w, "  %d %s workers, %s, %s arrivals at %g/s, seed %d, meter %s\n", s.Workers, s.WorkerKind, s.Mode, s.Arrival, s.Rate, s.Seed, s.Meter)
+		if s.Interrupted {
+			fmt.Fprintf(w, "  INTERRUPTED: %d of %d planned invocations finished\n", s.Done, s.Planned)
+		}
+	}
+	fmt.Fprintf(w, "  %d invocations, %d failed, in %s: %.1f functions per minute; latency p50 %s ms, p99 %s ms\n",
+		a.Total, a.Failed, durS(a.End.Sub(a.Start)), a.PerMinute, fmtNum(a.All.P50), fmtNum(a.All.P99))
+	if a.MeterJ > 0 {
+		fmt.Fprintf(w, "  meter: %.1f J, mean %.2f W, %.2f J per invocation\n", a.MeterJ, a.MeanWatts, a.JPerInv)
+	}
+	if a.EnergyRows {
+		kind := "measured"
+		if a.EnergyModel {
+			kind = "model"
+		}
+		fmt.Fprintf(w, "  energy per invocation: %s (%s)\n", kind, a.EnergySource)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "function\tcount\tfailed\tp50 ms\tp95 ms\tp99 ms\tboot ms\texec ms\twait ms\toverhead ms\tJ/inv\t")
+	for _, s := range append(append([]Stats(nil), a.Functions...), a.All) {
+		j := "-"
+		if a.EnergyRows {
+			j = fmt.Sprintf("%.3f", s.EnergyJ)
+			if a.EnergyModel {
+				j += " (model)"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.1f\t%s\t\n", s.Function, s.Count, s.Failed,
+			fmtNum(s.P50), fmtNum(s.P95), fmtNum(s.P99), s.Boot, s.Exec, s.Wait, s.Overhead, j)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "worker\tinvocations\tfailed\tboots\tworking s\tbooting s\tutilisation\t")
+	for _, ws := range a.Workers {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.1f\t%.1f\t%.0f%%\t\n", ws.Worker, ws.Invocations, ws.Failed, ws.Boots,
+			ws.Busy.Seconds(), ws.Booting.Seconds(), ws.Utilisation*100)
+	}
+	tw.Flush()
+}
