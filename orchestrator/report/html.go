@@ -35,7 +35,7 @@ body{font-family:sans-serif;margin:24px;color:#222;max-width:1800px}
 h1{font-size:22px}h2{font-size:18px;margin-top:36px;border-bottom:1px solid #ccc}h3{font-size:15px;margin-top:24px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f4f4f4}
-td:first-child,th:first-child{text-align:left}
+td:first-child,th:first-child{text-align:left}.facts td{text-align:left}
 figure{margin:12px 0}figcaption{font-size:13px;color:#444;max-width:860px}
 .grid{display:flex;flex-wrap:wrap;gap:8px}.note{color:#8a4b00}
 .model{background:#fff3cd;padding:0 4px;border-radius:3px}
@@ -87,7 +87,7 @@ func writeRun(w io.Writer, a *Analysis, idx int) {
 	if r.HasSum && r.Summary.Interrupted {
 		fmt.Fprintf(w, "<p class=\"note\">This run was interrupted: %d of %d planned invocations finished.</p>\n", r.Summary.Done, r.Summary.Planned)
 	}
-	fmt.Fprintln(w, "<table>")
+	fmt.Fprintln(w, "<table class=\"facts\">")
 	row := func(k, v string) { fmt.Fprintf(w, "<tr><th>%s</th><td>%s</td></tr>\n", esc(k), v) }
 	row("folder", esc(r.Dir))
 	if r.HasSum {
@@ -128,7 +128,7 @@ func writeRun(w io.Writer, a *Analysis, idx int) {
 	for _, s := range a.Functions {
 		cdfChart(s.Function, []Series{{Name: "", Color: runColor(idx), Points: s.CDF, Step: true}}).Render(w)
 	}
-	fmt.Fprintln(w, "</div><figcaption>Fraction of a function's successful invocations whose round trip (queued to result) took at most x ms. Each panel has its own x scale.</figcaption></figure>")
+	fmt.Fprintln(w, "</div><figcaption>Fraction of a function's successful invocations whose round trip (queued to result) took at most x ms. Each panel has its own x scale; a log scale when latencies span more than a factor of 30.</figcaption></figure>")
 
 	fmt.Fprintln(w, "<h3>Round trip vs execution time</h3><figure>")
 	splitChart(a, "Mean round trip split: "+r.Name, wideChart).Render(w)
@@ -206,7 +206,7 @@ func meterSource(s []Sample) string {
 }
 
 func cdfChart(title string, series []Series) LineChart {
-	return LineChart{Title: title, XLabel: "latency (ms)", YLabel: "fraction", Width: smallChart, Height: 200, YMax: 1, Series: series}
+	return LineChart{Title: title, XLabel: "latency (ms)", YLabel: "fraction", Width: smallChart, Height: 200, YMax: 1, Series: series, LogX: true}
 }
 
 func splitChart(a *Analysis, title string, width int) BarChart {
@@ -295,6 +295,9 @@ func Ratio(a, b float64) float64 {
 func fmtRatio(r float64) string {
 	if math.IsNaN(r) {
 		return "–"
+	}
+	if r != 0 && math.Abs(r) < 0.01 {
+		return fmt.Sprintf("%.2g×", r)
 	}
 	return fmt.Sprintf("%.2f×", r)
 }

@@ -98,14 +98,25 @@ type LineChart struct {
 	Series         []Series
 	XMax, YMax     float64 // 0: from the data
 	LeftPad        float64 // 0: from the tick labels
+	// LogX draws x on a log scale when the data spans more than a factor
+	// of 30 (latencies of warm and freshly booted workers side by side).
+	LogX bool
 }
 
 type frame struct {
 	w, h, left, top, pw, ph float64
 	xmax, ymax              float64
+	logx                    bool
+	lo, hi                  float64 // log10 of the x range when logx
 }
 
-func (f frame) x(v float64) float64 { return f.left + v/f.xmax*f.pw }
+func (f frame) x(v float64) float64 {
+	if f.logx {
+		l := math.Log10(math.Max(v, math.Pow(10, f.lo)))
+		return f.left + (l-f.lo)/(f.hi-f.lo)*f.pw
+	}
+	return f.left + v/f.xmax*f.pw
+}
 func (f frame) y(v float64) float64 { return f.top + f.ph - v/f.ymax*f.ph }
 
 // legend lays out entries in rows within width; it returns the SVG and its height.
@@ -182,8 +193,25 @@ func (c LineChart) Render(w io.Writer) {
 			}
 		}
 	}
+	xmin := math.Inf(1)
+	for _, s := range c.Series {
+		for _, p := range s.Points {
+			if p.X > 0 {
+				xmin = math.Min(xmin, p.X)
+			}
+		}
+	}
+	logx := c.LogX && xmin > 0 && xmax/xmin > 30
 	xmax, ymax = niceMax(xmax), niceMax(ymax)
 	xt, yt := niceTicks(0, xmax, 6), niceTicks(0, ymax, 5)
+	var lo, hi float64
+	if logx {
+		lo, hi = math.Floor(math.Log10(xmin)), math.Ceil(math.Log10(c.maxX()))
+		xt = nil
+		for k := lo; k <= hi; k++ {
+			xt = append(xt, math.Pow(10, k))
+		}
+	}
 	left := c.LeftPad
 	if left == 0 {
 		left = 26 + yTickWidth(yt) + 6
@@ -197,16 +225,21 @@ func (c LineChart) Render(w io.Writer) {
 	pw := width - left - padRight
 	legendSVG, lh := legend(names, colors, left, height+12, pw, false)
 	height += lh
-	f := frame{w: width, h: height, left: left, top: padTop, pw: pw, ph: float64(c.Height) - padTop - padBottom, xmax: xmax, ymax: ymax}
+	f := frame{w: width, h: height, left: left, top: padTop, pw: pw, ph: float64(c.Height) - padTop - padBottom, xmax: xmax, ymax: ymax,
+		logx: logx, lo: lo, hi: hi}
 	svgOpen(w, width, height, c.Title)
-	axes(w, f, c.XLabel, c.YLabel, xt, yt)
+	xlabel := c.XLabel
+	if logx {
+		xlabel += ", log scale"
+	}
+	axes(w, f, xlabel, c.YLabel, xt, yt)
 	for _, s := range c.Series {
 		var d strings.Builder
 		for i, p := range s.Points {
 			x, y := f.x(math.Min(p.X, xmax)), f.y(math.Min(p.Y, ymax))
 			switch {
 			case i == 0 && s.Step:
-				fmt.Fprintf(&d, "M%.1f %.1f H%.1f V%.1f", f.x(0), f.y(0), x, y)
+				fmt.Fprintf(&d, "M%.1f %.1f H%.1f V%.1f", f.left, f.y(0), x, y)
 			case i == 0:
 				fmt.Fprintf(&d, "M%.1f %.1f", x, y)
 			case s.Step:
@@ -223,6 +256,16 @@ func (c LineChart) Render(w io.Writer) {
 	}
 	io.WriteString(w, legendSVG)
 	io.WriteString(w, "</svg>\n")
+}
+
+func (c LineChart) maxX() float64 {
+	m := 0.0
+	for _, s := range c.Series {
+		for _, p := range s.Points {
+			m = math.Max(m, p.X)
+		}
+	}
+	return m
 }
 
 // BarChart is a horizontal bar chart: one row per category, its values

@@ -1,0 +1,383 @@
+package experiment_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/experiment"
+	"github.com/microfaas/microfaas/orchestrator/internal/simworker"
+	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/orchestrator/report"
+)
+
+// simCluster is a real orchestrator whose workers are simulated
+// (simworker: the real worker runtime in goroutines), adapted to
+// experiment.Cluster the way cmd/mforch adapts the QEMU one.
+type simCluster struct {
+	o    *orchestrator.Orchestrator
+	stop func()
+}
+
+func (c *simCluster) Invoke(ctx context.Context, fn string, args json.RawMessage) (experiment.Result, error) {
+	inv, err := c.o.Invoke(ctx, fn, args, 0)
+	if err != nil {
+		return experiment.Result{}, err
+	}
+	return experiment.Result{ID: inv.ID, Worker: inv.Worker, Err: inv.Err}, nil
+}
+
+func startSim(t *testing.T, run *experiment.Run, workers int, idle time.Duration) *simCluster {
+	t.Helper()
+	cl := inventory.Local(workers)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := &simworker.Controller{Orch: ln.Addr().String(), Secret: cl.SecretBytes(), BootDelay: 30 * time.Millisecond}
+	f, err := os.Create(run.ResultsPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := orchestrator.NewCSVRecorder(f, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := orchestrator.New(orchestrator.Config{Cluster: cl, Controllers: map[string]power.Controller{inventory.KindVM: sim},
+		Recorder: rec, IdleTimeout: idle, PowerOffHoldoff: 50 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go o.Serve(ln)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); pollStates(ctx, o, run.StateChanged) }()
+	c := &simCluster{o: o}
+	c.stop = func() {
+		cancel()
+		wg.Wait()
+		o.Close()
+		ln.Close()
+		sim.Wait()
+		f.Close()
+	}
+	t.Cleanup(c.stop)
+	run.SetWorkers(workers, "sim")
+	return c
+}
+
+// pollStates reports worker state changes seen in Status snapshots.
+func pollStates(ctx context.Context, o *orchestrator.Orchestrator, fn func(experiment.StateChange)) {
+	last := map[string]string{}
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		for _, w := range o.Status().Workers {
+			if s := string(w.State); s != last[w.ID] {
+				fn(experiment.StateChange{Worker: w.ID, From: last[w.ID], To: s, At: now})
+				last[w.ID] = s
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// stepMeter is a test meter: a sample every 10 ms whose power rises with
+// each sample, so the integral is not trivially constant.
+type stepMeter struct{}
+
+func (stepMeter) Run(ctx context.Context, emit func(experiment.Sample)) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	i := 0
+	for {
+		emit(experiment.Sample{T: time.Now(), Watts: 2 + float64(i%5)*0.5, Source: "model:test"})
+		i++
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+const computeMix = `
+name: sim
+workers: {qemu: 3}
+functions: [cascading_md5, float_operations, html_generation, matmul, regex_match]
+invocations: 40
+arrival: {process: poisson, rate: 80}
+meter: model:test
+services: none
+`
+
+// csvRow is the test's own reading of a results row.
+type csvRow struct {
+	fn, worker, err string
+	latency         float64
+}
+
+func readCSV(t *testing.T, path string) []csvRow {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := map[string]int{}
+	for i, h := range recs[0] {
+		col[h] = i
+	}
+	var out []csvRow
+	for _, r := range recs[1:] {
+		l, err := strconv.ParseFloat(r[col["latency_ms"]], 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, csvRow{fn: r[col["function"]], worker: r[col["worker"]], err: r[col["error"]], latency: l})
+	}
+	return out
+}
+
+func nearestRank(v []float64, p float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	k := int(math.Ceil(p / 100 * float64(len(s))))
+	return s[k-1]
+}
+
+func TestSimulatedExperiment(t *testing.T) {
+	spec, err := experiment.Parse([]byte(computeMix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "run")
+	run, err := experiment.Create(dir, spec, []byte(computeMix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startSim(t, run, 3, 0)
+	var progress bytes.Buffer
+	sum, err := run.Execute(context.Background(), c, experiment.Options{Meter: stepMeter{}, Progress: &syncBuf{b: &progress}, Tick: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.stop()
+	run.Close()
+	if sum.Interrupted || sum.Done != 40 || sum.Failed != 0 {
+		t.Fatalf("summary: done %d failed %d interrupted %v, want 40 done, 0 failed", sum.Done, sum.Failed, sum.Interrupted)
+	}
+	if !strings.Contains(progress.String(), "/40 done") {
+		t.Errorf("no progress line in %q", progress.String())
+	}
+	for _, f := range []string{report.ExperimentFile, report.ResultsFile, report.MeterFile, report.TimelineFile, report.SummaryFile} {
+		if fi, err := os.Stat(filepath.Join(dir, f)); err != nil || fi.Size() == 0 {
+			t.Errorf("run folder: %s missing or empty (%v)", f, err)
+		}
+	}
+
+	// The test's own numbers, from the CSV and summary.json.
+	rows := readCSV(t, filepath.Join(dir, report.ResultsFile))
+	if len(rows) != 40 {
+		t.Fatalf("results.csv has %d rows, want 40", len(rows))
+	}
+	var js struct{ Started, Finished time.Time }
+	b, _ := os.ReadFile(filepath.Join(dir, report.SummaryFile))
+	if err := json.Unmarshal(b, &js); err != nil {
+		t.Fatal(err)
+	}
+	perWorker := map[string]int{}
+	byFn := map[string][]float64{}
+	var all []float64
+	for _, r := range rows {
+		if r.err != "" {
+			t.Errorf("failed invocation: %s", r.err)
+		}
+		perWorker[r.worker]++
+		byFn[r.fn] = append(byFn[r.fn], r.latency)
+		all = append(all, r.latency)
+	}
+	wantPerMin := float64(len(rows)) / js.Finished.Sub(js.Started).Minutes()
+
+	loaded, err := report.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := report.Analyze(loaded)
+	if math.Abs(a.PerMinute-wantPerMin) > 1e-6*wantPerMin {
+		t.Errorf("throughput %.3f/min, recomputed %.3f", a.PerMinute, wantPerMin)
+	}
+	for _, p := range []struct {
+		got, want float64
+		what      string
+	}{{a.All.P50, nearestRank(all, 50), "p50"}, {a.All.P95, nearestRank(all, 95), "p95"}, {a.All.P99, nearestRank(all, 99), "p99"}} {
+		if p.got != p.want {
+			t.Errorf("all %s = %v ms, recomputed %v", p.what, p.got, p.want)
+		}
+	}
+	if len(a.Functions) != len(byFn) {
+		t.Errorf("%d functions in the report, %d in the CSV", len(a.Functions), len(byFn))
+	}
+	for _, s := range a.Functions {
+		if s.Count != len(byFn[s.Function]) || s.P50 != nearestRank(byFn[s.Function], 50) || s.P99 != nearestRank(byFn[s.Function], 99) {
+			t.Errorf("%s: count %d p50 %v p99 %v; recomputed %d %v %v", s.Function, s.Count, s.P50, s.P99,
+				len(byFn[s.Function]), nearestRank(byFn[s.Function], 50), nearestRank(byFn[s.Function], 99))
+		}
+		if s.Exec <= 0 || s.Boot <= 0 {
+			t.Errorf("%s: mean exec %v ms, boot %v ms: a power-cycled run boots for every invocation", s.Function, s.Exec, s.Boot)
+		}
+	}
+	total := 0
+	for _, w := range a.Workers {
+		if w.Invocations != perWorker[w.Worker] {
+			t.Errorf("worker %s: %d invocations in the report, %d in the CSV", w.Worker, w.Invocations, perWorker[w.Worker])
+		}
+		total += w.Invocations
+	}
+	if total != 40 || len(a.Workers) != len(perWorker) {
+		t.Errorf("workers: %d invocations over %d workers, CSV has 40 over %d", total, len(a.Workers), len(perWorker))
+	}
+	if loaded.TimelineDerived || len(loaded.Timeline) == 0 {
+		t.Errorf("timeline.csv not used (derived %v, %d intervals)", loaded.TimelineDerived, len(loaded.Timeline))
+	}
+	if a.MeanWatts < 2 || a.MeanWatts > 4 {
+		t.Errorf("mean power %.2f W outside the meter's 2..4 W", a.MeanWatts)
+	}
+
+	// The outputs carry those numbers.
+	var text, page bytes.Buffer
+	if err := report.WriteText(&text, []*report.Analysis{a}); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("%.1f functions per minute", a.PerMinute); !strings.Contains(text.String(), want) {
+		t.Errorf("text summary lacks %q:\n%s", want, text.String())
+	}
+	if err := report.WriteHTML(&page, []*report.Analysis{a, a}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if keep := os.Getenv("MF_KEEP_REPORT"); keep != "" {
+		// For looking at the page by hand: MF_KEEP_REPORT=/tmp/x go test ...
+		os.MkdirAll(keep, 0o755)
+		os.WriteFile(filepath.Join(keep, "report.html"), page.Bytes(), 0o644)
+		os.WriteFile(filepath.Join(keep, "summary.txt"), text.Bytes(), 0o644)
+	}
+	for _, want := range []string{"<svg", "functions per minute", "Latency CDF", "Comparison", "1.00×"} {
+		if !strings.Contains(page.String(), want) {
+			t.Errorf("HTML lacks %q", want)
+		}
+	}
+	if p := page.String(); strings.Contains(p, "<script") || strings.Contains(p, "src=") || strings.Contains(p, "href=\"http") {
+		t.Error("HTML has a script or a network reference")
+	}
+}
+
+// TestInterruptedExperiment cancels a run midway: the folder must still
+// load, with the summary marked interrupted.
+func TestInterruptedExperiment(t *testing.T) {
+	spec, err := experiment.Parse([]byte(strings.Replace(computeMix, "rate: 80", "rate: 20", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "run")
+	run, err := experiment.Create(dir, spec, []byte(computeMix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startSim(t, run, 2, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	sum, err := run.Execute(ctx, c, experiment.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.stop()
+	run.Close()
+	if !sum.Interrupted || sum.Done >= 40 || sum.Done == 0 {
+		t.Fatalf("summary: done %d interrupted %v; want some but not all done, interrupted", sum.Done, sum.Interrupted)
+	}
+	loaded, err := report.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !loaded.Summary.Interrupted || len(loaded.Rows) != sum.Done {
+		t.Errorf("loaded: interrupted %v, %d rows; want interrupted, %d rows", loaded.Summary.Interrupted, len(loaded.Rows), sum.Done)
+	}
+}
+
+func TestSpecErrors(t *testing.T) {
+	for _, tc := range []struct{ name, yaml string }{
+		{"no invocations", "workers: {qemu: 1}"},
+		{"no workers", "invocations: 5"},
+		{"both workers", "workers: {qemu: 1, cluster: c.yaml}\ninvocations: 5"},
+		{"unknown function", "workers: {qemu: 1}\ninvocations: 5\nfunctions: [nope]"},
+		{"bad arrival", "workers: {qemu: 1}\ninvocations: 5\narrival: {process: bursty}"},
+		{"no rate", "workers: {qemu: 1}\ninvocations: 5\narrival: {process: uniform}"},
+		{"idle when power-cycled", "workers: {qemu: 1}\ninvocations: 5\nidle: 3s"},
+		{"unknown key", "workers: {qemu: 1}\ninvocations: 5\nrat: 3"},
+		{"bad duration", "workers: {qemu: 1}\ninvocations: 5\nmode: warm\nidle: soon"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := experiment.Parse([]byte(tc.yaml)); !errors.Is(err, experiment.ErrSpec) {
+				t.Errorf("err = %v, want ErrSpec", err)
+			}
+		})
+	}
+	s, err := experiment.Parse([]byte("workers: {qemu: 3}\ninvocations: 170\narrival: {rate: 2}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Functions) != 17 || s.Mode != experiment.PowerCycled || s.Seed != 63302 {
+		t.Errorf("defaults: %d functions, mode %s, seed %d; want the 17, power-cycled, 63302", len(s.Functions), s.Mode, s.Seed)
+	}
+	counts := map[string]int{}
+	for _, c := range s.Calls() {
+		counts[c.Function]++
+	}
+	for fn, n := range counts {
+		if n != 10 {
+			t.Errorf("%s: %d calls of 170, want an even 10", fn, n)
+		}
+	}
+	if got := experiment.ServicesFor(s.Functions); strings.Join(got, ",") != "redis,postgres,s3,kafka" {
+		t.Errorf("services for the full mix: %v", got)
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
