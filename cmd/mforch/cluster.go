@@ -23,6 +23,10 @@ type clusterFlags struct {
 	maxBooting, attempts                                           int
 	verbose                                                        bool
 	gpioPulse, gpioHold                                            time.Duration
+	// services, if set, replaces the cluster's services: section (mforch
+	// experiment starts them itself).
+	services map[string]map[string]string
+	quiet    bool // log warnings and errors only (a progress line is showing)
 }
 
 func (c *clusterFlags) register(fs *flag.FlagSet) {
@@ -71,6 +75,8 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	level := slog.LevelInfo
 	if c.verbose {
 		level = slog.LevelDebug
+	} else if c.quiet {
+		level = slog.LevelWarn
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	var cl *inventory.Cluster
@@ -87,6 +93,9 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	}
 	if c.listen == "" {
 		c.listen = net.JoinHostPort(cl.Network.Listen, fmt.Sprint(cl.Network.Port))
+	}
+	if c.services != nil {
+		cl.Services = c.services
 	}
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {

@@ -115,7 +115,7 @@ func (stepMeter) Run(ctx context.Context, emit func(experiment.Sample)) error {
 	defer t.Stop()
 	i := 0
 	for {
-		emit(experiment.Sample{T: time.Now(), Watts: 2 + float64(i%5)*0.5, Source: "model:test"})
+		emit(experiment.Sample{At: time.Now(), Watts: 2 + float64(i%5)*0.5, Source: "model:test"})
 		i++
 		select {
 		case <-ctx.Done():
@@ -380,4 +380,17 @@ func (s *syncBuf) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
+}
+
+// TestExampleFiles keeps examples/experiments/ valid.
+func TestExampleFiles(t *testing.T) {
+	files, _ := filepath.Glob("../../examples/experiments/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no example experiment files")
+	}
+	for _, f := range files {
+		if _, _, err := experiment.Load(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
 }

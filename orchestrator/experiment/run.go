@@ -44,7 +44,7 @@ type StateChange struct {
 
 // Sample is one power reading.
 type Sample struct {
-	T      time.Time
+	At     time.Time // the end of the interval Watts is the mean power of
 	Watts  float64
 	Source string // e.g. "measured:wattsup" or "model:cpu-time"
 }
@@ -156,7 +156,7 @@ func (r *Run) AddSample(s Sample) {
 	if r.meter == nil {
 		return
 	}
-	r.meter.Write([]string{strconv.FormatInt(s.T.UnixNano(), 10), strconv.FormatFloat(s.Watts, 'f', 3, 64), s.Source})
+	r.meter.Write([]string{strconv.FormatInt(s.At.UnixNano(), 10), strconv.FormatFloat(s.Watts, 'f', 3, 64), s.Source})
 	r.meter.Flush()
 }
 

@@ -154,9 +154,10 @@ func Analyze(run *Run) *Analysis {
 	}
 	a.Workers = workerStats(run, dur)
 	if len(run.Meter) > 1 {
-		a.MeterJ = Energy(run.Meter, a.Start, a.End)
-		if dur > 0 {
-			a.MeanWatts = a.MeterJ / dur.Seconds()
+		var covered float64
+		a.MeterJ, covered = Energy(run.Meter, a.Start, a.End)
+		if covered > 0 {
+			a.MeanWatts = a.MeterJ / covered
 		}
 		if a.OK > 0 {
 			a.JPerInv = a.MeterJ / float64(a.OK)
@@ -283,34 +284,23 @@ func workerStats(run *Run, dur time.Duration) []WorkerStats {
 	return out
 }
 
-// Energy integrates power samples over [from, to] (trapezoids; a sample
-// holds its value beyond the ends).
-func Energy(s []Sample, from, to time.Time) float64 {
-	if len(s) == 0 || !to.After(from) {
-		return 0
-	}
-	at := func(t time.Time) float64 {
-		if !t.After(s[0].T) {
-			return s[0].Watts
+// Energy integrates power samples over [from, to]. As CONTRACTS.md and
+// the energy package define them, a sample's watts are the mean power over
+// the interval since the previous sample (the first only marks the start).
+// It returns the joules and the seconds the samples cover.
+func Energy(s []Sample, from, to time.Time) (joules, covered float64) {
+	for i := 1; i < len(s); i++ {
+		a, b := s[i-1].T, s[i].T
+		if a.Before(from) {
+			a = from
 		}
-		for i := 1; i < len(s); i++ {
-			if !t.After(s[i].T) {
-				f := t.Sub(s[i-1].T).Seconds() / s[i].T.Sub(s[i-1].T).Seconds()
-				return s[i-1].Watts + f*(s[i].Watts-s[i-1].Watts)
-			}
+		if b.After(to) {
+			b = to
 		}
-		return s[len(s)-1].Watts
-	}
-	pts := []Point{{0, at(from)}}
-	for _, x := range s {
-		if x.T.After(from) && x.T.Before(to) {
-			pts = append(pts, Point{x.T.Sub(from).Seconds(), x.Watts})
+		if d := b.Sub(a).Seconds(); d > 0 {
+			joules += d * s[i].Watts
+			covered += d
 		}
 	}
-	pts = append(pts, Point{to.Sub(from).Seconds(), at(to)})
-	var j float64
-	for i := 1; i < len(pts); i++ {
-		j += (pts[i].X - pts[i-1].X) * (pts[i].Y + pts[i-1].Y) / 2
-	}
-	return j
+	return joules, covered
 }

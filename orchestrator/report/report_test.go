@@ -182,8 +182,8 @@ func TestEnergyAndPercentile(t *testing.T) {
 	for _, tc := range []struct {
 		from, to float64
 		want     float64
-	}{{0, 4, 14}, {0, 2, 6}, {1, 3, 7.5}, {-1, 5, 2 + 14 + 4}, {3, 3, 0}} {
-		got := Energy(s, t0.Add(time.Duration(tc.from*float64(time.Second))), t0.Add(time.Duration(tc.to*float64(time.Second))))
+	}{{0, 4, 16}, {0, 2, 8}, {1, 3, 8}, {-1, 5, 16}, {3, 3, 0}} {
+		got, _ := Energy(s, t0.Add(time.Duration(tc.from*float64(time.Second))), t0.Add(time.Duration(tc.to*float64(time.Second))))
 		if math.Abs(got-tc.want) > 1e-9 {
 			t.Errorf("Energy(%v..%v) = %v, want %v", tc.from, tc.to, got, tc.want)
 		}

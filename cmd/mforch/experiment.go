@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/microfaas/microfaas/internal/progress"
+	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/experiment"
+	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/orchestrator/report"
+)
+
+const experimentUsage = `usage: mforch experiment FILE [--out DIR] [-v]
+
+Runs the experiment FILE describes (docs/experiments.md: workers, function
+mix, invocations, arrival process, seed, worker mode, meter), starting the
+services the mix needs, and records one run folder: the experiment file,
+results.csv, timeline.csv, meter.csv, build manifests, host facts and
+summary.json; then writes RUN/report.html and prints the summary table.
+Ctrl-C stops submitting, lets running invocations finish and leaves a
+readable folder marked interrupted.
+`
+
+func runExperiment(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("mforch experiment", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), experimentUsage, "\nflags:\n"); fs.PrintDefaults() }
+	out := fs.String("out", "", "run folder to create (default: runs/NAME-YYYYMMDD-HHMMSS)")
+	verbose := fs.Bool("v", false, "verbose orchestrator logs")
+	file, err := parseWithFile(fs, args)
+	if err != nil {
+		return err
+	}
+	spec, raw, err := experiment.Load(file)
+	if err != nil {
+		return err
+	}
+	dir := *out
+	if dir == "" {
+		dir = filepath.Join("runs", spec.Name+"-"+time.Now().Format("20060102-150405"))
+	}
+	sum, err := executeSpec(ctx, spec, raw, dir, *verbose)
+	if err != nil {
+		return err
+	}
+	page := filepath.Join(dir, "report.html")
+	if err := writeReport([]string{dir}, page, os.Stdout); err != nil {
+		return err
+	}
+	fmt.Printf("\nrun folder: %s\nreport:     %s\n", dir, page)
+	if sum.Interrupted {
+		return fmt.Errorf("interrupted after %d of %d invocations; the run folder is readable", sum.Done, sum.Planned)
+	}
+	if sum.Failed > 0 {
+		return fmt.Errorf("%d of %d invocations failed (results.csv has their errors)", sum.Failed, sum.Done)
+	}
+	return nil
+}
+
+// executeSpec runs spec against the workers it names and records the run
+// folder dir; raw is the experiment file, copied into the folder.
+func executeSpec(ctx context.Context, spec *experiment.Spec, raw []byte, dir string, verbose bool) (report.Summary, error) {
+	meter, err := meterFor(spec.Meter)
+	if err != nil {
+		return report.Summary{}, err
+	}
+	run, err := experiment.Create(dir, spec, raw)
+	if err != nil {
+		return report.Summary{}, err
+	}
+	defer run.Close()
+
+	// The orchestrator and the services outlive Ctrl-C until the running
+	// invocations finished: they get their own context.
+	bg := context.WithoutCancel(ctx)
+	local := spec.Workers.Cluster == ""
+	c := clusterFlags{cluster: spec.Workers.Cluster, workers: spec.Workers.QEMU, kernel: spec.Workers.Kernel,
+		initrd: spec.Workers.Initrd, accel: spec.Workers.Accel, results: run.ResultsPath(),
+		logDir: filepath.Join(dir, "consoles"), powerUp: 60 * time.Second, attempts: 3, verbose: verbose,
+		gpioPulse: power.DefaultPulse, gpioHold: power.DefaultForcedOffHold}
+	if spec.Mode == experiment.Warm {
+		c.idle = time.Duration(spec.Idle)
+	}
+	if err := os.MkdirAll(c.logDir, 0o755); err != nil {
+		return report.Summary{}, err
+	}
+	names := experiment.ServicesFor(spec.Functions)
+	if spec.Services == "auto" && len(names) > 0 {
+		if !local {
+			return report.Summary{}, fmt.Errorf("services: auto starts servers on this host's loopback, which BeagleBone or remote workers cannot reach; set services: cluster and give the cluster file a services: section")
+		}
+		fmt.Fprintf(os.Stderr, "starting services: %s\n", strings.Join(names, ", "))
+		settings, stop, err := experiment.StartServices(bg, names, true)
+		if err != nil {
+			return report.Summary{}, err
+		}
+		defer stop()
+		c.services = settings
+	}
+	if !verbose {
+		c.quiet = true
+	}
+	r, err := c.start(bg)
+	if err != nil {
+		return report.Summary{}, err
+	}
+	defer r.Close()
+	accel, qemu := "", ""
+	if r.qemu != nil {
+		accel, qemu = r.qemu.Accel(), "qemu-system-x86_64"
+	}
+	run.SetHost(experiment.Host(bg, qemu, accel))
+	if local {
+		run.SetWorkers(spec.Workers.QEMU, "qemu")
+		run.CopyManifest(filepath.Join(filepath.Dir(spec.Workers.Kernel), "kernel-manifest.json"), "kernel-manifest.json")
+		run.CopyManifest(spec.Workers.Initrd+".json", "initramfs-manifest.json")
+	} else if cl, err := inventory.Load(spec.Workers.Cluster); err == nil {
+		run.SetWorkers(len(cl.Workers), "cluster")
+		os.WriteFile(filepath.Join(dir, "cluster.yaml"), mustRead(spec.Workers.Cluster), 0o644)
+	}
+
+	watchCtx, stopWatch := context.WithCancel(bg)
+	watched := make(chan struct{})
+	go func() { defer close(watched); watchStates(watchCtx, r.orch, 10*time.Millisecond, run.StateChanged) }()
+	opt := experiment.Options{Meter: meter}
+	if progress.IsTerminal(os.Stderr) {
+		opt.Progress = os.Stderr
+	}
+	fmt.Fprintf(os.Stderr, "experiment %s: %d invocations of %d functions, %s arrivals, %s workers; run folder %s\n",
+		spec.Name, spec.Invocations, len(spec.Functions), spec.Arrival.Process, spec.Mode, dir)
+	sum, err := run.Execute(ctx, orchCluster{r.orch, time.Duration(spec.Timeout)}, opt)
+	stopWatch()
+	<-watched
+	return sum, err
+}
+
+// parseWithFile parses flags before and after one positional FILE.
+func parseWithFile(fs *flag.FlagSet, args []string) (string, error) {
+	if err := fs.Parse(args); err != nil {
+		return "", err
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return "", fmt.Errorf("give an experiment file (examples/experiments/ has some)")
+	}
+	file := fs.Arg(0)
+	if err := fs.Parse(fs.Args()[1:]); err != nil {
+		return "", err
+	}
+	if fs.NArg() > 0 {
+		return "", fmt.Errorf("one experiment file at a time (extra: %s)", strings.Join(fs.Args(), " "))
+	}
+	return file, nil
+}
+
+func mustRead(path string) []byte {
+	b, _ := os.ReadFile(path)
+	return b
+}
+
+// meterFor returns the meter an experiment names. "none" records no power.
+func meterFor(name string) (experiment.Meter, error) {
+	switch name {
+	case "none":
+		return nil, nil
+	}
+	return nil, fmt.Errorf("meter %q is not available in this build (known: none); power meters come from the energy package", name)
+}
+
+// orchCluster adapts the orchestrator to experiment.Cluster.
+type orchCluster struct {
+	o       *orchestrator.Orchestrator
+	timeout time.Duration
+}
+
+func (c orchCluster) Invoke(ctx context.Context, fn string, args json.RawMessage) (experiment.Result, error) {
+	inv, err := c.o.Invoke(ctx, fn, args, c.timeout)
+	if err != nil {
+		return experiment.Result{}, err
+	}
+	return experiment.Result{ID: inv.ID, Worker: inv.Worker, Err: inv.Err}, nil
+}
+
+// watchStates reports worker state changes from Status snapshots taken
+// every interval. (The orchestrator's own state-change callback, once it
+// has one, gives exact times; polling every 10 ms is close for boots and
+// jobs that take seconds.)
+func watchStates(ctx context.Context, o *orchestrator.Orchestrator, every time.Duration, fn func(experiment.StateChange)) {
+	last := map[string]string{}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		for _, w := range o.Status().Workers {
+			if s := string(w.State); s != last[w.ID] {
+				fn(experiment.StateChange{Worker: w.ID, From: last[w.ID], To: s, At: now})
+				last[w.ID] = s
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// writeReport loads run folders, writes the HTML report to page and the
+// text summary to text.
+func writeReport(dirs []string, page string, text io.Writer) error {
+	var runs []*report.Analysis
+	for _, d := range dirs {
+		r, err := report.Load(d)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, report.Analyze(r))
+	}
+	if err := report.WriteText(text, runs); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(page), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(page)
+	if err != nil {
+		return err
+	}
+	if err := report.WriteHTML(f, runs, time.Now()); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
