@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microfaas/microfaas/internal/testsvc"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/experiment"
 	"github.com/microfaas/microfaas/orchestrator/internal/simworker"
@@ -46,7 +47,18 @@ func (c *simCluster) Invoke(ctx context.Context, fn string, args json.RawMessage
 
 func startSim(t *testing.T, run *experiment.Run, workers int, idle time.Duration) *simCluster {
 	t.Helper()
+	return startSimCluster(t, run, workers, idle, nil)
+}
+
+func startSimServices(t *testing.T, run *experiment.Run, workers int, services map[string]map[string]string) *simCluster {
+	t.Helper()
+	return startSimCluster(t, run, workers, 0, services)
+}
+
+func startSimCluster(t *testing.T, run *experiment.Run, workers int, idle time.Duration, services map[string]map[string]string) *simCluster {
+	t.Helper()
 	cl := inventory.Local(workers)
+	cl.Services = services
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -393,4 +405,73 @@ func TestExampleFiles(t *testing.T) {
 			t.Errorf("%s: %v", f, err)
 		}
 	}
+}
+
+// TestSimulatedFullMix runs the whole 17-function suite, spread evenly,
+// against real Redis, PostgreSQL, S3 and Kafka servers that StartServices
+// starts and loads, on simulated workers: every invocation must succeed.
+func TestSimulatedFullMix(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts servers")
+	}
+	spec, err := experiment.Parse([]byte("name: full\nworkers: {qemu: 3}\ninvocations: 34\narrival: {process: closed-loop}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	settings, stop, err := experiment.StartServices(ctx, experiment.ServicesFor(spec.Functions), false)
+	var missing *testsvc.MissingError
+	if errors.As(err, &missing) && os.Getenv("CI") == "" {
+		t.Skipf("a service is not installed: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	dir := filepath.Join(t.TempDir(), "run")
+	run, err := experiment.Create(dir, spec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startSimServices(t, run, 3, settings)
+	sum, err := run.Execute(ctx, c, experiment.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.stop()
+	run.Close()
+	loaded, err := report.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range loaded.Rows {
+		if r.Err != "" {
+			t.Errorf("%s failed: %s", r.Function, r.Err)
+		}
+	}
+	a := report.Analyze(loaded)
+	if sum.Done != 34 || len(a.Functions) != 17 {
+		t.Errorf("%d done over %d functions, want 34 over 17", sum.Done, len(a.Functions))
+	}
+}
+
+// TestGuestServiceSettings checks what QEMU guests are told: the host as
+// they see it, and a Kafka broker that advertises that address.
+func TestGuestServiceSettings(t *testing.T) {
+	settings, stop, err := experiment.StartServices(context.Background(), []string{"kafka"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	b := settings["kafka"]["brokers"]
+	host, port, err := net.SplitHostPort(b)
+	if err != nil || host != experiment.GuestHost {
+		t.Fatalf("brokers %q, want %s:PORT", b, experiment.GuestHost)
+	}
+	c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", port))
+	if err != nil {
+		t.Fatalf("the broker does not listen on loopback port %s: %v", port, err)
+	}
+	c.Close()
 }
