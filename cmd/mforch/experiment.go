@@ -137,6 +137,9 @@ func executeSpec(ctx context.Context, spec *experiment.Spec, raw []byte, dir str
 	fmt.Fprintf(os.Stderr, "experiment %s: %d invocations of %d functions, %s arrivals, %s workers; run folder %s\n",
 		spec.Name, spec.Invocations, len(spec.Functions), spec.Arrival.Process, spec.Mode, dir)
 	sum, err := run.Execute(ctx, orchCluster{r.orch, time.Duration(spec.Timeout)}, opt)
+	// Let the last workers power off, so their rows and state intervals
+	// are complete before the orchestrator is closed.
+	settle(r.orch, 30*time.Second)
 	stopWatch()
 	<-watched
 	return sum, err
@@ -186,7 +189,38 @@ func (c orchCluster) Invoke(ctx context.Context, fn string, args json.RawMessage
 	if err != nil {
 		return experiment.Result{}, err
 	}
-	return experiment.Result{ID: inv.ID, Worker: inv.Worker, Err: inv.Err}, nil
+	return experiment.Result{ID: inv.ID, Worker: inv.Worker, Err: errText(inv.Err)}, nil
+}
+
+// errText is an invocation error's text, "" for none. It takes any so it
+// reads both the string and the typed error form of Invocation.Err.
+func errText(e any) string {
+	switch v := e.(type) {
+	case nil:
+		return ""
+	case string:
+		return v
+	case error:
+		return v.Error()
+	}
+	return fmt.Sprint(e)
+}
+
+// settle waits, up to limit, until no worker is booting, working or
+// stopping.
+func settle(o *orchestrator.Orchestrator, limit time.Duration) {
+	for end := time.Now().Add(limit); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		busy := false
+		for _, w := range o.Status().Workers {
+			switch string(w.State) {
+			case "booting", "working", "stopping":
+				busy = true
+			}
+		}
+		if !busy {
+			return
+		}
+	}
 }
 
 // watchStates reports worker state changes from Status snapshots taken
