@@ -488,3 +488,48 @@ func TestGuestServiceSettings(t *testing.T) {
 	}
 	c.Close()
 }
+
+func TestProgressLine(t *testing.T) {
+	for _, tc := range []struct {
+		done, failed, total int
+		elapsed             time.Duration
+		want                string
+	}{
+		{0, 0, 170, 0, "0/170 done, 0.00/s, 0 failed, ETA ?"},
+		{57, 1, 170, 30 * time.Second, "57/170 done, 1.90/s, 1 failed, ETA 59s"},
+		{170, 0, 170, 100 * time.Second, "170/170 done, 1.70/s, 0 failed, ETA 0s"},
+	} {
+		if got := experiment.ProgressLine(tc.done, tc.failed, tc.total, tc.elapsed); got != tc.want {
+			t.Errorf("got %q, want %q", got, tc.want)
+		}
+	}
+}
+
+func TestGapsSeededAndShaped(t *testing.T) {
+	parse := func(y string) *experiment.Spec {
+		s, err := experiment.Parse([]byte(y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	p := parse("workers: {qemu: 1}\ninvocations: 2000\narrival: {process: poisson, rate: 4}")
+	g1, g2 := p.Gaps(), p.Gaps()
+	var sum time.Duration
+	for i := range g1 {
+		if g1[i] != g2[i] {
+			t.Fatal("the same seed gave different gaps")
+		}
+		sum += g1[i]
+	}
+	if mean := sum.Seconds() / 1999; mean < 0.22 || mean > 0.28 {
+		t.Errorf("poisson mean gap %.3f s, want about 0.25", mean)
+	}
+	u := parse("workers: {qemu: 1}\ninvocations: 3\narrival: {process: uniform, rate: 2}").Gaps()
+	if u[0] != 0 || u[1] != 500*time.Millisecond || u[2] != 500*time.Millisecond {
+		t.Errorf("uniform gaps %v", u)
+	}
+	if g := parse("workers: {qemu: 1}\ninvocations: 3\narrival: {process: closed-loop}").Gaps(); g != nil {
+		t.Errorf("closed loop has gaps %v", g)
+	}
+}
