@@ -533,3 +533,54 @@ func TestGapsSeededAndShaped(t *testing.T) {
 		t.Errorf("closed loop has gaps %v", g)
 	}
 }
+
+// TestPowerCycledVsWarm runs the same load on power-cycled and on warm
+// simulated workers: warm workers boot far less often, and the report's
+// comparison says so.
+func TestPowerCycledVsWarm(t *testing.T) {
+	var runs []*report.Analysis
+	for _, mode := range []string{"power-cycled", "warm"} {
+		y := "name: " + mode + "\nworkers: {qemu: 3}\nfunctions: [float_operations, matmul, regex_search]\ninvocations: 30\narrival: {process: closed-loop}\nservices: none\nmode: " + mode + "\n"
+		spec, err := experiment.Parse([]byte(y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(t.TempDir(), mode)
+		run, err := experiment.Create(dir, spec, []byte(y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := startSim(t, run, 3, time.Duration(spec.Idle))
+		if _, err := run.Execute(context.Background(), c, experiment.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		c.stop()
+		run.Close()
+		loaded, err := report.Load(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runs = append(runs, report.Analyze(loaded))
+	}
+	cycled, warm := runs[0], runs[1]
+	if cycled.All.Boots != 30 {
+		t.Errorf("power-cycled: %d of 30 invocations waited for a boot, want all", cycled.All.Boots)
+	}
+	if warm.All.Boots > 6 {
+		t.Errorf("warm: %d of 30 invocations waited for a boot, want at most a few", warm.All.Boots)
+	}
+	if warm.All.Boot >= cycled.All.Boot {
+		t.Errorf("mean boot: warm %.1f ms, power-cycled %.1f ms", warm.All.Boot, cycled.All.Boot)
+	}
+	var text, page bytes.Buffer
+	report.WriteText(&text, runs)
+	report.WriteHTML(&page, runs, time.Now())
+	if !strings.Contains(text.String(), "warm ratio") {
+		t.Errorf("no comparison in the text:\n%s", text.String())
+	}
+	if keep := os.Getenv("MF_KEEP_REPORT"); keep != "" {
+		os.MkdirAll(keep, 0o755)
+		os.WriteFile(filepath.Join(keep, "compare.html"), page.Bytes(), 0o644)
+		os.WriteFile(filepath.Join(keep, "compare.txt"), text.Bytes(), 0o644)
+	}
+}

@@ -102,6 +102,10 @@ func Create(dir string, spec *Spec, file []byte) (*Run, error) {
 	r.summary = report.Summary{Name: spec.Name, Planned: spec.Invocations, Workers: spec.WorkerCount(),
 		Mode: spec.Mode, Arrival: spec.Arrival.Process, Rate: spec.Arrival.Rate, Seed: spec.Seed,
 		Functions: spec.Functions, Meter: spec.Meter, WorkerKind: "qemu"}
+	if spec.Arrival.Process == ClosedLoop {
+		r.summary.Rate = 0
+		r.summary.Concurrency = spec.Arrival.Concurrency
+	}
 	if spec.Mode == Warm {
 		r.summary.Idle = time.Duration(spec.Idle).String()
 	}
@@ -218,10 +222,13 @@ func (r *Run) Execute(ctx context.Context, c Cluster, opt Options) (report.Summa
 		r.mu.Unlock()
 	}
 	if gaps == nil {
+		r.mu.Lock()
 		n := r.Spec.Arrival.Concurrency
 		if n <= 0 {
 			n = max(r.summary.Workers, 1)
 		}
+		r.summary.Concurrency = n
+		r.mu.Unlock()
 		next := make(chan loadgen.Call)
 		for range n {
 			wg.Add(1)

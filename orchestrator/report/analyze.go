@@ -253,6 +253,9 @@ func workerStats(run *Run, dur time.Duration) []WorkerStats {
 		}
 		return by[id]
 	}
+	// Boots: the timeline's booting intervals, or, if more, the distinct
+	// power-ons the rows name (a state sampled by polling can be missed).
+	powerOns := map[string]map[time.Time]bool{}
 	for _, r := range run.Rows {
 		if r.Worker == "" {
 			continue
@@ -261,6 +264,12 @@ func workerStats(run *Run, dur time.Duration) []WorkerStats {
 		w.Invocations++
 		if !r.OK() {
 			w.Failed++
+		}
+		if !r.PoweredOn.IsZero() {
+			if powerOns[r.Worker] == nil {
+				powerOns[r.Worker] = map[time.Time]bool{}
+			}
+			powerOns[r.Worker][r.PoweredOn] = true
 		}
 	}
 	for _, iv := range run.Timeline {
@@ -272,6 +281,9 @@ func workerStats(run *Run, dur time.Duration) []WorkerStats {
 			w.Booting += iv.End.Sub(iv.Start)
 			w.Boots++
 		}
+	}
+	for id, ons := range powerOns {
+		by[id].Boots = max(by[id].Boots, len(ons))
 	}
 	var out []WorkerStats
 	for _, id := range sortedKeys(by) {

@@ -98,7 +98,7 @@ func writeRun(w io.Writer, a *Analysis, idx int) {
 			mode += ", idle " + s.Idle
 		}
 		row("worker mode", esc(mode))
-		row("arrivals", esc(fmt.Sprintf("%s at %g/s, seed %d", s.Arrival, s.Rate, s.Seed)))
+		row("arrivals", esc(arrivalText(s)))
 		row("host", esc(fmt.Sprintf("%s, %d cores, kernel %s", s.Host.CPU, s.Host.Cores, s.Host.Kernel)))
 		if s.Host.QEMU != "" {
 			row("QEMU", esc(fmt.Sprintf("%s, accel %s", s.Host.QEMU, s.Host.Accel)))
@@ -193,6 +193,13 @@ func writeRun(w io.Writer, a *Analysis, idx int) {
 	}
 }
 
+func arrivalText(s Summary) string {
+	if s.Arrival == "closed-loop" {
+		return fmt.Sprintf("closed loop, %d callers, seed %d", s.Concurrency, s.Seed)
+	}
+	return fmt.Sprintf("%s at %g/s, seed %d", s.Arrival, s.Rate, s.Seed)
+}
+
 func meterSource(s []Sample) string {
 	seen := map[string]bool{}
 	for _, x := range s {
@@ -279,14 +286,22 @@ var Metrics = []Metric{
 	{"mean exec (ms)", func(a *Analysis) float64 { return a.All.Exec }, true},
 	{"mean wait (ms)", func(a *Analysis) float64 { return a.All.Wait }, true},
 	{"mean overhead (ms)", func(a *Analysis) float64 { return a.All.Overhead }, true},
-	{"mean power (W)", func(a *Analysis) float64 { return a.MeanWatts }, true},
-	{"meter J per invocation", func(a *Analysis) float64 { return a.JPerInv }, true},
-	{"attributed J per invocation", func(a *Analysis) float64 { return a.All.EnergyJ }, true},
+	{"mean power (W)", func(a *Analysis) float64 { return orNaN(a.MeterJ > 0, a.MeanWatts) }, true},
+	{"meter J per invocation", func(a *Analysis) float64 { return orNaN(a.MeterJ > 0, a.JPerInv) }, true},
+	{"attributed J per invocation", func(a *Analysis) float64 { return orNaN(a.EnergyRows, a.All.EnergyJ) }, true},
 }
 
-// Ratio is b/a, or NaN when a is 0.
+// orNaN is v when the run has the data, else NaN (shown as "–").
+func orNaN(ok bool, v float64) float64 {
+	if !ok {
+		return math.NaN()
+	}
+	return v
+}
+
+// Ratio is b/a, or NaN when a is 0 or either is NaN.
 func Ratio(a, b float64) float64 {
-	if a == 0 {
+	if a == 0 || math.IsNaN(a) || math.IsNaN(b) {
 		return math.NaN()
 	}
 	return b / a

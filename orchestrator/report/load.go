@@ -49,7 +49,8 @@ type Summary struct {
 	Mode        string    `json:"mode"`        // "power-cycled" or "warm"
 	Idle        string    `json:"idle,omitempty"`
 	Arrival     string    `json:"arrival"`
-	Rate        float64   `json:"rate"`
+	Rate        float64   `json:"rate,omitempty"`
+	Concurrency int       `json:"concurrency,omitempty"` // closed loop: callers
 	Seed        int64     `json:"seed"`
 	Functions   []string  `json:"functions"`
 	Meter       string    `json:"meter"`

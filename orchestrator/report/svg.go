@@ -33,6 +33,9 @@ func esc(s string) string { return html.EscapeString(s) }
 
 // fmtNum formats a tick or value compactly: 1200 -> 1200, 0.25 -> 0.25.
 func fmtNum(v float64) string {
+	if math.IsNaN(v) {
+		return "–"
+	}
 	if v == 0 {
 		return "0"
 	}

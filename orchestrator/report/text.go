@@ -52,7 +52,7 @@ func writeRunText(w io.Writer, a *Analysis) {
 	fmt.Fprintf(w, "run %s (%s)\n", r.Name, r.Dir)
 	if r.HasSum {
 		s := r.Summary
-		fmt.Fprintf(w, "  %d %s workers, %s, %s arrivals at %g/s, seed %d, meter %s\n", s.Workers, s.WorkerKind, s.Mode, s.Arrival, s.Rate, s.Seed, s.Meter)
+		fmt.Fprintf(w, "  %d %s workers, %s, %s, meter %s\n", s.Workers, s.WorkerKind, s.Mode, arrivalText(s), s.Meter)
 		if s.Interrupted {
 			fmt.Fprintf(w, "  INTERRUPTED: %d of %d planned invocations finished\n", s.Done, s.Planned)
 		}
