@@ -162,12 +162,12 @@ func writeRun(w io.Writer, a *Analysis, idx int) {
 			pts = append(pts, Point{s.T.Sub(a.Start).Seconds(), s.Watts})
 		}
 		LineChart{Title: "Power: " + r.Name, XLabel: "time since start (s)", YLabel: "power (W)", Width: wideChart, Height: 260,
-			XMax: xmax, LeftPad: left, Series: []Series{{Name: "meter (" + meterSource(r.Meter) + ")", Color: "#e15759", Points: pts}}}.Render(w)
+			XMax: xmax, LeftPad: left, Series: []Series{{Name: "meter (" + meterSource(r.Meter) + ")", Color: "#e15759", Points: pts, Back: true}}}.Render(w)
 	} else {
 		fmt.Fprintln(w, "<p class=\"note\">No meter samples in this run (meter: none), so no power trace.</p>")
 	}
 	lanes(a, left).Render(w)
-	fmt.Fprintln(w, "<figcaption>The meter's power samples (meter.csv) above the worker states (timeline.csv), on the same time axis.</figcaption></figure>")
+	fmt.Fprintln(w, "<figcaption>The meter's power samples (meter.csv; each is the mean power since the previous one) above the worker states (timeline.csv), on the same time axis.</figcaption></figure>")
 
 	fmt.Fprintln(w, "<h3>Energy per invocation</h3>")
 	switch {

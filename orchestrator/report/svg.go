@@ -90,7 +90,10 @@ type Series struct {
 	Name   string
 	Color  string
 	Points []Point
-	Step   bool // draw as a step function (CDFs)
+	Step   bool // draw as a step function that rises at each point (CDFs)
+	// Back draws each point's value over the interval since the previous
+	// point (meter samples: the mean power since the last sample).
+	Back bool
 }
 
 // LineChart is an x-y plot with axes, ticks and a legend.
@@ -247,6 +250,8 @@ func (c LineChart) Render(w io.Writer) {
 				fmt.Fprintf(&d, "M%.1f %.1f", x, y)
 			case s.Step:
 				fmt.Fprintf(&d, " H%.1f V%.1f", x, y)
+			case s.Back:
+				fmt.Fprintf(&d, " V%.1f H%.1f", y, x)
 			default:
 				fmt.Fprintf(&d, " L%.1f %.1f", x, y)
 			}
