@@ -130,16 +130,15 @@ func executeSpec(ctx context.Context, spec *experiment.Spec, raw []byte, dir str
 	watchCtx, stopWatch := context.WithCancel(bg)
 	watched := make(chan struct{})
 	go func() { defer close(watched); watchStates(watchCtx, r.orch, 10*time.Millisecond, run.StateChanged) }()
-	opt := experiment.Options{Meter: meter}
+	// Settle lets the last workers power off, so their rows and state
+	// intervals are complete before the orchestrator is closed.
+	opt := experiment.Options{Meter: meter, Settle: func() { settle(r.orch, 30*time.Second) }}
 	if progress.IsTerminal(os.Stderr) {
 		opt.Progress = os.Stderr
 	}
 	fmt.Fprintf(os.Stderr, "experiment %s: %d invocations of %d functions, %s arrivals, %s workers; run folder %s\n",
 		spec.Name, spec.Invocations, len(spec.Functions), spec.Arrival.Process, spec.Mode, dir)
 	sum, err := run.Execute(ctx, orchCluster{r.orch, time.Duration(spec.Timeout)}, opt)
-	// Let the last workers power off, so their rows and state intervals
-	// are complete before the orchestrator is closed.
-	settle(r.orch, 30*time.Second)
 	stopWatch()
 	<-watched
 	return sum, err

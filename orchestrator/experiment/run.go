@@ -186,6 +186,10 @@ type Options struct {
 	// Progress gets a progress line ("\r"-updated) every Tick; nil: none.
 	Progress io.Writer
 	Tick     time.Duration // default 500 ms
+	// Settle, if set, is called after the last invocation returned and
+	// before the timeline is closed: it waits for the workers to power
+	// off, so their last intervals are recorded whole.
+	Settle func()
 }
 
 // Execute runs the spec's invocations against c. Cancelling ctx stops
@@ -273,18 +277,23 @@ func (r *Run) Execute(ctx context.Context, c Cluster, opt Options) (report.Summa
 	}
 	wg.Wait()
 	stopProgress()
+	end := r.now()
+	if opt.Settle != nil {
+		opt.Settle()
+	}
 	stopMeter()
 	meterWG.Wait()
-	return r.finish(ctx.Err() != nil)
+	return r.finish(ctx.Err() != nil, end)
 }
 
-// finish closes the open state intervals and writes summary.json.
-func (r *Run) finish(interrupted bool) (report.Summary, error) {
+// finish closes the open state intervals and writes summary.json; end is
+// when the last invocation returned.
+func (r *Run) finish(interrupted bool, end time.Time) (report.Summary, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	end := r.now()
+	now := r.now()
 	for _, s := range r.open {
-		r.writeInterval(s, end)
+		r.writeInterval(s, now)
 	}
 	r.open = map[string]StateChange{}
 	r.summary.Finished = end

@@ -29,7 +29,6 @@ const (
 	TimelineFile   = "timeline.csv"
 	SummaryFile    = "summary.json"
 	ExperimentFile = "experiment.yaml"
-	HostFile       = "host.json"
 )
 
 // ErrNotRun says a folder is not a run folder (it has no results CSV).
