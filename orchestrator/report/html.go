@@ -126,7 +126,11 @@ func writeRun(w io.Writer, a *Analysis, idx int) {
 
 	fmt.Fprintln(w, "<h3>Latency CDF per function</h3><figure><div class=\"grid\">")
 	for _, s := range a.Functions {
-		cdfChart(s.Function, []Series{{Name: "", Color: runColor(idx), Points: s.CDF, Step: true}}).Render(w)
+		title := s.Function
+		if len(s.CDF) == 0 {
+			title += " (none succeeded)"
+		}
+		cdfChart(title, []Series{{Name: "", Color: runColor(idx), Points: s.CDF, Step: true}}).Render(w)
 	}
 	fmt.Fprintln(w, "</div><figcaption>Fraction of a function's successful invocations whose round trip (queued to result) took at most x ms. Each panel has its own x scale; a log scale when latencies span more than a factor of 30.</figcaption></figure>")
 
@@ -252,10 +256,21 @@ func writeFunctionTable(w io.Writer, a *Analysis) {
 				j += " (model)"
 			}
 		}
-		fmt.Fprintf(w, "<tr><td>%s</td><td>%d</td><td>%d</td><td>%s</td><td>%s</td><td>%s</td><td>%.1f</td><td>%.1f</td><td>%.1f</td><td>%.1f</td><td>%s</td></tr>\n",
-			esc(s.Function), s.Count, s.Failed, fmtNum(s.P50), fmtNum(s.P95), fmtNum(s.P99), s.Boot, s.Exec, s.Wait, s.Overhead, j)
+		c := s.cells()
+		fmt.Fprintf(w, "<tr><td>%s</td><td>%d</td><td>%d</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>\n",
+			esc(s.Function), s.Count, s.Failed, c[0], c[1], c[2], c[3], c[4], c[5], c[6], j)
 	}
 	fmt.Fprintln(w, "</table>")
+}
+
+// cells are a function's p50, p95, p99, boot, exec, wait and overhead for
+// tables: "–" when none of its invocations succeeded.
+func (s Stats) cells() []string {
+	if len(s.latencies) == 0 {
+		return []string{"–", "–", "–", "–", "–", "–", "–"}
+	}
+	one := func(v float64) string { return fmt.Sprintf("%.1f", v) }
+	return []string{fmtNum(s.P50), fmtNum(s.P95), fmtNum(s.P99), one(s.Boot), one(s.Exec), one(s.Wait), one(s.Overhead)}
 }
 
 func writeWorkerTable(w io.Writer, a *Analysis) {

@@ -79,8 +79,9 @@ func writeRunText(w io.Writer, a *Analysis) {
 				j += " (model)"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.1f\t%s\t\n", s.Function, s.Count, s.Failed,
-			fmtNum(s.P50), fmtNum(s.P95), fmtNum(s.P99), s.Boot, s.Exec, s.Wait, s.Overhead, j)
+		c := s.cells()
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", s.Function, s.Count, s.Failed,
+			c[0], c[1], c[2], c[3], c[4], c[5], c[6], j)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
