@@ -27,6 +27,8 @@ type clusterFlags struct {
 	// experiment starts them itself).
 	services map[string]map[string]string
 	quiet    bool // log warnings and errors only (a progress line is showing)
+	// onState, if set, observes every worker state change.
+	onState func(orchestrator.StateChange)
 }
 
 func (c *clusterFlags) register(fs *flag.FlagSet) {
@@ -157,7 +159,7 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	}
 	r.orch, err = orchestrator.New(orchestrator.Config{Cluster: cl, Controllers: controllers, Log: log,
 		IdleTimeout: c.idle, PowerUpTimeout: c.powerUp, MaxBooting: c.maxBooting, MaxAttempts: c.attempts,
-		Recorder: rec, Store: store})
+		Recorder: rec, Store: store, OnStateChange: c.onState})
 	if err != nil {
 		return nil, err
 	}

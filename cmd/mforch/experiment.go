@@ -13,6 +13,8 @@ import (
 
 	"github.com/microfaas/microfaas/internal/progress"
 	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/energy"
+	"github.com/microfaas/microfaas/orchestrator/energy/meters"
 	"github.com/microfaas/microfaas/orchestrator/experiment"
 	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
@@ -68,10 +70,6 @@ func runExperiment(ctx context.Context, args []string) error {
 // executeSpec runs spec against the workers it names and records the run
 // folder dir; raw is the experiment file, copied into the folder.
 func executeSpec(ctx context.Context, spec *experiment.Spec, raw []byte, dir string, verbose bool) (report.Summary, error) {
-	meter, err := meterFor(spec.Meter)
-	if err != nil {
-		return report.Summary{}, err
-	}
 	run, err := experiment.Create(dir, spec, raw)
 	if err != nil {
 		return report.Summary{}, err
@@ -108,6 +106,10 @@ func executeSpec(ctx context.Context, spec *experiment.Spec, raw []byte, dir str
 	if !verbose {
 		c.quiet = true
 	}
+	c.onState = func(sc orchestrator.StateChange) {
+		run.StateChanged(experiment.StateChange{Worker: sc.Worker, From: string(sc.From), To: string(sc.To),
+			At: sc.At, Invocation: sc.Invocation})
+	}
 	r, err := c.start(bg)
 	if err != nil {
 		return report.Summary{}, err
@@ -127,9 +129,10 @@ func executeSpec(ctx context.Context, spec *experiment.Spec, raw []byte, dir str
 		os.WriteFile(filepath.Join(dir, "cluster.yaml"), mustRead(spec.Workers.Cluster), 0o644)
 	}
 
-	watchCtx, stopWatch := context.WithCancel(bg)
-	watched := make(chan struct{})
-	go func() { defer close(watched); watchStates(watchCtx, r.orch, 10*time.Millisecond, run.StateChanged) }()
+	meter, err := meterFor(spec.Meter, r)
+	if err != nil {
+		return report.Summary{}, err
+	}
 	// Settle lets the last workers power off, so their rows and state
 	// intervals are complete before the orchestrator is closed.
 	opt := experiment.Options{Meter: meter, Settle: func() { settle(r.orch, 30*time.Second) }}
@@ -138,10 +141,7 @@ func executeSpec(ctx context.Context, spec *experiment.Spec, raw []byte, dir str
 	}
 	fmt.Fprintf(os.Stderr, "experiment %s: %d invocations of %d functions, %s arrivals, %s workers; run folder %s\n",
 		spec.Name, spec.Invocations, len(spec.Functions), spec.Arrival.Process, spec.Mode, dir)
-	sum, err := run.Execute(ctx, orchCluster{r.orch, time.Duration(spec.Timeout)}, opt)
-	stopWatch()
-	<-watched
-	return sum, err
+	return run.Execute(ctx, orchCluster{r.orch, time.Duration(spec.Timeout)}, opt)
 }
 
 // parseWithFile parses flags before and after one positional FILE.
@@ -168,13 +168,41 @@ func mustRead(path string) []byte {
 	return b
 }
 
-// meterFor returns the meter an experiment names. "none" records no power.
-func meterFor(name string) (experiment.Meter, error) {
-	switch name {
-	case "none":
+// meterFor opens the meter the experiment names (nil for none). The
+// cpu-time model reads the CPU time of the run's own QEMU workers.
+func meterFor(m experiment.MeterSpec, r *running) (experiment.Meter, error) {
+	if m.None {
 		return nil, nil
 	}
-	return nil, fmt.Errorf("meter %q is not available in this build (known: none); power meters come from the energy package", name)
+	var ids []string
+	for _, w := range r.orch.Status().Workers {
+		ids = append(ids, w.ID)
+	}
+	cfg := m.Config
+	if err := cfg.Validate(ids); err != nil {
+		return nil, err
+	}
+	env := meters.Env{Workers: ids, Log: r.log}
+	if r.qemu != nil {
+		env.PIDs = r.qemu.PIDs
+	}
+	em, err := meters.Open(cfg, env)
+	if err != nil {
+		return nil, err
+	}
+	return energyMeter{em}, nil
+}
+
+// energyMeter adapts an energy meter to the run folder: its whole-meter
+// series (strip, host) goes to meter.csv; per-board series are left out.
+type energyMeter struct{ m energy.Meter }
+
+func (e energyMeter) Run(ctx context.Context, emit func(experiment.Sample)) error {
+	return e.m.Run(ctx, func(s energy.Sample) {
+		if s.Worker == "" {
+			emit(experiment.Sample{At: s.At, Watts: s.Watts, Source: s.Source})
+		}
+	})
 }
 
 // orchCluster adapts the orchestrator to experiment.Cluster.
@@ -218,30 +246,6 @@ func settle(o *orchestrator.Orchestrator, limit time.Duration) {
 		}
 		if !busy {
 			return
-		}
-	}
-}
-
-// watchStates reports worker state changes from Status snapshots taken
-// every interval. (The orchestrator's own state-change callback, once it
-// has one, gives exact times; polling every 10 ms is close for boots and
-// jobs that take seconds.)
-func watchStates(ctx context.Context, o *orchestrator.Orchestrator, every time.Duration, fn func(experiment.StateChange)) {
-	last := map[string]string{}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		now := time.Now()
-		for _, w := range o.Status().Workers {
-			if s := string(w.State); s != last[w.ID] {
-				fn(experiment.StateChange{Worker: w.ID, From: last[w.ID], To: s, At: now})
-				last[w.ID] = s
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
 		}
 	}
 }

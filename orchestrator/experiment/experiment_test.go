@@ -33,8 +33,8 @@ import (
 // (simworker: the real worker runtime in goroutines), adapted to
 // experiment.Cluster the way cmd/mforch adapts the QEMU one.
 type simCluster struct {
-	o    *orchestrator.Orchestrator
-	stop func()
+	o           *orchestrator.Orchestrator
+	stop, close func()
 }
 
 func (c *simCluster) Invoke(ctx context.Context, fn string, args json.RawMessage) (experiment.Result, error) {
@@ -74,19 +74,18 @@ func startSimCluster(t *testing.T, run *experiment.Run, workers int, idle time.D
 	}
 	o, err := orchestrator.New(orchestrator.Config{Cluster: cl, Controllers: map[string]power.Controller{inventory.KindVM: sim},
 		Recorder: rec, IdleTimeout: idle, PowerOffHoldoff: 50 * time.Millisecond,
+		OnStateChange: func(sc orchestrator.StateChange) {
+			run.StateChanged(experiment.StateChange{Worker: sc.Worker, From: string(sc.From), To: string(sc.To), At: sc.At, Invocation: sc.Invocation})
+		},
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	go o.Serve(ln)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); pollStates(ctx, o, run.StateChanged) }()
 	c := &simCluster{o: o}
-	c.stop = func() {
-		cancel()
-		wg.Wait()
+	var once sync.Once
+	c.stop = func() { once.Do(c.close) }
+	c.close = func() {
 		o.Close()
 		ln.Close()
 		sim.Wait()
@@ -108,27 +107,6 @@ func errText(e any) string {
 		return v.Error()
 	}
 	return fmt.Sprint(e)
-}
-
-// pollStates reports worker state changes seen in Status snapshots.
-func pollStates(ctx context.Context, o *orchestrator.Orchestrator, fn func(experiment.StateChange)) {
-	last := map[string]string{}
-	t := time.NewTicker(2 * time.Millisecond)
-	defer t.Stop()
-	for {
-		now := time.Now()
-		for _, w := range o.Status().Workers {
-			if s := string(w.State); s != last[w.ID] {
-				fn(experiment.StateChange{Worker: w.ID, From: last[w.ID], To: s, At: now})
-				last[w.ID] = s
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 // stepMeter is a test meter: a sample every 10 ms whose power rises with
@@ -156,7 +134,7 @@ workers: {qemu: 3}
 functions: [cascading_md5, float_operations, html_generation, matmul, regex_match]
 invocations: 40
 arrival: {process: poisson, rate: 80}
-meter: model:test
+meter: {driver: cpu-time, model: {idle_watts: 2, watts_per_core: 1}}
 services: none
 `
 
@@ -293,6 +271,15 @@ func TestSimulatedExperiment(t *testing.T) {
 	if loaded.TimelineDerived || len(loaded.Timeline) == 0 {
 		t.Errorf("timeline.csv not used (derived %v, %d intervals)", loaded.TimelineDerived, len(loaded.Timeline))
 	}
+	working := 0
+	for _, iv := range loaded.Timeline {
+		if iv.State == "working" && iv.Invocation != "" {
+			working++
+		}
+	}
+	if working != 40 {
+		t.Errorf("timeline.csv has %d working intervals with an invocation, want one per invocation (40)", working)
+	}
 	if a.MeanWatts < 2 || a.MeanWatts > 4 {
 		t.Errorf("mean power %.2f W outside the meter's 2..4 W", a.MeanWatts)
 	}
@@ -368,6 +355,8 @@ func TestSpecErrors(t *testing.T) {
 		{"idle when power-cycled", "workers: {qemu: 1}\ninvocations: 5\nidle: 3s"},
 		{"unknown key", "workers: {qemu: 1}\ninvocations: 5\nrat: 3"},
 		{"bad duration", "workers: {qemu: 1}\ninvocations: 5\nmode: warm\nidle: soon"},
+		{"meter word", "workers: {qemu: 1}\ninvocations: 5\nmeter: wattsup"},
+		{"meter without driver", "workers: {qemu: 1}\ninvocations: 5\nmeter: {device: /dev/ttyUSB0}"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := experiment.Parse([]byte(tc.yaml)); !errors.Is(err, experiment.ErrSpec) {
@@ -563,6 +552,13 @@ func TestPowerCycledVsWarm(t *testing.T) {
 		runs = append(runs, report.Analyze(loaded))
 	}
 	cycled, warm := runs[0], runs[1]
+	boots := 0
+	for _, w := range cycled.Workers {
+		boots += w.Boots
+	}
+	if boots != 30 {
+		t.Errorf("power-cycled: %d boots in the timeline, want 30", boots)
+	}
 	if cycled.All.Boots != 30 {
 		t.Errorf("power-cycled: %d of 30 invocations waited for a boot, want all", cycled.All.Boots)
 	}

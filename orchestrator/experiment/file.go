@@ -21,6 +21,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/loadgen"
 	"github.com/microfaas/microfaas/runtime/functions"
 )
@@ -60,8 +61,10 @@ type Spec struct {
 	Idle Duration `yaml:"idle"`
 	// Timeout bounds each invocation (default 120s, the original's).
 	Timeout Duration `yaml:"timeout"`
-	// Meter names the power meter (default "none").
-	Meter string `yaml:"meter"`
+	// Meter is the power meter: none (default), or a meter section as in
+	// a cluster file (docs/energy.md: driver, device, path, interval,
+	// covers, sensors, model).
+	Meter MeterSpec `yaml:"meter"`
 	// Services: "auto" (default) starts the Redis, PostgreSQL, S3 and Kafka
 	// servers the mix needs on loopback; "cluster" uses the cluster file's
 	// services: section; "none" starts nothing.
@@ -83,6 +86,47 @@ type ArrivalSpec struct {
 	Process     string  `yaml:"process"`     // poisson (default), uniform or closed-loop
 	Rate        float64 `yaml:"rate"`        // invocations per second (open loop)
 	Concurrency int     `yaml:"concurrency"` // closed loop: callers (default: the workers)
+}
+
+// MeterSpec is the experiment's meter: none, or an energy meter section.
+type MeterSpec struct {
+	None   bool
+	Config energy.Config
+}
+
+// UnmarshalYAML reads "none" or a meter section.
+func (m *MeterSpec) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		if n.Value != "none" && n.Value != "" {
+			return fmt.Errorf("line %d: meter: %q: want none or a meter section (driver: ...)", n.Line, n.Value)
+		}
+		*m = MeterSpec{None: true}
+		return nil
+	}
+	m.None = false
+	if err := n.Decode(&m.Config); err != nil {
+		return err
+	}
+	if m.Config.Driver == "" {
+		return fmt.Errorf("line %d: meter: give its driver (wattsup, rapl, hwmon or cpu-time), or none", n.Line)
+	}
+	return nil
+}
+
+// MarshalYAML writes the meter back.
+func (m MeterSpec) MarshalYAML() (any, error) {
+	if m.None {
+		return "none", nil
+	}
+	return m.Config, nil
+}
+
+// String names the meter for summaries: "none" or its driver.
+func (m MeterSpec) String() string {
+	if m.None {
+		return "none"
+	}
+	return m.Config.Driver
 }
 
 // Duration is a time.Duration written as "30s" in YAML.
@@ -196,8 +240,8 @@ func (s *Spec) defaults() error {
 	if s.Timeout <= 0 {
 		s.Timeout = Duration(120 * time.Second)
 	}
-	if s.Meter == "" {
-		s.Meter = "none"
+	if !s.Meter.None && s.Meter.Config.Driver == "" {
+		s.Meter = MeterSpec{None: true}
 	}
 	if s.Services == "" {
 		s.Services = "auto"

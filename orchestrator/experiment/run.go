@@ -91,7 +91,7 @@ func Create(dir string, spec *Spec, file []byte) (*Run, error) {
 	r.timeline = csv.NewWriter(r.tlFile)
 	r.timeline.Write([]string{"worker", "state", "start_unix_ns", "end_unix_ns", "invocation"})
 	r.timeline.Flush()
-	if spec.Meter != "none" {
+	if !spec.Meter.None {
 		if r.meterFile, err = os.Create(filepath.Join(dir, report.MeterFile)); err != nil {
 			return nil, err
 		}
@@ -101,7 +101,7 @@ func Create(dir string, spec *Spec, file []byte) (*Run, error) {
 	}
 	r.summary = report.Summary{Name: spec.Name, Planned: spec.Invocations, Workers: spec.WorkerCount(),
 		Mode: spec.Mode, Arrival: spec.Arrival.Process, Rate: spec.Arrival.Rate, Seed: spec.Seed,
-		Functions: spec.Functions, Meter: spec.Meter, WorkerKind: "qemu"}
+		Functions: spec.Functions, Meter: spec.Meter.String(), WorkerKind: "qemu"}
 	if spec.Arrival.Process == ClosedLoop {
 		r.summary.Rate = 0
 		r.summary.Concurrency = spec.Arrival.Concurrency
