@@ -289,6 +289,9 @@ func TestSimulatedExperiment(t *testing.T) {
 	if err := report.WriteText(&text, []*report.Analysis{a}); err != nil {
 		t.Fatal(err)
 	}
+	if !strings.Contains(text.String(), "meter, model (model:test)") {
+		t.Errorf("the text does not label the model meter as a model:\n%s", text.String())
+	}
 	if want := fmt.Sprintf("%.1f functions per minute", a.PerMinute); !strings.Contains(text.String(), want) {
 		t.Errorf("text summary lacks %q:\n%s", want, text.String())
 	}

@@ -27,6 +27,8 @@ type Analysis struct {
 	// samples); JPerInv is MeterJ per successful invocation.
 	MeterJ, JPerInv float64
 	MeanWatts       float64
+	MeterSource     string // meter.csv's sources, comma-separated
+	MeterModel      bool   // a meter.csv source starts with "model:"
 	// EnergyRows is set when the results CSV has energy columns; then
 	// Stats.EnergyJ is the mean joules per invocation from those columns.
 	EnergyRows   bool
@@ -153,6 +155,12 @@ func Analyze(run *Run) *Analysis {
 		a.Functions = append(a.Functions, stats(name, by[name]))
 	}
 	a.Workers = workerStats(run, dur)
+	msrc := map[string]bool{}
+	for _, x := range run.Meter {
+		msrc[x.Source] = true
+		a.MeterModel = a.MeterModel || IsModel(x.Source)
+	}
+	a.MeterSource = strings.Join(sortedKeys(msrc), ",")
 	if len(run.Meter) > 1 {
 		var covered float64
 		a.MeterJ, covered = Energy(run.Meter, a.Start, a.End)

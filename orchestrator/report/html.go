@@ -110,7 +110,7 @@ func writeRun(w io.Writer, a *Analysis, idx int) {
 	row("throughput", fmt.Sprintf("%.1f functions per minute", a.PerMinute))
 	row("latency p50 / p95 / p99", fmt.Sprintf("%s / %s / %s ms", fmtNum(a.All.P50), fmtNum(a.All.P95), fmtNum(a.All.P99)))
 	if a.MeterJ > 0 {
-		row("energy (meter)", fmt.Sprintf("%.1f J, mean %.2f W, %.2f J per invocation", a.MeterJ, a.MeanWatts, a.JPerInv))
+		row("energy ("+meterKind(a)+")", fmt.Sprintf("%.1f J, mean %.2f W, %.2f J per invocation", a.MeterJ, a.MeanWatts, a.JPerInv))
 	}
 	if a.EnergyRows {
 		row("energy per invocation", energyLabel(a))
@@ -165,7 +165,11 @@ func writeRun(w io.Writer, a *Analysis, idx int) {
 		for _, s := range r.Meter {
 			pts = append(pts, Point{s.T.Sub(a.Start).Seconds(), s.Watts})
 		}
-		LineChart{Title: "Power: " + r.Name, XLabel: "time since start (s)", YLabel: "power (W)", Width: wideChart, Height: 260,
+		title := "Power: " + r.Name
+		if a.MeterModel {
+			title += " (model)"
+		}
+		LineChart{Title: title, XLabel: "time since start (s)", YLabel: "power (W)", Width: wideChart, Height: 260,
 			XMax: xmax, LeftPad: left, Series: []Series{{Name: "meter (" + meterSource(r.Meter) + ")", Color: "#e15759", Points: pts, Back: true}}}.Render(w)
 	} else {
 		fmt.Fprintln(w, "<p class=\"note\">No meter samples in this run (meter: none), so no power trace.</p>")
@@ -288,22 +292,34 @@ type Metric struct {
 	Value func(a *Analysis) float64
 	// Lower is set when smaller values are better (for reading ratios).
 	Lower bool
+	// Model says whether a run's value comes from a model, not a meter.
+	Model func(a *Analysis) bool
 }
+
+func (m Metric) modelNote(a *Analysis) string {
+	if m.Model != nil && m.Model(a) && !math.IsNaN(m.Value(a)) {
+		return " (model)"
+	}
+	return ""
+}
+
+func meterIsModel(a *Analysis) bool  { return a.MeterModel }
+func energyIsModel(a *Analysis) bool { return a.EnergyModel }
 
 // Metrics are the numbers compared across runs.
 var Metrics = []Metric{
-	{"invocations ok", func(a *Analysis) float64 { return float64(a.OK) }, false},
-	{"failed", func(a *Analysis) float64 { return float64(a.Failed) }, true},
-	{"functions per minute", func(a *Analysis) float64 { return a.PerMinute }, false},
-	{"latency p50 (ms)", func(a *Analysis) float64 { return a.All.P50 }, true},
-	{"latency p99 (ms)", func(a *Analysis) float64 { return a.All.P99 }, true},
-	{"mean boot (ms)", func(a *Analysis) float64 { return a.All.Boot }, true},
-	{"mean exec (ms)", func(a *Analysis) float64 { return a.All.Exec }, true},
-	{"mean wait (ms)", func(a *Analysis) float64 { return a.All.Wait }, true},
-	{"mean overhead (ms)", func(a *Analysis) float64 { return a.All.Overhead }, true},
-	{"mean power (W)", func(a *Analysis) float64 { return orNaN(a.MeterJ > 0, a.MeanWatts) }, true},
-	{"meter J per invocation", func(a *Analysis) float64 { return orNaN(a.MeterJ > 0, a.JPerInv) }, true},
-	{"attributed J per invocation", func(a *Analysis) float64 { return orNaN(a.EnergyRows, a.All.EnergyJ) }, true},
+	{"invocations ok", func(a *Analysis) float64 { return float64(a.OK) }, false, nil},
+	{"failed", func(a *Analysis) float64 { return float64(a.Failed) }, true, nil},
+	{"functions per minute", func(a *Analysis) float64 { return a.PerMinute }, false, nil},
+	{"latency p50 (ms)", func(a *Analysis) float64 { return a.All.P50 }, true, nil},
+	{"latency p99 (ms)", func(a *Analysis) float64 { return a.All.P99 }, true, nil},
+	{"mean boot (ms)", func(a *Analysis) float64 { return a.All.Boot }, true, nil},
+	{"mean exec (ms)", func(a *Analysis) float64 { return a.All.Exec }, true, nil},
+	{"mean wait (ms)", func(a *Analysis) float64 { return a.All.Wait }, true, nil},
+	{"mean overhead (ms)", func(a *Analysis) float64 { return a.All.Overhead }, true, nil},
+	{"mean power (W)", func(a *Analysis) float64 { return orNaN(a.MeterJ > 0, a.MeanWatts) }, true, meterIsModel},
+	{"meter J per invocation", func(a *Analysis) float64 { return orNaN(a.MeterJ > 0, a.JPerInv) }, true, meterIsModel},
+	{"attributed J per invocation", func(a *Analysis) float64 { return orNaN(a.EnergyRows, a.All.EnergyJ) }, true, energyIsModel},
 }
 
 // orNaN is v when the run has the data, else NaN (shown as "–").
@@ -346,11 +362,7 @@ func writeComparison(w io.Writer, runs []*Analysis) {
 	for _, m := range Metrics {
 		fmt.Fprintf(w, "<tr><td>%s</td>", esc(m.Name))
 		for _, a := range runs {
-			v := fmtNum(m.Value(a))
-			if m.Name == "attributed J per invocation" && a.EnergyModel {
-				v += " (model)"
-			}
-			fmt.Fprintf(w, "<td>%s</td>", v)
+			fmt.Fprintf(w, "<td>%s%s</td>", fmtNum(m.Value(a)), m.modelNote(a))
 		}
 		for _, a := range runs[1:] {
 			fmt.Fprintf(w, "<td>%s</td>", fmtRatio(Ratio(m.Value(base), m.Value(a))))

@@ -32,10 +32,7 @@ func WriteText(w io.Writer, runs []*Analysis) error {
 			fmt.Fprintf(tw, "%s\t", m.Name)
 			for _, a := range runs {
 				v := fmtNum(m.Value(a))
-				if m.Name == "attributed J per invocation" && a.EnergyModel {
-					v += " (model)"
-				}
-				fmt.Fprintf(tw, "%s\t", v)
+				fmt.Fprintf(tw, "%s%s\t", v, m.modelNote(a))
 			}
 			for _, a := range runs[1:] {
 				fmt.Fprintf(tw, "%s\t", fmtRatio(Ratio(m.Value(runs[0]), m.Value(a))))
@@ -60,7 +57,7 @@ func writeRunText(w io.Writer, a *Analysis) {
 	fmt.Fprintf(w, "  %d invocations, %d failed, in %s: %.1f functions per minute; latency p50 %s ms, p99 %s ms\n",
 		a.Total, a.Failed, durS(a.End.Sub(a.Start)), a.PerMinute, fmtNum(a.All.P50), fmtNum(a.All.P99))
 	if a.MeterJ > 0 {
-		fmt.Fprintf(w, "  meter: %.1f J, mean %.2f W, %.2f J per invocation\n", a.MeterJ, a.MeanWatts, a.JPerInv)
+		fmt.Fprintf(w, "  %s: %.1f J, mean %.2f W, %.2f J per invocation\n", meterKind(a), a.MeterJ, a.MeanWatts, a.JPerInv)
 	}
 	if a.EnergyRows {
 		kind := "measured"
@@ -92,4 +89,13 @@ func writeRunText(w io.Writer, a *Analysis) {
 			ws.Busy.Seconds(), ws.Booting.Seconds(), ws.Utilisation*100)
 	}
 	tw.Flush()
+}
+
+// meterKind names the meter's data: "meter (measured:wattsup)" or
+// "MODEL meter (model:cpu-time)".
+func meterKind(a *Analysis) string {
+	if a.MeterModel {
+		return "meter, model (" + a.MeterSource + ")"
+	}
+	return "meter (" + a.MeterSource + ")"
 }
