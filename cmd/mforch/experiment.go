@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -106,9 +109,18 @@ func executeSpec(ctx context.Context, spec *experiment.Spec, raw []byte, dir str
 	if !verbose {
 		c.quiet = true
 	}
+	// With a meter, the energy accountant sees every sample and state
+	// change, and attributes the meter's joules to invocations at the end.
+	var acct *energy.Accountant
+	if !spec.Meter.None {
+		acct = &energy.Accountant{}
+	}
 	c.onState = func(sc orchestrator.StateChange) {
 		run.StateChanged(experiment.StateChange{Worker: sc.Worker, From: string(sc.From), To: string(sc.To),
 			At: sc.At, Invocation: sc.Invocation})
+		if acct != nil {
+			acct.Observe(energy.StateChange{Worker: sc.Worker, From: string(sc.From), To: string(sc.To), At: sc.At, Invocation: sc.Invocation})
+		}
 	}
 	r, err := c.start(bg)
 	if err != nil {
@@ -129,7 +141,7 @@ func executeSpec(ctx context.Context, spec *experiment.Spec, raw []byte, dir str
 		os.WriteFile(filepath.Join(dir, "cluster.yaml"), mustRead(spec.Workers.Cluster), 0o644)
 	}
 
-	meter, err := meterFor(spec.Meter, r)
+	meter, err := meterFor(spec.Meter, r, acct)
 	if err != nil {
 		return report.Summary{}, err
 	}
@@ -141,7 +153,52 @@ func executeSpec(ctx context.Context, spec *experiment.Spec, raw []byte, dir str
 	}
 	fmt.Fprintf(os.Stderr, "experiment %s: %d invocations of %d functions, %s arrivals, %s workers; run folder %s\n",
 		spec.Name, spec.Invocations, len(spec.Functions), spec.Arrival.Process, spec.Mode, dir)
-	return run.Execute(ctx, orchCluster{r.orch, time.Duration(spec.Timeout)}, opt)
+	sum, err := run.Execute(ctx, orchCluster{r.orch, time.Duration(spec.Timeout)}, opt)
+	if err != nil || acct == nil {
+		return sum, err
+	}
+	res, aerr := acct.Result(time.Now())
+	if aerr == nil {
+		aerr = addEnergyColumns(run.ResultsPath(), res)
+	}
+	if aerr == nil {
+		aerr = os.WriteFile(filepath.Join(dir, "energy.txt"), []byte(res.Summary()+"\n"), 0o644)
+	}
+	if aerr != nil {
+		fmt.Fprintf(os.Stderr, "energy attribution failed (the run folder has the meter samples and the timeline): %v\n", aerr)
+	}
+	return sum, nil
+}
+
+// addEnergyColumns appends the energy columns (CONTRACTS.md) to every row
+// of the results CSV, replacing the file atomically. A file that has them
+// already is left alone.
+func addEnergyColumns(path string, res *energy.Result) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	recs, err := csv.NewReader(bytes.NewReader(b)).ReadAll()
+	if err != nil || len(recs) == 0 {
+		return fmt.Errorf("reading %s: %v", path, err)
+	}
+	if slices.Contains(recs[0], energy.CSVColumns[0]) {
+		return nil
+	}
+	var out bytes.Buffer
+	w := csv.NewWriter(&out)
+	w.Write(append(recs[0], energy.CSVColumns...))
+	for _, rec := range recs[1:] {
+		w.Write(append(rec, res.CSVFields(rec[0])...))
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		return err
+	}
+	if err := os.WriteFile(path+".tmp", out.Bytes(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
 }
 
 // parseWithFile parses flags before and after one positional FILE.
@@ -170,7 +227,7 @@ func mustRead(path string) []byte {
 
 // meterFor opens the meter the experiment names (nil for none). The
 // cpu-time model reads the CPU time of the run's own QEMU workers.
-func meterFor(m experiment.MeterSpec, r *running) (experiment.Meter, error) {
+func meterFor(m experiment.MeterSpec, r *running, acct *energy.Accountant) (experiment.Meter, error) {
 	if m.None {
 		return nil, nil
 	}
@@ -190,15 +247,20 @@ func meterFor(m experiment.MeterSpec, r *running) (experiment.Meter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return energyMeter{em}, nil
+	return energyMeter{em, acct}, nil
 }
 
 // energyMeter adapts an energy meter to the run folder: its whole-meter
-// series (strip, host) goes to meter.csv; per-board series are left out.
-type energyMeter struct{ m energy.Meter }
+// series (strip, host) goes to meter.csv; every sample, per-board series
+// included, goes to the accountant.
+type energyMeter struct {
+	m    energy.Meter
+	acct *energy.Accountant
+}
 
 func (e energyMeter) Run(ctx context.Context, emit func(experiment.Sample)) error {
 	return e.m.Run(ctx, func(s energy.Sample) {
+		e.acct.Add(s)
 		if s.Worker == "" {
 			emit(experiment.Sample{At: s.At, Watts: s.Watts, Source: s.Source})
 		}
