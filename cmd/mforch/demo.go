@@ -43,6 +43,9 @@ arrival: {process: closed-loop}
 seed: %d
 mode: power-cycled
 services: %s
+# power from the CPU-time model of the QEMU processes, with docs/energy.md's
+# uncalibrated example parameters: every figure of it says "model"
+meter: {driver: cpu-time, interval: 1s, model: {idle_watts: 45, watts_per_core: 9.5}}
 `, *n, *workers, *workers, *kernel, *initrd, *accel, strings.Join(fns, ", "), *n, *seed, services)
 	spec, err := experiment.Parse([]byte(raw))
 	if err != nil {

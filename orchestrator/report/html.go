@@ -193,7 +193,7 @@ func writeRun(w io.Writer, a *Analysis, idx int) {
 		fmt.Fprintln(w, "<figure>")
 		BarChart{Title: title, XLabel: "joules per invocation (J)", Width: wideChart, Rows: rows, Series: []string{"J"},
 			Colors: []string{runColor(idx)}, Values: vals, Annotate: true}.Render(w)
-		fmt.Fprintf(w, "<figcaption>Mean energy_j of the function's successful invocations: the energy attributed to the invocation's boot, execution and shutdown. Source: %s.</figcaption></figure>\n", energyLabel(a))
+		fmt.Fprintf(w, "<figcaption>Mean energy_j of the function's successful invocations: the energy attributed to the invocation's boot, execution and shutdown, and its share of idle time. Source: %s.</figcaption></figure>\n", energyLabel(a))
 	case a.MeterJ > 0:
 		fmt.Fprintf(w, "<p>The results have no per-invocation energy columns; the meter measured %.1f J over the run, %.2f J per successful invocation (idle power included).</p>\n", a.MeterJ, a.JPerInv)
 	default:
