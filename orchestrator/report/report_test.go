@@ -212,3 +212,15 @@ func TestThroughputBins(t *testing.T) {
 		}
 	}
 }
+
+func TestNiceAxis(t *testing.T) {
+	for _, tc := range []struct{ hi, want float64 }{{52, 60}, {1, 1}, {0.9, 1}, {170, 200}, {4990, 5000}, {100, 100}, {0, 1}} {
+		if got := niceMax(tc.hi); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("niceMax(%v) = %v, want %v", tc.hi, got, tc.want)
+		}
+		ticks := niceTicks(0, niceMax(tc.hi), 5)
+		if last := ticks[len(ticks)-1]; math.Abs(last-niceMax(tc.hi)) > 1e-9 {
+			t.Errorf("ticks for %v end at %v, the axis at %v", tc.hi, last, niceMax(tc.hi))
+		}
+	}
+}

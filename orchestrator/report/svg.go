@@ -52,20 +52,25 @@ func fmtNum(v float64) string {
 	}
 }
 
+// niceStep is a round step (1, 2, 2.5 or 5 times a power of ten) that
+// divides [0, span] into about n parts.
+func niceStep(span float64, n int) float64 {
+	raw := span / float64(n)
+	mag := math.Pow(10, math.Floor(math.Log10(raw)))
+	for _, m := range []float64{1, 2, 2.5, 5, 10} {
+		if m*mag >= raw {
+			return m * mag
+		}
+	}
+	return 10 * mag
+}
+
 // niceTicks returns about n round tick values covering [lo, hi].
 func niceTicks(lo, hi float64, n int) []float64 {
 	if hi <= lo {
 		hi = lo + 1
 	}
-	raw := (hi - lo) / float64(n)
-	mag := math.Pow(10, math.Floor(math.Log10(raw)))
-	step := mag
-	for _, m := range []float64{1, 2, 2.5, 5, 10} {
-		if m*mag >= raw {
-			step = m * mag
-			break
-		}
-	}
+	step := niceStep(hi-lo, n)
 	var out []float64
 	for v := math.Ceil(lo/step-1e-9) * step; v <= hi+step*1e-9; v += step {
 		out = append(out, math.Round(v/step)*step)
@@ -73,16 +78,13 @@ func niceTicks(lo, hi float64, n int) []float64 {
 	return out
 }
 
-// niceMax rounds hi up to the next tick.
+// niceMax rounds hi up to a round step, so the axis ends on a tick.
 func niceMax(hi float64) float64 {
 	if hi <= 0 {
 		return 1
 	}
-	t := niceTicks(0, hi, 5)
-	if last := t[len(t)-1]; last >= hi {
-		return last
-	}
-	return hi
+	step := niceStep(hi, 5)
+	return math.Ceil(hi/step-1e-9) * step
 }
 
 // Series is one line of a LineChart.
