@@ -254,7 +254,7 @@ func writeFunctionTable(w io.Writer, a *Analysis) {
 	fmt.Fprintln(w, "<table><tr><th>function</th><th>count</th><th>failed</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>boot ms</th><th>exec ms</th><th>wait ms</th><th>overhead ms</th><th>J/inv</th></tr>")
 	for _, s := range append(append([]Stats(nil), a.Functions...), a.All) {
 		j := ""
-		if a.EnergyRows {
+		if a.EnergyRows && len(s.latencies) > 0 {
 			j = fmt.Sprintf("%.3f", s.EnergyJ)
 			if a.EnergyModel {
 				j += " (model)"

@@ -70,7 +70,7 @@ func writeRunText(w io.Writer, a *Analysis) {
 	fmt.Fprintln(tw, "function\tcount\tfailed\tp50 ms\tp95 ms\tp99 ms\tboot ms\texec ms\twait ms\toverhead ms\tJ/inv\t")
 	for _, s := range append(append([]Stats(nil), a.Functions...), a.All) {
 		j := "-"
-		if a.EnergyRows {
+		if a.EnergyRows && len(s.latencies) > 0 {
 			j = fmt.Sprintf("%.3f", s.EnergyJ)
 			if a.EnergyModel {
 				j += " (model)"
