@@ -183,6 +183,9 @@ func writeRun(w io.Writer, a *Analysis, idx int) {
 		var vals [][]float64
 		var rows []string
 		for _, s := range a.Functions {
+			if len(s.latencies) == 0 {
+				continue // none succeeded: no energy per invocation
+			}
 			rows = append(rows, s.Function)
 			vals = append(vals, []float64{s.EnergyJ})
 		}
