@@ -19,13 +19,14 @@ import (
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/internal/progress"
 	"github.com/microfaas/microfaas/kernel"
+	"github.com/microfaas/microfaas/target"
 )
 
 // Options are the inputs shared by every build step.
 type Options struct {
-	RepoDir string      // repository root (configs/, patches/, cmd/mfinit)
-	Cache   cache.Cache // where outputs are kept
-	Arch    string      // "x86" or "arm"
+	RepoDir string         // repository root (configs/, patches/, cmd/mfinit)
+	Cache   cache.Cache    // where outputs are kept
+	Arch    *target.Target // nil: target.X86
 	// Version names a kernel recipe; Source overrides it with a local tarball.
 	Version string
 	Source  string
@@ -50,7 +51,7 @@ type Options struct {
 
 // Worker is a built worker: a kernel and the initramfs it boots.
 type Worker struct {
-	Kernel     string // bzImage (x86) or zImage (arm)
+	Kernel     string // the target's KernelImage
 	Initramfs  string
 	KernelInfo kernel.Result
 	InitInfo   InitramfsInfo
@@ -80,15 +81,10 @@ func FindRepo(dir string) (string, error) {
 	}
 }
 
-// GOARCH returns the Go architecture of a worker arch.
-func GOARCH(arch string) (goarch, goarm string, err error) {
-	switch arch {
-	case "x86":
-		return "amd64", "", nil
-	case "arm":
-		return "arm", "7", nil
-	}
-	return "", "", fmt.Errorf("unknown architecture %q: want x86 or arm", arch)
+// kernelArch is the kernel package's build description of a target: the
+// one place a target is mapped to a kernel build.
+func kernelArch(t *target.Target) (kernel.Arch, error) {
+	return kernel.ArchFor(t), nil
 }
 
 func (o *Options) defaults() {
@@ -98,12 +94,15 @@ func (o *Options) defaults() {
 	if o.Version == "" {
 		o.Version = kernel.DefaultVersion
 	}
+	if o.Arch == nil {
+		o.Arch = target.X86
+	}
 }
 
 // Kernel builds (or finds in the cache) the worker kernel.
 func Kernel(ctx context.Context, o Options) (kernel.Result, error) {
 	o.defaults()
-	arch, err := kernel.LookupArch(o.Arch)
+	arch, err := kernelArch(o.Arch)
 	if err != nil {
 		return kernel.Result{}, err
 	}
@@ -113,7 +112,7 @@ func Kernel(ctx context.Context, o Options) (kernel.Result, error) {
 	}
 	ko := kernel.Options{Arch: arch, Source: src, RepoDir: o.RepoDir, Cache: o.Cache, Jobs: o.Jobs, Log: o.Log,
 		ExtraFragments: o.KernelFragments}
-	if o.Arch == "arm" { // the initramfs is linked in: see arm.go
+	if o.Arch.InitramfsLinked { // see arm.go
 		cleanup, err := armKernelOptions(ctx, o, &ko, o.initrd)
 		defer cleanup()
 		if err != nil {
@@ -163,10 +162,7 @@ type InitramfsInfo struct {
 // to out (and out + ".json", its manifest).
 func Initramfs(ctx context.Context, o Options, out string) (InitramfsInfo, error) {
 	o.defaults()
-	goarch, goarm, err := GOARCH(o.Arch)
-	if err != nil {
-		return InitramfsInfo{}, err
-	}
+	goarch, goarm := o.Arch.GOARCH, o.Arch.GOARM
 	tmp, err := os.MkdirTemp("", "mfbuild-init-")
 	if err != nil {
 		return InitramfsInfo{}, err
@@ -174,7 +170,7 @@ func Initramfs(ctx context.Context, o Options, out string) (InitramfsInfo, error
 	defer os.RemoveAll(tmp)
 	bin := filepath.Join(tmp, "mfinit")
 	step := progress.Start("build mfinit for " + goarch)
-	err = initramfs.GoBuild(ctx, o.RepoDir, "./cmd/mfinit", goarch, goarm, bin)
+	err = initramfs.GoBuild(ctx, o.RepoDir, "./cmd/mfinit", o.Arch, bin)
 	step.Done(err)
 	if err != nil {
 		return InitramfsInfo{}, err
@@ -248,8 +244,8 @@ func Initramfs(ctx context.Context, o Options, out string) (InitramfsInfo, error
 // BuildWorker builds the kernel and the initramfs into outDir.
 func BuildWorker(ctx context.Context, o Options, outDir string) (Worker, error) {
 	o.defaults()
-	if o.Arch == "arm" {
-		return buildARMWorker(ctx, o, outDir)
+	if o.Arch.InitramfsLinked {
+		return buildLinkedWorker(ctx, o, outDir)
 	}
 	k, err := Kernel(ctx, o)
 	if err != nil {

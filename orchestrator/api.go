@@ -21,6 +21,9 @@ type InvokeResponse struct {
 	ExecMS   float64         `json:"exec_ms"`
 	BootMS   float64         `json:"boot_connected_ms"`
 	TotalMS  float64         `json:"total_ms"`
+	// Energy is set once the invocation's energy is final (mforch with a
+	// meter; docs/energy.md).
+	Energy *InvocationEnergy `json:"energy,omitempty"`
 }
 
 // Handler serves the orchestrator's own HTTP API:
@@ -96,6 +99,7 @@ func (o *Orchestrator) handleGet(w http.ResponseWriter, r *http.Request) {
 	// The scheduler updates live invocations under its lock.
 	o.mu.Lock()
 	resp, status := Response(inv), responseStatus(inv)
+	resp.Energy = inv.energy
 	o.mu.Unlock()
 	writeResponse(w, resp, status)
 }

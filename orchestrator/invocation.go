@@ -47,6 +47,8 @@ type Invocation struct {
 	Restarts int
 
 	done chan struct{}
+	// energy is set (under the orchestrator's lock) once final; see energy.go.
+	energy *InvocationEnergy
 	// reserved is the highest attempt whose start is written to the Store
 	// (possibly ahead of the start), in loop turn reservedTurn.
 	reserved     int

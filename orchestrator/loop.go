@@ -7,8 +7,8 @@ import (
 	"context"
 	"runtime"
 
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator/clock"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 )
 
@@ -230,10 +230,15 @@ func (o *Orchestrator) execute(acts []action) {
 		case actRelease:
 			close(a.inv.done)
 		case actRecord:
-			if o.cfg.Recorder != nil {
+			if o.energy != nil {
+				o.energy.record(a.inv) // held until its energy is final
+			} else if o.cfg.Recorder != nil {
 				o.cfg.Recorder.Record(a.inv)
 			}
 		case actState:
+			if o.energy != nil {
+				o.energy.observe(a.change)
+			}
 			if o.cfg.OnStateChange != nil {
 				o.cfg.OnStateChange(a.change)
 			}
@@ -247,7 +252,7 @@ func (o *Orchestrator) execute(acts []action) {
 
 // powerGo runs a controller call outside the loop: a GPIO press takes
 // seconds.
-func (o *Orchestrator) powerGo(w inventory.Worker, call func(context.Context, power.Controller)) {
+func (o *Orchestrator) powerGo(w cluster.Worker, call func(context.Context, power.Controller)) {
 	c := o.cfg.Controllers[w.Kind]
 	o.wg.Add(1)
 	go func() {

@@ -18,14 +18,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator/clock"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/power"
 )
 
 // Config tunes the orchestrator. Zero values take the defaults noted.
 type Config struct {
-	Cluster     *inventory.Cluster
+	Cluster     *cluster.Cluster
 	Controllers map[string]power.Controller // by worker kind
 	// MaxBooting bounds workers booting at once (default: all).
 	MaxBooting int
@@ -57,7 +58,23 @@ type Config struct {
 	// OnStateChange, if set, is called from the orchestrator's loop on
 	// every worker state change, in order. It must not block.
 	OnStateChange func(StateChange)
-	Log           *slog.Logger
+	// Energy, if set, attributes a meter's energy to workers and
+	// invocations (energy.go): the orchestrator feeds it the workers'
+	// state changes, the caller runs the meter into its Add. Rows reach
+	// the Recorder once their energy is final.
+	Energy *energy.Accountant
+	// EnergyEvery is how often energy is attributed (5 s; longer when
+	// attribution gets costly, so that it stays under 0.5% of a core).
+	EnergyEvery time.Duration
+	// EnergyWait bounds how long Shutdown waits for the meter to report
+	// past the last power-off (5 s).
+	EnergyWait time.Duration
+	// EnergyKeep is how much history energy attribution keeps (1 h; with
+	// one meter for many boards, the per-state fit uses this window), so
+	// that a long-running mforch does not grow. Sessions whose invocations
+	// are not final are always kept.
+	EnergyKeep time.Duration
+	Log        *slog.Logger
 }
 
 // Defaults the Config documents, and fixed timings.
@@ -90,6 +107,8 @@ type Orchestrator struct {
 
 	shutdownOnce sync.Once
 	shutdownDone chan struct{}
+
+	energy *energyBook // nil without Config.Energy
 }
 
 // New checks cfg, queues again what the Store holds pending, and starts the
@@ -141,6 +160,10 @@ func New(cfg Config) (*Orchestrator, error) {
 		events: make(chan timedEvent, 4*maxBatch), timers: map[string]clock.Timer{},
 		stopped: make(chan struct{}), loopDone: make(chan struct{}), shutdownDone: make(chan struct{})}
 	o.metrics = NewMetrics(o)
+	if cfg.Energy != nil {
+		o.energy = newEnergyBook(o)
+		go o.energy.run()
+	}
 	for kind, c := range cfg.Controllers {
 		if er, ok := c.(power.ExitReporter); ok {
 			mc.ReportsExit[kind] = true
@@ -328,6 +351,9 @@ func (o *Orchestrator) Shutdown(ctx context.Context) {
 		if o.commits != nil {
 			close(o.commits)
 			<-o.commitsDone
+		}
+		if o.energy != nil {
+			o.energy.finish()
 		}
 		o.timersMu.Lock()
 		for _, t := range o.timers {

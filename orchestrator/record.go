@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/microfaas/microfaas/orchestrator/energy"
 )
 
 // Recorder receives every finished invocation once its timeline is
@@ -25,8 +27,9 @@ var CSVHeader = []string{
 
 // CSVRecorder writes one row per invocation.
 type CSVRecorder struct {
-	mu sync.Mutex
-	w  *csv.Writer
+	mu     sync.Mutex
+	w      *csv.Writer
+	energy bool // energy.CSVColumns after CSVHeader
 }
 
 // NewCSVRecorder returns a recorder writing to w, after the header if
@@ -42,6 +45,23 @@ func NewCSVRecorder(w io.Writer, header bool) (*CSVRecorder, error) {
 	return &CSVRecorder{w: cw}, cw.Error()
 }
 
+// EnergyCSVHeader is the results file's schema with a meter: CSVHeader,
+// then energy.CSVColumns (energy_j, ..., energy_source; docs/energy.md).
+var EnergyCSVHeader = append(append([]string(nil), CSVHeader...), energy.CSVColumns...)
+
+// NewEnergyCSVRecorder is NewCSVRecorder with the energy columns: each
+// row carries its invocation's final energy (empty if none is known).
+func NewEnergyCSVRecorder(w io.Writer, header bool) (*CSVRecorder, error) {
+	cw := csv.NewWriter(w)
+	if header {
+		if err := cw.Write(EnergyCSVHeader); err != nil {
+			return nil, fmt.Errorf("results csv: %w", err)
+		}
+		cw.Flush()
+	}
+	return &CSVRecorder{w: cw, energy: true}, cw.Error()
+}
+
 // Record writes inv's row and flushes it, so a crash loses nothing written.
 func (r *CSVRecorder) Record(inv *Invocation) {
 	ts := func(t time.Time) string {
@@ -53,13 +73,18 @@ func (r *CSVRecorder) Record(inv *Invocation) {
 	f := func(v float64) string { return strconv.FormatFloat(v, 'f', 3, 64) }
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.w.Write([]string{
+	row := []string{
 		inv.ID, inv.Function, inv.Worker, strconv.Itoa(inv.Attempts),
 		ts(inv.Queued), ts(inv.PoweredOn), ts(inv.Connected), ts(inv.Started), ts(inv.Finished), ts(inv.PoweredOff),
 		f(inv.Boot.InitMS), f(inv.Boot.NetworkMS), f(inv.Boot.ConnectedMS), f(inv.ExecMS),
 		f(float64(inv.Finished.Sub(inv.Queued).Microseconds()) / 1000),
 		strconv.Itoa(len(inv.Result)), strconv.FormatBool(inv.TimedOut), errString(inv.Err),
-	})
+	}
+	if r.energy {
+		// Set before the energy book hands the row over.
+		row = append(row, inv.energy.csvFields()...)
+	}
+	r.w.Write(row)
 	r.w.Flush()
 }
 

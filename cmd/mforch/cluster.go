@@ -10,32 +10,36 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/target"
 )
 
 // clusterFlags are the flags that set up a running orchestrator.
 type clusterFlags struct {
-	cluster, kernel, initrd, accel, listen, results, logDir, store string
-	workers                                                        int
-	idle, powerUp                                                  time.Duration
-	maxBooting, attempts                                           int
-	verbose                                                        bool
-	gpioPulse, gpioHold                                            time.Duration
+	clusterFile, kernel, initrd, armKernel, accel, listen, results, logDir, store string
+	workers                                                                       int
+	idle, powerUp                                                                 time.Duration
+	maxBooting, attempts                                                          int
+	verbose                                                                       bool
+	gpioPulse, gpioHold                                                           time.Duration
+	energy                                                                        energyFlags
 	// services, if set, replaces the cluster's services: section (mforch
 	// experiment starts them itself).
 	services map[string]map[string]string
 	quiet    bool // log warnings and errors only (a progress line is showing)
-	// onState, if set, observes every worker state change.
+	// onState, if set, also observes every worker state change.
 	onState func(orchestrator.StateChange)
 }
 
 func (c *clusterFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.cluster, "cluster", "", "cluster file (default: a local cluster of --workers QEMU workers)")
+	fs.StringVar(&c.clusterFile, "cluster", "", "cluster file (default: a local cluster of --workers QEMU workers)")
 	fs.IntVar(&c.workers, "workers", 3, "without --cluster: how many local QEMU workers")
 	fs.StringVar(&c.kernel, "kernel", "out/x86/bzImage", "worker kernel for QEMU workers (mfbuild worker)")
 	fs.StringVar(&c.initrd, "initrd", "out/x86/initramfs.cpio", "worker initramfs for QEMU workers")
+	fs.StringVar(&c.armKernel, "arm-kernel", "out/arm/zImage", "worker kernel for QEMU workers with vm.arch arm (mfbuild worker --arch arm; initramfs linked in)")
 	fs.StringVar(&c.accel, "accel", "auto", "QEMU accelerator: auto (probe KVM, else TCG), kvm or tcg")
 	fs.StringVar(&c.listen, "listen", "", "worker protocol address (default: the cluster file's, or 127.0.0.1:0 for a local cluster)")
 	fs.StringVar(&c.results, "results", "results.csv", "results CSV, one row per invocation (appended to)")
@@ -48,25 +52,29 @@ func (c *clusterFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.verbose, "v", false, "verbose logs")
 	fs.DurationVar(&c.gpioPulse, "gpio-pulse", power.DefaultPulse, "BeagleBone workers: how long a power-on presses PWR_BUT")
 	fs.DurationVar(&c.gpioHold, "gpio-forced-off-hold", power.DefaultForcedOffHold, "BeagleBone workers: how long a forced power-off holds PWR_BUT (the PMIC needs more than 8s)")
+	c.energy.register(fs)
 }
 
 // running is an orchestrator with its listener and power controllers.
 type running struct {
 	orch    *orchestrator.Orchestrator
 	ln      net.Listener
-	qemu    *power.QEMU
+	qemu    *power.QEMU      // the first QEMU controller (the local cluster's)
+	qemus   power.QEMUByArch // one per architecture of the cluster's VM workers
 	results *os.File
 	store   *orchestrator.BoltStore
 	logDir  string
 	log     *slog.Logger
+	energy  *energyRun // nil: no energy accounting
 }
 
 func (r *running) Close() {
 	r.orch.Close()
-	r.ln.Close()
-	if r.qemu != nil {
-		r.qemu.Close()
+	if r.energy != nil {
+		r.energy.stop() // after Close, which waits for the meter to pass the last power-off
 	}
+	r.ln.Close()
+	r.qemus.Close()
 	r.results.Close()
 	if r.store != nil {
 		r.store.Close()
@@ -81,14 +89,14 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 		level = slog.LevelWarn
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	var cl *inventory.Cluster
+	var cl *cluster.Cluster
 	var err error
-	if c.cluster != "" {
-		if cl, err = inventory.Load(c.cluster); err != nil {
+	if c.clusterFile != "" {
+		if cl, err = cluster.Load(c.clusterFile); err != nil {
 			return nil, err
 		}
 	} else {
-		cl = inventory.Local(c.workers)
+		cl = cluster.Local(c.workers)
 		if c.listen == "" {
 			c.listen = "127.0.0.1:0"
 		}
@@ -106,7 +114,7 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	if cl.Network.Port == 0 {
 		cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
 	}
-	r := &running{ln: ln, log: log, logDir: c.logDir}
+	r := &running{ln: ln, log: log, logDir: c.logDir, qemus: power.QEMUByArch{}}
 	if r.logDir == "" {
 		if r.logDir, err = os.MkdirTemp("", "mforch-consoles-"); err != nil {
 			return nil, err
@@ -114,17 +122,15 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	}
 	controllers := map[string]power.Controller{}
 	for _, w := range cl.Workers {
-		if w.Kind == inventory.KindVM && r.qemu == nil {
-			r.qemu, err = power.NewQEMU(ctx, power.QEMUConfig{Arch: "x86", Kernel: c.kernel, Initrd: c.initrd,
-				Accel: c.accel, Cluster: cl, LogDir: r.logDir, Log: log})
-			if err != nil {
+		if w.Kind == cluster.KindVM && r.qemus[w.VM.Target()] == nil {
+			if err := c.startQEMU(ctx, r, cl, w.VM.Target()); err != nil {
 				ln.Close()
+				r.qemus.Close()
 				return nil, err
 			}
-			controllers[inventory.KindVM] = r.qemu
-			log.Info("QEMU workers", "accel", r.qemu.Accel(), "kernel", c.kernel, "consoles", r.logDir)
+			controllers[cluster.KindVM] = r.qemus
 		}
-		if w.Kind == inventory.KindBBB && controllers[inventory.KindBBB] == nil {
+		if w.Kind == cluster.KindBBB && controllers[cluster.KindBBB] == nil {
 			g, err := power.NewGPIO(power.GPIOConfig{Pulse: c.gpioPulse, ForcedOffHold: c.gpioHold, Log: log})
 			if err == nil {
 				// Fail now, not at the first power-on, on the wrong host
@@ -135,20 +141,43 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 				ln.Close()
 				return nil, fmt.Errorf("BeagleBone power control: %w", err)
 			}
-			controllers[inventory.KindBBB] = g
+			controllers[cluster.KindBBB] = g
 			log.Info("BeagleBone workers powered through GPIO", "pulse", g.Config().Pulse, "forced_off_hold", g.Config().ForcedOffHold)
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(c.results), 0o755); err != nil {
 		return nil, err
 	}
-	var header bool
-	if r.results, header, err = openResults(c.results, time.Now(), log); err != nil {
+	if r.energy, err = c.energy.setup(cl, r.qemu, log); err != nil {
 		return nil, err
 	}
-	rec, err := orchestrator.NewCSVRecorder(r.results, header)
+	columns, newRec := orchestrator.CSVHeader, orchestrator.NewCSVRecorder
+	if r.energy != nil {
+		columns, newRec = orchestrator.EnergyCSVHeader, orchestrator.NewEnergyCSVRecorder
+	}
+	var header bool
+	if r.results, header, err = openResults(c.results, columns, time.Now(), log); err != nil {
+		return nil, err
+	}
+	csvRec, err := newRec(r.results, header)
 	if err != nil {
 		return nil, err
+	}
+	var rec orchestrator.Recorder = csvRec
+	var acc *energy.Accountant
+	var onState func(orchestrator.StateChange)
+	if r.energy != nil {
+		rec, acc, onState = orchestrator.MultiRecorder{csvRec, r.energy}, r.energy.acc, r.energy.stateChanged
+		r.energy.start() // before any worker powers on
+	}
+	if extra := c.onState; extra != nil {
+		energyObserver := onState
+		onState = func(sc orchestrator.StateChange) {
+			if energyObserver != nil {
+				energyObserver(sc)
+			}
+			extra(sc)
+		}
 	}
 	var store orchestrator.Store
 	if c.store != "" {
@@ -159,11 +188,37 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	}
 	r.orch, err = orchestrator.New(orchestrator.Config{Cluster: cl, Controllers: controllers, Log: log,
 		IdleTimeout: c.idle, PowerUpTimeout: c.powerUp, MaxBooting: c.maxBooting, MaxAttempts: c.attempts,
-		Recorder: rec, Store: store, OnStateChange: c.onState})
+		Recorder: rec, Store: store, Energy: acc, OnStateChange: onState})
 	if err != nil {
+		if r.energy != nil {
+			r.energy.stop()
+		}
 		return nil, err
+	}
+	if r.energy != nil {
+		r.energy.orch.Store(r.orch)
 	}
 	go r.orch.Serve(ln)
 	log.Info("orchestrator listening for workers", "addr", ln.Addr().String(), "workers", len(cl.Workers))
 	return r, nil
+}
+
+// startQEMU starts the QEMU controller of the VM workers of target t.
+func (c *clusterFlags) startQEMU(ctx context.Context, r *running, cl *cluster.Cluster, t *target.Target) error {
+	kernels := map[*target.Target]string{target.X86: c.kernel, target.ARMv7: c.armKernel}
+	cfg := power.QEMUConfig{Arch: t, Kernel: kernels[t], Initrd: c.initrd,
+		Accel: c.accel, Cluster: cl, LogDir: r.logDir, Log: r.log}
+	if t.InitramfsLinked {
+		cfg.Initrd = ""
+	}
+	q, err := power.NewQEMU(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("%s QEMU workers: %w", t, err)
+	}
+	r.qemus[t] = q
+	if r.qemu == nil {
+		r.qemu = q
+	}
+	r.log.Info("QEMU workers", "arch", t, "accel", q.Accel(), "kernel", cfg.Kernel, "consoles", r.logDir)
+	return nil
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/energy/meters"
 	"github.com/microfaas/microfaas/orchestrator/experiment"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/report"
 )
@@ -83,7 +83,7 @@ func executeSpec(ctx context.Context, spec *experiment.Spec, raw []byte, dir str
 	// invocations finished: they get their own context.
 	bg := context.WithoutCancel(ctx)
 	local := spec.Workers.Cluster == ""
-	c := clusterFlags{cluster: spec.Workers.Cluster, workers: spec.Workers.QEMU, kernel: spec.Workers.Kernel,
+	c := clusterFlags{clusterFile: spec.Workers.Cluster, workers: spec.Workers.QEMU, kernel: spec.Workers.Kernel,
 		initrd: spec.Workers.Initrd, accel: spec.Workers.Accel, results: run.ResultsPath(),
 		logDir: filepath.Join(dir, "consoles"), powerUp: 60 * time.Second, attempts: 3, verbose: verbose,
 		gpioPulse: power.DefaultPulse, gpioHold: power.DefaultForcedOffHold}
@@ -136,7 +136,7 @@ func executeSpec(ctx context.Context, spec *experiment.Spec, raw []byte, dir str
 		run.SetWorkers(spec.Workers.QEMU, "qemu")
 		run.CopyManifest(filepath.Join(filepath.Dir(spec.Workers.Kernel), "kernel-manifest.json"), "kernel-manifest.json")
 		run.CopyManifest(spec.Workers.Initrd+".json", "initramfs-manifest.json")
-	} else if cl, err := inventory.Load(spec.Workers.Cluster); err == nil {
+	} else if cl, err := cluster.Load(spec.Workers.Cluster); err == nil {
 		run.SetWorkers(len(cl.Workers), "cluster")
 		os.WriteFile(filepath.Join(dir, "cluster.yaml"), mustRead(spec.Workers.Cluster), 0o644)
 	}

@@ -7,22 +7,21 @@ import (
 	"os"
 	"strings"
 	"time"
-
-	"github.com/microfaas/microfaas/orchestrator"
 )
 
 // openResults opens the results CSV for appending. A file written with
-// another schema (an older mforch had other columns) is never appended to,
+// other columns than columns (an older mforch, or energy accounting
+// switched on or off: orchestrator.EnergyCSVHeader) is never appended to,
 // which would misalign every new row, nor overwritten: it is renamed
 // beside the path with its time and a new file is started. It reports
 // whether the caller must write the header.
-func openResults(path string, now time.Time, log *slog.Logger) (*os.File, bool, error) {
-	if first, err := resultsHeader(path); err == nil && first != "" && first != strings.Join(orchestrator.CSVHeader, ",") {
+func openResults(path string, columns []string, now time.Time, log *slog.Logger) (*os.File, bool, error) {
+	if first, err := resultsHeader(path); err == nil && first != "" && first != strings.Join(columns, ",") {
 		kept := strings.TrimSuffix(path, ".csv") + ".old-" + now.UTC().Format("20060102T150405") + ".csv"
 		if err := os.Rename(path, kept); err != nil {
 			return nil, false, fmt.Errorf("results file %s has other columns than this mforch writes, and moving it aside failed: %w; move it away or pass another --results", path, err)
 		}
-		log.Warn("results file had other columns (an older mforch?): kept it and started a new one", "kept", kept, "path", path)
+		log.Warn("results file had other columns (an older mforch, or energy accounting switched on or off): kept it and started a new one", "kept", kept, "path", path)
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {

@@ -29,7 +29,7 @@ func TestOpenResults(t *testing.T) {
 			if tc.before != "" {
 				os.WriteFile(path, []byte(tc.before), 0o644)
 			}
-			f, needHeader, err := openResults(path, now, slog.Default())
+			f, needHeader, err := openResults(path, orchestrator.CSVHeader, now, slog.Default())
 			if err != nil {
 				t.Fatal(err)
 			}

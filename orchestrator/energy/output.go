@@ -163,6 +163,21 @@ func (a *Accountant) Closed() []string {
 // Add records a meter sample.
 func (a *Accountant) Add(s Sample) { a.rec.Add(s) }
 
+// Latest is the time of the newest sample (zero before the first).
+func (a *Accountant) Latest() time.Time { return a.rec.Latest() }
+
+// Trim forgets what a long-running orchestrator no longer needs: samples
+// and closed intervals before t (each series keeps its last sample at or
+// before t, which starts its next interval). It returns the meter's joules
+// it dropped, so a running total stays exact. Results then cover only what
+// is left: trim only before the start of every session whose invocations
+// are not final yet.
+func (a *Accountant) Trim(before time.Time) float64 {
+	a.init()
+	a.timeline.trim(before)
+	return a.rec.trim(before)
+}
+
 // Samples are the samples so far.
 func (a *Accountant) Samples() []Sample { return a.rec.Samples() }
 

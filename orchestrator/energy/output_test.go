@@ -85,3 +85,48 @@ func TestRunFolderCSV(t *testing.T) {
 		}
 	}
 }
+
+// TestAccountantTrim: what Trim drops plus what a result of the rest
+// counts is the whole meter, and the rest is still attributed.
+func TestAccountantTrim(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	var a energy.Accountant
+	a.Model = &energy.StateModel{BaselineWatts: 10, Watts: map[string]float64{energy.Booting: 2, energy.Idle: 1, energy.Working: 3, energy.Stopping: 1}}
+	// Two sessions of one board: invocation a in [1,4), b in [6,9).
+	for _, c := range []energy.StateChange{
+		{Worker: "w", To: energy.Booting, At: at(1)}, {Worker: "w", To: energy.Working, At: at(2), Invocation: "a"},
+		{Worker: "w", To: energy.Stopping, At: at(3)}, {Worker: "w", To: energy.Off, At: at(4)},
+		{Worker: "w", To: energy.Booting, At: at(6)}, {Worker: "w", To: energy.Working, At: at(7), Invocation: "b"},
+		{Worker: "w", To: energy.Stopping, At: at(8)}, {Worker: "w", To: energy.Off, At: at(9)},
+	} {
+		a.Observe(c)
+	}
+	// A whole meter every second (12 W) and a per-board series that must
+	// not count towards the total when a whole meter exists.
+	for s := 0; s <= 10; s++ {
+		a.Add(energy.Sample{At: at(float64(s)), Watts: 12, Source: "measured:test"})
+		a.Add(energy.Sample{At: at(float64(s)), Watts: 1, Worker: "w", Source: "measured:test"})
+	}
+	full, err := a.Result(at(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped := a.Trim(at(5))
+	if dropped != 5*12 {
+		t.Errorf("dropped %v J, want 60 (5 s at 12 W of the whole meter)", dropped)
+	}
+	rest, err := a.Result(at(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := dropped + rest.TotalJ; got != full.TotalJ {
+		t.Errorf("dropped %v + rest %v = %v, want the full %v", dropped, rest.TotalJ, got, full.TotalJ)
+	}
+	if rest.Invocations["a"] != nil || rest.Invocations["b"] == nil || *rest.Invocations["b"] != *full.Invocations["b"] {
+		t.Errorf("after trimming: a %+v, b %+v; want a gone and b as before (%+v)", rest.Invocations["a"], rest.Invocations["b"], full.Invocations["b"])
+	}
+	if n := len(a.Samples()); n != 12 {
+		t.Errorf("%d samples kept, want 12 (2 series × 6, each from its mark at 5 s)", n)
+	}
+}

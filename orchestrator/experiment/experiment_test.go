@@ -24,7 +24,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/experiment"
 	"github.com/microfaas/microfaas/orchestrator/internal/simworker"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/report"
 )
@@ -57,7 +57,7 @@ func startSimServices(t *testing.T, run *experiment.Run, workers int, services m
 
 func startSimCluster(t *testing.T, run *experiment.Run, workers int, idle time.Duration, services map[string]map[string]string) *simCluster {
 	t.Helper()
-	cl := inventory.Local(workers)
+	cl := cluster.Local(workers)
 	cl.Services = services
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -72,7 +72,7 @@ func startSimCluster(t *testing.T, run *experiment.Run, workers int, idle time.D
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := orchestrator.New(orchestrator.Config{Cluster: cl, Controllers: map[string]power.Controller{inventory.KindVM: sim},
+	o, err := orchestrator.New(orchestrator.Config{Cluster: cl, Controllers: map[string]power.Controller{cluster.KindVM: sim},
 		Recorder: rec, IdleTimeout: idle, PowerOffHoldoff: 50 * time.Millisecond,
 		OnStateChange: func(sc orchestrator.StateChange) {
 			run.StateChanged(experiment.StateChange{Worker: sc.Worker, From: string(sc.From), To: string(sc.To), At: sc.At, Invocation: sc.Invocation})

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/microfaas/microfaas/cluster"
+	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/energy"
+	"github.com/microfaas/microfaas/orchestrator/energy/cpumodel"
+	"github.com/microfaas/microfaas/orchestrator/power"
+)
+
+func TestEnergySetupPicksMeter(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	q := &power.QEMU{}
+	on := energyFlags{on: true, perCoreW: 10}
+
+	// QEMU workers, no meter section: the CPU-time model, labelled model.
+	r, err := on.setup(cluster.Local(2), q, log)
+	if err != nil || r == nil || r.cfg.Driver != energy.DriverCPUTime || energy.Label(r.meter.Source()) != "model" {
+		t.Fatalf("local cluster: %+v, %v; want the cpu-time model", r, err)
+	}
+	// It reads at every state change as well as every interval.
+	if cm := r.meter.(*cpumodel.Meter); cm.Tick == nil || r.tick == nil {
+		t.Fatal("the cpu-time model is not driven by the energy run's ticks")
+	}
+	r.stateChanged(orchestrator.StateChange{Worker: "vm0", To: orchestrator.Stopping, At: time.Now()})
+	r.stateChanged(orchestrator.StateChange{Worker: "vm0", To: orchestrator.Off, At: time.Now()}) // dropped: one pending is enough
+	if len(r.tick) != 1 {
+		t.Errorf("%d readings pending after two state changes, want 1", len(r.tick))
+	}
+	// A bad model from the flags is refused.
+	bad := energyFlags{on: true, perCoreW: 0}
+	if _, err := bad.setup(cluster.Local(1), q, log); !errors.Is(err, energy.ErrConfig) {
+		t.Errorf("watts per core 0: err = %v, want energy.ErrConfig", err)
+	}
+	// The cluster file's meter wins, with its calibrated states.
+	dir := t.TempDir()
+	states := filepath.Join(dir, "states.yaml")
+	os.WriteFile(states, []byte("source: calibration\nbaseline_watts: 11.5\nwatts: {booting: 2.3, idle: 1.5, working: 2.9, stopping: 1.8}\n"), 0o644)
+	cl := cluster.Local(1)
+	cl.Meter = &energy.Config{Driver: energy.DriverWattsUp, Device: "/dev/ttyUSB0", Covers: "strip", States: states}
+	r, err = on.setup(cl, q, log)
+	if err != nil || r == nil || r.cfg.Driver != energy.DriverWattsUp || r.acc.Model == nil || r.acc.Model.Watts[energy.Working] != 2.9 {
+		t.Fatalf("meter section: %+v, %v", r, err)
+	}
+	// BeagleBones without a meter, or --energy=false: no accounting.
+	cl = cluster.Local(1)
+	cl.Workers[0].Kind = cluster.KindBBB
+	if r, err := on.setup(cl, nil, log); r != nil || err != nil {
+		t.Errorf("boards without a meter: %+v, %v; want none", r, err)
+	}
+	if r, err := (&energyFlags{}).setup(cluster.Local(1), q, log); r != nil || err != nil {
+		t.Errorf("--energy=false: %+v, %v; want none", r, err)
+	}
+}
+
+func TestOpenResultsEnergyColumns(t *testing.T) {
+	now := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "results.csv")
+	log := slog.New(slog.DiscardHandler)
+	// A run without energy, then one with: the first file is kept aside.
+	f, header, err := openResults(path, orchestrator.CSVHeader, now, log)
+	if err != nil || !header {
+		t.Fatalf("new file: header %v, %v", header, err)
+	}
+	if _, err := orchestrator.NewCSVRecorder(f, true); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	f, header, err = openResults(path, orchestrator.EnergyCSVHeader, now, log)
+	if err != nil || !header {
+		t.Fatalf("energy columns after a file without: header %v, %v; want a new file", header, err)
+	}
+	if _, err := orchestrator.NewEnergyCSVRecorder(f, true); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := os.Stat(filepath.Join(dir, "results.old-20261130T100000.csv")); err != nil {
+		t.Errorf("the file without energy columns was not kept: %v", err)
+	}
+	// The same columns again: appended.
+	f, header, err = openResults(path, orchestrator.EnergyCSVHeader, now.Add(time.Hour), log)
+	if err != nil || header {
+		t.Fatalf("same columns: header %v, %v; want to append", header, err)
+	}
+	f.Close()
+}
