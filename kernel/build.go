@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -129,11 +128,11 @@ func (o Options) inputs() ([]NamedFragment, *cache.Hasher, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(o.Source.Absent) > 0 {
-		// Symbols this series lacks leave the fragments; Configure checks
-		// that the tree really lacks them.
-		abs := append([]string(nil), o.Source.Absent...)
-		sort.Strings(abs)
+	// Symbols this series lacks leave the fragments (Configure checks that
+	// the tree really lacks every declared one). Only those this build's
+	// fragments name are inputs: the ARM build is not changed by an x86
+	// symbol's declaration.
+	if abs := named(frags, o.Source.Absent); len(abs) > 0 {
 		h.Add("absent", strings.Join(abs, ","))
 		frags = withoutAbsent(frags, abs)
 	}

@@ -160,6 +160,21 @@ type NamedFragment struct {
 // but the configured kernel has it: the declaration is wrong.
 var ErrAbsentPresent = errors.New("kernel config has a symbol its recipe declares absent")
 
+// named returns the symbols of list that some fragment names, sorted.
+func named(frags []NamedFragment, list []string) []string {
+	var out []string
+	for _, sym := range list {
+		for _, nf := range frags {
+			if _, ok := nf.Fragment[sym]; ok {
+				out = append(out, sym)
+				break
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // withoutAbsent returns the fragments without the symbols a series lacks.
 func withoutAbsent(frags []NamedFragment, absent []string) []NamedFragment {
 	drop := map[string]bool{}

@@ -190,6 +190,13 @@ func TestCheckAbsent(t *testing.T) {
 	if !errors.Is(err, ErrAbsentPresent) || !strings.Contains(err.Error(), "CONFIG_GPIO_CDEV (drivers/gpio/Kconfig)") || !strings.Contains(err.Error(), "CONFIG_GPIOLIB") {
 		t.Fatalf("err = %v, want ErrAbsentPresent naming CONFIG_GPIO_CDEV and CONFIG_GPIOLIB", err)
 	}
+	two := []NamedFragment{{"common.config", Fragment{"CONFIG_NET": "y"}}, {"x86.config", Fragment{"CONFIG_ARCH_RANDOM": "y"}}}
+	if got := named(two, []string{"CONFIG_ARCH_RANDOM", "CONFIG_GPIO_SIM"}); len(got) != 1 || got[0] != "CONFIG_ARCH_RANDOM" {
+		t.Fatalf("named = %v: only symbols the fragments name are this build's inputs", got)
+	}
+	if got := named(two[:1], []string{"CONFIG_ARCH_RANDOM"}); len(got) != 0 {
+		t.Fatalf("named = %v for fragments that do not name it", got)
+	}
 	frags := withoutAbsent([]NamedFragment{{"common.config", Fragment{"CONFIG_GPIO_SIM": "y", "CONFIG_NET": "y"}}}, []string{"CONFIG_GPIO_SIM"})
 	if _, ok := frags[0].Fragment["CONFIG_GPIO_SIM"]; ok || frags[0].Fragment["CONFIG_NET"] != "y" {
 		t.Fatalf("withoutAbsent = %+v", frags)
