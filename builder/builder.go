@@ -19,6 +19,7 @@ import (
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/internal/progress"
 	"github.com/microfaas/microfaas/kernel"
+	"github.com/microfaas/microfaas/orchestrator/power"
 )
 
 // Options are the inputs shared by every build step.
@@ -50,7 +51,10 @@ type Options struct {
 
 // Worker is a built worker: a kernel and the initramfs it boots.
 type Worker struct {
-	Kernel     string // bzImage (x86) or zImage (arm)
+	Kernel string // bzImage (x86) or zImage (arm)
+	// VMLinux is the uncompressed x86 kernel beside the bzImage (empty on
+	// ARM): the QEMU power controller boots it directly (PVH), faster.
+	VMLinux    string
 	Initramfs  string
 	KernelInfo kernel.Result
 	InitInfo   InitramfsInfo
@@ -266,9 +270,33 @@ func BuildWorker(ctx context.Context, o Options, outDir string) (Worker, error) 
 	if err := cache.CopyFile(filepath.Join(outDir, "kernel-manifest.json"), filepath.Join(k.Dir, "manifest.json"), 0o644); err != nil {
 		return Worker{}, err
 	}
+	vmlinux, err := copyVMLinux(k, outDir)
+	if err != nil {
+		return Worker{}, err
+	}
 	info, err := Initramfs(ctx, o, filepath.Join(outDir, "initramfs.cpio"))
 	if err != nil {
 		return Worker{}, err
 	}
-	return Worker{Kernel: kpath, Initramfs: info.Path, KernelInfo: k, InitInfo: info}, nil
+	return Worker{Kernel: kpath, VMLinux: vmlinux, Initramfs: info.Path, KernelInfo: k, InitInfo: info}, nil
+}
+
+// copyVMLinux puts the kernel's uncompressed vmlinux (if the build has one)
+// beside the bzImage, where the QEMU power controller looks for it
+// (power.BootKernel). A stale one from an older build is removed, so the
+// folder never pairs a new bzImage with an old vmlinux.
+func copyVMLinux(k kernel.Result, outDir string) (string, error) {
+	dst := filepath.Join(outDir, power.VMLinux)
+	for _, f := range k.Manifest.Outputs {
+		if f.Name == power.VMLinux {
+			if err := cache.CopyFile(dst, k.Output(f.Name), 0o644); err != nil {
+				return "", fmt.Errorf("copy vmlinux: %w", err)
+			}
+			return dst, nil
+		}
+	}
+	if err := os.Remove(dst); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	return "", nil
 }

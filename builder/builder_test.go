@@ -85,31 +85,3 @@ func TestQEMUSmoke(t *testing.T) {
 		t.Errorf("implausible boot timings: %+v", res.Boot)
 	}
 }
-
-// BenchmarkQEMUBoot measures power-on to result for one cold QEMU worker.
-func BenchmarkQEMUBoot(b *testing.B) {
-	o := Options{RepoDir: ".", Arch: "x86", Cache: cache.Cache{Dir: cache.DefaultDir()}}
-	r, err := FindRepo(".")
-	if err != nil {
-		b.Fatal(err)
-	}
-	o.RepoDir = r
-	w, err := BuildWorker(context.Background(), o, b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	var init, conn, wall float64
-	for i := 0; i < b.N; i++ {
-		res, err := Smoke(context.Background(), "x86", w, "auto", nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		init += res.Boot.InitMS
-		conn += res.Boot.ConnectedMS
-		wall += res.WallMS
-	}
-	n := float64(b.N)
-	b.ReportMetric(init/n, "init-ms")
-	b.ReportMetric(conn/n, "connected-ms")
-	b.ReportMetric(wall/n, "poweron-to-result-ms")
-}

@@ -25,7 +25,7 @@ import (
 // a worker.
 type QEMUConfig struct {
 	Arch   string // "x86" (qemu-system-x86_64 -M microvm) or "arm" (qemu-system-arm -M virt)
-	Kernel string // bzImage / zImage
+	Kernel string // bzImage / zImage (x86: a PVH vmlinux beside the bzImage boots instead)
 	Initrd string // initramfs cpio; empty when built into the kernel
 	// Accel is "kvm", "tcg" or "auto" (probe KVM with a short real boot and
 	// fall back to TCG when it fails or hangs).
@@ -38,6 +38,9 @@ type QEMUConfig struct {
 	Failsafe int
 	// Cmdline is appended to every worker's kernel command line.
 	Cmdline string
+	// Console, if set, is called just before a worker's qemu starts and
+	// gets a copy of its console output (benchmarks time the first byte).
+	Console func(id string) io.Writer
 	Log     *slog.Logger
 }
 
@@ -68,6 +71,7 @@ func NewQEMU(ctx context.Context, cfg QEMUConfig) (*QEMU, error) {
 			return nil, fmt.Errorf("qemu worker image: %w (build it with mfbuild)", err)
 		}
 	}
+	cfg.Kernel = BootKernel(cfg.Arch, cfg.Kernel, cfg.Log) // vmlinux beside a bzImage: see kernel.go
 	if _, err := exec.LookPath(qemuBinary(cfg.Arch)); err != nil {
 		return nil, fmt.Errorf("%s not found: install QEMU (make deps): %w", qemuBinary(cfg.Arch), err)
 	}
@@ -220,6 +224,9 @@ func (q *QEMU) PowerOn(ctx context.Context, w inventory.Worker) error {
 	cmd := exec.Command(qemuBinary(q.cfg.Arch), q.Args(w, cmdline)...)
 	cmd.Stdin = nil
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if q.cfg.Console != nil {
+		cmd.Stdout = io.MultiWriter(logf, q.cfg.Console(w.ID))
+	}
 	// The kernel kills the VM if the orchestrator dies, so no qemu is left behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
