@@ -20,6 +20,7 @@ import (
 	"github.com/microfaas/microfaas/internal/progress"
 	"github.com/microfaas/microfaas/kernel"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/runtime/functions"
 )
 
 // Options are the inputs shared by every build step.
@@ -41,7 +42,16 @@ type Options struct {
 	Jobs            int
 	// Functions are user functions to put in the initramfs: name -> executable.
 	Functions map[string]string
-	Log       *slog.Logger
+	// Builtins selects the built-in functions the worker carries: "all"
+	// (or empty), "compute" (no service clients) or comma-separated names;
+	// the clients nothing selected needs are left out (functions.BuildTags).
+	Builtins string
+	// Compress is the x86 initramfs's compression: "" or "none", or
+	// "gzip" (the kernel unpacks it; smaller, but costs boot time under
+	// TCG: docs/performance.md). ARM links the initramfs into the
+	// compressed zImage, so it takes none.
+	Compress string
+	Log      *slog.Logger
 	// Debug adds a console shell and diagnostic tools to the initramfs
 	// (debug.go); never listening on the network.
 	Debug bool
@@ -171,14 +181,21 @@ func Initramfs(ctx context.Context, o Options, out string) (InitramfsInfo, error
 	if err != nil {
 		return InitramfsInfo{}, err
 	}
+	if err := checkCompress(o); err != nil {
+		return InitramfsInfo{}, err
+	}
 	tmp, err := os.MkdirTemp("", "mfbuild-init-")
 	if err != nil {
 		return InitramfsInfo{}, err
 	}
 	defer os.RemoveAll(tmp)
 	bin := filepath.Join(tmp, "mfinit")
+	tags, err := functions.BuildTags(o.Builtins, functions.Names())
+	if err != nil {
+		return InitramfsInfo{}, err
+	}
 	step := progress.Start("build mfinit for " + goarch)
-	err = initramfs.GoBuild(ctx, o.RepoDir, "./cmd/mfinit", goarch, goarm, bin)
+	err = initramfs.GoBuild(ctx, o.RepoDir, "./cmd/mfinit", goarch, goarm, bin, tags...)
 	step.Done(err)
 	if err != nil {
 		return InitramfsInfo{}, err
@@ -192,6 +209,12 @@ func Initramfs(ctx context.Context, o Options, out string) (InitramfsInfo, error
 		initramfs.WithDir("etc", filepath.Join(o.RepoDir, "configs", "initramfs", "etc")),
 	}
 	inputs := map[string]string{"init": initSum}
+	if len(tags) > 0 {
+		inputs["tags"] = strings.Join(tags, ",")
+	}
+	if o.Compress == CompressGzip {
+		inputs["compress"] = o.Compress
+	}
 	if o.Debug {
 		dopts, dinputs, err := debugInitramfs(ctx, o, goarch, goarm)
 		if err != nil {
@@ -229,7 +252,7 @@ func Initramfs(ctx context.Context, o Options, out string) (InitramfsInfo, error
 	if err != nil {
 		return InitramfsInfo{}, err
 	}
-	if _, err := a.WriteTo(f); err != nil {
+	if err := writeArchive(f, a, o.Compress); err != nil {
 		f.Close()
 		return InitramfsInfo{}, err
 	}

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/microfaas/microfaas/initramfs"
@@ -47,6 +48,10 @@ type BootSample struct {
 	// Guest uptime (kernel clock) at /init and at connect.
 	GuestInitMS      float64
 	GuestConnectedMS float64
+	// CPUMS is the CPU time (user+system) qemu used from spawn to exit:
+	// the work of the boot, which unlike wall time does not grow while the
+	// VM waits for a busy host's CPU.
+	CPUMS float64
 }
 
 // ErrBootMarker means a boot connected without printing the /init marker
@@ -97,6 +102,15 @@ func (c *consoleTimer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// childrenCPUMS is the CPU time of this process's reaped children, in ms.
+func childrenCPUMS() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e6
+}
+
 // parseUptime reads "uptime_ms=N" from a marker line (0 if absent).
 func parseUptime(line string) float64 {
 	for _, f := range strings.Fields(line) {
@@ -137,6 +151,7 @@ func BootOnce(ctx context.Context, v BootVariant, accel string, log *slog.Logger
 	}
 	defer os.RemoveAll(logDir)
 	ct := &consoleTimer{now: time.Now}
+	cpu0 := childrenCPUMS()
 	q, err := power.NewQEMU(ctx, power.QEMUConfig{Arch: "x86", Kernel: v.Kernel, Initrd: v.Initrd,
 		Accel: accel, Cluster: cluster, LogDir: logDir, Failsafe: 30, Log: log, Console: ct.start})
 	if err != nil {
@@ -159,6 +174,7 @@ func BootOnce(ctx context.Context, v BootVariant, accel string, log *slog.Logger
 			return s, fmt.Errorf("%s: the VM did not exit after its result", v.Name)
 		}
 	}
+	s.CPUMS = childrenCPUMS() - cpu0 // qemu has been reaped: it counts now
 	ct.mu.Lock()
 	defer ct.mu.Unlock()
 	s.FirstByteMS, s.InitMS, s.GuestInitMS = ct.since(ct.first), ct.since(ct.init), ct.guestInit

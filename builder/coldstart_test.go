@@ -3,6 +3,7 @@ package builder
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,7 +87,8 @@ func TestBusyboxInitramfs(t *testing.T) {
 // busybox baseline, and lays out each kernel so the power controller boots
 // exactly it: the bzImage alone in a folder (no vmlinux beside it), the
 // vmlinux by name.
-func coldStartVariants(tb testing.TB) []BootVariant {
+// With full, also the smaller workers (compute only, gzip).
+func coldStartVariants(tb testing.TB, full bool) []BootVariant {
 	r, err := FindRepo(".")
 	if err != nil {
 		tb.Fatal(err)
@@ -109,12 +111,29 @@ func coldStartVariants(tb testing.TB) []BootVariant {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return []BootVariant{
+	vs := []BootVariant{
 		{Name: "worker bzImage", Kernel: bz, Initrd: w.Initramfs},
 		{Name: "worker vmlinux", Kernel: w.VMLinux, Initrd: w.Initramfs},
 		{Name: "busybox bzImage", Kernel: bz, Initrd: bb.Path, Busybox: true},
 		{Name: "busybox vmlinux", Kernel: w.VMLinux, Initrd: bb.Path, Busybox: true},
 	}
+	if !full {
+		return vs
+	}
+	// Smaller workers (--functions, --compress), booted from the vmlinux.
+	for _, c := range []struct{ name, builtins, compress string }{
+		{"compute vmlinux", "compute", ""},
+		{"compute gz vml", "compute", CompressGzip},
+		{"all gz vmlinux", "all", CompressGzip},
+	} {
+		o.Builtins, o.Compress = c.builtins, c.compress
+		info, err := Initramfs(context.Background(), o, filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-")+".cpio"))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		vs = append(vs, BootVariant{Name: c.name, Kernel: w.VMLinux, Initrd: info.Path})
+	}
+	return vs
 }
 
 // TestColdStartBoots boots each cold-start variant once: the benchmark's
@@ -123,7 +142,7 @@ func TestColdStartBoots(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMU")
 	}
-	for _, v := range coldStartVariants(t) {
+	for _, v := range coldStartVariants(t, false) {
 		s, err := BootOnce(context.Background(), v, "auto", nil)
 		if err != nil {
 			t.Fatal(err)
@@ -145,9 +164,9 @@ func BenchmarkColdStart(b *testing.B) {
 	if _, err := os.Stat(BusyboxPath); err != nil {
 		b.Skip("no busybox-static (make deps)")
 	}
-	vs := coldStartVariants(b)
+	vs := coldStartVariants(b, true)
 	ctx := context.Background()
-	accel := power.ProbeAccel(ctx, "x86", vs[0].Kernel, vs[0].Initrd, nil)
+	accel := power.ProbeAccel(ctx, "x86", vs[0].Kernel, vs[0].Initrd, slog.Default())
 	samples := make([][]BootSample, len(vs))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -165,8 +184,10 @@ func BenchmarkColdStart(b *testing.B) {
 	var t strings.Builder
 	fmt.Fprintf(&t, "\ncold start, %d boots each, interleaved; accel %s; load %s", b.N, accel, load)
 	fmt.Fprintf(&t, "host ms since spawn, median (p25-p75, min-max); guest = kernel uptime\n")
-	fmt.Fprintf(&t, "%-16s %-26s %-26s %-26s %-26s %-10s %s\n", "variant", "first serial byte", "/init", "connected", "result", "guest init", "guest conn")
+	fmt.Fprintf(&t, "%-16s %-24s %-24s %-24s %-24s %-24s %-6s %s\n", "variant", "first serial byte", "/init", "connected", "result", "qemu CPU ms", "g-init", "g-conn")
 	med := make([]Spread, len(vs))
+	cpu := make([]Spread, len(vs))
+	gconn := make([]float64, len(vs))
 	for k, v := range vs {
 		col := func(f func(BootSample) float64) Spread {
 			var xs []float64
@@ -181,17 +202,26 @@ func BenchmarkColdStart(b *testing.B) {
 		res := col(func(s BootSample) float64 { return s.ResultMS })
 		gi := col(func(s BootSample) float64 { return s.GuestInitMS })
 		gc := col(func(s BootSample) float64 { return s.GuestConnectedMS })
-		fmt.Fprintf(&t, "%-16s %-26s %-26s %-26s %-26s %-10.0f %.0f\n", v.Name, first, init, med[k], res, gi.Median, gc.Median)
+		gconn[k] = gc.Median
+		cpu[k] = col(func(s BootSample) float64 { return s.CPUMS })
+		fmt.Fprintf(&t, "%-16s %-24s %-24s %-24s %-24s %-24s %-6.0f %.0f\n", v.Name, first, init, med[k], res, cpu[k], gi.Median, gc.Median)
 		unit := strings.ReplaceAll(v.Name, " ", "-")
 		b.ReportMetric(first.Median, unit+"-first-byte-ms")
 		b.ReportMetric(med[k].Median, unit+"-connected-ms")
+		b.ReportMetric(cpu[k].Median, unit+"-qemu-cpu-ms")
 	}
 	ratio := func(a, c int) {
-		fmt.Fprintf(&t, "connected median, %s / %s = %.2f\n", vs[a].Name, vs[c].Name, med[a].Median/med[c].Median)
+		fmt.Fprintf(&t, "%-16s / %-16s connected (wall) %.2f, qemu CPU %.2f, guest uptime at connect %.2f\n", vs[a].Name, vs[c].Name,
+			med[a].Median/med[c].Median, cpu[a].Median/cpu[c].Median, gconn[a]/gconn[c])
 	}
 	ratio(1, 0) // vmlinux vs bzImage, our worker
 	ratio(3, 2) // the same for the baseline
 	ratio(0, 2) // our worker vs busybox, bzImage
 	ratio(1, 3) // our worker vs busybox, vmlinux
-	b.Log(t.String())
+	ratio(4, 3) // the compute-only worker vs busybox
+	ratio(4, 1) // compute-only vs every client
+	ratio(5, 4) // gzip vs not, compute-only
+	ratio(6, 1) // gzip vs not, every client
+	// Printed, not logged: the testing package cuts long benchmark logs.
+	fmt.Print(t.String())
 }
