@@ -123,8 +123,11 @@ func qemuArgs(arch, accel, kernel, initrd string, w inventory.Worker, cmdline st
 		args = []string{"-M", "virt", "-cpu", "cortex-a15", "-device", "virtio-rng-device"}
 	} else {
 		// acpi=off makes QEMU put the virtio-mmio devices on the kernel
-		// command line, which our kernel (no ACPI) reads.
-		args = []string{"-M", "microvm,x-option-roms=off,rtc=off,acpi=off"}
+		// command line, which our kernel (no ACPI) reads. rtc=on: without
+		// an RTC the kernel's first clock read polled the absent chip for
+		// ~1 s of CPU under TCG (docs/performance.md); with it, it also
+		// starts with the host's wall time.
+		args = []string{"-M", "microvm,x-option-roms=off,rtc=on,acpi=off"}
 		// A CPU with RDRAND (emulated under TCG) lets the kernel seed its
 		// RNG at once with random.trust_cpu=on; without it the Go runtime
 		// blocks in getrandom for about a second of boot under TCG.
