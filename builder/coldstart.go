@@ -36,6 +36,8 @@ type BootVariant struct {
 	// Busybox: the baseline initramfs (BusyboxInitramfs), whose /init only
 	// connects; otherwise our worker, which runs cascading_sha256.
 	Busybox bool
+	// Cmdline is added to the kernel command line (a parameter on trial).
+	Cmdline string
 }
 
 // BootSample is one boot's milestones: host wall time in ms since qemu was
@@ -153,7 +155,8 @@ func BootOnce(ctx context.Context, v BootVariant, accel string, log *slog.Logger
 	ct := &consoleTimer{now: time.Now}
 	cpu0 := childrenCPUMS()
 	q, err := power.NewQEMU(ctx, power.QEMUConfig{Arch: "x86", Kernel: v.Kernel, Initrd: v.Initrd,
-		Accel: accel, Cluster: cluster, LogDir: logDir, Failsafe: 30, Log: log, Console: ct.start})
+		Accel: accel, Cluster: cluster, LogDir: logDir, Failsafe: 30, Log: log, Console: ct.start,
+		Cmdline: v.Cmdline})
 	if err != nil {
 		return BootSample{}, err
 	}
