@@ -53,13 +53,14 @@ test: deps build
 	$(GO) test -run '^$$' -fuzz FuzzReceive -fuzztime $(FUZZTIME) ./protocol/
 	$(GO) test -run '^$$' -fuzz FuzzJob -fuzztime $(FUZZTIME) ./runtime/
 	$(GO) test -run '^$$' -fuzz FuzzFunctions -fuzztime $(FUZZTIME) ./runtime/functions/
+	$(GO) test -run '^$$' -fuzz FuzzBootParams -fuzztime $(FUZZTIME) ./bootparams/
 
 # Unit tests only: no kernel build, no VM.
 test-short:
 	$(GO) test -short -count=1 ./...
 
 bench: deps build
-	$(GO) test -run '^$$' -bench ColdStart -benchtime 10x -timeout 30m ./builder/
+	$(GO) test -run '^$$' -bench ColdStart -benchtime 10x -timeout 30m ./e2e/
 	$(GO) test -run '^$$' -bench Scheduler -benchtime 20000x -cpu 1,2 ./orchestrator/
 
 # Build kernel and initramfs twice, each from an empty cache, and compare bytes.

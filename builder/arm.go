@@ -38,14 +38,14 @@ func armKernelOptions(ctx context.Context, o Options, ko *kernel.Options, initrd
 	}
 	ko.Initramfs = initrd
 	ko.Derive = []kernel.Derivation{{Name: UImageName, Revision: uimageRevision, Make: func(dir string) error {
-		return image.WriteKernelUImage(filepath.Join(dir, "zImage"), filepath.Join(dir, UImageName), "MicroFaaS worker")
+		return image.WriteKernelUImage(filepath.Join(dir, o.Arch.KernelImage), filepath.Join(dir, UImageName), "MicroFaaS worker")
 	}}}
 	return cleanup, nil
 }
 
-// buildARMWorker writes the initramfs first, then builds the kernel with it
+// buildLinkedWorker (targets with InitramfsLinked: ARM) writes the initramfs first, then builds the kernel with it
 // linked in, and copies zImage, uImage and the BeagleBone DTB into outDir.
-func buildARMWorker(ctx context.Context, o Options, outDir string) (Worker, error) {
+func buildLinkedWorker(ctx context.Context, o Options, outDir string) (Worker, error) {
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return Worker{}, err
 	}
@@ -58,7 +58,7 @@ func buildARMWorker(ctx context.Context, o Options, outDir string) (Worker, erro
 	if err != nil {
 		return Worker{}, err
 	}
-	for _, f := range []string{"zImage", UImageName, kernel.BoneBlackDTB} {
+	for _, f := range []string{o.Arch.KernelImage, UImageName, kernel.BoneBlackDTB} {
 		if err := cache.CopyFile(filepath.Join(outDir, f), k.Output(f), 0o644); err != nil {
 			return Worker{}, fmt.Errorf("copy %s: %w", f, err)
 		}
@@ -66,5 +66,5 @@ func buildARMWorker(ctx context.Context, o Options, outDir string) (Worker, erro
 	if err := cache.CopyFile(filepath.Join(outDir, "kernel-manifest.json"), filepath.Join(k.Dir, "manifest.json"), 0o644); err != nil {
 		return Worker{}, err
 	}
-	return Worker{Kernel: filepath.Join(outDir, "zImage"), Initramfs: info.Path, KernelInfo: k, InitInfo: info}, nil
+	return Worker{Kernel: filepath.Join(outDir, o.Arch.KernelImage), Initramfs: info.Path, KernelInfo: k, InitInfo: info}, nil
 }

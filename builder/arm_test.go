@@ -3,22 +3,17 @@ package builder
 import (
 	"bytes"
 	"context"
-	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
+	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/builder/image"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/internal/cache"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
-	"github.com/microfaas/microfaas/orchestrator/power"
-	"github.com/microfaas/microfaas/runtime/debugshell"
-	"github.com/microfaas/microfaas/runtime/flash"
+	"github.com/microfaas/microfaas/target"
 )
 
 // needARM skips (or, in CI, fails) when the ARM build's inputs are missing.
@@ -38,7 +33,7 @@ func needARM(t *testing.T) {
 }
 
 func armOptions(t *testing.T) Options {
-	return Options{RepoDir: repo(t), Arch: "arm", Cache: cache.Cache{Dir: cache.DefaultDir()}}
+	return Options{RepoDir: repo(t), Arch: target.ARMv7, Cache: cache.Cache{Dir: cache.DefaultDir()}}
 }
 
 // buildBBB builds (or takes from the cache) the ARM worker and U-Boot.
@@ -52,42 +47,19 @@ func buildBBB(t *testing.T) BBB {
 	return b
 }
 
-// TestQEMUSmokeARM boots the ARM worker's zImage (initramfs linked in, the
-// very kernel of the BeagleBone images) on qemu-system-arm -M virt under TCG
-// with the real orchestrator, runs cascading_sha256 and checks the digest.
-func TestQEMUSmokeARM(t *testing.T) {
-	needARM(t)
-	w, err := BuildWorker(context.Background(), armOptions(t), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := Smoke(context.Background(), "arm", w, "tcg", nil)
-	if err != nil {
-		if b, rerr := os.ReadFile(res.ConsoleLog); rerr == nil {
-			t.Logf("worker console:\n%s", b)
-		}
-		t.Fatal(err)
-	}
-	t.Logf("arm/%s: uptime at init %.0f ms, network %.0f ms, connected %.0f ms; power-on to result %.0f ms; exited %.0f ms",
-		res.Accel, res.Boot.InitMS, res.Boot.NetworkMS, res.Boot.ConnectedMS, res.WallMS, res.ExitedMS)
-	if res.Boot.InitMS <= 0 || res.Boot.ConnectedMS < res.Boot.InitMS {
-		t.Errorf("implausible boot timings: %+v", res.Boot)
-	}
-}
-
 // TestBBBImages writes the ten SD-card images of the example cluster from the
 // real kernel and U-Boot builds and checks each with the real tools, plus an
 // eMMC and a flasher image.
 func TestBBBImages(t *testing.T) {
 	b := buildBBB(t)
-	c, err := inventory.Load(filepath.Join(repo(t), "configs", "cluster.example.yaml"))
+	c, err := cluster.Load(filepath.Join(repo(t), "configs", "cluster.example.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	var reqs []ImageRequest
 	for _, w := range c.Workers {
-		if w.Kind == inventory.KindBBB {
+		if w.Kind == cluster.KindBBB {
 			reqs = append(reqs, ImageRequest{Medium: MediumSD, Worker: w.ID, Out: filepath.Join(dir, w.ID+"-sdcard.img")})
 		}
 	}
@@ -107,13 +79,13 @@ func TestBBBImages(t *testing.T) {
 	for i, info := range infos {
 		r := reqs[i]
 		w, _ := c.Worker(r.Worker)
-		want, err := image.Bootargs(c, w, true)
+		want, err := image.Bootargs(c, w, false)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if r.Medium == MediumFlasher {
 			emmc, _ := os.ReadFile(infos[i-1].Path)
-			want, _ = image.FlasherBootargs(w, FlasherParams(emmc)...)
+			want, _ = image.FlasherBootargs(w, FlasherParams(emmc))
 			img, _ := os.ReadFile(info.Path)
 			if !bytes.Equal(img[info.Payload.Offset:info.Payload.Offset+int64(len(emmc))], emmc) {
 				t.Errorf("the flasher's partition 2 does not hold bbb3's eMMC image")
@@ -124,7 +96,7 @@ func TestBBBImages(t *testing.T) {
 		}
 		got, _ := image.DTBBootargs(info.DTB)
 		if r.Medium == MediumFlasher {
-			if strings.Contains(got, "ip=") || !strings.Contains(got, flash.ParamFlash+"=1") {
+			if strings.Contains(got, "ip=") || !strings.Contains(got, bootparams.FlashOn+"=1") {
 				t.Errorf("flasher bootargs %q: want mf.flash=1 and no ip=", got)
 			}
 			continue
@@ -198,7 +170,7 @@ workers:
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			c, err := inventory.Parse([]byte(base+tc.extra), ".")
+			c, err := cluster.Parse([]byte(base+tc.extra), ".")
 			if err == nil {
 				_, err = WriteImages(c, image.Boot{}, []ImageRequest{{Medium: MediumSD, Worker: tc.worker, Out: filepath.Join(dir, "x.img")}})
 			}
@@ -215,151 +187,4 @@ workers:
 			}
 		})
 	}
-}
-
-// TestFlasherQEMU boots the flasher on qemu-system-arm -M virt with two
-// virtio disks standing in for the SD card (the flasher image) and the eMMC
-// (blank): the worker must copy partition 2's eMMC image to the blank disk,
-// verify it, report and power off.
-func TestFlasherQEMU(t *testing.T) {
-	b := buildBBB(t)
-	c, err := inventory.Load(filepath.Join(repo(t), "configs", "cluster.example.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	sd := filepath.Join(dir, "flasher.img")
-	info, err := WriteImage(c, b.Boot, ImageRequest{Medium: MediumFlasher, Worker: "bbb5", Out: sd})
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, _ := os.ReadFile(sd)
-	bootargs, _ := image.DTBBootargs(info.DTB)
-	cfg, err := flash.Parse(bootargs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload := img[info.Payload.Offset : info.Payload.Offset+cfg.Size]
-	emmc := filepath.Join(dir, "emmc.img")
-	if err := os.WriteFile(emmc, make([]byte, cfg.Size+1<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// Under QEMU the SD card and eMMC are virtio disks. The virt machine
-	// gives -device options its virtio-mmio transports from the highest
-	// address down and Linux probes them from the lowest up, so the last
-	// disk is vda: the eMMC (given second) is vda, the card vdb.
-	cfg.Src, cfg.Dst = "/dev/vdb2", "/dev/vda"
-	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Arch: "arm", Kernel: b.Worker.Kernel, Accel: "tcg", Cluster: c})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, _ := c.Worker("bbb5")
-	w.VM.Net = "user"
-	args := q.Args(w, "console=ttyAMA0 panic=-1 "+strings.Join(flash.Params(cfg), " "))
-	args = append(args,
-		"-drive", "file="+sd+",format=raw,if=none,id=sd", "-device", "virtio-blk-device,drive=sd",
-		"-drive", "file="+emmc+",format=raw,if=none,id=emmc", "-device", "virtio-blk-device,drive=emmc")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	start := time.Now()
-	out, err := exec.CommandContext(ctx, "qemu-system-arm", args...).CombinedOutput()
-	if err != nil || !bytes.Contains(out, []byte(flash.OKMarker)) {
-		t.Fatalf("flasher: %v (ctx %v)\n%s", err, ctx.Err(), out)
-	}
-	t.Logf("flasher wrote %d bytes and powered off %.1f s after power-on: %s", cfg.Size, time.Since(start).Seconds(),
-		lineWith(out, flash.OKMarker))
-	got, _ := os.ReadFile(emmc)
-	if !bytes.Equal(got[:cfg.Size], payload) {
-		t.Fatal("the eMMC disk does not hold the eMMC image")
-	}
-	if !errors.Is(ctx.Err(), nil) {
-		t.Fatal(ctx.Err())
-	}
-}
-
-func lineWith(out []byte, marker string) string {
-	for _, l := range strings.Split(string(out), "\n") {
-		if strings.Contains(l, marker) {
-			return strings.TrimSpace(l)
-		}
-	}
-	return ""
-}
-
-// TestDebugShellQEMU boots a debug worker (mfbuild image --debug's kernel) on
-// QEMU virt, types commands at the console shell and checks they run, and
-// that the worker powers off only after the shell is left.
-func TestDebugShellQEMU(t *testing.T) {
-	needARM(t)
-	o := armOptions(t)
-	o.Debug = true
-	w, err := BuildWorker(context.Background(), o, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := inventory.Local(1)
-	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Arch: "arm", Kernel: w.Kernel, Accel: "tcg", Cluster: c})
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm := c.Workers[0]
-	// No orchestrator listens on port 1: the worker gives up after its
-	// 3-second failsafe, then waits for the shell.
-	c.Network.Port = 1
-	cmdline, err := q.Cmdline(vm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "qemu-system-arm", q.Args(vm, cmdline+" mf.failsafe=3 "+debugshell.Param+"=1")...)
-	stdin, _ := cmd.StdinPipe()
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor := func(s string) {
-		t.Helper()
-		for !strings.Contains(out.String(), s) {
-			if ctx.Err() != nil {
-				t.Fatalf("%q never appeared:\n%s", s, out.String())
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	waitFor("debug shell on the console")
-	time.Sleep(time.Second) // let the shell set up the terminal
-	io.WriteString(stdin, "ls /bin\r")
-	waitFor("hexdump")
-	waitFor("worker done") // the failsafe ran out: the worker is done, the board still on
-	time.Sleep(500 * time.Millisecond)
-	if cmd.ProcessState != nil {
-		t.Fatal("the worker powered off while the shell was open")
-	}
-	io.WriteString(stdin, "exit\r")
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("qemu: %v\n%s", err, out.String())
-	}
-	if testing.Verbose() {
-		t.Logf("console:\n%s", out.String())
-	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -8,12 +8,12 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/builder/image"
 	"github.com/microfaas/microfaas/builder/uboot"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/kernel"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
-	"github.com/microfaas/microfaas/runtime/debugshell"
-	"github.com/microfaas/microfaas/runtime/flash"
+	"github.com/microfaas/microfaas/target"
 )
 
 // Image media.
@@ -36,7 +36,7 @@ type BBB struct {
 // the U-Boot build, and reads the raw-mode layout from U-Boot's .config.
 func BuildBBB(ctx context.Context, o Options, outDir string) (BBB, error) {
 	o.defaults()
-	o.Arch = "arm"
+	o.Arch = target.ARMv7
 	w, err := BuildWorker(ctx, o, outDir)
 	if err != nil {
 		return BBB{}, err
@@ -73,12 +73,12 @@ const (
 
 // WriteImages checks every request against the cluster first (so a bad
 // worker stops the run before any image is written), then writes them.
-func WriteImages(c *inventory.Cluster, b image.Boot, reqs []ImageRequest) ([]image.Info, error) {
+func WriteImages(c *cluster.Cluster, b image.Boot, reqs []ImageRequest) ([]image.Info, error) {
 	var errs []error
 	for _, r := range reqs {
 		w, err := image.LookupBBB(c, r.Worker)
 		if err == nil {
-			_, err = image.Bootargs(c, w, !r.Debug)
+			_, err = image.Bootargs(c, w, r.Debug)
 		}
 		if err == nil && r.Medium != MediumSD && r.Medium != MediumEMMC && r.Medium != MediumFlasher {
 			err = fmt.Errorf("image kind %q: want %s, %s or %s", r.Medium, MediumSD, MediumEMMC, MediumFlasher)
@@ -102,17 +102,13 @@ func WriteImages(c *inventory.Cluster, b image.Boot, reqs []ImageRequest) ([]ima
 }
 
 // WriteImage writes one worker's SD-card, eMMC or flasher image.
-func WriteImage(c *inventory.Cluster, b image.Boot, r ImageRequest) (image.Info, error) {
+func WriteImage(c *cluster.Cluster, b image.Boot, r ImageRequest) (image.Info, error) {
 	w, err := image.LookupBBB(c, r.Worker)
 	if err != nil {
 		return image.Info{}, err
 	}
-	var extra []string
-	if r.Debug {
-		// The Boot must carry the debug initramfs (Options.Debug) for the shell.
-		extra = append(extra, debugshell.Param+"=1")
-	}
-	args, err := image.Bootargs(c, w, !r.Debug, extra...)
+	// For r.Debug, the Boot must carry the debug initramfs (Options.Debug) for the shell.
+	args, err := image.Bootargs(c, w, r.Debug)
 	if err != nil {
 		return image.Info{}, err
 	}
@@ -143,7 +139,7 @@ func WriteImage(c *inventory.Cluster, b image.Boot, r ImageRequest) (image.Info,
 		if err != nil {
 			return image.Info{}, err
 		}
-		fargs, err := image.FlasherBootargs(w, FlasherParams(payload)...)
+		fargs, err := image.FlasherBootargs(w, FlasherParams(payload))
 		if err != nil {
 			return image.Info{}, err
 		}
@@ -156,10 +152,10 @@ func WriteImage(c *inventory.Cluster, b image.Boot, r ImageRequest) (image.Info,
 	return image.Info{}, fmt.Errorf("image kind %q: want %s, %s or %s", r.Medium, MediumSD, MediumEMMC, MediumFlasher)
 }
 
-// FlasherParams are the kernel parameters that make a worker write payload
-// (the eMMC image, stored as the flasher card's partition 2) to the eMMC.
-func FlasherParams(payload []byte) []string {
-	return flash.Params(flash.Config{Src: FlasherSrc, Dst: FlasherDst, Size: int64(len(payload)), SHA256: sha(payload)})
+// FlasherParams make a worker write payload (the eMMC image, stored as the
+// flasher card's partition 2) to the eMMC.
+func FlasherParams(payload []byte) bootparams.Flash {
+	return bootparams.Flash{Src: FlasherSrc, Dst: FlasherDst, Size: int64(len(payload)), SHA256: sha(payload)}
 }
 
 func sha(b []byte) []byte {

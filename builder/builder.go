@@ -19,15 +19,15 @@ import (
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/internal/progress"
 	"github.com/microfaas/microfaas/kernel"
-	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/runtime/functions"
+	"github.com/microfaas/microfaas/target"
 )
 
 // Options are the inputs shared by every build step.
 type Options struct {
-	RepoDir string      // repository root (configs/, patches/, cmd/mfinit)
-	Cache   cache.Cache // where outputs are kept
-	Arch    string      // "x86" or "arm"
+	RepoDir string         // repository root (configs/, patches/, cmd/mfinit)
+	Cache   cache.Cache    // where outputs are kept
+	Arch    *target.Target // nil: target.X86
 	// Version names a kernel recipe; Source overrides it with a local tarball.
 	Version string
 	Source  string
@@ -46,10 +46,10 @@ type Options struct {
 	// (or empty), "compute" (no service clients) or comma-separated names;
 	// the clients nothing selected needs are left out (functions.BuildTags).
 	Builtins string
-	// Compress is the x86 initramfs's compression: "" or "none", or
-	// "gzip" (the kernel unpacks it; smaller, but costs boot time under
-	// TCG: docs/performance.md). ARM links the initramfs into the
-	// compressed zImage, so it takes none.
+	// Compress is the initramfs's compression when it is a separate file
+	// (x86): "" or "none", or "gzip" (the kernel unpacks it; smaller, but
+	// costs boot time under TCG: docs/performance.md). A linked initramfs
+	// (ARM) is inside the compressed kernel image and takes none.
 	Compress string
 	Log      *slog.Logger
 	// Debug adds a console shell and diagnostic tools to the initramfs
@@ -61,9 +61,9 @@ type Options struct {
 
 // Worker is a built worker: a kernel and the initramfs it boots.
 type Worker struct {
-	Kernel string // bzImage (x86) or zImage (arm)
-	// VMLinux is the uncompressed x86 kernel beside the bzImage (empty on
-	// ARM): the QEMU power controller boots it directly (PVH), faster.
+	Kernel string // the target's KernelImage
+	// VMLinux is the uncompressed kernel beside it (targets with
+	// KernelELF): the QEMU power controller boots it directly (PVH).
 	VMLinux    string
 	Initramfs  string
 	KernelInfo kernel.Result
@@ -94,15 +94,10 @@ func FindRepo(dir string) (string, error) {
 	}
 }
 
-// GOARCH returns the Go architecture of a worker arch.
-func GOARCH(arch string) (goarch, goarm string, err error) {
-	switch arch {
-	case "x86":
-		return "amd64", "", nil
-	case "arm":
-		return "arm", "7", nil
-	}
-	return "", "", fmt.Errorf("unknown architecture %q: want x86 or arm", arch)
+// kernelArch is the kernel package's build description of a target: the
+// one place a target is mapped to a kernel build.
+func kernelArch(t *target.Target) (kernel.Arch, error) {
+	return kernel.ArchFor(t), nil
 }
 
 func (o *Options) defaults() {
@@ -112,12 +107,15 @@ func (o *Options) defaults() {
 	if o.Version == "" {
 		o.Version = kernel.DefaultVersion
 	}
+	if o.Arch == nil {
+		o.Arch = target.X86
+	}
 }
 
 // Kernel builds (or finds in the cache) the worker kernel.
 func Kernel(ctx context.Context, o Options) (kernel.Result, error) {
 	o.defaults()
-	arch, err := kernel.LookupArch(o.Arch)
+	arch, err := kernelArch(o.Arch)
 	if err != nil {
 		return kernel.Result{}, err
 	}
@@ -127,7 +125,7 @@ func Kernel(ctx context.Context, o Options) (kernel.Result, error) {
 	}
 	ko := kernel.Options{Arch: arch, Source: src, RepoDir: o.RepoDir, Cache: o.Cache, Jobs: o.Jobs, Log: o.Log,
 		ExtraFragments: o.KernelFragments}
-	if o.Arch == "arm" { // the initramfs is linked in: see arm.go
+	if o.Arch.InitramfsLinked { // see arm.go
 		cleanup, err := armKernelOptions(ctx, o, &ko, o.initrd)
 		defer cleanup()
 		if err != nil {
@@ -177,11 +175,12 @@ type InitramfsInfo struct {
 // to out (and out + ".json", its manifest).
 func Initramfs(ctx context.Context, o Options, out string) (InitramfsInfo, error) {
 	o.defaults()
-	goarch, goarm, err := GOARCH(o.Arch)
-	if err != nil {
+	goarch, goarm := o.Arch.GOARCH, o.Arch.GOARM
+	if err := checkCompress(o); err != nil {
 		return InitramfsInfo{}, err
 	}
-	if err := checkCompress(o); err != nil {
+	tags, err := functions.BuildTags(o.Builtins, functions.Names())
+	if err != nil {
 		return InitramfsInfo{}, err
 	}
 	tmp, err := os.MkdirTemp("", "mfbuild-init-")
@@ -190,12 +189,8 @@ func Initramfs(ctx context.Context, o Options, out string) (InitramfsInfo, error
 	}
 	defer os.RemoveAll(tmp)
 	bin := filepath.Join(tmp, "mfinit")
-	tags, err := functions.BuildTags(o.Builtins, functions.Names())
-	if err != nil {
-		return InitramfsInfo{}, err
-	}
 	step := progress.Start("build mfinit for " + goarch)
-	err = initramfs.GoBuild(ctx, o.RepoDir, "./cmd/mfinit", goarch, goarm, bin, tags...)
+	err = initramfs.GoBuild(ctx, o.RepoDir, "./cmd/mfinit", o.Arch, bin, tags...)
 	step.Done(err)
 	if err != nil {
 		return InitramfsInfo{}, err
@@ -275,8 +270,8 @@ func Initramfs(ctx context.Context, o Options, out string) (InitramfsInfo, error
 // BuildWorker builds the kernel and the initramfs into outDir.
 func BuildWorker(ctx context.Context, o Options, outDir string) (Worker, error) {
 	o.defaults()
-	if o.Arch == "arm" {
-		return buildARMWorker(ctx, o, outDir)
+	if o.Arch.InitramfsLinked {
+		return buildLinkedWorker(ctx, o, outDir)
 	}
 	k, err := Kernel(ctx, o)
 	if err != nil {
@@ -304,14 +299,17 @@ func BuildWorker(ctx context.Context, o Options, outDir string) (Worker, error) 
 	return Worker{Kernel: kpath, VMLinux: vmlinux, Initramfs: info.Path, KernelInfo: k, InitInfo: info}, nil
 }
 
+// VMLinux is the name of the uncompressed kernel in a worker folder.
+const VMLinux = "vmlinux"
+
 // copyVMLinux puts the kernel's uncompressed vmlinux (if the build has one)
-// beside the bzImage, where the QEMU power controller looks for it
+// beside the kernel image, where the QEMU power controller looks for it
 // (power.BootKernel). A stale one from an older build is removed, so the
 // folder never pairs a new bzImage with an old vmlinux.
 func copyVMLinux(k kernel.Result, outDir string) (string, error) {
-	dst := filepath.Join(outDir, power.VMLinux)
+	dst := filepath.Join(outDir, VMLinux)
 	for _, f := range k.Manifest.Outputs {
-		if f.Name == power.VMLinux {
+		if f.Name == VMLinux {
 			if err := cache.CopyFile(dst, k.Output(f.Name), 0o644); err != nil {
 				return "", fmt.Errorf("copy vmlinux: %w", err)
 			}

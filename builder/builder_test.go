@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/target"
 )
 
 func repo(t *testing.T) string {
@@ -24,7 +24,7 @@ func TestInitramfsReproducible(t *testing.T) {
 	if testing.Short() {
 		t.Skip("compiles mfinit twice")
 	}
-	o := Options{RepoDir: repo(t), Arch: "x86"}
+	o := Options{RepoDir: repo(t), Arch: target.X86}
 	dir := t.TempDir()
 	a, err := Initramfs(context.Background(), o, filepath.Join(dir, "a.cpio"))
 	if err != nil {
@@ -49,39 +49,5 @@ func TestFindRepo(t *testing.T) {
 	}
 	if _, err := FindRepo(t.TempDir()); err != ErrNoRepo {
 		t.Fatalf("outside the repo: err = %v", err)
-	}
-}
-
-// worker builds (or takes from the cache) the x86 worker for QEMU tests.
-// The first run builds the kernel (minutes); later runs hit the cache.
-func worker(t *testing.T) Worker {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds the worker kernel and boots QEMU")
-	}
-	o := Options{RepoDir: repo(t), Arch: "x86", Cache: cache.Cache{Dir: cache.DefaultDir()}}
-	w, err := BuildWorker(context.Background(), o, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return w
-}
-
-// TestQEMUSmoke boots the built bzImage and initramfs in a QEMU microvm with
-// the real orchestrator in this process, runs cascading_sha256 and checks the
-// digest and that the VM exited.
-func TestQEMUSmoke(t *testing.T) {
-	w := worker(t)
-	res, err := Smoke(context.Background(), "x86", w, "auto", nil)
-	if err != nil {
-		if b, rerr := os.ReadFile(res.ConsoleLog); rerr == nil {
-			t.Logf("worker console:\n%s", b)
-		}
-		t.Fatal(err)
-	}
-	t.Logf("accel %s: uptime at init %.0f ms, network %.0f ms, connected %.0f ms; power-on to result %.0f ms",
-		res.Accel, res.Boot.InitMS, res.Boot.NetworkMS, res.Boot.ConnectedMS, res.WallMS)
-	if res.Boot.InitMS <= 0 || res.Boot.ConnectedMS < res.Boot.InitMS {
-		t.Errorf("implausible boot timings: %+v", res.Boot)
 	}
 }

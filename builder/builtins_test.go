@@ -16,6 +16,7 @@ import (
 	"github.com/u-root/u-root/pkg/cpio"
 
 	"github.com/microfaas/microfaas/runtime/functions"
+	"github.com/microfaas/microfaas/target"
 )
 
 // initFrom extracts /init from an initramfs (gzip or plain) into a file.
@@ -75,7 +76,7 @@ func TestInitramfsBuiltins(t *testing.T) {
 		{"redis_insert,matmul", CompressGzip, append(slices.Clone(compute), "redis_insert", "redis_modify")},
 	}
 	for _, tt := range tests {
-		o := Options{RepoDir: repo(t), Arch: "x86", Builtins: tt.builtins, Compress: tt.compress}
+		o := Options{RepoDir: repo(t), Arch: target.X86, Builtins: tt.builtins, Compress: tt.compress}
 		info, err := Initramfs(context.Background(), o, filepath.Join(t.TempDir(), "initramfs.cpio"))
 		if err != nil {
 			t.Fatal(err)
@@ -101,9 +102,9 @@ func TestInitramfsBadSelection(t *testing.T) {
 		o    Options
 		want error
 	}{
-		{Options{Arch: "x86", Builtins: "matmul,nope"}, functions.ErrSelection},
-		{Options{Arch: "x86", Compress: "zip"}, ErrCompress},
-		{Options{Arch: "arm", Compress: CompressGzip}, ErrCompress},
+		{Options{Arch: target.X86, Builtins: "matmul,nope"}, functions.ErrSelection},
+		{Options{Arch: target.X86, Compress: "zip"}, ErrCompress},
+		{Options{Arch: target.ARMv7, Compress: CompressGzip}, ErrCompress},
 	}
 	for _, tt := range tests {
 		tt.o.RepoDir = repo(t)

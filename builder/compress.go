@@ -23,8 +23,8 @@ func checkCompress(o Options) error {
 	case "", "none":
 		return nil
 	case CompressGzip:
-		if o.Arch == "arm" {
-			return fmt.Errorf("%w: the ARM initramfs is linked into the zImage, which is compressed already: drop --compress", ErrCompress)
+		if o.Arch.InitramfsLinked {
+			return fmt.Errorf("%w: the %s initramfs is linked into the kernel image, which is compressed already: drop --compress", ErrCompress, o.Arch.Name)
 		}
 		return nil
 	}

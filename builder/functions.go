@@ -25,6 +25,7 @@ import (
 	"github.com/microfaas/microfaas/initramfs"
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/runtime/functions"
+	"github.com/microfaas/microfaas/target"
 )
 
 // ErrCannotRun means a function's executable cannot run on a worker: wrong
@@ -35,20 +36,14 @@ var ErrCannotRun = errors.New("function cannot run on the worker")
 // functions get as /bin/sh.
 var BusyboxPath = "/bin/busybox"
 
-// platform is the OCI platform and ELF machine of a worker arch.
-func platform(arch string) (v1.Platform, elf.Machine, error) {
-	switch arch {
-	case "x86":
-		return v1.Platform{OS: "linux", Architecture: "amd64"}, elf.EM_X86_64, nil
-	case "arm":
-		return v1.Platform{OS: "linux", Architecture: "arm", Variant: "v7"}, elf.EM_ARM, nil
-	}
-	return v1.Platform{}, 0, fmt.Errorf("unknown architecture %q", arch)
+// platform is the OCI platform of a target's container images.
+func platform(t *target.Target) v1.Platform {
+	return v1.Platform{OS: "linux", Architecture: t.OCIArch, Variant: t.OCIVariant}
 }
 
 // functionOptions turns one --function name=spec into initramfs content.
 // spec is a path to an executable, or oci:REF for a container image.
-func functionOptions(ctx context.Context, arch, fname, spec string) ([]initramfs.Option, string, error) {
+func functionOptions(ctx context.Context, arch *target.Target, fname, spec string) ([]initramfs.Option, string, error) {
 	if ref, ok := strings.CutPrefix(spec, "oci:"); ok {
 		return imageFunction(ctx, arch, fname, ref)
 	}
@@ -65,8 +60,7 @@ func functionOptions(ctx context.Context, arch, fname, spec string) ([]initramfs
 		}
 		opts = append(opts, more...)
 	default:
-		_, machine, _ := platform(arch)
-		if err := checkELF(fname, spec, b, machine, nil); err != nil {
+		if err := checkELF(fname, spec, b, arch.ELF, nil); err != nil {
 			return nil, "", err
 		}
 	}
@@ -100,21 +94,23 @@ func checkELF(fname, what string, b []byte, machine elf.Machine, rootfs *tree) e
 
 // scriptInterpreter supports /bin/sh scripts by adding a static busybox
 // and its applets.
-func scriptInterpreter(arch, fname string, script []byte) ([]initramfs.Option, error) {
+func scriptInterpreter(arch *target.Target, fname string, script []byte) ([]initramfs.Option, error) {
 	line, _, _ := bytes.Cut(script[2:], []byte("\n"))
 	fields := strings.Fields(string(line))
 	if len(fields) == 0 || (fields[0] != "/bin/sh" && fields[0] != "/bin/busybox") {
 		return nil, fmt.Errorf("%w: function %s: interpreter %q is not in the worker: only /bin/sh scripts are supported (a static busybox is added); build other functions as static binaries or container images",
 			ErrCannotRun, fname, string(line))
 	}
-	if arch != "x86" {
-		return nil, fmt.Errorf("%w: function %s: script functions need a static busybox for %s; use a static binary", ErrCannotRun, fname, arch)
-	}
+	// The host's busybox is the only one we have; it must be the worker's machine.
 	bb, err := os.ReadFile(BusyboxPath)
 	if err != nil {
 		return nil, fmt.Errorf("function %s is a shell script and needs a static busybox: install busybox-static (make deps): %w", fname, err)
 	}
-	if err := checkELF(fname, BusyboxPath, bb, elf.EM_X86_64, nil); err != nil {
+	if f, err := elf.NewFile(bytes.NewReader(bb)); err == nil && f.Machine != arch.ELF {
+		return nil, fmt.Errorf("%w: function %s: script functions need a static busybox for %s (%s is %s); use a static binary",
+			ErrCannotRun, fname, arch, BusyboxPath, f.Machine)
+	}
+	if err := checkELF(fname, BusyboxPath, bb, arch.ELF, nil); err != nil {
 		return nil, err
 	}
 	out, err := exec.Command(BusyboxPath, "--list").Output()
@@ -133,11 +129,8 @@ func scriptInterpreter(arch, fname string, script []byte) ([]initramfs.Option, e
 // imageFunction pulls a container image (registry, OCI layout directory or
 // `docker save` tarball), checks it can run on the worker, and lays out its
 // flattened filesystem and config under /functions/NAME.
-func imageFunction(ctx context.Context, arch, fname, ref string) ([]initramfs.Option, string, error) {
-	plat, machine, err := platform(arch)
-	if err != nil {
-		return nil, "", err
-	}
+func imageFunction(ctx context.Context, arch *target.Target, fname, ref string) ([]initramfs.Option, string, error) {
+	plat, machine := platform(arch), arch.ELF
 	img, err := loadImage(ctx, ref, plat)
 	if err != nil {
 		return nil, "", fmt.Errorf("function %s: image %s: %w", fname, ref, err)

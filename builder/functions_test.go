@@ -1,15 +1,12 @@
 package builder
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,70 +16,20 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/microfaas/microfaas/initramfs"
+	"github.com/microfaas/microfaas/internal/testfn"
+	"github.com/microfaas/microfaas/target"
 )
 
-// buildWordcount compiles the example user function for goarch.
 func buildWordcount(t *testing.T, goarch string) []byte {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "wordcount")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./examples/functions/wordcount")
-	cmd.Dir = repo(t)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build wordcount: %v\n%s", err, b)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return testfn.Wordcount(t, repo(t), goarch)
 }
 
-// makeImage builds a one-layer image holding files, with entrypoint.
 func makeImage(t *testing.T, arch string, files map[string][]byte, symlinks map[string]string, entrypoint ...string) v1.Image {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, p := range sortedKeys(files) {
-		tw.WriteHeader(&tar.Header{Name: p, Mode: 0o755, Size: int64(len(files[p])), Typeflag: tar.TypeReg})
-		tw.Write(files[p])
-	}
-	for p, target := range symlinks {
-		tw.WriteHeader(&tar.Header{Name: p, Linkname: target, Typeflag: tar.TypeSymlink})
-	}
-	tw.Close()
-	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, _ := img.ConfigFile()
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", arch
-	cf.Config.Entrypoint = entrypoint
-	cf.Config.Env = []string{"PATH=/app"}
-	cf.Config.WorkingDir = "/app"
-	img, err = mutate.ConfigFile(img, cf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
-}
-
-func sortedKeys(m map[string][]byte) []string {
-	var k []string
-	for p := range m {
-		k = append(k, p)
-	}
-	return k
+	return testfn.Image(t, arch, files, symlinks, entrypoint...)
 }
 
 func archiveNames(t *testing.T, opts []initramfs.Option) map[string]bool {
@@ -102,9 +49,9 @@ func TestExecutableFunctions(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	wc := filepath.Join(dir, "wordcount")
-	os.WriteFile(wc, buildWordcount(t, "amd64"), 0o755)
+	os.WriteFile(wc, buildWordcount(t, target.X86.GOARCH), 0o755)
 	wcArm := filepath.Join(dir, "wordcount-arm")
-	os.WriteFile(wcArm, buildWordcount(t, "arm"), 0o755)
+	os.WriteFile(wcArm, buildWordcount(t, target.ARMv7.GOARCH), 0o755)
 	py := filepath.Join(dir, "fn.py")
 	os.WriteFile(py, []byte("#!/usr/bin/python3\nprint(1)\n"), 0o755)
 	tests := []struct {
@@ -126,7 +73,7 @@ func TestExecutableFunctions(t *testing.T) {
 					t.Skip("busybox-static not installed")
 				}
 			}
-			opts, _, err := functionOptions(ctx, "x86", "f", tt.spec)
+			opts, _, err := functionOptions(ctx, target.X86, "f", tt.spec)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
@@ -154,7 +101,7 @@ func TestImageFunctions(t *testing.T) {
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
-	wc := buildWordcount(t, "amd64")
+	wc := buildWordcount(t, target.X86.GOARCH)
 	good := makeImage(t, "amd64", map[string][]byte{"app/wordcount": wc}, map[string]string{"app/wc": "wordcount"}, "/app/wc")
 	push := func(tag string, img v1.Image) string {
 		ref := host + "/fn/" + tag
@@ -194,7 +141,7 @@ func TestImageFunctions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			opts, digest, err := functionOptions(ctx, "x86", "wc", "oci:"+tt.ref)
+			opts, digest, err := functionOptions(ctx, target.X86, "wc", "oci:"+tt.ref)
 			if tt.wantErr != "" {
 				if !errors.Is(err, ErrCannotRun) || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want ErrCannotRun with %q", err, tt.wantErr)

@@ -14,6 +14,7 @@ import (
 	"github.com/u-root/u-root/pkg/cpio"
 
 	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/target"
 )
 
 // TestConfigureRealKernelARM runs the real kconfig of the 6.1 tree for the
@@ -27,7 +28,7 @@ func TestConfigureRealKernelARM(t *testing.T) {
 	if err := Unpack(ctx, src, tree); err != nil {
 		t.Fatal(err)
 	}
-	arch := Arches["arm"]
+	arch := ArchFor(target.ARMv7)
 	var frags []NamedFragment
 	for _, f := range arch.Fragments {
 		b, err := os.ReadFile(filepath.Join("..", "configs", "kernel", f))
@@ -55,14 +56,14 @@ func TestConfigureRealKernelARM(t *testing.T) {
 // only on the archive, not on what was linked before) and differ from B's.
 func TestRelinkReproducible(t *testing.T) {
 	source := realKernelSource(t)
-	if _, err := exec.LookPath(Arches["arm"].CrossCompile + "gcc"); err != nil {
+	if _, err := exec.LookPath(target.ARMv7.CrossCompile + "gcc"); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatal(err)
 		}
 		t.Skip(err)
 	}
 	ctx := context.Background()
-	o := Options{Arch: Arches["arm"], Source: source, RepoDir: filepath.Join("..")}
+	o := Options{Arch: ArchFor(target.ARMv7), Source: source, RepoDir: filepath.Join("..")}
 	o.Cache = cache.Cache{Dir: cache.DefaultDir()}
 	o.Log = slog.Default()
 	o.Jobs = 2
@@ -117,7 +118,7 @@ func TestX86KeyInputsUnchanged(t *testing.T) {
 	if _, err := exec.LookPath("gcc"); err != nil {
 		t.Skip("no gcc: the key includes the toolchain")
 	}
-	o := Options{Arch: Arches["x86"], Source: Source{SHA256: "0", Series: "6.1"}, RepoDir: ".."}
+	o := Options{Arch: ArchFor(target.X86), Source: Source{SHA256: "0", Series: "6.1"}, RepoDir: ".."}
 	_, h, err := o.inputs()
 	if err != nil {
 		t.Fatal(err)

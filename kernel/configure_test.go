@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/target"
 )
 
 // realSource returns the Debian 6.1 tarball, or skips (fails in CI, where
@@ -48,7 +49,7 @@ func TestConfigureRealKernel(t *testing.T) {
 	if err := Unpack(ctx, src, tree); err != nil {
 		t.Fatal(err)
 	}
-	arch := Arches["x86"]
+	arch := ArchFor(target.X86)
 	var frags []NamedFragment
 	for _, f := range arch.Fragments {
 		b, err := os.ReadFile(filepath.Join("..", "configs", "kernel", f))

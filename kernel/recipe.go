@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/microfaas/microfaas/internal/source"
+	"github.com/microfaas/microfaas/target"
 )
 
 // Recipe is one kernel series' data file, configs/kernel/<series>/recipe.yaml:
@@ -136,7 +137,7 @@ func PatchDir(repo, series string) string { return filepath.Join(repo, "patches"
 
 // Arch describes how a kernel is built for one target.
 type Arch struct {
-	Name         string   // "x86" or "arm"
+	Name         string   // the target's name (target.Target.Name): part of the cache key
 	KArch        string   // the kernel's ARCH=
 	CrossCompile string   // CROSS_COMPILE= prefix
 	Base         string   // base config target
@@ -151,43 +152,27 @@ type Output struct {
 	Path string // path in the kernel tree
 }
 
-// Arches are the targets mfbuild builds for.
-var Arches = map[string]Arch{
-	"x86": {
-		Name: "x86", KArch: "x86", Base: "tinyconfig",
-		Fragments: []string{"common.config", "x86_64-microvm.config"},
-		Targets:   []string{"bzImage"},
-		// vmlinux is the uncompressed kernel with its PVH entry note, which
-		// QEMU can boot directly (no real-mode setup, no decompression).
-		Outputs: []Output{{"bzImage", "arch/x86/boot/bzImage"}, {"vmlinux", "vmlinux"}},
-	},
-	// One ARMv7 kernel for the BeagleBone Black and QEMU virt (see
-	// configs/kernel/armv7.config). Its initramfs is linked in (Options.Initramfs):
-	// U-Boot SPL's falcon mode loads a single image.
-	"arm": {
-		Name: "arm", KArch: "arm", CrossCompile: "arm-linux-gnueabihf-", Base: "tinyconfig",
-		Fragments: []string{"common.config", "armv7.config"},
-		Targets:   []string{"zImage", BoneBlackDTB},
-		Outputs: []Output{
-			{"zImage", "arch/arm/boot/zImage"},
-			{BoneBlackDTB, "arch/arm/boot/dts/" + BoneBlackDTB},
-		},
-	},
+// ArchFor is the kernel build of a target (target/): base tinyconfig, the
+// common fragment then the target's, its boot image, its device trees and,
+// where it boots directly, the uncompressed vmlinux.
+func ArchFor(t *target.Target) Arch {
+	boot := "arch/" + t.KernelARCH + "/boot/"
+	a := Arch{Name: t.Name, KArch: t.KernelARCH, CrossCompile: t.CrossCompile, Base: "tinyconfig",
+		Fragments: []string{"common.config", t.KernelFragment},
+		Targets:   []string{t.KernelImage},
+		Outputs:   []Output{{t.KernelImage, boot + t.KernelImage}},
+	}
+	if t.KernelELF {
+		// vmlinux carries the PVH entry note, which QEMU can boot directly
+		// (no real-mode setup, no decompression).
+		a.Outputs = append(a.Outputs, Output{"vmlinux", "vmlinux"})
+	}
+	for _, dtb := range t.KernelDTBs {
+		a.Targets = append(a.Targets, dtb)
+		a.Outputs = append(a.Outputs, Output{dtb, boot + "dts/" + dtb})
+	}
+	return a
 }
 
 // BoneBlackDTB is the BeagleBone Black's device tree, built with the ARM kernel.
 const BoneBlackDTB = "am335x-boneblack.dtb"
-
-// LookupArch returns the build description of an architecture.
-func LookupArch(name string) (Arch, error) {
-	a, ok := Arches[name]
-	if !ok {
-		known := make([]string, 0, len(Arches))
-		for k := range Arches {
-			known = append(known, k)
-		}
-		sort.Strings(known)
-		return Arch{}, fmt.Errorf("unknown architecture %q (known: %s)", name, strings.Join(known, ", "))
-	}
-	return a, nil
-}

@@ -7,8 +7,8 @@ import (
 	"context"
 	"runtime"
 
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator/clock"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 )
 
@@ -252,7 +252,7 @@ func (o *Orchestrator) execute(acts []action) {
 
 // powerGo runs a controller call outside the loop: a GPIO press takes
 // seconds.
-func (o *Orchestrator) powerGo(w inventory.Worker, call func(context.Context, power.Controller)) {
+func (o *Orchestrator) powerGo(w cluster.Worker, call func(context.Context, power.Controller)) {
 	c := o.cfg.Controllers[w.Kind]
 	o.wg.Add(1)
 	go func() {

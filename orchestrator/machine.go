@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/protocol"
 )
 
@@ -118,11 +118,11 @@ type helloReply struct {
 // after the commit, in order. See durable().
 type (
 	actPowerOn struct {
-		w       inventory.Worker
+		w       cluster.Worker
 		session uint64
 	}
 	actPowerOff struct {
-		w       inventory.Worker
+		w       cluster.Worker
 		session uint64
 	}
 	actSend struct {
@@ -200,7 +200,7 @@ func durable(a action) bool {
 }
 
 type worker struct {
-	spec         inventory.Worker
+	spec         cluster.Worker
 	state        State
 	since        time.Time
 	session      uint64 // counts sessions; events of older ones are ignored
@@ -254,7 +254,7 @@ func snapshot(inv *Invocation) *Invocation {
 // maxFailures bounds the failures Status reports.
 const maxFailures = 10
 
-func newMachine(cfg machineConfig, log *slog.Logger, workers []inventory.Worker, now time.Time) *machine {
+func newMachine(cfg machineConfig, log *slog.Logger, workers []cluster.Worker, now time.Time) *machine {
 	m := &machine{cfg: cfg, log: log, now: now, workers: map[string]*worker{}, live: map[string]*Invocation{},
 		recent: map[string]*Invocation{}}
 	for _, w := range workers {

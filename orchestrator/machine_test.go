@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/protocol"
 )
 
@@ -27,13 +27,13 @@ type mtest struct {
 func newMT(t *testing.T, workers int, tweak func(*machineConfig)) *mtest {
 	cfg := machineConfig{MaxBooting: workers, MaxAttempts: 3, MaxBootFailures: 3,
 		PowerUpTimeout: time.Minute, JobTimeout: time.Minute, PowerOffHoldoff: 10 * time.Second,
-		FirstIdle: 2 * time.Second, JobGrace: 15 * time.Second, ReportsExit: map[string]bool{inventory.KindVM: true}}
+		FirstIdle: 2 * time.Second, JobGrace: 15 * time.Second, ReportsExit: map[string]bool{cluster.KindVM: true}}
 	if tweak != nil {
 		tweak(&cfg)
 	}
-	var ws []inventory.Worker
+	var ws []cluster.Worker
 	for i := 0; i < workers; i++ {
-		ws = append(ws, inventory.Worker{ID: fmt.Sprintf("w%d", i), Kind: inventory.KindVM})
+		ws = append(ws, cluster.Worker{ID: fmt.Sprintf("w%d", i), Kind: cluster.KindVM})
 	}
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	return &mtest{t: t, m: newMachine(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), ws, now), now: now}
@@ -346,7 +346,7 @@ func TestMachineJobDeadline(t *testing.T) {
 // not go off within the holdoff; one that cannot report counts it off.
 func TestMachineStoppingHoldoff(t *testing.T) {
 	for _, reports := range []bool{true, false} {
-		x := newMT(t, 1, func(c *machineConfig) { c.ReportsExit[inventory.KindVM] = reports })
+		x := newMT(t, 1, func(c *machineConfig) { c.ReportsExit[cluster.KindVM] = reports })
 		inv := x.submit(time.Minute)
 		x.hello("w0")
 		x.result("w0", inv, protocol.Result{})

@@ -18,15 +18,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/energy"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 )
 
 // Config tunes the orchestrator. Zero values take the defaults noted.
 type Config struct {
-	Cluster     *inventory.Cluster
+	Cluster     *cluster.Cluster
 	Controllers map[string]power.Controller // by worker kind
 	// MaxBooting bounds workers booting at once (default: all).
 	MaxBooting int

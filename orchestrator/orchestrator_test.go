@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/internal/simworker"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/runtime"
@@ -92,15 +92,15 @@ type harness struct {
 
 func newHarness(t testing.TB, workers int, cfg Config) *harness {
 	t.Helper()
-	cluster := inventory.Local(workers)
+	cl := cluster.Local(workers)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim := &simworker.Controller{Orch: ln.Addr().String(), Secret: cluster.SecretBytes(), SecretFor: map[string][]byte{}}
+	sim := &simworker.Controller{Orch: ln.Addr().String(), Secret: cl.SecretBytes(), SecretFor: map[string][]byte{}}
 	logs := &logBuffer{}
-	cfg.Cluster = cluster
-	cfg.Controllers = map[string]power.Controller{inventory.KindVM: sim}
+	cfg.Cluster = cl
+	cfg.Controllers = map[string]power.Controller{cluster.KindVM: sim}
 	cfg.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	o, err := New(cfg)
 	if err != nil {
@@ -176,7 +176,7 @@ func TestWorkerDiesMidJobIsRetried(t *testing.T) {
 	if victim == "" {
 		t.Fatalf("no worker working: %+v", h.orch.Status())
 	}
-	h.sim.PowerOff(context.Background(), inventory.Worker{ID: victim})
+	h.sim.PowerOff(context.Background(), cluster.Worker{ID: victim})
 	<-hangStarted // the retry started on a worker
 	select {
 	case <-inv.Done():
@@ -199,7 +199,7 @@ func TestGivesUpAfterMaxAttempts(t *testing.T) {
 	h := newHarness(t, 1, Config{MaxAttempts: 1})
 	inv, _ := h.orch.Submit("test_hang", nil, 10*time.Second)
 	<-hangStarted
-	h.sim.PowerOff(context.Background(), inventory.Worker{ID: "vm0"})
+	h.sim.PowerOff(context.Background(), cluster.Worker{ID: "vm0"})
 	select {
 	case <-inv.Done():
 	case <-time.After(10 * time.Second):

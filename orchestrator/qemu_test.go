@@ -19,10 +19,11 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/orchestrator"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/target"
 )
 
 var (
@@ -49,7 +50,7 @@ func qemuWorker(t *testing.T) builder.Worker {
 			return
 		}
 		workerImg, workerErr = builder.BuildWorker(context.Background(),
-			builder.Options{RepoDir: repo, Arch: "x86", Cache: cache.Cache{Dir: cache.DefaultDir()}}, dir)
+			builder.Options{RepoDir: repo, Arch: target.X86, Cache: cache.Cache{Dir: cache.DefaultDir()}}, dir)
 	})
 	if workerErr != nil {
 		t.Fatal(workerErr)
@@ -73,14 +74,14 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 type qemuCluster struct {
 	orch *orchestrator.Orchestrator
 	qemu *power.QEMU
-	cl   *inventory.Cluster
+	cl   *cluster.Cluster
 	logs *syncBuffer
 }
 
 func startQEMUCluster(t *testing.T, workers int, cfg orchestrator.Config) *qemuCluster {
 	t.Helper()
 	w := qemuWorker(t)
-	cl := inventory.Local(workers)
+	cl := cluster.Local(workers)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +95,7 @@ func startQEMUCluster(t *testing.T, workers int, cfg orchestrator.Config) *qemuC
 		t.Fatal(err)
 	}
 	cfg.Cluster, cfg.Log = cl, log
-	cfg.Controllers = map[string]power.Controller{inventory.KindVM: q}
+	cfg.Controllers = map[string]power.Controller{cluster.KindVM: q}
 	o, err := orchestrator.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +162,7 @@ func TestQEMUWorkerKilledMidJob(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond)
 	// Pull the plug: kill the VM's qemu process, as a power cut would.
-	if err := c.qemu.PowerOff(context.Background(), inventory.Worker{ID: victim}); err != nil {
+	if err := c.qemu.PowerOff(context.Background(), cluster.Worker{ID: victim}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -187,9 +188,9 @@ func TestQEMUWorkerKilledMidJob(t *testing.T) {
 func TestQEMUUnknownWorkerTurnedAway(t *testing.T) {
 	c := startQEMUCluster(t, 1, orchestrator.Config{})
 	w := qemuWorker(t)
-	ghost := inventory.Worker{ID: "ghost", Kind: inventory.KindVM, IP: "10.0.2.15"}
+	ghost := cluster.Worker{ID: "ghost", Kind: cluster.KindVM, IP: "10.0.2.15"}
 	other := *c.cl
-	other.Workers = []inventory.Worker{ghost}
+	other.Workers = []cluster.Worker{ghost}
 	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Kernel: w.Kernel, Initrd: w.Initramfs,
 		Cluster: &other, LogDir: t.TempDir(), Failsafe: 60})
 	if err != nil {

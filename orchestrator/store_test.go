@@ -17,21 +17,21 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator/internal/simworker"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 )
 
 // start runs an orchestrator over store with simulated workers that take
 // bootDelay to come up.
-func start(t *testing.T, cluster *inventory.Cluster, store Store, bootDelay time.Duration) (*Orchestrator, *simworker.Controller) {
+func start(t *testing.T, cl *cluster.Cluster, store Store, bootDelay time.Duration) (*Orchestrator, *simworker.Controller) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim := &simworker.Controller{Orch: ln.Addr().String(), Secret: cluster.SecretBytes(), BootDelay: bootDelay}
-	o, err := New(Config{Cluster: cluster, Controllers: map[string]power.Controller{inventory.KindVM: sim}, Store: store,
+	sim := &simworker.Controller{Orch: ln.Addr().String(), Secret: cl.SecretBytes(), BootDelay: bootDelay}
+	o, err := New(Config{Cluster: cl, Controllers: map[string]power.Controller{cluster.KindVM: sim}, Store: store,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -46,12 +46,12 @@ func start(t *testing.T, cluster *inventory.Cluster, store Store, bootDelay time
 // accepted invocation runs exactly once, flagged as having survived a restart.
 func TestQueueSurvivesRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "queue.db")
-	cluster := inventory.Local(2)
+	cl := cluster.Local(2)
 	store, err := OpenBoltStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o1, _ := start(t, cluster, store, time.Hour) // workers never come up
+	o1, _ := start(t, cl, store, time.Hour) // workers never come up
 	var ids []string
 	for i := 0; i < 5; i++ {
 		inv, err := o1.Submit("cascading_sha256", json.RawMessage(fmt.Sprintf(`{"data":"r%d","rounds":2}`, i)), 10*time.Second)
@@ -72,7 +72,7 @@ func TestQueueSurvivesRestart(t *testing.T) {
 	if len(pending) != 5 {
 		t.Fatalf("%d pending after the first run, want 5", len(pending))
 	}
-	o2, _ := start(t, cluster, store, 0)
+	o2, _ := start(t, cl, store, 0)
 	for i, id := range ids {
 		inv, ok := o2.Lookup(id)
 		if !ok {

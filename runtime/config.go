@@ -4,27 +4,15 @@
 package runtime
 
 import (
-	"encoding/hex"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/protocol"
 )
 
-// The kernel command-line parameters, re-exported from protocol for the
-// worker's own use.
-const (
-	ParamID       = protocol.ParamID
-	ParamOrch     = protocol.ParamOrch
-	ParamSecret   = protocol.ParamSecret
-	ParamOff      = protocol.ParamOff
-	ParamFailsafe = protocol.ParamFailsafe
-	ParamIface    = protocol.ParamIface
-	ParamProbe    = protocol.ParamProbe
-	ProbeMarker   = protocol.ProbeMarker
-)
+// ProbeMarker is printed on the console by a worker booted with mf.probe=1.
+const ProbeMarker = protocol.ProbeMarker
 
 // Config is the worker's identity and behaviour, from the command line.
 type Config struct {
@@ -37,50 +25,30 @@ type Config struct {
 	Probe    bool
 }
 
-// ParseCmdline reads the worker's parameters from a kernel command line.
+// ParseCmdline reads the worker's parameters (bootparams) from a kernel
+// command line and applies the worker's defaults. The Config is filled as
+// far as the command line allows even when an error is returned (the
+// power-off mode is needed to stop).
 func ParseCmdline(cmdline string) (Config, error) {
-	c := Config{OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}
-	for _, f := range strings.Fields(cmdline) {
-		k, v, _ := strings.Cut(f, "=")
-		switch k {
-		case ParamID:
-			c.ID = v
-		case ParamOrch:
-			c.Orch = v
-		case ParamSecret:
-			s, err := hex.DecodeString(v)
-			if err != nil {
-				return c, fmt.Errorf("%s: not hex: %w", ParamSecret, err)
-			}
-			c.Secret = s
-		case ParamOff:
-			if v != "poweroff" && v != "reboot" {
-				return c, fmt.Errorf("%s=%q: want poweroff or reboot", ParamOff, v)
-			}
-			c.OffMode = v
-		case ParamFailsafe:
-			n, err := strconv.Atoi(v)
-			if err != nil || n <= 0 {
-				return c, fmt.Errorf("%s=%q: want a positive number of seconds", ParamFailsafe, v)
-			}
-			c.Failsafe = time.Duration(n) * time.Second
-		case ParamIface:
-			c.Iface = v
-		case ParamProbe:
-			c.Probe = v == "1"
+	c := Config{OffMode: bootparams.PowerOff, Failsafe: 120 * time.Second, Iface: "eth0"}
+	p, err := bootparams.Parse(cmdline)
+	c.ID, c.Orch, c.Secret, c.Probe = p.ID, p.Orch, p.Secret, p.Probe
+	if p.Off != "" {
+		c.OffMode = p.Off
+	}
+	if p.Failsafe > 0 {
+		c.Failsafe = p.Failsafe
+	}
+	if p.Iface != "" {
+		c.Iface = p.Iface
+	}
+	if err != nil || c.Probe {
+		return c, err
+	}
+	for _, m := range []struct{ name, v string }{{bootparams.ID, c.ID}, {bootparams.Orch, c.Orch}, {bootparams.Secret, string(c.Secret)}} {
+		if m.v == "" {
+			return c, fmt.Errorf("%w: %s= on the kernel command line", bootparams.ErrMissing, m.name)
 		}
-	}
-	if c.Probe {
-		return c, nil
-	}
-	if c.ID == "" {
-		return c, fmt.Errorf("missing %s= on the kernel command line", ParamID)
-	}
-	if c.Orch == "" {
-		return c, fmt.Errorf("missing %s=host:port on the kernel command line", ParamOrch)
-	}
-	if len(c.Secret) == 0 {
-		return c, fmt.Errorf("missing %s= on the kernel command line", ParamSecret)
 	}
 	return c, nil
 }

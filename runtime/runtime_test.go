@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/runtime/functions"
 )
@@ -30,25 +31,27 @@ func TestParseCmdline(t *testing.T) {
 	tests := []struct {
 		name, in string
 		want     Config
-		wantErr  string
+		err      error
 	}{
 		{"full", "console=ttyS0 mf.id=vm1 mf.orch=10.0.2.2:63302 mf.secret=00ff mf.off=reboot mf.failsafe=30 mf.iface=eth1",
-			Config{ID: "vm1", Orch: "10.0.2.2:63302", Secret: []byte{0, 0xff}, OffMode: "reboot", Failsafe: 30 * time.Second, Iface: "eth1"}, ""},
-		{"defaults", "mf.id=w mf.orch=h:1 mf.secret=01", Config{ID: "w", Orch: "h:1", Secret: []byte{1}, OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, ""},
-		{"probe needs nothing else", "mf.probe=1", Config{Probe: true, OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, ""},
-		{"missing id", "mf.orch=h:1 mf.secret=01", Config{}, "missing mf.id="},
-		{"missing orch", "mf.id=w mf.secret=01", Config{}, "missing mf.orch="},
-		{"missing secret", "mf.id=w mf.orch=h:1", Config{}, "missing mf.secret="},
-		{"bad secret", "mf.id=w mf.orch=h:1 mf.secret=zz", Config{}, "mf.secret: not hex"},
-		{"bad off", "mf.id=w mf.orch=h:1 mf.secret=01 mf.off=halt", Config{}, "want poweroff or reboot"},
-		{"bad failsafe", "mf.id=w mf.orch=h:1 mf.secret=01 mf.failsafe=-3", Config{}, "positive number of seconds"},
+			Config{ID: "vm1", Orch: "10.0.2.2:63302", Secret: []byte{0, 0xff}, OffMode: "reboot", Failsafe: 30 * time.Second, Iface: "eth1"}, nil},
+		{"defaults", "mf.id=w mf.orch=h:1 mf.secret=01", Config{ID: "w", Orch: "h:1", Secret: []byte{1}, OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, nil},
+		{"probe needs nothing else", "mf.probe=1", Config{Probe: true, OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, nil},
+		{"missing id", "mf.orch=h:1 mf.secret=01", Config{}, bootparams.ErrMissing},
+		{"missing orch", "mf.id=w mf.secret=01", Config{}, bootparams.ErrMissing},
+		{"missing secret", "mf.id=w mf.orch=h:1", Config{}, bootparams.ErrMissing},
+		{"bad secret", "mf.id=w mf.orch=h:1 mf.secret=zz", Config{}, bootparams.ErrInvalid},
+		{"bad off", "mf.id=w mf.orch=h:1 mf.secret=01 mf.off=halt", Config{}, bootparams.ErrInvalid},
+		{"bad failsafe", "mf.id=w mf.orch=h:1 mf.secret=01 mf.failsafe=-3", Config{}, bootparams.ErrInvalid},
+		{"id that would rewrite ip=", "mf.id=w:1 mf.orch=h:1 mf.secret=01", Config{}, bootparams.ErrInvalid},
+		{"second orchestrator", "mf.id=w mf.orch=h:1 mf.secret=01 mf.orch=evil:1", Config{}, bootparams.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := ParseCmdline(tt.in)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			if tt.err != nil {
+				if !errors.Is(err, tt.err) {
+					t.Fatalf("err = %v, want %v", err, tt.err)
 				}
 				return
 			}

@@ -4,14 +4,14 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/cluster"
 )
 
 // TestClusterExample checks that the documented example is a valid cluster
 // file describing the original wiring: ten BeagleBones on the original GPIO
 // pins and four VMs.
 func TestClusterExample(t *testing.T) {
-	c, err := inventory.Load(filepath.Join("..", "..", "configs", "cluster.example.yaml"))
+	c, err := cluster.Load(filepath.Join("..", "..", "configs", "cluster.example.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -19,15 +19,15 @@ func TestClusterExample(t *testing.T) {
 	var bbb, vm int
 	for _, w := range c.Workers {
 		switch w.Kind {
-		case inventory.KindBBB:
+		case cluster.KindBBB:
 			if bbb < len(pins) && w.Power.Pin != pins[bbb] {
 				t.Errorf("worker %s on %s, want %s (the original wiring)", w.ID, w.Power.Pin, pins[bbb])
 			}
-			if _, err := Bootargs(c, w, true); err != nil {
+			if _, err := Bootargs(c, w, false); err != nil {
 				t.Error(err)
 			}
 			bbb++
-		case inventory.KindVM:
+		case cluster.KindVM:
 			vm++
 		}
 	}

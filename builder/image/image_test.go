@@ -11,8 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/builder/uboot"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/cluster"
 )
 
 // am335xRaw is U-Boot 2023.01 am335x_evm's raw mode (as read from its
@@ -71,13 +72,13 @@ func fakeBoot(t *testing.T, kernelSize int) Boot {
 	return b
 }
 
-func testCluster(t *testing.T, n int) *inventory.Cluster {
+func testCluster(t *testing.T, n int) *cluster.Cluster {
 	t.Helper()
 	var w strings.Builder
 	for i := 0; i < n; i++ {
-		fmt.Fprintf(&w, "  - {id: bbb%d, kind: bbb, ip: 192.168.1.%d, power: {pin: P9_12}}\n", i, 10+i*11)
+		fmt.Fprintf(&w, "  - {id: bbb%d, kind: bbb, ip: 192.168.1.%d, power: {chip: gpiochip1, line: %d}}\n", i, 10+i*11, i)
 	}
-	c, err := inventory.Parse([]byte(`
+	c, err := cluster.Parse([]byte(`
 network: {subnet: 192.168.1.0/24, gateway: 192.168.1.1, orchestrator: 192.168.1.2}
 secret: 000102030405060708090a0b0c0d0e0f
 workers:
@@ -137,7 +138,7 @@ func TestWriteAndVerify(t *testing.T) {
 	b := fakeBoot(t, 3<<20)
 	c := testCluster(t, 1)
 	w, _ := c.Worker("bbb0")
-	args, err := Bootargs(c, w, true)
+	args, err := Bootargs(c, w, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +187,7 @@ func TestImagesDifferOnlyInPersonalData(t *testing.T) {
 	var first []byte
 	var firstInfo Info
 	for i, w := range c.Workers {
-		args, err := Bootargs(c, w, true)
+		args, err := Bootargs(c, w, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,7 +230,7 @@ func TestImagesDifferOnlyInPersonalData(t *testing.T) {
 func TestWriteRejects(t *testing.T) {
 	c := testCluster(t, 1)
 	w, _ := c.Worker("bbb0")
-	args, _ := Bootargs(c, w, true)
+	args, _ := Bootargs(c, w, false)
 	tests := []struct {
 		name    string
 		boot    func(t *testing.T) Boot
@@ -283,9 +284,19 @@ func TestBootargsRejects(t *testing.T) {
 	w, _ := c.Worker("bbb0")
 	outside := w
 	outside.IP = "10.0.0.5"
-	var we *WorkerError
-	if _, err := Bootargs(c, outside, true); !errors.As(err, &we) || we.Field != "ip" || we.Worker != "bbb0" {
+	var fe *cluster.FieldError
+	if _, err := Bootargs(c, outside, false); !errors.As(err, &fe) || fe.Field != "ip" || fe.Worker != "bbb0" {
 		t.Fatalf("address outside the subnet: %v", err)
+	}
+	// An id that got past the cluster file (a Cluster built in code) still
+	// cannot rewrite ip= or add a parameter.
+	var we *WorkerError
+	for _, id := range []string{"bbb0:10.0.0.9", "bbb0 init=/bin/sh", "bbb0\nmf.orch=6.6.6.6:1"} {
+		evil := w
+		evil.ID = id
+		if s, err := Bootargs(c, evil, false); !errors.As(err, &we) || !errors.Is(err, bootparams.ErrInvalid) {
+			t.Fatalf("id %q: %q, %v; want a WorkerError wrapping bootparams.ErrInvalid", id, s, err)
+		}
 	}
 	if _, err := LookupBBB(c, "bbb7"); !errors.As(err, &we) || we.Field != "id" || !strings.Contains(err.Error(), "bbb0") {
 		t.Fatalf("unknown worker: %v", err)

@@ -30,6 +30,7 @@ import (
 	"github.com/microfaas/microfaas/internal/progress"
 	"github.com/microfaas/microfaas/internal/source"
 	"github.com/microfaas/microfaas/kernel"
+	"github.com/microfaas/microfaas/target"
 )
 
 // Recipe is a U-Boot series' data file, configs/u-boot/<series>/recipe.yaml:
@@ -82,9 +83,11 @@ func (r Recipe) fragmentPaths() []string {
 	return out
 }
 
+// board is the BeagleBone's target: U-Boot is built with its toolchain.
+var board = target.ARMv7
+
 // The board the build is for.
 const (
-	CrossCompile   = "arm-linux-gnueabihf-"
 	FalconFragment = "am335x-falcon.config" // in configs/u-boot/<series>/
 	// revision changes when this package changes how it builds.
 	revision = "uboot-build-1"
@@ -171,7 +174,7 @@ func Build(ctx context.Context, o Options) (Result, error) {
 		return Result{}, err
 	}
 	in := kernel.Inputs{Revision: revision, Kind: "u-boot", Frags: append(rec.fragmentPaths(), o.ExtraFragments...), Patches: patches,
-		Tools: []string{CrossCompile + "gcc", CrossCompile + "ld", "make", "gcc"}}
+		Tools: []string{board.CrossCompile + "gcc", board.CrossCompile + "ld", "make", "gcc"}}
 	frags, err := in.Hash(h)
 	if err != nil {
 		return Result{}, err
@@ -233,7 +236,7 @@ func (o Options) build(ctx context.Context, out string, rec Recipe, src source.R
 	}
 	step := progress.Start("build u-boot " + src.Version + " (MLO, u-boot.img)")
 	logPath := filepath.Join(out, "build.log")
-	err := command.RunLogged(ctx, tree, env(), logPath, "make", "-j"+strconv.Itoa(o.Jobs), "CROSS_COMPILE="+CrossCompile, "ARCH=arm", "all") // MLO and u-boot.img are part of all (arch/arm/mach-omap2/config.mk)
+	err := command.RunLogged(ctx, tree, env(), logPath, "make", "-j"+strconv.Itoa(o.Jobs), "CROSS_COMPILE="+board.CrossCompile, "ARCH="+board.KernelARCH, "all") // MLO and u-boot.img are part of all (arch/arm/mach-omap2/config.mk)
 	step.Done(err)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("u-boot build failed: %w (log: %s)", err, command.TailFile(logPath, 30))
@@ -255,7 +258,7 @@ func Prepare(ctx context.Context, tree, defconfig string, srcs map[string]string
 	t := kernel.Tree{
 		Unpack:  func(ctx context.Context, tree string) error { return unpackDebian(ctx, tree, srcs) },
 		Patches: patches,
-		Arch:    kernel.Arch{Name: "u-boot", KArch: "arm", CrossCompile: CrossCompile, Base: defconfig},
+		Arch:    kernel.Arch{Name: "u-boot", KArch: board.KernelARCH, CrossCompile: board.CrossCompile, Base: defconfig},
 		Frags:   frags,
 	}
 	if err := t.Prepare(ctx, tree); err != nil {

@@ -10,7 +10,8 @@ import (
 
 	"github.com/microfaas/microfaas/builder"
 	"github.com/microfaas/microfaas/builder/image"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/cluster"
+	"github.com/microfaas/microfaas/target"
 )
 
 const imageUsage = `usage:
@@ -37,7 +38,7 @@ func runImage(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("mfbuild image "+medium, flag.ContinueOnError)
 	var c common
 	c.register(fs)
-	cluster := fs.String("cluster", "", "cluster file (configs/cluster.example.yaml documents it)")
+	clusterFile := fs.String("cluster", "", "cluster file (configs/cluster.example.yaml documents it)")
 	worker := fs.String("worker", "", "worker id")
 	all := fs.Bool("all", false, "one image per BeagleBone worker of the cluster file, into the folder --out")
 	out := fs.String("out", "", "image file (or folder with --all)")
@@ -46,9 +47,9 @@ func runImage(ctx context.Context, args []string) error {
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
-	c.arch = "arm"
+	c.arch = target.ARMv7
 	switch {
-	case *cluster == "":
+	case *clusterFile == "":
 		return errors.New("--cluster FILE is required")
 	case *out == "":
 		return errors.New("--out is required")
@@ -57,20 +58,20 @@ func runImage(ctx context.Context, args []string) error {
 	case *all && medium == builder.MediumFlasher:
 		return errors.New("flasher images are written one worker at a time: --worker ID")
 	}
-	cl, err := inventory.Load(*cluster)
+	cl, err := cluster.Load(*clusterFile)
 	if err != nil {
 		return err
 	}
 	var reqs []builder.ImageRequest
 	if *all {
 		for _, w := range cl.Workers {
-			if w.Kind == inventory.KindBBB {
+			if w.Kind == cluster.KindBBB {
 				reqs = append(reqs, builder.ImageRequest{Medium: medium, Worker: w.ID, Debug: *debug,
 					Out: filepath.Join(*out, w.ID+"-"+medium+".img")})
 			}
 		}
 		if len(reqs) == 0 {
-			return fmt.Errorf("%s has no BeagleBone (kind bbb) workers", *cluster)
+			return fmt.Errorf("%s has no BeagleBone (kind bbb) workers", *clusterFile)
 		}
 	} else {
 		reqs = []builder.ImageRequest{{Medium: medium, Worker: *worker, Out: *out, Debug: *debug}}

@@ -21,6 +21,7 @@ import (
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/internal/cli"
 	"github.com/microfaas/microfaas/kernel"
+	"github.com/microfaas/microfaas/target"
 )
 
 var commands = []cli.Command{
@@ -36,15 +37,17 @@ func main() { cli.Main("mfbuild", commands) }
 
 // common holds the flags every build command takes.
 type common struct {
-	arch, version, source, sha, cacheDir, repo string
-	jobs                                       int
-	verbose, locked                            bool
-	functions                                  funcFlags
-	builtins, compress                         string
+	arch                                 *target.Target
+	version, source, sha, cacheDir, repo string
+	jobs                                 int
+	verbose, locked                      bool
+	functions                            funcFlags
+	builtins, compress                   string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.arch, "arch", "x86", "worker architecture: x86 or arm")
+	c.arch = target.X86
+	fs.Var(target.Flag{T: &c.arch}, "arch", "worker architecture: "+target.Names())
 	fs.StringVar(&c.version, "version", kernel.DefaultVersion, "kernel recipe: a series folder of configs/kernel/ (6.1, 5.10, 5.11) or its exact version")
 	fs.BoolVar(&c.locked, "locked", false, "build only the exact pinned source versions (release builds): a pin gone from the archive is an error, not a fallback")
 	fs.StringVar(&c.source, "source", "", "build from this kernel tarball instead of the recipe's (version read from its Makefile)")

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/e2e"
 )
 
 func runQEMU(ctx context.Context, args []string) error {
@@ -24,7 +24,7 @@ func runQEMU(ctx context.Context, args []string) error {
 		return err
 	}
 	printWorker(w)
-	res, err := builder.Smoke(ctx, c.arch, w, *accel, o.Log)
+	res, err := e2e.Smoke(ctx, c.arch, w, *accel, o.Log)
 	if err != nil {
 		if res.ConsoleLog != "" {
 			if b, rerr := os.ReadFile(res.ConsoleLog); rerr == nil {

@@ -29,7 +29,7 @@ func runWorker(ctx context.Context, args []string) error {
 // buildWorker builds kernel and initramfs into out (default out/ARCH).
 func buildWorker(ctx context.Context, c *common, out string) (builder.Worker, builder.Options, error) {
 	if out == "" {
-		out = "out/" + c.arch
+		out = "out/" + c.arch.Name
 	}
 	o, err := c.options()
 	if err != nil {

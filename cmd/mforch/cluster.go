@@ -10,28 +10,30 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/energy"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/target"
 )
 
 // clusterFlags are the flags that set up a running orchestrator.
 type clusterFlags struct {
-	cluster, kernel, initrd, accel, listen, results, logDir, store string
-	workers                                                        int
-	idle, powerUp                                                  time.Duration
-	maxBooting, attempts                                           int
-	verbose                                                        bool
-	gpioPulse, gpioHold                                            time.Duration
-	energy                                                         energyFlags
+	clusterFile, kernel, initrd, armKernel, accel, listen, results, logDir, store string
+	workers                                                                       int
+	idle, powerUp                                                                 time.Duration
+	maxBooting, attempts                                                          int
+	verbose                                                                       bool
+	gpioPulse, gpioHold                                                           time.Duration
+	energy                                                                        energyFlags
 }
 
 func (c *clusterFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.cluster, "cluster", "", "cluster file (default: a local cluster of --workers QEMU workers)")
+	fs.StringVar(&c.clusterFile, "cluster", "", "cluster file (default: a local cluster of --workers QEMU workers)")
 	fs.IntVar(&c.workers, "workers", 3, "without --cluster: how many local QEMU workers")
 	fs.StringVar(&c.kernel, "kernel", "out/x86/bzImage", "worker kernel for QEMU workers (mfbuild worker); on x86 a PVH vmlinux beside it boots instead")
 	fs.StringVar(&c.initrd, "initrd", "out/x86/initramfs.cpio", "worker initramfs for QEMU workers")
+	fs.StringVar(&c.armKernel, "arm-kernel", "out/arm/zImage", "worker kernel for QEMU workers with vm.arch arm (mfbuild worker --arch arm; initramfs linked in)")
 	fs.StringVar(&c.accel, "accel", "auto", "QEMU accelerator: auto (probe KVM, else TCG), kvm or tcg")
 	fs.StringVar(&c.listen, "listen", "", "worker protocol address (default: the cluster file's, or 127.0.0.1:0 for a local cluster)")
 	fs.StringVar(&c.results, "results", "results.csv", "results CSV, one row per invocation (appended to)")
@@ -51,7 +53,8 @@ func (c *clusterFlags) register(fs *flag.FlagSet) {
 type running struct {
 	orch    *orchestrator.Orchestrator
 	ln      net.Listener
-	qemu    *power.QEMU
+	qemu    *power.QEMU      // the first QEMU controller (the local cluster's)
+	qemus   power.QEMUByArch // one per architecture of the cluster's VM workers
 	results *os.File
 	store   *orchestrator.BoltStore
 	logDir  string
@@ -65,9 +68,7 @@ func (r *running) Close() {
 		r.energy.stop() // after Close, which waits for the meter to pass the last power-off
 	}
 	r.ln.Close()
-	if r.qemu != nil {
-		r.qemu.Close()
-	}
+	r.qemus.Close()
 	r.results.Close()
 	if r.store != nil {
 		r.store.Close()
@@ -80,14 +81,14 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	var cl *inventory.Cluster
+	var cl *cluster.Cluster
 	var err error
-	if c.cluster != "" {
-		if cl, err = inventory.Load(c.cluster); err != nil {
+	if c.clusterFile != "" {
+		if cl, err = cluster.Load(c.clusterFile); err != nil {
 			return nil, err
 		}
 	} else {
-		cl = inventory.Local(c.workers)
+		cl = cluster.Local(c.workers)
 		if c.listen == "" {
 			c.listen = "127.0.0.1:0"
 		}
@@ -102,7 +103,7 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	if cl.Network.Port == 0 {
 		cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
 	}
-	r := &running{ln: ln, log: log, logDir: c.logDir}
+	r := &running{ln: ln, log: log, logDir: c.logDir, qemus: power.QEMUByArch{}}
 	if r.logDir == "" {
 		if r.logDir, err = os.MkdirTemp("", "mforch-consoles-"); err != nil {
 			return nil, err
@@ -110,17 +111,15 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	}
 	controllers := map[string]power.Controller{}
 	for _, w := range cl.Workers {
-		if w.Kind == inventory.KindVM && r.qemu == nil {
-			r.qemu, err = power.NewQEMU(ctx, power.QEMUConfig{Arch: "x86", Kernel: c.kernel, Initrd: c.initrd,
-				Accel: c.accel, Cluster: cl, LogDir: r.logDir, Log: log})
-			if err != nil {
+		if w.Kind == cluster.KindVM && r.qemus[w.VM.Target()] == nil {
+			if err := c.startQEMU(ctx, r, cl, w.VM.Target()); err != nil {
 				ln.Close()
+				r.qemus.Close()
 				return nil, err
 			}
-			controllers[inventory.KindVM] = r.qemu
-			log.Info("QEMU workers", "accel", r.qemu.Accel(), "kernel", c.kernel, "consoles", r.logDir)
+			controllers[cluster.KindVM] = r.qemus
 		}
-		if w.Kind == inventory.KindBBB && controllers[inventory.KindBBB] == nil {
+		if w.Kind == cluster.KindBBB && controllers[cluster.KindBBB] == nil {
 			g, err := power.NewGPIO(power.GPIOConfig{Pulse: c.gpioPulse, ForcedOffHold: c.gpioHold, Log: log})
 			if err == nil {
 				// Fail now, not at the first power-on, on the wrong host
@@ -131,7 +130,7 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 				ln.Close()
 				return nil, fmt.Errorf("BeagleBone power control: %w", err)
 			}
-			controllers[inventory.KindBBB] = g
+			controllers[cluster.KindBBB] = g
 			log.Info("BeagleBone workers powered through GPIO", "pulse", g.Config().Pulse, "forced_off_hold", g.Config().ForcedOffHold)
 		}
 	}
@@ -182,4 +181,24 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	go r.orch.Serve(ln)
 	log.Info("orchestrator listening for workers", "addr", ln.Addr().String(), "workers", len(cl.Workers))
 	return r, nil
+}
+
+// startQEMU starts the QEMU controller of the VM workers of target t.
+func (c *clusterFlags) startQEMU(ctx context.Context, r *running, cl *cluster.Cluster, t *target.Target) error {
+	kernels := map[*target.Target]string{target.X86: c.kernel, target.ARMv7: c.armKernel}
+	cfg := power.QEMUConfig{Arch: t, Kernel: kernels[t], Initrd: c.initrd,
+		Accel: c.accel, Cluster: cl, LogDir: r.logDir, Log: r.log}
+	if t.InitramfsLinked {
+		cfg.Initrd = ""
+	}
+	q, err := power.NewQEMU(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("%s QEMU workers: %w", t, err)
+	}
+	r.qemus[t] = q
+	if r.qemu == nil {
+		r.qemu = q
+	}
+	r.log.Info("QEMU workers", "arch", t, "accel", q.Accel(), "kernel", cfg.Kernel, "consoles", r.logDir)
+	return nil
 }

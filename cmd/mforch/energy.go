@@ -19,11 +19,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/energy/cpumodel"
 	"github.com/microfaas/microfaas/orchestrator/energy/meters"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 )
 
@@ -83,7 +83,7 @@ type energyRow struct {
 // CPU-time model for a cluster whose workers are all QEMU VMs. It returns
 // nil (no accounting) with --energy=false or when the cluster has
 // BeagleBones but no meter.
-func (e *energyFlags) setup(cl *inventory.Cluster, q *power.QEMU, log *slog.Logger) (*energyRun, error) {
+func (e *energyFlags) setup(cl *cluster.Cluster, q *power.QEMU, log *slog.Logger) (*energyRun, error) {
 	if !e.on {
 		return nil, nil
 	}
@@ -91,7 +91,7 @@ func (e *energyFlags) setup(cl *inventory.Cluster, q *power.QEMU, log *slog.Logg
 	allVM := true
 	for _, w := range cl.Workers {
 		ids = append(ids, w.ID)
-		allVM = allVM && w.Kind == inventory.KindVM
+		allVM = allVM && w.Kind == cluster.KindVM
 	}
 	var cfg energy.Config
 	switch {

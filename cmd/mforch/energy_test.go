@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/energy/cpumodel"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 )
 
@@ -21,7 +21,7 @@ func TestEnergySetupPicksMeter(t *testing.T) {
 	on := energyFlags{on: true, perCoreW: 10}
 
 	// QEMU workers, no meter section: the CPU-time model, labelled model.
-	r, err := on.setup(inventory.Local(2), q, log)
+	r, err := on.setup(cluster.Local(2), q, log)
 	if err != nil || r == nil || r.cfg.Driver != energy.DriverCPUTime || energy.Label(r.meter.Source()) != "model" {
 		t.Fatalf("local cluster: %+v, %v; want the cpu-time model", r, err)
 	}
@@ -36,26 +36,26 @@ func TestEnergySetupPicksMeter(t *testing.T) {
 	}
 	// A bad model from the flags is refused.
 	bad := energyFlags{on: true, perCoreW: 0}
-	if _, err := bad.setup(inventory.Local(1), q, log); !errors.Is(err, energy.ErrConfig) {
+	if _, err := bad.setup(cluster.Local(1), q, log); !errors.Is(err, energy.ErrConfig) {
 		t.Errorf("watts per core 0: err = %v, want energy.ErrConfig", err)
 	}
 	// The cluster file's meter wins, with its calibrated states.
 	dir := t.TempDir()
 	states := filepath.Join(dir, "states.yaml")
 	os.WriteFile(states, []byte("source: calibration\nbaseline_watts: 11.5\nwatts: {booting: 2.3, idle: 1.5, working: 2.9, stopping: 1.8}\n"), 0o644)
-	cl := inventory.Local(1)
+	cl := cluster.Local(1)
 	cl.Meter = &energy.Config{Driver: energy.DriverWattsUp, Device: "/dev/ttyUSB0", Covers: "strip", States: states}
 	r, err = on.setup(cl, q, log)
 	if err != nil || r == nil || r.cfg.Driver != energy.DriverWattsUp || r.acc.Model == nil || r.acc.Model.Watts[energy.Working] != 2.9 {
 		t.Fatalf("meter section: %+v, %v", r, err)
 	}
 	// BeagleBones without a meter, or --energy=false: no accounting.
-	cl = inventory.Local(1)
-	cl.Workers[0].Kind = inventory.KindBBB
+	cl = cluster.Local(1)
+	cl.Workers[0].Kind = cluster.KindBBB
 	if r, err := on.setup(cl, nil, log); r != nil || err != nil {
 		t.Errorf("boards without a meter: %+v, %v; want none", r, err)
 	}
-	if r, err := (&energyFlags{}).setup(inventory.Local(1), q, log); r != nil || err != nil {
+	if r, err := (&energyFlags{}).setup(cluster.Local(1), q, log); r != nil || err != nil {
 		t.Errorf("--energy=false: %+v, %v; want none", r, err)
 	}
 }

@@ -17,9 +17,9 @@ import (
 	"github.com/openfaas/faas-provider/auth"
 	"github.com/openfaas/faas-provider/types"
 
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/internal/simworker"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 )
 
@@ -54,12 +54,12 @@ type harness struct {
 
 // start runs the orchestrator over ctrl's workers and the provider in front
 // of it; it registers the cleanup.
-func start(t testing.TB, cluster *inventory.Cluster, ln net.Listener, ctrl power.Controller, ocfg orchestrator.Config, pcfg Config) *harness {
+func start(t testing.TB, cl *cluster.Cluster, ln net.Listener, ctrl power.Controller, ocfg orchestrator.Config, pcfg Config) *harness {
 	t.Helper()
 	logs := &logBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ocfg.Cluster = cluster
-	ocfg.Controllers = map[string]power.Controller{inventory.KindVM: ctrl}
+	ocfg.Cluster = cl
+	ocfg.Controllers = map[string]power.Controller{cluster.KindVM: ctrl}
 	ocfg.Log = log
 	o, err := orchestrator.New(ocfg)
 	if err != nil {
@@ -94,17 +94,17 @@ func start(t testing.TB, cluster *inventory.Cluster, ln net.Listener, ctrl power
 // loopback TCP, orchestrator/internal/simworker).
 func newSimHarness(t testing.TB, n int, bootDelay time.Duration, ocfg orchestrator.Config, pcfg Config) (*harness, *simworker.Controller) {
 	t.Helper()
-	cluster := inventory.Local(n)
+	cl := cluster.Local(n)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim := &simworker.Controller{Orch: ln.Addr().String(), Secret: cluster.SecretBytes(), BootDelay: bootDelay,
+	sim := &simworker.Controller{Orch: ln.Addr().String(), Secret: cl.SecretBytes(), BootDelay: bootDelay,
 		SecretFor: map[string][]byte{}}
 	// Cleanups run last-in first-out: the workers are waited for after
 	// start's cleanup has closed the orchestrator, which powers them off.
 	t.Cleanup(sim.Wait)
-	return start(t, cluster, ln, sim, ocfg, pcfg), sim
+	return start(t, cl, ln, sim, ocfg, pcfg), sim
 }
 
 // call sends a request; body is nil, a string, []byte, or a value sent as

@@ -18,10 +18,11 @@ import (
 	"github.com/openfaas/faas-provider/types"
 
 	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/orchestrator"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	mftarget "github.com/microfaas/microfaas/target"
 )
 
 var (
@@ -65,7 +66,7 @@ func qemuWorker(tb testing.TB) builder.Worker {
 			workerErr = fmt.Errorf("building the wordcount example: %w\n%s", err, out)
 			return
 		}
-		workerImg, workerErr = builder.BuildWorker(context.Background(), builder.Options{RepoDir: repo, Arch: "x86",
+		workerImg, workerErr = builder.BuildWorker(context.Background(), builder.Options{RepoDir: repo, Arch: mftarget.X86,
 			Cache: cache.Cache{Dir: cache.DefaultDir()}, Functions: map[string]string{"wordcount": wc}},
 			filepath.Join(workerDir, "worker"))
 	})
@@ -81,7 +82,7 @@ type counting struct {
 	powerOns atomic.Int32
 }
 
-func (c *counting) PowerOn(ctx context.Context, w inventory.Worker) error {
+func (c *counting) PowerOn(ctx context.Context, w cluster.Worker) error {
 	c.powerOns.Add(1)
 	return c.QEMU.PowerOn(ctx, w)
 }
@@ -91,15 +92,15 @@ func (c *counting) PowerOn(ctx context.Context, w inventory.Worker) error {
 func newQEMUHarness(tb testing.TB, n int, idle time.Duration, pcfg Config) (*harness, *counting) {
 	tb.Helper()
 	w := qemuWorker(tb)
-	cluster := inventory.Local(n)
+	cl := cluster.Local(n)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cluster.Network.Port = ln.Addr().(*net.TCPAddr).Port
+	cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
 	logDir := tb.TempDir()
-	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Arch: "x86", Kernel: w.Kernel, Initrd: w.Initramfs,
-		Accel: "auto", Cluster: cluster, LogDir: logDir, Failsafe: 60})
+	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Arch: mftarget.X86, Kernel: w.Kernel, Initrd: w.Initramfs,
+		Accel: "auto", Cluster: cl, LogDir: logDir, Failsafe: 60})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -115,7 +116,7 @@ func newQEMUHarness(tb testing.TB, n int, idle time.Duration, pcfg Config) (*har
 	})
 	c := &counting{QEMU: q}
 	pcfg.UserFunctions = append(pcfg.UserFunctions, "wordcount")
-	h := start(tb, cluster, ln, c, orchestrator.Config{IdleTimeout: idle, PowerUpTimeout: 60 * time.Second}, pcfg)
+	h := start(tb, cl, ln, c, orchestrator.Config{IdleTimeout: idle, PowerUpTimeout: 60 * time.Second}, pcfg)
 	tb.Logf("QEMU accelerator: %s", q.Accel())
 	return h, c
 }

@@ -12,8 +12,8 @@ import (
 
 	"github.com/warthog618/go-gpiocdev"
 
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator/clock"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 )
 
 // GPIO timings. See docs/power.md for where they come from.
@@ -150,7 +150,7 @@ func (g *GPIO) Config() GPIOConfig { return g.cfg }
 
 // PowerOn presses the worker's power button for the configured pulse and
 // returns once it is released.
-func (g *GPIO) PowerOn(ctx context.Context, w inventory.Worker) error {
+func (g *GPIO) PowerOn(ctx context.Context, w cluster.Worker) error {
 	return g.press(ctx, w, g.cfg.Pulse, "power-on pulse")
 }
 
@@ -158,13 +158,13 @@ func (g *GPIO) PowerOn(ctx context.Context, w inventory.Worker) error {
 // makes the PMIC cut the board's power. It returns once the button is
 // released. On a board that is already off, the press first powers it on and
 // the hold then forces it off again.
-func (g *GPIO) PowerOff(ctx context.Context, w inventory.Worker) error {
+func (g *GPIO) PowerOff(ctx context.Context, w cluster.Worker) error {
 	return g.press(ctx, w, g.cfg.ForcedOffHold, "forced power-off hold")
 }
 
 // WorkerLine is the GPIO line wired to a worker's PWR_BUT.
 type WorkerLine struct {
-	inventory.Line
+	cluster.Line
 	Pin string // BeagleBone header name, when the cluster file gave one
 }
 
@@ -176,10 +176,10 @@ func (l WorkerLine) String() string {
 }
 
 // ResolveLine returns the line of a bbb worker: its header pin mapped with
-// inventory.LookupPin, or its chip and line as given.
-func ResolveLine(w inventory.Worker) (WorkerLine, error) {
-	if w.Kind != inventory.KindBBB {
-		return WorkerLine{}, fmt.Errorf("worker %s is kind %q: the GPIO power controller powers %q workers", w.ID, w.Kind, inventory.KindBBB)
+// cluster.LookupPin, or its chip and line as given.
+func ResolveLine(w cluster.Worker) (WorkerLine, error) {
+	if w.Kind != cluster.KindBBB {
+		return WorkerLine{}, fmt.Errorf("worker %s is kind %q: the GPIO power controller powers %q workers", w.ID, w.Kind, cluster.KindBBB)
 	}
 	p := w.Power
 	hasChipLine := p.Chip != "" || p.Line != nil
@@ -187,7 +187,7 @@ func ResolveLine(w inventory.Worker) (WorkerLine, error) {
 	case p.Pin != "" && hasChipLine:
 		return WorkerLine{}, fmt.Errorf("worker %s: power has both pin %s and chip/line: give one of them in the cluster file", w.ID, p.Pin)
 	case p.Pin != "":
-		l, err := inventory.LookupPin(p.Pin)
+		l, err := cluster.LookupPin(p.Pin)
 		if err != nil {
 			return WorkerLine{}, fmt.Errorf("worker %s: power.pin: %w", w.ID, err)
 		}
@@ -196,7 +196,7 @@ func ResolveLine(w inventory.Worker) (WorkerLine, error) {
 		if *p.Line < 0 {
 			return WorkerLine{}, fmt.Errorf("worker %s: power.line %d: a line offset is 0 or more", w.ID, *p.Line)
 		}
-		return WorkerLine{Line: inventory.Line{Chip: p.Chip, Offset: *p.Line}}, nil
+		return WorkerLine{Line: cluster.Line{Chip: p.Chip, Offset: *p.Line}}, nil
 	}
 	return WorkerLine{}, fmt.Errorf("worker %s: no power line: set power.pin (e.g. P9_12) or power.chip and power.line in the cluster file", w.ID)
 }
@@ -205,7 +205,7 @@ func ResolveLine(w inventory.Worker) (WorkerLine, error) {
 // exists and is free: the chip opens, has the line, and no other program
 // holds it. mforch calls it at start so a wrong host or cluster file fails
 // at once instead of at the first power-on.
-func (g *GPIO) Verify(workers []inventory.Worker) error {
+func (g *GPIO) Verify(workers []cluster.Worker) error {
 	chips := map[string]*gpiocdev.Chip{}
 	defer func() {
 		for _, c := range chips {
@@ -214,7 +214,7 @@ func (g *GPIO) Verify(workers []inventory.Worker) error {
 	}()
 	var errs []error
 	for _, w := range workers {
-		if w.Kind != inventory.KindBBB {
+		if w.Kind != cluster.KindBBB {
 			continue
 		}
 		line, err := ResolveLine(w)
@@ -249,7 +249,7 @@ func (g *GPIO) Verify(workers []inventory.Worker) error {
 
 // press drives the worker's line to "pressed" for hold, then to "released",
 // then gives the line back.
-func (g *GPIO) press(ctx context.Context, w inventory.Worker, hold time.Duration, what string) error {
+func (g *GPIO) press(ctx context.Context, w cluster.Worker, hold time.Duration, what string) error {
 	line, err := ResolveLine(w)
 	if err != nil {
 		return err

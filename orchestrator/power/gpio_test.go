@@ -20,11 +20,12 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/initramfs"
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/orchestrator/clock"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/target"
 )
 
 // TestMain turns this test binary into the gpio-sim guest when it is PID 1
@@ -62,21 +63,21 @@ func intp(i int) *int { return &i }
 func TestResolveLine(t *testing.T) {
 	tests := []struct {
 		name    string
-		w       inventory.Worker
+		w       cluster.Worker
 		want    power.WorkerLine
 		wantErr []string // substrings of the error; nil: no error
 	}{
-		{"pin", bbb("w0", "P9_12"), power.WorkerLine{Line: inventory.Line{Chip: "gpiochip1", Offset: 28}, Pin: "P9_12"}, nil},
-		{"pin on bank 3", bbb("w3", "P9_25"), power.WorkerLine{Line: inventory.Line{Chip: "gpiochip3", Offset: 21}, Pin: "P9_25"}, nil},
-		{"chip and line", bbbChipLine("w1", "gpiochip4", 7), power.WorkerLine{Line: inventory.Line{Chip: "gpiochip4", Offset: 7}}, nil},
+		{"pin", bbb("w0", "P9_12"), power.WorkerLine{Line: cluster.Line{Chip: "gpiochip1", Offset: 28}, Pin: "P9_12"}, nil},
+		{"pin on bank 3", bbb("w3", "P9_25"), power.WorkerLine{Line: cluster.Line{Chip: "gpiochip3", Offset: 21}, Pin: "P9_25"}, nil},
+		{"chip and line", bbbChipLine("w1", "gpiochip4", 7), power.WorkerLine{Line: cluster.Line{Chip: "gpiochip4", Offset: 7}}, nil},
 		{"unknown pin", bbb("w2", "P9_1"), power.WorkerLine{}, []string{"worker w2", "P9_1", "not a BeagleBone Black GPIO header pin"}},
-		{"pin and chip", inventory.Worker{ID: "w4", Kind: inventory.KindBBB, Power: inventory.GPIOPower{Pin: "P9_12", Chip: "gpiochip1", Line: intp(28)}},
+		{"pin and chip", cluster.Worker{ID: "w4", Kind: cluster.KindBBB, Power: cluster.GPIOPower{Pin: "P9_12", Chip: "gpiochip1", Line: intp(28)}},
 			power.WorkerLine{}, []string{"worker w4", "both pin P9_12 and chip/line"}},
-		{"nothing", inventory.Worker{ID: "w5", Kind: inventory.KindBBB}, power.WorkerLine{}, []string{"worker w5", "power.pin", "power.chip and power.line"}},
-		{"chip without line", inventory.Worker{ID: "w6", Kind: inventory.KindBBB, Power: inventory.GPIOPower{Chip: "gpiochip0"}},
+		{"nothing", cluster.Worker{ID: "w5", Kind: cluster.KindBBB}, power.WorkerLine{}, []string{"worker w5", "power.pin", "power.chip and power.line"}},
+		{"chip without line", cluster.Worker{ID: "w6", Kind: cluster.KindBBB, Power: cluster.GPIOPower{Chip: "gpiochip0"}},
 			power.WorkerLine{}, []string{"worker w6", "no power line"}},
 		{"negative line", bbbChipLine("w7", "gpiochip0", -1), power.WorkerLine{}, []string{"worker w7", "power.line -1"}},
-		{"vm worker", inventory.Worker{ID: "vm0", Kind: inventory.KindVM}, power.WorkerLine{}, []string{"worker vm0", `kind "vm"`}},
+		{"vm worker", cluster.Worker{ID: "vm0", Kind: cluster.KindVM}, power.WorkerLine{}, []string{"worker vm0", `kind "vm"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,7 +107,7 @@ func TestResolveLine(t *testing.T) {
 // independent copy for the original cluster's ten pins.
 func TestOriginalPinTable(t *testing.T) {
 	for _, pin := range originalPinOrder {
-		l, err := inventory.LookupPin(pin)
+		l, err := cluster.LookupPin(pin)
 		if err != nil {
 			t.Errorf("%s: %v", pin, err)
 			continue
@@ -235,7 +236,7 @@ func bootGPIOSimGuest(t *testing.T) (map[string]*simReport, string) {
 		}
 		t.Skipf("%s: %v", what, err)
 	}
-	qemu, err := exec.LookPath(power.QEMUBinary("x86"))
+	qemu, err := exec.LookPath(target.X86.QEMU.Binary)
 	needed("QEMU missing (make deps installs it)", err)
 	repo, err := builder.FindRepo(".")
 	if err != nil {
@@ -246,7 +247,7 @@ func bootGPIOSimGuest(t *testing.T) (map[string]*simReport, string) {
 
 	// The worker kernel plus the test-only gpio-sim fragment, from the cache
 	// (built once by make test: mfbuild kernel --fragment ...).
-	k, err := builder.Kernel(ctx, builder.Options{RepoDir: repo, Arch: "x86", Cache: cache.Cache{Dir: cache.DefaultDir()},
+	k, err := builder.Kernel(ctx, builder.Options{RepoDir: repo, Arch: target.X86, Cache: cache.Cache{Dir: cache.DefaultDir()},
 		KernelFragments: []string{filepath.Join(repo, "configs", "kernel", "test-gpio-sim.config")}})
 	if err != nil {
 		t.Fatal(err)
@@ -286,7 +287,7 @@ func bootGPIOSimGuest(t *testing.T) (map[string]*simReport, string) {
 		// clock falls back to 4 ms jiffies on a loaded host.
 		cmdline += fmt.Sprintf(" tsc_early_khz=%d", khz)
 	}
-	args := power.QEMUArgs("x86", "tcg", bzImage, cpio, inventory.Worker{ID: "gpiosim"}, cmdline)
+	args := power.QEMUArgs(target.X86, "tcg", bzImage, cpio, cluster.Worker{ID: "gpiosim"}, cmdline)
 	qctx, qcancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer qcancel()
 	cmd := exec.CommandContext(qctx, qemu, args...)
@@ -872,7 +873,7 @@ func TestGPIOErrors(t *testing.T) {
 	if err := wait(t, done); err != nil {
 		t.Fatalf("press after errors: %v", err)
 	}
-	if err := g.PowerOn(context.Background(), inventory.Worker{ID: "x", Kind: inventory.KindBBB}); err == nil {
+	if err := g.PowerOn(context.Background(), cluster.Worker{ID: "x", Kind: cluster.KindBBB}); err == nil {
 		t.Fatal("worker without a line")
 	}
 }

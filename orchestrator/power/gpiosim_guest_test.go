@@ -23,7 +23,7 @@ import (
 	"github.com/warthog618/go-gpiocdev"
 	"golang.org/x/sys/unix"
 
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	mfruntime "github.com/microfaas/microfaas/runtime"
 )
@@ -239,12 +239,12 @@ type guestScenario struct {
 	run      func(r *simReport) error
 }
 
-func bbb(id, pin string) inventory.Worker {
-	return inventory.Worker{ID: id, Kind: inventory.KindBBB, Power: inventory.GPIOPower{Pin: pin}}
+func bbb(id, pin string) cluster.Worker {
+	return cluster.Worker{ID: id, Kind: cluster.KindBBB, Power: cluster.GPIOPower{Pin: pin}}
 }
 
-func bbbChipLine(id, chip string, line int) inventory.Worker {
-	return inventory.Worker{ID: id, Kind: inventory.KindBBB, Power: inventory.GPIOPower{Chip: chip, Line: &line}}
+func bbbChipLine(id, chip string, line int) cluster.Worker {
+	return cluster.Worker{ID: id, Kind: cluster.KindBBB, Power: cluster.GPIOPower{Chip: chip, Line: &line}}
 }
 
 func guestScenarios(log *slog.Logger) []guestScenario {
@@ -382,7 +382,7 @@ func guestScenarios(log *slog.Logger) []guestScenario {
 					r.call(w.ID, "on", func() error { return g.PowerOn(context.Background(), w) })
 				}
 				r.call("verify-good", "verify", func() error {
-					var ws []inventory.Worker
+					var ws []cluster.Worker
 					for i, pin := range originalPinOrder {
 						ws = append(ws, bbb(fmt.Sprintf("w%d", i), pin))
 					}
@@ -396,13 +396,13 @@ func guestScenarios(log *slog.Logger) []guestScenario {
 }
 
 // errorWorkers are workers whose power line cannot be pressed, by id.
-func errorWorkers() []inventory.Worker {
-	return []inventory.Worker{
+func errorWorkers() []cluster.Worker {
+	return []cluster.Worker{
 		bbbChipLine("missing-chip", "gpiochip7", 3),
 		bbbChipLine("bad-line", "gpiochip0", 40),
 		bbbChipLine("busy-line", "gpiochip2", 9),
 		bbb("bad-pin", "P9_99"),
-		{ID: "no-line", Kind: inventory.KindBBB},
+		{ID: "no-line", Kind: cluster.KindBBB},
 	}
 }
 

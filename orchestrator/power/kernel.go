@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+
+	"github.com/microfaas/microfaas/target"
 )
 
 // VMLinux is the uncompressed x86 kernel that mfbuild puts beside the
@@ -20,10 +22,11 @@ const VMLinux = "vmlinux"
 const xenElfNotePhys32Entry = 18
 
 // BootKernel returns the kernel QEMU should load for the configured one:
-// on x86, a vmlinux with a PVH entry beside a bzImage wins; otherwise (ARM,
-// no vmlinux, or one built without CONFIG_PVH) the configured kernel.
-func BootKernel(arch, kernel string, log *slog.Logger) string {
-	if arch == "arm" || kernel == "" || filepath.Base(kernel) == VMLinux {
+// for a target that keeps its vmlinux (KernelELF: x86), a vmlinux with a
+// PVH entry beside the kernel image wins; otherwise (ARM, no vmlinux, or
+// one built without CONFIG_PVH) the configured kernel.
+func BootKernel(t *target.Target, kernel string, log *slog.Logger) string {
+	if !t.KernelELF || kernel == "" || filepath.Base(kernel) == VMLinux {
 		return kernel
 	}
 	v := filepath.Join(filepath.Dir(kernel), VMLinux)

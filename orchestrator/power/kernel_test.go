@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/target"
 )
 
 // note encodes one ELF note (little endian, 4-byte aligned).
@@ -58,16 +59,16 @@ func TestBootKernel(t *testing.T) {
 	noPVH := t.TempDir()
 	bz := filepath.Join(noPVH, "bzImage")
 	os.WriteFile(bz, []byte("not a kernel"), 0o644)
-	if got := BootKernel("x86", bz, nil); got != bz {
+	if got := BootKernel(target.X86, bz, nil); got != bz {
 		t.Errorf("no vmlinux: got %s", got)
 	}
 	if err := cache.CopyFile(filepath.Join(noPVH, VMLinux), self, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if got := BootKernel("x86", bz, nil); got != bz {
+	if got := BootKernel(target.X86, bz, nil); got != bz {
 		t.Errorf("vmlinux without PVH entry: got %s, want the bzImage", got)
 	}
-	if got := BootKernel("arm", bz, nil); got != bz {
+	if got := BootKernel(target.ARMv7, bz, nil); got != bz {
 		t.Errorf("arm: got %s", got)
 	}
 
@@ -83,7 +84,7 @@ func TestBootKernel(t *testing.T) {
 		withPVH := t.TempDir()
 		os.Symlink(v, filepath.Join(withPVH, VMLinux))
 		bz := filepath.Join(withPVH, "bzImage")
-		if got := BootKernel("x86", bz, nil); got != filepath.Join(withPVH, VMLinux) {
+		if got := BootKernel(target.X86, bz, nil); got != filepath.Join(withPVH, VMLinux) {
 			t.Errorf("PVH vmlinux beside the bzImage: got %s", got)
 		}
 	}

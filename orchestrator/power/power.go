@@ -6,17 +6,17 @@ package power
 import (
 	"context"
 
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/cluster"
 )
 
 // Controller powers workers of one kind.
 type Controller interface {
 	// PowerOn starts the worker. It returns once the power-on is under way;
 	// the worker announces itself over the protocol when it has booted.
-	PowerOn(ctx context.Context, w inventory.Worker) error
+	PowerOn(ctx context.Context, w cluster.Worker) error
 	// PowerOff forces the worker off, for a worker that is hung or no longer
 	// wanted. A worker told to power off over the protocol needs no call.
-	PowerOff(ctx context.Context, w inventory.Worker) error
+	PowerOff(ctx context.Context, w cluster.Worker) error
 }
 
 // ExitReporter is a Controller that knows when a worker went off by itself

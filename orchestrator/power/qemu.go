@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,27 +15,30 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/bootparams"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/protocol"
+	"github.com/microfaas/microfaas/target"
 )
 
 // QEMUConfig says how to boot QEMU workers. The same settings serve the
 // orchestrator, the smoke test and the benchmarks: there is one way to boot
 // a worker.
 type QEMUConfig struct {
-	Arch   string // "x86" (qemu-system-x86_64 -M microvm) or "arm" (qemu-system-arm -M virt)
-	Kernel string // bzImage / zImage (x86: a PVH vmlinux beside the bzImage boots instead)
-	Initrd string // initramfs cpio; empty when built into the kernel
+	Arch   *target.Target // nil: target.X86
+	Kernel string         // bzImage / zImage (a PVH vmlinux beside it boots instead: BootKernel)
+	Initrd string         // initramfs cpio; empty when built into the kernel (Arch.InitramfsLinked)
 	// Accel is "kvm", "tcg" or "auto" (probe KVM with a short real boot and
 	// fall back to TCG when it fails or hangs).
 	Accel string
 	// Cluster supplies the network, the orchestrator address and the secret.
-	Cluster *inventory.Cluster
+	Cluster *cluster.Cluster
 	// LogDir receives each worker's console output (worker-<id>.log).
 	LogDir string
 	// Failsafe is the worker's mf.failsafe, in seconds (0: the worker's default).
 	Failsafe int
-	// Cmdline is appended to every worker's kernel command line.
+	// Cmdline holds kernel parameters added to every worker's command line
+	// (not mf.* or ip=, which have their own fields: bootparams.ValidKernel).
 	Cmdline string
 	// Console, if set, is called just before a worker's qemu starts and
 	// gets a copy of its console output (benchmarks time the first byte).
@@ -60,8 +62,8 @@ func NewQEMU(ctx context.Context, cfg QEMUConfig) (*QEMU, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	if cfg.Arch == "" {
-		cfg.Arch = "x86"
+	if cfg.Arch == nil {
+		cfg.Arch = target.X86
 	}
 	for _, f := range []string{cfg.Kernel, cfg.Initrd} {
 		if f == "" {
@@ -72,8 +74,8 @@ func NewQEMU(ctx context.Context, cfg QEMUConfig) (*QEMU, error) {
 		}
 	}
 	cfg.Kernel = BootKernel(cfg.Arch, cfg.Kernel, cfg.Log) // vmlinux beside a bzImage: see kernel.go
-	if _, err := exec.LookPath(qemuBinary(cfg.Arch)); err != nil {
-		return nil, fmt.Errorf("%s not found: install QEMU (make deps): %w", qemuBinary(cfg.Arch), err)
+	if _, err := exec.LookPath(cfg.Arch.QEMU.Binary); err != nil {
+		return nil, fmt.Errorf("%s not found: install QEMU (make deps): %w", cfg.Arch.QEMU.Binary, err)
 	}
 	if cfg.LogDir == "" {
 		cfg.LogDir = os.TempDir()
@@ -103,39 +105,15 @@ func (q *QEMU) OnExit(fn func(string, error)) {
 	q.mu.Unlock()
 }
 
-func qemuBinary(arch string) string {
-	if arch == "arm" {
-		return "qemu-system-arm"
-	}
-	return "qemu-system-x86_64"
-}
-
 // Args returns the qemu command line for a worker booted with cmdline.
-func (q *QEMU) Args(w inventory.Worker, cmdline string) []string {
+func (q *QEMU) Args(w cluster.Worker, cmdline string) []string {
 	return qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, q.cfg.Initrd, w, cmdline)
 }
 
-func qemuArgs(arch, accel, kernel, initrd string, w inventory.Worker, cmdline string) []string {
-	var args []string
-	if arch == "arm" {
-		// virtio-rng seeds the guest kernel's RNG, so the Go runtime's
-		// getrandom does not block at boot (no RDRAND on ARM).
-		args = []string{"-M", "virt", "-cpu", "cortex-a15", "-device", "virtio-rng-device"}
-	} else {
-		// acpi=off makes QEMU put the virtio-mmio devices on the kernel
-		// command line, which our kernel (no ACPI) reads. rtc=on: without
-		// an RTC the kernel's first clock read polled the absent chip for
-		// ~1 s of CPU under TCG (docs/performance.md); with it, it also
-		// starts with the host's wall time.
-		args = []string{"-M", "microvm,x-option-roms=off,rtc=on,acpi=off"}
-		// A CPU with RDRAND (emulated under TCG) lets the kernel seed its
-		// RNG at once with random.trust_cpu=on; without it the Go runtime
-		// blocks in getrandom for about a second of boot under TCG.
-		if accel == "kvm" {
-			args = append(args, "-cpu", "host")
-		} else {
-			args = append(args, "-cpu", "max")
-		}
+func qemuArgs(t *target.Target, accel, kernel, initrd string, w cluster.Worker, cmdline string) []string {
+	args := []string{"-M", t.QEMU.Machine, "-cpu", t.QEMU.CPUFor(accel)}
+	for _, d := range t.QEMU.Devices {
+		args = append(args, "-device", d)
 	}
 	args = append(args, "-accel", accel,
 		"-m", fmt.Sprint(w.VM.Memory()), "-smp", "1",
@@ -159,50 +137,35 @@ func qemuArgs(arch, accel, kernel, initrd string, w inventory.Worker, cmdline st
 
 // Cmdline is the kernel command line for worker w: console, reset-on-panic,
 // the kernel's own IP configuration, and the worker's mf.* parameters.
-func (q *QEMU) Cmdline(w inventory.Worker) (string, error) {
-	c := q.cfg.Cluster
-	p, err := netip.ParsePrefix(c.Network.Subnet)
+func (q *QEMU) Cmdline(w cluster.Worker) (string, error) {
+	p, err := q.cfg.Cluster.BootParams(w)
 	if err != nil {
-		return "", fmt.Errorf("cluster subnet: %w", err)
+		return "", err
 	}
-	mask := netmask(p.Bits())
-	console := "console=ttyS0"
-	if q.cfg.Arch == "arm" {
-		console = "console=ttyAMA0"
-	}
-	parts := []string{
-		console, "reboot=t", "panic=-1", "quiet", "random.trust_cpu=on",
+	p.Kernel = []string{
+		"console=" + q.cfg.Arch.QEMU.Console, "reboot=t", "panic=-1", "quiet", "random.trust_cpu=on",
 		// No legacy BSD PTYs (nothing on a worker uses them): their 256
 		// device pairs were the slowest initcall under TCG (docs/performance.md).
 		"pty.legacy_count=0",
 		// The VM's TSC is steady; trusting it gives fine-grained time from the
 		// start instead of jiffies until the TSC watchdog settles.
 		"tsc=reliable",
-		fmt.Sprintf("ip=%s::%s:%s:%s:eth0:off", w.IP, c.Network.Gateway, mask, w.ID),
-		protocol.ParamID + "=" + w.ID,
-		protocol.ParamOrch + "=" + c.Addr(),
-		protocol.ParamSecret + "=" + fmt.Sprintf("%x", c.SecretBytes()),
-		// The microvm has no power-off device: the worker resets instead, and
-		// -no-reboot turns the reset into qemu exiting.
-		protocol.ParamOff + "=reboot",
 	}
-	if q.cfg.Arch != "arm" && q.accel == "tcg" {
+	if q.cfg.Arch.QEMU.TSC && q.accel == "tcg" {
 		if khz := HostTSCkHz(); khz > 0 {
-			parts = append(parts, fmt.Sprintf("tsc_early_khz=%d", khz))
+			p.Kernel = append(p.Kernel, fmt.Sprintf("tsc_early_khz=%d", khz))
 		}
 	}
-	if q.cfg.Failsafe > 0 {
-		parts = append(parts, fmt.Sprintf("%s=%d", protocol.ParamFailsafe, q.cfg.Failsafe))
+	p.Kernel = append(p.Kernel, strings.Fields(q.cfg.Cmdline)...)
+	// The microvm has no power-off device: the worker resets instead, and
+	// -no-reboot turns the reset into qemu exiting.
+	p.Off = bootparams.Reboot
+	p.Failsafe = time.Duration(q.cfg.Failsafe) * time.Second
+	s, err := p.Render()
+	if err != nil {
+		return "", fmt.Errorf("worker %s: %w", w.ID, err)
 	}
-	if q.cfg.Cmdline != "" {
-		parts = append(parts, q.cfg.Cmdline)
-	}
-	return strings.Join(parts, " "), nil
-}
-
-func netmask(bits int) string {
-	m := uint32(0xffffffff) << (32 - bits)
-	return fmt.Sprintf("%d.%d.%d.%d", m>>24, m>>16&0xff, m>>8&0xff, m&0xff)
+	return s, nil
 }
 
 // LogPath is where worker id's console output goes.
@@ -211,7 +174,7 @@ func (q *QEMU) LogPath(id string) string {
 }
 
 // PowerOn starts the worker's qemu process.
-func (q *QEMU) PowerOn(ctx context.Context, w inventory.Worker) error {
+func (q *QEMU) PowerOn(ctx context.Context, w cluster.Worker) error {
 	cmdline, err := q.Cmdline(w)
 	if err != nil {
 		return err
@@ -227,7 +190,7 @@ func (q *QEMU) PowerOn(ctx context.Context, w inventory.Worker) error {
 		return fmt.Errorf("worker %s console log: %w", w.ID, err)
 	}
 	// Not CommandContext: the VM outlives the request that started it.
-	cmd := exec.Command(qemuBinary(q.cfg.Arch), q.Args(w, cmdline)...)
+	cmd := exec.Command(q.cfg.Arch.QEMU.Binary, q.Args(w, cmdline)...)
 	cmd.Stdin = nil
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if q.cfg.Console != nil {
@@ -269,7 +232,7 @@ func (q *QEMU) PowerOn(ctx context.Context, w inventory.Worker) error {
 // PowerOff kills the worker's qemu process (pulling the plug) and waits for
 // it to be reaped and its exit reported (so the report never arrives after
 // PowerOff returned).
-func (q *QEMU) PowerOff(ctx context.Context, w inventory.Worker) error {
+func (q *QEMU) PowerOff(ctx context.Context, w cluster.Worker) error {
 	q.mu.Lock()
 	cmd, ok := q.procs[w.ID]
 	exited := q.exited[cmd]
@@ -317,7 +280,7 @@ func (q *QEMU) Close() {
 	}
 	q.mu.Unlock()
 	for _, id := range ids {
-		q.PowerOff(context.Background(), inventory.Worker{ID: id})
+		q.PowerOff(context.Background(), cluster.Worker{ID: id})
 	}
 }
 
@@ -330,9 +293,9 @@ var (
 // timeout. If the worker's probe marker appears, KVM works; otherwise (no
 // /dev/kvm, an error, or a nested-KVM hang) it returns "tcg". The answer is
 // remembered for the process.
-func ProbeAccel(ctx context.Context, arch, kernel, initrd string, log *slog.Logger) string {
-	if arch == "arm" {
-		return "tcg" // no KVM for 32-bit ARM guests on an x86 host
+func ProbeAccel(ctx context.Context, t *target.Target, kernel, initrd string, log *slog.Logger) string {
+	if !t.QEMU.KVM {
+		return "tcg"
 	}
 	key := kernel + "\x00" + initrd
 	probeMu.Lock()
@@ -344,9 +307,10 @@ func ProbeAccel(ctx context.Context, arch, kernel, initrd string, log *slog.Logg
 	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
 		f.Close()
 		pctx, cancel := context.WithTimeout(ctx, 8*time.Second)
-		args := qemuArgs(arch, "kvm", kernel, initrd, inventory.Worker{ID: "probe"},
-			"console=ttyS0 reboot=t panic=-1 "+protocol.ParamProbe+"=1 "+protocol.ParamOff+"=reboot")
-		cmd := exec.CommandContext(pctx, qemuBinary(arch), args...)
+		cmdline, _ := bootparams.Params{Kernel: []string{"console=" + t.QEMU.Console, "reboot=t", "panic=-1"},
+			Probe: true, Off: bootparams.Reboot}.Render()
+		args := qemuArgs(t, "kvm", kernel, initrd, cluster.Worker{ID: "probe"}, cmdline)
+		cmd := exec.CommandContext(pctx, t.QEMU.Binary, args...)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, io.Discard
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -10,25 +10,20 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
 	"syscall"
-)
 
-// Param turns the debug shell on.
-const Param = "mf.debug"
+	"github.com/microfaas/microfaas/bootparams"
+)
 
 // Shell is the shell debug images carry (u-root's gosh, builder/debug.go).
 const Shell = "/bin/gosh"
 
-// Requested reports whether the command line asks for the debug shell.
+// Requested reports whether the command line asks for the debug shell
+// (mf.debug=1).
 func Requested(cmdline string) bool {
-	for _, f := range strings.Fields(cmdline) {
-		if f == Param+"=1" {
-			return true
-		}
-	}
-	return false
+	p, _ := bootparams.Parse(cmdline)
+	return p.Debug
 }
 
 // Session is a running console shell.

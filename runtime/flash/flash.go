@@ -13,26 +13,18 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/microfaas/microfaas/bootparams"
 )
 
-// Kernel command-line parameters of the flasher.
+// The console line that reports the result starts with one of these.
 const (
-	ParamFlash  = "mf.flash"        // 1: run the flasher instead of the worker
-	ParamSrc    = "mf.flash.src"    // block device holding the image (the SD card's partition 2)
-	ParamDst    = "mf.flash.dst"    // block device to write (the eMMC)
-	ParamSize   = "mf.flash.size"   // bytes of the image
-	ParamSHA256 = "mf.flash.sha256" // its SHA-256, hex
-
-	// OKMarker and FailMarker start the console line that reports the result.
 	OKMarker   = "MFFLASH-OK"
 	FailMarker = "MFFLASH-FAILED"
 )
@@ -47,62 +39,25 @@ type Config struct {
 	DeviceWait time.Duration
 }
 
-// Requested reports whether the command line asks for the flasher.
+// Requested reports whether the command line asks for the flasher (mf.flash=1).
 func Requested(cmdline string) bool {
-	for _, f := range strings.Fields(cmdline) {
-		if f == ParamFlash+"=1" {
-			return true
-		}
-	}
-	return false
+	p, _ := bootparams.Parse(cmdline)
+	return p.Flash != nil
 }
 
-// Params renders cfg as kernel command-line parameters (with mf.flash=1).
-func Params(cfg Config) []string {
-	return []string{ParamFlash + "=1", ParamSrc + "=" + cfg.Src, ParamDst + "=" + cfg.Dst,
-		ParamSize + "=" + strconv.FormatInt(cfg.Size, 10), ParamSHA256 + "=" + hex.EncodeToString(cfg.SHA256)}
-}
-
-// Parse reads the flasher's parameters from a kernel command line.
+// Parse reads the flasher's parameters (bootparams.Flash) from a kernel
+// command line.
 func Parse(cmdline string) (Config, error) {
 	c := Config{DeviceWait: 60 * time.Second}
-	var errs []error
-	for _, f := range strings.Fields(cmdline) {
-		k, v, _ := strings.Cut(f, "=")
-		switch k {
-		case ParamSrc:
-			c.Src = v
-		case ParamDst:
-			c.Dst = v
-		case ParamSize:
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n <= 0 {
-				errs = append(errs, fmt.Errorf("%s=%q: want a positive number of bytes", ParamSize, v))
-			}
-			c.Size = n
-		case ParamSHA256:
-			s, err := hex.DecodeString(v)
-			if err != nil || len(s) != sha256.Size {
-				errs = append(errs, fmt.Errorf("%s=%q: want 64 hex digits", ParamSHA256, v))
-			}
-			c.SHA256 = s
-		}
+	p, err := bootparams.Parse(cmdline)
+	if err != nil {
+		return c, err
 	}
-	for _, p := range []struct{ name, v string }{{ParamSrc, c.Src}, {ParamDst, c.Dst}} {
-		if p.v == "" {
-			errs = append(errs, fmt.Errorf("missing %s= on the kernel command line", p.name))
-		}
+	if p.Flash == nil {
+		return c, fmt.Errorf("%w: %s=1 on the kernel command line", bootparams.ErrMissing, bootparams.FlashOn)
 	}
-	if c.Size == 0 && len(errs) == 0 {
-		errs = append(errs, fmt.Errorf("missing %s= on the kernel command line", ParamSize))
-	}
-	if c.SHA256 == nil && len(errs) == 0 {
-		errs = append(errs, fmt.Errorf("missing %s= on the kernel command line", ParamSHA256))
-	}
-	if c.Src != "" && c.Src == c.Dst {
-		errs = append(errs, fmt.Errorf("%s and %s are the same device %s", ParamSrc, ParamDst, c.Src))
-	}
-	return c, errors.Join(errs...)
+	c.Src, c.Dst, c.Size, c.SHA256 = p.Flash.Src, p.Flash.Dst, p.Flash.Size, p.Flash.SHA256
+	return c, nil
 }
 
 // Result is what a flash did.

@@ -3,43 +3,46 @@ package flash
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/microfaas/microfaas/bootparams"
 )
 
 func TestParse(t *testing.T) {
 	h := sha256.Sum256([]byte("x"))
-	good := strings.Join(Params(Config{Src: "/dev/mmcblk0p2", Dst: "/dev/mmcblk1", Size: 42, SHA256: h[:]}), " ")
+	good, err := bootparams.Params{Kernel: []string{"console=ttyS0", "quiet"},
+		Flash: &bootparams.Flash{Src: "/dev/mmcblk0p2", Dst: "/dev/mmcblk1", Size: 42, SHA256: h[:]}}.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
-		name, cmdline, wantErr string
+		name, cmdline string
+		err           error
 	}{
-		{"good", "console=ttyS0 " + good + " quiet", ""},
-		{"no dst", strings.Replace(good, ParamDst+"=/dev/mmcblk1", "", 1), "missing " + ParamDst},
-		{"bad size", strings.Replace(good, ParamSize+"=42", ParamSize+"=-1", 1), "positive number"},
-		{"short hash", strings.Replace(good, ParamSHA256+"=", ParamSHA256+"=ab", 1)[:len(good)-10], "64 hex digits"},
-		{"same device", strings.Replace(good, "/dev/mmcblk0p2", "/dev/mmcblk1", 1), "the same device"},
+		{"good", good, nil},
+		{"no dst", strings.Replace(good, bootparams.FlashDst+"=/dev/mmcblk1", "", 1), bootparams.ErrMissing},
+		{"bad size", strings.Replace(good, bootparams.FlashSize+"=42", bootparams.FlashSize+"=-1", 1), bootparams.ErrInvalid},
+		{"short hash", good[:len(good)-10], bootparams.ErrInvalid},
+		{"same device", strings.Replace(good, "/dev/mmcblk0p2", "/dev/mmcblk1", 1), bootparams.ErrInvalid},
+		{"not a flasher", "console=ttyS0", bootparams.ErrMissing},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse(tc.cmdline)
-			if tc.wantErr == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				if c.Src != "/dev/mmcblk0p2" || c.Dst != "/dev/mmcblk1" || c.Size != 42 || !bytes.Equal(c.SHA256, h[:]) {
-					t.Fatalf("%+v", c)
-				}
-				return
+			if !errors.Is(err, tc.err) || (err == nil) != (tc.err == nil) {
+				t.Fatalf("err = %v, want %v", err, tc.err)
 			}
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			if err == nil && (c.Src != "/dev/mmcblk0p2" || c.Dst != "/dev/mmcblk1" || c.Size != 42 || !bytes.Equal(c.SHA256, h[:])) {
+				t.Fatalf("%+v", c)
 			}
 		})
 	}
-	if !Requested("a "+ParamFlash+"=1 b") || Requested(ParamFlash+"=0") || Requested("") {
+	if !Requested(good) || Requested(bootparams.FlashOn+"=0") || Requested("") {
 		t.Fatal("Requested")
 	}
 }

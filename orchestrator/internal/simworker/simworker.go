@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/microfaas/microfaas/orchestrator/inventory"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/runtime"
 )
 
@@ -37,7 +37,7 @@ type Controller struct {
 var ErrKilled = errors.New("killed")
 
 // PowerOn starts the worker goroutine.
-func (c *Controller) PowerOn(ctx context.Context, w inventory.Worker) error {
+func (c *Controller) PowerOn(ctx context.Context, w cluster.Worker) error {
 	c.mu.Lock()
 	if c.running == nil {
 		c.running = map[string]context.CancelFunc{}
@@ -87,7 +87,7 @@ func (c *Controller) PowerOn(ctx context.Context, w inventory.Worker) error {
 }
 
 // PowerOff kills the worker.
-func (c *Controller) PowerOff(ctx context.Context, w inventory.Worker) error {
+func (c *Controller) PowerOff(ctx context.Context, w cluster.Worker) error {
 	c.mu.Lock()
 	kill, ok := c.running[w.ID]
 	c.mu.Unlock()

@@ -1,4 +1,8 @@
-package builder
+// Package e2e holds the end-to-end checks: they boot the images mfbuild
+// builds (builder) under the real orchestrator and its power controllers.
+// mfbuild's qemu command and the QEMU tests use them; neither builder nor
+// orchestrator imports this package.
+package e2e
 
 import (
 	"context"
@@ -11,10 +15,12 @@ import (
 	"os"
 	"time"
 
+	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/protocol"
+	"github.com/microfaas/microfaas/target"
 )
 
 // SmokeResult is what one smoke boot measured.
@@ -49,33 +55,33 @@ func ExpectedSmokeDigest() string {
 
 // Smoke boots the worker in QEMU with the real orchestrator in this process,
 // runs cascading_sha256 on it, checks the digest and that the VM exited.
-func Smoke(ctx context.Context, arch string, w Worker, accel string, log *slog.Logger) (SmokeResult, error) {
+func Smoke(ctx context.Context, arch *target.Target, w builder.Worker, accel string, log *slog.Logger) (SmokeResult, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	cluster := inventory.Local(1)
+	cl := cluster.Local(1)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return SmokeResult{}, err
 	}
 	defer ln.Close()
-	cluster.Network.Port = ln.Addr().(*net.TCPAddr).Port
+	cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
 	logDir, err := os.MkdirTemp("", "mfbuild-smoke-")
 	if err != nil {
 		return SmokeResult{}, err
 	}
 	initrd := w.Initramfs
-	if arch == "arm" {
-		initrd = "" // linked into the zImage, as on the board
+	if arch.InitramfsLinked {
+		initrd = "" // linked into the kernel image, as on the board
 	}
 	q, err := power.NewQEMU(ctx, power.QEMUConfig{Arch: arch, Kernel: w.Kernel, Initrd: initrd,
-		Accel: accel, Cluster: cluster, LogDir: logDir, Failsafe: 30, Log: log})
+		Accel: accel, Cluster: cl, LogDir: logDir, Failsafe: 30, Log: log})
 	if err != nil {
 		return SmokeResult{}, err
 	}
 	defer q.Close()
-	o, err := orchestrator.New(orchestrator.Config{Cluster: cluster,
-		Controllers: map[string]power.Controller{inventory.KindVM: q}, Log: log,
+	o, err := orchestrator.New(orchestrator.Config{Cluster: cl,
+		Controllers: map[string]power.Controller{cluster.KindVM: q}, Log: log,
 		PowerUpTimeout: 60 * time.Second, MaxAttempts: 1})
 	if err != nil {
 		return SmokeResult{}, err

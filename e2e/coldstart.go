@@ -1,4 +1,4 @@
-package builder
+package e2e
 
 import (
 	"bufio"
@@ -17,11 +17,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/microfaas/microfaas/bootparams"
+	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/initramfs"
 	"github.com/microfaas/microfaas/orchestrator"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/protocol"
+	"github.com/microfaas/microfaas/target"
 )
 
 // The cold-start benchmark (docs/performance.md): one boot of a QEMU worker
@@ -140,13 +143,13 @@ func BootOnce(ctx context.Context, v BootVariant, accel string, log *slog.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	cluster := inventory.Local(1)
+	cl := cluster.Local(1)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return BootSample{}, err
 	}
 	defer ln.Close()
-	cluster.Network.Port = ln.Addr().(*net.TCPAddr).Port
+	cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
 	logDir, err := os.MkdirTemp("", "mfbuild-coldstart-")
 	if err != nil {
 		return BootSample{}, err
@@ -154,8 +157,8 @@ func BootOnce(ctx context.Context, v BootVariant, accel string, log *slog.Logger
 	defer os.RemoveAll(logDir)
 	ct := &consoleTimer{now: time.Now}
 	cpu0 := childrenCPUMS()
-	q, err := power.NewQEMU(ctx, power.QEMUConfig{Arch: "x86", Kernel: v.Kernel, Initrd: v.Initrd,
-		Accel: accel, Cluster: cluster, LogDir: logDir, Failsafe: 30, Log: log, Console: ct.start,
+	q, err := power.NewQEMU(ctx, power.QEMUConfig{Arch: target.X86, Kernel: v.Kernel, Initrd: v.Initrd,
+		Accel: accel, Cluster: cl, LogDir: logDir, Failsafe: 30, Log: log, Console: ct.start,
 		Cmdline: v.Cmdline})
 	if err != nil {
 		return BootSample{}, err
@@ -163,9 +166,9 @@ func BootOnce(ctx context.Context, v BootVariant, accel string, log *slog.Logger
 	defer q.Close()
 	var s BootSample
 	if v.Busybox {
-		s, err = bootBaseline(ctx, q, cluster, ln, ct)
+		s, err = bootBaseline(ctx, q, cl, ln, ct)
 	} else {
-		s, err = bootWorker(ctx, q, cluster, ln, ct, log)
+		s, err = bootWorker(ctx, q, cl, ln, ct, log)
 	}
 	if err != nil {
 		b, _ := os.ReadFile(q.LogPath("vm0"))
@@ -187,9 +190,9 @@ func BootOnce(ctx context.Context, v BootVariant, accel string, log *slog.Logger
 	return s, nil
 }
 
-func bootWorker(ctx context.Context, q *power.QEMU, cluster *inventory.Cluster, ln net.Listener, ct *consoleTimer, log *slog.Logger) (BootSample, error) {
-	o, err := orchestrator.New(orchestrator.Config{Cluster: cluster,
-		Controllers: map[string]power.Controller{inventory.KindVM: q}, Log: log,
+func bootWorker(ctx context.Context, q *power.QEMU, cl *cluster.Cluster, ln net.Listener, ct *consoleTimer, log *slog.Logger) (BootSample, error) {
+	o, err := orchestrator.New(orchestrator.Config{Cluster: cl,
+		Controllers: map[string]power.Controller{cluster.KindVM: q}, Log: log,
 		PowerUpTimeout: 60 * time.Second, MaxAttempts: 1})
 	if err != nil {
 		return BootSample{}, err
@@ -216,8 +219,8 @@ func bootWorker(ctx context.Context, q *power.QEMU, cluster *inventory.Cluster, 
 
 // bootBaseline powers the busybox worker on and waits for its one line
 // ("hello UPTIME_SECONDS"); connected is the accept, result the line.
-func bootBaseline(ctx context.Context, q *power.QEMU, cluster *inventory.Cluster, ln net.Listener, ct *consoleTimer) (BootSample, error) {
-	if err := q.PowerOn(ctx, cluster.Workers[0]); err != nil {
+func bootBaseline(ctx context.Context, q *power.QEMU, cl *cluster.Cluster, ln net.Listener, ct *consoleTimer) (BootSample, error) {
+	if err := q.PowerOn(ctx, cl.Workers[0]); err != nil {
 		return BootSample{}, err
 	}
 	ln.(*net.TCPListener).SetDeadline(time.Now().Add(60 * time.Second))
@@ -255,7 +258,7 @@ const baselineInit = `#!/bin/busybox sh
 read up idle </proc/uptime
 echo "` + protocol.InitMarker + ` uptime_ms=${up%.*}${up#*.}0"
 for p in $(/bin/busybox cat /proc/cmdline); do
-	case $p in ` + protocol.ParamOrch + `=*) orch=${p#*=} ;; esac
+	case $p in ` + bootparams.Orch + `=*) orch=${p#*=} ;; esac
 done
 read up idle </proc/uptime
 echo "hello $up" | /bin/busybox nc ${orch%:*} ${orch#*:}
@@ -263,23 +266,23 @@ echo "hello $up" | /bin/busybox nc ${orch%:*} ${orch#*:}
 `
 
 // BusyboxInitramfs writes the baseline worker's initramfs to out: Debian's
-// static busybox (BusyboxPath) and a shell /init that only connects.
-func BusyboxInitramfs(out string) (InitramfsInfo, error) {
+// static busybox (builder.BusyboxPath) and a shell /init that only connects.
+func BusyboxInitramfs(out string) (builder.InitramfsInfo, error) {
 	a, err := initramfs.New(
 		initramfs.WithBytes("init", []byte(baselineInit), 0o755),
-		initramfs.WithFile("bin/busybox", BusyboxPath, 0o755))
+		initramfs.WithFile("bin/busybox", builder.BusyboxPath, 0o755))
 	if err != nil {
-		return InitramfsInfo{}, fmt.Errorf("baseline initramfs (install busybox-static: make deps): %w", err)
+		return builder.InitramfsInfo{}, fmt.Errorf("baseline initramfs (install busybox-static: make deps): %w", err)
 	}
 	f, err := os.Create(out)
 	if err != nil {
-		return InitramfsInfo{}, err
+		return builder.InitramfsInfo{}, err
 	}
 	n, err := a.WriteTo(f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	return InitramfsInfo{Path: out, Size: n, Entries: len(a.Names())}, err
+	return builder.InitramfsInfo{Path: out, Size: n, Entries: len(a.Names())}, err
 }
 
 // Spread summarises samples: median, quartiles and range.

@@ -1,7 +1,7 @@
-// Package inventory reads and validates the cluster file: the network, the
+// Package cluster reads and validates the cluster file: the network, the
 // shared secret, the services functions use, and every worker. mfbuild uses
 // it to personalise images; mforch to know whom to power and whom to trust.
-package inventory
+package cluster
 
 import (
 	"bytes"
@@ -9,16 +9,21 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/microfaas/microfaas/orchestrator/energy"
+	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/protocol"
+	"github.com/microfaas/microfaas/target"
 )
 
 // Worker kinds.
@@ -36,7 +41,7 @@ type Cluster struct {
 	Workers    []Worker                     `yaml:"workers"`
 	// Meter is the power meter, if any (docs/energy.md); its states file
 	// is taken relative to the cluster file like secret_file.
-	Meter *energy.Config `yaml:"meter,omitempty"`
+	Meter *Meter `yaml:"meter,omitempty"`
 
 	// secret is the decoded secret.
 	secret []byte
@@ -70,23 +75,30 @@ type GPIOPower struct {
 
 // VMConfig tunes a QEMU worker.
 type VMConfig struct {
+	Arch     string `yaml:"arch"`      // target.Parse name: x86 (default) or arm
 	MemoryMB int    `yaml:"memory_mb"` // default 256
 	Net      string `yaml:"net"`       // "user" (default) or "tap"
 	Tap      string `yaml:"tap"`       // tap device for Net "tap"
 }
 
-// FieldError names the field (and worker) a validation error is about.
+// FieldError names the field (and worker, and line when known) a
+// validation error is about; Msg says what to fix.
 type FieldError struct {
 	Worker string // worker id or index, empty for cluster-wide fields
 	Field  string
+	Line   int // line in the file, 0 if unknown
 	Msg    string
 }
 
 func (e *FieldError) Error() string {
-	if e.Worker != "" {
-		return fmt.Sprintf("cluster file: worker %s: %s: %s", e.Worker, e.Field, e.Msg)
+	s := "cluster file: "
+	if e.Line > 0 {
+		s += fmt.Sprintf("line %d: ", e.Line)
 	}
-	return fmt.Sprintf("cluster file: %s: %s", e.Field, e.Msg)
+	if e.Worker != "" {
+		s += "worker " + e.Worker + ": "
+	}
+	return s + e.Field + ": " + e.Msg
 }
 
 // Load reads and validates a cluster file.
@@ -109,7 +121,16 @@ func Parse(b []byte, dir string) (*Cluster, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("not a valid cluster file: %w", err)
+		return nil, decodeError(err)
+	}
+	// A second document would be silently ignored: refuse it.
+	var second yaml.Node
+	if err := dec.Decode(&second); err != io.EOF {
+		line := 0
+		if err == nil {
+			line = second.Line
+		}
+		return nil, &FieldError{Field: "---", Line: line, Msg: "a second YAML document: a cluster file is one document; remove the '---' and merge or delete what follows"}
 	}
 	if c.SecretFile != "" && !filepath.IsAbs(c.SecretFile) {
 		c.SecretFile = filepath.Join(dir, c.SecretFile)
@@ -122,6 +143,52 @@ func Parse(b []byte, dir string) (*Cluster, error) {
 	}
 	return &c, nil
 }
+
+var yamlFieldErr = regexp.MustCompile(`^line (\d+): field (\S+) not found in type (\S+)$`)
+var yamlLineErr = regexp.MustCompile(`^line (\d+): (.*)$`)
+
+// decodeError turns the YAML decoder's errors into FieldErrors with lines,
+// naming the fields that are allowed where an unknown one was found.
+func decodeError(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return &FieldError{Field: "yaml", Msg: fmt.Sprintf("%v: fix the YAML syntax", err)}
+	}
+	var errs []error
+	for _, m := range te.Errors {
+		fe := &FieldError{Field: "yaml", Msg: m}
+		if f := yamlFieldErr.FindStringSubmatch(m); f != nil {
+			fe.Line, _ = strconv.Atoi(f[1])
+			fe.Field = f[2]
+			fe.Msg = "unknown field: check its spelling and indentation"
+			if known := knownFields[f[3]]; known != "" {
+				fe.Msg += " (allowed here: " + known + ")"
+			}
+		} else if f := yamlLineErr.FindStringSubmatch(m); f != nil {
+			fe.Line, _ = strconv.Atoi(f[1])
+			fe.Msg = f[2]
+		}
+		errs = append(errs, fe)
+	}
+	return errors.Join(errs...)
+}
+
+// knownFields maps a Go type name (as the YAML decoder reports it) to its
+// YAML field names.
+var knownFields = func() map[string]string {
+	m := map[string]string{}
+	for _, v := range []any{Cluster{}, Network{}, Worker{}, GPIOPower{}, VMConfig{}, Meter{}, CPUModel{}} {
+		t := reflect.TypeOf(v)
+		var names []string
+		for i := 0; i < t.NumField(); i++ {
+			if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); tag != "" && tag != "-" {
+				names = append(names, tag)
+			}
+		}
+		m[t.String()] = strings.Join(names, ", ")
+	}
+	return m
+}()
 
 // Local returns the default cluster: n QEMU workers on user networking, an
 // orchestrator on loopback, and a fresh random secret.
@@ -175,6 +242,41 @@ func (v VMConfig) Memory() int {
 	return 256
 }
 
+// BootParams are the boot parameters worker w gets from the cluster file:
+// the kernel's static IP configuration (ip=, hostname the id), its id, the
+// orchestrator's address and the secret. Power controllers and image
+// writers add the console and power-off mode.
+func (c *Cluster) BootParams(w Worker) (bootparams.Params, error) {
+	subnet, err := netip.ParsePrefix(c.Network.Subnet)
+	if err != nil {
+		return bootparams.Params{}, &FieldError{Field: "network.subnet", Msg: err.Error()}
+	}
+	ip, err := netip.ParseAddr(w.IP)
+	if err != nil || !ip.Is4() {
+		return bootparams.Params{}, &FieldError{Worker: w.ID, Field: "ip", Msg: fmt.Sprintf("want an IPv4 address, got %q", w.IP)}
+	}
+	if !subnet.Masked().Contains(ip) {
+		return bootparams.Params{}, &FieldError{Worker: w.ID, Field: "ip", Msg: fmt.Sprintf("%s is outside the subnet %s", ip, subnet.Masked())}
+	}
+	gw, err := netip.ParseAddr(c.Network.Gateway)
+	if err != nil {
+		return bootparams.Params{}, &FieldError{Field: "network.gateway", Msg: err.Error()}
+	}
+	return bootparams.Params{
+		Net: &bootparams.Net{IP: ip, Gateway: gw, Bits: subnet.Bits(), Hostname: w.ID, Device: "eth0"},
+		ID:  w.ID, Orch: c.Addr(), Secret: c.SecretBytes(),
+	}, nil
+}
+
+// Target is the VM's architecture, with the default applied. Load has
+// checked the name; an unknown one (a Cluster built in code) is X86.
+func (v VMConfig) Target() *target.Target {
+	if t, err := target.Parse(v.Arch); err == nil {
+		return t
+	}
+	return target.X86
+}
+
 func (c *Cluster) validate() error {
 	var errs []error
 	fe := func(w, f, format string, a ...any) {
@@ -226,13 +328,16 @@ func (c *Cluster) validate() error {
 		fe("", "workers", "no workers: list at least one")
 	}
 	ids, ips, macs := map[string]int{}, map[string]string{}, map[string]string{}
+	lines, taps := map[Line]string{}, map[string]string{}
+	orch, _ := netip.ParseAddr(c.Network.Orchestrator)
 	for i, w := range c.Workers {
 		name := w.ID
 		if name == "" {
 			name = fmt.Sprintf("#%d", i+1)
 			fe(name, "id", "missing")
-		} else if strings.ContainsAny(w.ID, " \t=/") {
-			fe(name, "id", "must not contain spaces, '=' or '/'")
+		} else if err := bootparams.ValidID(w.ID); err != nil {
+			name = fmt.Sprintf("#%d", i+1) // the id itself may hold a newline
+			fe(name, "id", "%q: use 1-32 of a-z, 0-9 and '-', starting with a letter or digit (the id becomes the worker's hostname and kernel parameter)", w.ID)
 		} else if j, dup := ids[w.ID]; dup {
 			fe(name, "id", "duplicate of worker #%d", j+1)
 		}
@@ -242,17 +347,41 @@ func (c *Cluster) validate() error {
 			if w.Power.Pin == "" && (w.Power.Chip == "" || w.Power.Line == nil) {
 				fe(name, "power", "a bbb worker needs power.pin (e.g. P9_12) or power.chip and power.line")
 			}
+			line, field, ok := Line{}, "power.pin", true
 			if w.Power.Pin != "" {
-				if _, err := LookupPin(w.Power.Pin); err != nil {
+				l, err := LookupPin(w.Power.Pin)
+				if err != nil {
 					fe(name, "power.pin", "%v", err)
+				}
+				line, ok = l, err == nil
+			} else if w.Power.Chip != "" && w.Power.Line != nil {
+				line, field = Line{Chip: w.Power.Chip, Offset: *w.Power.Line}, "power.line"
+			} else {
+				ok = false
+			}
+			if ok {
+				if other, dup := lines[line]; dup {
+					fe(name, field, "%s line %d also powers worker %s: wire each board to its own GPIO line", line.Chip, line.Offset, other)
+				} else {
+					lines[line] = name
 				}
 			}
 		case KindVM:
+			if w.VM.Arch != "" {
+				if _, err := target.Parse(w.VM.Arch); err != nil {
+					fe(name, "vm.arch", "%v", err)
+				}
+			}
 			if n := w.VM.Net; n != "" && n != "user" && n != "tap" {
 				fe(name, "vm.net", "%q: want user or tap", n)
 			}
 			if w.VM.Net == "tap" && w.VM.Tap == "" {
 				fe(name, "vm.tap", "net tap needs the tap device name")
+			} else if w.VM.Net == "tap" {
+				if other, dup := taps[w.VM.Tap]; dup {
+					fe(name, "vm.tap", "%s is also worker %s's: give each VM its own tap device", w.VM.Tap, other)
+				}
+				taps[w.VM.Tap] = name
 			}
 		default:
 			fe(name, "kind", "%q: want bbb or vm", w.Kind)
@@ -273,6 +402,8 @@ func (c *Cluster) validate() error {
 			fe(name, "ip", "want an IPv4 address: %q", w.IP)
 		case subnet.IsValid() && !subnet.Contains(a):
 			fe(name, "ip", "%s is outside subnet %s", a, subnet)
+		case a == orch:
+			fe(name, "ip", "%s is the orchestrator's address (network.orchestrator): give the worker another", a)
 		case w.UsesUserNet():
 			// Each user-networking VM has its own private network.
 		default:

@@ -1,4 +1,4 @@
-package builder
+package e2e
 
 import (
 	"context"
@@ -10,9 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microfaas/microfaas/bootparams"
+	"github.com/microfaas/microfaas/builder"
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/protocol"
+	"github.com/microfaas/microfaas/target"
 )
 
 func TestSummarize(t *testing.T) {
@@ -66,7 +69,7 @@ func TestConsoleTimer(t *testing.T) {
 // TestBusyboxInitramfs: the baseline carries busybox and a /init that
 // prints the marker and connects to mf.orch.
 func TestBusyboxInitramfs(t *testing.T) {
-	if _, err := os.Stat(BusyboxPath); err != nil {
+	if _, err := os.Stat(builder.BusyboxPath); err != nil {
 		t.Skip("no busybox-static (make deps)")
 	}
 	info, err := BusyboxInitramfs(filepath.Join(t.TempDir(), "bb.cpio"))
@@ -76,7 +79,7 @@ func TestBusyboxInitramfs(t *testing.T) {
 	if info.Size < 1<<20 || info.Entries < 3 {
 		t.Errorf("baseline initramfs: %+v", info)
 	}
-	for _, want := range []string{protocol.InitMarker, protocol.ParamOrch + "=", "nc "} {
+	for _, want := range []string{protocol.InitMarker, bootparams.Orch + "=", "nc "} {
 		if !strings.Contains(baselineInit, want) {
 			t.Errorf("baseline /init lacks %q", want)
 		}
@@ -89,13 +92,13 @@ func TestBusyboxInitramfs(t *testing.T) {
 // vmlinux by name.
 // With full, also the smaller workers (compute only, gzip).
 func coldStartVariants(tb testing.TB, full bool) []BootVariant {
-	r, err := FindRepo(".")
+	r, err := builder.FindRepo(".")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	dir := tb.TempDir()
-	o := Options{RepoDir: r, Arch: "x86", Cache: cache.Cache{Dir: cache.DefaultDir()}}
-	w, err := BuildWorker(context.Background(), o, filepath.Join(dir, "worker"))
+	o := builder.Options{RepoDir: r, Arch: target.X86, Cache: cache.Cache{Dir: cache.DefaultDir()}}
+	w, err := builder.BuildWorker(context.Background(), o, filepath.Join(dir, "worker"))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -126,11 +129,11 @@ func coldStartVariants(tb testing.TB, full bool) []BootVariant {
 	// Smaller workers (--functions, --compress), booted from the vmlinux.
 	for _, c := range []struct{ name, builtins, compress string }{
 		{"compute vmlinux", "compute", ""},
-		{"compute gz vml", "compute", CompressGzip},
-		{"all gz vmlinux", "all", CompressGzip},
+		{"compute gz vml", "compute", builder.CompressGzip},
+		{"all gz vmlinux", "all", builder.CompressGzip},
 	} {
 		o.Builtins, o.Compress = c.builtins, c.compress
-		info, err := Initramfs(context.Background(), o, filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-")+".cpio"))
+		info, err := builder.Initramfs(context.Background(), o, filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-")+".cpio"))
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -164,12 +167,12 @@ func TestColdStartBoots(t *testing.T) {
 // the bzImage and from the vmlinux (PVH), interleaved round by round (b.N
 // rounds; make bench runs 10), and prints medians with spread and ratios.
 func BenchmarkColdStart(b *testing.B) {
-	if _, err := os.Stat(BusyboxPath); err != nil {
+	if _, err := os.Stat(builder.BusyboxPath); err != nil {
 		b.Skip("no busybox-static (make deps)")
 	}
 	vs := coldStartVariants(b, true)
 	ctx := context.Background()
-	accel := power.ProbeAccel(ctx, "x86", vs[0].Kernel, vs[0].Initrd, slog.Default())
+	accel := power.ProbeAccel(ctx, target.X86, vs[0].Kernel, vs[0].Initrd, slog.Default())
 	samples := make([][]BootSample, len(vs))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

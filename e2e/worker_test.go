@@ -1,4 +1,4 @@
-package builder
+package e2e
 
 import (
 	"context"
@@ -18,12 +18,14 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/internal/testsvc"
 	"github.com/microfaas/microfaas/orchestrator"
-	"github.com/microfaas/microfaas/orchestrator/inventory"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/runtime/functions"
+	"github.com/microfaas/microfaas/target"
 )
 
 // guestView rewrites a service's loopback address to the host as a QEMU
@@ -67,31 +69,31 @@ func TestQEMUWorkerEndToEnd(t *testing.T) {
 	if err := remote.Write(r, img); err != nil {
 		t.Fatal(err)
 	}
-	o := Options{RepoDir: repo(t), Arch: "x86", Cache: cache.Cache{Dir: cache.DefaultDir()},
+	o := builder.Options{RepoDir: repo(t), Arch: target.X86, Cache: cache.Cache{Dir: cache.DefaultDir()},
 		Functions: map[string]string{"wordcount": wc, "hello": filepath.Join(repo(t), "examples/functions/hello.sh"), "wcimage": "oci:" + ref}}
-	if _, err := os.Stat(BusyboxPath); err != nil && os.Getenv("CI") == "" {
+	if _, err := os.Stat(builder.BusyboxPath); err != nil && os.Getenv("CI") == "" {
 		delete(o.Functions, "hello")
 	}
-	w, err := BuildWorker(ctx, o, t.TempDir())
+	w, err := builder.BuildWorker(ctx, o, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	cluster := inventory.Local(1)
-	cluster.Services = map[string]map[string]string{"redis": guestView(redis), "postgres": guestView(pg)}
+	cl := cluster.Local(1)
+	cl.Services = map[string]map[string]string{"redis": guestView(redis), "postgres": guestView(pg)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	cluster.Network.Port = ln.Addr().(*net.TCPAddr).Port
-	q, err := power.NewQEMU(ctx, power.QEMUConfig{Kernel: w.Kernel, Initrd: w.Initramfs, Cluster: cluster, LogDir: t.TempDir()})
+	cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
+	q, err := power.NewQEMU(ctx, power.QEMUConfig{Kernel: w.Kernel, Initrd: w.Initramfs, Cluster: cl, LogDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer q.Close()
-	orch, err := orchestrator.New(orchestrator.Config{Cluster: cluster,
-		Controllers: map[string]power.Controller{inventory.KindVM: q}, IdleTimeout: 30 * time.Second})
+	orch, err := orchestrator.New(orchestrator.Config{Cluster: cl,
+		Controllers: map[string]power.Controller{cluster.KindVM: q}, IdleTimeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,11 +1,13 @@
-package builder
+package e2e
 
 import (
 	"context"
 	"os"
 	"testing"
 
+	"github.com/microfaas/microfaas/builder"
 	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/target"
 )
 
 // TestKernel510Boots builds the 5.10 series (Debian bullseye's
@@ -14,16 +16,16 @@ import (
 // runs the smoke job. make test builds both kernels before the test
 // packages, so this takes them from the cache.
 func TestKernel510Boots(t *testing.T) {
-	for _, arch := range []string{"x86", "arm"} {
-		t.Run(arch, func(t *testing.T) {
+	for _, arch := range target.All {
+		t.Run(arch.Name, func(t *testing.T) {
 			if testing.Short() {
 				t.Skip("builds the 5.10 worker kernel and boots QEMU")
 			}
-			if arch == "arm" {
+			if arch == target.ARMv7 {
 				needARM(t)
 			}
-			o := Options{RepoDir: repo(t), Arch: arch, Version: "5.10", Cache: cache.Cache{Dir: cache.DefaultDir()}}
-			w, err := BuildWorker(context.Background(), o, t.TempDir())
+			o := builder.Options{RepoDir: repo(t), Arch: arch, Version: "5.10", Cache: cache.Cache{Dir: cache.DefaultDir()}}
+			w, err := builder.BuildWorker(context.Background(), o, t.TempDir())
 			if err != nil {
 				t.Fatal(err)
 			}
