@@ -148,14 +148,21 @@ func TestColdStartBoots(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMU")
 	}
-	for _, v := range coldStartVariants(t, false) {
-		s, err := BootOnce(context.Background(), v, "auto", nil)
+	vs := coldStartVariants(t, false)
+	// Resolve the accelerator once: a KVM probe inside a boot would count
+	// in its qemu CPU time.
+	accel := power.ProbeAccel(context.Background(), target.X86, vs[0].Kernel, vs[0].Initrd, slog.Default())
+	for _, v := range vs {
+		s, err := BootOnce(context.Background(), v, accel, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("%-16s %+v", v.Name, s)
 		if !(0 < s.FirstByteMS && s.FirstByteMS <= s.InitMS && s.InitMS <= s.ConnectedMS && s.ConnectedMS <= s.ResultMS) {
 			t.Errorf("%s: milestones out of order: %+v", v.Name, s)
+		}
+		if s.CPUMS <= 0 {
+			t.Errorf("%s: no qemu CPU time measured", v.Name)
 		}
 		if s.GuestInitMS <= 0 || s.GuestConnectedMS < s.GuestInitMS {
 			t.Errorf("%s: guest uptimes %+v", v.Name, s)
