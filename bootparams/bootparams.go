@@ -25,7 +25,6 @@ import (
 const (
 	ID       = "mf.id"       // worker id, as in the cluster file
 	Orch     = "mf.orch"     // orchestrator host:port
-	Secret   = "mf.secret"   // the cluster's shared secret, hex
 	Off      = "mf.off"      // how to power off: "poweroff" (default) or "reboot" (QEMU -no-reboot)
 	Failsafe = "mf.failsafe" // seconds without a word from the orchestrator before powering off
 	Iface    = "mf.iface"    // network interface to wait for (default eth0)
@@ -65,11 +64,8 @@ type Params struct {
 	// Net is the kernel's static IP configuration (ip=); nil: none.
 	Net *Net
 
-	ID   string // the worker id: ValidID
-	Orch string // orchestrator host:port
-	// Secret is the cluster's shared secret. It is a field of its own so it
-	// can move off the command line without touching the others.
-	Secret   []byte
+	ID       string        // the worker id: ValidID
+	Orch     string        // orchestrator host:port
 	Off      string        // PowerOff, Reboot, or "" (the worker's default)
 	Failsafe time.Duration // whole seconds; 0: the worker's default
 	Iface    string        // "": the worker's default
@@ -243,9 +239,6 @@ func (p Params) Render() (string, error) {
 	if p.Orch != "" {
 		add(Orch, p.Orch)
 	}
-	if len(p.Secret) > 0 {
-		add(Secret, hex.EncodeToString(p.Secret))
-	}
 	if p.Off != "" {
 		add(Off, p.Off)
 	}
@@ -333,12 +326,6 @@ func Parse(cmdline string) (Params, error) {
 			p.ID = v
 		case Orch:
 			p.Orch = v
-		case Secret:
-			s, err := hex.DecodeString(v)
-			if err != nil || len(s) == 0 {
-				bad(k, v, "want hex")
-			}
-			p.Secret = s
 		case Off:
 			p.Off = v
 		case Failsafe:

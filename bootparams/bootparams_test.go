@@ -25,13 +25,13 @@ func TestRoundTrip(t *testing.T) {
 		{"qemu worker", Params{
 			Kernel: []string{"console=ttyS0", "reboot=t", "panic=-1", "quiet"},
 			Net:    net4("10.0.2.15", "10.0.2.2", 24, "vm0"),
-			ID:     "vm0", Orch: "10.0.2.2:63302", Secret: []byte{0, 0xff}, Off: Reboot, Failsafe: 30 * time.Second,
-		}, "console=ttyS0 reboot=t panic=-1 quiet ip=10.0.2.15::10.0.2.2:255.255.255.0:vm0:eth0:off mf.id=vm0 mf.orch=10.0.2.2:63302 mf.secret=00ff mf.off=reboot mf.failsafe=30"},
+			ID:     "vm0", Orch: "10.0.2.2:63302", Off: Reboot, Failsafe: 30 * time.Second,
+		}, "console=ttyS0 reboot=t panic=-1 quiet ip=10.0.2.15::10.0.2.2:255.255.255.0:vm0:eth0:off mf.id=vm0 mf.orch=10.0.2.2:63302 mf.off=reboot mf.failsafe=30"},
 		{"bbb debug", Params{
 			Kernel: []string{"console=ttyS0,115200n8"},
 			Net:    net4("192.168.1.10", "192.168.1.1", 20, "bbb-0"),
-			ID:     "bbb-0", Orch: "192.168.1.2:63302", Secret: []byte{1}, Off: PowerOff, Iface: "eth1", Debug: true,
-		}, "console=ttyS0,115200n8 ip=192.168.1.10::192.168.1.1:255.255.240.0:bbb-0:eth0:off mf.id=bbb-0 mf.orch=192.168.1.2:63302 mf.secret=01 mf.off=poweroff mf.iface=eth1 mf.debug=1"},
+			ID:     "bbb-0", Orch: "192.168.1.2:63302", Off: PowerOff, Iface: "eth1", Debug: true,
+		}, "console=ttyS0,115200n8 ip=192.168.1.10::192.168.1.1:255.255.240.0:bbb-0:eth0:off mf.id=bbb-0 mf.orch=192.168.1.2:63302 mf.off=poweroff mf.iface=eth1 mf.debug=1"},
 		{"flasher", Params{
 			Kernel: []string{"console=ttyS0,115200n8"}, ID: "bbb0", Off: PowerOff,
 			Flash: &Flash{Src: "/dev/mmcblk0p2", Dst: "/dev/mmcblk1", Size: 4096, SHA256: sum},
@@ -118,7 +118,9 @@ func TestParse(t *testing.T) {
 		{"ip dhcp", "ip=dhcp", Params{}, ErrInvalid},
 		{"non-contiguous netmask", "ip=10.0.0.2::10.0.0.1:255.0.255.0:a:eth0:off", Params{}, ErrInvalid},
 		{"bad id", "mf.id=A:B", Params{}, ErrInvalid},
-		{"secret not hex", "mf.secret=zz", Params{}, ErrInvalid},
+		// Workers have their own keys, never the cluster secret on the
+		// command line (docs/protocol.md).
+		{"the cluster secret is no parameter", "mf.secret=00ff", Params{}, ErrInvalid},
 		{"failsafe negative", "mf.failsafe=-3", Params{}, ErrInvalid},
 		{"off halt", "mf.off=halt", Params{}, ErrInvalid},
 		{"unknown mf parameter", "mf.secrte=00", Params{}, ErrInvalid},
@@ -157,7 +159,7 @@ func TestValidID(t *testing.T) {
 // Params; and an arbitrary worker id either is refused or appears only as
 // mf.id and ip='s hostname, never changing another parameter.
 func FuzzBootParams(f *testing.F) {
-	f.Add("console=ttyS0 ip=10.0.2.15::10.0.2.2:255.255.255.0:vm0:eth0:off mf.id=vm0 mf.orch=10.0.2.2:63302 mf.secret=00ff mf.off=reboot", "vm0")
+	f.Add("console=ttyS0 ip=10.0.2.15::10.0.2.2:255.255.255.0:vm0:eth0:off mf.id=vm0 mf.orch=10.0.2.2:63302 mf.off=reboot", "vm0")
 	f.Add("mf.flash=1 mf.flash.src=/dev/a mf.flash.dst=/dev/b mf.flash.size=9 mf.flash.sha256="+strings.Repeat("ab", 32), "w:1")
 	f.Add("mf.id=a mf.id=b", "a\nmf.orch=1.2.3.4:5")
 	f.Fuzz(func(t *testing.T, cmdline, id string) {
@@ -171,7 +173,7 @@ func FuzzBootParams(f *testing.F) {
 				t.Fatalf("round trip of %q via %q: %+v, %v; want %+v", cmdline, s, back, err, p)
 			}
 		}
-		p := Params{Kernel: []string{"console=ttyS0"}, Net: net4("10.0.0.5", "10.0.0.1", 24, id), ID: id, Orch: "10.0.0.1:7", Secret: []byte{1}, Off: Reboot}
+		p := Params{Kernel: []string{"console=ttyS0"}, Net: net4("10.0.0.5", "10.0.0.1", 24, id), ID: id, Orch: "10.0.0.1:7", Off: Reboot}
 		s, err := p.Render()
 		if err != nil {
 			return

@@ -13,6 +13,7 @@ import (
 	"github.com/microfaas/microfaas/builder/uboot"
 	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/kernel"
+	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/target"
 )
 
@@ -112,6 +113,11 @@ func WriteImage(c *cluster.Cluster, b image.Boot, r ImageRequest) (image.Info, e
 	if err != nil {
 		return image.Info{}, err
 	}
+	// The worker's own key, in the card's key area (protocol.CardKeyOffset).
+	key, err := protocol.WorkerKey(c.SecretBytes(), w.ID)
+	if err != nil {
+		return image.Info{}, fmt.Errorf("worker %s: %w", w.ID, err)
+	}
 	switch r.Medium {
 	case MediumSD, MediumEMMC:
 		// The ROM boots the eMMC's user area exactly as it boots the SD
@@ -120,7 +126,7 @@ func WriteImage(c *cluster.Cluster, b image.Boot, r ImageRequest) (image.Info, e
 		if r.Medium == MediumEMMC {
 			label = "MF-EMMC"
 		}
-		info, err := image.Write(r.Out, b, image.Spec{Bootargs: args, Label: label})
+		info, err := image.Write(r.Out, b, image.Spec{Bootargs: args, Label: label, Key: key})
 		if err != nil {
 			return info, fmt.Errorf("worker %s: %s image: %w", w.ID, r.Medium, err)
 		}
@@ -131,7 +137,7 @@ func WriteImage(c *cluster.Cluster, b image.Boot, r ImageRequest) (image.Info, e
 			return image.Info{}, err
 		}
 		defer os.RemoveAll(tmp)
-		emmc, err := image.Write(filepath.Join(tmp, "emmc.img"), b, image.Spec{Bootargs: args, Label: "MF-EMMC"})
+		emmc, err := image.Write(filepath.Join(tmp, "emmc.img"), b, image.Spec{Bootargs: args, Label: "MF-EMMC", Key: key})
 		if err != nil {
 			return emmc, fmt.Errorf("worker %s: eMMC image for the flasher: %w", w.ID, err)
 		}

@@ -151,7 +151,8 @@ func imageFunction(ctx context.Context, arch *target.Target, fname, ref string) 
 	if err != nil {
 		return nil, "", fmt.Errorf("function %s: flatten image: %w", fname, err)
 	}
-	icfg := functions.ImageConfig{Entrypoint: cf.Config.Entrypoint, Cmd: cf.Config.Cmd, Env: cf.Config.Env, WorkingDir: cf.Config.WorkingDir}
+	icfg := functions.ImageConfig{Entrypoint: cf.Config.Entrypoint, Cmd: cf.Config.Cmd, Env: cf.Config.Env,
+		WorkingDir: cf.Config.WorkingDir, User: cf.Config.User}
 	argv := icfg.Argv()
 	if len(argv) == 0 {
 		return nil, "", fmt.Errorf("%w: function %s: image %s has no entrypoint or cmd", ErrCannotRun, fname, ref)

@@ -264,7 +264,7 @@ func (c *Cluster) BootParams(w Worker) (bootparams.Params, error) {
 	}
 	return bootparams.Params{
 		Net: &bootparams.Net{IP: ip, Gateway: gw, Bits: subnet.Bits(), Hostname: w.ID, Device: "eth0"},
-		ID:  w.ID, Orch: c.Addr(), Secret: c.SecretBytes(),
+		ID:  w.ID, Orch: c.Addr(),
 	}, nil
 }
 

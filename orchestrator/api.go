@@ -2,6 +2,8 @@ package orchestrator
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"time"
@@ -51,7 +53,12 @@ func (o *Orchestrator) Handler() http.Handler {
 }
 
 func (o *Orchestrator) handleInvoke(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 16<<20))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		http.Error(w, fmt.Sprintf("request body larger than %d bytes", maxBody), http.StatusRequestEntityTooLarge)
+		return
+	}
 	if err != nil {
 		http.Error(w, "reading body: "+err.Error(), http.StatusBadRequest)
 		return
@@ -73,7 +80,7 @@ func (o *Orchestrator) handleInvoke(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("async") == "true" {
 		inv, err := o.Submit(r.PathValue("function"), body, timeout)
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			refuse(w, err)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -84,11 +91,32 @@ func (o *Orchestrator) handleInvoke(w http.ResponseWriter, r *http.Request) {
 	}
 	inv, err := o.Invoke(r.Context(), r.PathValue("function"), body, timeout)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		refuse(w, err)
 		return
 	}
 	writeInvocation(w, inv)
 }
+
+// maxBody bounds an invocation's arguments: a job travels in one protocol
+// frame (protocol.MaxFrame, 16 MiB), and JSON escaping can double a body.
+const maxBody = 8 << 20
+
+// refuse answers an invocation that was not accepted: 429 when the queue is
+// full and 503 while shutting down (both with Retry-After), 404 for an
+// unknown function, 400 for a timeout beyond the cap.
+func refuse(w http.ResponseWriter, err error) {
+	status := HTTPStatus(err)
+	if status == http.StatusInternalServerError {
+		status = http.StatusServiceUnavailable
+	}
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", retryAfter)
+	}
+	http.Error(w, err.Error(), status)
+}
+
+// retryAfter is the Retry-After (seconds) of a refused invocation.
+const retryAfter = "5"
 
 func (o *Orchestrator) handleGet(w http.ResponseWriter, r *http.Request) {
 	inv, ok := o.Lookup(r.PathValue("id"))

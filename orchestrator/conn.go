@@ -1,12 +1,11 @@
 package orchestrator
 
 import (
-	"errors"
-	"fmt"
 	"net"
 	"sync"
 	"time"
 
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/protocol"
 )
 
@@ -14,7 +13,7 @@ import (
 // results) and posts events to the loop; a writer goroutine sends what the
 // loop's actions queue, so a slow worker never blocks the loop.
 
-// helloTimeout bounds how long a new connection may take to say hello.
+// helloTimeout bounds how long a new connection may take to authenticate.
 const helloTimeout = 10 * time.Second
 
 // writeTimeout bounds one message write to a worker.
@@ -81,34 +80,37 @@ func (wc *workerConn) close() {
 	}
 }
 
-// Serve accepts worker connections on ln until it is closed.
+// Serve accepts worker connections on ln until it is closed. The worker
+// port is protocol.Acceptor's: each worker proves its own key (derived from
+// the cluster secret and its id) against a fresh challenge, from its own
+// address where it has a fixed one; strangers are bounded in number, time
+// and bytes; accept errors are logged and retried.
 func (o *Orchestrator) Serve(ln net.Listener) error {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return fmt.Errorf("worker listener: %w", err)
-		}
-		go o.serveConn(c)
-	}
+	a := &protocol.Acceptor{Keys: protocol.ClusterKeys(o.cfg.Cluster.SecretBytes(), workerAddrs(o.cfg.Cluster)),
+		Handle: o.serveSession, HelloTimeout: helloTimeout, Log: o.log}
+	return a.Serve(ln)
 }
 
-func (o *Orchestrator) serveConn(c net.Conn) {
-	remote := c.RemoteAddr().String()
-	pc := protocol.NewConn(c, o.cfg.Cluster.SecretBytes())
-	c.SetReadDeadline(time.Now().Add(helloTimeout))
-	var h protocol.Hello
-	if err := pc.Expect(protocol.TypeHello, &h); err != nil {
-		o.log.Warn("refused worker connection", "remote", remote, "err", err)
-		c.Close()
-		return
+// workerAddrs maps each worker id to the address its connections must come
+// from: its IP, except for QEMU workers behind user-mode networking, whose
+// connections come from the host's loopback.
+func workerAddrs(c *cluster.Cluster) map[string]string {
+	addrs := map[string]string{}
+	for _, w := range c.Workers {
+		addrs[w.ID] = w.IP
+		if w.UsesUserNet() {
+			addrs[w.ID] = ""
+		}
 	}
-	c.SetReadDeadline(time.Time{})
+	return addrs
+}
+
+// serveSession runs one authenticated worker session.
+func (o *Orchestrator) serveSession(c net.Conn, pc *protocol.Conn, h protocol.Hello) {
+	remote := c.RemoteAddr().String()
 	wc := newWorkerConn(c, pc)
 	reply := make(chan helloReply, 1)
-	if !o.post(evHello{worker: h.WorkerID, boot: h.Boot, remote: remote, conn: wc, reply: reply}) {
+	if !o.post(evHello{worker: h.WorkerID, functions: h.Functions, boot: h.Boot, remote: remote, conn: wc, reply: reply}) {
 		wc.close()
 		return
 	}

@@ -72,6 +72,12 @@ var (
 	ErrUnavailable = errors.New("no worker available")
 	// ErrClosed: the orchestrator is shutting down.
 	ErrClosed = errors.New("orchestrator is shutting down")
+	// ErrQueueFull: the queue holds Config.MaxQueue invocations; try later.
+	ErrQueueFull = errors.New("queue full: try again later")
+	// ErrUnknownFunction: no worker image has this function.
+	ErrUnknownFunction = errors.New("unknown function")
+	// ErrBadTimeout: the timeout asked for is beyond Config.MaxTimeout.
+	ErrBadTimeout = errors.New("timeout too long")
 )
 
 // Error is an invocation's failure: Kind is one of the Err* outcomes,
@@ -98,6 +104,12 @@ func HTTPStatus(err error) int {
 		return http.StatusOK
 	case errors.Is(err, ErrTimeout):
 		return http.StatusGatewayTimeout
+	case errors.Is(err, ErrQueueFull):
+		return http.StatusTooManyRequests
+	case errors.Is(err, ErrUnknownFunction):
+		return http.StatusNotFound
+	case errors.Is(err, ErrBadTimeout):
+		return http.StatusBadRequest
 	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrWorkerLost), errors.Is(err, ErrClosed):
 		return http.StatusServiceUnavailable
 	}

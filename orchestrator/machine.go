@@ -70,11 +70,12 @@ type (
 	}
 	// evHello: an authenticated hello from worker on conn.
 	evHello struct {
-		worker string
-		boot   protocol.BootTimes
-		remote string
-		conn   *workerConn
-		reply  chan helloReply
+		worker    string
+		functions []string // those the worker's image holds
+		boot      protocol.BootTimes
+		remote    string
+		conn      *workerConn
+		reply     chan helloReply
 	}
 	evResult struct {
 		worker  string
@@ -186,6 +187,8 @@ type machineConfig struct {
 	ReportsExit map[string]bool
 	Durable     bool // a Store is set
 	Services    map[string]map[string]string
+	MaxQueue    int
+	Functions   []string // known before any hello
 }
 
 // durable reports whether a must wait for the store writes emitted before it.
@@ -236,6 +239,9 @@ type machine struct {
 	// turn numbers the loop's turns; committed is the last turn whose
 	// store writes are on disk.
 	turn, committed uint64
+	// known are the functions the workers' images hold (Config.Functions
+	// and hellos); empty accepts every name.
+	known map[string]bool
 }
 
 type action any
@@ -256,7 +262,10 @@ const maxFailures = 10
 
 func newMachine(cfg machineConfig, log *slog.Logger, workers []cluster.Worker, now time.Time) *machine {
 	m := &machine{cfg: cfg, log: log, now: now, workers: map[string]*worker{}, live: map[string]*Invocation{},
-		recent: map[string]*Invocation{}}
+		recent: map[string]*Invocation{}, known: map[string]bool{}}
+	for _, f := range cfg.Functions {
+		m.known[f] = true
+	}
 	for _, w := range workers {
 		m.workers[w.ID] = &worker{spec: w, state: Off, since: now}
 		m.order = append(m.order, w.ID)
@@ -344,6 +353,14 @@ func (m *machine) handle(ev any, now time.Time) {
 func (m *machine) submit(e evSubmit) {
 	if m.closed {
 		m.emit(actReply{e.reply, ErrClosed})
+		return
+	}
+	if len(m.known) > 0 && !m.known[e.inv.Function] {
+		m.emit(actReply{e.reply, newError(ErrUnknownFunction, "%q: no worker image has it", e.inv.Function)})
+		return
+	}
+	if m.cfg.MaxQueue > 0 && len(m.queue) >= m.cfg.MaxQueue {
+		m.emit(actReply{e.reply, newError(ErrQueueFull, "%d invocations waiting", len(m.queue))})
 		return
 	}
 	m.live[e.inv.ID] = e.inv
@@ -584,6 +601,9 @@ func (m *machine) endSession(w *worker) {
 }
 
 func (m *machine) hello(e evHello) {
+	for _, f := range e.functions {
+		m.known[f] = true
+	}
 	w, known := m.workers[e.worker]
 	if !known || w.state != Booting {
 		why := "not in the inventory"

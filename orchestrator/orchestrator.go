@@ -47,7 +47,19 @@ type Config struct {
 	// MaxBootFailures marks a worker failed after this many boots in a row
 	// that did not reach hello (3).
 	MaxBootFailures int
-	Recorder        Recorder
+	// MaxQueue bounds invocations waiting for a worker (1000): more are
+	// refused with ErrQueueFull (HTTP 429 with Retry-After).
+	MaxQueue int
+	// MaxTimeout bounds the timeout an invocation may ask for (1 h):
+	// longer is ErrBadTimeout (HTTP 400).
+	MaxTimeout time.Duration
+	// Functions are the functions the workers' images hold (built-ins and
+	// user functions), so an unknown one is refused at submit
+	// (ErrUnknownFunction, HTTP 404) instead of booting a worker to fail.
+	// Functions workers report in their hello are added. Empty, and before
+	// any hello: every name is accepted.
+	Functions []string
+	Recorder  Recorder
 	// Store, if set, persists accepted invocations: Submit returns only
 	// once the invocation is on disk, and New queues again whatever a
 	// previous run left pending.
@@ -144,11 +156,18 @@ func New(cfg Config) (*Orchestrator, error) {
 	if cfg.MaxBootFailures <= 0 {
 		cfg.MaxBootFailures = 3
 	}
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = 1000
+	}
+	if cfg.MaxTimeout <= 0 {
+		cfg.MaxTimeout = time.Hour
+	}
 	mc := machineConfig{
 		MaxBooting: cfg.MaxBooting, MaxAttempts: cfg.MaxAttempts, MaxBootFailures: cfg.MaxBootFailures,
 		PowerUpTimeout: cfg.PowerUpTimeout, JobTimeout: cfg.JobTimeout, IdleTimeout: cfg.IdleTimeout,
 		PowerOffHoldoff: cfg.PowerOffHoldoff, FirstIdle: max(cfg.IdleTimeout, firstIdle), JobGrace: jobGrace,
 		ReportsExit: map[string]bool{}, Durable: cfg.Store != nil, Services: cfg.Cluster.Services,
+		MaxQueue: cfg.MaxQueue, Functions: cfg.Functions,
 	}
 	for _, w := range cfg.Cluster.Workers {
 		if _, ok := cfg.Controllers[w.Kind]; !ok {
@@ -210,6 +229,9 @@ func (o *Orchestrator) Submit(function string, args json.RawMessage, timeout tim
 func (o *Orchestrator) SubmitJob(spec JobSpec) (*Invocation, error) {
 	if spec.Timeout <= 0 {
 		spec.Timeout = o.cfg.JobTimeout
+	}
+	if spec.Timeout > o.cfg.MaxTimeout {
+		return nil, newError(ErrBadTimeout, "%s asked, at most %s (mforch --max-timeout)", spec.Timeout, o.cfg.MaxTimeout)
 	}
 	now := o.clock.Now()
 	inv := &Invocation{ID: newID(now), Function: spec.Function, Args: spec.Args, Timeout: spec.Timeout,

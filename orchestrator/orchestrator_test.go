@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -231,21 +233,26 @@ func TestWrongSecretIsRefused(t *testing.T) {
 
 func TestUnknownWorkerTurnedAway(t *testing.T) {
 	h := newHarness(t, 1, Config{})
-	// A worker with the secret but not in the inventory dials in by itself.
+	// A worker not in the inventory, with a key derived the right way for
+	// its id, dials in by itself.
 	addr := h.sim.Orch
-	w := &runtime.Worker{Config: runtime.Config{ID: "intruder", Orch: addr, Secret: h.orch.cfg.Cluster.SecretBytes(), Failsafe: 5 * time.Second},
+	key, _ := protocol.WorkerKey(h.orch.cfg.Cluster.SecretBytes(), "intruder")
+	w := &runtime.Worker{Config: runtime.Config{ID: "intruder", Orch: addr, Failsafe: 5 * time.Second}, Key: key,
 		Log: slog.Default(), Clock: func() float64 { return 0 }}
 	out := w.Run(context.Background())
 	if out.Action != protocol.CmdPowerOff {
 		t.Fatalf("unknown worker told %q, want poweroff", out.Action)
 	}
-	h.logs.waitFor(t, "turning away worker")
-	if !strings.Contains(h.logs.String(), "not in the inventory") {
+	h.logs.waitFor(t, "refused worker connection")
+	if !strings.Contains(h.logs.String(), protocol.ErrUnknownWorker.Error()) {
 		t.Error("refusal reason not logged")
 	}
 }
 
-func TestWorkerRefusesJobWithWrongSecret(t *testing.T) {
+// TestWorkerRefusesJobWithWrongKey: an impostor orchestrator (it does not
+// hold the worker's key) answers the hello with a job; the worker powers
+// off without running it.
+func TestWorkerRefusesJobWithWrongKey(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -257,17 +264,19 @@ func TestWorkerRefusesJobWithWrongSecret(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		// An impostor orchestrator: it reads the hello without checking and
-		// sends a job signed with its own key.
-		pc := protocol.NewConn(c, []byte("impostor-secret!"))
-		pc.Receive()
-		pc.Send(protocol.TypeJob, protocol.Job{ID: "evil", Function: "cascading_sha256"})
-		pc.Receive() // returns when the worker hangs up
+		// It speaks the framing, but can only guess the MAC.
+		fmt.Fprintf(c, `{"type":"challenge","seq":0,"body":{"proto":%d,"nonce":"%s"},"mac":""}`+"\n",
+			protocol.Version, strings.Repeat("ab", 16))
+		bufio.NewReader(c).ReadString('\n') // the hello
+		fmt.Fprintf(c, `{"type":"job","seq":0,"body":{"i_id":"evil","f_id":"cascading_sha256"},"mac":"%s"}`+"\n",
+			strings.Repeat("00", 32))
+		io.Copy(io.Discard, c) // until the worker hangs up
 	}()
-	w := &runtime.Worker{Config: runtime.Config{ID: "vm0", Orch: ln.Addr().String(), Secret: []byte("the-real-secret!"), Failsafe: 5 * time.Second},
+	key, _ := protocol.WorkerKey([]byte("the-real-secret!"), "vm0")
+	w := &runtime.Worker{Config: runtime.Config{ID: "vm0", Orch: ln.Addr().String(), Failsafe: 5 * time.Second}, Key: key,
 		Log: slog.Default(), Clock: func() float64 { return 0 }}
 	out := w.Run(context.Background())
-	if out.Action != protocol.CmdPowerOff || !strings.Contains(out.Reason, "message authentication failed") {
+	if out.Action != protocol.CmdPowerOff || !strings.Contains(out.Reason, protocol.ErrBadMAC.Error()) {
 		t.Fatalf("outcome = %+v, want a power-off for a bad MAC", out)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/target"
 )
 
@@ -183,8 +184,8 @@ func TestQEMUWorkerKilledMidJob(t *testing.T) {
 }
 
 // TestQEMUUnknownWorkerTurnedAway boots a VM whose id is not in the
-// orchestrator's inventory (it holds the secret): it is told to power off,
-// and its VM exits.
+// orchestrator's inventory (it holds a key derived for its id from the
+// cluster secret): its handshake is refused, and its VM exits.
 func TestQEMUUnknownWorkerTurnedAway(t *testing.T) {
 	c := startQEMUCluster(t, 1, orchestrator.Config{})
 	w := qemuWorker(t)
@@ -207,7 +208,7 @@ func TestQEMUUnknownWorkerTurnedAway(t *testing.T) {
 	case <-time.After(2 * time.Minute):
 		t.Fatal("the unknown worker's VM did not power off")
 	}
-	if !strings.Contains(c.logs.String(), `turning away worker" worker=ghost`) || !strings.Contains(c.logs.String(), "not in the inventory") {
+	if !strings.Contains(c.logs.String(), `refused worker connection`) || !strings.Contains(c.logs.String(), protocol.ErrUnknownWorker.Error()) {
 		t.Errorf("refusal not logged:\n%s", c.logs.String())
 	}
 }
@@ -229,6 +230,12 @@ func TestQEMUMforchKilledLosesNothing(t *testing.T) {
 	api := fmt.Sprintf("http://127.0.0.1:%d", port)
 	serve := func(name string) *exec.Cmd {
 		logf, _ := os.Create(filepath.Join(dir, name+".log"))
+		t.Cleanup(func() {
+			if t.Failed() {
+				b, _ := os.ReadFile(filepath.Join(dir, name+".log"))
+				t.Logf("%s log:\n%s", name, b)
+			}
+		})
 		cmd := exec.Command(bin, "serve", "--workers", "2", "--kernel", w.Kernel, "--initrd", w.Initramfs,
 			"--store", filepath.Join(dir, "queue.db"), "--results", filepath.Join(dir, "results.csv"),
 			"--http", fmt.Sprintf("127.0.0.1:%d", port), "--log-dir", dir)

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -56,7 +58,10 @@ type record struct {
 	ExecMS     float64            `json:"exec_ms,omitempty"`
 	Restarts   int                `json:"restarts,omitempty"`
 	Env        map[string]string  `json:"env,omitempty"`
-	Secrets    map[string][]byte  `json:"secrets,omitempty"` // in clear: protect the database file (mode 0600)
+	// Secrets travel with a pending invocation (it may run after a
+	// restart), in clear: the database file is mode 0600. A finished
+	// record drops them.
+	Secrets map[string][]byte `json:"secrets,omitempty"`
 }
 
 func toRecord(inv *Invocation) record {
@@ -94,24 +99,119 @@ func (r record) invocation() *Invocation {
 var (
 	bucketPending  = []byte("pending")
 	bucketFinished = []byte("finished")
+	// bucketCorrupt keeps records that no longer decode, set aside with
+	// a log line rather than stopping mforch's start.
+	bucketCorrupt = []byte("corrupt")
 )
+
+// Retention bounds the finished records a BoltStore keeps: the newest Max
+// (0: no bound), none finished longer than MaxAge ago (0: no bound).
+type Retention struct {
+	Max    int
+	MaxAge time.Duration
+}
+
+// DefaultRetention keeps the last 100,000 finished invocations, for 30 days.
+var DefaultRetention = Retention{Max: 100_000, MaxAge: 30 * 24 * time.Hour}
+
+// pruneBatch bounds the records one commit deletes, so pruning a large
+// backlog never makes one transaction (and the loop's wait) long.
+const pruneBatch = 256
 
 // BoltStore is a Store in a bbolt database file. Each Commit is one bbolt
 // transaction, fsynced before it returns, however many writes it holds.
-type BoltStore struct{ db *bolt.DB }
+type BoltStore struct {
+	db        *bolt.DB
+	retention Retention
+	log       *slog.Logger
+	now       func() time.Time
+	finished  int // records in the finished bucket (only this process writes it)
+}
+
+// BoltOptions tune OpenBoltStore.
+type BoltOptions struct {
+	Retention Retention // zero: DefaultRetention
+	Log       *slog.Logger
+	Now       func() time.Time // for tests; time.Now
+}
+
+// ErrStoreDamaged marks a database file that failed its checks: mforch moved
+// it aside (path.damaged-TIME) and started with an empty one.
+var ErrStoreDamaged = errors.New("queue database damaged")
 
 // OpenBoltStore opens (or creates) the database at path. Only one mforch may
-// hold it: a second waits one second and fails.
-func OpenBoltStore(path string) (*BoltStore, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+// hold it: a second waits one second and fails. A damaged file (bad meta
+// pages, a failed consistency check, or a panic while reading it) is moved
+// aside with an error logged, and an empty database takes its place, so a
+// damaged file never keeps mforch in a crash loop.
+func OpenBoltStore(path string, opts ...BoltOptions) (*BoltStore, error) {
+	var o BoltOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if o.Retention == (Retention{}) {
+		o.Retention = DefaultRetention
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	db, err := openChecked(path)
+	if errors.Is(err, ErrStoreDamaged) {
+		aside := fmt.Sprintf("%s.damaged-%s", path, o.Now().UTC().Format("20060102T150405Z"))
+		if rerr := os.Rename(path, aside); rerr != nil {
+			return nil, fmt.Errorf("%w; moving it aside: %v (move or delete %s by hand)", err, rerr, path)
+		}
+		o.Log.Error("queue database damaged: moved it aside and started with an empty one; invocations pending in it are not run",
+			"err", err, "moved_to", aside)
+		db, err = openChecked(path)
+	}
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		return nil, err
+	}
+	s := &BoltStore{db: db, retention: o.Retention, log: o.Log, now: o.Now}
+	db.View(func(tx *bolt.Tx) error {
+		s.finished = tx.Bucket(bucketFinished).Stats().KeyN
+		return nil
+	})
+	return s, nil
+}
+
+// openChecked opens path, creates the buckets and checks every page; any
+// sign of damage is ErrStoreDamaged.
+func openChecked(path string) (db *bolt.DB, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			if db != nil {
+				db.Close()
+			}
+			db, err = nil, fmt.Errorf("%w: %s: %v", ErrStoreDamaged, path, p)
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		switch {
+		case errors.Is(err, bolt.ErrTimeout):
 			return nil, fmt.Errorf("queue database %s is in use by another mforch: stop it first", path)
+		case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrVersionMismatch), errors.Is(err, bolt.ErrChecksum):
+			return nil, fmt.Errorf("%w: %s: %v", ErrStoreDamaged, path, err)
 		}
 		return nil, fmt.Errorf("queue database %s: %w", path, err)
 	}
+	err = db.View(func(tx *bolt.Tx) error {
+		for cerr := range tx.Check() {
+			return cerr
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("%w: %s: %v", ErrStoreDamaged, path, err)
+	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketPending, bucketFinished} {
+		for _, b := range [][]byte{bucketPending, bucketFinished, bucketCorrupt} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -122,23 +222,28 @@ func OpenBoltStore(path string) (*BoltStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("queue database %s: %w", path, err)
 	}
-	return &BoltStore{db: db}, nil
+	return db, nil
 }
 
-func put(tx *bolt.Tx, bucket []byte, inv *Invocation) error {
-	b, err := json.Marshal(toRecord(inv))
+func put(tx *bolt.Tx, bucket []byte, rec record) error {
+	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucket).Put([]byte(inv.ID), b)
+	return tx.Bucket(bucket).Put([]byte(rec.ID), b)
 }
 
-// Commit writes every invocation in one transaction, in order.
+// Commit writes every invocation in one transaction, in order, then prunes
+// finished records past the retention.
 func (s *BoltStore) Commit(writes []StoreWrite) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	count := s.finished
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		count = s.finished
+		finished := false
 		for _, w := range writes {
+			rec := toRecord(w.Invocation)
 			if !w.Finished {
-				if err := put(tx, bucketPending, w.Invocation); err != nil {
+				if err := put(tx, bucketPending, rec); err != nil {
 					return err
 				}
 				continue
@@ -146,26 +251,94 @@ func (s *BoltStore) Commit(writes []StoreWrite) error {
 			if err := tx.Bucket(bucketPending).Delete([]byte(w.Invocation.ID)); err != nil {
 				return err
 			}
-			if err := put(tx, bucketFinished, w.Invocation); err != nil {
+			rec.Secrets = nil // done with: never kept at rest
+			if tx.Bucket(bucketFinished).Get([]byte(rec.ID)) == nil {
+				count++
+			}
+			if err := put(tx, bucketFinished, rec); err != nil {
 				return err
 			}
+			finished = true
 		}
-		return nil
+		if !finished {
+			return nil
+		}
+		deleted, err := s.prune(tx, count)
+		count -= deleted
+		return err
 	})
+	if err == nil {
+		s.finished = count // only once committed
+	}
+	return err
+}
+
+// prune deletes the oldest finished records (ids are time-ordered, so key
+// order is age order) beyond the retention, at most pruneBatch per call,
+// and returns how many it deleted.
+func (s *BoltStore) prune(tx *bolt.Tx, count int) (int, error) {
+	excess := 0
+	if s.retention.Max > 0 {
+		excess = count - s.retention.Max
+	}
+	c := tx.Bucket(bucketFinished).Cursor()
+	deleted := 0
+	for ; deleted < pruneBatch; deleted++ {
+		k, v := c.First()
+		if k == nil || (deleted >= excess && !s.expired(v)) {
+			break
+		}
+		if err := c.Delete(); err != nil {
+			return 0, err
+		}
+	}
+	return deleted, nil
+}
+
+// expired reports whether a finished record is older than the retention
+// allows (one that no longer decodes is expired too).
+func (s *BoltStore) expired(v []byte) bool {
+	if s.retention.MaxAge <= 0 {
+		return false
+	}
+	var r record
+	if json.Unmarshal(v, &r) != nil {
+		return true
+	}
+	return !r.Finished.IsZero() && s.now().Sub(r.Finished) > s.retention.MaxAge
 }
 
 // Pending returns the invocations accepted but not finished, oldest first.
+// A record that no longer decodes is moved to the corrupt bucket with an
+// error logged; the others still run.
 func (s *BoltStore) Pending() ([]*Invocation, error) {
 	var out []*Invocation
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketPending).ForEach(func(k, v []byte) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		type bad struct{ k, v []byte }
+		var corrupt []bad
+		err := tx.Bucket(bucketPending).ForEach(func(k, v []byte) error {
 			var r record
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("pending invocation %s: %w", k, err)
+			if err := json.Unmarshal(v, &r); err != nil || r.ID == "" {
+				corrupt = append(corrupt, bad{append([]byte(nil), k...), append([]byte(nil), v...)})
+				s.log.Error("pending invocation record does not decode: set aside in the database's corrupt bucket, not run",
+					"key", string(k), "err", err)
+				return nil
 			}
 			out = append(out, r.invocation())
 			return nil
 		})
+		if err != nil {
+			return err
+		}
+		for _, c := range corrupt {
+			if err := tx.Bucket(bucketCorrupt).Put(c.k, c.v); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketPending).Delete(c.k); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	sortByQueued(out)
 	return out, err

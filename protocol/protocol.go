@@ -21,8 +21,10 @@ import (
 	"io"
 )
 
-// Version is the protocol version a Hello carries.
-const Version = 1
+// Version is the protocol version a Hello carries: 2 adds per-worker keys
+// and the orchestrator's challenge (docs/protocol.md). Version 1 remains
+// only until every caller moves to ClientHandshake and ServerHandshake.
+const Version = 2
 
 // DefaultPort is the orchestrator's worker port, as in the original system.
 const DefaultPort = 63302
@@ -36,6 +38,9 @@ const (
 	TypeJob     = "job"
 	TypeResult  = "result"
 	TypeCommand = "command"
+	// TypeChallenge is the orchestrator's first frame in version 2: a fresh
+	// nonce the worker's hello must be bound to.
+	TypeChallenge = "challenge"
 )
 
 // Commands the orchestrator may give after a result (or instead of a job).
@@ -45,9 +50,16 @@ const (
 	CmdWait     = "wait"     // stay connected: another job follows
 )
 
+// ErrReplay means a frame came out of order or out of its session: a replay.
+var ErrReplay = errors.New("frame replayed or out of order")
+
+// ErrFrameTooLarge means a peer sent a frame over the limit (MaxHelloFrame
+// before authentication, MaxFrame after).
+var ErrFrameTooLarge = errors.New("frame too large")
+
 // ErrBadMAC means a message was not signed with the cluster's secret: the
 // peer does not have the secret, or the message was altered.
-var ErrBadMAC = errors.New("message authentication failed: the peer does not hold this cluster's secret")
+var ErrBadMAC = errors.New("message authentication failed: the peer does not hold the key (the cluster secret, or in version 2 this worker's key)")
 
 // BootTimes are kernel uptimes (CLOCK_BOOTTIME) in milliseconds at the
 // worker's milestones.
@@ -141,13 +153,21 @@ func mac(secret []byte, nonce string, seq uint64, typ string, body []byte) strin
 type Conn struct {
 	rw      io.ReadWriter
 	r       *bufio.Reader
-	secret  []byte
-	nonce   string
+	secret  []byte // version 1: the cluster secret; version 2: the worker's key
+	nonce   string // version 1: the worker's hello nonce
 	sendSeq uint64
 	recvSeq uint64
+	// Version 2 (ClientHandshake, ServerHandshake): frames are bound to
+	// both nonces and to their direction.
+	v2               bool
+	session          string // orchestrator's challenge nonce + worker's hello nonce
+	sendDir, recvDir string
 }
 
-// NewConn wraps rw. The secret must be the cluster's shared secret.
+// NewConn wraps rw for protocol version 1, with the cluster's shared secret.
+//
+// Deprecated: version 1 lets any worker, or any function that reads the
+// secret, act as every worker. Use ClientHandshake and ServerHandshake.
 func NewConn(rw io.ReadWriter, secret []byte) *Conn {
 	return &Conn{rw: rw, r: bufio.NewReaderSize(rw, 64<<10), secret: secret}
 }
@@ -156,33 +176,50 @@ func NewConn(rw io.ReadWriter, secret []byte) *Conn {
 // before sending Hello; the orchestrator after receiving it.
 func (c *Conn) SetNonce(n string) { c.nonce = n }
 
+// frameMAC is the MAC of one frame of this session.
+func (c *Conn) frameMAC(dir string, seq uint64, typ string, body []byte) string {
+	if c.v2 {
+		return macV2(c.secret, dir, c.session, seq, typ, body)
+	}
+	nonce := c.nonce
+	if typ == TypeHello {
+		nonce = ""
+	}
+	return mac(c.secret, nonce, seq, typ, body)
+}
+
 // Send writes one message of type typ.
 func (c *Conn) Send(typ string, v any) error {
 	body, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", typ, err)
 	}
-	nonce := c.nonce
-	if typ == TypeHello {
-		nonce = ""
-	}
-	env := envelope{Type: typ, Seq: c.sendSeq, Body: body, MAC: mac(c.secret, nonce, c.sendSeq, typ, body)}
-	frame, err := json.Marshal(env)
-	if err != nil {
-		return fmt.Errorf("encode %s frame: %w", typ, err)
-	}
-	frame = append(frame, '\n')
-	if _, err := c.rw.Write(frame); err != nil {
-		return fmt.Errorf("send %s: %w", typ, err)
+	env := envelope{Type: typ, Seq: c.sendSeq, Body: body, MAC: c.frameMAC(c.sendDir, c.sendSeq, typ, body)}
+	if err := writeFrame(c.rw, env); err != nil {
+		return err
 	}
 	c.sendSeq++
 	return nil
 }
 
+func writeFrame(w io.Writer, env envelope) error {
+	frame, err := json.Marshal(env)
+	if err != nil {
+		return fmt.Errorf("encode %s frame: %w", env.Type, err)
+	}
+	frame = append(frame, '\n')
+	if _, err := w.Write(frame); err != nil {
+		return fmt.Errorf("send %s: %w", env.Type, err)
+	}
+	return nil
+}
+
 // Receive reads one frame, checks its MAC and sequence number, and returns
-// its type and body. A Hello frame sets the session nonce from its body.
+// its type and body. In version 1 a Hello frame sets the session nonce from
+// its body; in version 2 the hello belongs to the handshake and is refused
+// here.
 func (c *Conn) Receive() (string, json.RawMessage, error) {
-	line, err := readLine(c.r)
+	line, err := readLine(c.r, MaxFrame)
 	if err != nil {
 		return "", nil, err
 	}
@@ -190,16 +227,15 @@ func (c *Conn) Receive() (string, json.RawMessage, error) {
 	if err := json.Unmarshal(line, &env); err != nil {
 		return "", nil, fmt.Errorf("malformed frame: %w", err)
 	}
-	nonce := c.nonce
-	if env.Type == TypeHello {
-		nonce = ""
+	if c.v2 && (env.Type == TypeHello || env.Type == TypeChallenge) {
+		return env.Type, nil, fmt.Errorf("%s frame inside a session: %w", env.Type, ErrReplay)
 	}
-	want := mac(c.secret, nonce, env.Seq, env.Type, env.Body)
+	want := c.frameMAC(c.recvDir, env.Seq, env.Type, env.Body)
 	if !hmac.Equal([]byte(want), []byte(env.MAC)) {
 		return env.Type, nil, fmt.Errorf("%s frame: %w", env.Type, ErrBadMAC)
 	}
 	if env.Seq != c.recvSeq {
-		return env.Type, nil, fmt.Errorf("%s frame: sequence %d, expected %d (replayed or reordered)", env.Type, env.Seq, c.recvSeq)
+		return env.Type, nil, fmt.Errorf("%s frame: sequence %d, expected %d: %w", env.Type, env.Seq, c.recvSeq, ErrReplay)
 	}
 	c.recvSeq++
 	if env.Type == TypeHello {
@@ -231,15 +267,16 @@ func (c *Conn) Expect(typ string, v any) error {
 	return nil
 }
 
-// readLine reads one newline-terminated frame. A frame cut off by the end
-// of the stream is io.ErrUnexpectedEOF, not a short frame.
-func readLine(r *bufio.Reader) ([]byte, error) {
+// readLine reads one newline-terminated frame of at most limit bytes. A
+// frame cut off by the end of the stream is io.ErrUnexpectedEOF, not a
+// short frame.
+func readLine(r *bufio.Reader, limit int) ([]byte, error) {
 	var line []byte
 	for {
 		chunk, err := r.ReadSlice('\n')
 		line = append(line, chunk...)
-		if len(line) > MaxFrame {
-			return nil, fmt.Errorf("frame larger than %d bytes", MaxFrame)
+		if len(line) > limit {
+			return nil, fmt.Errorf("frame larger than %d bytes: %w", limit, ErrFrameTooLarge)
 		}
 		switch {
 		case err == nil:

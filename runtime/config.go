@@ -18,7 +18,6 @@ const ProbeMarker = protocol.ProbeMarker
 type Config struct {
 	ID       string
 	Orch     string
-	Secret   []byte
 	OffMode  string // "poweroff" or "reboot"
 	Failsafe time.Duration
 	Iface    string
@@ -32,7 +31,7 @@ type Config struct {
 func ParseCmdline(cmdline string) (Config, error) {
 	c := Config{OffMode: bootparams.PowerOff, Failsafe: 120 * time.Second, Iface: "eth0"}
 	p, err := bootparams.Parse(cmdline)
-	c.ID, c.Orch, c.Secret, c.Probe = p.ID, p.Orch, p.Secret, p.Probe
+	c.ID, c.Orch, c.Probe = p.ID, p.Orch, p.Probe
 	if p.Off != "" {
 		c.OffMode = p.Off
 	}
@@ -45,7 +44,7 @@ func ParseCmdline(cmdline string) (Config, error) {
 	if err != nil || c.Probe {
 		return c, err
 	}
-	for _, m := range []struct{ name, v string }{{bootparams.ID, c.ID}, {bootparams.Orch, c.Orch}, {bootparams.Secret, string(c.Secret)}} {
+	for _, m := range []struct{ name, v string }{{bootparams.ID, c.ID}, {bootparams.Orch, c.Orch}} {
 		if m.v == "" {
 			return c, fmt.Errorf("%w: %s= on the kernel command line", bootparams.ErrMissing, m.name)
 		}

@@ -1,9 +1,12 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,18 +36,18 @@ func TestParseCmdline(t *testing.T) {
 		want     Config
 		err      error
 	}{
-		{"full", "console=ttyS0 mf.id=vm1 mf.orch=10.0.2.2:63302 mf.secret=00ff mf.off=reboot mf.failsafe=30 mf.iface=eth1",
-			Config{ID: "vm1", Orch: "10.0.2.2:63302", Secret: []byte{0, 0xff}, OffMode: "reboot", Failsafe: 30 * time.Second, Iface: "eth1"}, nil},
-		{"defaults", "mf.id=w mf.orch=h:1 mf.secret=01", Config{ID: "w", Orch: "h:1", Secret: []byte{1}, OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, nil},
+		{"full", "console=ttyS0 mf.id=vm1 mf.orch=10.0.2.2:63302 mf.off=reboot mf.failsafe=30 mf.iface=eth1",
+			Config{ID: "vm1", Orch: "10.0.2.2:63302", OffMode: "reboot", Failsafe: 30 * time.Second, Iface: "eth1"}, nil},
+		{"defaults", "mf.id=w mf.orch=h:1", Config{ID: "w", Orch: "h:1", OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, nil},
 		{"probe needs nothing else", "mf.probe=1", Config{Probe: true, OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, nil},
-		{"missing id", "mf.orch=h:1 mf.secret=01", Config{}, bootparams.ErrMissing},
-		{"missing orch", "mf.id=w mf.secret=01", Config{}, bootparams.ErrMissing},
-		{"missing secret", "mf.id=w mf.orch=h:1", Config{}, bootparams.ErrMissing},
-		{"bad secret", "mf.id=w mf.orch=h:1 mf.secret=zz", Config{}, bootparams.ErrInvalid},
-		{"bad off", "mf.id=w mf.orch=h:1 mf.secret=01 mf.off=halt", Config{}, bootparams.ErrInvalid},
-		{"bad failsafe", "mf.id=w mf.orch=h:1 mf.secret=01 mf.failsafe=-3", Config{}, bootparams.ErrInvalid},
-		{"id that would rewrite ip=", "mf.id=w:1 mf.orch=h:1 mf.secret=01", Config{}, bootparams.ErrInvalid},
-		{"second orchestrator", "mf.id=w mf.orch=h:1 mf.secret=01 mf.orch=evil:1", Config{}, bootparams.ErrInvalid},
+		{"missing id", "mf.orch=h:1", Config{}, bootparams.ErrMissing},
+		{"missing orch", "mf.id=w", Config{}, bootparams.ErrMissing},
+		// Workers have their own keys: the cluster secret is no parameter.
+		{"the cluster secret", "mf.id=w mf.orch=h:1 mf.secret=01", Config{}, bootparams.ErrInvalid},
+		{"bad off", "mf.id=w mf.orch=h:1 mf.off=halt", Config{}, bootparams.ErrInvalid},
+		{"bad failsafe", "mf.id=w mf.orch=h:1 mf.failsafe=-3", Config{}, bootparams.ErrInvalid},
+		{"id that would rewrite ip=", "mf.id=w:1 mf.orch=h:1", Config{}, bootparams.ErrInvalid},
+		{"second orchestrator", "mf.id=w mf.orch=h:1 mf.orch=evil:1", Config{}, bootparams.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -58,8 +61,7 @@ func TestParseCmdline(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.ID != tt.want.ID || got.Orch != tt.want.Orch || string(got.Secret) != string(tt.want.Secret) ||
-				got.OffMode != tt.want.OffMode || got.Failsafe != tt.want.Failsafe || got.Iface != tt.want.Iface || got.Probe != tt.want.Probe {
+			if got.ID != tt.want.ID || got.Orch != tt.want.Orch || got.OffMode != tt.want.OffMode || got.Failsafe != tt.want.Failsafe || got.Iface != tt.want.Iface || got.Probe != tt.want.Probe {
 				t.Fatalf("got %+v, want %+v", got, tt.want)
 			}
 		})
@@ -135,5 +137,70 @@ func TestJobEnvAndSecrets(t *testing.T) {
 	res = w.runJob(context.Background(), protocol.Job{ID: "j2", Function: "show", Secrets: map[string][]byte{"../evil": nil}})
 	if !strings.Contains(res.Error, "bad secret name") {
 		t.Errorf("path in a secret name: %q", res.Error)
+	}
+}
+
+// TestWorkerVersion2 runs the real worker against the orchestrator's side of
+// the version-2 handshake over TCP: its own key, a job with a secret, the
+// result.
+func TestWorkerVersion2(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	key, err := protocol.WorkerKey(secret, "vm0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The key arrives as a file the worker deletes after reading.
+	kf := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(kf, protocol.EncodeKey(key), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	got, err := TakeKey(kf)
+	if err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("TakeKey = %x, %v", got, err)
+	}
+	if _, err := os.Stat(kf); !os.IsNotExist(err) {
+		t.Fatalf("the key file outlived TakeKey: %v", err)
+	}
+	if k, err := TakeKey(kf); k != nil || err != nil {
+		t.Fatalf("no key file: %x, %v", k, err)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	fdir := t.TempDir()
+	os.WriteFile(filepath.Join(fdir, "show"), []byte("#!/bin/sh\ncat /var/openfaas/secrets/token\n"), 0o755)
+	w := &Worker{Config: Config{ID: "vm0", Orch: ln.Addr().String(), Failsafe: 10 * time.Second}, Key: key,
+		Env: functions.Env{FunctionsDir: fdir}, Log: slog.Default()}
+	done := make(chan Outcome, 1)
+	go func() { done <- w.Run(context.Background()) }()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pc, h, err := protocol.ServerHandshake(c, c.RemoteAddr(), protocol.ClusterKeys(secret, map[string]string{"vm0": "127.0.0.1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.WorkerID != "vm0" || h.Proto != protocol.Version {
+		t.Fatalf("hello %+v", h)
+	}
+	if err := pc.Send(protocol.TypeJob, protocol.Job{ID: "j1", Function: "show", Args: json.RawMessage(`""`),
+		Secrets: map[string][]byte{"token": []byte("t0k3n")}}); err != nil {
+		t.Fatal(err)
+	}
+	var res protocol.Result
+	if err := pc.Expect(protocol.TypeResult, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Error != "" || string(res.Result) != `"t0k3n"` {
+		t.Fatalf("result %s, error %q", res.Result, res.Error)
+	}
+	pc.Send(protocol.TypeCommand, protocol.Command{Action: protocol.CmdPowerOff})
+	if out := <-done; out.Action != protocol.CmdPowerOff {
+		t.Fatalf("outcome %+v", out)
 	}
 }

@@ -8,14 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	goruntime "runtime"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/runtime/functions"
+	"github.com/microfaas/microfaas/runtime/sandbox"
 )
 
 // DefaultJobTimeout applies when a job names none.
@@ -32,41 +31,15 @@ type Worker struct {
 	Clock func() float64
 	// DialRetry is how long to keep trying to reach the orchestrator.
 	DialRetry time.Duration
-	// SecretsDir receives a job's secrets, one file each, as OpenFaaS
-	// mounts them (default /var/openfaas/secrets).
+	// Key is this worker's own key (TakeKey, CardKey; protocol.WorkerKey).
+	Key []byte
+	// SecretsDir is where a user function finds the job's secrets, one
+	// file each, as OpenFaaS mounts them (default /var/openfaas/secrets).
 	SecretsDir string
 }
 
 // DefaultSecretsDir is where functions find their secrets, as on OpenFaaS.
-const DefaultSecretsDir = "/var/openfaas/secrets"
-
-// writeSecrets writes one file per secret (mode 0400) and returns a function
-// that removes them, so a warm worker's next job does not see them.
-func writeSecrets(dir string, secrets map[string][]byte) (func(), error) {
-	if dir == "" {
-		dir = DefaultSecretsDir
-	}
-	var written []string
-	cleanup := func() {
-		for _, p := range written {
-			os.Remove(p)
-		}
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return cleanup, fmt.Errorf("secrets: %w", err)
-	}
-	for name, value := range secrets {
-		if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
-			return cleanup, fmt.Errorf("secrets: bad secret name %q", name)
-		}
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, value, 0o400); err != nil {
-			return cleanup, fmt.Errorf("secrets: %w", err)
-		}
-		written = append(written, p)
-	}
-	return cleanup, nil
-}
+const DefaultSecretsDir = sandbox.DefaultSecretsDir
 
 // Outcome is what the worker should do when Run returns.
 type Outcome struct {
@@ -94,21 +67,16 @@ func (w *Worker) Run(ctx context.Context) Outcome {
 	defer stop()
 	w.Boot.ConnectedMS = w.Clock()
 
-	pc := protocol.NewConn(conn, w.Config.Secret)
-	nonce, err := protocol.NewNonce()
+	hello := protocol.Hello{
+		WorkerID: w.Config.ID, Arch: goruntime.GOARCH, Boot: w.Boot,
+		Functions: append(functions.Names(), functions.UserNames(w.Env.FunctionsDir)...),
+	}
+	conn.SetDeadline(time.Now().Add(w.Config.Failsafe))
+	pc, err := w.handshake(conn, hello)
 	if err != nil {
 		return Outcome{protocol.CmdPowerOff, err.Error()}
 	}
-	pc.SetNonce(nonce)
-	hello := protocol.Hello{
-		Proto: protocol.Version, WorkerID: w.Config.ID, Nonce: nonce,
-		Arch: goruntime.GOARCH, Boot: w.Boot,
-		Functions: append(functions.Names(), functions.UserNames(w.Env.FunctionsDir)...),
-	}
-	conn.SetWriteDeadline(time.Now().Add(w.Config.Failsafe))
-	if err := pc.Send(protocol.TypeHello, hello); err != nil {
-		return Outcome{protocol.CmdPowerOff, err.Error()}
-	}
+	conn.SetDeadline(time.Time{})
 	for {
 		// Failsafe: a silent orchestrator powers the worker off.
 		conn.SetReadDeadline(time.Now().Add(w.Config.Failsafe))
@@ -161,6 +129,36 @@ func (w *Worker) Run(ctx context.Context) Outcome {
 	}
 }
 
+// ErrNoKey means the worker has no key of its own: it cannot authenticate.
+var ErrNoKey = errors.New("no worker key: QEMU workers get " + protocol.KeyPath +
+	" from the orchestrator, boards read the key area of the card mfbuild wrote")
+
+// handshake opens the session with the worker's own key (protocol
+// version 2).
+func (w *Worker) handshake(conn net.Conn, hello protocol.Hello) (*protocol.Conn, error) {
+	if w.Key == nil {
+		return nil, ErrNoKey
+	}
+	return protocol.ClientHandshake(conn, w.Key, hello)
+}
+
+// TakeKey reads the worker's key file and deletes it, so nothing started
+// later (functions run contained and could not see it anyway) finds it.
+// A missing file is (nil, nil): a board reads its card instead (CardKey).
+func TakeKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("worker key %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil {
+		return nil, fmt.Errorf("worker key %s: delete after reading: %w", path, err)
+	}
+	return protocol.DecodeKey(b)
+}
+
 func (w *Worker) dial(ctx context.Context) (net.Conn, error) {
 	deadline := time.Now().Add(w.DialRetry)
 	var d net.Dialer
@@ -192,14 +190,14 @@ func (w *Worker) runJob(ctx context.Context, job protocol.Job) protocol.Result {
 		env.Services = job.Services
 	}
 	env.ProcessEnv = job.Env
-	if len(job.Secrets) > 0 {
-		cleanup, err := writeSecrets(w.SecretsDir, job.Secrets)
-		defer cleanup()
-		if err != nil {
-			res.Error = err.Error()
+	// Secrets live on a tmpfs inside the function's sandbox, gone with it.
+	for name := range job.Secrets {
+		if !sandbox.ValidSecretName(name) {
+			res.Error = fmt.Sprintf("secrets: bad secret name %q", name)
 			return res
 		}
 	}
+	env.Secrets, env.SecretsDir = job.Secrets, w.SecretsDir
 	start := time.Now()
 	out, err := RunFunction(ctx, env, job.Function, job.Args, timeout)
 	res.ExecMS = float64(time.Since(start).Microseconds()) / 1000

@@ -45,7 +45,8 @@ func LookupBBB(c *cluster.Cluster, id string) (cluster.Worker, error) {
 
 // Bootargs is a BeagleBone worker's kernel command line: the console, the
 // kernel's own static IP configuration (no DHCP, up before PID 1), and the
-// worker's identity, orchestrator and secret (see docs/protocol.md). A debug
+// worker's identity and orchestrator (see docs/protocol.md; its own key is
+// on the card, not here). A debug
 // image keeps the boot messages and asks for the console shell (mf.debug).
 func Bootargs(c *cluster.Cluster, w cluster.Worker, debug bool) (string, error) {
 	p, err := c.BootParams(w)

@@ -17,6 +17,7 @@ import (
 	"github.com/diskfs/go-diskfs/partition/mbr"
 
 	"github.com/microfaas/microfaas/builder/uboot"
+	"github.com/microfaas/microfaas/protocol"
 )
 
 // Boot holds the worker-independent files every image carries.
@@ -31,6 +32,9 @@ type Boot struct {
 type Spec struct {
 	Bootargs string // written into the DTB's /chosen/bootargs
 	Label    string // FAT volume label (at most 11 characters)
+	// Key, if set, is the worker's key, written to the key area
+	// (protocol.CardKeyOffset), where the runtime reads it at boot.
+	Key []byte
 	// Payload, if set, is stored as a second MBR partition (type 0xda, raw
 	// data): the flasher's eMMC image.
 	Payload []byte
@@ -198,6 +202,9 @@ func Write(out string, b Boot, s Spec) (Info, error) {
 		data []byte
 	}
 	raw := []rawItem{{l.UBoot, files["u-boot.img"]}, {l.Args, dtb}, {l.Kernel, files["uImage"]}}
+	if s.Key != nil {
+		raw = append(raw, rawItem{l.Key, protocol.EncodeCardKey(s.Key)})
+	}
 	for _, m := range l.MLO {
 		raw = append(raw, rawItem{m, files["MLO"]})
 	}
@@ -233,10 +240,14 @@ func Write(out string, b Boot, s Spec) (Info, error) {
 		{Name: "device tree (args area)", Offset: l.Args.Offset, Size: int64(len(dtb)), Source: l.Args.Source},
 		{Name: "device tree (FAT file " + argsName + ")", Offset: fatOff, Size: int64(len(dtb)), Source: "FAT partition"},
 	}
+	if s.Key != nil {
+		personal = append(personal, l.Key)
+	}
 	if s.Payload != nil {
 		personal = append(personal, Region{Name: "payload", Offset: payload.Offset, Size: payload.Size})
 	}
-	if err := os.Chmod(tmpName, 0o644); err != nil {
+	// Owner-only: the image holds the worker's key material.
+	if err := os.Chmod(tmpName, 0o600); err != nil {
 		return Info{}, err
 	}
 	if err := os.Rename(tmpName, out); err != nil {

@@ -14,6 +14,8 @@ import (
 	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/builder/uboot"
 	"github.com/microfaas/microfaas/cluster"
+	"github.com/microfaas/microfaas/protocol"
+	"github.com/microfaas/microfaas/runtime"
 )
 
 // am335xRaw is U-Boot 2023.01 am335x_evm's raw mode (as read from its
@@ -100,8 +102,11 @@ func TestLayoutAM335x(t *testing.T) {
 	if l.UBoot.Offset != 0x60000 || l.UBoot.End() != 0x2a0000 {
 		t.Errorf("u-boot.img area %#x..%#x", l.UBoot.Offset, l.UBoot.End())
 	}
-	if l.Args.Offset != 0x2a0000 || l.Args.Size != 0x40000 || l.Kernel.Offset != 0x2e0000 || l.Kernel.End() != FATStart {
+	if l.Args.Offset != 0x2a0000 || l.Args.Size != 0x40000 || l.Kernel.Offset != 0x2e0000 || l.Kernel.End() != l.Key.Offset {
 		t.Errorf("args %+v kernel %+v", l.Args, l.Kernel)
+	}
+	if l.Key.Offset != FATStart-4096 || l.Key.End() != FATStart {
+		t.Errorf("worker key area %+v: want the 4 KiB before the FAT partition", l.Key)
 	}
 	if l.Total != FATStart+FATSize {
 		t.Errorf("total %d", l.Total)
@@ -143,10 +148,15 @@ func TestWriteAndVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"console=ttyS0,115200n8", "ip=192.168.1.10::192.168.1.1:255.255.255.0:bbb0:eth0:off",
-		"mf.id=bbb0", "mf.orch=192.168.1.2:63302", "mf.secret=000102030405060708090a0b0c0d0e0f", "mf.off=poweroff"} {
+		"mf.id=bbb0", "mf.orch=192.168.1.2:63302", "mf.off=poweroff"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("bootargs %q lack %q", args, want)
 		}
+	}
+	// The cluster secret never goes in bootargs (the worker's own key is
+	// in the card's key area).
+	if strings.Contains(args, "mf.secret") || strings.Contains(args, "000102030405060708090a0b0c0d0e0f") {
+		t.Errorf("bootargs %q carry the cluster secret", args)
 	}
 	dir := t.TempDir()
 	out := filepath.Join(dir, "bbb0.img")
@@ -325,5 +335,35 @@ func TestPersonaliseDTB(t *testing.T) {
 	os.WriteFile(p, a, 0o644)
 	if out, err := exec.Command("fdtget", "-t", "s", p, "/chosen", "stdout-path").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "/serial@0" {
 		t.Fatalf("stdout-path: %v %s", err, out)
+	}
+}
+
+// TestKeyArea: the worker's key lands in the key area, the 4 KiB before the
+// FAT partition, where the runtime reads it; the image is owner-only.
+func TestKeyArea(t *testing.T) {
+	b := fakeBoot(t, 4096)
+	key := bytes.Repeat([]byte{0x5a}, protocol.KeySize)
+	out := filepath.Join(t.TempDir(), "sd.img")
+	info, err := Write(out, b, Spec{Bootargs: "console=ttyS0", Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Layout.Key.Offset != protocol.CardKeyOffset || info.Layout.Key.End() != FATStart {
+		t.Fatalf("key area %+v, want [%#x, %#x)", info.Layout.Key, protocol.CardKeyOffset, FATStart)
+	}
+	got, err := runtime.CardKey([]string{filepath.Join(t.TempDir(), "absent"), out})
+	if err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("the runtime read %x, %v", got, err)
+	}
+	fi, _ := os.Stat(out)
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("image mode %o, want 0600", fi.Mode().Perm())
+	}
+	found := false
+	for _, r := range info.Personal {
+		found = found || r == info.Layout.Key
+	}
+	if !found {
+		t.Errorf("the key area is not listed as personal: %+v", info.Personal)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/microfaas/microfaas/builder/uboot"
+	"github.com/microfaas/microfaas/protocol"
 )
 
 // The AM335x boot ROM, booting from SD or eMMC, first looks in raw mode for
@@ -53,7 +54,10 @@ type Layout struct {
 	Env    []Region
 	Args   Region
 	Kernel Region
-	FAT    Region
+	// Key is the worker's key area (protocol.CardKeyOffset): the 4 KiB
+	// before the FAT partition.
+	Key Region
+	FAT Region
 	// Total is the image size without extra partitions.
 	Total int64
 }
@@ -64,7 +68,7 @@ func (l Layout) Regions() []Region {
 	rs = append(rs, l.MLO...)
 	rs = append(rs, l.UBoot)
 	rs = append(rs, l.Env...)
-	rs = append(rs, l.Args, l.Kernel, l.FAT)
+	rs = append(rs, l.Args, l.Kernel, l.Key, l.FAT)
 	sort.SliceStable(rs, func(i, j int) bool { return rs[i].Offset < rs[j].Offset })
 	return rs
 }
@@ -83,14 +87,15 @@ func NewLayout(r uboot.RawMode) (Layout, error) {
 		Kernel: Region{Name: "uImage", Offset: r.KernelSector * s,
 			Source: fmt.Sprintf("CONFIG_SYS_MMCSD_RAW_MODE_KERNEL_SECTOR=%#x", r.KernelSector)},
 		FAT: Region{"FAT partition", FATStart, FATSize, "builder/image.FATStart, FATSize"},
+		Key: Region{"worker key", protocol.CardKeyOffset, protocol.CardKeySize, "protocol.CardKeyOffset (the runtime reads it there)"},
 	}
 	for _, e := range r.Env {
 		l.Env = append(l.Env, Region{e.Name, e.Offset, e.Size, "U-Boot .config"})
 	}
-	fixed := []Region{l.MBR, l.Args, l.FAT}
+	fixed := []Region{l.MBR, l.Args, l.Key, l.FAT}
 	fixed = append(fixed, l.Env...)
 	// Open-ended items reach to the next item's start.
-	starts := []int64{l.MBR.Offset, l.UBoot.Offset, l.Args.Offset, l.Kernel.Offset, l.FAT.Offset}
+	starts := []int64{l.MBR.Offset, l.UBoot.Offset, l.Args.Offset, l.Kernel.Offset, l.Key.Offset, l.FAT.Offset}
 	for _, e := range l.Env {
 		starts = append(starts, e.Offset)
 	}

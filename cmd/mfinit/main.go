@@ -2,7 +2,7 @@
 // it boots the worker, serves the orchestrator and powers off. Run by hand it
 // runs one function on the host, for developing functions:
 //
-//	mfinit invoke NAME 'ARGS_JSON'
+//	mfinit invoke [--functions DIR] NAME 'ARGS_JSON'
 //	mfinit functions
 package main
 
@@ -19,15 +19,22 @@ import (
 	"github.com/microfaas/microfaas/runtime/debugshell"
 	"github.com/microfaas/microfaas/runtime/flash"
 	"github.com/microfaas/microfaas/runtime/functions"
+	"github.com/microfaas/microfaas/runtime/sandbox"
 )
 
 const usage = `usage:
   mfinit                         as PID 1: boot the worker (parameters on the kernel command line)
-  mfinit invoke NAME [ARGS_JSON] run one function on this host and print its result as JSON
+  mfinit invoke [--functions DIR] NAME [ARGS_JSON]
+                                 run one function on this host and print its result as JSON;
+                                 DIR holds user functions (executables, image folders), run
+                                 contained as on a worker (as an ordinary user: in a user
+                                 namespace, as yourself)
   mfinit functions               list the built-in functions
 `
 
 func main() {
+	// A function's sandbox helper is this binary re-executed (runtime/sandbox).
+	sandbox.MaybeMain()
 	if os.Getpid() == 1 {
 		asInit()
 		return
@@ -52,6 +59,10 @@ func main() {
 }
 
 func invoke(args []string) int {
+	var env functions.Env
+	if len(args) >= 2 && (args[0] == "--functions" || args[0] == "-functions") {
+		env.FunctionsDir, args = args[1], args[2:]
+	}
 	if len(args) < 1 || len(args) > 2 {
 		fmt.Fprint(os.Stderr, usage)
 		return 2
@@ -65,7 +76,7 @@ func invoke(args []string) int {
 		}
 	}
 	start := time.Now()
-	out, err := runtime.RunFunction(context.Background(), functions.Env{}, args[0], raw, runtime.DefaultJobTimeout)
+	out, err := runtime.RunFunction(context.Background(), env, args[0], raw, runtime.DefaultJobTimeout)
 	res := protocol.Result{Function: args[0], ExecMS: float64(time.Since(start).Microseconds()) / 1000, Result: out}
 	if err != nil {
 		res.Error = err.Error()
@@ -95,6 +106,9 @@ func asInit() {
 		}
 		select {}
 	}()
+	// The key first, before /run gets its tmpfs (which would hide the
+	// file) and before anything else runs: read once, deleted.
+	key, keyErr := runtime.TakeKey(protocol.KeyPath)
 	if err := runtime.MountAll(); err != nil {
 		log.Error("mounting filesystems", "err", err)
 	}
@@ -125,8 +139,26 @@ func asInit() {
 		log.Error("bad kernel command line", "err", err)
 		return
 	}
-	w := &runtime.Worker{Config: cfg, Log: log, Env: functions.Env{FunctionsDir: "/functions"}}
+	if key == nil && keyErr == nil {
+		// A board: its key is on the card it booted from.
+		key, keyErr = runtime.CardKey(runtime.CardDevices)
+	}
+	if keyErr == nil && key == nil {
+		keyErr = runtime.ErrNoKey
+	}
+	if keyErr != nil {
+		log.Error("worker key", "err", keyErr)
+		return
+	}
+	w := &runtime.Worker{Config: cfg, Key: key, Log: log, Env: functions.Env{FunctionsDir: "/functions"}}
 	w.Boot.InitMS = initMS
+	// The function sandbox's one-time set-up, while the network comes up
+	// and the worker connects.
+	go func() {
+		if err := sandbox.Prepare(); err != nil {
+			log.Error("function sandbox", "err", err)
+		}
+	}()
 	if err := runtime.WaitLink(cfg.Iface, 10*time.Second); err != nil {
 		log.Error("network", "err", err)
 	}

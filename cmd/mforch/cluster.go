@@ -2,18 +2,21 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/runtime/functions"
 	"github.com/microfaas/microfaas/target"
 )
 
@@ -26,6 +29,8 @@ type clusterFlags struct {
 	verbose                                                                       bool
 	gpioPulse, gpioHold                                                           time.Duration
 	energy                                                                        energyFlags
+	keep, maxQueue                                                                int
+	keepFor, maxTimeout                                                           time.Duration
 }
 
 func (c *clusterFlags) register(fs *flag.FlagSet) {
@@ -38,6 +43,10 @@ func (c *clusterFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.listen, "listen", "", "worker protocol address (default: the cluster file's, or 127.0.0.1:0 for a local cluster)")
 	fs.StringVar(&c.results, "results", "results.csv", "results CSV, one row per invocation (appended to)")
 	fs.StringVar(&c.store, "store", "", "queue database: accepted invocations survive restarts (e.g. /var/lib/mforch/queue.db; empty: in memory)")
+	fs.IntVar(&c.keep, "store-keep", orchestrator.DefaultRetention.Max, "with --store: finished invocations kept (the newest; results stay in --results)")
+	fs.DurationVar(&c.keepFor, "store-keep-for", orchestrator.DefaultRetention.MaxAge, "with --store: how long finished invocations are kept")
+	fs.IntVar(&c.maxQueue, "max-queue", 1000, "invocations waiting for a worker at most; more are refused (HTTP 429, Retry-After)")
+	fs.DurationVar(&c.maxTimeout, "max-timeout", time.Hour, "the longest timeout an invocation may ask for (?timeout=); longer is refused (HTTP 400)")
 	fs.StringVar(&c.logDir, "log-dir", "", "worker console logs (default: a temporary folder)")
 	fs.DurationVar(&c.idle, "idle", 0, "keep a worker up this long for another job (0: power off after each job)")
 	fs.DurationVar(&c.powerUp, "power-up-timeout", 60*time.Second, "how long a worker may take from power-on to connecting")
@@ -161,14 +170,16 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	}
 	var store orchestrator.Store
 	if c.store != "" {
-		if r.store, err = orchestrator.OpenBoltStore(c.store); err != nil {
+		opts := orchestrator.BoltOptions{Log: log, Retention: orchestrator.Retention{Max: c.keep, MaxAge: c.keepFor}}
+		if r.store, err = orchestrator.OpenBoltStore(c.store, opts); err != nil {
 			return nil, err
 		}
 		store = r.store
 	}
 	r.orch, err = orchestrator.New(orchestrator.Config{Cluster: cl, Controllers: controllers, Log: log,
 		IdleTimeout: c.idle, PowerUpTimeout: c.powerUp, MaxBooting: c.maxBooting, MaxAttempts: c.attempts,
-		Recorder: rec, Store: store, Energy: acc, OnStateChange: onState})
+		Recorder: rec, Store: store, Energy: acc, OnStateChange: onState,
+		MaxQueue: c.maxQueue, MaxTimeout: c.maxTimeout, Functions: imageFunctions(c.initrd, log)})
 	if err != nil {
 		if r.energy != nil {
 			r.energy.stop()
@@ -181,6 +192,32 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	go r.orch.Serve(ln)
 	log.Info("orchestrator listening for workers", "addr", ln.Addr().String(), "workers", len(cl.Workers))
 	return r, nil
+}
+
+// imageFunctions lists the functions of the QEMU workers' image, so mforch
+// refuses an unknown one at submit: the built-ins, and the user functions
+// the initramfs's manifest (mfbuild writes INITRD.json) names. Without a
+// manifest it returns nil: every name is accepted until a worker's hello
+// says what it has.
+func imageFunctions(initrd string, log *slog.Logger) []string {
+	b, err := os.ReadFile(initrd + ".json")
+	if err != nil {
+		return nil
+	}
+	var m struct {
+		Inputs map[string]string `json:"inputs"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		log.Warn("initramfs manifest unreadable: unknown functions are refused only once a worker has said hello", "file", initrd+".json", "err", err)
+		return nil
+	}
+	names := functions.Names()
+	for k := range m.Inputs {
+		if fn, ok := strings.CutPrefix(k, "function:"); ok {
+			names = append(names, fn)
+		}
+	}
+	return names
 }
 
 // startQEMU starts the QEMU controller of the VM workers of target t.

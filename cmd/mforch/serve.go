@@ -13,6 +13,7 @@ import (
 
 	"github.com/openfaas/faas-provider/auth"
 
+	"github.com/microfaas/microfaas/orchestrator/httpguard"
 	"github.com/microfaas/microfaas/orchestrator/openfaas"
 )
 
@@ -35,6 +36,24 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	defer r.Close()
+	creds, err := of.credentials()
+	if err != nil {
+		return err
+	}
+	// One guard on every route of every listener: the same credentials
+	// (when set), body size and time limits (orchestrator/httpguard).
+	guard := httpguard.Config{Open: []string{"/healthz"}, Log: r.log.With("api", "http")}
+	if creds != nil {
+		guard.User, guard.Password = creds.User, creds.Password
+		if of.enabled {
+			// As in OpenFaaS: the gateway invokes functions without
+			// credentials (it is the public face); everything else,
+			// mforch's own API included, needs them.
+			guard.Open = append(guard.Open, "/function/", "/async-function/")
+		}
+	} else {
+		r.log.Warn("the HTTP API is open: anyone who reaches it can invoke and deploy; set --openfaas-auth (or keep --http on localhost)")
+	}
 	var handler http.Handler = r.orch.Handler()
 	var servers []*http.Server
 	var provider *openfaas.Provider
@@ -43,16 +62,16 @@ func runServe(ctx context.Context, args []string) error {
 		if of.addr != "" {
 			fallback = nil // a listener of its own: only provider routes there
 		}
-		if provider, err = of.provider(r, fallback); err != nil {
+		if provider, err = of.provider(r, fallback, creds); err != nil {
 			return err
 		}
 		if of.addr == "" {
 			handler = provider.Handler()
 		} else {
-			servers = append(servers, &http.Server{Addr: of.addr, Handler: provider.Handler(), ReadHeaderTimeout: 10 * time.Second})
+			servers = append(servers, httpguard.Server(of.addr, httpguard.Wrap(provider.Handler(), guard)))
 		}
 	}
-	servers = append([]*http.Server{{Addr: *httpAddr, Handler: handler, ReadHeaderTimeout: 10 * time.Second}}, servers...)
+	servers = append([]*http.Server{httpguard.Server(*httpAddr, httpguard.Wrap(handler, guard))}, servers...)
 	errc := make(chan error, len(servers))
 	for _, srv := range servers {
 		go func() { errc <- srv.ListenAndServe() }()
@@ -104,6 +123,7 @@ func runServe(ctx context.Context, args []string) error {
 type openfaasFlags struct {
 	enabled                    bool
 	addr, authDir, state, list string
+	callbackAllow              string
 	functions                  []string
 }
 
@@ -111,31 +131,42 @@ func (o *openfaasFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.enabled, "openfaas", true, "serve the OpenFaaS provider API (faas-provider v0.25), so an OpenFaaS gateway and faas-cli work with mforch")
 	fs.StringVar(&o.addr, "openfaas-http", "", "serve the provider API on this address instead of on --http's listener")
 	fs.StringVar(&o.authDir, "openfaas-auth", "", "folder with basic-auth-user and basic-auth-password (the gateway's secret_mount_path layout):\n"+
-		"/system/* then requires these credentials. Empty: /system/* is open")
+		"every HTTP route then requires these credentials (mforch's own API and /system/*), except /healthz,\n"+
+		"/function/* and /async-function/*, which an OpenFaaS gateway calls without them. Empty: the API is open")
 	fs.StringVar(&o.list, "openfaas-functions", "", "comma-separated user functions in the worker image (mfbuild --function NAME=...),\n"+
 		"deployable as image microfaas/fn:NAME; built-ins deploy as microfaas/NAME")
+	fs.StringVar(&o.callbackAllow, "openfaas-callback-allow", "", "comma-separated hosts, addresses or CIDR prefixes async calls' X-Callback-Url may name\n"+
+		"(others get 400). Empty: any host")
 	fs.StringVar(&o.state, "openfaas-state", "", "file that keeps deployed functions and secrets across restarts (empty: in memory)")
 }
 
-func (o *openfaasFlags) provider(r *running, fallback http.Handler) (*openfaas.Provider, error) {
+// credentials reads --openfaas-auth's folder; nil when the flag is unset.
+func (o *openfaasFlags) credentials() (*auth.BasicAuthCredentials, error) {
+	if o.authDir == "" {
+		return nil, nil
+	}
+	creds, err := (&auth.ReadBasicAuthFromDisk{SecretMountPath: o.authDir}).Read()
+	if err != nil {
+		return nil, fmt.Errorf("--openfaas-auth %s: %w (want files basic-auth-user and basic-auth-password)", o.authDir, err)
+	}
+	if creds.User == "" || creds.Password == "" {
+		return nil, fmt.Errorf("--openfaas-auth %s: basic-auth-user or basic-auth-password is empty", o.authDir)
+	}
+	return creds, nil
+}
+
+func (o *openfaasFlags) provider(r *running, fallback http.Handler, creds *auth.BasicAuthCredentials) (*openfaas.Provider, error) {
 	for _, n := range strings.Split(o.list, ",") {
 		if n = strings.TrimSpace(n); n != "" {
 			o.functions = append(o.functions, n)
 		}
 	}
 	cfg := openfaas.Config{Orchestrator: r.orch, UserFunctions: o.functions, StateFile: o.state,
-		Fallback: fallback, Version: buildVersion(), Log: r.log.With("api", "openfaas")}
-	if o.authDir != "" {
-		creds, err := (&auth.ReadBasicAuthFromDisk{SecretMountPath: o.authDir}).Read()
-		if err != nil {
-			return nil, fmt.Errorf("--openfaas-auth %s: %w (want files basic-auth-user and basic-auth-password)", o.authDir, err)
+		Fallback: fallback, Version: buildVersion(), Log: r.log.With("api", "openfaas"), Auth: creds}
+	for _, a := range strings.Split(o.callbackAllow, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			cfg.CallbackAllow = append(cfg.CallbackAllow, a)
 		}
-		if creds.User == "" || creds.Password == "" {
-			return nil, fmt.Errorf("--openfaas-auth %s: basic-auth-user or basic-auth-password is empty", o.authDir)
-		}
-		cfg.Auth = creds
-	} else {
-		r.log.Warn("OpenFaaS /system/* routes are open: anyone who reaches the HTTP API can deploy; set --openfaas-auth")
 	}
 	p, err := openfaas.New(cfg)
 	if err != nil {

@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -205,7 +207,7 @@ func (p *Provider) proxy(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	inv, err := p.cfg.Orchestrator.InvokeJob(ctx, p.jobSpec(fn, args, timeout))
 	if err != nil {
-		http.Error(w, fmt.Sprintf("cannot queue %s: %v", fn.Deployment.Service, err), http.StatusServiceUnavailable)
+		refuse(w, fn.Deployment.Service, err)
 		return
 	}
 	queueTimedOut := errors.Is(ctx.Err(), context.DeadlineExceeded) && r.Context().Err() == nil
@@ -215,6 +217,19 @@ func (p *Provider) proxy(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", rep.contentType)
 	w.WriteHeader(rep.status)
 	w.Write(rep.body)
+}
+
+// refuse answers a call the orchestrator did not accept: 429 (queue full)
+// or 503 with Retry-After, 404 for a function no image holds.
+func refuse(w http.ResponseWriter, name string, err error) {
+	status := orchestrator.HTTPStatus(err)
+	if status != http.StatusTooManyRequests && status != http.StatusNotFound && status != http.StatusBadRequest {
+		status = http.StatusServiceUnavailable
+	}
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "5")
+	}
+	http.Error(w, fmt.Sprintf("cannot queue %s: %v", name, err), status)
 }
 
 func setRunHeaders(h http.Header, inv *orchestrator.Invocation, d time.Duration) {
@@ -242,6 +257,10 @@ func (p *Provider) asyncProxy(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, fmt.Sprintf("X-Callback-Url %q: want an absolute http(s) URL", cb), http.StatusBadRequest)
 			return
 		}
+		if !callbackAllowed(p.cfg.CallbackAllow, u.Hostname()) {
+			http.Error(w, fmt.Sprintf("X-Callback-Url %q: host %s is not in mforch's callback allow-list (--openfaas-callback-allow)", cb, u.Hostname()), http.StatusBadRequest)
+			return
+		}
 		callback = u
 	}
 	fn, id, args, ok := p.prepare(w, r)
@@ -251,7 +270,7 @@ func (p *Provider) asyncProxy(w http.ResponseWriter, r *http.Request) {
 	timeout, _ := execTimeout(fn.Deployment.EnvVars)
 	inv, err := p.cfg.Orchestrator.SubmitJob(p.jobSpec(fn, args, timeout))
 	if err != nil {
-		http.Error(w, fmt.Sprintf("cannot queue %s: %v", fn.Deployment.Service, err), http.StatusServiceUnavailable)
+		refuse(w, fn.Deployment.Service, err)
 		return
 	}
 	w.Header().Set(HeaderInvocation, inv.ID)
@@ -267,6 +286,28 @@ func (p *Provider) asyncProxy(w http.ResponseWriter, r *http.Request) {
 			p.postCallback(callback, fn.Deployment.Service, id, inv, rep, d)
 		}
 	}()
+}
+
+// callbackAllowed reports whether host may receive callbacks: any, when
+// allow is empty; else an exact name or address, or an address inside a
+// listed prefix.
+func callbackAllowed(allow []string, host string) bool {
+	if len(allow) == 0 {
+		return true
+	}
+	ip, ipErr := netip.ParseAddr(host)
+	for _, a := range allow {
+		if strings.EqualFold(a, host) {
+			return true
+		}
+		if pfx, err := netip.ParsePrefix(a); err == nil && ipErr == nil && pfx.Contains(ip.Unmap()) {
+			return true
+		}
+		if addr, err := netip.ParseAddr(a); err == nil && ipErr == nil && addr.Unmap() == ip.Unmap() {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Provider) postCallback(u *url.URL, name, id string, inv *orchestrator.Invocation, rep reply, d time.Duration) {

@@ -85,7 +85,12 @@ type Config struct {
 	Fallback http.Handler
 	// CallbackClient posts async results (a client with a 30 s timeout).
 	CallbackClient *http.Client
-	Log            *slog.Logger
+	// CallbackAllow, if set, restricts X-Callback-Url to these hosts: exact
+	// host names, IP addresses or CIDR prefixes (e.g. "gateway",
+	// "10.0.0.0/8"). Others get 400, so an async call cannot make mforch
+	// post to an arbitrary address (its own API, a metadata service).
+	CallbackAllow []string
+	Log           *slog.Logger
 }
 
 // Provider serves the OpenFaaS provider API. Create it with New.

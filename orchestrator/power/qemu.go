@@ -55,6 +55,9 @@ type QEMU struct {
 	procs  map[string]*exec.Cmd
 	exited map[*exec.Cmd]chan struct{} // closed once the process is reaped and OnExit's handler ran
 	onExit func(string, error)
+	// keyDir (owner-only) holds each boot's initramfs with the worker's
+	// key (BootInitrd), removed when its VM exits.
+	keyDir string
 }
 
 // NewQEMU checks the configuration and resolves the accelerator.
@@ -83,7 +86,11 @@ func NewQEMU(ctx context.Context, cfg QEMUConfig) (*QEMU, error) {
 	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
 		return nil, err
 	}
-	q := &QEMU{cfg: cfg, procs: map[string]*exec.Cmd{}, exited: map[*exec.Cmd]chan struct{}{}}
+	keyDir, err := os.MkdirTemp("", "mf-boot-keys-")
+	if err != nil {
+		return nil, fmt.Errorf("qemu boot key directory: %w", err)
+	}
+	q := &QEMU{cfg: cfg, procs: map[string]*exec.Cmd{}, exited: map[*exec.Cmd]chan struct{}{}, keyDir: keyDir}
 	switch cfg.Accel {
 	case "kvm", "tcg":
 		q.accel = cfg.Accel
@@ -189,8 +196,20 @@ func (q *QEMU) PowerOn(ctx context.Context, w cluster.Worker) error {
 	if err != nil {
 		return fmt.Errorf("worker %s console log: %w", w.ID, err)
 	}
+	// The worker's own key travels in a per-boot initramfs archive, not on
+	// the command line (docs/protocol.md).
+	key, err := protocol.WorkerKey(q.cfg.Cluster.SecretBytes(), w.ID)
+	if err != nil {
+		logf.Close()
+		return fmt.Errorf("worker %s: %w", w.ID, err)
+	}
+	initrd, err := BootInitrd(q.keyDir, q.cfg.Initrd, w.ID, key)
+	if err != nil {
+		logf.Close()
+		return fmt.Errorf("worker %s: %w", w.ID, err)
+	}
 	// Not CommandContext: the VM outlives the request that started it.
-	cmd := exec.Command(q.cfg.Arch.QEMU.Binary, q.Args(w, cmdline)...)
+	cmd := exec.Command(q.cfg.Arch.QEMU.Binary, qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, initrd, w, cmdline)...)
 	cmd.Stdin = nil
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if q.cfg.Console != nil {
@@ -200,6 +219,7 @@ func (q *QEMU) PowerOn(ctx context.Context, w cluster.Worker) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
+		os.Remove(initrd)
 		return fmt.Errorf("worker %s: start qemu: %w", w.ID, err)
 	}
 	exited := make(chan struct{})
@@ -211,6 +231,7 @@ func (q *QEMU) PowerOn(ctx context.Context, w cluster.Worker) error {
 	go func() {
 		err := cmd.Wait()
 		logf.Close()
+		os.Remove(initrd)
 		q.mu.Lock()
 		if q.procs[w.ID] == cmd {
 			delete(q.procs, w.ID)
@@ -282,6 +303,7 @@ func (q *QEMU) Close() {
 	for _, id := range ids {
 		q.PowerOff(context.Background(), cluster.Worker{ID: id})
 	}
+	os.RemoveAll(q.keyDir)
 }
 
 var (

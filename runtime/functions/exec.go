@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/microfaas/microfaas/runtime/sandbox"
 )
 
 // User functions are executables in the initramfs, with the contract of
@@ -24,8 +27,11 @@ import (
 //	NAME              an executable file (a static binary or a script whose
 //	                  interpreter is in the initramfs)
 //	NAME/rootfs/...   a container image's flattened filesystem, with
-//	NAME/config.json  its entrypoint, environment and working directory
-//	                  (ImageConfig); run chrooted into rootfs.
+//	NAME/config.json  its entrypoint, environment, working directory and user
+//	                  (ImageConfig); run with rootfs as its root.
+//
+// Both run contained (runtime/sandbox): their own uid, no capabilities,
+// their own namespaces; the whole process tree ends with the run.
 
 // ImageConfig is the part of a container image's config a worker needs.
 type ImageConfig struct {
@@ -33,6 +39,9 @@ type ImageConfig struct {
 	Cmd        []string `json:"cmd,omitempty"`
 	Env        []string `json:"env,omitempty"`
 	WorkingDir string   `json:"workdir,omitempty"`
+	// User is the image's USER: name or uid, optionally :group or :gid,
+	// resolved against the image's /etc/passwd and /etc/group.
+	User string `json:"user,omitempty"`
 }
 
 // Argv is the command an image runs: entrypoint then cmd, as container
@@ -40,6 +49,11 @@ type ImageConfig struct {
 func (c ImageConfig) Argv() []string {
 	return append(append([]string{}, c.Entrypoint...), c.Cmd...)
 }
+
+// defaultPath is a plain executable's PATH. Functions get a clean
+// environment: PID 1's own (the kernel passes it unknown boot parameters)
+// is never theirs.
+const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // stderrTail bounds the stderr kept for an error message.
 const stderrTail = 2048
@@ -67,23 +81,33 @@ func LookupUser(dir, name string) (Func, bool) {
 	if dir == "" || name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
 		return nil, false
 	}
-	p := filepath.Join(dir, name)
+	p, err := filepath.Abs(filepath.Join(dir, name))
+	if err != nil {
+		return nil, false
+	}
 	fi, err := os.Stat(p)
 	if err != nil {
 		return nil, false
 	}
 	if fi.IsDir() {
 		return func(ctx context.Context, env Env, args json.RawMessage) (any, error) {
-			return runImage(ctx, name, p, args, env.ProcessEnv)
+			spec, err := imageSpec(name, p, env)
+			if err != nil {
+				return nil, err
+			}
+			return run(ctx, name, spec, args)
 		}, true
 	}
 	if fi.Mode()&0o111 == 0 {
 		return nil, false
 	}
 	return func(ctx context.Context, env Env, args json.RawMessage) (any, error) {
-		cmd := exec.CommandContext(ctx, p)
-		cmd.Env = withEnv(os.Environ(), env.ProcessEnv)
-		return run(ctx, name, cmd, args)
+		spec := sandbox.Spec{Path: p, Args: []string{p}, Env: withEnv([]string{defaultPath, "HOME=/"}, env.ProcessEnv),
+			UID: sandbox.Nobody, GID: sandbox.Nobody, Secrets: env.Secrets, SecretsDir: env.SecretsDir}
+		if !sandbox.Visible(p) {
+			spec.Binds = []string{p}
+		}
+		return run(ctx, name, spec, args)
 	}, true
 }
 
@@ -100,47 +124,43 @@ func withEnv(base []string, extra map[string]string) []string {
 	return base
 }
 
-func runImage(ctx context.Context, name, dir string, args json.RawMessage, extraEnv map[string]string) (any, error) {
+// imageSpec reads an image function's config: its command, environment,
+// working directory and user, run in its rootfs.
+func imageSpec(name, dir string, env Env) (sandbox.Spec, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
 	if err != nil {
-		return nil, fmt.Errorf("%s: image config: %w", name, err)
+		return sandbox.Spec{}, fmt.Errorf("%s: image config: %w", name, err)
 	}
 	var cfg ImageConfig
 	if err := json.Unmarshal(b, &cfg); err != nil {
-		return nil, fmt.Errorf("%s: image config: %w", name, err)
+		return sandbox.Spec{}, fmt.Errorf("%s: image config: %w", name, err)
 	}
 	argv := cfg.Argv()
 	if len(argv) == 0 {
-		return nil, fmt.Errorf("%s: the image has no entrypoint or cmd", name)
+		return sandbox.Spec{}, fmt.Errorf("%s: the image has no entrypoint or cmd", name)
 	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = withEnv(append([]string(nil), cfg.Env...), extraEnv)
-	cmd.Dir = cfg.WorkingDir
-	if cmd.Dir == "" {
-		cmd.Dir = "/"
+	rootfs := filepath.Join(dir, "rootfs")
+	uid, gid, err := sandbox.ResolveUser(rootfs, cfg.User)
+	if err != nil {
+		return sandbox.Spec{}, fmt.Errorf("%s: image user: %w", name, err)
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: filepath.Join(dir, "rootfs")}
-	// exec.Command resolved argv[0] against our PATH, not the image's: use
-	// it as given, inside the chroot.
-	cmd.Path = argv[0]
-	cmd.Err = nil
-	return run(ctx, name, cmd, args)
+	return sandbox.Spec{Path: argv[0], Args: argv, Env: withEnv(append([]string(nil), cfg.Env...), env.ProcessEnv),
+		Dir: cfg.WorkingDir, Root: rootfs, UID: uid, GID: gid,
+		Secrets: env.Secrets, SecretsDir: env.SecretsDir}, nil
 }
 
-// run feeds the request to cmd and returns its stdout as a string.
-func run(ctx context.Context, name string, cmd *exec.Cmd, args json.RawMessage) (any, error) {
-	cmd.Stdin = bytes.NewReader(requestBody(args))
+// run runs spec contained, feeding it the request, and returns its stdout
+// as a string. The whole process tree ends with the run: when the function's
+// main process exits, or at the deadline.
+func run(ctx context.Context, name string, spec sandbox.Spec, args json.RawMessage) (any, error) {
 	var stdout limitedBuffer
 	stdout.max = maxOutput
 	var stderr tailBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	stdin := bytes.NewReader(requestBody(args))
+	err := sandbox.Run(ctx, spec, stdin, &stdout, &stderr)
+	if errors.Is(err, sandbox.ErrUncontained) {
+		err = uncontained(ctx, spec, stdin, &stdout, &stderr)
 	}
-	// A process group, so a deadline kills the function's children too.
-	cmd.SysProcAttr.Setpgid = true
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	err := cmd.Run()
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("%s: %w (stderr: %s)", name, ctx.Err(), stderr.String())
 	}
@@ -155,6 +175,24 @@ func run(ctx context.Context, name string, cmd *exec.Cmd, args json.RawMessage) 
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return stdout.String(), nil
+}
+
+// uncontained runs spec as a plain child in its own process group, for
+// machines where sandbox.Available is None (logged there): only images
+// and secrets are refused, since they need a root of their own.
+func uncontained(ctx context.Context, spec sandbox.Spec, stdin io.Reader, stdout, stderr io.Writer) error {
+	if spec.Root != "" {
+		return fmt.Errorf("container image functions need containment: %w", sandbox.ErrUncontained)
+	}
+	if len(spec.Secrets) > 0 {
+		return fmt.Errorf("secrets need containment: %w", sandbox.ErrUncontained)
+	}
+	cmd := exec.CommandContext(ctx, spec.Path)
+	cmd.Args, cmd.Env = spec.Args, spec.Env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	return cmd.Run()
 }
 
 // requestBody is what a user function reads on stdin: a JSON string's

@@ -35,6 +35,10 @@ type Env struct {
 	// ProcessEnv is added to user functions' environment (the job's env,
 	// OpenFaaS envVars).
 	ProcessEnv map[string]string
+	// Secrets are files a user function finds in SecretsDir (default
+	// /var/openfaas/secrets) for the job's duration, as OpenFaaS mounts them.
+	Secrets    map[string][]byte
+	SecretsDir string
 }
 
 // Service returns the settings for a named service, or an error telling the

@@ -14,16 +14,18 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/cluster"
+	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/runtime"
 )
 
 // Controller starts and stops in-process workers.
 type Controller struct {
 	Orch   string // orchestrator address to dial
-	Secret []byte
+	Secret []byte // the cluster secret: each worker gets its own key from it
 	// BootDelay simulates boot time before the worker dials.
 	BootDelay time.Duration
-	// SecretFor, if set, overrides the secret per worker (to test refusal).
+	// SecretFor, if set, overrides the cluster secret a worker derives its
+	// key from (to test refusal).
 	SecretFor map[string][]byte
 
 	mu       sync.Mutex
@@ -63,8 +65,11 @@ func (c *Controller) PowerOn(ctx context.Context, w cluster.Worker) error {
 		}
 		var exitErr error
 		if wctx.Err() == nil {
+			// The worker's own key, as mforch delivers it to a real one.
+			key, _ := protocol.WorkerKey(secret, w.ID)
 			wk := &runtime.Worker{
-				Config: runtime.Config{ID: w.ID, Orch: c.Orch, Secret: secret, Failsafe: 10 * time.Second},
+				Config: runtime.Config{ID: w.ID, Orch: c.Orch, Failsafe: 10 * time.Second},
+				Key:    key,
 				Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 				// A simulated boot "takes" BootDelay plus 1 ms of kernel uptime.
 				Clock: func() float64 { return float64(c.BootDelay.Milliseconds()) + 1 },

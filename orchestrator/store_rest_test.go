@@ -1,0 +1,202 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// errorLog counts Error records and keeps their messages.
+type errorLog struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (l *errorLog) Enabled(_ context.Context, lv slog.Level) bool { return lv >= slog.LevelError }
+func (l *errorLog) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	l.msgs = append(l.msgs, r.Message)
+	l.mu.Unlock()
+	return nil
+}
+func (l *errorLog) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *errorLog) WithGroup(string) slog.Handler      { return l }
+func (l *errorLog) count() int                         { l.mu.Lock(); defer l.mu.Unlock(); return len(l.msgs) }
+
+func finishedInv(id string, at time.Time, secret string) *Invocation {
+	return &Invocation{ID: id, Function: "f", Queued: at, Finished: at, Secrets: map[string][]byte{"token": []byte(secret)},
+		Env: map[string]string{"A": "1"}, done: make(chan struct{})}
+}
+
+// TestFinishedRecordsDropSecrets: a pending record keeps its secrets (it
+// may run after a restart); the finished one has none.
+func TestFinishedRecordsDropSecrets(t *testing.T) {
+	s, err := OpenBoltStore(filepath.Join(t.TempDir(), "q.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	inv := finishedInv("01", time.Now(), "s3cr3t")
+	if err := s.Commit([]StoreWrite{{Invocation: inv}}); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := s.Get("01")
+	if err != nil || string(got.Secrets["token"]) != "s3cr3t" {
+		t.Fatalf("pending record: secrets %v, %v", got.Secrets, err)
+	}
+	if err := s.Commit([]StoreWrite{{Invocation: inv, Finished: true}}); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err = s.Get("01")
+	if err != nil || got.Secrets != nil {
+		t.Fatalf("finished record still holds secrets %v (%v)", got.Secrets, err)
+	}
+}
+
+func countFinished(t *testing.T, s *BoltStore) int {
+	n := 0
+	s.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bucketFinished).Stats().KeyN; return nil })
+	return n
+}
+
+func TestRetention(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	path := filepath.Join(t.TempDir(), "q.db")
+	s, err := OpenBoltStore(path, BoltOptions{Retention: Retention{Max: 3, MaxAge: time.Hour}, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []string{"01", "02", "03", "04", "05"} // time-ordered, as newID makes them
+	for i, id := range ids {
+		if err := s.Commit([]StoreWrite{{Invocation: finishedInv(id, now.Add(time.Duration(i)*time.Minute), ""), Finished: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := countFinished(t, s); n != 3 {
+		t.Fatalf("%d finished records kept, want 3", n)
+	}
+	for _, id := range ids[:2] {
+		if _, ok, _ := s.Get(id); ok {
+			t.Errorf("the oldest record %s was kept", id)
+		}
+	}
+	// Reopened, the count carries on; two hours later, age prunes the rest.
+	s.Close()
+	now = now.Add(2 * time.Hour)
+	s, err = OpenBoltStore(path, BoltOptions{Retention: Retention{Max: 3, MaxAge: time.Hour}, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Commit([]StoreWrite{{Invocation: finishedInv("06", now, ""), Finished: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := countFinished(t, s); n != 1 {
+		t.Fatalf("%d finished records after they aged out, want 1 (the new one)", n)
+	}
+}
+
+// TestCorruptPendingRecordSetAside: one record that no longer decodes does
+// not stop the start; the others are recovered, it is kept aside, logged.
+func TestCorruptPendingRecordSetAside(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.db")
+	log := &errorLog{}
+	s, err := OpenBoltStore(path, BoltOptions{Log: slog.New(log)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	good := finishedInv("02", time.Now(), "")
+	if err := s.Commit([]StoreWrite{{Invocation: good}}); err != nil {
+		t.Fatal(err)
+	}
+	s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPending).Put([]byte("01"), []byte(`{"id": "01", "queued": 17`))
+	})
+	pending, err := s.Pending()
+	if err != nil {
+		t.Fatalf("one corrupt record stopped recovery: %v", err)
+	}
+	if len(pending) != 1 || pending[0].ID != "02" {
+		t.Fatalf("recovered %d invocations, want the good one", len(pending))
+	}
+	if log.count() != 1 {
+		t.Errorf("%d error lines, want 1 for the corrupt record", log.count())
+	}
+	var aside []byte
+	s.db.View(func(tx *bolt.Tx) error { aside = tx.Bucket(bucketCorrupt).Get([]byte("01")); return nil })
+	if aside == nil {
+		t.Error("the corrupt record was dropped, not set aside")
+	}
+}
+
+// TestDamagedStoreMovedAside: a database file that is not one, or whose
+// pages are damaged, is moved aside and reported; mforch starts with an
+// empty queue instead of failing or panicking on every start.
+func TestDamagedStoreMovedAside(t *testing.T) {
+	damagedPage := func(t *testing.T, path string) {
+		s, err := OpenBoltStore(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range []string{"01", "02", "03"} {
+			s.Commit([]StoreWrite{{Invocation: finishedInv(id, time.Now(), strings.Repeat("x", 3000))}})
+		}
+		s.Close()
+		b, _ := os.ReadFile(path)
+		page := os.Getpagesize()
+		for i := 2 * page; i < len(b); i++ { // keep the two meta pages, ruin the rest
+			b[i] = 0xff
+		}
+		os.WriteFile(path, b, 0o600)
+	}
+	tests := []struct {
+		name  string
+		write func(t *testing.T, path string)
+	}{
+		{"not a database", func(t *testing.T, path string) { os.WriteFile(path, []byte(strings.Repeat("garbage", 2000)), 0o600) }},
+		{"damaged pages", damagedPage},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "q.db")
+			tt.write(t, path)
+			log := &errorLog{}
+			s, err := OpenBoltStore(path, BoltOptions{Log: slog.New(log)})
+			if err != nil {
+				t.Fatalf("a damaged database stopped the start: %v", err)
+			}
+			defer s.Close()
+			if pending, err := s.Pending(); err != nil || len(pending) != 0 {
+				t.Errorf("the fresh queue has %d pending, %v", len(pending), err)
+			}
+			aside, _ := filepath.Glob(filepath.Join(dir, "q.db.damaged-*"))
+			if len(aside) != 1 {
+				t.Errorf("the damaged file was not moved aside: %v", aside)
+			}
+			if log.count() != 1 {
+				t.Errorf("%d error lines, want 1", log.count())
+			}
+		})
+	}
+	// Not damage: a database in use is an error, and nothing is moved.
+	path := filepath.Join(t.TempDir(), "q.db")
+	s, err := OpenBoltStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := OpenBoltStore(path, BoltOptions{Log: slog.New(slog.NewTextHandler(io.Discard, nil))}); err == nil || errors.Is(err, ErrStoreDamaged) {
+		t.Errorf("a database in use: %v", err)
+	}
+}
