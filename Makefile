@@ -8,7 +8,7 @@ KVERSION ?= 6.1
 TEST_TIMEOUT ?= 60m
 FUZZTIME ?= 10s
 
-.PHONY: all deps build demo test test-short bench images bbb-images verify-reproducible clean
+.PHONY: all deps build demo experiment test test-short bench images bbb-images verify-reproducible clean
 
 all: build
 
@@ -28,11 +28,18 @@ images: deps build
 bbb-images: deps build
 	bin/mfbuild image sdcard --cluster configs/cluster.example.yaml --all --out $(OUT)/images
 
-# Build an x86 worker, boot a local cluster of 3 QEMU workers, run the suite,
-# print and plot the results.
+# Build an x86 worker, boot a local cluster of 3 QEMU workers, run the
+# compute functions, print the summary table and write out/demo/report.html.
 demo: images
 	bin/mforch demo --kernel $(OUT)/x86/bzImage --initrd $(OUT)/x86/initramfs.cpio \
 		--workers 3 --invocations 36 --out $(OUT)/demo
+
+# A short version of the original experiment: 170 invocations of the whole
+# 17-function suite on 3 QEMU workers, against real Redis, PostgreSQL, S3
+# and Kafka on loopback; records a run folder under $(OUT)/experiments and
+# prints the summary table and the report's path (docs/experiments.md).
+experiment: images
+	bin/mforch experiment examples/experiments/quick.yaml --out $(OUT)/experiments/quick-$$(date +%Y%m%d-%H%M%S)
 
 # The whole suite, QEMU boots included (the kernel build is cached outside
 # the repository, so only the first run pays for it).

@@ -651,7 +651,7 @@ func (m *machine) startJob(w *worker, inv *Invocation) {
 	}
 	m.emit(actSend{w.conn, protocol.TypeJob, protocol.Job{ID: inv.ID, Function: inv.Function, Args: inv.Args,
 		TimeoutMS: inv.Timeout.Milliseconds(), Attempt: inv.Attempts, Services: m.cfg.Services,
-		Env: inv.Env, Secrets: inv.Secrets}, wait})
+		Env: inv.Env, Secrets: inv.Secrets, NowUnixNS: m.now.UnixNano()}, wait})
 }
 
 func (m *machine) result(w *worker, res protocol.Result) {

@@ -95,6 +95,11 @@ type Job struct {
 	// Secrets are written to the worker's secrets directory
 	// (/var/openfaas/secrets/NAME, as OpenFaaS mounts them) for the job.
 	Secrets map[string][]byte `json:"secrets,omitempty"`
+	// NowUnixNS is the orchestrator's wall clock when it sent the job. A
+	// worker has no clock of its own worth trusting (a microvm without an
+	// RTC, a board after a power cut: both boot in 1970), and functions
+	// need one: S3 rejects requests signed more than 15 minutes off.
+	NowUnixNS int64 `json:"now_ns,omitempty"`
 }
 
 // Result is the worker's answer to a Job. Exactly one of Result and Error is

@@ -90,3 +90,9 @@ func PowerOff(mode string) error {
 	}
 	select {} // the kernel is going down
 }
+
+// SetWallClock sets CLOCK_REALTIME (PID 1 is root; functions never are).
+func SetWallClock(t time.Time) error {
+	ts := unix.NsecToTimespec(t.UnixNano())
+	return unix.ClockSettime(unix.CLOCK_REALTIME, &ts)
+}

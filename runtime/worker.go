@@ -36,6 +36,33 @@ type Worker struct {
 	// SecretsDir is where a user function finds the job's secrets, one
 	// file each, as OpenFaaS mounts them (default /var/openfaas/secrets).
 	SecretsDir string
+	// SetClock sets the wall clock from a job's NowUnixNS (SetWallClock
+	// on a worker); nil leaves the clock alone (tests, mfinit invoke).
+	SetClock func(time.Time) error
+}
+
+// clockSkew is how far the wall clock may be from the orchestrator's before
+// a job sets it: far below what signatures tolerate, far above jitter.
+const clockSkew = time.Second
+
+// syncClock sets the wall clock from the job's timestamp when it is off.
+func (w *Worker) syncClock(job protocol.Job) {
+	if w.SetClock == nil || job.NowUnixNS <= 0 {
+		return
+	}
+	now := time.Unix(0, job.NowUnixNS)
+	if d := time.Since(now); d > -clockSkew && d < clockSkew {
+		return
+	}
+	log := w.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := w.SetClock(now); err != nil {
+		log.Warn("could not set the wall clock from the orchestrator's", "err", err)
+		return
+	}
+	log.Debug("wall clock set from the orchestrator's", "now", now.UTC())
 }
 
 // DefaultSecretsDir is where functions find their secrets, as on OpenFaaS.
@@ -180,6 +207,7 @@ func (w *Worker) dial(ctx context.Context) (net.Conn, error) {
 // runJob runs one job under its deadline. A panicking function becomes an
 // error result; an overrunning one is reported as timed out.
 func (w *Worker) runJob(ctx context.Context, job protocol.Job) protocol.Result {
+	w.syncClock(job)
 	res := protocol.Result{ID: job.ID, Function: job.Function}
 	timeout := DefaultJobTimeout
 	if job.TimeoutMS > 0 {

@@ -18,6 +18,8 @@ packages=(
   redis-server postgresql
   # shell user functions get a static busybox as /bin/sh
   busybox-static
+  # the experiment report's browser test (headless)
+  chromium
 )
 
 missing=()

@@ -150,7 +150,7 @@ func asInit() {
 		log.Error("worker key", "err", keyErr)
 		return
 	}
-	w := &runtime.Worker{Config: cfg, Key: key, Log: log, Env: functions.Env{FunctionsDir: "/functions"}}
+	w := &runtime.Worker{Config: cfg, Key: key, Log: log, Env: functions.Env{FunctionsDir: "/functions"}, SetClock: runtime.SetWallClock}
 	w.Boot.InitMS = initMS
 	// The function sandbox's one-time set-up, while the network comes up
 	// and the worker connects.

@@ -31,6 +31,12 @@ type clusterFlags struct {
 	energy                                                                        energyFlags
 	keep, maxQueue                                                                int
 	keepFor, maxTimeout                                                           time.Duration
+	// services, if set, replaces the cluster's services: section (mforch
+	// experiment starts them itself).
+	services map[string]map[string]string
+	quiet    bool // log warnings and errors only (a progress line is showing)
+	// onState, if set, also observes every worker state change.
+	onState func(orchestrator.StateChange)
 }
 
 func (c *clusterFlags) register(fs *flag.FlagSet) {
@@ -88,6 +94,8 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	level := slog.LevelInfo
 	if c.verbose {
 		level = slog.LevelDebug
+	} else if c.quiet {
+		level = slog.LevelWarn
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	var cl *cluster.Cluster
@@ -104,6 +112,9 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	}
 	if c.listen == "" {
 		c.listen = net.JoinHostPort(cl.Network.Listen, fmt.Sprint(cl.Network.Port))
+	}
+	if c.services != nil {
+		cl.Services = c.services
 	}
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
@@ -167,6 +178,15 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	if r.energy != nil {
 		rec, acc, onState = orchestrator.MultiRecorder{csvRec, r.energy}, r.energy.acc, r.energy.stateChanged
 		r.energy.start() // before any worker powers on
+	}
+	if extra := c.onState; extra != nil {
+		energyObserver := onState
+		onState = func(sc orchestrator.StateChange) {
+			if energyObserver != nil {
+				energyObserver(sc)
+			}
+			extra(sc)
+		}
 	}
 	var store orchestrator.Store
 	if c.store != "" {

@@ -7,76 +7,68 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
-	"github.com/microfaas/microfaas/orchestrator/loadgen"
+	"github.com/microfaas/microfaas/orchestrator/experiment"
 	"github.com/microfaas/microfaas/runtime/functions"
 )
 
+// runDemo is a small experiment on local QEMU workers: the same run folder
+// and report as mforch experiment, from flags instead of a file.
 func runDemo(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("mforch demo", flag.ContinueOnError)
-	var c clusterFlags
-	c.register(fs)
+	workers := fs.Int("workers", 3, "local QEMU workers")
+	kernel := fs.String("kernel", "out/x86/bzImage", "worker kernel (mfbuild worker)")
+	initrd := fs.String("initrd", "out/x86/initramfs.cpio", "worker initramfs")
+	accel := fs.String("accel", "auto", "QEMU accelerator: auto (probe KVM, else TCG), kvm or tcg")
 	n := fs.Int("invocations", 36, "how many invocations to run")
-	seed := fs.Uint64("seed", functions.DefaultInputSeed, "seed of the input generator")
-	out := fs.String("out", "out/demo", "folder for results.csv and latency.svg")
+	seed := fs.Int64("seed", functions.DefaultInputSeed, "seed of the input generator")
+	all := fs.Bool("all-functions", false, "run the whole suite (17 functions), starting Redis, PostgreSQL, S3 and Kafka on loopback (scripts/services/install.sh installs them); default: the 9 compute functions")
+	out := fs.String("out", "out/demo", "folder for the run folder (run/) and report.html")
+	verbose := fs.Bool("v", false, "verbose orchestrator logs")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c.results = filepath.Join(*out, "results.csv")
-	os.Remove(c.results) // each demo writes a fresh results file
-	r, err := c.start(ctx)
+	fns := demoFunctions
+	services := "none"
+	if *all {
+		fns, services = functions.InputFunctions(), "auto"
+	}
+	// The demo's experiment file, written into the run folder like any other.
+	raw := fmt.Sprintf(`# mforch demo: %d invocations on %d local QEMU workers, one caller per worker
+name: demo
+workers: {qemu: %d, kernel: %q, initrd: %q, accel: %s}
+functions: [%s]
+invocations: %d
+arrival: {process: closed-loop}
+seed: %d
+mode: power-cycled
+services: %s
+# power from the CPU-time model of the QEMU processes, with docs/energy.md's
+# uncalibrated example parameters: every figure of it says "model"
+meter: {driver: cpu-time, interval: 1s, model: {idle_watts: 45, watts_per_core: 9.5}}
+`, *n, *workers, *workers, *kernel, *initrd, *accel, strings.Join(fns, ", "), *n, *seed, services)
+	spec, err := experiment.Parse([]byte(raw))
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	calls := demoCalls(*seed, *n)
-	fmt.Printf("running %d invocations on %d QEMU workers (accel %s)...\n", len(calls), c.workers, r.qemu.Accel())
-	start := time.Now()
-	outs := loadgen.Run(ctx, calls, 0, func(ctx context.Context, call loadgen.Call) loadgen.Outcome {
-		t := time.Now()
-		inv, err := r.orch.Invoke(ctx, call.Function, call.Args, 0)
-		o := loadgen.Outcome{Call: call, Latency: time.Since(t)}
-		if err != nil {
-			o.Err = err.Error()
-			return o
-		}
-		o.ExecMS, o.BootMS = inv.ExecMS, inv.Boot.ConnectedMS
-		if inv.Err != nil {
-			o.Err = inv.Err.Error()
-		}
-		return o
-	})
-	rows := loadgen.Summarise(outs)
-	fmt.Printf("\n%d invocations in %s\n\n", len(outs), time.Since(start).Round(time.Millisecond))
-	loadgen.PrintTable(os.Stdout, rows)
-	fmt.Println()
-	loadgen.PrintBars(os.Stdout, rows)
-	svg := filepath.Join(*out, "latency.svg")
-	if err := os.WriteFile(svg, []byte(loadgen.SVG(rows)), 0o644); err != nil {
+	dir := filepath.Join(*out, "run")
+	if err := os.RemoveAll(dir); err != nil { // each demo records a fresh run
 		return err
 	}
-	fmt.Printf("\nresults: %s\nplot:    %s\nconsoles: %s\n", c.results, svg, r.logDir)
-	fmt.Println()
-	if err := printEnergy(os.Stdout, r, *out); err != nil {
+	sum, err := executeSpec(ctx, spec, []byte(raw), dir, *verbose)
+	if err != nil {
 		return err
 	}
-	failed := 0
-	for _, o := range outs {
-		if o.Err != "" {
-			failed++
-			fmt.Fprintf(os.Stderr, "failed: %s: %s\n", o.Function, firstLine(o.Err))
-		}
+	page := filepath.Join(*out, "report.html")
+	fmt.Println()
+	if err := writeReport([]string{dir}, page, os.Stdout); err != nil {
+		return err
 	}
-	if failed > 0 {
-		return fmt.Errorf("%d of %d invocations failed", failed, len(outs))
+	fmt.Printf("\nrun folder: %s\nreport:     %s\nconsoles:   %s\n", dir, page, filepath.Join(dir, "consoles"))
+	if sum.Failed > 0 {
+		return fmt.Errorf("%d of %d invocations failed (%s has their errors)", sum.Failed, sum.Done, filepath.Join(dir, "results.csv"))
 	}
 	return nil
-}
-
-func firstLine(s string) string {
-	l, _, _ := strings.Cut(s, "\n")
-	return l
 }
 
 // demoFunctions are the suite's compute functions: they need no services,
@@ -86,15 +78,7 @@ var demoFunctions = []string{
 	"pyaes", "regex_match", "regex_search", "zlib_decompress",
 }
 
-// demoCalls spreads n invocations evenly over the compute functions, with
-// the original experiment's seeded inputs (functions.GenerateInputs).
-func demoCalls(seed uint64, n int) []loadgen.Call {
-	inputs := functions.GenerateInputs(int64(seed), functions.InputsPerFunction)
-	calls := make([]loadgen.Call, n)
-	for i := range calls {
-		fn := demoFunctions[i%len(demoFunctions)]
-		in := inputs[fn]
-		calls[i] = loadgen.Call{Function: fn, Args: in[(i/len(demoFunctions))%len(in)]}
-	}
-	return calls
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
 }

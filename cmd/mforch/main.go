@@ -6,6 +6,8 @@
 //	mforch status [--addr http://127.0.0.1:8080]
 //	mforch loadgen [--addr URL] [-n 170] [--arrival poisson --rate 2]
 //	mforch meter read|calibrate [--driver wattsup --device /dev/ttyUSB0 ...]
+//	mforch experiment FILE [--out DIR]
+//	mforch report RUN [RUN...] [--out report.html]
 package main
 
 import "github.com/microfaas/microfaas/internal/cli"
@@ -16,6 +18,8 @@ var commands = []cli.Command{
 	{Name: "status", Summary: "show a running mforch's workers, queue depth and recent failures", Run: runStatus},
 	{Name: "loadgen", Summary: "drive a running mforch with the original experiment's seeded workload", Run: runLoadgen},
 	{Name: "meter", Summary: "read a power meter live, or calibrate the per-state power of a board", Run: runMeter},
+	{Name: "experiment", Summary: "run an experiment file and record a run folder (results, timeline, meter, summary)", Run: runExperiment},
+	{Name: "report", Summary: "turn run folders into an HTML report and a summary table, comparing runs", Run: runReport},
 }
 
 func main() { cli.Main("mforch", commands) }
