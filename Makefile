@@ -67,7 +67,7 @@ test-short:
 	$(GO) test -short -count=1 ./...
 
 bench: deps build
-	$(GO) test -run '^$$' -bench QEMUBoot -benchtime 5x ./e2e/
+	$(GO) test -run '^$$' -bench ColdStart -benchtime 10x -timeout 30m ./e2e/
 	$(GO) test -run '^$$' -bench Scheduler -benchtime 20000x -cpu 1,2 ./orchestrator/
 
 # Build kernel and initramfs twice, each from an empty cache, and compare bytes.

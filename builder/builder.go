@@ -19,6 +19,7 @@ import (
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/internal/progress"
 	"github.com/microfaas/microfaas/kernel"
+	"github.com/microfaas/microfaas/runtime/functions"
 	"github.com/microfaas/microfaas/target"
 )
 
@@ -41,7 +42,16 @@ type Options struct {
 	Jobs            int
 	// Functions are user functions to put in the initramfs: name -> executable.
 	Functions map[string]string
-	Log       *slog.Logger
+	// Builtins selects the built-in functions the worker carries: "all"
+	// (or empty), "compute" (no service clients) or comma-separated names;
+	// the clients nothing selected needs are left out (functions.BuildTags).
+	Builtins string
+	// Compress is the initramfs's compression when it is a separate file
+	// (x86): "" or "none", or "gzip" (the kernel unpacks it; smaller, but
+	// costs boot time under TCG: docs/performance.md). A linked initramfs
+	// (ARM) is inside the compressed kernel image and takes none.
+	Compress string
+	Log      *slog.Logger
 	// Debug adds a console shell and diagnostic tools to the initramfs
 	// (debug.go); never listening on the network.
 	Debug bool
@@ -51,7 +61,10 @@ type Options struct {
 
 // Worker is a built worker: a kernel and the initramfs it boots.
 type Worker struct {
-	Kernel     string // the target's KernelImage
+	Kernel string // the target's KernelImage
+	// VMLinux is the uncompressed kernel beside it (targets with
+	// KernelELF): the QEMU power controller boots it directly (PVH).
+	VMLinux    string
 	Initramfs  string
 	KernelInfo kernel.Result
 	InitInfo   InitramfsInfo
@@ -163,6 +176,13 @@ type InitramfsInfo struct {
 func Initramfs(ctx context.Context, o Options, out string) (InitramfsInfo, error) {
 	o.defaults()
 	goarch, goarm := o.Arch.GOARCH, o.Arch.GOARM
+	if err := checkCompress(o); err != nil {
+		return InitramfsInfo{}, err
+	}
+	tags, err := functions.BuildTags(o.Builtins, functions.Names())
+	if err != nil {
+		return InitramfsInfo{}, err
+	}
 	tmp, err := os.MkdirTemp("", "mfbuild-init-")
 	if err != nil {
 		return InitramfsInfo{}, err
@@ -170,7 +190,7 @@ func Initramfs(ctx context.Context, o Options, out string) (InitramfsInfo, error
 	defer os.RemoveAll(tmp)
 	bin := filepath.Join(tmp, "mfinit")
 	step := progress.Start("build mfinit for " + goarch)
-	err = initramfs.GoBuild(ctx, o.RepoDir, "./cmd/mfinit", o.Arch, bin)
+	err = initramfs.GoBuild(ctx, o.RepoDir, "./cmd/mfinit", o.Arch, bin, tags...)
 	step.Done(err)
 	if err != nil {
 		return InitramfsInfo{}, err
@@ -184,6 +204,12 @@ func Initramfs(ctx context.Context, o Options, out string) (InitramfsInfo, error
 		initramfs.WithDir("etc", filepath.Join(o.RepoDir, "configs", "initramfs", "etc")),
 	}
 	inputs := map[string]string{"init": initSum}
+	if len(tags) > 0 {
+		inputs["tags"] = strings.Join(tags, ",")
+	}
+	if o.Compress == CompressGzip {
+		inputs["compress"] = o.Compress
+	}
 	if o.Debug {
 		dopts, dinputs, err := debugInitramfs(ctx, o, goarch, goarm)
 		if err != nil {
@@ -221,7 +247,7 @@ func Initramfs(ctx context.Context, o Options, out string) (InitramfsInfo, error
 	if err != nil {
 		return InitramfsInfo{}, err
 	}
-	if _, err := a.WriteTo(f); err != nil {
+	if err := writeArchive(f, a, o.Compress); err != nil {
 		f.Close()
 		return InitramfsInfo{}, err
 	}
@@ -262,9 +288,36 @@ func BuildWorker(ctx context.Context, o Options, outDir string) (Worker, error) 
 	if err := cache.CopyFile(filepath.Join(outDir, "kernel-manifest.json"), filepath.Join(k.Dir, "manifest.json"), 0o644); err != nil {
 		return Worker{}, err
 	}
+	vmlinux, err := copyVMLinux(k, outDir)
+	if err != nil {
+		return Worker{}, err
+	}
 	info, err := Initramfs(ctx, o, filepath.Join(outDir, "initramfs.cpio"))
 	if err != nil {
 		return Worker{}, err
 	}
-	return Worker{Kernel: kpath, Initramfs: info.Path, KernelInfo: k, InitInfo: info}, nil
+	return Worker{Kernel: kpath, VMLinux: vmlinux, Initramfs: info.Path, KernelInfo: k, InitInfo: info}, nil
+}
+
+// VMLinux is the name of the uncompressed kernel in a worker folder.
+const VMLinux = "vmlinux"
+
+// copyVMLinux puts the kernel's uncompressed vmlinux (if the build has one)
+// beside the kernel image, where the QEMU power controller looks for it
+// (power.BootKernel). A stale one from an older build is removed, so the
+// folder never pairs a new bzImage with an old vmlinux.
+func copyVMLinux(k kernel.Result, outDir string) (string, error) {
+	dst := filepath.Join(outDir, VMLinux)
+	for _, f := range k.Manifest.Outputs {
+		if f.Name == VMLinux {
+			if err := cache.CopyFile(dst, k.Output(f.Name), 0o644); err != nil {
+				return "", fmt.Errorf("copy vmlinux: %w", err)
+			}
+			return dst, nil
+		}
+	}
+	if err := os.Remove(dst); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	return "", nil
 }

@@ -63,8 +63,11 @@ var (
 		QEMU: QEMU{
 			Binary: "qemu-system-x86_64",
 			// acpi=off makes QEMU put the virtio-mmio devices on the kernel
-			// command line, which our kernel (no ACPI) reads.
-			Machine: "microvm,x-option-roms=off,rtc=off,acpi=off",
+			// command line, which our kernel (no ACPI) reads. rtc=on:
+			// without an RTC the kernel's first clock read polled the
+			// absent chip for ~1 s of CPU under TCG (docs/performance.md);
+			// with it the guest also starts with the host's wall time.
+			Machine: "microvm,x-option-roms=off,rtc=on,acpi=off",
 			// CPU empty: "max" under TCG has RDRAND (emulated), which lets the
 			// kernel seed its RNG at once with random.trust_cpu=on; without it
 			// the Go runtime blocks in getrandom for about a second under TCG.

@@ -38,6 +38,7 @@ func runImage(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("mfbuild image "+medium, flag.ContinueOnError)
 	var c common
 	c.register(fs)
+	c.registerBuiltins(fs)
 	clusterFile := fs.String("cluster", "", "cluster file (configs/cluster.example.yaml documents it)")
 	worker := fs.String("worker", "", "worker id")
 	all := fs.Bool("all", false, "one image per BeagleBone worker of the cluster file, into the folder --out")

@@ -12,6 +12,7 @@ func runInitramfs(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("mfbuild initramfs", flag.ContinueOnError)
 	var c common
 	c.register(fs)
+	c.registerBuiltins(fs)
 	fs.Var(&c.functions, "function", "add a user function: name=path (a static executable or /bin/sh script) or name=oci:IMAGE (registry reference, OCI layout folder or docker-save tarball); repeatable")
 	out := fs.String("out", "out/x86/initramfs.cpio", "where to write the initramfs (its manifest goes beside it, .json)")
 	if err := parse(fs, args); err != nil {

@@ -42,6 +42,7 @@ type common struct {
 	jobs                                 int
 	verbose, locked                      bool
 	functions                            funcFlags
+	builtins, compress                   string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -69,7 +70,7 @@ func (c *common) options() (builder.Options, error) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	return builder.Options{RepoDir: repo, Cache: cache.Cache{Dir: c.cacheDir}, Arch: c.arch,
 		Version: c.version, Source: c.source, SourceSHA256: c.sha, Locked: c.locked, Jobs: c.jobs,
-		Functions: c.functions.m, Log: log}, nil
+		Functions: c.functions.m, Builtins: c.builtins, Compress: c.compress, Log: log}, nil
 }
 
 // funcFlags collects repeated --function name=path flags.

@@ -13,6 +13,7 @@ func runQEMU(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("mfbuild qemu", flag.ContinueOnError)
 	var c common
 	c.register(fs)
+	c.registerBuiltins(fs)
 	accel := fs.String("accel", "auto", "QEMU accelerator: auto (probe KVM, else TCG), kvm or tcg")
 	out := fs.String("out", "", "build folder (default out/ARCH)")
 	if err := parse(fs, args); err != nil {

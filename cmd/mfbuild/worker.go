@@ -12,6 +12,7 @@ func runWorker(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("mfbuild worker", flag.ContinueOnError)
 	var c common
 	c.register(fs)
+	c.registerBuiltins(fs)
 	fs.Var(&c.functions, "function", "add a user function: name=path (a static executable or /bin/sh script) or name=oci:IMAGE (registry reference, OCI layout folder or docker-save tarball); repeatable")
 	out := fs.String("out", "", "output folder (default out/ARCH)")
 	if err := parse(fs, args); err != nil {

@@ -93,6 +93,8 @@ func invoke(args []string) int {
 // init exits, so every failure ends in a clean power-off instead.
 func asInit() {
 	initMS := runtime.Uptime()
+	// One console line, so the host can time the boot up to here.
+	fmt.Fprintf(os.Stdout, "%s uptime_ms=%.0f\n", protocol.InitMarker, initMS)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	off := "poweroff"
 	defer func() {

@@ -42,7 +42,7 @@ type clusterFlags struct {
 func (c *clusterFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.clusterFile, "cluster", "", "cluster file (default: a local cluster of --workers QEMU workers)")
 	fs.IntVar(&c.workers, "workers", 3, "without --cluster: how many local QEMU workers")
-	fs.StringVar(&c.kernel, "kernel", "out/x86/bzImage", "worker kernel for QEMU workers (mfbuild worker)")
+	fs.StringVar(&c.kernel, "kernel", "out/x86/bzImage", "worker kernel for QEMU workers (mfbuild worker); on x86 a PVH vmlinux beside it boots instead")
 	fs.StringVar(&c.initrd, "initrd", "out/x86/initramfs.cpio", "worker initramfs for QEMU workers")
 	fs.StringVar(&c.armKernel, "arm-kernel", "out/arm/zImage", "worker kernel for QEMU workers with vm.arch arm (mfbuild worker --arch arm; initramfs linked in)")
 	fs.StringVar(&c.accel, "accel", "auto", "QEMU accelerator: auto (probe KVM, else TCG), kvm or tcg")

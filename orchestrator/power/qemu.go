@@ -26,7 +26,7 @@ import (
 // a worker.
 type QEMUConfig struct {
 	Arch   *target.Target // nil: target.X86
-	Kernel string         // bzImage / zImage
+	Kernel string         // bzImage / zImage (a PVH vmlinux beside it boots instead: BootKernel)
 	Initrd string         // initramfs cpio; empty when built into the kernel (Arch.InitramfsLinked)
 	// Accel is "kvm", "tcg" or "auto" (probe KVM with a short real boot and
 	// fall back to TCG when it fails or hangs).
@@ -40,6 +40,9 @@ type QEMUConfig struct {
 	// Cmdline holds kernel parameters added to every worker's command line
 	// (not mf.* or ip=, which have their own fields: bootparams.ValidKernel).
 	Cmdline string
+	// Console, if set, is called just before a worker's qemu starts and
+	// gets a copy of its console output (benchmarks time the first byte).
+	Console func(id string) io.Writer
 	Log     *slog.Logger
 }
 
@@ -73,6 +76,7 @@ func NewQEMU(ctx context.Context, cfg QEMUConfig) (*QEMU, error) {
 			return nil, fmt.Errorf("qemu worker image: %w (build it with mfbuild)", err)
 		}
 	}
+	cfg.Kernel = BootKernel(cfg.Arch, cfg.Kernel, cfg.Log) // vmlinux beside a bzImage: see kernel.go
 	if _, err := exec.LookPath(cfg.Arch.QEMU.Binary); err != nil {
 		return nil, fmt.Errorf("%s not found: install QEMU (make deps): %w", cfg.Arch.QEMU.Binary, err)
 	}
@@ -147,6 +151,9 @@ func (q *QEMU) Cmdline(w cluster.Worker) (string, error) {
 	}
 	p.Kernel = []string{
 		"console=" + q.cfg.Arch.QEMU.Console, "reboot=t", "panic=-1", "quiet", "random.trust_cpu=on",
+		// No legacy BSD PTYs (nothing on a worker uses them): their 256
+		// device pairs were the slowest initcall under TCG (docs/performance.md).
+		"pty.legacy_count=0",
 		// The VM's TSC is steady; trusting it gives fine-grained time from the
 		// start instead of jiffies until the TSC watchdog settles.
 		"tsc=reliable",
@@ -205,6 +212,9 @@ func (q *QEMU) PowerOn(ctx context.Context, w cluster.Worker) error {
 	cmd := exec.Command(q.cfg.Arch.QEMU.Binary, qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, initrd, w, cmdline)...)
 	cmd.Stdin = nil
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if q.cfg.Console != nil {
+		cmd.Stdout = io.MultiWriter(logf, q.cfg.Console(w.ID))
+	}
 	// The kernel kills the VM if the orchestrator dies, so no qemu is left behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {

@@ -1,3 +1,5 @@
+//go:build !mf_no_kafka
+
 package functions
 
 import (
@@ -18,10 +20,6 @@ func init() {
 }
 
 const (
-	// DefaultKafkaTopic is the topic read_kafka reads when the job names
-	// none: the original load generator's read_kafka inputs named no topic,
-	// and its upload_kafka inputs wrote to this one.
-	DefaultKafkaTopic = "SampleTopic"
 	// defaultKafkaGroup is read_kafka's consumer group when the job names none.
 	defaultKafkaGroup = "microfaas"
 	// maxKafkaMessageBytes is Kafka's default maximum message size.

@@ -1,3 +1,5 @@
+//go:build !mf_no_postgres
+
 package functions
 
 import (

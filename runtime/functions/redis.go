@@ -1,3 +1,5 @@
+//go:build !mf_no_redis
+
 package functions
 
 import (

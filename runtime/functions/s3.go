@@ -1,3 +1,5 @@
+//go:build !mf_no_s3
+
 package functions
 
 import (
@@ -25,22 +27,6 @@ import (
 func init() {
 	Register("upload_file", uploadFile)
 	Register("download_file", downloadFile)
-}
-
-// UploadFiles are the files under /etc that upload_file may send, as in the
-// original load generator: they exist in every worker's initramfs.
-var UploadFiles = []string{"group", "hostname", "hosts", "inittab", "passwd", "profile", "resolv.conf", "shadow"}
-
-// DownloadSamples are the objects the original load generator asked
-// download_file to fetch; SeedS3 puts objects of these names (and sizes in
-// bytes) in the bucket.
-var DownloadSamples = []struct {
-	Name string
-	Size int
-}{
-	{"file-sample_1MB.doc", 1 << 20},
-	{"file_example_ODS_5000.ods", 256 << 10},
-	{"file_example_PPT_1MB.ppt", 1 << 20},
 }
 
 const (
