@@ -177,7 +177,17 @@ func TestDebugShellQEMU(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "qemu-system-arm", q.Args(vm, cmdline+" "+bootparams.Failsafe+"=3 "+bootparams.Debug+"=1")...)
+	// The worker's key arrives as the controller sends it: a per-boot
+	// archive after the kernel's own initramfs. Without a key the worker
+	// would stop before its failsafe; the value does not matter here.
+	keyDir := t.TempDir()
+	os.Chmod(keyDir, 0o700)
+	keyInitrd, err := power.BootInitrd(keyDir, "", vm.ID, make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append(q.Args(vm, cmdline+" "+bootparams.Failsafe+"=3 "+bootparams.Debug+"=1"), "-initrd", keyInitrd)
+	cmd := exec.CommandContext(ctx, target.ARMv7.QEMU.Binary, args...)
 	stdin, _ := cmd.StdinPipe()
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out

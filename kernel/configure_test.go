@@ -43,31 +43,29 @@ func realKernelSource(t *testing.T) Source {
 // fragments, then with a symbol whose dependencies are absent, which kconfig
 // drops: the build must fail naming it.
 func TestConfigureRealKernel(t *testing.T) {
-	src := realSource(t)
+	src := realKernelSource(t)
 	tree := t.TempDir()
 	ctx := context.Background()
-	if err := Unpack(ctx, src, tree); err != nil {
+	if err := Unpack(ctx, src.Path, tree); err != nil {
 		t.Fatal(err)
 	}
 	arch := ArchFor(target.X86)
-	var frags []NamedFragment
-	for _, f := range arch.Fragments {
-		b, err := os.ReadFile(filepath.Join("..", "configs", "kernel", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		nf, err := ParseFragment(f, strings.NewReader(string(b)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		frags = append(frags, NamedFragment{f, nf})
+	// The fragments as a build reads them: the recipe's absent symbols out.
+	o := Options{Arch: arch, Source: src, RepoDir: ".."}
+	frags, _, err := o.inputs()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := Configure(ctx, tree, arch, frags, nil); err != nil {
+	if err := Configure(ctx, tree, arch, frags, src.Absent); err != nil {
 		t.Fatalf("our own fragments do not survive olddefconfig: %v", err)
+	}
+	// A recipe may not call a symbol absent that the tree defines.
+	if err := Configure(ctx, tree, arch, frags, []string{"CONFIG_NET"}); !errors.Is(err, ErrAbsentPresent) {
+		t.Fatalf("CONFIG_NET declared absent: err = %v, want ErrAbsentPresent", err)
 	}
 	// DRM_I915 depends on PCI, which the microvm fragment leaves out.
 	bad := append(frags, NamedFragment{"bad.config", Fragment{"CONFIG_DRM_I915": "y", "CONFIG_NO_SUCH_SYMBOL": "y"}})
-	err := Configure(ctx, tree, arch, bad, nil)
+	err = Configure(ctx, tree, arch, bad, nil)
 	if !errors.Is(err, ErrDroppedSymbol) {
 		t.Fatalf("err = %v, want ErrDroppedSymbol", err)
 	}
