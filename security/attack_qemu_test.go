@@ -23,6 +23,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/protocol"
+	"github.com/microfaas/microfaas/target"
 )
 
 var (
@@ -100,7 +101,7 @@ func kernelCached() error {
 			Arch   string            `json:"arch"`
 			Inputs map[string]string `json:"inputs"`
 		}
-		if json.Unmarshal(b, &man) != nil || man.Arch != "x86" {
+		if json.Unmarshal(b, &man) != nil || man.Arch != target.X86.Name {
 			continue
 		}
 		ok := true

@@ -14,12 +14,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/internal/progress"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/energy/meters"
 	"github.com/microfaas/microfaas/orchestrator/experiment"
-	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/report"
 )

@@ -20,11 +20,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/internal/testsvc"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/experiment"
 	"github.com/microfaas/microfaas/orchestrator/internal/simworker"
-	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/report"
 )
