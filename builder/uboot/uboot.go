@@ -120,12 +120,14 @@ type Options struct {
 
 // Manifest describes one build.
 type Manifest struct {
-	Kind      string            `json:"kind"`
-	Key       string            `json:"key"`
-	Version   string            `json:"version"`
-	Inputs    map[string]string `json:"inputs"`
-	Outputs   []kernel.FileInfo `json:"outputs"`
-	BuildSecs float64           `json:"build_seconds"`
+	Kind    string            `json:"kind"`
+	Key     string            `json:"key"`
+	Version string            `json:"version"`
+	Inputs  map[string]string `json:"inputs"`
+	Outputs []kernel.FileInfo `json:"outputs"`
+	// BuildSecs is this process's build time; not written, so two builds'
+	// manifests compare equal (make verify-reproducible), as the kernel's do.
+	BuildSecs float64 `json:"-"`
 }
 
 // Result is a finished or cached build.

@@ -31,7 +31,11 @@ func runUBoot(ctx context.Context, args []string) error {
 	for _, f := range r.Manifest.Outputs {
 		fmt.Printf("%-10s %s  %8d bytes  sha256 %s\n", f.Name, r.Output(f.Name), f.Size, f.SHA256)
 	}
-	fmt.Printf("u-boot %s (cached: %v, built in %.0f s)\n", r.Manifest.Version, r.Cached, r.Manifest.BuildSecs)
+	if r.Cached {
+		fmt.Printf("u-boot %s (cached)\n", r.Manifest.Version)
+	} else {
+		fmt.Printf("u-boot %s (built in %.0f s)\n", r.Manifest.Version, r.Manifest.BuildSecs)
+	}
 	raw, err := uboot.ReadRawMode(r.Output(uboot.Config))
 	if err != nil {
 		return err
