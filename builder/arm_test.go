@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,24 +12,12 @@ import (
 	"github.com/microfaas/microfaas/builder/image"
 	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/internal/testfn"
 	"github.com/microfaas/microfaas/target"
 )
 
 // needARM skips (or, in CI, fails) when the ARM build's inputs are missing.
-func needARM(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds the ARM kernel and U-Boot and boots QEMU")
-	}
-	for _, tool := range []string{"arm-linux-gnueabihf-gcc", "qemu-system-arm", "mkimage", "fdtget", "fsck.fat", "mdir"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s missing: make deps installs it", tool)
-			}
-			t.Skipf("%s missing (make deps)", tool)
-		}
-	}
-}
+func needARM(t *testing.T) { t.Helper(); testfn.NeedARM(t) }
 
 func armOptions(t *testing.T) Options {
 	return Options{RepoDir: repo(t), Arch: target.ARMv7, Cache: cache.Cache{Dir: cache.DefaultDir()}}

@@ -1,5 +1,6 @@
-// Package testfn builds user functions for tests: the example wordcount
-// binary and container images holding given files.
+// Package testfn holds helpers for tests: it builds user functions (the
+// example wordcount binary, container images holding given files) and
+// says whether a test's tools are there.
 package testfn
 
 import (
@@ -76,4 +77,21 @@ func sortedKeys(m map[string][]byte) []string {
 	}
 	sort.Strings(k)
 	return k
+}
+
+// NeedARM skips (or, when CI is set, fails) a test that builds the ARM
+// kernel and U-Boot and boots QEMU, when -short is given or a tool is missing.
+func NeedARM(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the ARM kernel and U-Boot and boots QEMU")
+	}
+	for _, tool := range []string{"arm-linux-gnueabihf-gcc", "qemu-system-arm", "mkimage", "fdtget", "fsck.fat", "mdir"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s missing: make deps installs it", tool)
+			}
+			t.Skipf("%s missing (make deps)", tool)
+		}
+	}
 }
