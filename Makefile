@@ -6,7 +6,11 @@ OUT ?= out
 # Kernel recipe (mfbuild kernel --version): a folder of configs/kernel/ (6.1, 5.10).
 KVERSION ?= 6.1
 TEST_TIMEOUT ?= 60m
-FUZZTIME ?= 10s
+# Fuzzing budgets are execution counts, not durations: with a duration, Go
+# 1.26's fuzz coordinator can fail a clean run with "context deadline
+# exceeded" when the deadline races a busy worker (go.dev/issue/75804, fixed
+# in Go 1.27). A count has no deadline to race. FUZZSCALE multiplies them all.
+FUZZSCALE ?= 1
 
 .PHONY: all deps build demo experiment test test-short bench images bbb-images verify-reproducible clean
 
@@ -57,10 +61,10 @@ test: deps build
 	bin/mfbuild worker --arch arm --version 5.10 --out $(OUT)/arm-5.10
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 ./...
 	@echo "== brief fuzzing of the decoders and argument parsing"
-	$(GO) test -run '^$$' -fuzz FuzzReceive -fuzztime $(FUZZTIME) ./protocol/
-	$(GO) test -run '^$$' -fuzz FuzzJob -fuzztime $(FUZZTIME) ./runtime/
-	$(GO) test -run '^$$' -fuzz FuzzFunctions -fuzztime $(FUZZTIME) ./runtime/functions/
-	$(GO) test -run '^$$' -fuzz FuzzBootParams -fuzztime $(FUZZTIME) ./bootparams/
+	$(GO) test -run '^$$' -fuzz FuzzReceive -fuzztime $$(( 200000 * $(FUZZSCALE) ))x ./protocol/
+	$(GO) test -run '^$$' -fuzz FuzzJob -fuzztime $$(( 50000 * $(FUZZSCALE) ))x ./runtime/
+	$(GO) test -run '^$$' -fuzz FuzzFunctions -fuzztime $$(( 20000 * $(FUZZSCALE) ))x ./runtime/functions/
+	$(GO) test -run '^$$' -fuzz FuzzBootParams -fuzztime $$(( 200000 * $(FUZZSCALE) ))x ./bootparams/
 
 # Unit tests only: no kernel build, no VM.
 test-short:
