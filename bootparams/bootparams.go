@@ -30,6 +30,11 @@ const (
 	Iface    = "mf.iface"    // network interface to wait for (default eth0)
 	Probe    = "mf.probe"    // 1: print protocol.ProbeMarker and power off (accelerator probe)
 	Debug    = "mf.debug"    // 1: a shell on the serial console (mfbuild image --debug)
+	// Snapshot 1: boot to the point where only the identity is missing,
+	// print protocol.SnapshotReadyMarker and wait for the identity on the
+	// console (QEMU snapshot boots: docs/performance.md). mf.id is then
+	// absent: the worker learns it after the restore.
+	Snapshot = "mf.snapshot"
 
 	FlashOn     = "mf.flash"        // 1: run the flasher instead of the worker
 	FlashSrc    = "mf.flash.src"    // block device holding the image (the SD card's partition 2)
@@ -71,6 +76,7 @@ type Params struct {
 	Iface    string        // "": the worker's default
 	Probe    bool
 	Debug    bool
+	Snapshot bool   // wait for the identity on the console (Snapshot)
 	Flash    *Flash // nil: no flasher
 }
 
@@ -254,6 +260,9 @@ func (p Params) Render() (string, error) {
 	if p.Debug {
 		add(Debug, "1")
 	}
+	if p.Snapshot {
+		add(Snapshot, "1")
+	}
 	if f := p.Flash; f != nil {
 		add(FlashOn, "1")
 		add(FlashSrc, f.Src)
@@ -336,7 +345,7 @@ func Parse(cmdline string) (Params, error) {
 			p.Failsafe = time.Duration(n) * time.Second
 		case Iface:
 			p.Iface = v
-		case Probe, Debug, FlashOn:
+		case Probe, Debug, Snapshot, FlashOn:
 			if v != "0" && v != "1" {
 				bad(k, v, "want 0 or 1")
 			}
@@ -345,6 +354,8 @@ func Parse(cmdline string) (Params, error) {
 				p.Probe = v == "1"
 			case Debug:
 				p.Debug = v == "1"
+			case Snapshot:
+				p.Snapshot = v == "1"
 			default:
 				flashOn = v == "1"
 			}

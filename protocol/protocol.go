@@ -67,6 +67,11 @@ type BootTimes struct {
 	InitMS      float64 `json:"init_ms"`      // PID 1 started
 	NetworkMS   float64 `json:"network_ms"`   // interface up with its address
 	ConnectedMS float64 `json:"connected_ms"` // TCP connection to the orchestrator open
+	// RestoredMS is set by a worker restored from a snapshot (mf.snapshot):
+	// its uptime when it got its identity. Its uptime continues from the
+	// snapshot, so InitMS and NetworkMS are those of the snapshot's boot,
+	// and ConnectedMS - RestoredMS is the time from restore to connect.
+	RestoredMS float64 `json:"restored_ms,omitempty"`
 }
 
 // Hello is the worker's first message.

@@ -22,6 +22,9 @@ type Config struct {
 	Failsafe time.Duration
 	Iface    string
 	Probe    bool
+	// Snapshot: wait for the identity on the console (mf.snapshot=1); ID
+	// is empty until then.
+	Snapshot bool
 }
 
 // ParseCmdline reads the worker's parameters (bootparams) from a kernel
@@ -31,7 +34,7 @@ type Config struct {
 func ParseCmdline(cmdline string) (Config, error) {
 	c := Config{OffMode: bootparams.PowerOff, Failsafe: 120 * time.Second, Iface: "eth0"}
 	p, err := bootparams.Parse(cmdline)
-	c.ID, c.Orch, c.Probe = p.ID, p.Orch, p.Probe
+	c.ID, c.Orch, c.Probe, c.Snapshot = p.ID, p.Orch, p.Probe, p.Snapshot
 	if p.Off != "" {
 		c.OffMode = p.Off
 	}
@@ -45,7 +48,7 @@ func ParseCmdline(cmdline string) (Config, error) {
 		return c, err
 	}
 	for _, m := range []struct{ name, v string }{{bootparams.ID, c.ID}, {bootparams.Orch, c.Orch}} {
-		if m.v == "" {
+		if m.v == "" && !(m.name == bootparams.ID && c.Snapshot) {
 			return c, fmt.Errorf("%w: %s= on the kernel command line", bootparams.ErrMissing, m.name)
 		}
 	}

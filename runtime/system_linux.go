@@ -1,11 +1,13 @@
 package runtime
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -95,4 +97,61 @@ func PowerOff(mode string) error {
 func SetWallClock(t time.Time) error {
 	ts := unix.NsecToTimespec(t.UnixNano())
 	return unix.ClockSettime(unix.CLOCK_REALTIME, &ts)
+}
+
+// The random driver's ioctls (linux/random.h), the same on every
+// architecture we build for.
+const (
+	rndAddEntropy  = 0x40085203 // _IOW('R', 0x03, int[2])
+	rndReseedCRNG  = 0x5207     // _IO('R', 0x07)
+	rndDevice      = "/dev/urandom"
+	bitsPerByte    = 8
+	rndHeaderBytes = 8 // struct rand_pool_info: entropy_count, buf_size
+)
+
+// Reseed mixes seed into the kernel's RNG, credited as entropy, and makes
+// the kernel reseed its CRNG from it now (RNDRESEEDCRNG), rather than at
+// its next scheduled reseed. Every restore of a snapshot starts from the
+// same RNG state: without this, two restored workers would draw the same
+// "random" numbers (nonces, the sandbox's, the functions'). Needs root.
+func Reseed(seed []byte) error {
+	f, err := os.OpenFile(rndDevice, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("reseed: %w", err)
+	}
+	defer f.Close()
+	buf := make([]byte, rndHeaderBytes+len(seed))
+	binary.NativeEndian.PutUint32(buf[0:], uint32(len(seed)*bitsPerByte))
+	binary.NativeEndian.PutUint32(buf[4:], uint32(len(seed)))
+	copy(buf[rndHeaderBytes:], seed)
+	if err := ioctlPtr(f.Fd(), rndAddEntropy, unsafe.Pointer(&buf[0])); err != nil {
+		return fmt.Errorf("reseed: RNDADDENTROPY: %w", err)
+	}
+	if err := ioctlPtr(f.Fd(), rndReseedCRNG, nil); err != nil {
+		return fmt.Errorf("reseed: RNDRESEEDCRNG: %w", err)
+	}
+	return nil
+}
+
+func ioctlPtr(fd uintptr, req uintptr, arg unsafe.Pointer) error {
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, fd, req, uintptr(arg)); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// ConsoleNoEcho turns the echo of the terminal on fd off, so a line the
+// host types (the identity, with the key) is not printed back into the
+// console log. Lines are still read whole (canonical mode).
+func ConsoleNoEcho(fd int) error {
+	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return fmt.Errorf("console: %w", err)
+	}
+	t.Lflag &^= unix.ECHO | unix.ECHOE | unix.ECHOK | unix.ECHONL
+	t.Lflag |= unix.ICANON
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, t); err != nil {
+		return fmt.Errorf("console: %w", err)
+	}
+	return nil
 }

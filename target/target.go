@@ -51,6 +51,9 @@ type QEMU struct {
 	KVM bool
 	// TSC: the guest is x86 and can be told the host TSC frequency under TCG.
 	TSC bool
+	// Snapshot: the worker can boot from a saved VM (power.BootSnapshot);
+	// tested on the microvm only.
+	Snapshot bool
 }
 
 // The targets.
@@ -71,7 +74,7 @@ var (
 			// CPU empty: "max" under TCG has RDRAND (emulated), which lets the
 			// kernel seed its RNG at once with random.trust_cpu=on; without it
 			// the Go runtime blocks in getrandom for about a second under TCG.
-			Console: "ttyS0", KVM: true, TSC: true,
+			Console: "ttyS0", KVM: true, TSC: true, Snapshot: true,
 		},
 	}
 	// ARMv7 is the BeagleBone Black (AM335x, Cortex-A8) and the same kernel

@@ -14,6 +14,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/runtime"
 	"github.com/microfaas/microfaas/runtime/debugshell"
@@ -139,6 +140,17 @@ func asInit() {
 		log.Error("bad kernel command line", "err", err)
 		return
 	}
+	var restored *restore
+	if cfg.Snapshot {
+		// A snapshot boot: everything a worker does before it needs to know
+		// who it is happens now, so the snapshot holds it done.
+		r, err := awaitRestore(cfg, log)
+		if err != nil {
+			log.Error("snapshot boot", "err", err)
+			return
+		}
+		restored, cfg.ID, key, keyErr = &r, r.Identity.ID, r.Key, nil
+	}
 	if key == nil && keyErr == nil {
 		// A board: its key is on the card it booted from.
 		key, keyErr = runtime.CardKey(runtime.CardDevices)
@@ -152,21 +164,68 @@ func asInit() {
 	}
 	w := &runtime.Worker{Config: cfg, Key: key, Log: log, Env: functions.Env{FunctionsDir: "/functions"}, SetClock: runtime.SetWallClock}
 	w.Boot.InitMS = initMS
-	// The function sandbox's one-time set-up, while the network comes up
-	// and the worker connects.
-	go func() {
-		if err := sandbox.Prepare(); err != nil {
-			log.Error("function sandbox", "err", err)
+	if restored != nil {
+		w.Boot.NetworkMS, w.Boot.RestoredMS = restored.networkMS, restored.restoredMS
+	} else {
+		// The function sandbox's one-time set-up, while the network comes up
+		// and the worker connects.
+		go func() {
+			if err := sandbox.Prepare(); err != nil {
+				log.Error("function sandbox", "err", err)
+			}
+		}()
+		if err := runtime.WaitLink(cfg.Iface, 10*time.Second); err != nil {
+			log.Error("network", "err", err)
 		}
-	}()
-	if err := runtime.WaitLink(cfg.Iface, 10*time.Second); err != nil {
-		log.Error("network", "err", err)
+		w.Boot.NetworkMS = runtime.Uptime()
 	}
-	w.Boot.NetworkMS = runtime.Uptime()
 	out := w.Run(context.Background())
 	log.Info("worker done", "action", out.Action, "reason", out.Reason,
 		"init_ms", w.Boot.InitMS, "network_ms", w.Boot.NetworkMS, "connected_ms", w.Boot.ConnectedMS)
 	if out.Action == protocol.CmdReboot {
 		off = "reboot"
 	}
+}
+
+// restore is what awaitRestore learned, with the boot milestones it passed.
+type restore struct {
+	runtime.Restored
+	networkMS, restoredMS float64
+}
+
+// awaitRestore is a snapshot boot (mf.snapshot=1): it prepares the function
+// sandbox and waits for the network, says it is ready (the host saves the
+// VM here), then waits for the identity on the console. Everything after
+// the identity line runs once per restore: the RNG is reseeded and the
+// clock set before anything random or timed happens.
+func awaitRestore(cfg runtime.Config, log *slog.Logger) (restore, error) {
+	var r restore
+	if err := sandbox.Prepare(); err != nil {
+		log.Error("function sandbox", "err", err)
+	}
+	if err := runtime.WaitLink(cfg.Iface, 10*time.Second); err != nil {
+		log.Error("network", "err", err)
+	}
+	r.networkMS = runtime.Uptime()
+	// The identity carries the key: it must not echo into the console log.
+	if err := runtime.ConsoleNoEcho(int(os.Stdin.Fd())); err != nil {
+		return r, err
+	}
+	fmt.Fprintf(os.Stdout, "%s uptime_ms=%.0f\n", protocol.SnapshotReadyMarker, r.networkMS)
+	got, err := runtime.WaitIdentity(os.Stdin)
+	if err != nil {
+		return r, err
+	}
+	r.Restored, r.restoredMS = got, runtime.Uptime()
+	// Never run on the snapshot's entropy: every restore has the same.
+	if err := runtime.Reseed(got.Seed); err != nil {
+		return r, err
+	}
+	if err := runtime.SetWallClock(time.Unix(0, got.Identity.NowUnixNS)); err != nil {
+		log.Warn("could not set the wall clock from the identity", "err", err)
+	}
+	if err := bootparams.ValidID(got.Identity.ID); err != nil {
+		return r, err
+	}
+	return r, nil
 }

@@ -43,7 +43,14 @@ type QEMUConfig struct {
 	// Console, if set, is called just before a worker's qemu starts and
 	// gets a copy of its console output (benchmarks time the first byte).
 	Console func(id string) io.Writer
-	Log     *slog.Logger
+	// Boot is how a worker starts: BootFull ("" too) boots the kernel and
+	// initramfs; BootSnapshot restores a VM saved once at the point where
+	// it waits for its identity (snapshot.go; x86 only).
+	Boot string
+	// SnapshotDir holds the saved VMs of snapshot boots, by cache key
+	// (default: the user cache folder's microfaas/snapshots).
+	SnapshotDir string
+	Log         *slog.Logger
 }
 
 // QEMU is the power controller for VM workers: one qemu process per worker,
@@ -56,8 +63,9 @@ type QEMU struct {
 	exited map[*exec.Cmd]chan struct{} // closed once the process is reaped and OnExit's handler ran
 	onExit func(string, error)
 	// keyDir (owner-only) holds each boot's initramfs with the worker's
-	// key (BootInitrd), removed when its VM exits.
+	// key (BootInitrd), removed when its VM exits, and QMP sockets.
 	keyDir string
+	snap   snapshots // snapshot boots (snapshot.go)
 }
 
 // NewQEMU checks the configuration and resolves the accelerator.
@@ -91,6 +99,11 @@ func NewQEMU(ctx context.Context, cfg QEMUConfig) (*QEMU, error) {
 		return nil, fmt.Errorf("qemu boot key directory: %w", err)
 	}
 	q := &QEMU{cfg: cfg, procs: map[string]*exec.Cmd{}, exited: map[*exec.Cmd]chan struct{}{}, keyDir: keyDir}
+	q.snap.ready = map[string]bool{}
+	if err := q.checkSnapshotConfig(); err != nil {
+		os.RemoveAll(keyDir)
+		return nil, err
+	}
 	switch cfg.Accel {
 	case "kvm", "tcg":
 		q.accel = cfg.Accel
@@ -145,9 +158,24 @@ func qemuArgs(t *target.Target, accel, kernel, initrd string, w cluster.Worker, 
 // Cmdline is the kernel command line for worker w: console, reset-on-panic,
 // the kernel's own IP configuration, and the worker's mf.* parameters.
 func (q *QEMU) Cmdline(w cluster.Worker) (string, error) {
+	return q.cmdline(w, false)
+}
+
+// cmdline renders worker w's command line; for a snapshot boot
+// (snapshot) without anything that names the worker: mf.id is left out
+// (the identity comes after the restore) and ip='s hostname is generic.
+func (q *QEMU) cmdline(w cluster.Worker, snapshot bool) (string, error) {
 	p, err := q.cfg.Cluster.BootParams(w)
 	if err != nil {
 		return "", err
+	}
+	if snapshot {
+		p.ID, p.Snapshot = "", true
+		if p.Net != nil {
+			n := *p.Net
+			n.Hostname = snapshotHostname
+			p.Net = &n
+		}
 	}
 	p.Kernel = []string{
 		"console=" + q.cfg.Arch.QEMU.Console, "reboot=t", "panic=-1", "quiet", "random.trust_cpu=on",
@@ -196,21 +224,28 @@ func (q *QEMU) PowerOn(ctx context.Context, w cluster.Worker) error {
 	if err != nil {
 		return fmt.Errorf("worker %s console log: %w", w.ID, err)
 	}
-	// The worker's own key travels in a per-boot initramfs archive, not on
-	// the command line (docs/protocol.md).
+	// The worker's own key travels in a per-boot initramfs archive (full
+	// boots) or on the console after the restore (snapshot boots), never
+	// on the command line (docs/protocol.md).
 	key, err := protocol.WorkerKey(q.cfg.Cluster.SecretBytes(), w.ID)
 	if err != nil {
 		logf.Close()
 		return fmt.Errorf("worker %s: %w", w.ID, err)
 	}
-	initrd, err := BootInitrd(q.keyDir, q.cfg.Initrd, w.ID, key)
+	var cmd *exec.Cmd
+	var initrd string // the per-boot initramfs, removed when qemu exits
+	var restore func() error
+	if q.cfg.Boot == BootSnapshot {
+		cmd, restore, err = q.restoreCmd(ctx, w, key)
+	} else {
+		initrd, err = BootInitrd(q.keyDir, q.cfg.Initrd, w.ID, key)
+		// Not CommandContext: the VM outlives the request that started it.
+		cmd = exec.Command(q.cfg.Arch.QEMU.Binary, qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, initrd, w, cmdline)...)
+	}
 	if err != nil {
 		logf.Close()
 		return fmt.Errorf("worker %s: %w", w.ID, err)
 	}
-	// Not CommandContext: the VM outlives the request that started it.
-	cmd := exec.Command(q.cfg.Arch.QEMU.Binary, qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, initrd, w, cmdline)...)
-	cmd.Stdin = nil
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if q.cfg.Console != nil {
 		cmd.Stdout = io.MultiWriter(logf, q.cfg.Console(w.ID))
@@ -219,7 +254,9 @@ func (q *QEMU) PowerOn(ctx context.Context, w cluster.Worker) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		os.Remove(initrd)
+		if initrd != "" {
+			os.Remove(initrd)
+		}
 		return fmt.Errorf("worker %s: start qemu: %w", w.ID, err)
 	}
 	exited := make(chan struct{})
@@ -228,10 +265,22 @@ func (q *QEMU) PowerOn(ctx context.Context, w cluster.Worker) error {
 	q.exited[cmd] = exited
 	q.mu.Unlock()
 	q.cfg.Log.Debug("qemu started", "worker", w.ID, "pid", cmd.Process.Pid, "accel", q.accel)
+	if restore != nil {
+		// Resume the restored VM and give it its identity; a worker that
+		// cannot get it is no worker: pull the plug (OnExit reports it).
+		go func() {
+			if err := restore(); err != nil {
+				q.cfg.Log.Error("snapshot restore failed; powering the worker off", "worker", w.ID, "err", err)
+				cmd.Process.Kill()
+			}
+		}()
+	}
 	go func() {
 		err := cmd.Wait()
 		logf.Close()
-		os.Remove(initrd)
+		if initrd != "" {
+			os.Remove(initrd)
+		}
 		q.mu.Lock()
 		if q.procs[w.ID] == cmd {
 			delete(q.procs, w.ID)
