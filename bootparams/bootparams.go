@@ -32,8 +32,9 @@ const (
 	Debug    = "mf.debug"    // 1: a shell on the serial console (mfbuild image --debug)
 	// Snapshot 1: boot to the point where only the identity is missing,
 	// print protocol.SnapshotReadyMarker and wait for the identity on the
-	// console (QEMU snapshot boots: docs/performance.md). mf.id is then
-	// absent: the worker learns it after the restore.
+	// console (QEMU snapshot boots: docs/performance.md). mf.id and mf.orch
+	// are then absent: the worker learns them after the restore, so one
+	// snapshot serves any worker and any orchestrator port.
 	Snapshot = "mf.snapshot"
 
 	FlashOn     = "mf.flash"        // 1: run the flasher instead of the worker
@@ -195,6 +196,15 @@ func (p Params) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ValidOrch checks an orchestrator address (mf.orch): an IP address or a
+// host name, and a port.
+func ValidOrch(s string) error {
+	if err := validHostPort(s); err != nil {
+		return fmt.Errorf("%w: %s %q: %v", ErrInvalid, Orch, s, err)
+	}
+	return nil
 }
 
 func validHostPort(s string) error {

@@ -36,10 +36,10 @@ func TestRoundTrip(t *testing.T) {
 			Kernel: []string{"console=ttyS0,115200n8"}, ID: "bbb0", Off: PowerOff,
 			Flash: &Flash{Src: "/dev/mmcblk0p2", Dst: "/dev/mmcblk1", Size: 4096, SHA256: sum},
 		}, "console=ttyS0,115200n8 mf.id=bbb0 mf.off=poweroff mf.flash=1 mf.flash.src=/dev/mmcblk0p2 mf.flash.dst=/dev/mmcblk1 mf.flash.size=4096 mf.flash.sha256=" + strings.Repeat("00", 32)},
-		{"snapshot: no id, waits for it on the console", Params{
+		{"snapshot: no id or orchestrator, waits for them on the console", Params{
 			Kernel: []string{"console=ttyS0"}, Net: net4("10.0.2.15", "10.0.2.2", 24, "worker"),
-			Orch: "10.0.2.2:63302", Off: Reboot, Snapshot: true,
-		}, "console=ttyS0 ip=10.0.2.15::10.0.2.2:255.255.255.0:worker:eth0:off mf.orch=10.0.2.2:63302 mf.off=reboot mf.snapshot=1"},
+			Off: Reboot, Snapshot: true,
+		}, "console=ttyS0 ip=10.0.2.15::10.0.2.2:255.255.255.0:worker:eth0:off mf.off=reboot mf.snapshot=1"},
 		{"probe", Params{Kernel: []string{"console=ttyS0"}, Probe: true, Off: Reboot}, "console=ttyS0 mf.off=reboot mf.probe=1"},
 		{"orchestrator by name", Params{ID: "a", Orch: "orch.lan:1"}, "mf.id=a mf.orch=orch.lan:1"},
 		{"empty", Params{}, ""},

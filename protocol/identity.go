@@ -26,6 +26,7 @@ const SeedSize = 32
 // restore: who it is, its key, the time, and fresh entropy.
 type Identity struct {
 	ID        string `json:"id"`
+	Orch      string `json:"orch"` // the orchestrator's host:port (mf.orch)
 	Key       string `json:"key"`  // hex, KeySize bytes (WorkerKey)
 	Seed      string `json:"seed"` // hex, SeedSize bytes from the host's RNG
 	NowUnixNS int64  `json:"now_ns"`
@@ -52,8 +53,8 @@ func DecodeIdentity(line []byte) (id Identity, key, seed []byte, ok bool, err er
 	if err := json.Unmarshal(rest, &id); err != nil {
 		return id, nil, nil, true, fmt.Errorf("%w: %v", ErrBadIdentity, err)
 	}
-	if id.ID == "" {
-		return id, nil, nil, true, fmt.Errorf("%w: no worker id", ErrBadIdentity)
+	if id.ID == "" || id.Orch == "" {
+		return id, nil, nil, true, fmt.Errorf("%w: no worker id or orchestrator address", ErrBadIdentity)
 	}
 	key, err = hex.DecodeString(id.Key)
 	if err != nil || len(key) != KeySize {

@@ -23,7 +23,7 @@ type Config struct {
 	Iface    string
 	Probe    bool
 	// Snapshot: wait for the identity on the console (mf.snapshot=1); ID
-	// is empty until then.
+	// and Orch are empty until then.
 	Snapshot bool
 }
 
@@ -48,7 +48,7 @@ func ParseCmdline(cmdline string) (Config, error) {
 		return c, err
 	}
 	for _, m := range []struct{ name, v string }{{bootparams.ID, c.ID}, {bootparams.Orch, c.Orch}} {
-		if m.v == "" && !(m.name == bootparams.ID && c.Snapshot) {
+		if m.v == "" && !c.Snapshot {
 			return c, fmt.Errorf("%w: %s= on the kernel command line", bootparams.ErrMissing, m.name)
 		}
 	}

@@ -41,8 +41,7 @@ func TestParseCmdline(t *testing.T) {
 		{"defaults", "mf.id=w mf.orch=h:1", Config{ID: "w", Orch: "h:1", OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, nil},
 		{"probe needs nothing else", "mf.probe=1", Config{Probe: true, OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, nil},
 		{"missing id", "mf.orch=h:1", Config{}, bootparams.ErrMissing},
-		{"snapshot: the id comes later", "mf.orch=h:1 mf.snapshot=1", Config{Orch: "h:1", Snapshot: true, OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, nil},
-		{"snapshot still needs the orchestrator", "mf.snapshot=1", Config{}, bootparams.ErrMissing},
+		{"snapshot: id and orchestrator come later", "mf.snapshot=1", Config{Snapshot: true, OffMode: "poweroff", Failsafe: 120 * time.Second, Iface: "eth0"}, nil},
 		{"missing orch", "mf.id=w", Config{}, bootparams.ErrMissing},
 		// Workers have their own keys: the cluster secret is no parameter.
 		{"the cluster secret", "mf.id=w mf.orch=h:1 mf.secret=01", Config{}, bootparams.ErrInvalid},

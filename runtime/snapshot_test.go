@@ -12,7 +12,7 @@ import (
 )
 
 func TestWaitIdentity(t *testing.T) {
-	good := protocol.Identity{ID: "vm3", Key: strings.Repeat("ab", protocol.KeySize),
+	good := protocol.Identity{ID: "vm3", Orch: "10.0.2.2:63302", Key: strings.Repeat("ab", protocol.KeySize),
 		Seed: strings.Repeat("cd", protocol.SeedSize), NowUnixNS: 1700000000e9}
 	for _, tt := range []struct {
 		name    string

@@ -149,7 +149,7 @@ func asInit() {
 			log.Error("snapshot boot", "err", err)
 			return
 		}
-		restored, cfg.ID, key, keyErr = &r, r.Identity.ID, r.Key, nil
+		restored, cfg.ID, cfg.Orch, key, keyErr = &r, r.Identity.ID, r.Identity.Orch, r.Key, nil
 	}
 	if key == nil && keyErr == nil {
 		// A board: its key is on the card it booted from.
@@ -225,6 +225,9 @@ func awaitRestore(cfg runtime.Config, log *slog.Logger) (restore, error) {
 		log.Warn("could not set the wall clock from the identity", "err", err)
 	}
 	if err := bootparams.ValidID(got.Identity.ID); err != nil {
+		return r, err
+	}
+	if err := bootparams.ValidOrch(got.Identity.Orch); err != nil {
 		return r, err
 	}
 	return r, nil

@@ -23,6 +23,7 @@ import (
 // clusterFlags are the flags that set up a running orchestrator.
 type clusterFlags struct {
 	clusterFile, kernel, initrd, armKernel, accel, listen, results, logDir, store string
+	boot, snapshotDir                                                             string
 	workers                                                                       int
 	idle, powerUp                                                                 time.Duration
 	maxBooting, attempts                                                          int
@@ -46,6 +47,9 @@ func (c *clusterFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.initrd, "initrd", "out/x86/initramfs.cpio", "worker initramfs for QEMU workers")
 	fs.StringVar(&c.armKernel, "arm-kernel", "out/arm/zImage", "worker kernel for QEMU workers with vm.arch arm (mfbuild worker --arch arm; initramfs linked in)")
 	fs.StringVar(&c.accel, "accel", "auto", "QEMU accelerator: auto (probe KVM, else TCG), kvm or tcg")
+	fs.StringVar(&c.boot, "boot", power.BootFull, "how x86 QEMU workers start: full (kernel and initramfs) or snapshot\n"+
+		"(restore a VM saved where the worker waits for its identity; saved on first use, by image hash)")
+	fs.StringVar(&c.snapshotDir, "snapshot-dir", "", "with --boot snapshot: folder of saved VMs (default: ~/.cache/microfaas/snapshots)")
 	fs.StringVar(&c.listen, "listen", "", "worker protocol address (default: the cluster file's, or 127.0.0.1:0 for a local cluster)")
 	fs.StringVar(&c.results, "results", "results.csv", "results CSV, one row per invocation (appended to)")
 	fs.StringVar(&c.store, "store", "", "queue database: accepted invocations survive restarts (e.g. /var/lib/mforch/queue.db; empty: in memory)")
@@ -244,7 +248,11 @@ func imageFunctions(initrd string, log *slog.Logger) []string {
 func (c *clusterFlags) startQEMU(ctx context.Context, r *running, cl *cluster.Cluster, t *target.Target) error {
 	kernels := map[*target.Target]string{target.X86: c.kernel, target.ARMv7: c.armKernel}
 	cfg := power.QEMUConfig{Arch: t, Kernel: kernels[t], Initrd: c.initrd,
-		Accel: c.accel, Cluster: cl, LogDir: r.logDir, Log: r.log}
+		Accel: c.accel, Cluster: cl, LogDir: r.logDir, Log: r.log, Boot: c.boot, SnapshotDir: c.snapshotDir}
+	if !t.QEMU.Snapshot && cfg.Boot == power.BootSnapshot {
+		r.log.Warn("snapshot boots are not supported for these workers: they boot in full", "arch", t)
+		cfg.Boot = power.BootFull
+	}
 	if t.InitramfsLinked {
 		cfg.Initrd = ""
 	}
@@ -256,6 +264,6 @@ func (c *clusterFlags) startQEMU(ctx context.Context, r *running, cl *cluster.Cl
 	if r.qemu == nil {
 		r.qemu = q
 	}
-	r.log.Info("QEMU workers", "arch", t, "accel", q.Accel(), "kernel", cfg.Kernel, "consoles", r.logDir)
+	r.log.Info("QEMU workers", "arch", t, "accel", q.Accel(), "boot", cfg.Boot, "kernel", cfg.Kernel, "consoles", r.logDir)
 	return nil
 }

@@ -20,6 +20,7 @@ func runDemo(ctx context.Context, args []string) error {
 	kernel := fs.String("kernel", "out/x86/bzImage", "worker kernel (mfbuild worker)")
 	initrd := fs.String("initrd", "out/x86/initramfs.cpio", "worker initramfs")
 	accel := fs.String("accel", "auto", "QEMU accelerator: auto (probe KVM, else TCG), kvm or tcg")
+	boot := fs.String("boot", "full", "how workers start: full (kernel and initramfs) or snapshot (restore a saved VM)")
 	n := fs.Int("invocations", 36, "how many invocations to run")
 	seed := fs.Int64("seed", functions.DefaultInputSeed, "seed of the input generator")
 	all := fs.Bool("all-functions", false, "run the whole suite (17 functions), starting Redis, PostgreSQL, S3 and Kafka on loopback (scripts/services/install.sh installs them); default: the 9 compute functions")
@@ -36,7 +37,7 @@ func runDemo(ctx context.Context, args []string) error {
 	// The demo's experiment file, written into the run folder like any other.
 	raw := fmt.Sprintf(`# mforch demo: %d invocations on %d local QEMU workers, one caller per worker
 name: demo
-workers: {qemu: %d, kernel: %q, initrd: %q, accel: %s}
+workers: {qemu: %d, kernel: %q, initrd: %q, accel: %s, boot: %s}
 functions: [%s]
 invocations: %d
 arrival: {process: closed-loop}
@@ -46,7 +47,7 @@ services: %s
 # power from the CPU-time model of the QEMU processes, with docs/energy.md's
 # uncalibrated example parameters: every figure of it says "model"
 meter: {driver: cpu-time, interval: 1s, model: {idle_watts: 45, watts_per_core: 9.5}}
-`, *n, *workers, *workers, *kernel, *initrd, *accel, strings.Join(fns, ", "), *n, *seed, services)
+`, *n, *workers, *workers, *kernel, *initrd, *accel, *boot, strings.Join(fns, ", "), *n, *seed, services)
 	spec, err := experiment.Parse([]byte(raw))
 	if err != nil {
 		return err

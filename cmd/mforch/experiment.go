@@ -84,7 +84,7 @@ func executeSpec(ctx context.Context, spec *experiment.Spec, raw []byte, dir str
 	bg := context.WithoutCancel(ctx)
 	local := spec.Workers.Cluster == ""
 	c := clusterFlags{clusterFile: spec.Workers.Cluster, workers: spec.Workers.QEMU, kernel: spec.Workers.Kernel,
-		initrd: spec.Workers.Initrd, accel: spec.Workers.Accel, results: run.ResultsPath(),
+		initrd: spec.Workers.Initrd, accel: spec.Workers.Accel, boot: spec.Workers.Boot, results: run.ResultsPath(),
 		logDir: filepath.Join(dir, "consoles"), powerUp: 60 * time.Second, attempts: 3, verbose: verbose,
 		gpioPulse: power.DefaultPulse, gpioHold: power.DefaultForcedOffHold}
 	if spec.Mode == experiment.Warm {

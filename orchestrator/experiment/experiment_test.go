@@ -360,6 +360,7 @@ func TestSpecErrors(t *testing.T) {
 		{"bad duration", "workers: {qemu: 1}\ninvocations: 5\nmode: warm\nidle: soon"},
 		{"meter word", "workers: {qemu: 1}\ninvocations: 5\nmeter: wattsup"},
 		{"meter without driver", "workers: {qemu: 1}\ninvocations: 5\nmeter: {device: /dev/ttyUSB0}"},
+		{"bad boot", "workers: {qemu: 1, boot: warm}\ninvocations: 5"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := experiment.Parse([]byte(tc.yaml)); !errors.Is(err, experiment.ErrSpec) {

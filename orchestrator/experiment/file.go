@@ -79,6 +79,9 @@ type WorkersSpec struct {
 	Kernel  string `yaml:"kernel"`  // default out/x86/bzImage
 	Initrd  string `yaml:"initrd"`  // default out/x86/initramfs.cpio
 	Accel   string `yaml:"accel"`   // auto, kvm or tcg
+	// Boot is how QEMU workers start: full (default) or snapshot (restore
+	// a VM saved where the worker waits for its identity; x86 only).
+	Boot string `yaml:"boot"`
 }
 
 // ArrivalSpec is the arrival process.
@@ -203,6 +206,13 @@ func (s *Spec) defaults() error {
 	}
 	if s.Workers.Accel == "" {
 		s.Workers.Accel = "auto"
+	}
+	switch s.Workers.Boot {
+	case "":
+		s.Workers.Boot = "full"
+	case "full", "snapshot":
+	default:
+		return bad("workers: boot %q: want full or snapshot", s.Workers.Boot)
 	}
 	if s.Arrival.Process == "" {
 		s.Arrival.Process = Poisson

@@ -99,7 +99,7 @@ func NewQEMU(ctx context.Context, cfg QEMUConfig) (*QEMU, error) {
 		return nil, fmt.Errorf("qemu boot key directory: %w", err)
 	}
 	q := &QEMU{cfg: cfg, procs: map[string]*exec.Cmd{}, exited: map[*exec.Cmd]chan struct{}{}, keyDir: keyDir}
-	q.snap.ready = map[string]bool{}
+	q.snap.used = map[string]time.Time{}
 	if err := q.checkSnapshotConfig(); err != nil {
 		os.RemoveAll(keyDir)
 		return nil, err
@@ -162,15 +162,16 @@ func (q *QEMU) Cmdline(w cluster.Worker) (string, error) {
 }
 
 // cmdline renders worker w's command line; for a snapshot boot
-// (snapshot) without anything that names the worker: mf.id is left out
-// (the identity comes after the restore) and ip='s hostname is generic.
+// (snapshot) without anything that names the worker or the orchestrator's
+// port: mf.id and mf.orch are left out (they come with the identity after
+// the restore) and ip='s hostname is generic.
 func (q *QEMU) cmdline(w cluster.Worker, snapshot bool) (string, error) {
 	p, err := q.cfg.Cluster.BootParams(w)
 	if err != nil {
 		return "", err
 	}
 	if snapshot {
-		p.ID, p.Snapshot = "", true
+		p.ID, p.Orch, p.Snapshot = "", "", true
 		if p.Net != nil {
 			n := *p.Net
 			n.Hostname = snapshotHostname

@@ -7,13 +7,16 @@ package power
 // The VM is then saved with QMP's migrate to a file in SnapshotDir. Every
 // later power-on starts a fresh qemu that restores that file (read-only: one
 // pristine file serves every restore, so no invocation sees another's
-// state), resumes it, and types the identity on its console: worker id, its
-// own key, the time and a fresh seed for the kernel's RNG.
+// state), resumes it, and types the identity on its console: worker id, the
+// orchestrator's address, the worker's own key, the time and a fresh seed
+// for the kernel's RNG.
 //
 // The saved file is named by a hash of everything the saved VM depends on
 // (kernel and initramfs bytes, qemu's version, the accelerator, the whole
 // qemu command line and kernel command line), so a new image or a new qemu
-// makes a new snapshot and an old one is never restored into it.
+// makes a new snapshot and an old one is never restored into it. Saving one
+// removes the folder's snapshots unused for snapshotKeep (each use touches
+// its file); one removed while in use is saved again.
 
 import (
 	"bufio"
@@ -49,6 +52,9 @@ const snapshotHostname = "worker"
 // snapshotBootTimeout bounds the one boot that makes a snapshot.
 const snapshotBootTimeout = 2 * time.Minute
 
+// snapshotKeep is how long an unused snapshot stays in SnapshotDir.
+const snapshotKeep = 7 * 24 * time.Hour
+
 // ErrSnapshot means a snapshot could not be made or restored.
 var ErrSnapshot = errors.New("snapshot boot failed")
 
@@ -58,7 +64,7 @@ type snapshots struct {
 	once  sync.Once
 	base  string // hash of kernel, initramfs and qemu version; "" until once ran
 	err   error
-	ready map[string]bool // saved files known to exist
+	used  map[string]time.Time // when this controller last touched each file
 }
 
 // DefaultSnapshotDir is where saved VMs go unless QEMUConfig.SnapshotDir says.
@@ -146,21 +152,33 @@ func (q *QEMU) snapshotFor(ctx context.Context, w cluster.Worker) (string, []str
 
 	q.snap.mu.Lock()
 	defer q.snap.mu.Unlock()
-	if q.snap.ready[path] {
-		return path, args, nil
-	}
 	if _, err := os.Stat(path); err == nil {
-		q.snap.ready[path] = true
+		// Touch it now and then, so pruning sees it is in use.
+		if now := time.Now(); now.Sub(q.snap.used[path]) > time.Hour {
+			os.Chtimes(path, now, now)
+			q.snap.used[path] = now
+		}
 		return path, args, nil
 	}
 	start := time.Now()
 	if err := q.makeSnapshot(ctx, args, path); err != nil {
 		return "", nil, err
 	}
-	q.snap.ready[path] = true
+	q.snap.used[path] = time.Now()
 	fi, _ := os.Stat(path)
 	q.cfg.Log.Info("worker snapshot saved", "file", path, "bytes", fi.Size(), "took", time.Since(start).Round(time.Millisecond))
+	pruneSnapshots(q.cfg.SnapshotDir, time.Now().Add(-snapshotKeep))
 	return path, args, nil
+}
+
+// pruneSnapshots removes the saved VMs in dir last used before cutoff.
+func pruneSnapshots(dir string, cutoff time.Time) {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.vmstate"))
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil && fi.ModTime().Before(cutoff) {
+			os.Remove(f)
+		}
+	}
 }
 
 // makeSnapshot boots a VM with args, waits for the worker to say it is
@@ -269,6 +287,10 @@ func (q *QEMU) restoreCmd(ctx context.Context, w cluster.Worker, key []byte) (*e
 	if err != nil {
 		return nil, nil, err
 	}
+	p, err := q.cfg.Cluster.BootParams(w)
+	if err != nil {
+		return nil, nil, err
+	}
 	restore := func() error {
 		defer console.Close()
 		defer os.Remove(sock)
@@ -306,7 +328,7 @@ func (q *QEMU) restoreCmd(ctx context.Context, w cluster.Worker, key []byte) (*e
 		if _, err := rand.Read(seed); err != nil {
 			return err
 		}
-		id := protocol.Identity{ID: w.ID, Key: hex.EncodeToString(key), Seed: hex.EncodeToString(seed),
+		id := protocol.Identity{ID: w.ID, Orch: p.Orch, Key: hex.EncodeToString(key), Seed: hex.EncodeToString(seed),
 			NowUnixNS: time.Now().UnixNano()}
 		if _, err := console.Write(protocol.EncodeIdentity(id)); err != nil {
 			return fmt.Errorf("%w: typing the identity: %v", ErrSnapshot, err)
