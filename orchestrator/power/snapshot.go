@@ -60,11 +60,11 @@ var ErrSnapshot = errors.New("snapshot boot failed")
 
 // snapshots is the per-controller state of snapshot boots.
 type snapshots struct {
-	mu    sync.Mutex // one snapshot is made at a time
-	once  sync.Once
-	base  string // hash of kernel, initramfs and qemu version; "" until once ran
-	err   error
-	used  map[string]time.Time // when this controller last touched each file
+	mu   sync.Mutex // one snapshot is made at a time
+	once sync.Once
+	base string // hash of kernel, initramfs and qemu version; "" until once ran
+	err  error
+	used map[string]time.Time // when this controller last touched each file
 }
 
 // DefaultSnapshotDir is where saved VMs go unless QEMUConfig.SnapshotDir says.
