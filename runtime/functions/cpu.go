@@ -6,6 +6,8 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	crand "crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -130,7 +132,11 @@ func htmlGeneration(ctx context.Context, _ Env, raw json.RawMessage) (any, error
 		}
 		seed = uint64(s)
 	} else {
-		seed = rand.Uint64() >> 11
+		// From the kernel, not math/rand's runtime state: a worker restored
+		// from a snapshot has the same runtime state as every other restore.
+		var b [8]byte
+		crand.Read(b[:])
+		seed = binary.LittleEndian.Uint64(b[:]) >> 11
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", fn, err)
