@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -187,4 +188,28 @@ func FuzzBootParams(f *testing.F) {
 			t.Fatalf("id %q rendered %q, parsed %+v, %v", id, s, back, err)
 		}
 	})
+}
+
+// The hand-written character checks accept and refuse what the regular
+// expressions they replace did.
+func TestCharsetsMatchTheirRegexps(t *testing.T) {
+	for _, c := range []struct {
+		match func(string) bool
+		re    *regexp.Regexp
+	}{
+		{idChars.match, regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)},
+		{ifaceChars.match, regexp.MustCompile(`^[a-z][a-z0-9]{0,14}$`)},
+		{hostChars.match, regexp.MustCompile(`^[A-Za-z0-9.-]{1,253}$`)},
+		{matchDevice, regexp.MustCompile(`^/dev/[A-Za-z0-9/_-]{1,64}$`)},
+	} {
+		inputs := []string{"", "a", "-a", "a-", "A", "0", "vm0", "eth0", "eth", "0eth", "bbb-0", "x:1", "a b", "a\n",
+			"/dev/mmcblk0p2", "/dev/", "/devx", "/dev/a_b/c-d", "/dev/a.b", "orch.lan", "10.0.2.2", "é", "a=b",
+			strings.Repeat("a", 15), strings.Repeat("a", 16), strings.Repeat("a", 32), strings.Repeat("a", 33),
+			strings.Repeat("a", 253), strings.Repeat("a", 254), "/dev/" + strings.Repeat("b", 64), "/dev/" + strings.Repeat("b", 65)}
+		for _, in := range inputs {
+			if got, want := c.match(in), c.re.MatchString(in); got != want {
+				t.Errorf("%s: %q matched %v, want %v", c.re, in, got, want)
+			}
+		}
+	}
 }

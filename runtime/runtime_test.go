@@ -175,6 +175,8 @@ func TestWorkerVersion2(t *testing.T) {
 	os.WriteFile(filepath.Join(fdir, "show"), []byte("#!/bin/sh\ncat /var/openfaas/secrets/token\n"), 0o755)
 	w := &Worker{Config: Config{ID: "vm0", Orch: ln.Addr().String(), Failsafe: 10 * time.Second}, Key: key,
 		Env: functions.Env{FunctionsDir: fdir}, Log: slog.Default()}
+	connected := make(chan struct{})
+	w.Connected = func() { close(connected) }
 	done := make(chan Outcome, 1)
 	go func() { done <- w.Run(context.Background()) }()
 	c, err := ln.Accept()
@@ -188,6 +190,11 @@ func TestWorkerVersion2(t *testing.T) {
 	}
 	if h.WorkerID != "vm0" || h.Proto != protocol.Version {
 		t.Fatalf("hello %+v", h)
+	}
+	select { // the after-hello set-up runs (mfinit's sandbox preparation)
+	case <-connected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Connected did not run after the hello")
 	}
 	if err := pc.Send(protocol.TypeJob, protocol.Job{ID: "j1", Function: "show", Args: json.RawMessage(`""`),
 		Secrets: map[string][]byte{"token": []byte("t0k3n")}}); err != nil {

@@ -39,6 +39,9 @@ type Worker struct {
 	// SetClock sets the wall clock from a job's NowUnixNS (SetWallClock
 	// on a worker); nil leaves the clock alone (tests, mfinit invoke).
 	SetClock func(time.Time) error
+	// Connected, if set, runs in its own goroutine once the hello is sent:
+	// set-up that can wait until the worker is connected.
+	Connected func()
 }
 
 // clockSkew is how far the wall clock may be from the orchestrator's before
@@ -104,6 +107,9 @@ func (w *Worker) Run(ctx context.Context) Outcome {
 		return Outcome{protocol.CmdPowerOff, err.Error()}
 	}
 	conn.SetDeadline(time.Time{})
+	if w.Connected != nil {
+		go w.Connected()
+	}
 	for {
 		// Failsafe: a silent orchestrator powers the worker off.
 		conn.SetReadDeadline(time.Now().Add(w.Config.Failsafe))

@@ -167,13 +167,17 @@ func asInit() {
 	if restored != nil {
 		w.Boot.NetworkMS, w.Boot.RestoredMS = restored.networkMS, restored.restoredMS
 	} else {
-		// The function sandbox's one-time set-up, while the network comes up
-		// and the worker connects.
-		go func() {
-			if err := sandbox.Prepare(); err != nil {
-				log.Error("function sandbox", "err", err)
+		// The function sandbox's one-time set-up runs only on a worker that
+		// has user functions (built-ins run in this process), and only once
+		// its hello is out: on one vCPU it would otherwise compete with the
+		// connection for the CPU.
+		if len(functions.UserNames(w.Env.FunctionsDir)) > 0 {
+			w.Connected = func() {
+				if err := sandbox.Prepare(); err != nil {
+					log.Error("function sandbox", "err", err)
+				}
 			}
-		}()
+		}
 		if err := runtime.WaitLink(cfg.Iface, 10*time.Second); err != nil {
 			log.Error("network", "err", err)
 		}

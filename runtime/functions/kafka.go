@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -28,8 +29,10 @@ const (
 	kafkaDeliveryTimeout = 30 * time.Second
 )
 
-// topicRE is Kafka's rule for topic names.
-var topicRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,249}$`)
+// topicRE is Kafka's rule for topic names, compiled on first use: its
+// counted repetition makes a large program, which would cost every worker's
+// start (GODEBUG=inittrace=1) though few run Kafka.
+var topicRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9._-]{1,249}$`) })
 
 func topicArg(a *args, def string) (string, error) {
 	var topic string
@@ -42,7 +45,7 @@ func topicArg(a *args, def string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if !topicRE.MatchString(topic) || topic == "." || topic == ".." {
+	if !topicRE().MatchString(topic) || topic == "." || topic == ".." {
 		return "", argErrorf(a.fn, "topic", "%q is not a valid Kafka topic name (1..249 of A-Z a-z 0-9 . _ -)", truncate(topic, 64))
 	}
 	return topic, nil

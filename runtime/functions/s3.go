@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -42,7 +43,8 @@ const (
 
 // objectNameRE is what download_file accepts as an object (and file) name:
 // one path element, no leading dot, so it cannot leave DownloadDir.
-var objectNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$`)
+// Compiled on first use, as topicRE.
+var objectNameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$`) })
 
 // uploadFile reads /etc/<file> on the worker (Env.EtcDir) and PUTs it to the
 // bucket under the same name.
@@ -122,7 +124,7 @@ func downloadFile(ctx context.Context, env Env, raw json.RawMessage) (any, error
 	if err != nil {
 		return nil, err
 	}
-	if !objectNameRE.MatchString(file) {
+	if !objectNameRE().MatchString(file) {
 		return nil, argErrorf(fn, "file", "%q is not a plain file name (letters, digits, '.', '_', '-'; no leading '.')", truncate(file, 64))
 	}
 	client, bucket, addr, err := newS3Client(fn, env)
