@@ -43,6 +43,12 @@ func LookupBBB(c *cluster.Cluster, id string) (cluster.Worker, error) {
 	return w, nil
 }
 
+// BBBLoopsPerJiffy is the BeagleBone Black's delay-loop calibration at
+// 1 GHz with our kernel's HZ=100 (BogoMIPS 996.14 = lpj * HZ / 500000, as
+// the board's kernel logs it when it calibrates). If the CPU runs slower
+// than 1 GHz, delays only get longer than asked, never shorter.
+const BBBLoopsPerJiffy = 4980736
+
 // Bootargs is a BeagleBone worker's kernel command line: the console, the
 // kernel's own static IP configuration (no DHCP, up before PID 1), and the
 // worker's identity and orchestrator (see docs/protocol.md; its own key is
@@ -56,7 +62,14 @@ func Bootargs(c *cluster.Cluster, w cluster.Worker, debug bool) (string, error) 
 	if len(c.SecretBytes()) == 0 {
 		return "", &WorkerError{Worker: w.ID, Field: "secret", Msg: "the cluster has no secret"}
 	}
-	p.Kernel = []string{"console=" + BBBConsole}
+	p.Kernel = []string{"console=" + BBBConsole,
+		// No legacy BSD PTYs: nothing on a worker uses them, and creating
+		// their 256 device pairs was the slowest initcall (docs/performance.md).
+		"pty.legacy_count=0",
+		// The AM335x has no timer the kernel can delay with, so it would
+		// calibrate its delay loop at every boot (with HZ=100, about 20-40
+		// jiffies: 0.2-0.4 s). BBBLoopsPerJiffy is the board's value.
+		fmt.Sprintf("lpj=%d", BBBLoopsPerJiffy)}
 	if !debug {
 		// The serial console runs at 115200 baud: printing the boot log
 		// would cost about a second of every boot.

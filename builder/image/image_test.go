@@ -148,7 +148,7 @@ func TestWriteAndVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"console=ttyS0,115200n8", "ip=192.168.1.10::192.168.1.1:255.255.255.0:bbb0:eth0:off",
-		"mf.id=bbb0", "mf.orch=192.168.1.2:63302", "mf.off=poweroff"} {
+		"mf.id=bbb0", "mf.orch=192.168.1.2:63302", "mf.off=poweroff", "pty.legacy_count=0", "lpj=4980736"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("bootargs %q lack %q", args, want)
 		}
