@@ -39,7 +39,11 @@ type Options struct {
 	// KernelFragments are extra kconfig fragments (paths) for the kernel,
 	// e.g. configs/kernel/test-gpio-sim.config for the GPIO test kernel.
 	KernelFragments []string
-	Jobs            int
+	// KernelBase, if set, replaces the base configuration the fragments are
+	// applied to (tinyconfig), e.g. x86_64_defconfig for the cold-start
+	// benchmark's baseline kernel (the original's method).
+	KernelBase string
+	Jobs       int
 	// Functions are user functions to put in the initramfs: name -> executable.
 	Functions map[string]string
 	// Builtins selects the built-in functions the worker carries: "all"
@@ -118,6 +122,12 @@ func Kernel(ctx context.Context, o Options) (kernel.Result, error) {
 	arch, err := kernelArch(o.Arch)
 	if err != nil {
 		return kernel.Result{}, err
+	}
+	if o.KernelBase != "" {
+		if err := kernel.ValidBase(o.KernelBase); err != nil {
+			return kernel.Result{}, err
+		}
+		arch.Base = o.KernelBase
 	}
 	src, err := KernelSource(ctx, o)
 	if err != nil {

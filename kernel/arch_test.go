@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"errors"
 	"reflect"
 	"testing"
 
@@ -26,6 +27,20 @@ func TestArchFor(t *testing.T) {
 	} {
 		if got := ArchFor(tc.t); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("ArchFor(%s) = %+v\nwant %+v", tc.t, got, tc.want)
+		}
+	}
+}
+
+func TestValidBase(t *testing.T) {
+	for _, tt := range []struct {
+		base string
+		ok   bool
+	}{
+		{"tinyconfig", true}, {"defconfig", true}, {"x86_64_defconfig", true}, {"multi_v7_defconfig", true},
+		{"", false}, {"_defconfig", false}, {"../x_defconfig", false}, {"x_defconfig V=1", false}, {"oldconfig", false},
+	} {
+		if err := ValidBase(tt.base); (err == nil) != tt.ok || (err != nil && !errors.Is(err, ErrBase)) {
+			t.Errorf("ValidBase(%q) = %v, want ok %v", tt.base, err, tt.ok)
 		}
 	}
 }

@@ -174,5 +174,20 @@ func ArchFor(t *target.Target) Arch {
 	return a
 }
 
+// ErrBase means a base configuration is not a make target mfbuild accepts.
+var ErrBase = errors.New("unknown kernel base configuration")
+
+// ValidBase checks a base configuration target: tinyconfig, allnoconfig,
+// defconfig or an ARCH's NAME_defconfig (a make target of the kernel tree).
+func ValidBase(b string) error {
+	switch {
+	case b == "tinyconfig", b == "allnoconfig", b == "defconfig":
+		return nil
+	case strings.HasSuffix(b, "_defconfig") && len(b) > len("_defconfig") && !strings.ContainsAny(b, "/ .=\t\n"):
+		return nil
+	}
+	return fmt.Errorf("%w %q: want tinyconfig, allnoconfig, defconfig or a NAME_defconfig (e.g. x86_64_defconfig)", ErrBase, b)
+}
+
 // BoneBlackDTB is the BeagleBone Black's device tree, built with the ARM kernel.
 const BoneBlackDTB = "am335x-boneblack.dtb"

@@ -18,6 +18,8 @@ func runKernel(ctx context.Context, args []string) error {
 	out := fs.String("out", "", "also copy the kernel and its manifest into this folder")
 	var frags fragFlags
 	fs.Var(&frags, "fragment", "an extra kconfig fragment applied last (repeatable), e.g. configs/kernel/test-gpio-sim.config for the GPIO test kernel")
+	base := fs.String("base", "", "base configuration the fragments are applied to (default tinyconfig), e.g. x86_64_defconfig\n"+
+		"for the cold-start benchmark's baseline kernel (docs/performance.md)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -25,6 +27,7 @@ func runKernel(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	o.KernelBase = *base
 	for _, f := range frags {
 		abs, err := filepath.Abs(f)
 		if err != nil {
