@@ -142,6 +142,14 @@ func coldStartVariants(tb testing.TB, full bool) []BootVariant {
 	// The default worker restored from a snapshot (--boot snapshot).
 	vs = append(vs, BootVariant{Name: "worker snapshot", Kernel: w.VMLinux, Initrd: w.Initramfs,
 		Snapshot: true, SnapshotDir: filepath.Join(dir, "snapshots")})
+	// The same worker on a kernel from x86_64_defconfig plus our fragments
+	// (the original's method): the first run builds it (cached after).
+	o.Builtins, o.Compress, o.KernelBase = "", "", "x86_64_defconfig"
+	k, err := builder.Kernel(context.Background(), o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	vs = append(vs, BootVariant{Name: "defconfig vml", Kernel: k.Output("vmlinux"), Initrd: w.Initramfs})
 	return vs
 }
 
@@ -249,6 +257,7 @@ func BenchmarkColdStart(b *testing.B) {
 	ratio(7, 1) // gzip vs not, every client
 	ratio(8, 1) // restored from a snapshot vs booted, same worker
 	ratio(8, 3) // restored vs the busybox baseline's boot
+	ratio(1, 9) // our tinyconfig-based kernel vs the defconfig-based one, same worker
 	fmt.Fprintf(&t, "(%s: qemu spawned to connected; its g-init is the guest's uptime at the restore)\n", vs[8].Name)
 	// Printed, not logged: the testing package cuts long benchmark logs.
 	fmt.Print(t.String())
