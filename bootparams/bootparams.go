@@ -32,8 +32,8 @@ const (
 	// Snapshot 1: boot to the point where only the identity is missing,
 	// print protocol.SnapshotReadyMarker and wait for the identity on the
 	// console (QEMU snapshot boots: docs/performance.md). mf.id and mf.orch
-	// are then absent: the worker learns them after the restore, so one
-	// snapshot serves any worker and any orchestrator port.
+	// are then absent: the worker learns them after the restore, so a
+	// snapshot names neither a worker nor an orchestrator port.
 	Snapshot = "mf.snapshot"
 
 	FlashOn     = "mf.flash"        // 1: run the flasher instead of the worker

@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/hex"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -145,8 +147,9 @@ func TestQEMUSnapshotReseeds(t *testing.T) {
 	}
 	defer ln.Close()
 	cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
+	logDir := t.TempDir()
 	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Arch: target.X86, Kernel: w.Kernel, Initrd: w.Initramfs,
-		Accel: "auto", Cluster: cl, LogDir: t.TempDir(), Failsafe: 30, Boot: power.BootSnapshot, SnapshotDir: t.TempDir()})
+		Accel: "auto", Cluster: cl, LogDir: logDir, Failsafe: 30, Boot: power.BootSnapshot, SnapshotDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,8 +181,86 @@ func TestQEMUSnapshotReseeds(t *testing.T) {
 				t.Fatalf("restore %d did not power off", i)
 			}
 		}
+		// The key was typed on the console: it must not have echoed.
+		key, _ := protocol.WorkerKey(cl.SecretBytes(), vm.ID)
+		for _, f := range []string{q.LogPath(vm.ID), filepath.Join(logDir, "snapshot.log")} {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(b), hex.EncodeToString(key)) || strings.Contains(string(b), protocol.IdentityPrefix) {
+				t.Fatalf("restore %d: the identity or the key is in the console log %s", i, f)
+			}
+		}
 	}
 	if nonces[0] == nonces[1] {
 		t.Fatalf("two restores drew the same hello nonce %s: the kernel RNG was not reseeded", nonces[0])
 	}
+}
+
+// TestQEMUSnapshotCorruptFile: a saved VM that qemu cannot load (here cut
+// in half) costs one failed power-on, not every one after: the file is
+// removed and the next power-on saves a new one and connects.
+func TestQEMUSnapshotCorruptFile(t *testing.T) {
+	w := worker(t)
+	cl := cluster.Local(1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
+	snapDir := t.TempDir()
+	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Arch: target.X86, Kernel: w.Kernel, Initrd: w.Initramfs,
+		Accel: "auto", Cluster: cl, LogDir: t.TempDir(), Failsafe: 30, Boot: power.BootSnapshot, SnapshotDir: snapDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	vm := cl.Workers[0]
+	keys := func(id string, _ net.Addr) ([]byte, error) { return protocol.WorkerKey(cl.SecretBytes(), id) }
+	waitOff := func(what string) {
+		for deadline := time.Now().Add(60 * time.Second); q.Running(vm.ID); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the VM did not exit", what)
+			}
+		}
+	}
+	connect := func(what string) {
+		if err := q.PowerOn(context.Background(), vm); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		ln.(*net.TCPListener).SetDeadline(time.Now().Add(2 * time.Minute))
+		c, err := ln.Accept()
+		if err != nil {
+			t.Fatalf("%s: never connected: %v", what, err)
+		}
+		defer c.Close()
+		pc, _, err := protocol.ServerHandshake(c, c.RemoteAddr(), keys)
+		if err != nil {
+			t.Fatalf("%s: handshake: %v", what, err)
+		}
+		pc.Send(protocol.TypeCommand, protocol.Command{Action: protocol.CmdPowerOff})
+		waitOff(what)
+	}
+	connect("first power-on (saves the snapshot)")
+	files, _ := filepath.Glob(filepath.Join(snapDir, "*.vmstate"))
+	if len(files) != 1 {
+		t.Fatalf("snapshot files %v, want one", files)
+	}
+	fi, err := os.Stat(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(files[0], fi.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.PowerOn(context.Background(), vm); err != nil {
+		t.Fatal(err)
+	}
+	waitOff("restore of the cut file")
+	if _, err := os.Stat(files[0]); !os.IsNotExist(err) {
+		t.Fatalf("the snapshot qemu could not load is still there: %v", err)
+	}
+	connect("power-on after the removal (saves it again)")
 }

@@ -99,11 +99,10 @@ func SetWallClock(t time.Time) error {
 	return unix.ClockSettime(unix.CLOCK_REALTIME, &ts)
 }
 
-// The random driver's ioctls (linux/random.h), the same on every
-// architecture we build for.
+// The random driver's ioctls (linux/random.h).
 const (
-	rndAddEntropy  = 0x40085203 // _IOW('R', 0x03, int[2])
-	rndReseedCRNG  = 0x5207     // _IO('R', 0x07)
+	rndAddEntropy  = unix.RNDADDENTROPY
+	rndReseedCRNG  = unix.RNDRESEEDCRNG
 	rndDevice      = "/dev/urandom"
 	bitsPerByte    = 8
 	rndHeaderBytes = 8 // struct rand_pool_info: entropy_count, buf_size

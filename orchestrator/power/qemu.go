@@ -60,6 +60,9 @@ type QEMU struct {
 	accel  string
 	mu     sync.Mutex
 	procs  map[string]*exec.Cmd
+	// starting holds the workers whose qemu is being prepared (PowerOn),
+	// with the function that cancels their start (PowerOff, Close).
+	starting map[string]context.CancelFunc
 	exited map[*exec.Cmd]chan struct{} // closed once the process is reaped and OnExit's handler ran
 	onExit func(string, error)
 	// keyDir (owner-only) holds each boot's initramfs with the worker's
@@ -98,7 +101,8 @@ func NewQEMU(ctx context.Context, cfg QEMUConfig) (*QEMU, error) {
 	if err != nil {
 		return nil, fmt.Errorf("qemu boot key directory: %w", err)
 	}
-	q := &QEMU{cfg: cfg, procs: map[string]*exec.Cmd{}, exited: map[*exec.Cmd]chan struct{}{}, keyDir: keyDir}
+	q := &QEMU{cfg: cfg, procs: map[string]*exec.Cmd{}, starting: map[string]context.CancelFunc{},
+		exited: map[*exec.Cmd]chan struct{}{}, keyDir: keyDir}
 	q.snap.used = map[string]time.Time{}
 	if err := q.checkSnapshotConfig(); err != nil {
 		os.RemoveAll(keyDir)
@@ -215,12 +219,23 @@ func (q *QEMU) PowerOn(ctx context.Context, w cluster.Worker) error {
 	if err != nil {
 		return err
 	}
+	// Reserve the worker while its qemu is prepared (a snapshot boot may
+	// first have to save one: seconds), so a second PowerOn is refused and
+	// a PowerOff in between cancels the start instead of missing it.
 	q.mu.Lock()
-	if _, running := q.procs[w.ID]; running {
+	if _, running := q.procs[w.ID]; running || q.starting[w.ID] != nil {
 		q.mu.Unlock()
 		return fmt.Errorf("worker %s: already powered on", w.ID)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	q.starting[w.ID] = cancel
 	q.mu.Unlock()
+	defer func() {
+		q.mu.Lock()
+		delete(q.starting, w.ID)
+		q.mu.Unlock()
+		cancel()
+	}()
 	logf, err := os.Create(q.LogPath(w.ID))
 	if err != nil {
 		return fmt.Errorf("worker %s console log: %w", w.ID, err)
@@ -234,10 +249,13 @@ func (q *QEMU) PowerOn(ctx context.Context, w cluster.Worker) error {
 		return fmt.Errorf("worker %s: %w", w.ID, err)
 	}
 	var cmd *exec.Cmd
-	var initrd string // the per-boot initramfs, removed when qemu exits
-	var restore func() error
+	var initrd string  // the per-boot initramfs, removed when qemu exits
+	var r *restoration // a snapshot boot's restore
 	if q.cfg.Boot == BootSnapshot {
-		cmd, restore, err = q.restoreCmd(ctx, w, key)
+		r, err = q.restoreCmd(ctx, w, key)
+		if r != nil {
+			cmd = r.cmd
+		}
 	} else {
 		initrd, err = BootInitrd(q.keyDir, q.cfg.Initrd, w.ID, key)
 		// Not CommandContext: the VM outlives the request that started it.
@@ -247,6 +265,15 @@ func (q *QEMU) PowerOn(ctx context.Context, w cluster.Worker) error {
 		logf.Close()
 		return fmt.Errorf("worker %s: %w", w.ID, err)
 	}
+	cleanup := func() {
+		logf.Close()
+		if initrd != "" {
+			os.Remove(initrd)
+		}
+		if r != nil {
+			r.close()
+		}
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if q.cfg.Console != nil {
 		cmd.Stdout = io.MultiWriter(logf, q.cfg.Console(w.ID))
@@ -254,23 +281,39 @@ func (q *QEMU) PowerOn(ctx context.Context, w cluster.Worker) error {
 	// The kernel kills the VM if the orchestrator dies, so no qemu is left behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		logf.Close()
-		if initrd != "" {
-			os.Remove(initrd)
-		}
+		cleanup()
 		return fmt.Errorf("worker %s: start qemu: %w", w.ID, err)
+	}
+	if r != nil {
+		r.started()
 	}
 	exited := make(chan struct{})
 	q.mu.Lock()
+	if ctx.Err() != nil {
+		// Powered off (or the orchestrator gave up) while starting: the VM
+		// never counts as on, and no exit is reported for it.
+		q.mu.Unlock()
+		cmd.Process.Kill()
+		cmd.Wait()
+		cleanup()
+		return fmt.Errorf("worker %s: powered off while starting: %w", w.ID, ctx.Err())
+	}
 	q.procs[w.ID] = cmd
 	q.exited[cmd] = exited
 	q.mu.Unlock()
 	q.cfg.Log.Debug("qemu started", "worker", w.ID, "pid", cmd.Process.Pid, "accel", q.accel)
-	if restore != nil {
+	// Tied to this qemu: cancelled when it exits.
+	life, endLife := context.WithCancelCause(context.Background())
+	if r != nil {
 		// Resume the restored VM and give it its identity; a worker that
 		// cannot get it is no worker: pull the plug (OnExit reports it).
 		go func() {
-			if err := restore(); err != nil {
+			err := r.restore(life)
+			switch {
+			case err == nil:
+			case life.Err() != nil:
+				q.cfg.Log.Warn("worker exited during its restore", "worker", w.ID, "err", context.Cause(life))
+			default:
 				q.cfg.Log.Error("snapshot restore failed; powering the worker off", "worker", w.ID, "err", err)
 				cmd.Process.Kill()
 			}
@@ -278,10 +321,8 @@ func (q *QEMU) PowerOn(ctx context.Context, w cluster.Worker) error {
 	}
 	go func() {
 		err := cmd.Wait()
-		logf.Close()
-		if initrd != "" {
-			os.Remove(initrd)
-		}
+		endLife(&qemuExit{self: cmd.ProcessState != nil && cmd.ProcessState.Exited(), err: err})
+		cleanup()
 		q.mu.Lock()
 		if q.procs[w.ID] == cmd {
 			delete(q.procs, w.ID)
@@ -300,11 +341,23 @@ func (q *QEMU) PowerOn(ctx context.Context, w cluster.Worker) error {
 	return nil
 }
 
+// qemuExit ends a qemu's life context: self is true when qemu exited on its
+// own (an exit status), false when it was killed by a signal.
+type qemuExit struct {
+	self bool
+	err  error
+}
+
+func (e *qemuExit) Error() string { return fmt.Sprintf("qemu exited: %v", e.err) }
+
 // PowerOff kills the worker's qemu process (pulling the plug) and waits for
 // it to be reaped and its exit reported (so the report never arrives after
 // PowerOff returned).
 func (q *QEMU) PowerOff(ctx context.Context, w cluster.Worker) error {
 	q.mu.Lock()
+	if cancel := q.starting[w.ID]; cancel != nil {
+		cancel() // PowerOn kills what it started and reports no exit
+	}
 	cmd, ok := q.procs[w.ID]
 	exited := q.exited[cmd]
 	q.mu.Unlock()
@@ -345,6 +398,9 @@ func (q *QEMU) PIDs() map[string]int {
 // Close kills every worker.
 func (q *QEMU) Close() {
 	q.mu.Lock()
+	for _, cancel := range q.starting {
+		cancel()
+	}
 	ids := make([]string, 0, len(q.procs))
 	for id := range q.procs {
 		ids = append(ids, id)

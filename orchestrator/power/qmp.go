@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"syscall"
 	"time"
 )
 
@@ -52,12 +54,29 @@ func dialQMP(ctx context.Context, path string) (*qmp, error) {
 // do runs one command and returns its "return" value; events that arrive
 // before the answer are skipped.
 func (q *qmp) do(cmd string, args any) (json.RawMessage, error) {
+	return q.doFD(cmd, args, nil)
+}
+
+// doFD is do, passing the open file f along with the command (SCM_RIGHTS),
+// as QMP's getfd wants it.
+func (q *qmp) doFD(cmd string, args any, f *os.File) (json.RawMessage, error) {
 	req := map[string]any{"execute": cmd}
 	if args != nil {
 		req["arguments"] = args
 	}
 	b, _ := json.Marshal(req)
-	if _, err := q.conn.Write(append(b, '\n')); err != nil {
+	b = append(b, '\n')
+	var err error
+	if f != nil {
+		uc, ok := q.conn.(*net.UnixConn)
+		if !ok {
+			return nil, fmt.Errorf("qmp %s: a file can only be passed over a unix socket", cmd)
+		}
+		_, _, err = uc.WriteMsgUnix(b, syscall.UnixRights(int(f.Fd())), nil)
+	} else {
+		_, err = q.conn.Write(b)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("qmp %s: %w", cmd, err)
 	}
 	for {
