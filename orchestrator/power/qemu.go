@@ -56,15 +56,15 @@ type QEMUConfig struct {
 // QEMU is the power controller for VM workers: one qemu process per worker,
 // reaped when it exits and killed if the orchestrator dies.
 type QEMU struct {
-	cfg    QEMUConfig
-	accel  string
-	mu     sync.Mutex
-	procs  map[string]*exec.Cmd
+	cfg   QEMUConfig
+	accel string
+	mu    sync.Mutex
+	procs map[string]*exec.Cmd
 	// starting holds the workers whose qemu is being prepared (PowerOn),
 	// with the function that cancels their start (PowerOff, Close).
 	starting map[string]context.CancelFunc
-	exited map[*exec.Cmd]chan struct{} // closed once the process is reaped and OnExit's handler ran
-	onExit func(string, error)
+	exited   map[*exec.Cmd]chan struct{} // closed once the process is reaped and OnExit's handler ran
+	onExit   func(string, error)
 	// keyDir (owner-only) holds each boot's initramfs with the worker's
 	// key (BootInitrd), removed when its VM exits, and QMP sockets.
 	keyDir string
