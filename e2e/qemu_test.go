@@ -130,6 +130,38 @@ func TestQEMUSnapshotSmoke(t *testing.T) {
 	}
 }
 
+// snapshotRig is one snapshot-booting QEMU worker whose orchestrator side
+// a test speaks itself, on ln.
+type snapshotRig struct {
+	q               *power.QEMU
+	cl              *cluster.Cluster
+	ln              net.Listener
+	logDir, snapDir string
+}
+
+func newSnapshotRig(t *testing.T) *snapshotRig {
+	w := worker(t)
+	r := &snapshotRig{cl: cluster.Local(1), logDir: t.TempDir(), snapDir: t.TempDir()}
+	var err error
+	if r.ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.ln.Close() })
+	r.cl.Network.Port = r.ln.Addr().(*net.TCPAddr).Port
+	r.q, err = power.NewQEMU(context.Background(), power.QEMUConfig{Arch: target.X86, Kernel: w.Kernel, Initrd: w.Initramfs,
+		Accel: "auto", Cluster: r.cl, LogDir: r.logDir, Failsafe: 30, Boot: power.BootSnapshot, SnapshotDir: r.snapDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.q.Close)
+	return r
+}
+
+// keys is the orchestrator's key lookup for the rig's cluster.
+func (r *snapshotRig) keys(id string, _ net.Addr) ([]byte, error) {
+	return protocol.WorkerKey(r.cl.SecretBytes(), id)
+}
+
 // TestQEMUSnapshotReseeds restores one snapshot twice and speaks the
 // protocol with each restore directly, to see what only the handshake
 // shows: each authenticates with its own key (delivered after the restore)
@@ -139,23 +171,8 @@ func TestQEMUSnapshotSmoke(t *testing.T) {
 // reseed schedule and RDRAND also tell the restores apart, as a run with
 // the reseed removed showed. runtime's TestReseed runs the ioctls.)
 func TestQEMUSnapshotReseeds(t *testing.T) {
-	w := worker(t)
-	cl := cluster.Local(1)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
-	logDir := t.TempDir()
-	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Arch: target.X86, Kernel: w.Kernel, Initrd: w.Initramfs,
-		Accel: "auto", Cluster: cl, LogDir: logDir, Failsafe: 30, Boot: power.BootSnapshot, SnapshotDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	keys := func(id string, _ net.Addr) ([]byte, error) { return protocol.WorkerKey(cl.SecretBytes(), id) }
-	vm := cl.Workers[0]
+	r := newSnapshotRig(t)
+	q, cl, ln, logDir, keys, vm := r.q, r.cl, r.ln, r.logDir, r.keys, r.cl.Workers[0]
 	var nonces []string
 	for i := 0; i < 2; i++ {
 		if err := q.PowerOn(context.Background(), vm); err != nil {
@@ -202,23 +219,8 @@ func TestQEMUSnapshotReseeds(t *testing.T) {
 // in half) costs one failed power-on, not every one after: the file is
 // removed and the next power-on saves a new one and connects.
 func TestQEMUSnapshotCorruptFile(t *testing.T) {
-	w := worker(t)
-	cl := cluster.Local(1)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
-	snapDir := t.TempDir()
-	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Arch: target.X86, Kernel: w.Kernel, Initrd: w.Initramfs,
-		Accel: "auto", Cluster: cl, LogDir: t.TempDir(), Failsafe: 30, Boot: power.BootSnapshot, SnapshotDir: snapDir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	vm := cl.Workers[0]
-	keys := func(id string, _ net.Addr) ([]byte, error) { return protocol.WorkerKey(cl.SecretBytes(), id) }
+	r := newSnapshotRig(t)
+	q, ln, snapDir, keys, vm := r.q, r.ln, r.snapDir, r.keys, r.cl.Workers[0]
 	waitOff := func(what string) {
 		for deadline := time.Now().Add(60 * time.Second); q.Running(vm.ID); time.Sleep(10 * time.Millisecond) {
 			if time.Now().After(deadline) {
