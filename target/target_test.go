@@ -52,7 +52,7 @@ func TestFlag(t *testing.T) {
 }
 
 func TestCPUFor(t *testing.T) {
-	if X86.QEMU.CPUFor("kvm") != "host" || X86.QEMU.CPUFor("tcg") != "max" || ARMv7.QEMU.CPUFor("tcg") != "cortex-a15" {
+	if X86.QEMU.CPUFor("kvm") != "host" || X86.QEMU.CPUFor("tcg") != "max,-xsave" || ARMv7.QEMU.CPUFor("tcg") != "cortex-a15" {
 		t.Fatal("wrong -cpu")
 	}
 }
