@@ -36,9 +36,10 @@ type BootVariant struct {
 	Name   string
 	Kernel string // bzImage, or vmlinux (PVH) booted as is
 	Initrd string
-	// Busybox: the baseline initramfs (BusyboxInitramfs), whose /init only
-	// connects; otherwise our worker, which runs cascading_sha256.
-	Busybox bool
+	// Baseline: a baseline initramfs (BusyboxInitramfs, GoInitramfs),
+	// whose /init only connects and says hello; otherwise our worker, which
+	// runs cascading_sha256.
+	Baseline bool
 	// Cmdline is added to the kernel command line (a parameter on trial).
 	Cmdline string
 	// Snapshot: restore a saved VM (power.BootSnapshot) from SnapshotDir;
@@ -175,7 +176,7 @@ func BootOnce(ctx context.Context, v BootVariant, accel string, log *slog.Logger
 	}
 	defer q.Close()
 	var s BootSample
-	if v.Busybox {
+	if v.Baseline {
 		s, err = bootBaseline(ctx, q, cl, ln, ct)
 	} else {
 		s, err = bootWorker(ctx, q, cl, ln, ct, log)
@@ -289,6 +290,32 @@ func BusyboxInitramfs(out string) (builder.InitramfsInfo, error) {
 		initramfs.WithFile("bin/busybox", builder.BusyboxPath, 0o755))
 	if err != nil {
 		return builder.InitramfsInfo{}, fmt.Errorf("baseline initramfs (install busybox-static: make deps): %w", err)
+	}
+	f, err := os.Create(out)
+	if err != nil {
+		return builder.InitramfsInfo{}, err
+	}
+	n, err := a.WriteTo(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return builder.InitramfsInfo{Path: out, Size: n, Entries: len(a.Names())}, err
+}
+
+// GoInitramfs writes the second baseline's initramfs to out: the least a
+// Go /init does to be a worker (e2e/testdata/goinit: mount /proc, print the
+// marker, connect, say hello), built static for x86-64 from the module in
+// repoDir. Against it, the Go runtime's own cost is told apart from what
+// mfinit adds.
+func GoInitramfs(ctx context.Context, repoDir, out string) (builder.InitramfsInfo, error) {
+	bin := out + ".init"
+	defer os.Remove(bin)
+	if err := initramfs.GoBuild(ctx, repoDir, "./e2e/testdata/goinit", target.X86, bin); err != nil {
+		return builder.InitramfsInfo{}, fmt.Errorf("go baseline: %w", err)
+	}
+	a, err := initramfs.New(initramfs.WithFile("init", bin, 0o755))
+	if err != nil {
+		return builder.InitramfsInfo{}, fmt.Errorf("go baseline initramfs: %w", err)
 	}
 	f, err := os.Create(out)
 	if err != nil {

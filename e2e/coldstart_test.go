@@ -117,11 +117,11 @@ func coldStartVariants(tb testing.TB, full bool) []BootVariant {
 	vs := []BootVariant{
 		{Name: "worker bzImage", Kernel: bz, Initrd: w.Initramfs},
 		{Name: "worker vmlinux", Kernel: w.VMLinux, Initrd: w.Initramfs},
-		{Name: "busybox bzImage", Kernel: bz, Initrd: bb.Path, Busybox: true},
-		{Name: "busybox vmlinux", Kernel: w.VMLinux, Initrd: bb.Path, Busybox: true},
+		{Name: "busybox bzImage", Kernel: bz, Initrd: bb.Path, Baseline: true},
+		{Name: "busybox vmlinux", Kernel: w.VMLinux, Initrd: bb.Path, Baseline: true},
 	}
 	if !full {
-		return vs
+		return append(vs, goBaseline(tb, r, dir, w))
 	}
 	// The controller turns legacy PTYs off (pty.legacy_count=0): this
 	// variant turns them back on, to keep measuring what that buys.
@@ -150,7 +150,17 @@ func coldStartVariants(tb testing.TB, full bool) []BootVariant {
 		tb.Fatal(err)
 	}
 	vs = append(vs, BootVariant{Name: "defconfig vml", Kernel: k.Output("vmlinux"), Initrd: w.Initramfs})
-	return vs
+	return append(vs, goBaseline(tb, r, dir, w))
+}
+
+// goBaseline is the second baseline: a minimal Go /init (the Go runtime's
+// floor), booted from the worker's vmlinux.
+func goBaseline(tb testing.TB, repoDir, dir string, w builder.Worker) BootVariant {
+	gi, err := GoInitramfs(context.Background(), repoDir, filepath.Join(dir, "goinit.cpio"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return BootVariant{Name: "go-minimal vml", Kernel: w.VMLinux, Initrd: gi.Path, Baseline: true}
 }
 
 // TestColdStartBoots boots each cold-start variant once: the benchmark's
@@ -246,18 +256,21 @@ func BenchmarkColdStart(b *testing.B) {
 		fmt.Fprintf(&t, "%-16s / %-16s connected (wall) %.2f, qemu CPU %.2f, guest uptime at connect %.2f\n", vs[a].Name, vs[c].Name,
 			med[a].Median/med[c].Median, cpu[a].Median/cpu[c].Median, gconn[a]/gconn[c])
 	}
-	ratio(1, 0) // vmlinux vs bzImage, our worker
-	ratio(3, 2) // the same for the baseline
-	ratio(0, 2) // our worker vs busybox, bzImage
-	ratio(1, 3) // our worker vs busybox, vmlinux
-	ratio(1, 4) // without legacy PTYs (the default) vs with
-	ratio(5, 3) // the compute-only worker vs busybox
-	ratio(5, 1) // compute-only vs every client
-	ratio(6, 5) // gzip vs not, compute-only
-	ratio(7, 1) // gzip vs not, every client
-	ratio(8, 1) // restored from a snapshot vs booted, same worker
-	ratio(8, 3) // restored vs the busybox baseline's boot
-	ratio(1, 9) // our tinyconfig-based kernel vs the defconfig-based one, same worker
+	ratio(1, 0)  // vmlinux vs bzImage, our worker
+	ratio(3, 2)  // the same for the baseline
+	ratio(0, 2)  // our worker vs busybox, bzImage
+	ratio(1, 3)  // our worker vs busybox, vmlinux
+	ratio(1, 4)  // without legacy PTYs (the default) vs with
+	ratio(5, 3)  // the compute-only worker vs busybox
+	ratio(5, 1)  // compute-only vs every client
+	ratio(6, 5)  // gzip vs not, compute-only
+	ratio(7, 1)  // gzip vs not, every client
+	ratio(8, 1)  // restored from a snapshot vs booted, same worker
+	ratio(8, 3)  // restored vs the busybox baseline's boot
+	ratio(1, 9)  // our tinyconfig-based kernel vs the defconfig-based one, same worker
+	ratio(10, 3) // a minimal Go /init vs the busybox shell: the Go runtime's own cost
+	ratio(5, 10) // the compute-only worker vs the minimal Go /init: what mfinit adds
+	ratio(1, 10) // the default worker vs the minimal Go /init
 	fmt.Fprintf(&t, "(%s: qemu spawned to connected; its g-init is the guest's uptime at the restore)\n", vs[8].Name)
 	// Printed, not logged: the testing package cuts long benchmark logs.
 	fmt.Print(t.String())
