@@ -291,15 +291,7 @@ func BusyboxInitramfs(out string) (builder.InitramfsInfo, error) {
 	if err != nil {
 		return builder.InitramfsInfo{}, fmt.Errorf("baseline initramfs (install busybox-static: make deps): %w", err)
 	}
-	f, err := os.Create(out)
-	if err != nil {
-		return builder.InitramfsInfo{}, err
-	}
-	n, err := a.WriteTo(f)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return builder.InitramfsInfo{Path: out, Size: n, Entries: len(a.Names())}, err
+	return writeArchive(a, out)
 }
 
 // GoInitramfs writes the second baseline's initramfs to out: the least a
@@ -317,6 +309,11 @@ func GoInitramfs(ctx context.Context, repoDir, out string) (builder.InitramfsInf
 	if err != nil {
 		return builder.InitramfsInfo{}, fmt.Errorf("go baseline initramfs: %w", err)
 	}
+	return writeArchive(a, out)
+}
+
+// writeArchive writes a baseline's archive to the file out.
+func writeArchive(a *initramfs.Archive, out string) (builder.InitramfsInfo, error) {
 	f, err := os.Create(out)
 	if err != nil {
 		return builder.InitramfsInfo{}, err
