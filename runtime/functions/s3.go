@@ -19,7 +19,6 @@ import (
 	"regexp"
 	"sync"
 	"time"
-
 )
 
 func init() {
