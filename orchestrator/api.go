@@ -135,7 +135,7 @@ func (o *Orchestrator) handleGet(w http.ResponseWriter, r *http.Request) {
 // Response renders an invocation for the API.
 func Response(inv *Invocation) InvokeResponse {
 	resp := InvokeResponse{ID: inv.ID, Function: inv.Function, Worker: inv.Worker, Attempts: inv.Attempts,
-		Restarts: inv.Restarts, Result: inv.Result, Error: errString(inv.Err), TimedOut: inv.TimedOut, ExecMS: inv.ExecMS,
+		Restarts: inv.Restarts, Result: inv.Result, Error: ErrText(inv.Err), TimedOut: inv.TimedOut, ExecMS: inv.ExecMS,
 		BootMS: inv.Boot.ConnectedMS, Status: "queued"}
 	select {
 	case <-inv.done:

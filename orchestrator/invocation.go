@@ -131,8 +131,8 @@ func kindName(err error) string {
 	return ""
 }
 
-// errString is err's text, "" for nil.
-func errString(err error) string {
+// ErrText is an invocation error's text, "" for nil (records, the API, experiment results).
+func ErrText(err error) string {
 	if err == nil {
 		return ""
 	}

@@ -78,7 +78,7 @@ func (r *CSVRecorder) Record(inv *Invocation) {
 		ts(inv.Queued), ts(inv.PoweredOn), ts(inv.Connected), ts(inv.Started), ts(inv.Finished), ts(inv.PoweredOff),
 		f(inv.Boot.InitMS), f(inv.Boot.NetworkMS), f(inv.Boot.ConnectedMS), f(inv.ExecMS),
 		f(float64(inv.Finished.Sub(inv.Queued).Microseconds()) / 1000),
-		strconv.Itoa(len(inv.Result)), strconv.FormatBool(inv.TimedOut), errString(inv.Err),
+		strconv.Itoa(len(inv.Result)), strconv.FormatBool(inv.TimedOut), ErrText(inv.Err),
 	}
 	if r.energy {
 		// Set before the energy book hands the row over.

@@ -68,7 +68,7 @@ func toRecord(inv *Invocation) record {
 	return record{ID: inv.ID, Function: inv.Function, Args: inv.Args, TimeoutNS: int64(inv.Timeout),
 		Attempts: inv.Attempts, Worker: inv.Worker, Boot: inv.Boot, Queued: inv.Queued, PoweredOn: inv.PoweredOn,
 		Connected: inv.Connected, Started: inv.Started, Finished: inv.Finished, PoweredOff: inv.PoweredOff,
-		Result: inv.Result, Err: errString(inv.Err), ErrKind: kindName(inv.Err), TimedOut: inv.TimedOut,
+		Result: inv.Result, Err: ErrText(inv.Err), ErrKind: kindName(inv.Err), TimedOut: inv.TimedOut,
 		ExecMS: inv.ExecMS, Restarts: inv.Restarts, Env: inv.Env, Secrets: inv.Secrets}
 }
 

@@ -278,21 +278,7 @@ func (c orchCluster) Invoke(ctx context.Context, fn string, args json.RawMessage
 	if err != nil {
 		return experiment.Result{}, err
 	}
-	return experiment.Result{ID: inv.ID, Worker: inv.Worker, Err: errText(inv.Err)}, nil
-}
-
-// errText is an invocation error's text, "" for none. It takes any so it
-// reads both the string and the typed error form of Invocation.Err.
-func errText(e any) string {
-	switch v := e.(type) {
-	case nil:
-		return ""
-	case string:
-		return v
-	case error:
-		return v.Error()
-	}
-	return fmt.Sprint(e)
+	return experiment.Result{ID: inv.ID, Worker: inv.Worker, Err: orchestrator.ErrText(inv.Err)}, nil
 }
 
 // settle waits, up to limit, until no worker is booting, working or

@@ -43,15 +43,3 @@ func TestReportNeedsRunFolders(t *testing.T) {
 		t.Errorf("empty folder: %v, want ErrNotRun", err)
 	}
 }
-
-func TestErrText(t *testing.T) {
-	var none error
-	for _, tc := range []struct {
-		in   any
-		want string
-	}{{"", ""}, {"boom", "boom"}, {none, ""}, {errors.New("lost"), "lost"}} {
-		if got := errText(tc.in); got != tc.want {
-			t.Errorf("errText(%#v) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}

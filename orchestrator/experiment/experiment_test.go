@@ -42,7 +42,7 @@ func (c *simCluster) Invoke(ctx context.Context, fn string, args json.RawMessage
 	if err != nil {
 		return experiment.Result{}, err
 	}
-	return experiment.Result{ID: inv.ID, Worker: inv.Worker, Err: errText(inv.Err)}, nil
+	return experiment.Result{ID: inv.ID, Worker: inv.Worker, Err: orchestrator.ErrText(inv.Err)}, nil
 }
 
 func startSim(t *testing.T, run *experiment.Run, workers int, idle time.Duration) *simCluster {
@@ -94,19 +94,6 @@ func startSimCluster(t *testing.T, run *experiment.Run, workers int, idle time.D
 	t.Cleanup(c.stop)
 	run.SetWorkers(workers, "sim")
 	return c
-}
-
-// errText reads Invocation.Err whether it is a string or an error.
-func errText(e any) string {
-	switch v := e.(type) {
-	case nil:
-		return ""
-	case string:
-		return v
-	case error:
-		return v.Error()
-	}
-	return fmt.Sprint(e)
 }
 
 // stepMeter is a test meter: a sample every 10 ms whose power rises with
