@@ -256,18 +256,24 @@ func lanes(a *Analysis, left float64) Lanes {
 func writeFunctionTable(w io.Writer, a *Analysis) {
 	fmt.Fprintln(w, "<table><tr><th>function</th><th>count</th><th>failed</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>boot ms</th><th>exec ms</th><th>wait ms</th><th>overhead ms</th><th>J/inv</th></tr>")
 	for _, s := range append(append([]Stats(nil), a.Functions...), a.All) {
-		j := ""
-		if a.EnergyRows && len(s.latencies) > 0 {
-			j = fmt.Sprintf("%.3f", s.EnergyJ)
-			if a.EnergyModel {
-				j += " (model)"
-			}
-		}
+		j := s.joules(a)
 		c := s.cells()
 		fmt.Fprintf(w, "<tr><td>%s</td><td>%d</td><td>%d</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>\n",
 			esc(s.Function), s.Count, s.Failed, c[0], c[1], c[2], c[3], c[4], c[5], c[6], j)
 	}
 	fmt.Fprintln(w, "</table>")
+}
+
+// joules is a function's J/inv cell for tables: "" without energy rows or
+// without a successful invocation, marked "(model)" when it is one.
+func (s Stats) joules(a *Analysis) string {
+	if !a.EnergyRows || len(s.latencies) == 0 {
+		return ""
+	}
+	if a.EnergyModel {
+		return fmt.Sprintf("%.3f (model)", s.EnergyJ)
+	}
+	return fmt.Sprintf("%.3f", s.EnergyJ)
 }
 
 // cells are a function's p50, p95, p99, boot, exec, wait and overhead for

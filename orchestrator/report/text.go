@@ -69,12 +69,9 @@ func writeRunText(w io.Writer, a *Analysis) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "function\tcount\tfailed\tp50 ms\tp95 ms\tp99 ms\tboot ms\texec ms\twait ms\toverhead ms\tJ/inv\t")
 	for _, s := range append(append([]Stats(nil), a.Functions...), a.All) {
-		j := "-"
-		if a.EnergyRows && len(s.latencies) > 0 {
-			j = fmt.Sprintf("%.3f", s.EnergyJ)
-			if a.EnergyModel {
-				j += " (model)"
-			}
+		j := s.joules(a)
+		if j == "" {
+			j = "-"
 		}
 		c := s.cells()
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", s.Function, s.Count, s.Failed,
