@@ -20,6 +20,9 @@ packages=(
   busybox-static
   # the experiment report's browser test (headless)
   chromium
+  # the report is checked in two fonts: DejaVu Sans (fresh Debian's sans-serif) and
+  # Liberation Sans (Arial's metrics)
+  fonts-dejavu-core fonts-liberation
 )
 
 missing=()

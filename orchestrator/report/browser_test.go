@@ -2,6 +2,7 @@ package report
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,12 +52,22 @@ const layoutCheck = `(() => {
       boxes.push([t.textContent, r]);
     }
   }
-  return {svgs: svgs.length, bad: bad};
+  const probe = document.createElement('canvas').getContext('2d');
+  probe.font = '11px sans-serif';
+  return {svgs: svgs.length, bad: bad, digits: probe.measureText('0123456789').width};
 })()`
 
-// TestReportInChromium renders a two-run report in headless Chromium and
-// fails on console errors, on labels cut off or overlapping, and on a
-// blank page. It saves a full-page screenshot (MF_SCREENSHOT=file keeps it).
+// fontSets are the fonts the report is checked with, forced on every
+// figure by a style sheet: what fc-match gives for sans-serif on a fresh
+// Debian (DejaVu Sans, wide digits) and Arial's metrics (Liberation Sans,
+// narrow); scripts/install-deps.sh installs both.
+var fontSets = []string{"DejaVu Sans", "Liberation Sans"}
+
+// TestReportInChromium renders a two-run report in headless Chromium, once
+// per font set, and fails on console errors, on labels cut off or
+// overlapping, and on a blank page. The layout must not depend on the
+// font's widths. It saves a full-page screenshot per font set
+// (MF_SCREENSHOT=prefix keeps them).
 func TestReportInChromium(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a browser")
@@ -84,11 +95,27 @@ func TestReportInChromium(t *testing.T) {
 	}
 	f.Close()
 
+	widths := map[float64]string{}
+	for _, family := range fontSets {
+		t.Run(strings.ReplaceAll(family, " ", "_"), func(t *testing.T) {
+			digits := checkInChromium(t, bin, page, family)
+			widths[digits] = family
+		})
+	}
+	if len(widths) != len(fontSets) {
+		t.Errorf("the font sets rendered digits of the same width (%v): the fontconfig override did not take, so only one font was checked", widths)
+	}
+}
+
+// checkInChromium loads page in a browser, sets every figure in family and
+// checks the layout; it returns the width of "0123456789" in 11px family.
+func checkInChromium(t *testing.T, bin, page, family string) float64 {
+	profile := t.TempDir()
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(bin), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
 		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(filepath.Join(dir, "profile")), chromedp.WindowSize(1280, 900),
+		chromedp.UserDataDir(profile), chromedp.WindowSize(1280, 900),
 	}
 	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer cancel()
@@ -118,13 +145,21 @@ func TestReportInChromium(t *testing.T) {
 		}
 	}()
 	type layout struct {
-		SVGs int      `json:"svgs"`
-		Bad  []string `json:"bad"`
+		SVGs   int      `json:"svgs"`
+		Bad    []string `json:"bad"`
+		Digits float64  `json:"digits"`
 	}
 	if err := chromedp.Do(ctx, chromedp.Navigate("file://"+page), chromedp.WaitVisible("#comparison")); err != nil {
 		t.Fatalf("chromium: loading the report: %v", err)
 	}
-	result, err := chromedp.Run(ctx, chromedp.Evaluate[layout](layoutCheck))
+	// A style sheet beats the SVG's font-family attribute.
+	force := fmt.Sprintf(`(() => { const s = document.createElement('style');
+  s.textContent = 'svg, svg text { font-family: %q !important; }';
+  document.head.appendChild(s); return document.fonts.ready.then(() => true); })()`, family)
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](force, chromedp.EvalAwaitPromise)); err != nil {
+		t.Fatalf("chromium: setting the font: %v", err)
+	}
+	result, err := chromedp.Run(ctx, chromedp.Evaluate[layout](strings.Replace(layoutCheck, "11px sans-serif", fmt.Sprintf("11px %q", family), 1)))
 	if err != nil {
 		t.Fatalf("chromium: layout check: %v", err)
 	}
@@ -142,11 +177,11 @@ func TestReportInChromium(t *testing.T) {
 		t.Errorf("%d SVG figures rendered, want the report's full set (at least 20)", result.SVGs)
 	}
 	for _, b := range result.Bad {
-		t.Errorf("layout: %s", b)
+		t.Errorf("layout with %s: %s", family, b)
 	}
-	shot := os.Getenv("MF_SCREENSHOT")
-	if shot == "" {
-		shot = filepath.Join(dir, "report.png")
+	shot := filepath.Join(filepath.Dir(page), strings.ReplaceAll(family, " ", "-")+".png")
+	if prefix := os.Getenv("MF_SCREENSHOT"); prefix != "" {
+		shot = prefix + "-" + strings.ReplaceAll(family, " ", "-") + ".png"
 	}
 	if err := os.WriteFile(shot, png, 0o644); err != nil {
 		t.Fatal(err)
@@ -154,5 +189,6 @@ func TestReportInChromium(t *testing.T) {
 	if !strings.HasPrefix(string(png), "\x89PNG") {
 		t.Errorf("screenshot is not a PNG")
 	}
-	t.Logf("screenshot %s: %d bytes; %d SVG figures", shot, len(png), result.SVGs)
+	t.Logf("%s: screenshot %s: %d bytes; %d SVG figures; 11px digits %.1f px wide", family, shot, len(png), result.SVGs, result.Digits)
+	return result.Digits
 }

@@ -19,9 +19,12 @@ var StateColors = map[string]string{
 }
 
 const (
-	fontSize  = 11
-	charWidth = 6.6 // a generous average glyph width of 11px sans-serif
-	padTop    = 26  // title
+	fontSize = 11
+	// charWidth is a conservative glyph width of 11px sans-serif, used to
+	// reserve room for labels: DejaVu Sans (what fc-match gives on a fresh
+	// Debian) has 0.636 em digits, 7.0 px here; Liberation/Arial 0.556 em.
+	charWidth = 7.2
+	padTop    = 26 // title
 	padRight  = 18
 	padBottom = 40 // tick labels and axis label
 	legendRow = 18
@@ -50,6 +53,22 @@ func fmtNum(v float64) string {
 	default:
 		return strconv.FormatFloat(v, 'g', 2, 64)
 	}
+}
+
+// xTicks returns at most n round ticks over [0, hi] whose labels, at the
+// conservative glyph width, fit side by side along an axis pw pixels long.
+func xTicks(hi float64, n int, pw float64) []float64 {
+	for ; n > 2; n-- {
+		t := niceTicks(0, hi, n)
+		widest := 0.0
+		for _, v := range t {
+			widest = math.Max(widest, textWidth(fmtNum(v)))
+		}
+		if len(t) < 2 || pw*(t[1]-t[0])/hi >= widest+8 {
+			return t
+		}
+	}
+	return niceTicks(0, hi, 2)
 }
 
 // niceStep is a round step (1, 2, 2.5 or 5 times a power of ten) that
@@ -168,8 +187,9 @@ func axes(w io.Writer, f frame, xlabel, ylabel string, xticks, yticks []float64)
 	}
 	for _, t := range xticks {
 		x := f.x(t)
+		label := fmtNum(t)
 		fmt.Fprintf(w, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#333"/>`, x, f.top+f.ph, x, f.top+f.ph+4)
-		fmt.Fprintf(w, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`, x, f.top+f.ph+16, fmtNum(t))
+		fmt.Fprintf(w, `<text x="%.1f" y="%.1f" text-anchor="%s">%s</text>`, x, f.top+f.ph+16, tickAnchor(x, textWidth(label), f.w), label)
 	}
 	fmt.Fprintf(w, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#333"/>`, f.left, f.top+f.ph, f.left+f.pw, f.top+f.ph)
 	fmt.Fprintf(w, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#333"/>`, f.left, f.top, f.left, f.top+f.ph)
@@ -177,6 +197,21 @@ func axes(w io.Writer, f frame, xlabel, ylabel string, xticks, yticks []float64)
 	if ylabel != "" {
 		fmt.Fprintf(w, `<text transform="translate(12 %.1f) rotate(-90)" text-anchor="middle">%s</text>`, f.top+f.ph/2, esc(ylabel))
 	}
+}
+
+// tickAnchor says how to anchor an x tick label at x so that it stays inside
+// a figure of the given width whatever the font: centred where half of its
+// estimated width fits on both sides, else anchored at the tick by the end
+// that faces the figure's inside (the label then grows away from the edge,
+// so a wider font than estimated cannot push it out).
+func tickAnchor(x, width, figure float64) string {
+	switch {
+	case x+width/2 > figure-2:
+		return "end"
+	case x-width/2 < 2:
+		return "start"
+	}
+	return "middle"
 }
 
 func yTickWidth(ticks []float64) float64 {
@@ -211,7 +246,15 @@ func (c LineChart) Render(w io.Writer) {
 	}
 	logx := c.LogX && xmin > 0 && xmax/xmin > 30
 	xmax, ymax = niceMax(xmax), niceMax(ymax)
-	xt, yt := niceTicks(0, xmax, 6), niceTicks(0, ymax, 5)
+	yt := niceTicks(0, ymax, 5)
+	// The last x tick sits on the plot's right edge: keep room for half its
+	// label, centred under it.
+	last := xmax
+	if logx {
+		last = math.Pow(10, math.Ceil(math.Log10(c.maxX())))
+	}
+	right := math.Max(padRight, textWidth(fmtNum(last))/2+4)
+	xt := xTicks(xmax, 6, width-c.leftPad(yt)-right)
 	var lo, hi float64
 	if logx {
 		lo, hi = math.Floor(math.Log10(xmin)), math.Ceil(math.Log10(c.maxX()))
@@ -220,17 +263,14 @@ func (c LineChart) Render(w io.Writer) {
 			xt = append(xt, math.Pow(10, k))
 		}
 	}
-	left := c.LeftPad
-	if left == 0 {
-		left = 26 + yTickWidth(yt) + 6
-	}
+	left := c.leftPad(yt)
 	var names, colors []string
 	for _, s := range c.Series {
 		if s.Name != "" {
 			names, colors = append(names, s.Name), append(colors, s.Color)
 		}
 	}
-	pw := width - left - padRight
+	pw := width - left - right
 	legendSVG, lh := legend(names, colors, left, height+12, pw, false)
 	height += lh
 	f := frame{w: width, h: height, left: left, top: padTop, pw: pw, ph: float64(c.Height) - padTop - padBottom, xmax: xmax, ymax: ymax,
@@ -266,6 +306,14 @@ func (c LineChart) Render(w io.Writer) {
 	}
 	io.WriteString(w, legendSVG)
 	io.WriteString(w, "</svg>\n")
+}
+
+// leftPad is the room left of the plot: the y tick labels and axis label.
+func (c LineChart) leftPad(yticks []float64) float64 {
+	if c.LeftPad != 0 {
+		return c.LeftPad
+	}
+	return 26 + yTickWidth(yticks) + 6
 }
 
 func (c LineChart) maxX() float64 {
@@ -337,7 +385,7 @@ func (c BarChart) Render(w io.Writer) {
 	height := padTop + ph + padBottom + lh
 	f := frame{w: width, h: height, left: left, top: padTop, pw: pw, ph: ph, xmax: xmax, ymax: 1}
 	svgOpen(w, width, height, c.Title)
-	xt := niceTicks(0, xmax, int(math.Max(2, math.Min(6, pw/70))))
+	xt := xTicks(xmax, 6, pw)
 	for _, t := range xt {
 		x := f.x(t)
 		fmt.Fprintf(w, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#e5e5e5"/>`, x, f.top, x, f.top+ph)
@@ -430,7 +478,7 @@ func (c Lanes) Render(w io.Writer) {
 		x0, x1 := f.x(math.Max(iv.From, 0)), f.x(math.Min(iv.To, xmax))
 		fmt.Fprintf(w, `<rect x="%.1f" y="%.1f" width="%.2f" height="%.1f" fill="%s"/>`, x0, padTop+float64(i)*laneH+1, math.Max(x1-x0, 0.6), laneH-2, col)
 	}
-	axes(w, f, "time since start (s)", "", niceTicks(0, xmax, 6), nil)
+	axes(w, f, "time since start (s)", "", xTicks(xmax, 6, pw), nil)
 	io.WriteString(w, legendSVG)
 	io.WriteString(w, "</svg>\n")
 }
