@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	diskfs "github.com/diskfs/go-diskfs"
+	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/diskfs/go-diskfs/partition/mbr"
@@ -68,6 +69,10 @@ const (
 const fatTime = "315532800"
 
 var envOnce sync.Once
+
+// rawWriteAt writes the raw items (the key among them) into the image file;
+// a variable so a test can see the file's mode at the moment a key byte lands.
+var rawWriteAt = (*os.File).WriteAt
 
 // Write builds the image at out: it is written to a temporary file beside
 // out and renamed when complete, so a failure leaves nothing behind.
@@ -141,21 +146,32 @@ func Write(out string, b Boot, s Spec) (Info, error) {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return Info{}, err
 	}
+	// The image holds the worker's key: the file is owner-only from the
+	// moment it exists (CreateTemp makes a new 0600 file; the chmod also
+	// covers an odd umask), so nobody can open it while the key goes in.
+	// go-diskfs's own Create would make it 0666 &^ umask.
 	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*")
 	if err != nil {
 		return Info{}, fmt.Errorf("image: %w", err)
 	}
 	tmpName := tmp.Name()
-	tmp.Close()
-	os.Remove(tmpName) // go-diskfs creates the file itself
 	ok := false
 	defer func() {
 		if !ok {
 			os.Remove(tmpName)
 		}
 	}()
-	d, err := diskfs.Create(tmpName, total, diskfs.SectorSize512)
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return Info{}, fmt.Errorf("image: %w", err)
+	}
+	if err := tmp.Truncate(total); err != nil {
+		tmp.Close()
+		return Info{}, fmt.Errorf("image: %w", err)
+	}
+	d, err := diskfs.OpenBackend(file.New(tmp, false), diskfs.WithSectorSize(diskfs.SectorSize512))
 	if err != nil {
+		tmp.Close()
 		return Info{}, fmt.Errorf("image: %w", err)
 	}
 	parts := []*mbr.Partition{{Index: 1, Bootable: true, Type: mbr.Fat32LBA,
@@ -209,7 +225,7 @@ func Write(out string, b Boot, s Spec) (Info, error) {
 		raw = append(raw, rawItem{m, files["MLO"]})
 	}
 	for _, it := range raw {
-		if _, err := f.WriteAt(it.data, it.r.Offset); err != nil {
+		if _, err := rawWriteAt(f, it.data, it.r.Offset); err != nil {
 			f.Close()
 			return Info{}, fmt.Errorf("image: write %s: %w", it.r.Name, err)
 		}
@@ -245,10 +261,6 @@ func Write(out string, b Boot, s Spec) (Info, error) {
 	}
 	if s.Payload != nil {
 		personal = append(personal, Region{Name: "payload", Offset: payload.Offset, Size: payload.Size})
-	}
-	// Owner-only: the image holds the worker's key material.
-	if err := os.Chmod(tmpName, 0o600); err != nil {
-		return Info{}, err
 	}
 	if err := os.Rename(tmpName, out); err != nil {
 		return Info{}, fmt.Errorf("image: %w", err)

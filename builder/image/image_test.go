@@ -367,3 +367,47 @@ func TestKeyArea(t *testing.T) {
 		t.Errorf("the key area is not listed as personal: %+v", info.Personal)
 	}
 }
+
+// TestImageOwnerOnlyBeforeKey: the SD/eMMC image holds the worker's key, so
+// the file must be owner-only before the first key byte is written, not only
+// when it is complete (issue 18, attack 8): a reader who opens it while it is
+// being written keeps its descriptor after a late chmod.
+func TestImageOwnerOnlyBeforeKey(t *testing.T) {
+	b := fakeBoot(t, 4096)
+	key := bytes.Repeat([]byte{0xa5}, protocol.KeySize)
+	old := rawWriteAt
+	defer func() { rawWriteAt = old }()
+	var modes []os.FileMode
+	rawWriteAt = func(f *os.File, p []byte, off int64) (int, error) {
+		fi, err := f.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Equal(p, protocol.EncodeCardKey(key)) {
+			modes = append(modes, fi.Mode().Perm())
+		}
+		return old(f, p, off)
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "sd.img")
+	// An older image at out with loose permissions must not lend them.
+	if err := os.WriteFile(out, []byte("old image"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Write(out, b, Spec{Bootargs: "console=ttyS0", Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	if len(modes) != 1 {
+		t.Fatalf("the key was written %d times, want 1", len(modes))
+	}
+	if modes[0] != 0o600 {
+		t.Errorf("image mode %o when the key was written, want 0600", modes[0])
+	}
+	fi, err := os.Stat(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		t.Errorf("finished image mode %o: group or others can read the key", fi.Mode().Perm())
+	}
+}
