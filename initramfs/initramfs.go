@@ -20,6 +20,15 @@ import (
 // with "No working init found". Pass WithInit.
 var ErrNoInit = errors.New("initramfs has no /init: give the worker binary with WithInit")
 
+// ErrUnderSymlink means a record's parent path goes through a symlink of the
+// same archive. The kernel's unpacker would follow the link and write the
+// record wherever it points (another function's files, /init), so such an
+// archive is refused.
+var ErrUnderSymlink = errors.New("initramfs: a path goes through a symlink")
+
+// ErrParentNotDir means a record sits below a regular file or device node.
+var ErrParentNotDir = errors.New("initramfs: a parent path is not a directory")
+
 // Archive collects the files of an initramfs.
 type Archive struct {
 	entries map[string]cpio.Record
@@ -174,11 +183,19 @@ func (a *Archive) WriteTo(w io.Writer) (int64, error) {
 	if _, ok := a.entries["init"]; !ok {
 		return 0, ErrNoInit
 	}
-	// Every parent directory must exist before its children.
+	// Every parent must be a real directory (the unpacker follows a link
+	// in a parent path: defence in depth behind the builder's own checks)
+	// and must exist before its children.
 	for _, n := range a.Names() {
 		for d := path.Dir(n); d != "."; d = path.Dir(d) {
-			if _, ok := a.entries[d]; !ok {
+			r, ok := a.entries[d]
+			switch {
+			case !ok:
 				a.entries[d] = cpio.Directory(d, 0o755)
+			case r.Mode&cpio.S_IFMT == cpio.S_IFLNK:
+				return 0, fmt.Errorf("%w: %s is below the symlink %s, and the kernel would write it where the link points: put it in a real directory", ErrUnderSymlink, n, d)
+			case r.Mode&cpio.S_IFMT != cpio.S_IFDIR:
+				return 0, fmt.Errorf("%w: %s is below %s, which is not a directory", ErrParentNotDir, n, d)
 			}
 		}
 	}

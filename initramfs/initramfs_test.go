@@ -100,3 +100,59 @@ func TestNoInit(t *testing.T) {
 		t.Fatal("missing init binary accepted")
 	}
 }
+
+// TestRefusesPathsThroughLinks: the kernel's unpacker follows a symlink in a
+// record's parent path, so a link written earlier in the archive would steer
+// a later record anywhere in the worker's root (issue 18, attack 1: a
+// function image's `l -> /functions` plus `l/aaa` replaced another tenant's
+// /functions/aaa). WriteTo refuses such an archive whatever the options'
+// order, and writes nothing.
+func TestRefusesPathsThroughLinks(t *testing.T) {
+	initBin := filepath.Join(t.TempDir(), "init")
+	os.WriteFile(initBin, []byte("init!"), 0o755)
+	tests := []struct {
+		name string
+		opts []Option
+		want error
+	}{
+		{"attack 1: child of an absolute link", []Option{
+			WithBytes("functions/aaa", []byte("honest"), 0o755),
+			WithSymlink("functions/evil/rootfs/l", "/functions"),
+			WithBytes("functions/evil/rootfs/l/aaa", []byte("evil"), 0o755)}, ErrUnderSymlink},
+		{"child added before its link", []Option{
+			WithBytes("functions/evil/rootfs/l/aaa", []byte("evil"), 0o755),
+			WithSymlink("functions/evil/rootfs/l", "../../.."),
+		}, ErrUnderSymlink},
+		{"grandchild under a relative link", []Option{
+			WithSymlink("functions/evil/rootfs/up", "../.."),
+			WithEmptyDir("functions/evil/rootfs/up/x", 0o755),
+			WithSymlink("functions/evil/rootfs/up/x/y", "/"),
+		}, ErrUnderSymlink},
+		{"link over a skeleton directory", []Option{
+			WithSymlink("etc", "/functions"),
+			WithBytes("etc/passwd", []byte("x"), 0o644)}, ErrUnderSymlink},
+		{"child of a regular file", []Option{
+			WithBytes("functions/f", []byte("x"), 0o755),
+			WithBytes("functions/f/g", []byte("y"), 0o755)}, ErrParentNotDir},
+		{"links themselves are fine", []Option{
+			WithSymlink("functions/img/rootfs/lib64", "usr/lib64"),
+			WithBytes("functions/img/rootfs/usr/lib64/ld.so", []byte("ld"), 0o755),
+			WithSymlink("bin/sh", "busybox")}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := New(append([]Option{WithInit(initBin)}, tt.opts...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			_, err = a.WriteTo(&buf)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if tt.want != nil && buf.Len() != 0 {
+				t.Errorf("%d bytes written before the refusal", buf.Len())
+			}
+		})
+	}
+}
