@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -11,11 +12,20 @@ import (
 // Acceptor serves the orchestrator's worker port: it accepts connections
 // until the listener is closed, runs the version-2 handshake on each, and
 // hands authenticated sessions to a handler. It bounds what strangers can
-// cost: at most MaxPending connections may be in the handshake at once
-// (the rest are closed at once), each has HelloTimeout to authenticate and
-// MaxHelloFrame bytes to do it in. Accept errors (out of file descriptors,
-// for one) are logged and retried with backoff: the port never stops
-// silently.
+// cost: each has HelloTimeout to authenticate and MaxHelloFrame bytes to do
+// it in; one source address (an IPv6 /64 counts as one) may hold at most
+// MaxPendingPerSource handshakes, so a flood from one place (a function
+// re-dialling the port from its worker, a host on the network) holds only
+// its own slots; and at most MaxPending may be in the handshake at once:
+// when they are all taken, a connection from a source holding fewer than
+// the busiest one takes the busiest source's oldest slot, so a flood from
+// many addresses cannot lock out a worker either. Accept errors (out of
+// file descriptors, for one) are logged and retried with backoff: the port
+// never stops silently.
+//
+// QEMU workers on user networking all reach the port from the host: the
+// power controller gives each its own loopback source address
+// (power.RelaySource), so there too a source is a worker.
 type Acceptor struct {
 	Keys KeyFunc
 	// Handle runs one authenticated session. It owns c: it closes it when
@@ -24,13 +34,21 @@ type Acceptor struct {
 	Handle func(c net.Conn, pc *Conn, h Hello)
 	// MaxPending bounds unauthenticated connections (default 32).
 	MaxPending int
+	// MaxPendingPerSource bounds those of one source address (default 4).
+	MaxPendingPerSource int
 	// HelloTimeout bounds the handshake (default 10 s).
 	HelloTimeout time.Duration
 	Log          *slog.Logger
 
 	mu      sync.Mutex
-	pending int
+	pending []*pendingConn // oldest first
 	wg      sync.WaitGroup
+}
+
+// pendingConn is one connection in the handshake.
+type pendingConn struct {
+	c      net.Conn
+	source string
 }
 
 // Backoff bounds for accept errors.
@@ -39,11 +57,38 @@ const (
 	acceptBackoffMax = time.Second
 )
 
+// Source is the key pending handshakes are counted under: the remote IP
+// address, an IPv6 address by its /64 (one host has a whole /64 to dial
+// from), or the address as a string for other kinds of connection.
+func Source(remote net.Addr) string {
+	var ip netip.Addr
+	switch a := remote.(type) {
+	case *net.TCPAddr:
+		ip, _ = netip.AddrFromSlice(a.IP)
+	default:
+		if ap, err := netip.ParseAddrPort(remote.String()); err == nil {
+			ip = ap.Addr()
+		}
+	}
+	ip = ip.Unmap()
+	switch {
+	case ip.Is4():
+		return ip.String()
+	case ip.Is6():
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return remote.String()
+}
+
 // Serve accepts on ln until it is closed; then it returns nil once every
 // handshake under way has ended (sessions are Handle's to end).
 func (a *Acceptor) Serve(ln net.Listener) error {
 	if a.MaxPending <= 0 {
 		a.MaxPending = 32
+	}
+	if a.MaxPendingPerSource <= 0 {
+		a.MaxPendingPerSource = 4
 	}
 	if a.HelloTimeout <= 0 {
 		a.HelloTimeout = 10 * time.Second
@@ -53,7 +98,7 @@ func (a *Acceptor) Serve(ln net.Listener) error {
 	}
 	defer a.wg.Wait()
 	backoff := time.Duration(0)
-	refused := 0
+	refused, evicted := 0, 0
 	var lastRefusalLog time.Time
 	for {
 		c, err := ln.Accept()
@@ -67,29 +112,30 @@ func (a *Acceptor) Serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		a.mu.Lock()
-		full := a.pending >= a.MaxPending
-		if !full {
-			a.pending++
+		p := &pendingConn{c: c, source: Source(c.RemoteAddr())}
+		victim, ok := a.admit(p)
+		if victim != nil {
+			victim.c.Close() // its handshake fails and releases nothing more
+			evicted++
 		}
-		a.mu.Unlock()
-		if full {
+		if !ok {
 			c.Close()
 			refused++
-			if time.Since(lastRefusalLog) > 10*time.Second {
-				a.Log.Warn("worker port: too many unauthenticated connections; refusing new ones",
-					"max_pending", a.MaxPending, "refused_since_last_log", refused, "last_remote", c.RemoteAddr().String())
-				refused, lastRefusalLog = 0, time.Now()
-			}
+		}
+		if (victim != nil || !ok) && time.Since(lastRefusalLog) > 10*time.Second {
+			a.Log.Warn("worker port: too many unauthenticated connections; refusing or dropping the busiest source's",
+				"max_pending", a.MaxPending, "max_pending_per_source", a.MaxPendingPerSource,
+				"refused_since_last_log", refused, "dropped_since_last_log", evicted, "last_source", p.source)
+			refused, evicted, lastRefusalLog = 0, 0, time.Now()
+		}
+		if !ok {
 			continue
 		}
 		a.wg.Add(1)
 		go func() {
 			c.SetDeadline(time.Now().Add(a.HelloTimeout))
 			pc, h, err := ServerHandshake(c, c.RemoteAddr(), a.Keys)
-			a.mu.Lock()
-			a.pending--
-			a.mu.Unlock()
+			a.release(p)
 			a.wg.Done()
 			if err != nil {
 				a.Log.Warn("refused worker connection", "remote", c.RemoteAddr().String(), "worker", h.WorkerID, "err", err)
@@ -102,9 +148,52 @@ func (a *Acceptor) Serve(ln net.Listener) error {
 	}
 }
 
+// admit decides whether p may start its handshake. A source at its own
+// bound is refused. When every slot is taken, the source holding the most
+// gives up its oldest one (returned as victim, already released), if it
+// holds more than p's source; otherwise p is refused.
+func (a *Acceptor) admit(p *pendingConn) (victim *pendingConn, ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	counts := map[string]int{}
+	for _, q := range a.pending {
+		counts[q.source]++
+	}
+	if counts[p.source] >= a.MaxPendingPerSource {
+		return nil, false
+	}
+	if len(a.pending) >= a.MaxPending {
+		busiest := -1
+		for i, q := range a.pending { // oldest first: ties go to the oldest
+			if busiest < 0 || counts[q.source] > counts[a.pending[busiest].source] {
+				busiest = i
+			}
+		}
+		if counts[a.pending[busiest].source] <= counts[p.source] {
+			return nil, false
+		}
+		victim = a.pending[busiest]
+		a.pending = append(a.pending[:busiest], a.pending[busiest+1:]...)
+	}
+	a.pending = append(a.pending, p)
+	return victim, true
+}
+
+// release ends p's handshake (a no-op for one already evicted).
+func (a *Acceptor) release(p *pendingConn) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i, q := range a.pending {
+		if q == p {
+			a.pending = append(a.pending[:i], a.pending[i+1:]...)
+			return
+		}
+	}
+}
+
 // Pending is the number of connections in the handshake now.
 func (a *Acceptor) Pending() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.pending
+	return len(a.pending)
 }

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -170,5 +171,102 @@ func TestAcceptErrorsRetried(t *testing.T) {
 	}
 	if id := <-sessions; id != "vm1" {
 		t.Fatalf("session for %q", id)
+	}
+}
+
+// dialFrom connects to addr from the loopback address src.
+func dialFrom(t *testing.T, src, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// admitted reports whether the acceptor took c into the handshake (it
+// sent its challenge) rather than closing it.
+func admitted(t *testing.T, c net.Conn) bool {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 1)
+	_, err := c.Read(b)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the acceptor neither challenged nor closed a connection within 5 s")
+	}
+	return err == nil
+}
+
+// workerFrom is worker, connecting from the loopback address src.
+func workerFrom(t *testing.T, src, addr, id string) error {
+	c := dialFrom(t, src, addr)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	pc, err := ClientHandshake(c, key(t, id), Hello{WorkerID: id})
+	if err != nil {
+		return err
+	}
+	var cmd Command
+	return pc.Expect(TypeCommand, &cmd)
+}
+
+// TestHandshakeFloods: 40 idle connections that never say hello (issue 18,
+// attack 6: a function, or anyone on the network, holding the worker
+// port's handshake slots) do not keep a real worker out, whether they come
+// from one address or from 40; the held connections would stay a minute.
+func TestHandshakeFloods(t *testing.T) {
+	tests := []struct {
+		name       string
+		source     func(i int) string
+		maxHeldOne int // most handshakes one flood source may hold
+	}{
+		{"one source", func(int) string { return "127.0.0.1" }, 4},
+		{"40 sources", func(i int) string { return fmt.Sprintf("127.0.1.%d", i+1) }, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, addr, sessions, logs := acceptor(t, 0, time.Minute) // defaults: 32 pending, 4 per source
+			held := 0
+			for i := 0; i < 40; i++ {
+				c := dialFrom(t, tt.source(i), addr)
+				defer c.Close()
+				if admitted(t, c) {
+					held++
+				}
+			}
+			if p := a.Pending(); p > 32 {
+				t.Fatalf("%d handshakes pending, cap 32", p)
+			}
+			if tt.name == "one source" && held > tt.maxHeldOne {
+				t.Errorf("one source holds %d handshakes, want at most %d", held, tt.maxHeldOne)
+			}
+			if err := workerFrom(t, "127.0.0.2", addr, "vm0"); err != nil {
+				t.Fatalf("a real worker's handshake failed during the flood: %v", err)
+			}
+			if id := <-sessions; id != "vm0" {
+				t.Fatalf("session for %q", id)
+			}
+			if logs.count(slog.LevelWarn) == 0 {
+				t.Error("the flood was not logged")
+			}
+		})
+	}
+}
+
+func TestSource(t *testing.T) {
+	tests := []struct {
+		addr net.Addr
+		want string
+	}{
+		{&net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 1}, "192.0.2.7"},
+		{&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.7"), Port: 2}, "192.0.2.7"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:aaaa::1"), Port: 3}, "2001:db8:1:2::/64"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:bbbb::9"), Port: 3}, "2001:db8:1:2::/64"},
+	}
+	for _, tt := range tests {
+		if got := Source(tt.addr); got != tt.want {
+			t.Errorf("Source(%s) = %q, want %q", tt.addr, got, tt.want)
+		}
 	}
 }
