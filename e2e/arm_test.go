@@ -83,7 +83,11 @@ func TestFlasherQEMU(t *testing.T) {
 	}
 	img, _ := os.ReadFile(sd)
 	bootargs, _ := image.DTBBootargs(info.DTB)
-	cfg, err := flash.Parse(bootargs)
+	params, err := bootparams.Parse(bootargs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := flash.ConfigFrom(params)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
-// Package runtime is the MicroFaaS worker: PID 1 of every worker. It mounts
-// the pseudo filesystems, reads who it is from the kernel command line,
-// connects to the orchestrator, runs jobs and powers off as told.
+// Package runtime is the MicroFaaS worker: PID 1 of every worker. Boot is
+// its boot sequence, step by step: it takes its key, mounts the pseudo
+// filesystems, reads who it is from the kernel command line (once, into
+// bootparams.Params), connects to the orchestrator, runs jobs and powers off
+// as told.
 package runtime
 
 import (
@@ -27,13 +29,12 @@ type Config struct {
 	Snapshot bool
 }
 
-// ParseCmdline reads the worker's parameters (bootparams) from a kernel
-// command line and applies the worker's defaults. The Config is filled as
-// far as the command line allows even when an error is returned (the
-// power-off mode is needed to stop).
-func ParseCmdline(cmdline string) (Config, error) {
+// ConfigFrom is the worker's Config from its boot parameters (parsed once,
+// by Boot), with the worker's defaults. The Config is filled as far as p
+// allows even when an error is returned (the power-off mode is needed to
+// stop).
+func ConfigFrom(p bootparams.Params) (Config, error) {
 	c := Config{OffMode: bootparams.PowerOff, Failsafe: 120 * time.Second, Iface: "eth0"}
-	p, err := bootparams.Parse(cmdline)
 	c.ID, c.Orch, c.Probe, c.Snapshot = p.ID, p.Orch, p.Probe, p.Snapshot
 	if p.Off != "" {
 		c.OffMode = p.Off
@@ -44,7 +45,7 @@ func ParseCmdline(cmdline string) (Config, error) {
 	if p.Iface != "" {
 		c.Iface = p.Iface
 	}
-	if err != nil || c.Probe {
+	if err := p.Validate(); err != nil || c.Probe {
 		return c, err
 	}
 	for _, m := range []struct{ name, v string }{{bootparams.ID, c.ID}, {bootparams.Orch, c.Orch}} {

@@ -30,7 +30,9 @@ func init() {
 	})
 }
 
-func TestParseCmdline(t *testing.T) {
+// TestConfigFrom reads the worker's Config as Boot does: the command line
+// parsed once, then ConfigFrom.
+func TestConfigFrom(t *testing.T) {
 	tests := []struct {
 		name, in string
 		want     Config
@@ -52,7 +54,11 @@ func TestParseCmdline(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseCmdline(tt.in)
+			p, err := bootparams.Parse(tt.in)
+			var got Config
+			if err == nil {
+				got, err = ConfigFrom(p)
+			}
 			if tt.err != nil {
 				if !errors.Is(err, tt.err) {
 					t.Fatalf("err = %v, want %v", err, tt.err)

@@ -1,6 +1,7 @@
 // Package debugshell runs a shell on the serial console of a debug worker
 // image (mf.debug=1 on the kernel command line, set by mfbuild image
-// --debug), for bringing up a new board: the worker runs as usual, and the
+// --debug; runtime.Boot starts it when bootparams.Params.Debug), for
+// bringing up a new board: the worker runs as usual, and the
 // board stays on until the person at the console leaves the shell. The shell
 // is never reachable over the network.
 package debugshell
@@ -12,19 +13,10 @@ import (
 	"os/exec"
 	"sync"
 	"syscall"
-
-	"github.com/microfaas/microfaas/bootparams"
 )
 
 // Shell is the shell debug images carry (u-root's gosh, builder/debug.go).
 const Shell = "/bin/gosh"
-
-// Requested reports whether the command line asks for the debug shell
-// (mf.debug=1).
-func Requested(cmdline string) bool {
-	p, _ := bootparams.Parse(cmdline)
-	return p.Debug
-}
 
 // Session is a running console shell.
 type Session struct {

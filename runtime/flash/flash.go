@@ -5,8 +5,9 @@
 // replaces the original procedure of a base image, dd and a serial-console
 // session per board.
 //
-// It is a separate entry from the worker proper: cmd/mfinit calls Main
-// instead of the worker when Requested says so.
+// It is a separate entry from the worker proper: the worker's boot
+// (runtime.Boot) calls Main instead of serving when the boot parameters
+// have mf.flash=1.
 package flash
 
 import (
@@ -39,22 +40,15 @@ type Config struct {
 	DeviceWait time.Duration
 }
 
-// Requested reports whether the command line asks for the flasher (mf.flash=1).
-func Requested(cmdline string) bool {
-	p, _ := bootparams.Parse(cmdline)
-	return p.Flash != nil
-}
-
-// Parse reads the flasher's parameters (bootparams.Flash) from a kernel
-// command line.
-func Parse(cmdline string) (Config, error) {
+// ConfigFrom reads the flasher's parameters from the worker's boot
+// parameters (bootparams.Flash).
+func ConfigFrom(p bootparams.Params) (Config, error) {
 	c := Config{DeviceWait: 60 * time.Second}
-	p, err := bootparams.Parse(cmdline)
-	if err != nil {
-		return c, err
-	}
 	if p.Flash == nil {
 		return c, fmt.Errorf("%w: %s=1 on the kernel command line", bootparams.ErrMissing, bootparams.FlashOn)
+	}
+	if err := p.Validate(); err != nil {
+		return c, err
 	}
 	c.Src, c.Dst, c.Size, c.SHA256 = p.Flash.Src, p.Flash.Dst, p.Flash.Size, p.Flash.SHA256
 	return c, nil
@@ -111,11 +105,16 @@ func Run(cfg Config) (Result, error) {
 	return res, nil
 }
 
-// Main runs the flasher as PID 1 and reports on out. On success it returns
-// (the caller powers off); on failure it never returns: the board stays on,
-// printing the error, so a person sees it on the console and the power LED.
-func Main(cmdline string, out io.Writer) {
-	cfg, err := Parse(cmdline)
+// Main runs the flasher as PID 1 with the boot parameters p and reports on
+// out. parseErr is bootparams.Parse's error for p: a command line that did
+// not parse is reported, not flashed. On success Main returns (the caller
+// powers off); on failure it never returns: the board stays on, printing
+// the error, so a person sees it on the console and the power LED.
+func Main(out io.Writer, p bootparams.Params, parseErr error) {
+	cfg, err := ConfigFrom(p)
+	if parseErr != nil {
+		err = parseErr
+	}
 	if err == nil {
 		fmt.Fprintf(out, "mfflash: writing %d bytes from %s to %s\n", cfg.Size, cfg.Src, cfg.Dst)
 		var res Result

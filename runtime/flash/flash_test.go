@@ -13,7 +13,9 @@ import (
 	"github.com/microfaas/microfaas/bootparams"
 )
 
-func TestParse(t *testing.T) {
+// TestConfigFrom reads the flasher's parameters as the boot does: the
+// command line parsed once, then ConfigFrom.
+func TestConfigFrom(t *testing.T) {
 	h := sha256.Sum256([]byte("x"))
 	good, err := bootparams.Params{Kernel: []string{"console=ttyS0", "quiet"},
 		Flash: &bootparams.Flash{Src: "/dev/mmcblk0p2", Dst: "/dev/mmcblk1", Size: 42, SHA256: h[:]}}.Render()
@@ -33,7 +35,11 @@ func TestParse(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := Parse(tc.cmdline)
+			p, err := bootparams.Parse(tc.cmdline)
+			var c Config
+			if err == nil {
+				c, err = ConfigFrom(p)
+			}
 			if !errors.Is(err, tc.err) || (err == nil) != (tc.err == nil) {
 				t.Fatalf("err = %v, want %v", err, tc.err)
 			}
@@ -42,8 +48,10 @@ func TestParse(t *testing.T) {
 			}
 		})
 	}
-	if !Requested(good) || Requested(bootparams.FlashOn+"=0") || Requested("") {
-		t.Fatal("Requested")
+	// Parameters built by hand are checked too.
+	bad := bootparams.Params{Flash: &bootparams.Flash{Src: "/dev/mmcblk1", Dst: "/dev/mmcblk1", Size: 42, SHA256: h[:]}}
+	if _, err := ConfigFrom(bad); !errors.Is(err, bootparams.ErrInvalid) {
+		t.Fatalf("same device by hand: err = %v, want %v", err, bootparams.ErrInvalid)
 	}
 }
 
