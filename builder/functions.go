@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path"
@@ -147,9 +148,13 @@ func imageFunction(ctx context.Context, arch *target.Target, fname, ref string) 
 	if err != nil {
 		return nil, "", err
 	}
-	t, err := flatten(img)
+	t, err := flatten(img, imageLimits)
 	if err != nil {
 		return nil, "", fmt.Errorf("function %s: flatten image: %w", fname, err)
+	}
+	if t.dropped > 0 || t.stripped > 0 {
+		slog.Info("function image changed to run on a worker", "function", fname,
+			"device_nodes_dropped", t.dropped, "setuid_setgid_cleared", t.stripped)
 	}
 	icfg := functions.ImageConfig{Entrypoint: cf.Config.Entrypoint, Cmd: cf.Config.Cmd, Env: cf.Config.Env,
 		WorkingDir: cf.Config.WorkingDir, User: cf.Config.User}
@@ -228,8 +233,37 @@ func pickPlatform(idx v1.ImageIndex, plat v1.Platform) (v1.Image, error) {
 	return nil, fmt.Errorf("%w: no %s/%s image in the index (has: %s)", ErrCannotRun, plat.OS, plat.Architecture, strings.Join(seen, ", "))
 }
 
-// tree is a flattened image filesystem in memory.
-type tree struct{ files map[string]entry }
+// ErrUnsafeImage means an image's filesystem would write or point outside
+// its own rootfs in the worker: an entry below a symlink (the kernel's
+// initramfs unpacker follows the link), a link whose meaning depends on
+// ".." after another link, or a hard link to something it does not have.
+var ErrUnsafeImage = errors.New("image filesystem is unsafe")
+
+// ErrImageTooLarge means an image holds more than Limits allow: a
+// decompression bomb is refused, not read into memory.
+var ErrImageTooLarge = errors.New("image is too large")
+
+// Limits bound what flattening one image may read and keep in memory.
+type Limits struct {
+	Stream    int64 // uncompressed layer bytes read, all layers (overwritten and whited-out entries count)
+	Bytes     int64 // the flattened tree: file contents (each hard link again: it is a copy in the cpio), names and link targets
+	Files     int   // entries read, of any kind
+	FileBytes int64 // one file
+}
+
+// DefaultLimits fit an initramfs a worker can boot: a BeagleBone has 512 MiB
+// of RAM for the kernel, the unpacked initramfs and the functions.
+var DefaultLimits = Limits{Stream: 1 << 30, Bytes: 256 << 20, Files: 65536, FileBytes: 128 << 20}
+
+// imageLimits are the limits imageFunction applies (tests lower them).
+var imageLimits = DefaultLimits
+
+// tree is a flattened image filesystem in memory. dropped and stripped
+// count the device nodes left out and the setuid/setgid bits cleared.
+type tree struct {
+	files             map[string]entry
+	dropped, stripped int
+}
 
 type entry struct {
 	typ    byte
@@ -238,40 +272,235 @@ type entry struct {
 	target string
 }
 
-func flatten(img v1.Image) (*tree, error) {
-	rc := mutate.Extract(img)
+// flatten reads an image's layers into a tree that cannot reach outside
+// itself once it lies under /functions/NAME/rootfs in the initramfs:
+//   - an entry below a symlink or a file is refused (the unpacker would
+//     follow the link: issue 18, attack 1);
+//   - every symlink is rewritten to a relative target that climbs only to
+//     the rootfs root and then descends without "..". Inside the sandbox
+//     (rootfs is /) it means what it meant: absolute targets are kept
+//     meaningful, not refused (real images need /lib64/ld-linux… -> /lib/…),
+//     and ".." above the root stops at the root, as the kernel does at /.
+//     Seen from the worker's own root it can no longer leave the rootfs.
+//     A target with ".." after a component that is itself a link is refused:
+//     its meaning depends on where that link points;
+//   - hard links become copies of regular files of the tree (counted again
+//     against Limits.Bytes), resolved after all layers are read;
+//   - device nodes and FIFOs are dropped (the sandbox mounts its own /dev),
+//     setuid and setgid bits cleared;
+//   - whiteouts are applied by mutate.Extract, which refuses ".." names; a
+//     whiteout never writes, and the first spelling of a path wins as in
+//     Extract (upper layers come first).
+func flatten(img v1.Image, lim Limits) (*tree, error) {
+	rc := mutate.Extract(boundedImage{Image: img, left: &stream{left: lim.Stream, limit: lim.Stream}})
 	defer rc.Close()
 	t := &tree{files: map[string]entry{}}
+	hardlinks := map[string]string{}
+	var order []string // hard links in stream order, for deterministic errors
+	var total int64
+	var count int
 	tr := tar.NewReader(rc)
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			return t, nil
+			// Extract writes the tar trailer before it reports its error
+			// (an unsafe name, a bad layer digest, the stream limit): only
+			// the end of the pipe tells whether the tree is whole.
+			if _, err := io.Copy(io.Discard, rc); err != nil {
+				return nil, err
+			}
+			break
 		}
 		if err != nil {
 			return nil, err
+		}
+		if count++; count > lim.Files {
+			return nil, fmt.Errorf("%w: more than %d entries: make the image smaller (a slim or distroless base, one layer)", ErrImageTooLarge, lim.Files)
 		}
 		p := strings.TrimPrefix(path.Clean("/"+h.Name), "/")
 		if p == "" {
 			continue
 		}
+		if _, seen := t.files[p]; seen || hardlinks[p] != "" {
+			continue
+		}
+		total += int64(len(p) + len(h.Linkname))
+		if h.Typeflag == tar.TypeReg {
+			if h.Size > lim.FileBytes {
+				return nil, fmt.Errorf("%w: %s is %d bytes, the limit for one file is %d: leave it out of the function's image", ErrImageTooLarge, p, h.Size, lim.FileBytes)
+			}
+			total += h.Size
+		}
+		if total > lim.Bytes {
+			return nil, fmt.Errorf("%w: more than %d bytes of files (at %s): make the image smaller (a slim or distroless base)", ErrImageTooLarge, lim.Bytes, p)
+		}
+		mode := uint64(h.Mode) & 0o7777
+		if mode&0o6000 != 0 {
+			mode &^= 0o6000 // a function must not gain another uid or gid
+			t.stripped++
+		}
 		switch h.Typeflag {
 		case tar.TypeDir:
-			t.files[p] = entry{typ: tar.TypeDir, mode: uint64(h.Mode) & 0o7777}
+			t.files[p] = entry{typ: tar.TypeDir, mode: mode}
 		case tar.TypeSymlink:
+			if h.Linkname == "" {
+				return nil, fmt.Errorf("%w: symlink %s has an empty target: remove it from the image", ErrUnsafeImage, p)
+			}
 			t.files[p] = entry{typ: tar.TypeSymlink, target: h.Linkname}
 		case tar.TypeLink:
-			target := strings.TrimPrefix(path.Clean("/"+h.Linkname), "/")
-			t.files[p] = t.files[target]
+			hardlinks[p] = strings.TrimPrefix(path.Clean("/"+h.Linkname), "/")
+			order = append(order, p)
 		case tar.TypeReg:
-			b, err := io.ReadAll(tr)
-			if err != nil {
-				return nil, err
+			b := make([]byte, h.Size)
+			if _, err := io.ReadFull(tr, b); err != nil {
+				return nil, fmt.Errorf("%s: %w", p, err)
 			}
-			t.files[p] = entry{typ: tar.TypeReg, mode: uint64(h.Mode) & 0o7777, data: b}
+			t.files[p] = entry{typ: tar.TypeReg, mode: mode, data: b}
+		default:
+			t.dropped++ // device nodes, FIFOs
 		}
 	}
+	for _, p := range order {
+		target, ok := t.files[hardlinks[p]]
+		if !ok || target.typ != tar.TypeReg {
+			return nil, fmt.Errorf("%w: hard link %s -> %s: the image has no regular file there: make it a copy or a symlink", ErrUnsafeImage, p, hardlinks[p])
+		}
+		if total += int64(len(target.data)); total > lim.Bytes {
+			return nil, fmt.Errorf("%w: more than %d bytes of files with hard links copied (at %s): make the image smaller", ErrImageTooLarge, lim.Bytes, p)
+		}
+		t.files[p] = target
+	}
+	if err := t.confine(); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
+
+// confine refuses entries below a non-directory and rewrites every symlink
+// to stay inside the tree (see flatten).
+func (t *tree) confine() error {
+	for _, p := range t.sorted() {
+		for d := path.Dir(p); d != "."; d = path.Dir(d) {
+			e, ok := t.files[d]
+			switch {
+			case !ok || e.typ == tar.TypeDir:
+			case e.typ == tar.TypeSymlink:
+				return fmt.Errorf("%w: %s is below the symlink %s -> %s, and the worker's initramfs unpacker would follow the link and write it outside the image: rebuild the image with %s as a real directory",
+					ErrUnsafeImage, p, d, e.target, d)
+			default:
+				return fmt.Errorf("%w: %s is below the file %s: rebuild the image without one of them", ErrUnsafeImage, p, d)
+			}
+		}
+	}
+	for _, p := range t.sorted() {
+		e := t.files[p]
+		if e.typ != tar.TypeSymlink {
+			continue
+		}
+		target, err := t.inRoot(p, e.target)
+		if err != nil {
+			return err
+		}
+		e.target = target
+		t.files[p] = e
+	}
+	return nil
+}
+
+// inRoot rewrites the target of the link at p as "../"×depth(p) followed by
+// a path without "..": from p's directory (real directories, see confine)
+// it climbs exactly to the rootfs root and then descends.
+func (t *tree) inRoot(p, target string) (string, error) {
+	var cur []string // resolved components below the root
+	if !path.IsAbs(target) {
+		if dir := path.Dir(p); dir != "." {
+			cur = strings.Split(dir, "/")
+		}
+	}
+	for _, c := range strings.Split(target, "/") {
+		switch c {
+		case "", ".":
+		case "..":
+			for i := range cur {
+				if e, ok := t.files[strings.Join(cur[:i+1], "/")]; ok && e.typ == tar.TypeSymlink {
+					return "", fmt.Errorf("%w: symlink %s -> %s climbs out of the symlink %s with \"..\": its meaning depends on that link; point it at the path it means", ErrUnsafeImage, p, target, strings.Join(cur[:i+1], "/"))
+				}
+			}
+			if len(cur) > 0 {
+				cur = cur[:len(cur)-1] // at the root, ".." stays there
+			}
+		default:
+			cur = append(cur, c)
+		}
+	}
+	up := strings.Count(p, "/")
+	rel := strings.TrimSuffix(strings.Repeat("../", up)+strings.Join(cur, "/"), "/")
+	if rel == "" {
+		rel = "."
+	}
+	return rel, nil
+}
+
+// boundedImage counts the uncompressed bytes mutate.Extract reads from all
+// layers, whiteouts and overwritten files included, and fails the read past
+// the limit: Extract keeps state for every entry it reads, even the ones it
+// never hands to flatten.
+type boundedImage struct {
+	v1.Image
+	left *stream
+}
+
+// stream is the budget of uncompressed bytes all layers share.
+type stream struct{ left, limit int64 }
+
+func (b boundedImage) Layers() ([]v1.Layer, error) {
+	ls, err := b.Image.Layers()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]v1.Layer, len(ls))
+	for i, l := range ls {
+		out[i] = boundedLayer{Layer: l, left: b.left}
+	}
+	return out, nil
+}
+
+type boundedLayer struct {
+	v1.Layer
+	left *stream
+}
+
+func (l boundedLayer) Uncompressed() (io.ReadCloser, error) {
+	rc, err := l.Layer.Uncompressed()
+	if err != nil {
+		return nil, err
+	}
+	return &boundedReader{rc: rc, left: l.left}, nil
+}
+
+type boundedReader struct {
+	rc   io.ReadCloser
+	left *stream
+}
+
+func (r *boundedReader) Read(p []byte) (int, error) {
+	if r.left.left <= 0 {
+		// A layer that ends exactly at the limit is fine.
+		var one [1]byte
+		if n, err := r.rc.Read(one[:]); n == 0 && err != nil {
+			return 0, err
+		}
+		return 0, fmt.Errorf("%w: its layers hold more than %d uncompressed bytes: make the image smaller (a slim or distroless base, fewer layers)", ErrImageTooLarge, r.left.limit)
+	}
+	if int64(len(p)) > r.left.left {
+		p = p[:r.left.left]
+	}
+	n, err := r.rc.Read(p)
+	r.left.left -= int64(n)
+	return n, err
+}
+
+func (r *boundedReader) Close() error { return r.rc.Close() }
 
 // resolve follows symlinks inside the tree and returns the regular file p
 // names (absolute inside the image).
