@@ -19,10 +19,10 @@ import (
 
 // Boot is PID 1 of a worker: it runs the boot steps below in order, then
 // powers the machine off (or resets it: mf.off=reboot, or the
-// orchestrator's reboot command). A step that fails ends the boot with a
-// *StepError; so do the flasher and the probe, as planned, without one.
-// Boot recovers a panic and powers off too: the kernel panics when init
-// exits. It returns only if powering off failed.
+// orchestrator's reboot command). A step that fails ends the boot, and Boot
+// returns its *StepError; the flasher and the probe end it as planned, with
+// no error. Boot recovers a panic and powers off too: the kernel panics when
+// init exits. On a worker it returns only if powering off failed.
 //
 // The steps (bootSteps):
 //
@@ -34,7 +34,8 @@ import (
 //	 6 flasher           mf.flash=1: write the eMMC (runtime/flash) instead of serving; ends the boot
 //	 7 probe             mf.probe=1: print MFINIT-PROBE-OK; ends the boot
 //	 8 check parameters  a bad or incomplete command line ends the boot here
-//	 9 card key          no key file and no snapshot: read the key area of the board's card
+//	 9 card key          no key file: read the key area of the board's card; no key ends the boot
+//	                     (a snapshot boot's key comes with its identity, step 12)
 //	10 snapshot sandbox  mf.snapshot=1: set the function sandbox up now, so the snapshot holds it
 //	11 network           wait for carrier on mf.iface (10 s at most; a failure is logged)
 //	12 identity          mf.snapshot=1: print MFINIT-SNAPSHOT-READY, read the identity from the
