@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	goruntime "runtime"
 	"runtime/debug"
+	"syscall"
 	"time"
 
 	"github.com/microfaas/microfaas/protocol"
@@ -42,7 +44,35 @@ type Worker struct {
 	// Connected, if set, runs in its own goroutine once the hello is sent:
 	// set-up that can wait until the worker is connected.
 	Connected func()
+	// Dial opens one connection to the orchestrator (nil: TCP, 2 s timeout).
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Now and Sleep are the clock of the connection retries (nil: the real
+	// one); Sleep returns early with ctx's error.
+	Now   func() time.Time
+	Sleep func(ctx context.Context, d time.Duration) error
+
+	connectedRan bool
 }
+
+// Retry pacing: a refused dial is tried again every dialRetryEvery (the
+// orchestrator is not up yet: connect as soon as it is); a failed
+// handshake (the port full of strangers' connections, a dropped hello)
+// backs off from handshakeBackoffMin to handshakeBackoffMax, so a flood is
+// not fed by the workers themselves.
+const (
+	dialRetryEvery      = 50 * time.Millisecond
+	handshakeBackoffMin = 50 * time.Millisecond
+	handshakeBackoffMax = time.Second
+)
+
+// retry says whether and how a failed session attempt is tried again.
+type retry int
+
+const (
+	noRetry retry = iota
+	retryDial
+	retryHandshake
+)
 
 // clockSkew is how far the wall clock may be from the orchestrator's before
 // a job sets it: far below what signatures tolerate, far above jitter.
@@ -79,7 +109,11 @@ type Outcome struct {
 
 // Run connects to the orchestrator and serves jobs until told to power off
 // or reboot, or until the orchestrator is silent for the failsafe time. It
-// returns what to do next; it never returns without an Outcome.
+// returns what to do next; it never returns without an Outcome. A session
+// that fails before the orchestrator's first frame (the dial refused, the
+// handshake cut: the port full of strangers' connections, the orchestrator
+// restarting) is tried again, with backoff, for DialRetry (default: the
+// failsafe time), rather than powering off on the first EOF.
 func (w *Worker) Run(ctx context.Context) Outcome {
 	if w.Clock == nil {
 		w.Clock = Uptime
@@ -87,9 +121,78 @@ func (w *Worker) Run(ctx context.Context) Outcome {
 	if w.DialRetry == 0 {
 		w.DialRetry = w.Config.Failsafe
 	}
+	if w.Log == nil {
+		w.Log = slog.Default()
+	}
+	deadline := w.now().Add(w.DialRetry)
+	backoff := time.Duration(0)
+	for attempt := 1; ; attempt++ {
+		out, again := w.session(ctx)
+		if again == noRetry {
+			return out
+		}
+		if ctx.Err() != nil {
+			return Outcome{protocol.CmdPowerOff, "stopped: " + context.Cause(ctx).Error()}
+		}
+		wait := dialRetryEvery
+		if again == retryHandshake {
+			backoff = min(max(2*backoff, handshakeBackoffMin), handshakeBackoffMax)
+			wait = backoff
+		}
+		if w.now().Add(wait).After(deadline) {
+			return Outcome{protocol.CmdPowerOff, fmt.Sprintf("no session with the orchestrator %s within %s (%d attempts); last: %s",
+				w.Config.Orch, w.DialRetry, attempt, out.Reason)}
+		}
+		level := slog.LevelWarn
+		if again == retryDial {
+			level = slog.LevelDebug // the orchestrator not up yet: routine
+		}
+		w.Log.Log(ctx, level, "no session with the orchestrator yet; retrying", "addr", w.Config.Orch,
+			"attempt", attempt, "err", out.Reason, "retry_in", wait)
+		if err := w.sleep(ctx, wait); err != nil {
+			return Outcome{protocol.CmdPowerOff, "stopped: " + context.Cause(ctx).Error()}
+		}
+	}
+}
+
+// connectionCut reports whether err is the connection ending or timing out, which
+// a new connection may mend, rather than a peer that spoke wrongly (a bad
+// MAC, another protocol: an impostor, never retried into).
+func connectionCut(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrClosedPipe) ||
+		(errors.As(err, &ne) && ne.Timeout())
+}
+
+func (w *Worker) now() time.Time {
+	if w.Now != nil {
+		return w.Now()
+	}
+	return time.Now()
+}
+
+func (w *Worker) sleep(ctx context.Context, d time.Duration) error {
+	if w.Sleep != nil {
+		return w.Sleep(ctx, d)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// session is one connection to the orchestrator: dial, handshake, then
+// jobs until told to stop. It says whether a failure is worth retrying:
+// only one before the orchestrator's first frame is.
+func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 	conn, err := w.dial(ctx)
 	if err != nil {
-		return Outcome{protocol.CmdPowerOff, err.Error()}
+		return Outcome{protocol.CmdPowerOff, fmt.Sprintf("orchestrator %s unreachable: %v", w.Config.Orch, err)}, retryDial
 	}
 	defer conn.Close()
 	// Cancelling ctx pulls the plug: it closes the connection under any read.
@@ -104,12 +207,18 @@ func (w *Worker) Run(ctx context.Context) Outcome {
 	conn.SetDeadline(time.Now().Add(w.Config.Failsafe))
 	pc, err := w.handshake(conn, hello)
 	if err != nil {
-		return Outcome{protocol.CmdPowerOff, err.Error()}
+		again := noRetry // no retry mends a missing key or another protocol
+		if connectionCut(err) {
+			again = retryHandshake
+		}
+		return Outcome{protocol.CmdPowerOff, err.Error()}, again
 	}
 	conn.SetDeadline(time.Time{})
-	if w.Connected != nil {
+	if w.Connected != nil && !w.connectedRan {
+		w.connectedRan = true
 		go w.Connected()
 	}
+	heard := false // a frame from the orchestrator: the session is up
 	for {
 		// Failsafe: a silent orchestrator powers the worker off.
 		conn.SetReadDeadline(time.Now().Add(w.Config.Failsafe))
@@ -117,23 +226,30 @@ func (w *Worker) Run(ctx context.Context) Outcome {
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				return Outcome{protocol.CmdPowerOff, fmt.Sprintf("failsafe: no word from the orchestrator for %s", w.Config.Failsafe)}
+				return Outcome{protocol.CmdPowerOff, fmt.Sprintf("failsafe: no word from the orchestrator for %s", w.Config.Failsafe)}, noRetry
 			}
-			return Outcome{protocol.CmdPowerOff, fmt.Sprintf("orchestrator connection: %v", err)}
+			out := Outcome{protocol.CmdPowerOff, fmt.Sprintf("orchestrator connection: %v", err)}
+			if !heard && connectionCut(err) && ctx.Err() == nil {
+				// The hello was dropped (refused, or the connection cut
+				// before the orchestrator read it): try again.
+				return out, retryHandshake
+			}
+			return out, noRetry
 		}
+		heard = true
 		switch typ {
 		case protocol.TypeCommand:
 			var c protocol.Command
 			if err := json.Unmarshal(body, &c); err != nil {
-				return Outcome{protocol.CmdPowerOff, fmt.Sprintf("malformed command: %v", err)}
+				return Outcome{protocol.CmdPowerOff, fmt.Sprintf("malformed command: %v", err)}, noRetry
 			}
 			switch c.Action {
 			case protocol.CmdPowerOff, protocol.CmdReboot:
-				return Outcome{c.Action, "told by the orchestrator"}
+				return Outcome{c.Action, "told by the orchestrator"}, noRetry
 			case protocol.CmdWait:
 				continue
 			default:
-				return Outcome{protocol.CmdPowerOff, fmt.Sprintf("unknown command %q", c.Action)}
+				return Outcome{protocol.CmdPowerOff, fmt.Sprintf("unknown command %q", c.Action)}, noRetry
 			}
 		case protocol.TypeJob:
 			var job protocol.Job
@@ -145,19 +261,19 @@ func (w *Worker) Run(ctx context.Context) Outcome {
 			}
 			if ctx.Err() != nil {
 				// Stopped from outside (the plug was pulled): no result.
-				return Outcome{protocol.CmdPowerOff, "stopped: " + context.Cause(ctx).Error()}
+				return Outcome{protocol.CmdPowerOff, "stopped: " + context.Cause(ctx).Error()}, noRetry
 			}
 			conn.SetWriteDeadline(time.Now().Add(w.Config.Failsafe))
 			if err := pc.Send(protocol.TypeResult, res); err != nil {
-				return Outcome{protocol.CmdPowerOff, err.Error()}
+				return Outcome{protocol.CmdPowerOff, err.Error()}, noRetry
 			}
 			if res.TimedOut {
 				// The overrunning function may still hold the CPU; only a
 				// reboot gives the next job a clean worker.
-				return Outcome{protocol.CmdPowerOff, "job " + res.ID + " timed out"}
+				return Outcome{protocol.CmdPowerOff, "job " + res.ID + " timed out"}, noRetry
 			}
 		default:
-			return Outcome{protocol.CmdPowerOff, fmt.Sprintf("unexpected %q message", typ)}
+			return Outcome{protocol.CmdPowerOff, fmt.Sprintf("unexpected %q message", typ)}, noRetry
 		}
 	}
 }
@@ -192,22 +308,15 @@ func TakeKey(path string) ([]byte, error) {
 	return protocol.DecodeKey(b)
 }
 
+// dial makes one attempt to reach the orchestrator.
 func (w *Worker) dial(ctx context.Context) (net.Conn, error) {
-	deadline := time.Now().Add(w.DialRetry)
-	var d net.Dialer
-	for {
-		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		conn, err := d.DialContext(dctx, "tcp", w.Config.Orch)
-		cancel()
-		if err == nil {
-			return conn, nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return nil, fmt.Errorf("orchestrator %s unreachable: %w", w.Config.Orch, err)
-		}
-		w.Log.Debug("orchestrator not reachable yet", "addr", w.Config.Orch, "err", err)
-		time.Sleep(50 * time.Millisecond)
+	if w.Dial != nil {
+		return w.Dial(ctx, w.Config.Orch)
 	}
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var d net.Dialer
+	return d.DialContext(dctx, "tcp", w.Config.Orch)
 }
 
 // runJob runs one job under its deadline. A panicking function becomes an
