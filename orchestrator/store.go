@@ -1,11 +1,18 @@
 package orchestrator
 
 import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"regexp"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -59,9 +66,12 @@ type record struct {
 	Restarts   int                `json:"restarts,omitempty"`
 	Env        map[string]string  `json:"env,omitempty"`
 	// Secrets travel with a pending invocation (it may run after a
-	// restart), in clear: the database file is mode 0600. A finished
-	// record drops them.
-	Secrets map[string][]byte `json:"secrets,omitempty"`
+	// restart), sealed under the store's key (SealedSecrets); a finished
+	// record drops them. bbolt never scrubs the page a record leaves, so
+	// only sealed bytes may ever reach the file. Secrets in clear are
+	// read from databases an older mforch wrote, never written.
+	Secrets       map[string][]byte `json:"secrets,omitempty"`
+	SealedSecrets []byte            `json:"sealed_secrets,omitempty"`
 }
 
 func toRecord(inv *Invocation) record {
@@ -122,6 +132,7 @@ const pruneBatch = 256
 // transaction, fsynced before it returns, however many writes it holds.
 type BoltStore struct {
 	db        *bolt.DB
+	aead      cipher.AEAD // seals pending secrets (the store key)
 	retention Retention
 	log       *slog.Logger
 	now       func() time.Time
@@ -133,6 +144,141 @@ type BoltOptions struct {
 	Retention Retention // zero: DefaultRetention
 	Log       *slog.Logger
 	Now       func() time.Time // for tests; time.Now
+	// KeyFile holds the key pending secrets are sealed with (default:
+	// the database path + ".key"); made, mode 0600, when missing.
+	KeyFile string
+}
+
+// ErrStoreKey means the store's key file cannot be used.
+var ErrStoreKey = errors.New("queue database key file unusable")
+
+// storeKey reads the store's key from path, or makes one there (0600,
+// never overwriting). A key file others can read is refused: it opens
+// every pending secret in the database.
+func storeKey(path string) (cipher.AEAD, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		key := make([]byte, 32)
+		rand.Read(key)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrStoreKey, err)
+		}
+		_, err = f.Write([]byte(hex.EncodeToString(key) + "\n"))
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(path)
+			return nil, fmt.Errorf("%w: writing %s: %v", ErrStoreKey, path, err)
+		}
+		b = []byte(hex.EncodeToString(key))
+	} else if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrStoreKey, err)
+	} else if fi, err := os.Stat(path); err != nil || fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%w: %s is readable by others (mode %v): chmod 600 %s", ErrStoreKey, path, fi.Mode().Perm(), path)
+	}
+	key, err := hex.DecodeString(string(bytes.TrimSpace(b)))
+	if err != nil || len(key) != 32 {
+		return nil, fmt.Errorf("%w: %s does not hold 32 bytes of hex: move it away only if no invocation is pending (their secrets are lost with it)", ErrStoreKey, path)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+// seal encrypts rec's secrets into SealedSecrets (AES-256-GCM, random
+// nonce, the invocation id as associated data so a sealed blob cannot be
+// moved to another record) and clears the clear ones.
+func (s *BoltStore) seal(rec *record) error {
+	if len(rec.Secrets) == 0 {
+		rec.Secrets = nil
+		return nil
+	}
+	plain, err := json.Marshal(rec.Secrets)
+	if err != nil {
+		return err
+	}
+	nonce := make([]byte, s.aead.NonceSize())
+	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
+		return err
+	}
+	rec.SealedSecrets = s.aead.Seal(nonce, nonce, plain, []byte(rec.ID))
+	clear(plain)
+	rec.Secrets = nil
+	return nil
+}
+
+// ErrSecretsSealed means a record's secrets do not open with the store's
+// key (its key file was lost or replaced).
+var ErrSecretsSealed = errors.New("pending secrets do not open with the store's key file (lost or replaced?)")
+
+// open decodes a stored record and opens its sealed secrets.
+func (s *BoltStore) open(v []byte) (record, error) {
+	var r record
+	if err := json.Unmarshal(v, &r); err != nil {
+		return r, err
+	}
+	if len(r.SealedSecrets) == 0 {
+		return r, nil
+	}
+	n := s.aead.NonceSize()
+	if len(r.SealedSecrets) < n {
+		return r, ErrSecretsSealed
+	}
+	plain, err := s.aead.Open(nil, r.SealedSecrets[:n], r.SealedSecrets[n:], []byte(r.ID))
+	if err != nil {
+		return r, ErrSecretsSealed
+	}
+	defer clear(plain)
+	if err := json.Unmarshal(plain, &r.Secrets); err != nil {
+		return r, err
+	}
+	r.SealedSecrets = nil
+	return r, nil
+}
+
+// secretFields match the secrets of a record in a database file's raw
+// bytes, in clear (an older mforch) or sealed.
+var secretFields = regexp.MustCompile(`"secrets":\{[^{}]*\}|"sealed_secrets":"[A-Za-z0-9+/=]*"`)
+
+// setAside moves a damaged database file to aside: a copy, mode 0600,
+// with every secret field's value overwritten (same length: page offsets
+// stay for whoever studies the damage), then the original removed.
+func setAside(path, aside string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	b = secretFields.ReplaceAllFunc(b, func(m []byte) []byte {
+		out := bytes.Clone(m)
+		value := bytes.Index(out, []byte(`":`)) + 2 // the value's opening { or "
+		for i := value + 1; i < len(out)-1; i++ {
+			out[i] = '*'
+		}
+		return out
+	})
+	f, err := os.OpenFile(aside, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(aside)
+		return err
+	}
+	return os.Remove(path)
 }
 
 // ErrStoreDamaged marks a database file that failed its checks: mforch moved
@@ -158,10 +304,17 @@ func OpenBoltStore(path string, opts ...BoltOptions) (*BoltStore, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.KeyFile == "" {
+		o.KeyFile = path + ".key"
+	}
+	aead, err := storeKey(o.KeyFile)
+	if err != nil {
+		return nil, err
+	}
 	db, err := openChecked(path)
 	if errors.Is(err, ErrStoreDamaged) {
 		aside := fmt.Sprintf("%s.damaged-%s", path, o.Now().UTC().Format("20060102T150405Z"))
-		if rerr := os.Rename(path, aside); rerr != nil {
+		if rerr := setAside(path, aside); rerr != nil {
 			return nil, fmt.Errorf("%w; moving it aside: %v (move or delete %s by hand)", err, rerr, path)
 		}
 		o.Log.Error("queue database damaged: moved it aside and started with an empty one; invocations pending in it are not run",
@@ -171,7 +324,7 @@ func OpenBoltStore(path string, opts ...BoltOptions) (*BoltStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &BoltStore{db: db, retention: o.Retention, log: o.Log, now: o.Now}
+	s := &BoltStore{db: db, aead: aead, retention: o.Retention, log: o.Log, now: o.Now}
 	db.View(func(tx *bolt.Tx) error {
 		s.finished = tx.Bucket(bucketFinished).Stats().KeyN
 		return nil
@@ -243,6 +396,9 @@ func (s *BoltStore) Commit(writes []StoreWrite) error {
 		for _, w := range writes {
 			rec := toRecord(w.Invocation)
 			if !w.Finished {
+				if err := s.seal(&rec); err != nil {
+					return err
+				}
 				if err := put(tx, bucketPending, rec); err != nil {
 					return err
 				}
@@ -317,8 +473,8 @@ func (s *BoltStore) Pending() ([]*Invocation, error) {
 		type bad struct{ k, v []byte }
 		var corrupt []bad
 		err := tx.Bucket(bucketPending).ForEach(func(k, v []byte) error {
-			var r record
-			if err := json.Unmarshal(v, &r); err != nil || r.ID == "" {
+			r, err := s.open(v)
+			if err != nil || r.ID == "" {
 				corrupt = append(corrupt, bad{append([]byte(nil), k...), append([]byte(nil), v...)})
 				s.log.Error("pending invocation record does not decode: set aside in the database's corrupt bucket, not run",
 					"key", string(k), "err", err)
@@ -350,9 +506,9 @@ func (s *BoltStore) Get(id string) (*Invocation, bool, error) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketFinished, bucketPending} {
 			if v := tx.Bucket(b).Get([]byte(id)); v != nil {
-				var r record
-				if err := json.Unmarshal(v, &r); err != nil {
-					return err
+				r, err := s.open(v)
+				if err != nil {
+					return fmt.Errorf("invocation %s: %w", id, err)
 				}
 				inv = r.invocation()
 				return nil

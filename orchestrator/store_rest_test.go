@@ -1,7 +1,9 @@
 package orchestrator
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"io"
 	"log/slog"
@@ -198,5 +200,122 @@ func TestDamagedStoreMovedAside(t *testing.T) {
 	defer s.Close()
 	if _, err := OpenBoltStore(path, BoltOptions{Log: slog.New(slog.NewTextHandler(io.Discard, nil))}); err == nil || errors.Is(err, ErrStoreDamaged) {
 		t.Errorf("a database in use: %v", err)
+	}
+}
+
+// TestSecretsNotInDatabaseFile: issue 18, attack 8. A secret never appears
+// in the database file's bytes: not while its invocation is pending (it
+// is sealed under the store's key, kept in its own 0600 file), and not in
+// the page the finished invocation freed (bbolt does not scrub those).
+func TestSecretsNotInDatabaseFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "q.db")
+	s, err := OpenBoltStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const secret = "TENANT-SECRET-7d1e4c"
+	inv := finishedInv("01", time.Now(), secret)
+	inFile := func(when string) {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, form := range []string{secret, base64.StdEncoding.EncodeToString([]byte(secret))} {
+			if bytes.Contains(b, []byte(form)) {
+				t.Errorf("%s: the database file holds the secret (%q)", when, form)
+			}
+		}
+	}
+	if err := s.Commit([]StoreWrite{{Invocation: inv}}); err != nil {
+		t.Fatal(err)
+	}
+	inFile("pending")
+	if err := s.Commit([]StoreWrite{{Invocation: inv, Finished: true}}); err != nil {
+		t.Fatal(err)
+	}
+	inFile("finished")
+	s.Close()
+	if fi, err := os.Stat(path + ".key"); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("store key file: %v, %v (want mode 0600)", fi, err)
+	}
+
+	// After a restart the pending secret is there again for its run.
+	s, err = OpenBoltStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit([]StoreWrite{{Invocation: finishedInv("02", time.Now(), secret)}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = OpenBoltStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending, err := s.Pending()
+	if err != nil || len(pending) != 1 || string(pending[0].Secrets["token"]) != secret {
+		t.Fatalf("after a restart: %d pending, %v", len(pending), err)
+	}
+	s.Close()
+
+	// A key file others may read is refused, saying how to fix it.
+	os.Chmod(path+".key", 0o644)
+	if _, err := OpenBoltStore(path); !errors.Is(err, ErrStoreKey) {
+		t.Errorf("a 0644 key file: %v, want ErrStoreKey", err)
+	}
+	os.Chmod(path+".key", 0o600)
+
+	// Another key (the file lost and made again): the pending record
+	// cannot be opened; it is set aside, not run without its secret.
+	os.Remove(path + ".key")
+	log := &errorLog{}
+	s, err = OpenBoltStore(path, BoltOptions{Log: slog.New(log)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if pending, err := s.Pending(); err != nil || len(pending) != 0 || log.count() != 1 {
+		t.Errorf("with another key: %d pending, %v, %d error lines (want 0, 1 set aside)", len(pending), err, log.count())
+	}
+}
+
+// TestDamagedCopyPrivateWithoutSecrets: the copy of a damaged database
+// mforch keeps is 0600 and has no secret in it, sealed or in clear (an
+// older mforch kept them in clear).
+func TestDamagedCopyPrivateWithoutSecrets(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "q.db")
+	const secret = "TENANT-SECRET-0b9a"
+	b64 := base64.StdEncoding.EncodeToString([]byte(secret))
+	// A page as an older mforch wrote it (secrets in clear) and one as now
+	// (sealed), then garbage: not a database any more.
+	raw := []byte(`{"id":"01","function":"f","secrets":{"token":"` + b64 + `"},"env":{"A":"1"}}` +
+		`{"id":"02","function":"f","sealed_secrets":"QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"}` + strings.Repeat("garbage", 2000))
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenBoltStore(path, BoltOptions{Log: slog.New(&errorLog{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	aside, _ := filepath.Glob(filepath.Join(dir, "q.db.damaged-*"))
+	if len(aside) != 1 {
+		t.Fatalf("damaged copies: %v", aside)
+	}
+	fi, err := os.Stat(aside[0])
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("damaged copy mode %v, %v: want 0600", fi.Mode().Perm(), err)
+	}
+	got, _ := os.ReadFile(aside[0])
+	for _, leak := range []string{b64, "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"} {
+		if bytes.Contains(got, []byte(leak)) {
+			t.Errorf("the damaged copy still holds %q", leak)
+		}
+	}
+	if !bytes.Contains(got, []byte(`"env":{"A":"1"}`)) || len(got) != len(raw) {
+		t.Errorf("the damaged copy lost more than its secrets (%d bytes of %d)", len(got), len(raw))
 	}
 }
