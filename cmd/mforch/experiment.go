@@ -90,7 +90,7 @@ func executeSpec(ctx context.Context, spec *experiment.Spec, raw []byte, dir str
 	if spec.Mode == experiment.Warm {
 		c.idle = time.Duration(spec.Idle)
 	}
-	if err := os.MkdirAll(c.logDir, 0o755); err != nil {
+	if err := os.MkdirAll(c.logDir, 0o700); err != nil { // consoles: owner-only
 		return report.Summary{}, err
 	}
 	names := experiment.ServicesFor(spec.Functions)
@@ -138,7 +138,10 @@ func executeSpec(ctx context.Context, spec *experiment.Spec, raw []byte, dir str
 		run.CopyManifest(spec.Workers.Initrd+".json", "initramfs-manifest.json")
 	} else if cl, err := cluster.Load(spec.Workers.Cluster); err == nil {
 		run.SetWorkers(len(cl.Workers), "cluster")
-		os.WriteFile(filepath.Join(dir, "cluster.yaml"), mustRead(spec.Workers.Cluster), 0o644)
+		// Redacted: the run folder is meant to be shared.
+		if err := writeRedactedCluster(filepath.Join(dir, "cluster.yaml"), spec.Workers.Cluster); err != nil {
+			return report.Summary{}, err
+		}
 	}
 
 	meter, err := meterFor(spec.Meter, r, acct)
@@ -195,7 +198,7 @@ func addEnergyColumns(path string, res *energy.Result) error {
 	if err := w.Error(); err != nil {
 		return err
 	}
-	if err := os.WriteFile(path+".tmp", out.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(path+".tmp", out.Bytes(), 0o600); err != nil { // as openResults
 		return err
 	}
 	return os.Rename(path+".tmp", path)
@@ -218,11 +221,6 @@ func parseWithFile(fs *flag.FlagSet, args []string) (string, error) {
 		return "", fmt.Errorf("one experiment file at a time (extra: %s)", strings.Join(fs.Args(), " "))
 	}
 	return file, nil
-}
-
-func mustRead(path string) []byte {
-	b, _ := os.ReadFile(path)
-	return b
 }
 
 // meterFor opens the meter the experiment names (nil for none). The

@@ -23,7 +23,8 @@ func openResults(path string, columns []string, now time.Time, log *slog.Logger)
 		}
 		log.Warn("results file had other columns (an older mforch, or energy accounting switched on or off): kept it and started a new one", "kept", kept, "path", path)
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	// Owner-only: an error column may quote what a function printed.
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, false, fmt.Errorf("results file: %w", err)
 	}
@@ -31,6 +32,12 @@ func openResults(path string, columns []string, now time.Time, log *slog.Logger)
 	if err != nil {
 		f.Close()
 		return nil, false, err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := f.Chmod(0o600); err != nil {
+			f.Close()
+			return nil, false, fmt.Errorf("results file %s: make it owner-only: %w", path, err)
+		}
 	}
 	return f, fi.Size() == 0, nil
 }
