@@ -69,9 +69,29 @@ type Spec struct {
 	Secrets    map[string][]byte
 	SecretsDir string
 
+	// Limits bound what the run may take of the machine; zero fields take
+	// DefaultLimits'.
+	Limits Limits
+
 	// InUserNS is set by Command: a user namespace maps only the caller, so
 	// the function keeps its groups (setgroups is denied there).
 	InUserNS bool
+}
+
+// ErrUnsafeRoot means a function's root has a symlink where the sandbox
+// mounts something (its /var, or a parent of the secrets directory).
+var ErrUnsafeRoot = errors.New("unsafe function root")
+
+// Limits bound one run, so that a fork or memory bomb cannot starve the
+// worker. Without cgroups they are per process (Memory, Files, FileSize)
+// or per uid (Procs).
+type Limits struct {
+	Procs    uint64 // processes and threads of the function's uid (RLIMIT_NPROC)
+	Memory   uint64 // bytes of data per process: heap, stacks, writable maps (RLIMIT_DATA)
+	FileSize uint64 // bytes of the largest file it may write (RLIMIT_FSIZE)
+	Files    uint64 // open files per process (RLIMIT_NOFILE)
+	Tmp      uint64 // bytes its /tmp (memory) may hold
+	Nice     int    // CPU priority, 1 to 19 (so PID 1 still gets the CPU); 0 takes the default
 }
 
 // Mode says how contained a run is on this machine.

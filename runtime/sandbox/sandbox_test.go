@@ -34,6 +34,18 @@ type report struct {
 	Processes     []string
 	Wrote         map[string]string
 	Lingering     string
+	Bomb          *bombReport
+}
+
+type bombReport struct {
+	Forked       int
+	ForkErr      string
+	Allocated    int64
+	AllocErr     string
+	TmpWritten   int64
+	TmpErr       string
+	OpenFiles    int
+	OpenFilesErr string
 }
 
 // buildAttacker compiles the hostile function (testdata/attacker), static.

@@ -7,7 +7,11 @@
 // Request (stdin, JSON): {"linger": "HOST:PORT"} to leave a process behind
 // that reports to HOST:PORT ("stay_ms": N to wait N ms before exiting, so
 // the leftover can report during the job); "read": [paths] to try more
-// files; {} to only report.
+// files; "write": [paths] to try writing more; "plant": DIR to plant a
+// function (config.json and a copy of itself) in DIR; the bombs
+// "forkbomb": N processes, "membomb": N bytes, "filltmp": N bytes of
+// /tmp, "openfiles": N descriptors (the run exits 3 when a limit stopped
+// one); {} to only report.
 package main
 
 import (
@@ -33,6 +37,19 @@ type report struct {
 	Processes     []string          // "pid:comm" of every process in /proc
 	Wrote         map[string]string // path -> "ok" or error: places a leftover could hide
 	Lingering     string            `json:",omitempty"`
+	Bomb          *bombReport       `json:",omitempty"`
+}
+
+// bombReport says how far each bomb got and what stopped it.
+type bombReport struct {
+	Forked       int
+	ForkErr      string
+	Allocated    int64
+	AllocErr     string
+	TmpWritten   int64
+	TmpErr       string
+	OpenFiles    int
+	OpenFilesErr string
 }
 
 // targets are files an attacker reads for keys or the worker's secrets.
@@ -82,6 +99,13 @@ func main() {
 		Linger string
 		Read   []string // more paths to try
 		StayMS int      `json:"stay_ms"` // stay this long after starting the leftover
+		Write  []string // more paths to try writing
+		Plant  string
+		// Bombs.
+		ForkBomb  int   `json:"forkbomb"`
+		MemBomb   int64 `json:"membomb"`
+		FillTmp   int64 `json:"filltmp"`
+		OpenFiles int   `json:"openfiles"`
 	}
 	json.NewDecoder(os.Stdin).Decode(&req)
 	host, _ := os.Hostname()
@@ -109,7 +133,10 @@ func main() {
 			r.Processes = append(r.Processes, e.Name()+":"+strings.TrimSpace(read("/proc/"+e.Name()+"/comm")))
 		}
 	}
-	for _, p := range []string{"/tmp/.leftover", "/functions/.leftover", "/.leftover", "/run/.leftover"} {
+	if req.Plant != "" {
+		r.Wrote[req.Plant] = plant(req.Plant)
+	}
+	for _, p := range append([]string{"/tmp/.leftover", "/functions/.leftover", "/.leftover", "/run/.leftover"}, req.Write...) {
 		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
 			r.Wrote[p] = err.Error()
 		} else {
@@ -125,8 +152,104 @@ func main() {
 			r.Lingering = fmt.Sprint(cmd.Process.Pid)
 		}
 	}
+	stopped := false
+	if req.ForkBomb > 0 || req.MemBomb > 0 || req.FillTmp > 0 || req.OpenFiles > 0 {
+		r.Bomb = &bombReport{}
+		stopped = bombs(r.Bomb, req.ForkBomb, req.MemBomb, req.FillTmp, req.OpenFiles)
+	}
 	json.NewEncoder(os.Stdout).Encode(r)
 	time.Sleep(time.Duration(req.StayMS) * time.Millisecond)
+	if stopped {
+		os.Exit(3)
+	}
+}
+
+// plant puts a function in dir that runs this program (with PLANTED=1 in
+// its environment), as a hostile tenant would in another's folder.
+func plant(dir string) string {
+	self, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		return err.Error()
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "rootfs"), 0o755); err != nil {
+		return err.Error()
+	}
+	if err := os.WriteFile(filepath.Join(dir, "rootfs", "attacker"), self, 0o755); err != nil {
+		return err.Error()
+	}
+	cfg := `{"entrypoint": ["/attacker"], "env": ["PLANTED=1"]}`
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o644); err != nil {
+		return err.Error()
+	}
+	return "ok"
+}
+
+// bombs runs each bomb asked for until it reaches its goal or a limit
+// stops it; it reports whether a limit stopped any.
+func bombs(b *bombReport, procs int, mem, tmp int64, files int) bool {
+	// Children that only wait to be killed: forked raw, without exec, so
+	// each costs the kernel a task and page tables (a Go child could do
+	// nothing but raw system calls anyway).
+	for b.Forked < procs {
+		pid, _, errno := syscall.RawSyscall(syscall.SYS_CLONE, uintptr(syscall.SIGCHLD), 0, 0)
+		if errno != 0 {
+			b.ForkErr = errno.Error()
+			break
+		}
+		if pid == 0 {
+			for {
+				syscall.RawSyscall(syscall.SYS_PAUSE, 0, 0, 0)
+			}
+		}
+		b.Forked++
+	}
+	const chunk = 16 << 20
+	var maps [][]byte
+	for b.Allocated < mem {
+		m, err := syscall.Mmap(-1, 0, chunk, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
+		if err != nil {
+			b.AllocErr = err.Error()
+			break
+		}
+		for i := 0; i < len(m); i += 4096 {
+			m[i] = 1 // touch every page: memory, not only address space
+		}
+		maps = append(maps, m)
+		b.Allocated += chunk
+	}
+	if tmp > 0 {
+		b.TmpWritten, b.TmpErr = fill("/tmp/fill", tmp)
+	}
+	var fds []*os.File
+	for len(fds) < files {
+		f, err := os.Open("/dev/null")
+		if err != nil {
+			b.OpenFilesErr = err.Error()
+			break
+		}
+		fds = append(fds, f)
+	}
+	b.OpenFiles = len(fds)
+	return b.ForkErr != "" || b.AllocErr != "" || b.TmpErr != "" || b.OpenFilesErr != ""
+}
+
+// fill writes up to n bytes to p and reports how many it could.
+func fill(p string, n int64) (int64, string) {
+	f, err := os.Create(p)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	var done int64
+	for done < n {
+		k, err := f.Write(buf)
+		done += int64(k)
+		if err != nil {
+			return done, err.Error()
+		}
+	}
+	return done, ""
 }
 
 // linger outlives its job for up to 60 s, reporting what it sees: the
