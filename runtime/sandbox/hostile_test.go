@@ -203,8 +203,8 @@ func TestReadOnlyBindsRecursive(t *testing.T) {
 // while this process (standing in for the worker's PID 1) keeps starting
 // programs without delay.
 func TestBombsContained(t *testing.T) {
-	if sandbox.Available() != sandbox.Full {
-		t.Skip("needs root (a worker's functions are started by root)")
+	if sandbox.Available() == sandbox.None {
+		t.Skip("no containment on this machine")
 	}
 	bin := buildAttacker(t)
 	const mib = 1 << 20
