@@ -22,6 +22,7 @@ import (
 	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/httpguard"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/target"
@@ -238,7 +239,7 @@ func TestQEMUMforchKilledLosesNothing(t *testing.T) {
 		})
 		cmd := exec.Command(bin, "serve", "--workers", "2", "--kernel", w.Kernel, "--initrd", w.Initramfs,
 			"--store", filepath.Join(dir, "queue.db"), "--results", filepath.Join(dir, "results.csv"),
-			"--http", fmt.Sprintf("127.0.0.1:%d", port), "--log-dir", dir)
+			"--http", fmt.Sprintf("127.0.0.1:%d", port), "--log-dir", dir, "--openfaas-auth", filepath.Join(dir, "auth"))
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -247,6 +248,12 @@ func TestQEMUMforchKilledLosesNothing(t *testing.T) {
 		return cmd
 	}
 	first := serve("first")
+	// mforch generated its API credentials there; send them.
+	creds, err := httpguard.ReadCredentials(filepath.Join(dir, "auth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	api = fmt.Sprintf("http://%s:%s@127.0.0.1:%d", creds.User, creds.Password, port)
 	var ids []string
 	for i := 0; i < 6; i++ {
 		resp, err := http.Post(fmt.Sprintf("%s/invoke/cascading_sha256?async=true", api), "application/json",

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -26,6 +28,10 @@ func runServe(ctx context.Context, args []string) error {
 		"/async-function/*, /healthz). An OpenFaaS gateway on the same host listens on :8080 itself: then use another port")
 	grace := fs.Duration("grace", 2*time.Minute, "on SIGTERM: how long running jobs may take to finish before their workers are powered off\n"+
 		"(queued invocations stay in --store and run after the next start)")
+	allowHosts := fs.String("http-allow-host", "", "comma-separated host names the HTTP API answers to besides IP addresses and localhost\n"+
+		"(a request naming another host in its Host header is refused: DNS rebinding)")
+	allowOrigins := fs.String("http-allow-origin", "", "comma-separated origins (http://gateway:8080) whose web pages may call the HTTP API from a browser\n"+
+		"(e.g. the OpenFaaS gateway's UI); other cross-origin requests are refused")
 	var of openfaasFlags
 	of.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -36,23 +42,21 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	defer r.Close()
-	creds, err := of.credentials()
+	creds, err := of.credentials(r.log)
 	if err != nil {
 		return err
 	}
-	// One guard on every route of every listener: the same credentials
-	// (when set), body size and time limits (orchestrator/httpguard).
-	guard := httpguard.Config{Open: []string{"/healthz"}, Log: r.log.With("api", "http")}
-	if creds != nil {
-		guard.User, guard.Password = creds.User, creds.Password
-		if of.enabled {
-			// As in OpenFaaS: the gateway invokes functions without
-			// credentials (it is the public face); everything else,
-			// mforch's own API included, needs them.
-			guard.Open = append(guard.Open, "/function/", "/async-function/")
-		}
-	} else {
-		r.log.Warn("the HTTP API is open: anyone who reaches it can invoke and deploy; set --openfaas-auth (or keep --http on localhost)")
+	// One guard on every route of every listener: Host and Origin checks,
+	// the credentials, JSON on state-changing routes, body size and time
+	// limits (orchestrator/httpguard).
+	guard := httpguard.Config{Open: []string{"/healthz"}, Log: r.log.With("api", "http"),
+		User: creds.User, Password: creds.Password, RawBody: openfaas.InvocationRoutes,
+		AllowHosts: splitList(*allowHosts), AllowOrigins: splitList(*allowOrigins)}
+	if of.enabled {
+		// As in OpenFaaS: the gateway invokes functions without
+		// credentials (it is the public face); everything else,
+		// mforch's own API included, needs them.
+		guard.Open = append(guard.Open, openfaas.InvocationRoutes...)
 	}
 	var handler http.Handler = r.orch.Handler()
 	var servers []*http.Server
@@ -83,7 +87,7 @@ func runServe(ctx context.Context, args []string) error {
 			addr = of.addr
 		}
 		r.log.Info("OpenFaaS provider API listening (point the gateway's functions_provider_url here)",
-			"url", "http://"+addr+"/", "basic_auth", of.authDir != "", "user_functions", of.functions)
+			"url", "http://"+addr+"/", "user_functions", of.functions)
 	}
 	var serveErr error
 	select {
@@ -130,9 +134,11 @@ type openfaasFlags struct {
 func (o *openfaasFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.enabled, "openfaas", true, "serve the OpenFaaS provider API (faas-provider v0.25), so an OpenFaaS gateway and faas-cli work with mforch")
 	fs.StringVar(&o.addr, "openfaas-http", "", "serve the provider API on this address instead of on --http's listener")
-	fs.StringVar(&o.authDir, "openfaas-auth", "", "folder with basic-auth-user and basic-auth-password (the gateway's secret_mount_path layout):\n"+
-		"every HTTP route then requires these credentials (mforch's own API and /system/*), except /healthz,\n"+
-		"/function/* and /async-function/*, which an OpenFaaS gateway calls without them. Empty: the API is open")
+	fs.StringVar(&o.authDir, "openfaas-auth", "", "folder with basic-auth-user and basic-auth-password (the gateway's secret_mount_path layout),\n"+
+		"created with user admin and a random password (files 0600, folder 0700) if missing: every HTTP route\n"+
+		"requires these credentials (mforch's own API and /system/*), except /healthz, /function/* and\n"+
+		"/async-function/*, which an OpenFaaS gateway calls without them\n"+
+		"(default: $STATE_DIRECTORY/auth, else $XDG_STATE_HOME/microfaas/auth, else ~/.local/state/microfaas/auth)")
 	fs.StringVar(&o.list, "openfaas-functions", "", "comma-separated user functions in the worker image (mfbuild --function NAME=...),\n"+
 		"deployable as image microfaas/fn:NAME; built-ins deploy as microfaas/NAME")
 	fs.StringVar(&o.callbackAllow, "openfaas-callback-allow", "", "comma-separated hosts, addresses or CIDR prefixes async calls' X-Callback-Url may name\n"+
@@ -140,19 +146,38 @@ func (o *openfaasFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.state, "openfaas-state", "", "file that keeps deployed functions and secrets across restarts (empty: in memory)")
 }
 
-// credentials reads --openfaas-auth's folder; nil when the flag is unset.
-func (o *openfaasFlags) credentials() (*auth.BasicAuthCredentials, error) {
-	if o.authDir == "" {
-		return nil, nil
+// credentials reads --openfaas-auth's folder (by default the state
+// folder's), creating credentials there if it has none. The API is never
+// served without them. The password itself is never logged.
+func (o *openfaasFlags) credentials(log *slog.Logger) (*auth.BasicAuthCredentials, error) {
+	dir := o.authDir
+	if dir == "" {
+		var err error
+		if dir, err = httpguard.DefaultCredentialsDir(); err != nil {
+			return nil, err
+		}
 	}
-	creds, err := (&auth.ReadBasicAuthFromDisk{SecretMountPath: o.authDir}).Read()
+	c, created, err := httpguard.LoadOrCreateCredentials(dir)
 	if err != nil {
-		return nil, fmt.Errorf("--openfaas-auth %s: %w (want files basic-auth-user and basic-auth-password)", o.authDir, err)
+		return nil, fmt.Errorf("API credentials (--openfaas-auth): %w", err)
 	}
-	if creds.User == "" || creds.Password == "" {
-		return nil, fmt.Errorf("--openfaas-auth %s: basic-auth-user or basic-auth-password is empty", o.authDir)
+	msg := "HTTP API credentials (HTTP basic auth; mforch status reads them from there)"
+	if created {
+		msg = "HTTP API credentials generated (HTTP basic auth; mforch status reads them from there)"
 	}
-	return creds, nil
+	log.Info(msg, "user", c.User, "password_file", filepath.Join(dir, httpguard.PasswordFile))
+	return &auth.BasicAuthCredentials{User: c.User, Password: c.Password}, nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func (o *openfaasFlags) provider(r *running, fallback http.Handler, creds *auth.BasicAuthCredentials) (*openfaas.Provider, error) {

@@ -11,27 +11,41 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/httpguard"
 )
 
 func runStatus(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("mforch status", flag.ContinueOnError)
 	addr := fs.String("addr", "http://127.0.0.1:8080", "a running mforch's HTTP API")
+	authDir := fs.String("auth", "", "mforch serve's credentials folder (default: the one mforch serve uses by default);\n"+
+		"credentials in --addr (http://admin:PASSWORD@host:port) win")
 	asJSON := fs.Bool("json", false, "print the raw JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, *addr+"/status", nil)
+	api, err := httpguard.NewEndpoint(*addr, *authDir)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api.String()+"/status", nil)
+	if err != nil {
+		return err
+	}
+	api.Authorize(req)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("is mforch serve running at %s? %w", *addr, err)
+		return fmt.Errorf("is mforch serve running at %s? %w", api, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized {
+		return api.Unauthorized()
+	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s/status: %s", *addr, resp.Status)
+		return fmt.Errorf("%s/status: %s", api, resp.Status)
 	}
 	var s orchestrator.Status
 	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		return fmt.Errorf("%s/status: %w", *addr, err)
+		return fmt.Errorf("%s/status: %w", api, err)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)

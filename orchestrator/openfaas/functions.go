@@ -127,7 +127,7 @@ func execTimeout(env map[string]string) (time.Duration, error) {
 func (p *Provider) deployFunction(w http.ResponseWriter, r *http.Request) {
 	var d types.FunctionDeployment
 	if err := readJSON(r, 1<<20, &d); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		http.Error(w, err.Error(), readStatus(err))
 		return
 	}
 	p.mu.Lock()
@@ -160,7 +160,7 @@ func (p *Provider) deployFunction(w http.ResponseWriter, r *http.Request) {
 func (p *Provider) updateFunction(w http.ResponseWriter, r *http.Request) {
 	var d types.FunctionDeployment
 	if err := readJSON(r, 1<<20, &d); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		http.Error(w, err.Error(), readStatus(err))
 		return
 	}
 	p.mu.Lock()
@@ -192,7 +192,7 @@ func (p *Provider) updateFunction(w http.ResponseWriter, r *http.Request) {
 func (p *Provider) deleteFunction(w http.ResponseWriter, r *http.Request) {
 	var req types.DeleteFunctionRequest
 	if err := readJSON(r, 1<<20, &req); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		http.Error(w, err.Error(), readStatus(err))
 		return
 	}
 	if err := checkNamespace(req.Namespace); err != nil {

@@ -9,11 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -288,26 +290,89 @@ func (p *Provider) asyncProxy(w http.ResponseWriter, r *http.Request) {
 	}()
 }
 
+// errCallbackRefused: a callback, or a redirect it was answered with,
+// would reach a host or address outside the callback allow-list.
+var errCallbackRefused = errors.New("callback refused by the allow-list (--openfaas-callback-allow)")
+
+// callbackTimeout bounds one callback, redirects included.
+const callbackTimeout = 30 * time.Second
+
 // callbackAllowed reports whether host may receive callbacks: any, when
 // allow is empty; else an exact name or address, or an address inside a
 // listed prefix.
 func callbackAllowed(allow []string, host string) bool {
-	if len(allow) == 0 {
+	if len(allow) == 0 || nameListed(allow, host) {
 		return true
 	}
-	ip, ipErr := netip.ParseAddr(host)
+	ip, err := netip.ParseAddr(host)
+	return err == nil && addrAllowed(allow, ip)
+}
+
+func nameListed(allow []string, host string) bool {
 	for _, a := range allow {
 		if strings.EqualFold(a, host) {
 			return true
 		}
-		if pfx, err := netip.ParsePrefix(a); err == nil && ipErr == nil && pfx.Contains(ip.Unmap()) {
+	}
+	return false
+}
+
+// addrAllowed reports whether ip is a listed address or inside a listed
+// prefix.
+func addrAllowed(allow []string, ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, a := range allow {
+		if pfx, err := netip.ParsePrefix(a); err == nil && pfx.Contains(ip) {
 			return true
 		}
-		if addr, err := netip.ParseAddr(a); err == nil && ipErr == nil && addr.Unmap() == ip.Unmap() {
+		if addr, err := netip.ParseAddr(a); err == nil && addr.Unmap() == ip {
 			return true
 		}
 	}
 	return false
+}
+
+// callbackClient posts callbacks. The allow-list is checked on the
+// callback URL at submit, and here on every redirect (CheckRedirect) and on
+// every address a connection is made to (the dialer's Control, after name
+// resolution): a listed host cannot send the output on with a 307, and a
+// name cannot be rebound to an address outside the list. A listed name may
+// resolve to any address: the operator chose it. No proxy from the
+// environment is used, so the address checked is the one connected to.
+func callbackClient(allow []string, timeout time.Duration) *http.Client {
+	dialer := &net.Dialer{Timeout: 10 * time.Second}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		d := *dialer
+		d.Control = func(_, address string, _ syscall.RawConn) error {
+			ap, err := netip.ParseAddrPort(address)
+			if err != nil {
+				return fmt.Errorf("%w: unexpected address %q", errCallbackRefused, address)
+			}
+			if len(allow) == 0 || addrAllowed(allow, ap.Addr()) || nameListed(allow, host) {
+				return nil
+			}
+			return fmt.Errorf("%w: %s is at %s", errCallbackRefused, host, ap.Addr())
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{Proxy: nil, DialContext: dial, ForceAttemptHTTP2: true,
+			TLSHandshakeTimeout: 10 * time.Second, MaxIdleConns: 10, IdleConnTimeout: 90 * time.Second},
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 10 {
+				return errors.New("callback: stopped after 10 redirects")
+			}
+			if (req.URL.Scheme != "http" && req.URL.Scheme != "https") || !callbackAllowed(allow, req.URL.Hostname()) {
+				return fmt.Errorf("%w: redirected to %s", errCallbackRefused, req.URL.Redacted())
+			}
+			return nil
+		},
+	}
 }
 
 func (p *Provider) postCallback(u *url.URL, name, id string, inv *orchestrator.Invocation, rep reply, d time.Duration) {
@@ -321,14 +386,15 @@ func (p *Provider) postCallback(u *url.URL, name, id string, inv *orchestrator.I
 	req.Header.Set("X-Function-Status", strconv.Itoa(rep.status))
 	req.Header.Set("X-Function-Name", name)
 	setRunHeaders(req.Header, inv, d)
-	res, err := p.cfg.CallbackClient.Do(req)
+	res, err := p.callbacks.Do(req)
 	if err != nil {
-		p.log.Warn("async callback failed", "function", name, "call_id", id, "url", u.String(), "err", err)
+		// Go's client errors show URLs without their passwords.
+		p.log.Warn("async callback failed", "function", name, "call_id", id, "url", u.Redacted(), "err", err)
 		return
 	}
 	io.Copy(io.Discard, res.Body)
 	res.Body.Close()
-	p.log.Info("async callback posted", "function", name, "call_id", id, "url", u.String(), "status", res.StatusCode)
+	p.log.Info("async callback posted", "function", name, "call_id", id, "url", u.Redacted(), "status", res.StatusCode)
 }
 
 // finished counts a call and adds it to the function's log.

@@ -29,6 +29,7 @@ import (
 	"github.com/openfaas/faas-provider/types"
 
 	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/httpguard"
 	"github.com/microfaas/microfaas/runtime/functions"
 )
 
@@ -36,6 +37,11 @@ import (
 // deployments on Kubernetes; MicroFaaS has one pool of workers, so one
 // namespace (the name faasd and faas-netes use by default) says so honestly.
 const Namespace = "openfaas-fn"
+
+// InvocationRoutes are the path prefixes that invoke functions. As in
+// OpenFaaS they need no credentials (the gateway forwards calls without
+// them) and their bodies are the function's input, of any content type.
+var InvocationRoutes = []string{"/function/", "/async-function/"}
 
 // nameExpression is faas-provider's bootstrap.NameExpression: the characters
 // a function name may have in the routes. Copied rather than imported so that
@@ -83,12 +89,12 @@ type Config struct {
 	// Fallback serves every path the provider does not route (mforch's own
 	// /invoke and /status), so both APIs share one listener.
 	Fallback http.Handler
-	// CallbackClient posts async results (a client with a 30 s timeout).
-	CallbackClient *http.Client
 	// CallbackAllow, if set, restricts X-Callback-Url to these hosts: exact
 	// host names, IP addresses or CIDR prefixes (e.g. "gateway",
 	// "10.0.0.0/8"). Others get 400, so an async call cannot make mforch
-	// post to an arbitrary address (its own API, a metadata service).
+	// post to an arbitrary address (its own API, a metadata service). The
+	// list holds for every redirect a callback follows and for the address
+	// each connection is actually made to.
 	CallbackAllow []string
 	Log           *slog.Logger
 }
@@ -99,6 +105,8 @@ type Provider struct {
 	log     *slog.Logger
 	handler http.Handler
 	logs    *logStore
+	// callbacks posts async results within the callback allow-list.
+	callbacks *http.Client
 
 	mu      sync.Mutex
 	fns     map[string]*function
@@ -143,9 +151,6 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.Version == "" {
 		cfg.Version = "dev"
 	}
-	if cfg.CallbackClient == nil {
-		cfg.CallbackClient = &http.Client{Timeout: 30 * time.Second}
-	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -155,7 +160,8 @@ func New(cfg Config) (*Provider, error) {
 		}
 	}
 	p := &Provider{cfg: cfg, log: cfg.Log, logs: newLogStore(cfg.LogLines),
-		fns: map[string]*function{}, secrets: map[string]types.Secret{}, wanted: map[string]time.Time{}}
+		callbacks: callbackClient(cfg.CallbackAllow, callbackTimeout),
+		fns:       map[string]*function{}, secrets: map[string]types.Secret{}, wanted: map[string]time.Time{}}
 	if err := p.load(); err != nil {
 		return nil, err
 	}
@@ -254,19 +260,39 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// readJSON decodes a request body of at most max bytes into v.
+// errBodyTooLarge is a JSON body over readJSON's bound (413).
+var errBodyTooLarge = errors.New("request body too large")
+
+// readJSON decodes a request body of at most max bytes into v. A body
+// declared as anything but JSON is refused (httpguard.ErrNotJSON, 415),
+// here as well as in the guard, so a provider served without the guard
+// still cannot be driven by a browser form or a text/plain fetch.
 func readJSON(r *http.Request, max int64, v any) error {
+	if err := httpguard.CheckJSON(r); err != nil {
+		return err
+	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, max+1))
 	if err != nil {
 		return fmt.Errorf("reading the request body: %w", err)
 	}
 	if int64(len(b)) > max {
-		return fmt.Errorf("request body larger than %d bytes", max)
+		return fmt.Errorf("%w: more than %d bytes", errBodyTooLarge, max)
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("request body is not valid JSON for this route: %w", err)
 	}
 	return nil
+}
+
+// readStatus is the HTTP status for a readJSON error.
+func readStatus(err error) int {
+	switch {
+	case errors.Is(err, httpguard.ErrNotJSON):
+		return http.StatusUnsupportedMediaType
+	case errors.Is(err, errBodyTooLarge):
+		return http.StatusRequestEntityTooLarge
+	}
+	return http.StatusBadRequest
 }
 
 // listFunctions: GET /system/functions -> []types.FunctionStatus.
@@ -385,7 +411,7 @@ func (p *Provider) scaleFunction(w http.ResponseWriter, r *http.Request) {
 	name := mux.Vars(r)["name"]
 	var req types.ScaleServiceRequest
 	if err := readJSON(r, 1<<20, &req); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		http.Error(w, err.Error(), readStatus(err))
 		return
 	}
 	if req.ServiceName != "" && req.ServiceName != name {

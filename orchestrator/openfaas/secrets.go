@@ -37,7 +37,7 @@ func (p *Provider) secretsHandler(w http.ResponseWriter, r *http.Request) {
 	}
 	var s types.Secret
 	if err := readJSON(r, 1<<20, &s); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		http.Error(w, err.Error(), readStatus(err))
 		return
 	}
 	if !validName.MatchString(s.Name) {
