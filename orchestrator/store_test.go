@@ -18,8 +18,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/microfaas/microfaas/cluster"
-	"github.com/microfaas/microfaas/orchestrator/internal/simworker"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/orchestrator/simworker"
 )
 
 // start runs an orchestrator over store with simulated workers that take

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/microfaas/microfaas/orchestrator/experiment"
+	"github.com/microfaas/microfaas/lab/experiment"
 	"github.com/microfaas/microfaas/runtime/functions"
 )
 

@@ -16,12 +16,12 @@ import (
 
 	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/internal/progress"
+	"github.com/microfaas/microfaas/lab/experiment"
+	"github.com/microfaas/microfaas/lab/report"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/energy/meters"
-	"github.com/microfaas/microfaas/orchestrator/experiment"
 	"github.com/microfaas/microfaas/orchestrator/power"
-	"github.com/microfaas/microfaas/orchestrator/report"
 )
 
 const experimentUsage = `usage: mforch experiment FILE [--out DIR] [-v]

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/microfaas/microfaas/orchestrator/report"
+	"github.com/microfaas/microfaas/lab/report"
 )
 
 func TestParseWithFile(t *testing.T) {

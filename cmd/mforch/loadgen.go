@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/microfaas/microfaas/lab/loadgen"
 	"github.com/microfaas/microfaas/orchestrator"
-	"github.com/microfaas/microfaas/orchestrator/loadgen"
 	"github.com/microfaas/microfaas/runtime/functions"
 )
 

@@ -33,8 +33,10 @@ var Rules = []Rule{
 		"the cluster file is read by builder and orchestrator alike"},
 	{"runtime", []string{"builder", "kernel", "initramfs", "orchestrator", "cluster", "e2e", "cmd"},
 		"the worker knows the orchestrator only through protocol and bootparams"},
-	{"orchestrator", []string{"builder", "kernel", "initramfs", "e2e", "cmd"},
-		"the orchestrator boots built images; it does not build them"},
+	{"orchestrator", []string{"builder", "kernel", "initramfs", "lab", "e2e", "cmd"},
+		"the orchestrator boots built images; it does not build them, and the lab sits above it, never inside"},
+	{"lab", []string{"builder", "kernel", "initramfs", "e2e", "cmd"},
+		"the measurement lab drives the orchestrator and reads the function catalogue (runtime/functions); it does not build images"},
 	{"protocol", []string{"builder", "kernel", "initramfs", "runtime", "orchestrator", "cluster", "bootparams", "target", "e2e", "cmd"},
 		"the wire format is a leaf"},
 	{"bootparams", []string{"builder", "kernel", "initramfs", "runtime", "orchestrator", "cluster", "protocol", "target", "e2e", "cmd"},
@@ -42,7 +44,7 @@ var Rules = []Rule{
 	{"target", []string{"builder", "kernel", "initramfs", "runtime", "orchestrator", "cluster", "protocol", "bootparams", "e2e", "cmd"},
 		"the architecture table is a leaf"},
 	{"e2e", []string{"cmd"}, "the end-to-end checks are called by mfbuild qemu, not the other way"},
-	{"internal", []string{"builder", "kernel", "initramfs", "orchestrator", "cluster", "e2e", "cmd"},
+	{"internal", []string{"builder", "kernel", "initramfs", "orchestrator", "lab", "cluster", "e2e", "cmd"},
 		"internal helpers serve every layer"},
 }
 

@@ -19,8 +19,8 @@ import (
 
 	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator"
-	"github.com/microfaas/microfaas/orchestrator/internal/simworker"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/orchestrator/simworker"
 )
 
 // logBuffer collects log output a test can print when it fails.
@@ -91,7 +91,7 @@ func start(t testing.TB, cl *cluster.Cluster, ln net.Listener, ctrl power.Contro
 }
 
 // newSimHarness runs n in-process workers (the real worker runtime over
-// loopback TCP, orchestrator/internal/simworker).
+// loopback TCP, orchestrator/simworker).
 func newSimHarness(t testing.TB, n int, bootDelay time.Duration, ocfg orchestrator.Config, pcfg Config) (*harness, *simworker.Controller) {
 	t.Helper()
 	cl := cluster.Local(n)

@@ -24,7 +24,7 @@ import (
 	"github.com/openfaas/faas-provider/types"
 
 	"github.com/microfaas/microfaas/orchestrator"
-	"github.com/microfaas/microfaas/orchestrator/internal/simworker"
+	"github.com/microfaas/microfaas/orchestrator/simworker"
 )
 
 func sha(data string, rounds int) string {

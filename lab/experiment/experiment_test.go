@@ -22,11 +22,11 @@ import (
 
 	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/internal/testsvc"
+	"github.com/microfaas/microfaas/lab/experiment"
+	"github.com/microfaas/microfaas/lab/report"
 	"github.com/microfaas/microfaas/orchestrator"
-	"github.com/microfaas/microfaas/orchestrator/experiment"
-	"github.com/microfaas/microfaas/orchestrator/internal/simworker"
 	"github.com/microfaas/microfaas/orchestrator/power"
-	"github.com/microfaas/microfaas/orchestrator/report"
+	"github.com/microfaas/microfaas/orchestrator/simworker"
 )
 
 // simCluster is a real orchestrator whose workers are simulated

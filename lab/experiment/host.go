@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/microfaas/microfaas/orchestrator/report"
+	"github.com/microfaas/microfaas/lab/report"
 )
 
 // Host gathers the facts a run records about its machine. qemu names the

@@ -13,8 +13,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/microfaas/microfaas/orchestrator/loadgen"
-	"github.com/microfaas/microfaas/orchestrator/report"
+	"github.com/microfaas/microfaas/lab/loadgen"
+	"github.com/microfaas/microfaas/lab/report"
 )
 
 // Cluster is what the runner needs of an orchestrator: run one invocation

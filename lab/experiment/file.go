@@ -21,8 +21,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/microfaas/microfaas/lab/loadgen"
 	"github.com/microfaas/microfaas/orchestrator/energy"
-	"github.com/microfaas/microfaas/orchestrator/loadgen"
 	"github.com/microfaas/microfaas/runtime/functions"
 )
 
