@@ -2,7 +2,7 @@
 // (workers, function mix, number of invocations, arrival process, seed,
 // worker mode, meter) it drives an orchestrator through a small interface
 // (Cluster), with the original load generator's seeded inputs spread evenly
-// over the functions, and writes one run folder that orchestrator/report
+// over the functions, and writes one run folder that lab/report
 // reads: the experiment file, results.csv (written by the orchestrator's
 // recorder), meter.csv, timeline.csv, build manifests, host facts and
 // summary.json. docs/experiments.md describes the file and the folder.
