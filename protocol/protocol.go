@@ -1,9 +1,10 @@
-// Package protocol is the MicroFaaS worker protocol, version 1: the messages a
+// Package protocol is the MicroFaaS worker protocol, version 2: the messages a
 // worker and the orchestrator exchange over one TCP connection, framed as one
-// JSON object per line and authenticated with the cluster's shared secret.
+// JSON object per line and authenticated with the worker's own key (derived
+// from the cluster secret and the worker's id).
 //
-// A session: the worker sends Hello (who it is, its boot timings, a fresh
-// nonce); the orchestrator answers with a Job or a Command; after each Job the
+// A session: the orchestrator sends a challenge nonce; the worker sends Hello
+// (who it is, its boot timings, a fresh nonce), proving its key; the orchestrator answers with a Job or a Command; after each Job the
 // worker sends a Result and the orchestrator sends the next Job or a Command
 // (power off, reboot). docs/protocol.md is the specification.
 package protocol

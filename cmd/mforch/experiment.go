@@ -173,7 +173,7 @@ func executeSpec(ctx context.Context, spec *experiment.Spec, raw []byte, dir str
 	return sum, nil
 }
 
-// addEnergyColumns appends the energy columns (CONTRACTS.md) to every row
+// addEnergyColumns appends the energy columns (docs/energy.md, "Outputs") to every row
 // of the results CSV, replacing the file atomically. A file that has them
 // already is left alone.
 func addEnergyColumns(path string, res *energy.Result) error {

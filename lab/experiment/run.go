@@ -34,7 +34,7 @@ type Result struct {
 	Err    string // the invocation's error ("" when it succeeded)
 }
 
-// StateChange is one worker state change (CONTRACTS.md).
+// StateChange is one worker state change (a row of timeline.csv, docs/experiments.md).
 type StateChange struct {
 	Worker     string
 	From, To   string

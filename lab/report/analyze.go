@@ -304,7 +304,7 @@ func workerStats(run *Run, dur time.Duration) []WorkerStats {
 	return out
 }
 
-// Energy integrates power samples over [from, to]. As CONTRACTS.md and
+// Energy integrates power samples over [from, to]. As docs/energy.md and
 // the energy package define them, a sample's watts are the mean power over
 // the interval since the previous sample (the first only marks the start).
 // It returns the joules and the seconds the samples cover.

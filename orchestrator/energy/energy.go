@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// Worker states, as the orchestrator reports them (see CONTRACTS.md).
+// Worker states, as the orchestrator reports them (docs/energy.md, "Attribution").
 const (
 	Off      = "off"
 	Booting  = "booting"

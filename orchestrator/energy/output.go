@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// CSVColumns are the results CSV's energy columns (CONTRACTS.md), appended
+// CSVColumns are the results CSV's energy columns (docs/energy.md, "Outputs"), appended
 // after the existing ones.
 var CSVColumns = []string{"energy_j", "energy_boot_j", "energy_exec_j", "energy_shutdown_j", "energy_idle_j", "energy_source"}
 

@@ -16,7 +16,7 @@ type Interval struct {
 }
 
 // StateChange is the orchestrator's report of a worker changing state (the
-// shape agreed in CONTRACTS.md; the orchestrator converts its own type).
+// shape of timeline.csv, docs/energy.md "Outputs"; the orchestrator converts its own type).
 type StateChange struct {
 	Worker     string
 	From, To   string
