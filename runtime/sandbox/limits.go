@@ -113,12 +113,16 @@ func limitStarted(pid int, l Limits) error {
 // OOM score.
 func limitProcess(pid int, l Limits) error {
 	for _, r := range l.rlimits() {
-		var cur unix.Rlimit
-		if err := unix.Prlimit(pid, r.res, nil, &cur); err != nil {
-			return fmt.Errorf("sandbox: limits: %w", err)
+		err := unix.Prlimit(pid, r.res, &unix.Rlimit{Cur: r.v, Max: r.v}, nil)
+		if errors.Is(err, unix.EPERM) {
+			// Above its hard limit: lower to that instead.
+			var cur unix.Rlimit
+			if err = unix.Prlimit(pid, r.res, nil, &cur); err == nil {
+				v := min(r.v, cur.Max)
+				err = unix.Prlimit(pid, r.res, &unix.Rlimit{Cur: v, Max: v}, nil)
+			}
 		}
-		v := min(r.v, cur.Max)
-		if err := unix.Prlimit(pid, r.res, &unix.Rlimit{Cur: v, Max: v}, nil); err != nil {
+		if err != nil {
 			return fmt.Errorf("sandbox: limit %d: %w", r.res, err)
 		}
 	}

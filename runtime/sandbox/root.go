@@ -150,7 +150,9 @@ func (b *rootBuilder) open(rel string, flags int) (int, error) {
 	if rel == "" {
 		rel = "."
 	}
-	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW),
+	// Not O_NOFOLLOW: with O_PATH it would return a trailing symlink
+	// itself; without, RESOLVE_NO_SYMLINKS refuses it (ELOOP).
+	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC),
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
 	for tries := 0; ; tries++ {
 		fd, err := unix.Openat2(b.fd, rel, &how)
@@ -219,16 +221,46 @@ func (b *rootBuilder) mountTmpfs(rel string, flags uintptr, data string) error {
 
 // bind shows src (a descriptor) at rel, read-only with everything below it.
 func (b *rootBuilder) bind(src int, rel string) error {
-	dst, err := b.open(rel, unix.O_PATH)
+	parent, name := path.Split(clean(rel))
+	dir, err := b.open(parent, unix.O_PATH|unix.O_DIRECTORY)
 	if err != nil {
 		return err
+	}
+	defer unix.Close(dir)
+	return b.bindAt(src, dir, name, rel)
+}
+
+// bindAt binds src onto name in dir, a directory of the root: name is one
+// component the sandbox made itself, so looking it up follows nothing.
+func (b *rootBuilder) bindAt(src, dir int, name, rel string) error {
+	dst, err := unix.Openat(dir, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("/%s in the run's root: %w", rel, err)
 	}
 	err = unix.Mount(fdPath(src), fdPath(dst), "", unix.MS_BIND|unix.MS_REC, "")
 	unix.Close(dst)
 	if err != nil {
 		return fmt.Errorf("bind onto /%s of the run's root: %w", rel, err)
 	}
-	return b.readOnly(rel)
+	if haveMountSetattr() {
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+		if err := unix.MountSetattr(dir, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_RECURSIVE, &attr); err != nil {
+			return fmt.Errorf("read-only /%s: %w", rel, err)
+		}
+		return nil
+	}
+	// The bind's root now, not the directory below it.
+	top, err := unix.Openat(dir, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("/%s in the run's root: %w", rel, err)
+	}
+	err = remountRO(top)
+	unix.Close(top)
+	if err != nil {
+		return fmt.Errorf("read-only /%s: %w", rel, err)
+	}
+	b.ro = append(b.ro, clean(rel))
+	return nil
 }
 
 // bindHost shows the machine's path p (absolute, the worker's choice) at
@@ -320,7 +352,7 @@ func (b *rootBuilder) replicateEntry(src, dst int, name, rel string) error {
 	}
 	// An entry that cannot be shown (an automount, say) is left out: the
 	// safe direction.
-	if b.bind(sfd, rel) != nil {
+	if b.bindAt(sfd, dst, name, rel) != nil {
 		unix.Unlinkat(dst, name, 0)
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			unix.Unlinkat(dst, name, unix.AT_REMOVEDIR)
@@ -373,28 +405,6 @@ func haveMountSetattr() bool {
 		setattrOK = errors.Is(err, unix.EBADF) || errors.Is(err, unix.EINVAL)
 	})
 	return setattrOK && !remountFallback
-}
-
-// readOnly makes the mount at rel read-only, nosuid and nodev, with
-// everything mounted below it.
-func (b *rootBuilder) readOnly(rel string) error {
-	fd, err := b.open(rel, unix.O_PATH)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	if haveMountSetattr() {
-		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
-		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
-			return fmt.Errorf("read-only /%s: %w", rel, err)
-		}
-		return nil
-	}
-	if err := remountRO(fd); err != nil {
-		return fmt.Errorf("read-only /%s: %w", rel, err)
-	}
-	b.ro = append(b.ro, clean(rel))
-	return nil
 }
 
 // remountRO makes the one mount whose root fd is read-only.
