@@ -4,16 +4,21 @@
 // read-only view of the function's files. The worker runtime, the key and
 // the block devices are out of sight.
 //
-// How: as root (a worker's PID 1), the worker builds the run's root on a
-// private tmpfs itself and starts the function chrooted there in new
-// namespaces, from a thread without capabilities (direct.go); the function
-// is PID 1 of its PID namespace. As an ordinary user (mfinit invoke on a
-// developer's machine), Run re-executes the current binary as a helper in
-// a user namespace (helper.go), which builds the root and starts the
-// function, as the new PID namespace's init. Either way the kernel
-// kills every process left in a PID namespace when its init exits, so a
-// function never leaves anything behind for the next job, warm worker or
-// not.
+// How: as root (a worker's PID 1), each run gets a thread of its own that
+// leaves the worker's mount namespace, builds the run's root on a tmpfs
+// there and starts the function chrooted into it in new PID and UTS
+// namespaces, without capabilities (direct.go); the function is PID 1 of
+// its PID namespace. As an ordinary user (mfinit invoke on a developer's
+// machine), Run re-executes the current binary as a helper in a user
+// namespace (helper.go), which builds the root and starts the function,
+// as the new PID namespace's init. Either way the kernel kills every
+// process left in a PID namespace when its init exits, and the run's
+// mounts die with its mount namespace, so a function never leaves
+// anything behind for the next job, warm worker or not.
+//
+// A function's files are untrusted: the root is built without following
+// any symlink in them (root.go), and a run is bounded by Limits
+// (limits.go) so a fork or memory bomb cannot starve the worker.
 //
 // Every program that runs functions must call MaybeMain first thing in main
 // (and in TestMain for tests), for the helper.
