@@ -37,7 +37,8 @@ func runImage(ctx context.Context, args []string) error {
 	medium := args[0]
 	fs := flag.NewFlagSet("mfbuild image "+medium, flag.ContinueOnError)
 	var c common
-	c.register(fs)
+	c.registerBase(fs) // images are for BeagleBones: always ARM
+	c.registerKernel(fs)
 	c.registerBuiltins(fs)
 	clusterFile := fs.String("cluster", "", "cluster file (configs/cluster.example.yaml documents it)")
 	worker := fs.String("worker", "", "worker id")

@@ -45,17 +45,29 @@ type common struct {
 	builtins, compress                   string
 }
 
+// register adds every common flag: the base ones, --arch and the kernel's.
 func (c *common) register(fs *flag.FlagSet) {
-	c.arch = target.X86
+	c.registerBase(fs)
 	fs.Var(target.Flag{T: &c.arch}, "arch", "worker architecture: "+target.Names())
-	fs.StringVar(&c.version, "version", kernel.DefaultVersion, "kernel recipe: a series folder of configs/kernel/ (6.1, 5.10, 5.11) or its exact version")
+	c.registerKernel(fs)
+}
+
+// registerBase adds the flags every build step reads (cache, repository,
+// jobs, logs, --locked); mfbuild uboot takes only these.
+func (c *common) registerBase(fs *flag.FlagSet) {
+	c.arch = target.X86
 	fs.BoolVar(&c.locked, "locked", false, "build only the exact pinned source versions (release builds): a pin gone from the archive is an error, not a fallback")
-	fs.StringVar(&c.source, "source", "", "build from this kernel tarball instead of the recipe's (version read from its Makefile)")
-	fs.StringVar(&c.sha, "sha256", "", "with --source: the tarball's expected SHA-256")
 	fs.StringVar(&c.cacheDir, "cache", cache.DefaultDir(), "cache directory (outside the repository)")
 	fs.StringVar(&c.repo, "repo", ".", "MicroFaaS repository (configs/, patches/, cmd/mfinit)")
 	fs.IntVar(&c.jobs, "j", 0, "parallel make jobs (default: number of CPUs)")
 	fs.BoolVar(&c.verbose, "v", false, "verbose logs")
+}
+
+// registerKernel adds the flags that choose the kernel source.
+func (c *common) registerKernel(fs *flag.FlagSet) {
+	fs.StringVar(&c.version, "version", kernel.DefaultVersion, "kernel recipe: a series folder of configs/kernel/ (6.1, 5.10, 5.11) or its exact version")
+	fs.StringVar(&c.source, "source", "", "build from this kernel tarball instead of the recipe's (version read from its Makefile)")
+	fs.StringVar(&c.sha, "sha256", "", "with --source: the tarball's expected SHA-256")
 }
 
 func (c *common) options() (builder.Options, error) {

@@ -14,7 +14,7 @@ import (
 func runUBoot(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("mfbuild uboot", flag.ContinueOnError)
 	var c common
-	c.register(fs)
+	c.registerBase(fs) // U-Boot has no kernel or architecture to choose
 	src := fs.String("uboot-source", "", "folder holding Debian's u-boot source files (apt-get source --download-only), checked against the recipe's pins; default: fetch them into the cache")
 	out := fs.String("out", "", "also copy MLO, u-boot.img and the .config into this folder")
 	if err := parse(fs, args); err != nil {
