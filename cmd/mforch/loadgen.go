@@ -15,6 +15,7 @@ import (
 
 	"github.com/microfaas/microfaas/lab/loadgen"
 	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/httpguard"
 	"github.com/microfaas/microfaas/runtime/functions"
 )
 
@@ -27,7 +28,13 @@ func runLoadgen(ctx context.Context, args []string) error {
 	arrival := fs.String("arrival", "poisson", "arrival process: poisson (exponential gaps at --rate), uniform (fixed gaps at --rate) or burst (all at once)")
 	rate := fs.Float64("rate", 2, "invocations per second for poisson and uniform arrivals")
 	timeout := fs.Duration("timeout", 2*time.Minute, "per-invocation timeout")
+	authDir := fs.String("auth", "", "mforch serve's credentials folder (default: the one mforch serve uses by default);\n"+
+		"credentials in --addr (http://admin:PASSWORD@host:port) win")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	api, err := httpguard.NewEndpoint(*addr, *authDir)
+	if err != nil {
 		return err
 	}
 	names := strings.Split(*fnList, ",")
@@ -46,10 +53,10 @@ func runLoadgen(ctx context.Context, args []string) error {
 		return err
 	}
 	client := &http.Client{Timeout: *timeout + 30*time.Second}
-	fmt.Printf("loadgen: %d invocations of %d functions, %s arrivals at %.2f/s, against %s\n", *n, len(names), *arrival, *rate, *addr)
+	fmt.Printf("loadgen: %d invocations of %d functions, %s arrivals at %.2f/s, against %s\n", *n, len(names), *arrival, *rate, api)
 	start := time.Now()
 	outs := loadgen.RunPaced(ctx, calls, gaps, func(ctx context.Context, c loadgen.Call) loadgen.Outcome {
-		return invokeHTTP(ctx, client, *addr, *timeout, c)
+		return invokeHTTP(ctx, client, api, *timeout, c)
 	})
 	fmt.Printf("\n%d invocations in %s\n\n", len(outs), time.Since(start).Round(time.Millisecond))
 	loadgen.PrintTable(os.Stdout, loadgen.Summarise(outs))
@@ -88,15 +95,16 @@ func arrivals(kind string, rate float64, n int, seed int64) ([]time.Duration, er
 	return gaps, nil
 }
 
-func invokeHTTP(ctx context.Context, client *http.Client, addr string, timeout time.Duration, c loadgen.Call) loadgen.Outcome {
+func invokeHTTP(ctx context.Context, client *http.Client, api httpguard.Endpoint, timeout time.Duration, c loadgen.Call) loadgen.Outcome {
 	o := loadgen.Outcome{Call: c}
 	start := time.Now()
-	url := fmt.Sprintf("%s/invoke/%s?timeout=%s", addr, c.Function, timeout)
+	url := fmt.Sprintf("%s/invoke/%s?timeout=%s", api, c.Function, timeout)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(c.Args))
 	if err != nil {
 		o.Err = err.Error()
 		return o
 	}
+	api.Authorize(req)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
 	o.Latency = time.Since(start)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/httpguard"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/simworker"
 )
@@ -72,7 +73,13 @@ func start(t testing.TB, cl *cluster.Cluster, ln net.Listener, ctrl power.Contro
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(p.Handler())
+	// Behind the guard mforch serve puts in front of it, so the gateway
+	// test shows the gateway and faas-cli pass its checks.
+	guard := httpguard.Config{Open: append([]string{"/healthz"}, InvocationRoutes...), RawBody: InvocationRoutes, Log: log}
+	if pcfg.Auth != nil {
+		guard.User, guard.Password = pcfg.Auth.User, pcfg.Auth.Password
+	}
+	srv := httptest.NewServer(httpguard.Wrap(p.Handler(), guard))
 	h := &harness{t: t, orch: o, p: p, srv: srv, creds: pcfg.Auth, logs: logs}
 	t.Cleanup(func() {
 		srv.Close()
