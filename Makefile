@@ -12,7 +12,7 @@ TEST_TIMEOUT ?= 60m
 # in Go 1.27). A count has no deadline to race. FUZZSCALE multiplies them all.
 FUZZSCALE ?= 1
 
-.PHONY: all deps build demo experiment test test-short bench images bbb-images verify-reproducible clean
+.PHONY: all deps deps-demo build demo experiment test test-short bench images bbb-images verify-reproducible clean
 
 all: build
 
@@ -21,15 +21,20 @@ deps:
 	@scripts/services/install.sh
 	@scripts/openfaas/install.sh
 
+# Only what `make demo` needs (an x86 kernel build and QEMU): a first demo
+# does not wait for the ARM toolchain, the services, the browser or OpenFaaS.
+deps-demo:
+	@scripts/install-deps.sh --demo
+
 build:
 	@mkdir -p bin
 	$(GO) build -trimpath -o bin/ ./cmd/mfbuild ./cmd/mforch ./cmd/mfinit
 
-images: deps build
+images: deps-demo build
 	bin/mfbuild worker --arch $(ARCH) --version $(KVERSION) --out $(OUT)/$(ARCH)
 
 # One SD-card image per BeagleBone worker of the example cluster (docs/images.md).
-bbb-images: deps build
+bbb-images: deps-demo build
 	bin/mfbuild image sdcard --cluster configs/cluster.example.yaml --all --out $(OUT)/images
 
 # Build an x86 worker, boot a local cluster of 3 QEMU workers, run the
@@ -42,7 +47,7 @@ demo: images
 # 17-function suite on 3 QEMU workers, against real Redis, PostgreSQL, S3
 # and Kafka on loopback; records a run folder under $(OUT)/experiments and
 # prints the summary table and the report's path (docs/experiments.md).
-experiment: images
+experiment: deps images
 	bin/mforch experiment examples/experiments/quick.yaml --out $(OUT)/experiments/quick-$$(date +%Y%m%d-%H%M%S)
 
 # The whole suite, QEMU boots included (the kernel build is cached outside

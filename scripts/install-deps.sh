@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian packages MicroFaaS builds and tests need, only those
-# missing. Works as root or through sudo. Usage: scripts/install-deps.sh
+# missing. Works as root or through sudo.
+# Usage: scripts/install-deps.sh [--demo]
+#   --demo  only what `make demo` needs: an x86 kernel build, its sources by
+#           provenance, and QEMU (no ARM toolchain, services or browser)
 set -euo pipefail
+
+demo_packages=(
+  build-essential flex bison bc libelf-dev libssl-dev lz4 cpio xz-utils patch
+  debian-archive-keyring apt-utils gnupg dpkg-dev
+  qemu-system-x86
+)
 
 packages=(
   # kernel builds
@@ -24,6 +33,12 @@ packages=(
   # Liberation Sans (Arial's metrics)
   fonts-dejavu-core fonts-liberation
 )
+
+case "${1:-}" in
+  --demo) packages=("${demo_packages[@]}") ;;
+  "") ;;
+  *) echo "install-deps.sh: unknown argument $1 (usage: scripts/install-deps.sh [--demo])" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do
