@@ -182,8 +182,11 @@ func TestQEMUFunctionAttacks(t *testing.T) {
 	defer home.Close()
 	var calls phoneHome
 	go calls.serve(home)
-	// QEMU's user-mode network maps the gateway to the host's loopback.
+	// QEMU's user-mode network reaches the host's loopback only on the
+	// ports the cluster names (power/netfwd.go): the phone-home port is
+	// named as a service.
 	homeAddr := fmt.Sprintf("%s:%d", cl.Network.Gateway, home.Addr().(*net.TCPAddr).Port)
+	cl.Services = map[string]map[string]string{"phonehome": {"addr": homeAddr}}
 
 	var logs strings.Builder
 	var logMu sync.Mutex

@@ -94,8 +94,20 @@ func NewQEMU(ctx context.Context, cfg QEMUConfig) (*QEMU, error) {
 	if cfg.LogDir == "" {
 		cfg.LogDir = os.TempDir()
 	}
-	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.LogDir, 0o700); err != nil {
 		return nil, err
+	}
+	if cfg.Cluster != nil {
+		for _, w := range cfg.Cluster.Workers {
+			if !w.UsesUserNet() || w.VM.Target() != cfg.Arch {
+				continue
+			}
+			if _, far := forwards(cfg.Cluster, w); len(far) > 0 {
+				cfg.Log.Warn("QEMU workers on user networking reach only this host, at the orchestrator's address: services elsewhere are unreachable for them (run the service here and name it "+
+					cfg.Cluster.Network.Orchestrator+":PORT, or give the VMs tap networking)", "endpoints", far)
+			}
+			break
+		}
 	}
 	keyDir, err := os.MkdirTemp("", "mf-boot-keys-")
 	if err != nil {
@@ -131,10 +143,26 @@ func (q *QEMU) OnExit(fn func(string, error)) {
 
 // Args returns the qemu command line for a worker booted with cmdline.
 func (q *QEMU) Args(w cluster.Worker, cmdline string) []string {
-	return qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, q.cfg.Initrd, w, cmdline)
+	return qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, q.cfg.Initrd, w, cmdline, q.netdev(w))
 }
 
-func qemuArgs(t *target.Target, accel, kernel, initrd string, w cluster.Worker, cmdline string) []string {
+// netdev is worker w's -netdev: its tap device, or user networking that
+// reaches only the worker port and the cluster's services (netfwd.go).
+func (q *QEMU) netdev(w cluster.Worker) string {
+	if w.VM.Net == "tap" {
+		return ""
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		exe = "/proc/self/exe" // not reached on Linux
+	}
+	fwds, _ := forwards(q.cfg.Cluster, w)
+	return userNetdev(exe, filepath.Join(q.keyDir, "relays-"+w.ID), fwds)
+}
+
+// qemuArgs is the qemu command line; netdev "" is the worker's network
+// without any guestfwd rule (the probe, a snapshot's saved VM).
+func qemuArgs(t *target.Target, accel, kernel, initrd string, w cluster.Worker, cmdline, netdev string) []string {
 	args := []string{"-M", t.QEMU.Machine, "-cpu", t.QEMU.CPUFor(accel)}
 	for _, d := range t.QEMU.Devices {
 		args = append(args, "-device", d)
@@ -147,9 +175,11 @@ func qemuArgs(t *target.Target, accel, kernel, initrd string, w cluster.Worker, 
 		args = append(args, "-initrd", initrd)
 	}
 	dev := "virtio-net-device"
-	netdev := "user,id=n0"
-	if w.VM.Net == "tap" {
+	switch {
+	case w.VM.Net == "tap":
 		netdev = "tap,id=n0,ifname=" + w.VM.Tap + ",script=no,downscript=no"
+	case netdev == "":
+		netdev = userNetdev("", "", nil)
 	}
 	mac := ""
 	if w.MAC != "" {
@@ -242,7 +272,8 @@ func (q *QEMU) PowerOn(ctx context.Context, w cluster.Worker) error {
 		q.mu.Unlock()
 		cancel()
 	}()
-	logf, err := os.Create(q.LogPath(w.ID))
+	// Owner-only: a console shows what the worker logs of its jobs.
+	logf, err := os.OpenFile(q.LogPath(w.ID), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("worker %s console log: %w", w.ID, err)
 	}
@@ -265,7 +296,7 @@ func (q *QEMU) PowerOn(ctx context.Context, w cluster.Worker) error {
 	} else {
 		initrd, err = BootInitrd(q.keyDir, q.cfg.Initrd, w.ID, key)
 		// Not CommandContext: the VM outlives the request that started it.
-		cmd = exec.Command(q.cfg.Arch.QEMU.Binary, qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, initrd, w, cmdline)...)
+		cmd = exec.Command(q.cfg.Arch.QEMU.Binary, qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, initrd, w, cmdline, q.netdev(w))...)
 	}
 	if err != nil {
 		logf.Close()
@@ -443,7 +474,7 @@ func ProbeAccel(ctx context.Context, t *target.Target, kernel, initrd string, lo
 		pctx, cancel := context.WithTimeout(ctx, 8*time.Second)
 		cmdline, _ := bootparams.Params{Kernel: []string{"console=" + t.QEMU.Console, "reboot=t", "panic=-1"},
 			Probe: true, Off: bootparams.Reboot}.Render()
-		args := qemuArgs(t, "kvm", kernel, initrd, cluster.Worker{ID: "probe"}, cmdline)
+		args := qemuArgs(t, "kvm", kernel, initrd, cluster.Worker{ID: "probe"}, cmdline, "")
 		cmd := exec.CommandContext(pctx, t.QEMU.Binary, args...)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, io.Discard

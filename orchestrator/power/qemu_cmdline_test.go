@@ -1,11 +1,18 @@
 package power
 
 import (
+	"bufio"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/cluster"
@@ -69,5 +76,180 @@ func TestCmdlineRefusesBadValues(t *testing.T) {
 	q.cfg.Cmdline = "mf.orch=6.6.6.6:1"
 	if s, err := q.Cmdline(c.Workers[0]); !errors.Is(err, bootparams.ErrInvalid) {
 		t.Fatalf("mf.* through Cmdline gave %q, %v", s, err)
+	}
+}
+
+// netdevOf returns the -netdev value in args.
+func netdevOf(t *testing.T, args []string) string {
+	t.Helper()
+	i := slices.Index(args, "-netdev")
+	if i < 0 || i+1 >= len(args) {
+		t.Fatalf("no -netdev in %v", args)
+	}
+	return args[i+1]
+}
+
+// TestUserNetworkRestricted: issue 18, attack 4 (network half). A user-
+// networking worker's netdev is restrict=on (no route to the host's
+// loopback or anywhere else) with one guestfwd per endpoint it needs: the
+// worker port, relayed from the worker's own loopback address, and each
+// service the cluster names at the host's address; nothing else. A
+// snapshot's saved VM has no forward (and so no port: one snapshot serves
+// any), a tap worker is left as it was.
+func TestUserNetworkRestricted(t *testing.T) {
+	c := cluster.Local(2)
+	c.Network.Port = 7000
+	c.Services = map[string]map[string]string{
+		"redis":    {"addr": "10.0.2.2:6379", "password": "pw"},
+		"postgres": {"host": "10.0.2.2", "user": "postgres"},
+		"pg-url":   {"dsn": "postgres://u:p@10.0.2.2:5433/db"},
+		"pg-kv":    {"dsn": "host=10.0.2.2 port=5434 user=u"},
+		"s3":       {"endpoint": "http://10.0.2.2:9000", "access_key": "a", "secret_key": "s", "bucket": "b"},
+		"kafka":    {"brokers": "10.0.2.2:9092,10.0.2.2:9093"},
+		"far":      {"addr": "192.168.1.157:6379"},
+	}
+	q := &QEMU{cfg: QEMUConfig{Arch: target.X86, Cluster: c}, accel: "tcg"}
+	w := c.Workers[1]
+	nd := netdevOf(t, q.Args(w, "console=ttyS0"))
+	for _, want := range []string{"user,id=n0,restrict=on,ipv6=off,host=10.0.2.254,",
+		"guestfwd=tcp:10.0.2.2:7000-cmd:", relayArg + " " + RelaySource(1) + " 127.0.0.1:7000 "} {
+		if !strings.Contains(nd, want) {
+			t.Errorf("netdev %q lacks %q", nd, want)
+		}
+	}
+	var got []string
+	for _, part := range strings.Split(nd, ",guestfwd=tcp:")[1:] {
+		guest, _, _ := strings.Cut(part, "-cmd:")
+		got = append(got, guest)
+	}
+	want := []string{"10.0.2.2:7000", "10.0.2.2:5432", "10.0.2.2:5433", "10.0.2.2:5434", "10.0.2.2:6379",
+		"10.0.2.2:9000", "10.0.2.2:9092", "10.0.2.2:9093"}
+	if !slices.Equal(got, want) {
+		t.Errorf("forwards %v, want %v (the worker port, then each service at the host; none to 192.168.1.157)", got, want)
+	}
+	if _, far := forwards(c, w); !slices.Equal(far, []string{"192.168.1.157:6379"}) {
+		t.Errorf("unreachable endpoints %v", far)
+	}
+
+	// A snapshot's saved VM: restricted, no forward, no port.
+	snap, err := q.snapshotArgs(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nd := netdevOf(t, snap); nd != "user,id=n0,restrict=on,ipv6=off,host=10.0.2.254" {
+		t.Errorf("snapshot netdev %q", nd)
+	}
+	c2 := *c
+	c2.Network.Port = 7001
+	q2 := &QEMU{cfg: QEMUConfig{Arch: target.X86, Cluster: &c2}, accel: "tcg"}
+	if snap2, _ := q2.snapshotArgs(w); !slices.Equal(snap, snap2) {
+		t.Errorf("the saved VM's command line depends on the worker port:\n%v\n%v", snap, snap2)
+	}
+
+	// A tap worker: its own device, as before.
+	tap := w
+	tap.VM.Net, tap.VM.Tap = "tap", "tap3"
+	if nd := netdevOf(t, q.Args(tap, "console=ttyS0")); nd != "tap,id=n0,ifname=tap3,script=no,downscript=no" {
+		t.Errorf("tap netdev %q", nd)
+	}
+}
+
+// TestGuestfwdQuoting: the relay's path goes through QEMU's option syntax
+// (commas doubled) and g_shell_parse_argv (single quotes).
+func TestGuestfwdQuoting(t *testing.T) {
+	nd := userNetdev("/opt/my,dir/it's/mforch", "/tmp/k,eys", []guestFwd{{guest: "10.0.2.2:1", target: "127.0.0.1:1", source: "-"}})
+	want := `guestfwd=tcp:10.0.2.2:1-cmd:'/opt/my,,dir/it'\''s/mforch' ` + relayArg + ` - 127.0.0.1:1 '/tmp/k,,eys'`
+	if !strings.HasSuffix(nd, want) {
+		t.Errorf("netdev %q, want it to end in %q", nd, want)
+	}
+}
+
+// TestRelay runs this test binary as the guestfwd relay, as slirp does
+// (the guest's connection on stdin): bytes go both ways, and the target
+// sees the connection come from the given loopback address.
+func TestRelay(t *testing.T) {
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	seen := make(chan string, 1)
+	go func() {
+		c, err := target.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		seen <- c.RemoteAddr().(*net.TCPAddr).IP.String()
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		fmt.Fprintf(c, "echo %s", line)
+	}()
+	// The guest's side: a connected pair, one end the relay's stdin.
+	pair, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pair.Close()
+	guest, err := net.Dial("tcp", pair.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer guest.Close()
+	end, err := pair.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := end.(*net.TCPConn).File()
+	end.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe, relayArg, "127.77.0.9", target.Addr().String(), t.TempDir())
+	cmd.Stdin, cmd.Stdout = f, f
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	guest.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(guest, "hello\n")
+	guest.(*net.TCPConn).CloseWrite() // the guest is done sending
+	got, _ := io.ReadAll(guest)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("relay: %v: %s", err, stderr.String())
+	}
+	if string(got) != "echo hello\n" {
+		t.Errorf("through the relay: %q", got)
+	}
+	if src := <-seen; src != "127.77.0.9" {
+		t.Errorf("the target saw the connection from %s, want the worker's 127.77.0.9", src)
+	}
+}
+
+// TestRelaySlots: one worker's connections hold at most maxRelays relay
+// processes on the host; a slot comes free when its relay ends.
+func TestRelaySlots(t *testing.T) {
+	dir := t.TempDir()
+	var held []*os.File
+	for range maxRelays {
+		f, err := takeSlot(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, f)
+	}
+	if _, err := takeSlot(dir); !errors.Is(err, ErrTooManyRelays) {
+		t.Fatalf("relay %d: %v, want ErrTooManyRelays", maxRelays+1, err)
+	}
+	held[7].Close()
+	f, err := takeSlot(dir)
+	if err != nil {
+		t.Fatalf("a freed slot: %v", err)
+	}
+	f.Close()
+	for _, f := range held {
+		f.Close()
 	}
 }

@@ -36,6 +36,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -175,7 +176,8 @@ func (q *QEMU) snapshotArgs(w cluster.Worker) ([]string, error) {
 	if w.VM.Net != "tap" {
 		w.MAC = ""
 	}
-	return qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, q.cfg.Initrd, w, cmdline), nil
+	// No guestfwd rule (they name the worker port): the restore adds them.
+	return qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, q.cfg.Initrd, w, cmdline, ""), nil
 }
 
 // snapshotFor returns the saved VM worker w restores from, and its qemu
@@ -234,7 +236,7 @@ func (q *QEMU) makeSnapshot(ctx context.Context, args []string, path string) (in
 	sock := q.qmpSocket("snapshot")
 	defer os.Remove(sock)
 	logPath := filepath.Join(q.cfg.LogDir, "snapshot.log")
-	logf, err := os.Create(logPath)
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrSnapshot, err)
 	}
@@ -372,6 +374,12 @@ func (q *QEMU) restoreCmd(ctx context.Context, w cluster.Worker, key []byte) (*r
 	}
 	r := &restoration{state: state, sock: q.qmpSocket(w.ID), path: path, log: q.cfg.Log.Warn,
 		id: protocol.Identity{ID: w.ID, Orch: p.Orch, Key: hex.EncodeToString(key)}}
+	// The restored VM gets its forwards (netfwd.go); slirp's state in the
+	// saved VM holds no connection, so the rules may differ from the save.
+	args = slices.Clone(args)
+	if i := slices.Index(args, "-netdev"); i >= 0 && w.VM.Net != "tap" {
+		args[i+1] = q.netdev(w)
+	}
 	r.cmd = exec.Command(q.cfg.Arch.QEMU.Binary, append(args[:len(args):len(args)],
 		"-qmp", "unix:"+r.sock+",server=on,wait=off", "-incoming", "fd:3")...)
 	r.cmd.ExtraFiles = []*os.File{state}
