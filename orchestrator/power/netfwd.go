@@ -8,7 +8,8 @@ package power
 // rules set here, one per TCP endpoint it needs: the orchestrator's
 // worker port and the services the cluster file names at the host's
 // address as guests see it (10.0.2.2:PORT). Each rule runs, per
-// connection, this very binary as a relay (relayArg) to 127.0.0.1:PORT;
+// connection, this very binary as a relay (internal/qemurelay, at most
+// qemurelay.MaxRelays at once per worker) to 127.0.0.1:PORT;
 // the worker port's relay connects from a loopback address of the
 // worker's own (RelaySource), so the worker port counts each VM's
 // pending handshakes apart (protocol.Acceptor). slirp refuses guestfwd
@@ -18,117 +19,23 @@ package power
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
-	"time"
 
 	"github.com/microfaas/microfaas/cluster"
+	"github.com/microfaas/microfaas/internal/qemurelay"
 )
 
 // slirpHost is slirp's own address (host=): out of the way of 10.0.2.2,
 // which guestfwd rules now serve.
 const slirpHost = "10.0.2.254"
 
-// relayArg, as a binary's first argument, makes it a relay (init below).
-const relayArg = "__mf-qemu-relay"
-
-// relayDialTimeout bounds the relay's connection to the host side.
-const relayDialTimeout = 5 * time.Second
-
-// maxRelays bounds the relays (host processes) one worker's connections
-// may hold at once: slirp starts one per connection, so without a bound a
-// function opening connections to a service would fill the host with
-// processes. Past it a connection is closed at once.
-const maxRelays = 32
-
-func init() {
-	// slirp runs the relay with the guest's connection on stdin/stdout.
-	// Every binary that links this package (mforch, the test binaries
-	// that boot QEMU workers) serves as one.
-	if len(os.Args) == 5 && os.Args[1] == relayArg {
-		if err := relay(os.Args[2], os.Args[3], os.Args[4]); err != nil {
-			fmt.Fprintln(os.Stderr, "mforch relay:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-}
-
-// relay copies between the guest's connection (stdin) and target, dialled
-// from the loopback address source ("-": any), once it holds one of the
-// worker's maxRelays slots (lock files in slots).
-func relay(source, target, slots string) error {
-	guest, err := net.FileConn(os.Stdin)
-	if err != nil {
-		return fmt.Errorf("stdin is not the guest's connection: %w", err)
-	}
-	defer guest.Close()
-	slot, err := takeSlot(slots)
-	if err != nil {
-		return err
-	}
-	defer slot.Close() // the lock goes with it
-	d := net.Dialer{Timeout: relayDialTimeout}
-	if source != "-" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(source)}
-	}
-	host, err := d.Dial("tcp", target)
-	if err != nil && d.LocalAddr != nil {
-		d.LocalAddr = nil // no such loopback address here: any will do
-		host, err = d.Dial("tcp", target)
-	}
-	if err != nil {
-		return err
-	}
-	defer host.Close()
-	var wg sync.WaitGroup
-	pipe := func(dst, src net.Conn) {
-		defer wg.Done()
-		io.Copy(dst, src)
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		} else {
-			dst.Close()
-		}
-	}
-	wg.Add(2)
-	go pipe(host, guest)
-	go pipe(guest, host)
-	wg.Wait()
-	return nil
-}
-
-// ErrTooManyRelays means a worker holds maxRelays connections already.
-var ErrTooManyRelays = errors.New("too many connections from this worker at once")
-
-// takeSlot locks one of the lock files 0..maxRelays-1 in dir (made as
-// needed, owner-only); the lock lasts as long as the returned file (the
-// process) does.
-func takeSlot(dir string) (*os.File, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	for i := range maxRelays {
-		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(i)), os.O_RDWR|os.O_CREATE, 0o600)
-		if err != nil {
-			return nil, err
-		}
-		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
-			return f, nil
-		}
-		f.Close()
-	}
-	return nil, fmt.Errorf("%w (%d)", ErrTooManyRelays, maxRelays)
-}
+// relayArg, as a binary's first argument, makes it a relay (qemurelay).
+const relayArg = qemurelay.Arg
 
 // RelaySource is the loopback address worker index i (0-based, in the
 // cluster file's order) connects to the worker port from: 127.77.x.y.

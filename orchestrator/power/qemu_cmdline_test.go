@@ -16,6 +16,7 @@ import (
 
 	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/cluster"
+	"github.com/microfaas/microfaas/internal/qemurelay"
 	"github.com/microfaas/microfaas/target"
 )
 
@@ -228,23 +229,23 @@ func TestRelay(t *testing.T) {
 	}
 }
 
-// TestRelaySlots: one worker's connections hold at most maxRelays relay
+// TestRelaySlots: one worker's connections hold at most qemurelay.MaxRelays relay
 // processes on the host; a slot comes free when its relay ends.
 func TestRelaySlots(t *testing.T) {
 	dir := t.TempDir()
 	var held []*os.File
-	for range maxRelays {
-		f, err := takeSlot(dir)
+	for range qemurelay.MaxRelays {
+		f, err := qemurelay.TakeSlot(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
 		held = append(held, f)
 	}
-	if _, err := takeSlot(dir); !errors.Is(err, ErrTooManyRelays) {
-		t.Fatalf("relay %d: %v, want ErrTooManyRelays", maxRelays+1, err)
+	if _, err := qemurelay.TakeSlot(dir); !errors.Is(err, qemurelay.ErrTooManyRelays) {
+		t.Fatalf("relay %d: %v, want ErrTooManyRelays", qemurelay.MaxRelays+1, err)
 	}
 	held[7].Close()
-	f, err := takeSlot(dir)
+	f, err := qemurelay.TakeSlot(dir)
 	if err != nil {
 		t.Fatalf("a freed slot: %v", err)
 	}
