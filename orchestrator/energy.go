@@ -13,6 +13,7 @@ import (
 
 	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/energy"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 // Energy accounting (docs/energy.md). With Config.Energy set, the
@@ -136,15 +137,15 @@ func newEnergyBook(o *Orchestrator) *energyBook {
 }
 
 // observe takes a worker state change (from the loop).
-func (b *energyBook) observe(c StateChange) {
-	b.acc.Observe(energy.StateChange{Worker: c.Worker, From: string(c.From), To: string(c.To), At: c.At, Invocation: c.Invocation})
+func (b *energyBook) observe(c state.Change) {
+	b.acc.Observe(c)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.lastChange = c.At
-	if c.To == Booting {
+	if c.To == state.Booting {
 		b.session[c.Worker] = c.At
 	}
-	if c.To != Off && c.To != Failed {
+	if c.To != state.Off && c.To != state.Failed {
 		return
 	}
 	delete(b.session, c.Worker)
@@ -235,10 +236,10 @@ func (b *energyBook) settle(now time.Time, final bool) {
 					IdleJ: e.IdleJ, Source: res.Source, Kind: energy.Label(res.Source)}
 				b.setEnergy(h.inv, ie)
 				fn := h.inv.Function
-				b.joules.WithLabelValues(e.Worker, fn, energy.Booting, ie.Kind).Add(e.BootJ)
-				b.joules.WithLabelValues(e.Worker, fn, energy.Working, ie.Kind).Add(e.ExecJ)
-				b.joules.WithLabelValues(e.Worker, fn, energy.Stopping, ie.Kind).Add(e.ShutdownJ)
-				b.joules.WithLabelValues(e.Worker, fn, energy.Idle, ie.Kind).Add(e.IdleJ)
+				b.joules.WithLabelValues(e.Worker, fn, string(state.Booting), ie.Kind).Add(e.BootJ)
+				b.joules.WithLabelValues(e.Worker, fn, string(state.Working), ie.Kind).Add(e.ExecJ)
+				b.joules.WithLabelValues(e.Worker, fn, string(state.Stopping), ie.Kind).Add(e.ShutdownJ)
+				b.joules.WithLabelValues(e.Worker, fn, string(state.Idle), ie.Kind).Add(e.IdleJ)
 				b.finalJ += ie.Joules
 				b.final[h.inv.ID] = true
 			}

@@ -19,6 +19,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator/energy/cpumodel"
 	"github.com/microfaas/microfaas/orchestrator/energy/wattsup"
 	"github.com/microfaas/microfaas/orchestrator/energy/wattsup/wattsupsim"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 // liveSchedule is the power a strip of boards draws, built from the
@@ -26,13 +27,13 @@ import (
 // power of the state it is in.
 type liveSchedule struct {
 	base  float64
-	watts map[string]float64 // per board, by state (off: 0)
+	watts map[state.Name]float64 // per board, by state (off: 0)
 
 	mu      sync.Mutex
-	changes map[string][]orchestrator.StateChange // per worker, in order
+	changes map[string][]state.Change // per worker, in order
 }
 
-func (s *liveSchedule) observe(c orchestrator.StateChange) {
+func (s *liveSchedule) observe(c state.Change) {
 	s.mu.Lock()
 	s.changes[c.Worker] = append(s.changes[c.Worker], c)
 	s.mu.Unlock()
@@ -46,7 +47,7 @@ func (s *liveSchedule) Power(t time.Time) float64 {
 	for _, cs := range s.changes {
 		i := sort.Search(len(cs), func(i int) bool { return cs[i].At.After(t) })
 		if i > 0 {
-			p += s.watts[string(cs[i-1].To)]
+			p += s.watts[cs[i-1].To]
 		}
 	}
 	return p
@@ -71,8 +72,8 @@ func (s *liveSchedule) joules(a, b time.Time) float64 {
 // per-state power fitted from the run must match the schedule's.
 func TestQEMUEnergyEndToEnd(t *testing.T) {
 	qemuWorker(t) // skips with -short
-	sched := &liveSchedule{base: 11.5, watts: map[string]float64{"booting": 3, "idle": 1.5, "working": 5, "stopping": 2},
-		changes: map[string][]orchestrator.StateChange{}}
+	sched := &liveSchedule{base: 11.5, watts: map[state.Name]float64{state.Booting: 3, state.Idle: 1.5, state.Working: 5, state.Stopping: 2},
+		changes: map[string][]state.Change{}}
 	sim, err := wattsupsim.Start(wattsupsim.Options{Power: sched.Power, Link: filepath.Join(t.TempDir(), "ttyWattsUp"),
 		Second: 250 * time.Millisecond, Noise: wattsupsim.Noise{Seed: 7, Garbage: 0.1, Split: 0.1}})
 	if err != nil {
@@ -88,9 +89,9 @@ func TestQEMUEnergyEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := startQEMUCluster(t, 3, orchestrator.Config{Energy: strip, Recorder: rec, IdleTimeout: 1500 * time.Millisecond,
-		EnergyEvery: time.Second, OnStateChange: func(sc orchestrator.StateChange) {
+		EnergyEvery: time.Second, OnStateChange: func(sc state.Change) {
 			sched.observe(sc)
-			model.Observe(energy.StateChange{Worker: sc.Worker, From: string(sc.From), To: string(sc.To), At: sc.At, Invocation: sc.Invocation})
+			model.Observe(sc)
 		}})
 	var ids []string
 	for _, w := range c.cl.Workers {
@@ -133,7 +134,7 @@ func TestQEMUEnergyEndToEnd(t *testing.T) {
 		// Let the workers idle out and power off, then stay off a while.
 		waitFor(t, time.Until(deadline), func() bool {
 			for _, w := range c.orch.Status().Workers {
-				if w.State != orchestrator.Off {
+				if w.State != state.Off {
 					return false
 				}
 			}
@@ -193,7 +194,7 @@ func TestQEMUEnergyEndToEnd(t *testing.T) {
 	// spent little time in are fitted from few samples: the bound is
 	// looser the less time there is: ±5%, or ±0.25 W·s / board-seconds
 	// (stopping lasts a few tens of ms per power-off here).
-	boardSec := map[string]float64{}
+	boardSec := map[state.Name]float64{}
 	for _, iv := range strip.Intervals(res.End) {
 		boardSec[iv.State] += iv.End.Sub(iv.Start).Seconds()
 	}
@@ -205,7 +206,7 @@ func TestQEMUEnergyEndToEnd(t *testing.T) {
 	if math.Abs(f.BaselineWatts-sched.base) > 0.02*sched.base {
 		t.Errorf("fitted baseline %.3f W, schedule %.1f W", f.BaselineWatts, sched.base)
 	}
-	for _, st := range energy.OnStates {
+	for _, st := range state.On {
 		want, got := sched.watts[st], f.Watts[st]
 		tol := max(0.05*want, 0.25/boardSec[st])
 		t.Logf("  %-8s fit %.3f W, schedule %.1f W (%+.1f%%), %.1f board-s, tolerance ±%.2f W", st, got, want, 100*(got-want)/want, boardSec[st], tol)

@@ -16,10 +16,11 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/orchestrator/energy"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 // testWatts is the power of a board in each state, above the baseline.
-var testWatts = map[string]float64{"booting": 3, "idle": 1.5, "working": 5, "stopping": 2}
+var testWatts = map[state.Name]float64{state.Booting: 3, state.Idle: 1.5, state.Working: 5, state.Stopping: 2}
 
 const testBaseline = 10.0
 
@@ -29,10 +30,10 @@ const testBaseline = 10.0
 // energy accounting.
 type stripMeter struct {
 	mu    sync.Mutex
-	state map[string]State
+	state map[string]state.Name
 }
 
-func (m *stripMeter) observe(c StateChange) {
+func (m *stripMeter) observe(c state.Change) {
 	m.mu.Lock()
 	m.state[c.Worker] = c.To
 	m.mu.Unlock()
@@ -45,7 +46,7 @@ func (m *stripMeter) run(ctx context.Context, emit func(energy.Sample)) {
 		m.mu.Lock()
 		w := testBaseline
 		for _, s := range m.state {
-			w += testWatts[string(s)]
+			w += testWatts[s]
 		}
 		m.mu.Unlock()
 		emit(energy.Sample{At: time.Now(), Watts: w, Source: "model:test-strip"})
@@ -69,7 +70,7 @@ func energyHarness(t *testing.T, workers int, cfg Config, meter bool) (*harness,
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &stripMeter{state: map[string]State{}}
+	m := &stripMeter{state: map[string]state.Name{}}
 	cfg.Energy, cfg.Recorder, cfg.OnStateChange = acc, rec, m.observe
 	cfg.EnergyEvery, cfg.EnergyWait = 20*time.Millisecond, 500*time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
@@ -272,7 +273,7 @@ func TestEnergyTrimsHistory(t *testing.T) {
 	model := &energy.StateModel{Source: "calibration", BaselineWatts: testBaseline, Watts: testWatts}
 	acc := &energy.Accountant{Model: model}
 	full := &energy.Accountant{Model: model} // the same data, never trimmed
-	m := &stripMeter{state: map[string]State{}}
+	m := &stripMeter{state: map[string]state.Name{}}
 	var csvBuf syncWriter
 	rec, err := NewEnergyCSVRecorder(&csvBuf, true)
 	if err != nil {
@@ -280,9 +281,9 @@ func TestEnergyTrimsHistory(t *testing.T) {
 	}
 	cfg := Config{Energy: acc, Recorder: rec, EnergyEvery: 20 * time.Millisecond, EnergyWait: 500 * time.Millisecond,
 		EnergyKeep: 100 * time.Millisecond, IdleTimeout: 50 * time.Millisecond,
-		OnStateChange: func(c StateChange) {
+		OnStateChange: func(c state.Change) {
 			m.observe(c)
-			full.Observe(energy.StateChange{Worker: c.Worker, From: string(c.From), To: string(c.To), At: c.At, Invocation: c.Invocation})
+			full.Observe(c)
 		}}
 	ctx, cancel := context.WithCancel(context.Background())
 	meterDone := make(chan struct{})

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/cluster"
+	"github.com/microfaas/microfaas/orchestrator/state"
 	"github.com/microfaas/microfaas/protocol"
 )
 
@@ -16,28 +17,8 @@ import (
 // loop.go feeds it events and carries out its actions; docs/orchestrator.md
 // draws the transitions and machine_test.go drives each one.
 
-// State is where a worker is in its life cycle.
-type State string
-
-// Worker states (docs/orchestrator.md draws the machine).
-const (
-	Off      State = "off"
-	Booting  State = "booting"  // powered on, not yet connected
-	Idle     State = "idle"     // connected, waiting for a job
-	Working  State = "working"  // running a job
-	Stopping State = "stopping" // told to power off, or being forced off
-	Failed   State = "failed"   // failed to boot too often; not used until reset
-)
-
-// StateChange reports a worker's move from one state to another, at a time
-// on the orchestrator's clock. Invocation is the job's id when To is
-// Working, else "".
-type StateChange struct {
-	Worker     string
-	From, To   State
-	At         time.Time
-	Invocation string
-}
+// A worker's states and their changes are state.Name and state.Change
+// (orchestrator/state), which the energy accounting and the lab share.
 
 // Events: what happened.
 type (
@@ -167,7 +148,7 @@ type (
 	actDone    struct{ inv *Invocation }
 	actRelease struct{ inv *Invocation } // releases waiters only (the invocation stays pending in the store)
 	actRecord  struct{ inv *Invocation } // the Recorder, once the timeline is complete
-	actState   struct{ change StateChange }
+	actState   struct{ change state.Change }
 	actClosed  struct{ ch chan struct{} }
 )
 
@@ -204,7 +185,7 @@ func durable(a action) bool {
 
 type worker struct {
 	spec         cluster.Worker
-	state        State
+	state        state.Name
 	since        time.Time
 	session      uint64 // counts sessions; events of older ones are ignored
 	timer        uint64 // the armed timer; others firing are stale
@@ -267,7 +248,7 @@ func newMachine(cfg machineConfig, log *slog.Logger, workers []cluster.Worker, n
 		m.known[f] = true
 	}
 	for _, w := range workers {
-		m.workers[w.ID] = &worker{spec: w, state: Off, since: now}
+		m.workers[w.ID] = &worker{spec: w, state: state.Off, since: now}
 		m.order = append(m.order, w.ID)
 	}
 	return m
@@ -400,7 +381,7 @@ func (m *machine) warm(e evWarm) {
 			if started >= e.n {
 				break
 			}
-			if w := m.workers[id]; w.state == Off {
+			if w := m.workers[id]; w.state == state.Off {
 				m.powerOn(w)
 				started++
 			}
@@ -427,7 +408,7 @@ func (m *machine) dispatch() {
 		if len(m.queue) == 0 {
 			break
 		}
-		if w := m.workers[id]; w.state == Idle {
+		if w := m.workers[id]; w.state == state.Idle {
 			inv := m.queue[0]
 			m.queue = m.queue[1:]
 			m.startJob(w, inv)
@@ -435,7 +416,7 @@ func (m *machine) dispatch() {
 	}
 	booting := 0
 	for _, w := range m.workers {
-		if w.state == Booting {
+		if w.state == state.Booting {
 			booting++
 		}
 	}
@@ -444,7 +425,7 @@ func (m *machine) dispatch() {
 		if need <= 0 || booting >= m.cfg.MaxBooting {
 			break
 		}
-		if w := m.workers[id]; w.state == Off {
+		if w := m.workers[id]; w.state == state.Off {
 			m.powerOn(w)
 			booting++
 			need--
@@ -482,7 +463,7 @@ func (m *machine) reserve() {
 
 func (m *machine) anyConnected() bool {
 	for _, w := range m.workers {
-		if w.state == Idle || w.state == Working {
+		if w.state == state.Idle || w.state == state.Working {
 			return true
 		}
 	}
@@ -491,19 +472,19 @@ func (m *machine) anyConnected() bool {
 
 func (m *machine) allFailed() bool {
 	for _, w := range m.workers {
-		if w.state != Failed {
+		if w.state != state.Failed {
 			return false
 		}
 	}
 	return len(m.workers) > 0
 }
 
-func (m *machine) setState(w *worker, s State) {
+func (m *machine) setState(w *worker, s state.Name) {
 	if w.state == s {
 		return
 	}
-	change := StateChange{Worker: w.spec.ID, From: w.state, To: s, At: m.now}
-	if s == Working && w.current != nil {
+	change := state.Change{Worker: w.spec.ID, From: w.state, To: s, At: m.now}
+	if s == state.Working && w.current != nil {
 		change.Invocation = w.current.ID
 	}
 	m.log.Debug("worker state", "worker", w.spec.ID, "from", w.state, "to", s)
@@ -526,14 +507,14 @@ func (m *machine) powerOn(w *worker) {
 	w.session++
 	w.poweredOn, w.connected, w.boot = m.now, time.Time{}, protocol.BootTimes{}
 	w.exited, w.forcing, w.conn = false, false, nil
-	m.setState(w, Booting)
+	m.setState(w, state.Booting)
 	m.arm(w, m.cfg.PowerUpTimeout)
 	m.emit(actPowerOn{w.spec, w.session})
 }
 
 func (m *machine) poweredOn(e evPowerOn) {
 	w := m.current(e.worker, e.session)
-	if w == nil || w.state != Booting {
+	if w == nil || w.state != state.Booting {
 		return
 	}
 	if e.err != nil {
@@ -554,7 +535,7 @@ func (m *machine) bootFailed(w *worker, why string) {
 
 // forceOff pulls the plug: Stopping until the controller's PowerOff returns.
 func (m *machine) forceOff(w *worker) {
-	m.setState(w, Stopping)
+	m.setState(w, state.Stopping)
 	m.disarm(w)
 	if !w.forcing {
 		w.forcing = true
@@ -567,7 +548,7 @@ func (m *machine) forcedOff(w *worker, err error) {
 	if err != nil {
 		m.log.Error("forced power off failed", "worker", w.spec.ID, "err", err)
 	}
-	if w.state == Off || w.state == Failed {
+	if w.state == state.Off || w.state == state.Failed {
 		return
 	}
 	m.endSession(w)
@@ -579,9 +560,9 @@ func (m *machine) endSession(w *worker) {
 	if w.current != nil {
 		m.lostJob(w, fmt.Sprintf("worker %s went off mid-job", w.spec.ID))
 	}
-	s := Off
+	s := state.Off
 	if w.bootFailures >= m.cfg.MaxBootFailures {
-		s = Failed
+		s = state.Failed
 		m.log.Error("worker marked failed: it did not boot several times in a row; check its console log and power", "worker", w.spec.ID)
 	}
 	m.setState(w, s)
@@ -605,7 +586,7 @@ func (m *machine) hello(e evHello) {
 		m.known[f] = true
 	}
 	w, known := m.workers[e.worker]
-	if !known || w.state != Booting {
+	if !known || w.state != state.Booting {
 		why := "not in the inventory"
 		if known {
 			why = "not expected (state " + string(w.state) + ")"
@@ -625,7 +606,7 @@ func (m *machine) hello(e evHello) {
 // idle makes w wait for a job for at most after, and gives it one if any
 // is queued.
 func (m *machine) idle(w *worker, after time.Duration) {
-	m.setState(w, Idle)
+	m.setState(w, state.Idle)
 	m.arm(w, after)
 	m.dispatch()
 }
@@ -636,7 +617,7 @@ func (m *machine) startJob(w *worker, inv *Invocation) {
 	inv.PoweredOn, inv.Connected, inv.Boot = w.poweredOn, w.connected, w.boot
 	inv.Started = m.now
 	w.current = inv
-	m.setState(w, Working)
+	m.setState(w, state.Working)
 	m.arm(w, inv.Timeout+m.cfg.JobGrace)
 	// The attempt is on disk before the job leaves, so a restart knows it
 	// may have run: reserved in an earlier turn whose commit is done, or
@@ -656,7 +637,7 @@ func (m *machine) startJob(w *worker, inv *Invocation) {
 
 func (m *machine) result(w *worker, res protocol.Result) {
 	inv := w.current
-	if w.state != Working || inv == nil || res.ID != inv.ID {
+	if w.state != state.Working || inv == nil || res.ID != inv.ID {
 		want := ""
 		if inv != nil {
 			want = inv.ID
@@ -697,22 +678,22 @@ func (m *machine) result(w *worker, res protocol.Result) {
 // the holdoff); for one that cannot (GPIO boards), the worker counts as
 // off after the holdoff.
 func (m *machine) stop(w *worker) {
-	m.setState(w, Stopping)
+	m.setState(w, state.Stopping)
 	m.emit(actSend{w.conn, protocol.TypeCommand, protocol.Command{Action: protocol.CmdPowerOff}, false})
 	m.arm(w, m.cfg.PowerOffHoldoff)
 }
 
 func (m *machine) timerFired(w *worker) {
 	switch w.state {
-	case Booting:
+	case state.Booting:
 		m.bootFailed(w, fmt.Sprintf("no hello within %s of power-on", m.cfg.PowerUpTimeout))
-	case Idle:
+	case state.Idle:
 		m.stop(w)
-	case Working:
+	case state.Working:
 		m.log.Warn("worker sent no result in time", "worker", w.spec.ID, "invocation", w.current.ID)
 		m.lostJob(w, fmt.Sprintf("worker %s sent no result within %s", w.spec.ID, w.current.Timeout+m.cfg.JobGrace))
 		m.forceOff(w)
-	case Stopping:
+	case state.Stopping:
 		if m.cfg.ReportsExit[w.spec.Kind] {
 			m.log.Warn("worker did not power off when told; forcing it off", "worker", w.spec.ID)
 			m.forceOff(w)
@@ -724,12 +705,12 @@ func (m *machine) timerFired(w *worker) {
 
 func (m *machine) connLost(w *worker, err error) {
 	switch w.state {
-	case Idle, Working:
+	case state.Idle, state.Working:
 	default:
 		return // a stopping worker's connection closes as it goes off
 	}
 	m.log.Warn("worker connection lost", "worker", w.spec.ID, "state", w.state, "err", err)
-	if w.state == Working {
+	if w.state == state.Working {
 		why := fmt.Sprintf("worker %s connection lost mid-job (%v)", w.spec.ID, err)
 		if w.exited {
 			why = fmt.Sprintf("worker %s went off mid-job", w.spec.ID)
@@ -745,13 +726,13 @@ func (m *machine) connLost(w *worker, err error) {
 
 func (m *machine) exited(w *worker, err error) {
 	switch w.state {
-	case Stopping, Idle:
+	case state.Stopping, state.Idle:
 		m.endSession(w)
-	case Booting:
+	case state.Booting:
 		w.bootFailures++
 		m.log.Warn("worker exited while booting", "worker", w.spec.ID, "err", err, "failures", w.bootFailures)
 		m.endSession(w)
-	case Working:
+	case state.Working:
 		// The worker may have sent its result just before powering off: the
 		// connection delivers it, or its loss, and that ends the session.
 		w.exited = true
@@ -833,7 +814,7 @@ func (m *machine) powerOffAll(e evPowerOffAll) {
 	m.allOff = e.off
 	for _, id := range m.order {
 		w := m.workers[id]
-		if w.state != Off && w.state != Failed {
+		if w.state != state.Off && w.state != state.Failed {
 			m.forceOff(w)
 		}
 	}
@@ -847,7 +828,7 @@ func (m *machine) checkWaiters() {
 	}
 	if m.allOff != nil {
 		for _, w := range m.workers {
-			if w.state != Off && w.state != Failed {
+			if w.state != state.Off && w.state != state.Failed {
 				return
 			}
 		}
@@ -859,7 +840,7 @@ func (m *machine) checkWaiters() {
 func (m *machine) running() int {
 	n := 0
 	for _, w := range m.workers {
-		if w.state == Working {
+		if w.state == state.Working {
 			n++
 		}
 	}

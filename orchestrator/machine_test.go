@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/cluster"
+	"github.com/microfaas/microfaas/orchestrator/state"
 	"github.com/microfaas/microfaas/protocol"
 )
 
@@ -50,9 +51,9 @@ func (x *mtest) ev(d time.Duration, e any) []action {
 	return x.acts
 }
 
-func (x *mtest) state(id string) State { return x.m.workers[id].state }
+func (x *mtest) state(id string) state.Name { return x.m.workers[id].state }
 
-func (x *mtest) wantState(id string, s State) {
+func (x *mtest) wantState(id string, s state.Name) {
 	x.t.Helper()
 	if got := x.state(id); got != s {
 		x.t.Fatalf("worker %s is %s, want %s (actions %#v)", id, got, s, x.acts)
@@ -128,18 +129,18 @@ func isDone(inv *Invocation) bool { return !inv.Finished.IsZero() }
 func TestMachineJobOnFreshWorker(t *testing.T) {
 	x := newMT(t, 2, nil)
 	inv := x.submit(time.Minute)
-	x.wantState("w0", Booting)
-	x.wantState("w1", Off) // one job needs one worker
+	x.wantState("w0", state.Booting)
+	x.wantState("w1", state.Off) // one job needs one worker
 	if !has[actPowerOn](x.acts, nil) || !has[actReply](x.acts, nil) {
 		t.Fatalf("submit: %#v", x.acts)
 	}
 	x.hello("w0")
-	x.wantState("w0", Working)
+	x.wantState("w0", state.Working)
 	if !sent(x.acts, protocol.TypeJob) {
 		t.Fatalf("no job sent: %#v", x.acts)
 	}
 	x.result("w0", inv, protocol.Result{Result: []byte(`1`), ExecMS: 3})
-	x.wantState("w0", Stopping) // IdleTimeout 0: one job per boot
+	x.wantState("w0", state.Stopping) // IdleTimeout 0: one job per boot
 	if !sent(x.acts, protocol.CmdPowerOff) || !has[actDone](x.acts, nil) || inv.Err != nil {
 		t.Fatalf("result: %#v err %v", x.acts, inv.Err)
 	}
@@ -147,7 +148,7 @@ func TestMachineJobOnFreshWorker(t *testing.T) {
 		t.Fatal("recorded before the worker went off: the timeline is incomplete")
 	}
 	x.ev(time.Second, evExited{"w0", nil})
-	x.wantState("w0", Off)
+	x.wantState("w0", state.Off)
 	if !has[actRecord](x.acts, func(a actRecord) bool { return a.inv == inv }) {
 		t.Fatal("not recorded once off")
 	}
@@ -175,9 +176,9 @@ func TestMachineMaxBooting(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		x.submit(time.Minute)
 	}
-	x.wantState("w0", Booting)
-	x.wantState("w1", Booting)
-	x.wantState("w2", Off)
+	x.wantState("w0", state.Booting)
+	x.wantState("w1", state.Booting)
+	x.wantState("w2", state.Off)
 }
 
 // working → idle (IdleTimeout > 0): told to wait, the next job goes to it;
@@ -187,19 +188,19 @@ func TestMachineWarmWorker(t *testing.T) {
 	a := x.submit(time.Minute)
 	x.hello("w0")
 	x.result("w0", a, protocol.Result{})
-	x.wantState("w0", Idle)
+	x.wantState("w0", state.Idle)
 	if !sent(x.acts, protocol.CmdWait) || !has[actRecord](x.acts, nil) {
 		t.Fatalf("result on a warm worker: %#v", x.acts)
 	}
 	b := x.submit(time.Minute)
-	x.wantState("w0", Working)
+	x.wantState("w0", state.Working)
 	x.result("w0", b, protocol.Result{})
-	x.wantState("w0", Idle)
+	x.wantState("w0", state.Idle)
 	if arm := x.lastArm("w0"); arm.after != 30*time.Second {
 		t.Fatalf("idle timer %s, want 30s", arm.after)
 	}
 	x.fire("w0")
-	x.wantState("w0", Stopping)
+	x.wantState("w0", state.Stopping)
 	if !sent(x.acts, protocol.CmdPowerOff) {
 		t.Fatal("idle worker not told to power off")
 	}
@@ -213,10 +214,10 @@ func TestMachineStaleTimerIgnored(t *testing.T) {
 	firstIdle := x.lastArm("w0") // armed at hello; superseded by the job
 	x.result("w0", a, protocol.Result{})
 	x.ev(0, evTimer{firstIdle.worker, firstIdle.session, firstIdle.timer - 1})
-	x.wantState("w0", Idle)
+	x.wantState("w0", state.Idle)
 	// An event of an older session is ignored too.
 	x.ev(0, evResult{"w0", x.session("w0") - 1, protocol.Result{ID: a.ID}})
-	x.wantState("w0", Idle)
+	x.wantState("w0", state.Idle)
 }
 
 // booting → stopping → off: no hello within PowerUpTimeout; after
@@ -226,18 +227,18 @@ func TestMachineBootFailures(t *testing.T) {
 	x := newMT(t, 1, func(c *machineConfig) { c.MaxBootFailures = 2 })
 	inv := x.submit(time.Minute)
 	for i := 1; i <= 2; i++ {
-		x.wantState("w0", Booting)
+		x.wantState("w0", state.Booting)
 		x.fire("w0")
-		x.wantState("w0", Stopping)
+		x.wantState("w0", state.Stopping)
 		if !has[actPowerOff](x.acts, nil) {
 			t.Fatal("a worker that missed its hello is not forced off")
 		}
 		x.ev(time.Second, evPowerOff{"w0", x.session("w0"), nil})
 		if i == 1 {
-			x.wantState("w0", Booting) // off, and powered on again for the queued job
+			x.wantState("w0", state.Booting) // off, and powered on again for the queued job
 		}
 	}
-	x.wantState("w0", Failed)
+	x.wantState("w0", state.Failed)
 	if !errors.Is(inv.Err, ErrUnavailable) || !isDone(inv) {
 		t.Fatalf("invocation with every worker failed: %v", inv.Err)
 	}
@@ -249,14 +250,14 @@ func TestMachinePowerOnErrorAndExitWhileBooting(t *testing.T) {
 	x := newMT(t, 1, nil)
 	x.submit(time.Minute)
 	x.ev(0, evPowerOn{"w0", x.session("w0"), errors.New("qemu: no such file")})
-	x.wantState("w0", Stopping)
+	x.wantState("w0", state.Stopping)
 	x.ev(0, evPowerOff{"w0", x.session("w0"), nil})
-	x.wantState("w0", Booting) // powered on again for the job
+	x.wantState("w0", state.Booting) // powered on again for the job
 	x.ev(0, evExited{"w0", errors.New("exit status 1")})
 	if w := x.m.workers["w0"]; w.bootFailures != 2 {
 		t.Fatalf("boot failures %d, want 2", w.bootFailures)
 	}
-	x.wantState("w0", Booting)
+	x.wantState("w0", state.Booting)
 	x.hello("w0")
 	if w := x.m.workers["w0"]; w.bootFailures != 0 {
 		t.Fatal("a hello does not reset the boot failures")
@@ -275,7 +276,7 @@ func TestMachineTurnsAwayUnexpectedHello(t *testing.T) {
 			t.Fatalf("%s not turned away: %#v", id, x.acts)
 		}
 	}
-	x.wantState("w0", Off)
+	x.wantState("w0", state.Off)
 }
 
 // working → stopping → off when the connection is lost: the job is
@@ -286,12 +287,12 @@ func TestMachineConnectionLostMidJob(t *testing.T) {
 	inv := x.submit(time.Minute)
 	for attempt := 1; attempt <= 2; attempt++ {
 		x.hello("w0")
-		x.wantState("w0", Working)
+		x.wantState("w0", state.Working)
 		if inv.Attempts != attempt {
 			t.Fatalf("attempts %d, want %d", inv.Attempts, attempt)
 		}
 		x.ev(time.Second, evConnLost{"w0", x.session("w0"), io.EOF})
-		x.wantState("w0", Stopping)
+		x.wantState("w0", state.Stopping)
 		if !has[actPowerOff](x.acts, nil) {
 			t.Fatal("worker with a lost connection not forced off")
 		}
@@ -300,7 +301,7 @@ func TestMachineConnectionLostMidJob(t *testing.T) {
 	if !errors.Is(inv.Err, ErrWorkerLost) || !isDone(inv) {
 		t.Fatalf("after 2 lost attempts: %v", inv.Err)
 	}
-	x.wantState("w0", Off)
+	x.wantState("w0", state.Off)
 }
 
 // working: the controller reports the exit, then the connection drops:
@@ -311,16 +312,16 @@ func TestMachineExitWhileWorking(t *testing.T) {
 	a := x.submit(time.Minute)
 	x.hello("w0")
 	x.ev(0, evExited{"w0", nil})
-	x.wantState("w0", Working)
+	x.wantState("w0", state.Working)
 	x.ev(0, evConnLost{"w0", x.session("w0"), io.EOF})
 	if has[actPowerOff](x.acts, nil) {
 		t.Fatal("forced off a worker that is off")
 	}
-	x.wantState("w0", Booting) // off, and powered on again for the requeued job
+	x.wantState("w0", state.Booting) // off, and powered on again for the requeued job
 	x.hello("w0")
 	x.ev(0, evExited{"w0", nil})
 	x.result("w0", a, protocol.Result{Result: []byte(`2`)})
-	x.wantState("w0", Off)
+	x.wantState("w0", state.Off)
 	if a.Err != nil || string(a.Result) != "2" || a.Attempts != 2 {
 		t.Fatalf("result after exit: %v %s attempts %d", a.Err, a.Result, a.Attempts)
 	}
@@ -336,7 +337,7 @@ func TestMachineJobDeadline(t *testing.T) {
 		t.Fatalf("job timer %s, want timeout 5s + grace 15s", arm.after)
 	}
 	x.fire("w0")
-	x.wantState("w0", Stopping)
+	x.wantState("w0", state.Stopping)
 	if !errors.Is(inv.Err, ErrWorkerLost) || !has[actPowerOff](x.acts, nil) {
 		t.Fatalf("deadline: %v %#v", inv.Err, x.acts)
 	}
@@ -350,16 +351,16 @@ func TestMachineStoppingHoldoff(t *testing.T) {
 		inv := x.submit(time.Minute)
 		x.hello("w0")
 		x.result("w0", inv, protocol.Result{})
-		x.wantState("w0", Stopping)
+		x.wantState("w0", state.Stopping)
 		x.fire("w0")
 		if reports {
-			x.wantState("w0", Stopping)
+			x.wantState("w0", state.Stopping)
 			if !has[actPowerOff](x.acts, nil) {
 				t.Fatal("hung worker not forced off")
 			}
 			x.ev(time.Second, evPowerOff{"w0", x.session("w0"), nil})
 		}
-		x.wantState("w0", Off)
+		x.wantState("w0", state.Off)
 		if inv.PoweredOff.IsZero() {
 			t.Error("powered_off not set")
 		}
@@ -382,12 +383,12 @@ func TestMachineResultOutcomes(t *testing.T) {
 	if !errors.Is(b.Err, ErrTimeout) || HTTPStatus(b.Err) != 504 {
 		t.Fatalf("timeout: %v", b.Err)
 	}
-	x.wantState("w0", Stopping)
+	x.wantState("w0", state.Stopping)
 	x.ev(0, evExited{"w0", nil})
 	c := x.submit(time.Minute)
 	x.hello("w0")
 	x.ev(0, evResult{"w0", x.session("w0"), protocol.Result{ID: "someone-else"}})
-	x.wantState("w0", Stopping)
+	x.wantState("w0", state.Stopping)
 	if isDone(c) || c.Attempts != 1 {
 		t.Fatal("a mismatched result finished the invocation")
 	}
@@ -462,7 +463,7 @@ func TestMachineDurable(t *testing.T) {
 		t.Fatalf("durable submit: %#v", x.acts)
 	}
 	x.ev(0, evAccepted{a})
-	x.wantState("w0", Booting)
+	x.wantState("w0", state.Booting)
 	x.hello("w0")
 	// Not reserved (no worker was up): written now, sent after the commit.
 	if !has[actSend](x.acts, func(s actSend) bool { return s.typ == protocol.TypeJob && s.durable }) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/microfaas/microfaas/orchestrator/state"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -86,7 +87,7 @@ type stateCollector struct {
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
-	counts := map[State]int{Off: 0, Booting: 0, Idle: 0, Working: 0, Stopping: 0, Failed: 0}
+	counts := map[state.Name]int{state.Off: 0, state.Booting: 0, state.Idle: 0, state.Working: 0, state.Stopping: 0, state.Failed: 0}
 	for _, w := range c.o.Status().Workers {
 		counts[w.State]++
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 // Config tunes the orchestrator. Zero values take the defaults noted.
@@ -69,7 +70,7 @@ type Config struct {
 	Clock clock.Clock
 	// OnStateChange, if set, is called from the orchestrator's loop on
 	// every worker state change, in order. It must not block.
-	OnStateChange func(StateChange)
+	OnStateChange func(state.Change)
 	// Energy, if set, attributes a meter's energy to workers and
 	// invocations (energy.go): the orchestrator feeds it the workers'
 	// state changes, the caller runs the meter into its Add. Rows reach
@@ -305,7 +306,7 @@ func (o *Orchestrator) InvokeJob(ctx context.Context, spec JobSpec) (*Invocation
 type WorkerStatus struct {
 	ID    string        `json:"id"`
 	Kind  string        `json:"kind"`
-	State State         `json:"state"`
+	State state.Name    `json:"state"`
 	For   time.Duration `json:"for_ns"`
 }
 
@@ -336,7 +337,7 @@ func (o *Orchestrator) Status() Status {
 	for _, id := range o.m.order {
 		w := o.m.workers[id]
 		s.Workers = append(s.Workers, WorkerStatus{id, w.spec.Kind, w.state, now.Sub(w.since)})
-		if w.state == Working {
+		if w.state == state.Working {
 			s.Running++
 		}
 	}

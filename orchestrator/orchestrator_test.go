@@ -22,6 +22,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/simworker"
+	"github.com/microfaas/microfaas/orchestrator/state"
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/runtime"
 	"github.com/microfaas/microfaas/runtime/functions"
@@ -171,7 +172,7 @@ func TestWorkerDiesMidJobIsRetried(t *testing.T) {
 	// Pull the plug on whichever worker runs it.
 	var victim string
 	for _, w := range h.orch.Status().Workers {
-		if w.State == Working {
+		if w.State == state.Working {
 			victim = w.ID
 		}
 	}
@@ -313,13 +314,13 @@ func TestWithdrawOnCancel(t *testing.T) {
 // IdleTimeout, then powers off; the observer sees every change.
 func TestIdleTimeoutOnFakeClock(t *testing.T) {
 	fake := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	changes := make(chan StateChange, 64)
-	h := newHarness(t, 1, Config{Clock: fake, IdleTimeout: time.Minute, OnStateChange: func(c StateChange) { changes <- c }})
+	changes := make(chan state.Change, 64)
+	h := newHarness(t, 1, Config{Clock: fake, IdleTimeout: time.Minute, OnStateChange: func(c state.Change) { changes <- c }})
 	inv, err := h.orch.Invoke(context.Background(), "float_operations", json.RawMessage(`{"n":10}`), 5*time.Second)
 	if err != nil || inv.Err != nil {
 		t.Fatalf("invocation: %v %v", err, inv.Err)
 	}
-	want := func(to State) StateChange {
+	want := func(to state.Name) state.Change {
 		t.Helper()
 		select {
 		case c := <-changes:
@@ -330,19 +331,19 @@ func TestIdleTimeoutOnFakeClock(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("no change to %s", to)
 		}
-		return StateChange{}
+		return state.Change{}
 	}
-	want(Booting)
-	want(Idle)
-	if c := want(Working); c.Invocation != inv.ID || !c.At.Equal(fake.Now()) {
+	want(state.Booting)
+	want(state.Idle)
+	if c := want(state.Working); c.Invocation != inv.ID || !c.At.Equal(fake.Now()) {
 		t.Fatalf("working: %+v", c)
 	}
-	want(Idle)
+	want(state.Idle)
 	fake.Advance(59 * time.Second)
-	if s := h.orch.Status().Workers[0].State; s != Idle {
+	if s := h.orch.Status().Workers[0].State; s != state.Idle {
 		t.Fatalf("after 59 s of a 1 min idle timeout the worker is %s", s)
 	}
 	fake.Advance(time.Second)
-	want(Stopping)
-	want(Off) // the worker obeys the power-off; its controller reports the exit
+	want(state.Stopping)
+	want(state.Off) // the worker obeys the power-off; its controller reports the exit
 }

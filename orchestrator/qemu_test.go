@@ -24,6 +24,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/httpguard"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/orchestrator/state"
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/target"
 )
@@ -153,7 +154,7 @@ func TestQEMUWorkerKilledMidJob(t *testing.T) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for victim == "" {
 		for _, w := range c.orch.Status().Workers {
-			if w.State == orchestrator.Working {
+			if w.State == state.Working {
 				victim = w.ID
 			}
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/orchestrator/state"
 	"github.com/microfaas/microfaas/runtime/functions"
 	"github.com/microfaas/microfaas/target"
 )
@@ -37,7 +38,7 @@ type clusterFlags struct {
 	services map[string]map[string]string
 	quiet    bool // log warnings and errors only (a progress line is showing)
 	// onState, if set, also observes every worker state change.
-	onState func(orchestrator.StateChange)
+	onState func(state.Change)
 }
 
 func (c *clusterFlags) register(fs *flag.FlagSet) {
@@ -178,14 +179,14 @@ func (c *clusterFlags) start(ctx context.Context) (*running, error) {
 	}
 	var rec orchestrator.Recorder = csvRec
 	var acc *energy.Accountant
-	var onState func(orchestrator.StateChange)
+	var onState func(state.Change)
 	if r.energy != nil {
 		rec, acc, onState = orchestrator.MultiRecorder{csvRec, r.energy}, r.energy.acc, r.energy.stateChanged
 		r.energy.start() // before any worker powers on
 	}
 	if extra := c.onState; extra != nil {
 		energyObserver := onState
-		onState = func(sc orchestrator.StateChange) {
+		onState = func(sc state.Change) {
 			if energyObserver != nil {
 				energyObserver(sc)
 			}

@@ -25,6 +25,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator/energy/cpumodel"
 	"github.com/microfaas/microfaas/orchestrator/energy/meters"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 // energyFlags configure energy accounting for serve and demo
@@ -205,7 +206,7 @@ func (r *energyRun) poke(now time.Time) {
 
 // stateChanged is the orchestrator's OnStateChange: the CPU-time model
 // reads at every worker state change.
-func (r *energyRun) stateChanged(c orchestrator.StateChange) {
+func (r *energyRun) stateChanged(c state.Change) {
 	if r.tick != nil {
 		r.poke(c.At)
 	}
@@ -355,8 +356,8 @@ func (r *energyRun) report(w io.Writer, dir string) error {
 		if fit, err := energy.Attribute(energy.Input{Samples: whole, Intervals: r.acc.Intervals(res.End)}); err == nil && fit.Fit != nil {
 			f := fit.Fit
 			fmt.Fprintf(w, "per-state fit of the host series alone (%s): baseline %.2f W, booting %.2f, idle %.2f, working %.2f, stopping %.2f W per board; residual RMS %.3f W, R² %.4f over %d samples\n",
-				kind, f.Model.BaselineWatts, f.Model.Watts[energy.Booting], f.Model.Watts[energy.Idle], f.Model.Watts[energy.Working],
-				f.Model.Watts[energy.Stopping], f.ResidualRMS, f.R2, f.Samples)
+				kind, f.Model.BaselineWatts, f.Model.Watts[state.Booting], f.Model.Watts[state.Idle], f.Model.Watts[state.Working],
+				f.Model.Watts[state.Stopping], f.ResidualRMS, f.R2, f.Samples)
 		}
 	}
 	if dir == "" {

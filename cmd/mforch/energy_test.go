@@ -13,6 +13,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/energy/cpumodel"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 func TestEnergySetupPicksMeter(t *testing.T) {
@@ -29,8 +30,8 @@ func TestEnergySetupPicksMeter(t *testing.T) {
 	if cm := r.meter.(*cpumodel.Meter); cm.Tick == nil || r.tick == nil {
 		t.Fatal("the cpu-time model is not driven by the energy run's ticks")
 	}
-	r.stateChanged(orchestrator.StateChange{Worker: "vm0", To: orchestrator.Stopping, At: time.Now()})
-	r.stateChanged(orchestrator.StateChange{Worker: "vm0", To: orchestrator.Off, At: time.Now()}) // dropped: one pending is enough
+	r.stateChanged(state.Change{Worker: "vm0", To: state.Stopping, At: time.Now()})
+	r.stateChanged(state.Change{Worker: "vm0", To: state.Off, At: time.Now()}) // dropped: one pending is enough
 	if len(r.tick) != 1 {
 		t.Errorf("%d readings pending after two state changes, want 1", len(r.tick))
 	}
@@ -46,7 +47,7 @@ func TestEnergySetupPicksMeter(t *testing.T) {
 	cl := cluster.Local(1)
 	cl.Meter = &energy.Config{Driver: energy.DriverWattsUp, Device: "/dev/ttyUSB0", Covers: "strip", States: states}
 	r, err = on.setup(cl, q, log)
-	if err != nil || r == nil || r.cfg.Driver != energy.DriverWattsUp || r.acc.Model == nil || r.acc.Model.Watts[energy.Working] != 2.9 {
+	if err != nil || r == nil || r.cfg.Driver != energy.DriverWattsUp || r.acc.Model == nil || r.acc.Model.Watts[state.Working] != 2.9 {
 		t.Fatalf("meter section: %+v, %v", r, err)
 	}
 	// BeagleBones without a meter, or --energy=false: no accounting.

@@ -22,6 +22,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/energy/meters"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 const experimentUsage = `usage: mforch experiment FILE [--out DIR] [-v]
@@ -115,11 +116,10 @@ func executeSpec(ctx context.Context, spec *experiment.Spec, raw []byte, dir str
 	if !spec.Meter.None {
 		acct = &energy.Accountant{}
 	}
-	c.onState = func(sc orchestrator.StateChange) {
-		run.StateChanged(experiment.StateChange{Worker: sc.Worker, From: string(sc.From), To: string(sc.To),
-			At: sc.At, Invocation: sc.Invocation})
+	c.onState = func(sc state.Change) {
+		run.StateChanged(sc)
 		if acct != nil {
-			acct.Observe(energy.StateChange{Worker: sc.Worker, From: string(sc.From), To: string(sc.To), At: sc.At, Invocation: sc.Invocation})
+			acct.Observe(sc)
 		}
 	}
 	r, err := c.start(bg)
@@ -285,8 +285,8 @@ func settle(o *orchestrator.Orchestrator, limit time.Duration) {
 	for end := time.Now().Add(limit); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		busy := false
 		for _, w := range o.Status().Workers {
-			switch string(w.State) {
-			case "booting", "working", "stopping":
+			switch w.State {
+			case state.Booting, state.Working, state.Stopping:
 				busy = true
 			}
 		}

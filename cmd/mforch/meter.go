@@ -17,6 +17,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/energy/meters"
 	"github.com/microfaas/microfaas/orchestrator/energy/sysfs"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 const meterUsage = `usage: mforch meter read      [meter flags] [-n N] [--for D] [--list]
@@ -223,7 +224,7 @@ func runMeterCalibrate(ctx context.Context, args []string, in io.Reader, out io.
 		return err
 	}
 	fmt.Fprintf(out, "baseline %.3f W; one board adds: booting %.3f W, idle %.3f W, working %.3f W, stopping %.3f W (%s)\nwrote %s\n",
-		m.BaselineWatts, m.Watts[energy.Booting], m.Watts[energy.Idle], m.Watts[energy.Working], m.Watts[energy.Stopping],
+		m.BaselineWatts, m.Watts[state.Booting], m.Watts[state.Idle], m.Watts[state.Working], m.Watts[state.Stopping],
 		energy.Label(meter.Source()), *path)
 	return nil
 }

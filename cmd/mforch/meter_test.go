@@ -11,6 +11,7 @@ import (
 
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/energy/wattsup/wattsupsim"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 func TestMeterCalibrateWithSimulatedWattsUp(t *testing.T) {
@@ -34,7 +35,7 @@ func TestMeterCalibrateWithSimulatedWattsUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if math.Abs(m.BaselineWatts-12) > 0.05 || math.Abs(m.Watts[energy.Idle]) > 0.05 {
+	if math.Abs(m.BaselineWatts-12) > 0.05 || math.Abs(m.Watts[state.Idle]) > 0.05 {
 		t.Errorf("model %+v: a constant 12 W strip must give baseline 12 W and 0 W per state", m)
 	}
 	if !strings.Contains(log.String(), "Press the power button of ONE board") {

@@ -27,6 +27,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/simworker"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 // simCluster is a real orchestrator whose workers are simulated
@@ -74,8 +75,8 @@ func startSimCluster(t *testing.T, run *experiment.Run, workers int, idle time.D
 	}
 	o, err := orchestrator.New(orchestrator.Config{Cluster: cl, Controllers: map[string]power.Controller{cluster.KindVM: sim},
 		Recorder: rec, IdleTimeout: idle, PowerOffHoldoff: 50 * time.Millisecond,
-		OnStateChange: func(sc orchestrator.StateChange) {
-			run.StateChanged(experiment.StateChange{Worker: sc.Worker, From: string(sc.From), To: string(sc.To), At: sc.At, Invocation: sc.Invocation})
+		OnStateChange: func(sc state.Change) {
+			run.StateChanged(sc)
 		},
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {

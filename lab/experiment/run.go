@@ -15,6 +15,7 @@ import (
 
 	"github.com/microfaas/microfaas/lab/loadgen"
 	"github.com/microfaas/microfaas/lab/report"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 // Cluster is what the runner needs of an orchestrator: run one invocation
@@ -32,14 +33,6 @@ type Result struct {
 	ID     string
 	Worker string
 	Err    string // the invocation's error ("" when it succeeded)
-}
-
-// StateChange is one worker state change (a row of timeline.csv, docs/experiments.md).
-type StateChange struct {
-	Worker     string
-	From, To   string
-	At         time.Time
-	Invocation string // for "working"
 }
 
 // Sample is one power reading.
@@ -64,7 +57,7 @@ type Run struct {
 	tlFile    *os.File
 	meter     *csv.Writer
 	meterFile *os.File
-	open      map[string]StateChange // each worker's current state
+	open      map[string]state.Change // each worker's current state
 	summary   report.Summary
 	done      int
 	failed    int
@@ -80,7 +73,7 @@ func Create(dir string, spec *Spec, file []byte) (*Run, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	r := &Run{Dir: dir, Spec: spec, open: map[string]StateChange{}, now: time.Now}
+	r := &Run{Dir: dir, Spec: spec, open: map[string]state.Change{}, now: time.Now}
 	if err := os.WriteFile(filepath.Join(dir, report.ExperimentFile), file, 0o644); err != nil {
 		return nil, err
 	}
@@ -136,7 +129,7 @@ func (r *Run) SetHost(h report.HostFacts) {
 // StateChanged records a worker state change: the interval of the state it
 // left goes to timeline.csv at once. It never blocks for long: the
 // orchestrator calls it from its loop.
-func (r *Run) StateChanged(c StateChange) {
+func (r *Run) StateChanged(c state.Change) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if prev, ok := r.open[c.Worker]; ok {
@@ -145,11 +138,11 @@ func (r *Run) StateChanged(c StateChange) {
 	r.open[c.Worker] = c
 }
 
-func (r *Run) writeInterval(s StateChange, end time.Time) {
-	if s.To == "off" || s.To == "" || !end.After(s.At) {
+func (r *Run) writeInterval(s state.Change, end time.Time) {
+	if s.To == state.Off || s.To == "" || !end.After(s.At) {
 		return
 	}
-	r.timeline.Write([]string{s.Worker, s.To, strconv.FormatInt(s.At.UnixNano(), 10), strconv.FormatInt(end.UnixNano(), 10), s.Invocation})
+	r.timeline.Write([]string{s.Worker, string(s.To), strconv.FormatInt(s.At.UnixNano(), 10), strconv.FormatInt(end.UnixNano(), 10), s.Invocation})
 	r.timeline.Flush()
 }
 
@@ -295,7 +288,7 @@ func (r *Run) finish(interrupted bool, end time.Time) (report.Summary, error) {
 	for _, s := range r.open {
 		r.writeInterval(s, now)
 	}
-	r.open = map[string]StateChange{}
+	r.open = map[string]state.Change{}
 	r.summary.Finished = end
 	r.summary.Done, r.summary.Failed = r.done, r.failed
 	r.summary.Interrupted = interrupted || r.done < r.summary.Planned

@@ -6,6 +6,8 @@ import (
 	"math"
 	"sort"
 	"time"
+
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 // Errors from Attribute; test with errors.Is.
@@ -18,19 +20,19 @@ var (
 // every board off, plus that baseline (switch, orchestrator, off boards). It
 // comes from a least-squares fit over a run (Fit) or from calibration.
 type StateModel struct {
-	Source        string             `yaml:"source"`         // "fit", "calibration", ...
-	BaselineWatts float64            `yaml:"baseline_watts"` // all boards off
-	Watts         map[string]float64 `yaml:"watts"`          // per board, by state, above off
+	Source        string                 `yaml:"source"`         // "fit", "calibration", ...
+	BaselineWatts float64                `yaml:"baseline_watts"` // all boards off
+	Watts         map[state.Name]float64 `yaml:"watts"`          // per board, by state, above off
 }
 
 // Fit is the least-squares estimate of per-state board power from a run,
 // with its error.
 type Fit struct {
 	Model        StateModel
-	ResidualRMS  float64  // watts, time-weighted
-	R2           float64  // of the meter's power
-	Samples      int      // intervals used
-	Unidentified []string // states never seen in the run: power taken as 0
+	ResidualRMS  float64      // watts, time-weighted
+	R2           float64      // of the meter's power
+	Samples      int          // intervals used
+	Unidentified []state.Name // states never seen in the run: power taken as 0
 }
 
 // InvocationEnergy is the energy attributed to one invocation.
@@ -61,9 +63,9 @@ func (u Unattributed) TotalJ() float64 { return u.BaselineJ + u.OffJ + u.OrphanJ
 type Result struct {
 	Source       string // the meter's source; outputs say "model" when IsModel
 	Start, End   time.Time
-	TotalJ       float64                       // the meter's energy over [Start, End]
-	Fit          *Fit                          // set when one meter covered many boards
-	Workers      map[string]map[string]float64 // joules per worker per state
+	TotalJ       float64                           // the meter's energy over [Start, End]
+	Fit          *Fit                              // set when one meter covered many boards
+	Workers      map[string]map[state.Name]float64 // joules per worker per state
 	Invocations  map[string]*InvocationEnergy
 	Unattributed Unattributed
 }
@@ -140,7 +142,7 @@ func Attribute(in Input) (*Result, error) {
 	intervals := append([]Interval(nil), in.Intervals...)
 	sortIntervals(intervals)
 
-	res := &Result{Source: source, Workers: map[string]map[string]float64{}, Invocations: map[string]*InvocationEnergy{}}
+	res := &Result{Source: source, Workers: map[string]map[state.Name]float64{}, Invocations: map[string]*InvocationEnergy{}}
 	perBoard := map[string][]segment{}
 	for w, s := range series {
 		if w != "" {
@@ -217,7 +219,7 @@ func Attribute(in Input) (*Result, error) {
 	var boards float64
 	for _, ivs := range byWorker(intervals) {
 		for _, sess := range sessions(ivs) {
-			var over map[string]float64 = map[string]float64{}
+			over := map[state.Name]float64{}
 			invs := []string{}
 			seen := map[string]bool{}
 			for _, iv := range sess {
@@ -225,12 +227,12 @@ func Attribute(in Input) (*Result, error) {
 				boards += j
 				w := res.Workers[iv.Worker]
 				if w == nil {
-					w = map[string]float64{}
+					w = map[state.Name]float64{}
 					res.Workers[iv.Worker] = w
 				}
 				w[iv.State] += j
 				switch {
-				case iv.State == Working && iv.Invocation != "":
+				case iv.State == state.Working && iv.Invocation != "":
 					e := res.Invocations[iv.Invocation]
 					if e == nil {
 						e = &InvocationEnergy{Invocation: iv.Invocation}
@@ -242,7 +244,7 @@ func Attribute(in Input) (*Result, error) {
 						seen[iv.Invocation] = true
 						invs = append(invs, iv.Invocation)
 					}
-				case iv.State == Off || !isOnState(iv.State):
+				case iv.State == state.Off || !state.IsOn(iv.State):
 					res.Unattributed.OffJ += j
 				default:
 					over[iv.State] += j
@@ -257,11 +259,11 @@ func Attribute(in Input) (*Result, error) {
 			k := float64(len(invs))
 			for _, id := range invs {
 				e := res.Invocations[id]
-				e.BootJ += over[Booting] / k
-				e.IdleJ += over[Idle] / k
-				e.ShutdownJ += over[Stopping] / k
+				e.BootJ += over[state.Booting] / k
+				e.IdleJ += over[state.Idle] / k
+				e.ShutdownJ += over[state.Stopping] / k
 				// A working interval with no invocation id counts as idle.
-				e.IdleJ += over[Working] / k
+				e.IdleJ += over[state.Working] / k
 			}
 		}
 	}
@@ -274,15 +276,6 @@ func Attribute(in Input) (*Result, error) {
 		res.Unattributed.ResidualJ = total - res.Unattributed.BaselineJ - boards
 	}
 	return res, nil
-}
-
-func isOnState(s string) bool {
-	for _, o := range OnStates {
-		if s == o {
-			return true
-		}
-	}
-	return false
 }
 
 func clip(iv Interval, start, end time.Time) (time.Time, time.Time) {
@@ -323,10 +316,10 @@ func sessions(ivs []Interval) [][]Interval {
 	}
 	for _, iv := range ivs {
 		switch {
-		case !isOnState(iv.State):
+		case !state.IsOn(iv.State):
 			flush()
 			out = append(out, []Interval{iv})
-		case iv.State == Booting:
+		case iv.State == state.Booting:
 			flush()
 			cur = append(cur, iv)
 		default:
@@ -342,11 +335,11 @@ func sessions(ivs []Interval) [][]Interval {
 func counts(segs []segment, ivs []Interval) [][]float64 {
 	out := make([][]float64, len(segs))
 	for i := range out {
-		out[i] = make([]float64, len(OnStates))
+		out[i] = make([]float64, len(state.On))
 	}
 	for _, iv := range ivs {
 		col := -1
-		for c, s := range OnStates {
+		for c, s := range state.On {
 			if iv.State == s {
 				col = c
 			}
@@ -372,8 +365,8 @@ func fitModel(segs []segment, ivs []Interval) (*Fit, error) {
 	n := counts(segs, ivs)
 	// Columns: constant, then each on-state seen in the run.
 	cols := []int{}
-	var unseen []string
-	for c, s := range OnStates {
+	var unseen []state.Name
+	for c, s := range state.On {
 		any := false
 		for i := range n {
 			if n[i][c] > 0 {
@@ -416,12 +409,12 @@ func fitModel(segs []segment, ivs []Interval) (*Fit, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := StateModel{Source: "fit", BaselineWatts: beta[0], Watts: map[string]float64{}}
-	for _, s := range OnStates {
+	m := StateModel{Source: "fit", BaselineWatts: beta[0], Watts: map[state.Name]float64{}}
+	for _, s := range state.On {
 		m.Watts[s] = 0
 	}
 	for k, c := range cols {
-		m.Watts[OnStates[c]] = beta[k+1]
+		m.Watts[state.On[c]] = beta[k+1]
 	}
 	f := &Fit{Model: m, Samples: len(segs), Unidentified: unseen}
 	f.ResidualRMS, f.R2 = modelError(segs, ivs, m)
@@ -440,7 +433,7 @@ func modelError(segs []segment, ivs []Interval, m StateModel) (rms, r2 float64) 
 	var ssRes, ssTot float64
 	for i, sg := range segs {
 		pred := m.BaselineWatts
-		for c, s := range OnStates {
+		for c, s := range state.On {
 			pred += m.Watts[s] * n[i][c]
 		}
 		ssRes += sg.dt() * (sg.watts - pred) * (sg.watts - pred)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/orchestrator/energy"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 var t0 = time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
@@ -41,8 +42,8 @@ func TestFitRecoversPerStatePower(t *testing.T) {
 				t.Fatal("no fit for a strip meter")
 			}
 			within(t, "baseline", f.Model.BaselineWatts, bbb.base, 0.02)
-			for _, s := range energy.OnStates {
-				within(t, s, f.Model.Watts[s], bbb.watts[s], 0.02)
+			for _, s := range state.On {
+				within(t, string(s), f.Model.Watts[s], bbb.watts[s], 0.02)
 			}
 			t.Logf("baseline %.3f W, %v, residual RMS %.4f W, R2 %.5f over %d samples", f.Model.BaselineWatts, f.Model.Watts, f.ResidualRMS, f.R2, f.Samples)
 			if f.R2 < 0.95 || f.ResidualRMS > 0.1 {
@@ -76,7 +77,7 @@ func TestAttributionAddsUpAndMatchesTruth(t *testing.T) {
 		within(t, id, res.Invocations[id].TotalJ(), want, 0.03)
 	}
 	within(t, "baseline", res.Unattributed.BaselineJ, bbb.base*d.Seconds(), 0.02)
-	for _, s := range energy.OnStates {
+	for _, s := range state.On {
 		var got, want float64
 		for w := range res.Workers {
 			got += res.Workers[w][s]
@@ -86,7 +87,7 @@ func TestAttributionAddsUpAndMatchesTruth(t *testing.T) {
 				want += bbb.watts[s] * iv.End.Sub(iv.Start).Seconds()
 			}
 		}
-		within(t, "all boards "+s, got, want, 0.02)
+		within(t, "all boards "+string(s), got, want, 0.02)
 	}
 }
 
@@ -140,8 +141,8 @@ func TestCalibratedModelIsUsedAndScored(t *testing.T) {
 	d := 20 * time.Minute
 	ivs := synthTimeline(5, 3, t0, d, 1)
 	samples := bbb.stripSamples(ivs, t0, d, time.Second)
-	model := &energy.StateModel{Source: "calibration", BaselineWatts: bbb.base, Watts: map[string]float64{
-		energy.Booting: 2.3, energy.Idle: 1.5, energy.Working: 2.9 * 1.1, energy.Stopping: 1.8}}
+	model := &energy.StateModel{Source: "calibration", BaselineWatts: bbb.base, Watts: map[state.Name]float64{
+		state.Booting: 2.3, state.Idle: 1.5, state.Working: 2.9 * 1.1, state.Stopping: 1.8}}
 	res, err := energy.Attribute(energy.Input{Samples: samples, Intervals: ivs, Model: model})
 	if err != nil {
 		t.Fatal(err)
@@ -163,8 +164,8 @@ func TestUnidentifiable(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		s := t0.Add(time.Duration(i) * 4 * time.Second)
 		ivs = append(ivs,
-			energy.Interval{Worker: "a", State: energy.Working, Start: s, End: s.Add(2 * time.Second), Invocation: "x"},
-			energy.Interval{Worker: "b", State: energy.Booting, Start: s, End: s.Add(2 * time.Second)})
+			energy.Interval{Worker: "a", State: state.Working, Start: s, End: s.Add(2 * time.Second), Invocation: "x"},
+			energy.Interval{Worker: "b", State: state.Booting, Start: s, End: s.Add(2 * time.Second)})
 	}
 	for i := 0; i <= 200; i++ {
 		w := 10.0
@@ -185,11 +186,11 @@ func TestUnidentifiable(t *testing.T) {
 func TestTimelineFromStateChanges(t *testing.T) {
 	tl := energy.NewTimeline()
 	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
-	tl.Observe(energy.StateChange{Worker: "vm0", From: "off", To: "booting", At: at(0)})
-	tl.Observe(energy.StateChange{Worker: "vm0", From: "booting", To: "idle", At: at(2)})
-	tl.Observe(energy.StateChange{Worker: "vm0", From: "idle", To: "working", At: at(2), Invocation: "i1"})
-	tl.Observe(energy.StateChange{Worker: "vm0", From: "working", To: "stopping", At: at(5)})
-	tl.Observe(energy.StateChange{Worker: "vm0", From: "stopping", To: "off", At: at(6)})
+	tl.Observe(state.Change{Worker: "vm0", From: state.Off, To: state.Booting, At: at(0)})
+	tl.Observe(state.Change{Worker: "vm0", From: state.Booting, To: state.Idle, At: at(2)})
+	tl.Observe(state.Change{Worker: "vm0", From: state.Idle, To: state.Working, At: at(2), Invocation: "i1"})
+	tl.Observe(state.Change{Worker: "vm0", From: state.Working, To: state.Stopping, At: at(5)})
+	tl.Observe(state.Change{Worker: "vm0", From: state.Stopping, To: state.Off, At: at(6)})
 	got := tl.Intervals(at(10))
 	want := []energy.Interval{
 		{Worker: "vm0", State: "booting", Start: at(0), End: at(2)},

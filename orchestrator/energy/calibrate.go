@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/microfaas/microfaas/orchestrator/state"
 	"gopkg.in/yaml.v3"
 )
 
@@ -37,9 +38,12 @@ type Calibration struct {
 	Sleep func(ctx context.Context, d time.Duration) error
 }
 
+// Baseline names the calibration's phase with every board off.
+const Baseline state.Name = "baseline"
+
 // Phase is one recorded window of the calibration.
 type Phase struct {
-	State      string
+	State      state.Name // a worker state, or Baseline
 	Start, End time.Time
 	Watts      float64 // average over the window
 }
@@ -86,11 +90,11 @@ func (c *Calibration) Run(ctx context.Context) (*StateModel, []Phase, error) {
 			err = f(ctx)
 		}
 	}
-	window := func(state string, during func()) {
+	window := func(s state.Name, during func()) {
 		if err != nil {
 			return
 		}
-		p := Phase{State: state, Start: c.Now.Now()}
+		p := Phase{State: s, Start: c.Now.Now()}
 		during()
 		p.End = c.Now.Now()
 		phases = append(phases, p)
@@ -100,21 +104,21 @@ func (c *Calibration) Run(ctx context.Context) (*StateModel, []Phase, error) {
 
 	step(c.Control.AllOff)
 	step(settle1)
-	window("baseline", hold1)
+	window(Baseline, hold1)
 	for i := 0; i < cycles; i++ {
 		step(c.Control.PowerOn)
-		window(Booting, func() { step(c.Control.WaitBooted) })
+		window(state.Booting, func() { step(c.Control.WaitBooted) })
 		step(settle1)
 		if i == 0 {
-			window(Idle, hold1)
+			window(state.Idle, hold1)
 			step(c.Control.StartBusy)
 			step(settle1)
-			window(Working, hold1)
+			window(state.Working, hold1)
 			step(c.Control.StopBusy)
 			step(settle1)
 		}
 		step(c.Control.PowerOff)
-		window(Stopping, func() { step(c.Control.WaitOff) })
+		window(state.Stopping, func() { step(c.Control.WaitOff) })
 		step(settle1)
 	}
 	// One more interval so the last window's samples have arrived.
@@ -139,15 +143,15 @@ func (c *Calibration) Run(ctx context.Context) (*StateModel, []Phase, error) {
 		p.Watts = integrate(segs, p.Start, p.End) / d
 	}
 	// Average each state over its windows (weighted by duration).
-	sum, dur := map[string]float64{}, map[string]float64{}
+	sum, dur := map[state.Name]float64{}, map[state.Name]float64{}
 	for _, p := range phases {
 		d := p.End.Sub(p.Start).Seconds()
 		sum[p.State] += p.Watts * d
 		dur[p.State] += d
 	}
-	base := sum["baseline"] / dur["baseline"]
-	m := &StateModel{Source: "calibration", BaselineWatts: base, Watts: map[string]float64{}}
-	for _, s := range OnStates {
+	base := sum[Baseline] / dur[Baseline]
+	m := &StateModel{Source: "calibration", BaselineWatts: base, Watts: map[state.Name]float64{}}
+	for _, s := range state.On {
 		m.Watts[s] = sum[s]/dur[s] - base
 	}
 	return m, phases, nil
@@ -172,7 +176,7 @@ func LoadModel(path string) (*StateModel, error) {
 	if err := yaml.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("energy: state model %s: %w", path, err)
 	}
-	for _, s := range OnStates {
+	for _, s := range state.On {
 		if _, ok := m.Watts[s]; !ok {
 			return nil, fmt.Errorf("energy: state model %s: no watts for %q: run `mforch meter calibrate` again", path, s)
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/orchestrator/energy"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 // bench is a strip with one board under test, a fake clock and a fake
@@ -16,7 +17,7 @@ import (
 type bench struct {
 	mu    sync.Mutex
 	now   time.Time
-	state string // of the board
+	state state.Name // of the board
 	emit  func(energy.Sample)
 	ready chan struct{}
 }
@@ -49,22 +50,22 @@ func (b *bench) sleep(ctx context.Context, d time.Duration) error {
 	return nil
 }
 
-func (b *bench) set(s string) error { b.mu.Lock(); b.state = s; b.mu.Unlock(); return nil }
+func (b *bench) set(s state.Name) error { b.mu.Lock(); b.state = s; b.mu.Unlock(); return nil }
 
 type benchControl struct{ b *bench }
 
-func (c benchControl) AllOff(context.Context) error  { return c.b.set(energy.Off) }
-func (c benchControl) PowerOn(context.Context) error { return c.b.set(energy.Booting) }
+func (c benchControl) AllOff(context.Context) error  { return c.b.set(state.Off) }
+func (c benchControl) PowerOn(context.Context) error { return c.b.set(state.Booting) }
 func (c benchControl) WaitBooted(ctx context.Context) error {
 	c.b.sleep(ctx, 2500*time.Millisecond)
-	return c.b.set(energy.Idle)
+	return c.b.set(state.Idle)
 }
-func (c benchControl) StartBusy(context.Context) error { return c.b.set(energy.Working) }
-func (c benchControl) StopBusy(context.Context) error  { return c.b.set(energy.Idle) }
-func (c benchControl) PowerOff(context.Context) error  { return c.b.set(energy.Stopping) }
+func (c benchControl) StartBusy(context.Context) error { return c.b.set(state.Working) }
+func (c benchControl) StopBusy(context.Context) error  { return c.b.set(state.Idle) }
+func (c benchControl) PowerOff(context.Context) error  { return c.b.set(state.Stopping) }
 func (c benchControl) WaitOff(ctx context.Context) error {
 	c.b.sleep(ctx, 1200*time.Millisecond)
-	return c.b.set(energy.Off)
+	return c.b.set(state.Off)
 }
 
 func TestCalibrationRecoversPerStatePower(t *testing.T) {
@@ -81,7 +82,7 @@ func TestCalibrationRecoversPerStatePower(t *testing.T) {
 	if math.Abs(m.BaselineWatts-bbb.base) > 1e-9 || m.Source != "calibration" {
 		t.Errorf("baseline %v (%s), want %v from calibration", m.BaselineWatts, m.Source, bbb.base)
 	}
-	for _, s := range energy.OnStates {
+	for _, s := range state.On {
 		if math.Abs(m.Watts[s]-bbb.watts[s]) > 1e-9 {
 			t.Errorf("%s: %v W, want %v", s, m.Watts[s], bbb.watts[s])
 		}
@@ -91,7 +92,7 @@ func TestCalibrationRecoversPerStatePower(t *testing.T) {
 		t.Fatal(err)
 	}
 	back, err := energy.LoadModel(path)
-	if err != nil || back.BaselineWatts != m.BaselineWatts || back.Watts[energy.Working] != m.Watts[energy.Working] {
+	if err != nil || back.BaselineWatts != m.BaselineWatts || back.Watts[state.Working] != m.Watts[state.Working] {
 		t.Errorf("model did not survive the file: %+v %v", back, err)
 	}
 }

@@ -16,19 +16,6 @@ import (
 	"time"
 )
 
-// Worker states, as the orchestrator reports them (docs/energy.md, "Attribution").
-const (
-	Off      = "off"
-	Booting  = "booting"
-	Idle     = "idle"
-	Working  = "working"
-	Stopping = "stopping"
-)
-
-// OnStates are the states in which a board draws more than when it is off;
-// their per-board power is what attribution estimates.
-var OnStates = []string{Booting, Idle, Working, Stopping}
-
 // Sample is one power reading.
 //
 // Watts is the average power over the interval that ends at At and starts at

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 // CSVColumns are the results CSV's energy columns (docs/energy.md, "Outputs"), appended
@@ -37,10 +39,10 @@ func (r *Result) ByWorkerFunctionState(function map[string]string) map[Key]float
 	out := map[Key]float64{}
 	for id, e := range r.Invocations {
 		fn := function[id]
-		out[Key{e.Worker, fn, Booting}] += e.BootJ
-		out[Key{e.Worker, fn, Working}] += e.ExecJ
-		out[Key{e.Worker, fn, Stopping}] += e.ShutdownJ
-		out[Key{e.Worker, fn, Idle}] += e.IdleJ
+		out[Key{e.Worker, fn, string(state.Booting)}] += e.BootJ
+		out[Key{e.Worker, fn, string(state.Working)}] += e.ExecJ
+		out[Key{e.Worker, fn, string(state.Stopping)}] += e.ShutdownJ
+		out[Key{e.Worker, fn, string(state.Idle)}] += e.IdleJ
 	}
 	out[Key{"", "", "unattributed"}] += r.Unattributed.TotalJ()
 	return out
@@ -80,7 +82,7 @@ func WriteTimelineCSV(w io.Writer, ivs []Interval) error {
 	cw := csv.NewWriter(w)
 	cw.Write([]string{"worker", "state", "start_unix_ns", "end_unix_ns", "invocation"})
 	for _, iv := range ivs {
-		cw.Write([]string{iv.Worker, iv.State, strconv.FormatInt(iv.Start.UnixNano(), 10), strconv.FormatInt(iv.End.UnixNano(), 10), iv.Invocation})
+		cw.Write([]string{iv.Worker, string(iv.State), strconv.FormatInt(iv.Start.UnixNano(), 10), strconv.FormatInt(iv.End.UnixNano(), 10), iv.Invocation})
 	}
 	cw.Flush()
 	return cw.Error()
@@ -98,7 +100,7 @@ func (r *Result) Summary() string {
 		r.Unattributed.TotalJ(), r.Unattributed.BaselineJ, r.Unattributed.OffJ, r.Unattributed.OrphanJ, r.Unattributed.ResidualJ)
 	if f := r.Fit; f != nil {
 		var states []string
-		for _, st := range OnStates {
+		for _, st := range state.On {
 			states = append(states, fmt.Sprintf("%s %.2f W", st, f.Model.Watts[st]))
 		}
 		sort.Strings(states)
@@ -133,15 +135,15 @@ func (a *Accountant) init() {
 }
 
 // Observe records a worker state change.
-func (a *Accountant) Observe(c StateChange) {
+func (a *Accountant) Observe(c state.Change) {
 	a.init()
 	a.timeline.Observe(c)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {
-	case c.To == Working && c.Invocation != "":
+	case c.To == state.Working && c.Invocation != "":
 		a.session[c.Worker] = append(a.session[c.Worker], c.Invocation)
-	case c.To == Booting || !isOnState(c.To):
+	case c.To == state.Booting || !state.IsOn(c.To):
 		// A new boot or off: the previous session is over.
 		a.closed = append(a.closed, a.session[c.Worker]...)
 		delete(a.session, c.Worker)

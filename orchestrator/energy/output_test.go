@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/orchestrator/energy"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 func TestAccountantClosesSessions(t *testing.T) {
@@ -17,25 +18,25 @@ func TestAccountantClosesSessions(t *testing.T) {
 	for s := 0; s <= 20; s++ {
 		a.Add(energy.Sample{At: at(s), Watts: 10, Source: "measured:wattsup"})
 	}
-	ch := func(w, to string, s int, inv string) {
-		a.Observe(energy.StateChange{Worker: w, To: to, At: at(s), Invocation: inv})
+	ch := func(w string, to state.Name, s int, inv string) {
+		a.Observe(state.Change{Worker: w, To: to, At: at(s), Invocation: inv})
 	}
-	ch("b0", energy.Booting, 1, "")
-	ch("b0", energy.Working, 3, "i1")
-	ch("b0", energy.Idle, 5, "")
-	ch("b0", energy.Working, 6, "i2")
-	ch("b1", energy.Booting, 6, "")
-	ch("b1", energy.Working, 8, "i3")
+	ch("b0", state.Booting, 1, "")
+	ch("b0", state.Working, 3, "i1")
+	ch("b0", state.Idle, 5, "")
+	ch("b0", state.Working, 6, "i2")
+	ch("b1", state.Booting, 6, "")
+	ch("b1", state.Working, 8, "i3")
 	if got := a.Closed(); len(got) != 0 {
 		t.Errorf("closed %v before any session ended", got)
 	}
-	ch("b0", energy.Stopping, 8, "")
-	ch("b0", energy.Off, 9, "")
+	ch("b0", state.Stopping, 8, "")
+	ch("b0", state.Off, 9, "")
 	if got := a.Closed(); !reflect.DeepEqual(got, []string{"i1", "i2"}) {
 		t.Errorf("closed %v, want [i1 i2]", got)
 	}
-	ch("b1", energy.Stopping, 10, "")
-	ch("b1", energy.Off, 11, "")
+	ch("b1", state.Stopping, 10, "")
+	ch("b1", state.Off, 11, "")
 	if got := a.Closed(); !reflect.DeepEqual(got, []string{"i3"}) {
 		t.Errorf("closed %v, want [i3]", got)
 	}
@@ -92,13 +93,13 @@ func TestAccountantTrim(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 	var a energy.Accountant
-	a.Model = &energy.StateModel{BaselineWatts: 10, Watts: map[string]float64{energy.Booting: 2, energy.Idle: 1, energy.Working: 3, energy.Stopping: 1}}
+	a.Model = &energy.StateModel{BaselineWatts: 10, Watts: map[state.Name]float64{state.Booting: 2, state.Idle: 1, state.Working: 3, state.Stopping: 1}}
 	// Two sessions of one board: invocation a in [1,4), b in [6,9).
-	for _, c := range []energy.StateChange{
-		{Worker: "w", To: energy.Booting, At: at(1)}, {Worker: "w", To: energy.Working, At: at(2), Invocation: "a"},
-		{Worker: "w", To: energy.Stopping, At: at(3)}, {Worker: "w", To: energy.Off, At: at(4)},
-		{Worker: "w", To: energy.Booting, At: at(6)}, {Worker: "w", To: energy.Working, At: at(7), Invocation: "b"},
-		{Worker: "w", To: energy.Stopping, At: at(8)}, {Worker: "w", To: energy.Off, At: at(9)},
+	for _, c := range []state.Change{
+		{Worker: "w", To: state.Booting, At: at(1)}, {Worker: "w", To: state.Working, At: at(2), Invocation: "a"},
+		{Worker: "w", To: state.Stopping, At: at(3)}, {Worker: "w", To: state.Off, At: at(4)},
+		{Worker: "w", To: state.Booting, At: at(6)}, {Worker: "w", To: state.Working, At: at(7), Invocation: "b"},
+		{Worker: "w", To: state.Stopping, At: at(8)}, {Worker: "w", To: state.Off, At: at(9)},
 	} {
 		a.Observe(c)
 	}

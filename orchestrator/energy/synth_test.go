@@ -8,16 +8,17 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/orchestrator/energy"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 // truth is a synthetic cluster: a baseline and per-state board power.
 type truth struct {
 	base  float64
-	watts map[string]float64
+	watts map[state.Name]float64
 }
 
-var bbb = truth{base: 11.5, watts: map[string]float64{
-	energy.Off: 0, energy.Booting: 2.3, energy.Idle: 1.5, energy.Working: 2.9, energy.Stopping: 1.8,
+var bbb = truth{base: 11.5, watts: map[state.Name]float64{
+	state.Off: 0, state.Booting: 2.3, state.Idle: 1.5, state.Working: 2.9, state.Stopping: 1.8,
 }}
 
 // synthTimeline makes n workers power-cycle for d from t0: off, boot,
@@ -32,28 +33,28 @@ func synthTimeline(seed int64, n int, t0 time.Time, d time.Duration, scale float
 	for w := 0; w < n; w++ {
 		id := fmt.Sprintf("w%d", w)
 		t := t0
-		add := func(state string, l time.Duration, invocation string) {
+		add := func(s state.Name, l time.Duration, invocation string) {
 			end := t.Add(l)
 			if end.After(t0.Add(d)) {
 				end = t0.Add(d)
 			}
 			if end.After(t) {
-				out = append(out, energy.Interval{Worker: id, State: state, Start: t, End: end, Invocation: invocation})
+				out = append(out, energy.Interval{Worker: id, State: s, Start: t, End: end, Invocation: invocation})
 			}
 			t = end
 		}
 		for t.Before(t0.Add(d)) {
-			add(energy.Off, dur(0.2, 6), "")
-			add(energy.Booting, dur(1.5, 4), "")
+			add(state.Off, dur(0.2, 6), "")
+			add(state.Booting, dur(1.5, 4), "")
 			jobs := 1 + r.Intn(2)
 			for j := 0; j < jobs; j++ {
 				if j > 0 || r.Intn(3) == 0 {
-					add(energy.Idle, dur(0.3, 3), "")
+					add(state.Idle, dur(0.3, 3), "")
 				}
 				inv++
-				add(energy.Working, dur(0.3, 5), fmt.Sprintf("inv%d", inv))
+				add(state.Working, dur(0.3, 5), fmt.Sprintf("inv%d", inv))
 			}
-			add(energy.Stopping, dur(0.4, 1.5), "")
+			add(state.Stopping, dur(0.4, 1.5), "")
 		}
 	}
 	return out
@@ -166,9 +167,9 @@ func (tr truth) invocationTruth(ivs []energy.Interval) map[string]float64 {
 			flush()
 		}
 		switch iv.State {
-		case energy.Off:
+		case state.Off:
 			flush()
-		case energy.Booting:
+		case state.Booting:
 			flush()
 			sess = append(sess, iv)
 		default:

@@ -4,24 +4,17 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 // Interval is one span a worker spent in one state. Invocation is set for
 // "working" (the invocation run); End zero means still open.
 type Interval struct {
 	Worker     string
-	State      string
+	State      state.Name
 	Start, End time.Time
 	Invocation string
-}
-
-// StateChange is the orchestrator's report of a worker changing state (the
-// shape of timeline.csv, docs/energy.md "Outputs"; the orchestrator converts its own type).
-type StateChange struct {
-	Worker     string
-	From, To   string
-	At         time.Time
-	Invocation string // set when To is "working"
 }
 
 // Timeline turns state changes into intervals. Observe is cheap and safe to
@@ -37,7 +30,7 @@ func NewTimeline() *Timeline { return &Timeline{open: map[string]Interval{}} }
 
 // Observe records a state change: it closes the worker's current interval
 // and opens one in the new state.
-func (t *Timeline) Observe(c StateChange) {
+func (t *Timeline) Observe(c state.Change) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if cur, ok := t.open[c.Worker]; ok {

@@ -229,8 +229,8 @@ func (p *Provider) lookup(name string) (function, bool) {
 	return *fn, true
 }
 
-// state is the state file's content.
-type state struct {
+// stateFile is the state file's content.
+type stateFile struct {
 	Functions []*function    `json:"functions"`
 	Secrets   []types.Secret `json:"secrets"`
 }
@@ -247,7 +247,7 @@ func (p *Provider) load() error {
 	if err != nil {
 		return fmt.Errorf("openfaas state file: %w", err)
 	}
-	var st state
+	var st stateFile
 	if err := json.Unmarshal(b, &st); err != nil {
 		return fmt.Errorf("openfaas state file %s: %w", p.cfg.StateFile, err)
 	}
@@ -274,7 +274,7 @@ func (p *Provider) saveLocked() error {
 	if p.cfg.StateFile == "" {
 		return nil
 	}
-	var st state
+	var st stateFile
 	for _, fn := range p.fns {
 		st.Functions = append(st.Functions, fn)
 	}

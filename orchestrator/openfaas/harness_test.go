@@ -22,6 +22,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator/httpguard"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/simworker"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 // logBuffer collects log output a test can print when it fails.
@@ -174,7 +175,7 @@ func (h *harness) waitAllOff(timeout time.Duration) {
 	for {
 		off := true
 		for _, w := range h.orch.Status().Workers {
-			if w.State != orchestrator.Off {
+			if w.State != state.Off {
 				off = false
 			}
 		}

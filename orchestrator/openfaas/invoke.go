@@ -22,6 +22,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 // Response headers besides OpenFaaS's own (X-Call-Id, X-Start-Time,
@@ -130,7 +131,7 @@ func (fn *function) render(inv *orchestrator.Invocation, queueTimedOut bool) rep
 func (p *Provider) noWorker() string {
 	st := p.cfg.Orchestrator.Status()
 	for _, w := range st.Workers {
-		if w.State != orchestrator.Failed {
+		if w.State != state.Failed {
 			return ""
 		}
 	}

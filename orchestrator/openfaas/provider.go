@@ -30,6 +30,7 @@ import (
 
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/httpguard"
+	"github.com/microfaas/microfaas/orchestrator/state"
 	"github.com/microfaas/microfaas/runtime/functions"
 )
 
@@ -382,12 +383,12 @@ func (p *Provider) workers() workerCounts {
 	var c workerCounts
 	for _, w := range p.cfg.Orchestrator.Status().Workers {
 		switch w.State {
-		case orchestrator.Idle, orchestrator.Working:
+		case state.Idle, state.Working:
 			c.connected++
 			c.active++
-		case orchestrator.Booting:
+		case state.Booting:
 			c.active++
-		case orchestrator.Off:
+		case state.Off:
 			c.off++
 		}
 	}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/simworker"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 func sha(data string, rounds int) string {
@@ -350,7 +351,7 @@ func TestNoWorker(t *testing.T) {
 	}
 	t.Logf("first call: 503 %s", b)
 	deadline := time.Now().Add(10 * time.Second)
-	for h.orch.Status().Workers[0].State != orchestrator.Failed {
+	for h.orch.Status().Workers[0].State != state.Failed {
 		if time.Now().After(deadline) {
 			t.Fatalf("worker not failed: %+v", h.orch.Status())
 		}
@@ -395,7 +396,7 @@ func TestScaleFromZero(t *testing.T) {
 				if st.Replicas != st.AvailableReplicas {
 					t.Fatalf("replicas %d, available %d: a booting worker must count in neither", st.Replicas, st.AvailableReplicas)
 				}
-				if time.Since(start) > time.Second && h.orch.Status().Workers[0].State == orchestrator.Off {
+				if time.Since(start) > time.Second && h.orch.Status().Workers[0].State == state.Off {
 					t.Fatalf("no worker booting after the scale request: %+v", h.orch.Status())
 				}
 				if time.Since(start) > 10*time.Second {
@@ -443,7 +444,7 @@ func TestScaleFromZeroContended(t *testing.T) {
 			}
 			if otherFirst {
 				callOther()
-				waitState(t, h, orchestrator.Booting)
+				waitState(t, h, state.Booting)
 			}
 			// The gateway: status, then scale when it sees no replica.
 			if st := h.status("sha"); st.Replicas != 0 || st.AvailableReplicas != 0 {
@@ -454,7 +455,7 @@ func TestScaleFromZeroContended(t *testing.T) {
 				t.Fatalf("scale: %d %s", res.StatusCode, b)
 			}
 			if !otherFirst {
-				waitState(t, h, orchestrator.Booting)
+				waitState(t, h, state.Booting)
 				callOther()
 			}
 			if code := <-other; code != 200 {
@@ -485,7 +486,7 @@ func TestScaleFromZeroContended(t *testing.T) {
 }
 
 // waitState waits until the first worker is in state s.
-func waitState(t *testing.T, h *harness, s orchestrator.State) {
+func waitState(t *testing.T, h *harness, s state.Name) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for h.orch.Status().Workers[0].State != s {

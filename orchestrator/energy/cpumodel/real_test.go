@@ -11,6 +11,7 @@ import (
 
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/energy/cpumodel"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 // TestModelOfRealProcesses models two real processes standing in for QEMU
@@ -45,8 +46,8 @@ func TestModelOfRealProcesses(t *testing.T) {
 	after, _ := cpumodel.CPUTicks("/proc", spin.Process.Pid)
 	end := time.Now()
 	ivs := []energy.Interval{
-		{Worker: "vm0", State: energy.Working, Start: start, End: end, Invocation: "spin"},
-		{Worker: "vm1", State: energy.Idle, Start: start, End: end},
+		{Worker: "vm0", State: state.Working, Start: start, End: end, Invocation: "spin"},
+		{Worker: "vm1", State: state.Idle, Start: start, End: end},
 	}
 	res, err := energy.Attribute(energy.Input{Samples: samples, Intervals: ivs})
 	if err != nil {
@@ -64,7 +65,7 @@ func TestModelOfRealProcesses(t *testing.T) {
 	if spinJ <= 0.05*perCore || spinJ > perCore*cpuSec+1e-9 {
 		t.Errorf("spinning worker %.3f J; it used %.2f CPU s (at most %.3f J)", spinJ, cpuSec, perCore*cpuSec)
 	}
-	if j := res.Workers["vm1"][energy.Idle]; j > 0.02*perCore {
+	if j := res.Workers["vm1"][state.Idle]; j > 0.02*perCore {
 		t.Errorf("sleeping worker modelled at %.3f J", j)
 	}
 	var inv float64
@@ -75,7 +76,7 @@ func TestModelOfRealProcesses(t *testing.T) {
 		t.Errorf("parts %.3f J, host total %.3f J", got, res.TotalJ)
 	}
 	// The host's baseline is the idle power over the window.
-	if math.Abs(res.Unattributed.BaselineJ-idle*res.End.Sub(res.Start).Seconds()) > 0.01*res.TotalJ+res.Workers["vm1"][energy.Idle] {
+	if math.Abs(res.Unattributed.BaselineJ-idle*res.End.Sub(res.Start).Seconds()) > 0.01*res.TotalJ+res.Workers["vm1"][state.Idle] {
 		t.Errorf("baseline %.3f J, idle power over %v is %.3f J", res.Unattributed.BaselineJ, res.End.Sub(res.Start), idle*res.End.Sub(res.Start).Seconds())
 	}
 }
