@@ -225,7 +225,7 @@ func parseWithFile(fs *flag.FlagSet, args []string) (string, error) {
 
 // meterFor opens the meter the experiment names (nil for none). The
 // cpu-time model reads the CPU time of the run's own QEMU workers.
-func meterFor(m experiment.MeterSpec, r *running, acct *energy.Accountant) (experiment.Meter, error) {
+func meterFor(m experiment.MeterSpec, r *running, acct *energy.Accountant) (energy.Meter, error) {
 	if m.None {
 		return nil, nil
 	}
@@ -248,20 +248,17 @@ func meterFor(m experiment.MeterSpec, r *running, acct *energy.Accountant) (expe
 	return energyMeter{em, acct}, nil
 }
 
-// energyMeter adapts an energy meter to the run folder: its whole-meter
-// series (strip, host) goes to meter.csv; every sample, per-board series
-// included, goes to the accountant.
+// energyMeter hands every sample, per-board series included, to the
+// accountant as well as to the run folder (which keeps the whole meter's).
 type energyMeter struct {
-	m    energy.Meter
+	energy.Meter
 	acct *energy.Accountant
 }
 
-func (e energyMeter) Run(ctx context.Context, emit func(experiment.Sample)) error {
-	return e.m.Run(ctx, func(s energy.Sample) {
+func (e energyMeter) Run(ctx context.Context, emit func(energy.Sample)) error {
+	return e.Meter.Run(ctx, func(s energy.Sample) {
 		e.acct.Add(s)
-		if s.Worker == "" {
-			emit(experiment.Sample{At: s.At, Watts: s.Watts, Source: s.Source})
-		}
+		emit(s)
 	})
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/microfaas/microfaas/lab/experiment"
 	"github.com/microfaas/microfaas/lab/report"
 	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/simworker"
 	"github.com/microfaas/microfaas/orchestrator/state"
@@ -98,15 +99,19 @@ func startSimCluster(t *testing.T, run *experiment.Run, workers int, idle time.D
 }
 
 // stepMeter is a test meter: a sample every 10 ms whose power rises with
-// each sample, so the integral is not trivially constant.
+// each sample, so the integral is not trivially constant, and a per-board
+// sample of 100 W beside it, which must stay out of meter.csv.
 type stepMeter struct{}
 
-func (stepMeter) Run(ctx context.Context, emit func(experiment.Sample)) error {
+func (stepMeter) Source() string { return "model:test" }
+
+func (stepMeter) Run(ctx context.Context, emit func(energy.Sample)) error {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	i := 0
 	for {
-		emit(experiment.Sample{At: time.Now(), Watts: 2 + float64(i%5)*0.5, Source: "model:test"})
+		emit(energy.Sample{At: time.Now(), Watts: 2 + float64(i%5)*0.5, Source: "model:test"})
+		emit(energy.Sample{At: time.Now(), Watts: 100, Worker: "sim0", Source: "model:test"})
 		i++
 		select {
 		case <-ctx.Done():
@@ -261,7 +266,7 @@ func TestSimulatedExperiment(t *testing.T) {
 	}
 	working := 0
 	for _, iv := range loaded.Timeline {
-		if iv.State == "working" && iv.Invocation != "" {
+		if iv.State == state.Working && iv.Invocation != "" {
 			working++
 		}
 	}
@@ -270,6 +275,12 @@ func TestSimulatedExperiment(t *testing.T) {
 	}
 	if a.MeanWatts < 2 || a.MeanWatts > 4 {
 		t.Errorf("mean power %.2f W outside the meter's 2..4 W", a.MeanWatts)
+	}
+	for _, m := range loaded.Meter {
+		if m.Watts > 4 {
+			t.Errorf("meter.csv has a %.1f W sample: a per-board series leaked into the whole meter's", m.Watts)
+			break
+		}
 	}
 
 	// The outputs carry those numbers.

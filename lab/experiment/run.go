@@ -15,6 +15,7 @@ import (
 
 	"github.com/microfaas/microfaas/lab/loadgen"
 	"github.com/microfaas/microfaas/lab/report"
+	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
@@ -33,18 +34,6 @@ type Result struct {
 	ID     string
 	Worker string
 	Err    string // the invocation's error ("" when it succeeded)
-}
-
-// Sample is one power reading.
-type Sample struct {
-	At     time.Time // the end of the interval Watts is the mean power of
-	Watts  float64
-	Source string // e.g. "measured:wattsup" or "model:cpu-time"
-}
-
-// Meter streams power samples until ctx ends.
-type Meter interface {
-	Run(ctx context.Context, emit func(Sample)) error
 }
 
 // Run is one run folder being written.
@@ -146,11 +135,12 @@ func (r *Run) writeInterval(s state.Change, end time.Time) {
 	r.timeline.Flush()
 }
 
-// AddSample records a power sample in meter.csv.
-func (r *Run) AddSample(s Sample) {
+// AddSample records a power sample of the whole meter (Worker "") in
+// meter.csv; per-board series are the energy accountant's alone.
+func (r *Run) AddSample(s energy.Sample) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.meter == nil {
+	if r.meter == nil || s.Worker != "" {
 		return
 	}
 	r.meter.Write([]string{strconv.FormatInt(s.At.UnixNano(), 10), strconv.FormatFloat(s.Watts, 'f', 3, 64), s.Source})
@@ -175,7 +165,7 @@ func (r *Run) CopyManifest(src, name string) error {
 
 // Options tune Execute.
 type Options struct {
-	Meter Meter
+	Meter energy.Meter
 	// Progress gets a progress line ("\r"-updated) every Tick; nil: none.
 	Progress io.Writer
 	Tick     time.Duration // default 500 ms

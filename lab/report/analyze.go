@@ -5,6 +5,9 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/microfaas/microfaas/orchestrator/energy"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 // Analysis is everything the report shows about one run.
@@ -283,9 +286,9 @@ func workerStats(run *Run, dur time.Duration) []WorkerStats {
 	for _, iv := range run.Timeline {
 		w := get(iv.Worker)
 		switch iv.State {
-		case "working":
+		case state.Working:
 			w.Busy += iv.End.Sub(iv.Start)
-		case "booting":
+		case state.Booting:
 			w.Booting += iv.End.Sub(iv.Start)
 			w.Boots++
 		}
@@ -308,9 +311,9 @@ func workerStats(run *Run, dur time.Duration) []WorkerStats {
 // the energy package define them, a sample's watts are the mean power over
 // the interval since the previous sample (the first only marks the start).
 // It returns the joules and the seconds the samples cover.
-func Energy(s []Sample, from, to time.Time) (joules, covered float64) {
+func Energy(s []energy.Sample, from, to time.Time) (joules, covered float64) {
 	for i := 1; i < len(s); i++ {
-		a, b := s[i-1].T, s[i].T
+		a, b := s[i-1].At, s[i].At
 		if a.Before(from) {
 			a = from
 		}

@@ -7,6 +7,9 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/microfaas/microfaas/orchestrator/energy"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 const (
@@ -16,7 +19,7 @@ const (
 
 // splitSeries are the parts of a round trip, in stacking order.
 var splitSeries = []string{"boot", "exec", "wait for a worker", "overhead"}
-var splitColors = []string{StateColors["booting"], StateColors["working"], "#bab0ac", "#e15759"}
+var splitColors = []string{StateColors[state.Booting], StateColors[state.Working], "#bab0ac", "#e15759"}
 
 // WriteHTML writes a self-contained page (inline SVG and CSS, no script,
 // nothing fetched) for one or more analysed runs; the first is the
@@ -149,7 +152,7 @@ func writeRun(w io.Writer, a *Analysis, idx int) {
 	BarChart{Title: "Invocations per worker", XLabel: "invocations", Width: 420, Rows: ids, Series: []string{"invocations"},
 		Colors: []string{runColor(idx)}, Values: counts, Annotate: true}.Render(w)
 	BarChart{Title: "Time per worker", XLabel: "seconds", Width: 420, Rows: ids, Series: []string{"working", "booting"},
-		Colors: []string{StateColors["working"], StateColors["booting"]}, Values: busy}.Render(w)
+		Colors: []string{StateColors[state.Working], StateColors[state.Booting]}, Values: busy}.Render(w)
 	src := "the worker state timeline"
 	if r.TimelineDerived {
 		src = "the invocations' timestamps (this run folder has no timeline.csv)"
@@ -163,7 +166,7 @@ func writeRun(w io.Writer, a *Analysis, idx int) {
 	if len(r.Meter) > 0 {
 		var pts []Point
 		for _, s := range r.Meter {
-			pts = append(pts, Point{s.T.Sub(a.Start).Seconds(), s.Watts})
+			pts = append(pts, Point{s.At.Sub(a.Start).Seconds(), s.Watts})
 		}
 		title := "Power: " + r.Name
 		if a.MeterModel {
@@ -211,7 +214,7 @@ func arrivalText(s Summary) string {
 	return fmt.Sprintf("%s at %g/s, seed %d", s.Arrival, s.Rate, s.Seed)
 }
 
-func meterSource(s []Sample) string {
+func meterSource(s []energy.Sample) string {
 	seen := map[string]bool{}
 	for _, x := range s {
 		seen[x.Source] = true

@@ -20,6 +20,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/microfaas/microfaas/orchestrator/energy"
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 // Files of a run folder.
@@ -85,20 +88,6 @@ type Row struct {
 // OK reports whether the invocation succeeded.
 func (r Row) OK() bool { return r.Err == "" }
 
-// Sample is one power reading of meter.csv.
-type Sample struct {
-	T      time.Time
-	Watts  float64
-	Source string
-}
-
-// Interval is one worker state interval of timeline.csv.
-type Interval struct {
-	Worker, State string
-	Start, End    time.Time
-	Invocation    string
-}
-
 // Run is one loaded run folder.
 type Run struct {
 	Name     string
@@ -106,8 +95,8 @@ type Run struct {
 	Summary  Summary
 	HasSum   bool
 	Rows     []Row
-	Meter    []Sample
-	Timeline []Interval
+	Meter    []energy.Sample // the whole meter's series (Worker "")
+	Timeline []energy.Interval
 	// Derived is set when Timeline was rebuilt from the CSV rows because the
 	// folder had no timeline.csv.
 	TimelineDerived bool
@@ -265,12 +254,12 @@ func ReadResults(r io.Reader) ([]Row, error) {
 }
 
 // ReadMeter parses meter.csv (t_unix_ns,watts,source).
-func ReadMeter(r io.Reader) ([]Sample, error) {
+func ReadMeter(r io.Reader) ([]energy.Sample, error) {
 	col, recs, err := csvTable(r, "t_unix_ns", "watts")
 	if err != nil {
 		return nil, err
 	}
-	var out []Sample
+	var out []energy.Sample
 	for n, rec := range recs {
 		ns, err := strconv.ParseInt(rec[col["t_unix_ns"]], 10, 64)
 		if err != nil {
@@ -280,23 +269,23 @@ func ReadMeter(r io.Reader) ([]Sample, error) {
 		if err != nil {
 			return nil, fmt.Errorf("line %d: watts: %w", n+2, err)
 		}
-		s := Sample{T: time.Unix(0, ns), Watts: w}
+		s := energy.Sample{At: time.Unix(0, ns), Watts: w}
 		if i, ok := col["source"]; ok {
 			s.Source = rec[i]
 		}
 		out = append(out, s)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].T.Before(out[j].T) })
+	sort.Slice(out, func(i, j int) bool { return out[i].At.Before(out[j].At) })
 	return out, nil
 }
 
 // ReadTimeline parses timeline.csv (worker,state,start_unix_ns,end_unix_ns,invocation).
-func ReadTimeline(r io.Reader) ([]Interval, error) {
+func ReadTimeline(r io.Reader) ([]energy.Interval, error) {
 	col, recs, err := csvTable(r, "worker", "state", "start_unix_ns", "end_unix_ns")
 	if err != nil {
 		return nil, err
 	}
-	var out []Interval
+	var out []energy.Interval
 	for n, rec := range recs {
 		a, err := strconv.ParseInt(rec[col["start_unix_ns"]], 10, 64)
 		if err != nil {
@@ -306,7 +295,7 @@ func ReadTimeline(r io.Reader) ([]Interval, error) {
 		if err != nil {
 			return nil, fmt.Errorf("line %d: end_unix_ns: %w", n+2, err)
 		}
-		iv := Interval{Worker: rec[col["worker"]], State: rec[col["state"]], Start: time.Unix(0, a), End: time.Unix(0, b)}
+		iv := energy.Interval{Worker: rec[col["worker"]], State: state.Name(rec[col["state"]]), Start: time.Unix(0, a), End: time.Unix(0, b)}
 		if i, ok := col["invocation"]; ok {
 			iv.Invocation = rec[i]
 		}
@@ -317,8 +306,8 @@ func ReadTimeline(r io.Reader) ([]Interval, error) {
 
 // timelineFromRows rebuilds booting and working intervals from the
 // invocations' timestamps, for run folders without timeline.csv.
-func timelineFromRows(rows []Row) []Interval {
-	var out []Interval
+func timelineFromRows(rows []Row) []energy.Interval {
+	var out []energy.Interval
 	seen := map[string]bool{} // a warm worker's one boot serves many rows
 	for _, r := range rows {
 		if r.Worker == "" {
@@ -327,10 +316,10 @@ func timelineFromRows(rows []Row) []Interval {
 		key := r.Worker + "@" + r.PoweredOn.String()
 		if !r.PoweredOn.IsZero() && r.Connected.After(r.PoweredOn) && !seen[key] {
 			seen[key] = true
-			out = append(out, Interval{Worker: r.Worker, State: "booting", Start: r.PoweredOn, End: r.Connected})
+			out = append(out, energy.Interval{Worker: r.Worker, State: state.Booting, Start: r.PoweredOn, End: r.Connected})
 		}
 		if !r.Started.IsZero() && r.Finished.After(r.Started) {
-			out = append(out, Interval{Worker: r.Worker, State: "working", Start: r.Started, End: r.Finished, Invocation: r.Invocation})
+			out = append(out, energy.Interval{Worker: r.Worker, State: state.Working, Start: r.Started, End: r.Finished, Invocation: r.Invocation})
 		}
 	}
 	return out

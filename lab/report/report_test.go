@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/microfaas/microfaas/orchestrator/energy"
 )
 
 // writeSynthRun writes a run folder of n invocations of the 17-function
@@ -178,7 +180,7 @@ func TestSplitOf(t *testing.T) {
 
 func TestEnergyAndPercentile(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	s := []Sample{{T: t0, Watts: 2}, {T: t0.Add(2 * time.Second), Watts: 4}, {T: t0.Add(4 * time.Second), Watts: 4}}
+	s := []energy.Sample{{At: t0, Watts: 2}, {At: t0.Add(2 * time.Second), Watts: 4}, {At: t0.Add(4 * time.Second), Watts: 4}}
 	for _, tc := range []struct {
 		from, to float64
 		want     float64

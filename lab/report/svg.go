@@ -7,6 +7,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
 // Palette is the colours of series, in order (Tableau 10: distinguishable,
@@ -14,8 +16,8 @@ import (
 var Palette = []string{"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"}
 
 // StateColors colour worker states in lanes and legends.
-var StateColors = map[string]string{
-	"off": "#eeeeee", "booting": "#f28e2b", "idle": "#76b7b2", "working": "#4e79a7", "stopping": "#bab0ac", "failed": "#e15759",
+var StateColors = map[state.Name]string{
+	state.Off: "#eeeeee", state.Booting: "#f28e2b", state.Idle: "#76b7b2", state.Working: "#4e79a7", state.Stopping: "#bab0ac", state.Failed: "#e15759",
 }
 
 const (
@@ -432,8 +434,9 @@ type Lanes struct {
 
 // LaneInterval is one state interval, in seconds since the run's start.
 type LaneInterval struct {
-	Worker, State string
-	From, To      float64
+	Worker   string
+	State    state.Name
+	From, To float64
 }
 
 // Render writes the lanes as an SVG element.
@@ -451,12 +454,11 @@ func (c Lanes) Render(w io.Writer) {
 	ph := laneH * float64(len(c.Workers))
 	xmax := niceMax(c.XMax)
 	pw := width - left - padRight
-	states := []string{"booting", "idle", "working", "stopping", "failed"}
-	var colors []string
-	for _, s := range states {
-		colors = append(colors, StateColors[s])
+	var labels, colors []string
+	for _, s := range []state.Name{state.Booting, state.Idle, state.Working, state.Stopping, state.Failed} {
+		labels, colors = append(labels, string(s)), append(colors, StateColors[s])
 	}
-	legendSVG, lh := legend(states, colors, left, padTop+ph+padBottom+14, pw, true)
+	legendSVG, lh := legend(labels, colors, left, padTop+ph+padBottom+14, pw, true)
 	height := padTop + ph + padBottom + lh
 	f := frame{w: width, h: height, left: left, top: padTop, pw: pw, ph: ph, xmax: xmax, ymax: 1}
 	svgOpen(w, width, height, c.Title)
@@ -464,7 +466,7 @@ func (c Lanes) Render(w io.Writer) {
 	for i, id := range c.Workers {
 		lane[id] = i
 		y := padTop + float64(i)*laneH
-		fmt.Fprintf(w, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`, left, y+1, pw, laneH-2, StateColors["off"])
+		fmt.Fprintf(w, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`, left, y+1, pw, laneH-2, StateColors[state.Off])
 		if laneH >= 12 || i%2 == 0 {
 			fmt.Fprintf(w, `<text x="%.1f" y="%.1f" text-anchor="end">%s</text>`, left-6, y+laneH/2+4, esc(id))
 		}
@@ -472,7 +474,7 @@ func (c Lanes) Render(w io.Writer) {
 	for _, iv := range c.Intervals {
 		i, ok := lane[iv.Worker]
 		col, known := StateColors[iv.State]
-		if !ok || !known || iv.State == "off" {
+		if !ok || !known || iv.State == state.Off {
 			continue
 		}
 		x0, x1 := f.x(math.Max(iv.From, 0)), f.x(math.Min(iv.To, xmax))

@@ -31,6 +31,14 @@ func (Real) Now() time.Time { return time.Now() }
 // AfterFunc is time.AfterFunc.
 func (Real) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 
+// OrReal is c, or the system clock when c is nil (a zero configuration).
+func OrReal(c Clock) Clock {
+	if c == nil {
+		return Real{}
+	}
+	return c
+}
+
 // Sleep waits d on c, or until done is closed; it reports whether the full
 // d passed.
 func Sleep(c Clock, d time.Duration, done <-chan struct{}) bool {

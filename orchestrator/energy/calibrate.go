@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/state"
 	"gopkg.in/yaml.v3"
 )
@@ -33,7 +34,7 @@ type Calibration struct {
 	Hold    time.Duration // how long to record each steady state (default 30s)
 	Settle  time.Duration // wait after a change before recording (default 3s)
 	Cycles  int           // boot/shutdown cycles averaged (default 3)
-	Now     Clock
+	Clock   clock.Clock   // phase boundaries (nil: the system clock)
 	// Sleep waits d (default: a timer); tests inject a fake.
 	Sleep func(ctx context.Context, d time.Duration) error
 }
@@ -94,9 +95,9 @@ func (c *Calibration) Run(ctx context.Context) (*StateModel, []Phase, error) {
 		if err != nil {
 			return
 		}
-		p := Phase{State: s, Start: c.Now.Now()}
+		p := Phase{State: s, Start: clock.OrReal(c.Clock).Now()}
 		during()
-		p.End = c.Now.Now()
+		p.End = clock.OrReal(c.Clock).Now()
 		phases = append(phases, p)
 	}
 	hold1 := func() { step(func(ctx context.Context) error { return sleep(ctx, hold) }) }

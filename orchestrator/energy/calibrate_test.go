@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/state"
 )
@@ -15,8 +16,8 @@ import (
 // bench is a strip with one board under test, a fake clock and a fake
 // meter that samples every 100 ms of fake time.
 type bench struct {
+	clk   *clock.Fake
 	mu    sync.Mutex
-	now   time.Time
 	state state.Name // of the board
 	emit  func(energy.Sample)
 	ready chan struct{}
@@ -26,24 +27,19 @@ func (b *bench) Run(ctx context.Context, emit func(energy.Sample)) error {
 	b.mu.Lock()
 	b.emit = emit
 	b.mu.Unlock()
-	emit(energy.Sample{At: b.clock(), Watts: bbb.base})
+	emit(energy.Sample{At: b.clk.Now(), Watts: bbb.base})
 	close(b.ready)
 	<-ctx.Done()
 	return ctx.Err()
 }
 func (b *bench) Source() string { return "measured:fake" }
-func (b *bench) clock() time.Time {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.now
-}
 
 func (b *bench) sleep(ctx context.Context, d time.Duration) error {
 	<-b.ready
 	for step := 100 * time.Millisecond; d > 0; d -= step {
+		b.clk.Advance(step)
 		b.mu.Lock()
-		b.now = b.now.Add(step)
-		s := energy.Sample{At: b.now, Watts: bbb.base + bbb.watts[b.state]}
+		s := energy.Sample{At: b.clk.Now(), Watts: bbb.base + bbb.watts[b.state]}
 		b.mu.Unlock()
 		b.emit(s)
 	}
@@ -69,9 +65,9 @@ func (c benchControl) WaitOff(ctx context.Context) error {
 }
 
 func TestCalibrationRecoversPerStatePower(t *testing.T) {
-	b := &bench{now: t0, ready: make(chan struct{})}
+	b := &bench{clk: clock.NewFake(t0), ready: make(chan struct{})}
 	cal := &energy.Calibration{Meter: b, Control: benchControl{b}, Hold: 5 * time.Second, Settle: time.Second,
-		Cycles: 2, Now: b.clock, Sleep: b.sleep}
+		Cycles: 2, Clock: b.clk, Sleep: b.sleep}
 	m, phases, err := cal.Run(context.Background())
 	if err != nil {
 		t.Fatal(err)

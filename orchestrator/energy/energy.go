@@ -50,14 +50,3 @@ func Label(source string) string {
 	}
 	return "measured"
 }
-
-// Clock is the time source; tests inject a fake one.
-type Clock func() time.Time
-
-// Now is the current time from the clock, or time.Now for a nil clock.
-func (c Clock) Now() time.Time {
-	if c == nil {
-		return time.Now()
-	}
-	return c()
-}

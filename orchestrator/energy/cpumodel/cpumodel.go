@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/energy"
 )
 
@@ -62,8 +63,8 @@ type Meter struct {
 	WattsPerCore float64               // added per fully busy core
 	TicksPerSec  int                   // USER_HZ, 100 on Linux
 	Interval     time.Duration         // default 1s
-	Now          energy.Clock
-	Tick         <-chan time.Time // tests
+	Clock        clock.Clock           // sample timestamps (nil: the system clock)
+	Tick         <-chan time.Time      // tests
 }
 
 // Source implements energy.Meter.
@@ -108,7 +109,7 @@ func (m *Meter) Run(ctx context.Context, emit func(energy.Sample)) error {
 		return cur
 	}
 	prev = read()
-	prevAt := m.Now.Now()
+	prevAt := clock.OrReal(m.Clock).Now()
 	// Start marks for every series, so each one's first interval counts.
 	for _, w := range workers {
 		emit(energy.Sample{At: prevAt, Worker: w, Source: Source})
@@ -121,7 +122,7 @@ func (m *Meter) Run(ctx context.Context, emit func(energy.Sample)) error {
 		case <-tick:
 		}
 		cur := read()
-		at := m.Now.Now()
+		at := clock.OrReal(m.Clock).Now()
 		dt := at.Sub(prevAt).Seconds()
 		if dt <= 0 {
 			continue

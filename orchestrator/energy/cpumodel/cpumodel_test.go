@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/energy/cpumodel"
 )
@@ -50,8 +51,7 @@ func TestMeterModelsPerVMPower(t *testing.T) {
 	stat(t, root, 100, 1000, 200) // vm0 running before the start
 	var mu sync.Mutex
 	pids := map[string]int{"vm0": 100}
-	clk := time.Unix(5000, 0)
-	now := func() time.Time { clk = clk.Add(2 * time.Second); return clk }
+	clk := clock.NewFake(time.Unix(5000, 0))
 	tick := make(chan time.Time)
 	out := make(chan energy.Sample, 16)
 	m := &cpumodel.Meter{Proc: root, Workers: []string{"vm0", "vm1"}, IdleWatts: 30, WattsPerCore: 10,
@@ -64,7 +64,7 @@ func TestMeterModelsPerVMPower(t *testing.T) {
 			}
 			return c
 		},
-		Now: now, Tick: tick}
+		Clock: clk, Tick: tick}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx, func(s energy.Sample) { out <- s }) }()
@@ -80,6 +80,7 @@ func TestMeterModelsPerVMPower(t *testing.T) {
 	mu.Lock()
 	pids["vm1"] = 200
 	mu.Unlock()
+	clk.Advance(2 * time.Second)
 	tick <- time.Time{}
 	want := map[string]float64{"vm0": 15, "vm1": 5, "": 50}
 	for i := 0; i < 3; i++ {
@@ -92,6 +93,7 @@ func TestMeterModelsPerVMPower(t *testing.T) {
 	mu.Lock()
 	delete(pids, "vm0")
 	mu.Unlock()
+	clk.Advance(2 * time.Second)
 	tick <- time.Time{}
 	want = map[string]float64{"vm0": 0, "vm1": 0, "": 30}
 	for i := 0; i < 3; i++ {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/energy/cpumodel"
 	"github.com/microfaas/microfaas/orchestrator/energy/sysfs"
@@ -17,7 +18,7 @@ type Env struct {
 	Workers []string              // the cluster's worker ids
 	PIDs    func() map[string]int // cpu-time: running QEMU processes by worker
 	Log     *slog.Logger
-	Now     energy.Clock
+	Clock   clock.Clock // sample timestamps (nil: the system clock)
 }
 
 // Open returns the meter cfg describes; cfg must have passed Validate.
@@ -29,9 +30,9 @@ func Open(cfg energy.Config, env Env) (energy.Meter, error) {
 		if cfg.Covers != "strip" && cfg.Covers != "" {
 			worker = cfg.CoversBoard()
 		}
-		return &wattsup.Meter{Device: cfg.Device, Interval: iv, Worker: worker, Now: env.Now, Log: env.Log}, nil
+		return &wattsup.Meter{Device: cfg.Device, Interval: iv, Worker: worker, Clock: env.Clock, Log: env.Log}, nil
 	case energy.DriverRAPL:
-		return &sysfs.RAPL{Root: cfg.Path, Interval: iv, Now: env.Now}, nil
+		return &sysfs.RAPL{Root: cfg.Path, Interval: iv, Clock: env.Clock}, nil
 	case energy.DriverHwmon:
 		sensors := map[string]string{}
 		for w, spec := range cfg.Sensors {
@@ -40,7 +41,7 @@ func Open(cfg energy.Config, env Env) (energy.Meter, error) {
 			}
 			sensors[w] = spec
 		}
-		return &sysfs.Hwmon{Root: cfg.Path, Sensors: sensors, Interval: iv, Now: env.Now}, nil
+		return &sysfs.Hwmon{Root: cfg.Path, Sensors: sensors, Interval: iv, Clock: env.Clock}, nil
 	case energy.DriverCPUTime:
 		if cfg.Model == nil {
 			return nil, fmt.Errorf("%w: cpu-time needs model", energy.ErrConfig)
@@ -50,7 +51,7 @@ func Open(cfg energy.Config, env Env) (energy.Meter, error) {
 			return nil, fmt.Errorf("%w: cpu-time needs the QEMU workers' process ids (only mforch serve/demo can model its own VMs)", energy.ErrConfig)
 		}
 		return &cpumodel.Meter{Proc: cfg.Path, Workers: env.Workers, PIDs: pids, IdleWatts: cfg.Model.IdleWatts,
-			WattsPerCore: cfg.Model.WattsPerCore, Interval: iv, Now: env.Now}, nil
+			WattsPerCore: cfg.Model.WattsPerCore, Interval: iv, Clock: env.Clock}, nil
 	}
 	return nil, fmt.Errorf("%w: driver %q", energy.ErrConfig, cfg.Driver)
 }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/energy"
 )
 
@@ -94,7 +95,7 @@ func Delta(prev, cur, max int64) int64 {
 type RAPL struct {
 	Root     string        // sysfs mount (default /sys)
 	Interval time.Duration // default 1s; keep it well under the wrap time (max range / max power)
-	Now      energy.Clock
+	Clock    clock.Clock   // sample timestamps (nil: the system clock)
 	// Tick, if set, replaces the interval timer (tests).
 	Tick <-chan time.Time
 }
@@ -127,7 +128,7 @@ func (r *RAPL) Run(ctx context.Context, emit func(energy.Sample)) error {
 	if err != nil {
 		return err
 	}
-	prevAt := r.Now.Now()
+	prevAt := clock.OrReal(r.Clock).Now()
 	emit(energy.Sample{At: prevAt, Source: SourceRAPL})
 	for {
 		select {
@@ -139,7 +140,7 @@ func (r *RAPL) Run(ctx context.Context, emit func(energy.Sample)) error {
 		if err != nil {
 			return err
 		}
-		at := r.Now.Now()
+		at := clock.OrReal(r.Clock).Now()
 		var uj int64
 		for i, z := range zones {
 			uj += Delta(prev[i], cur[i], z.MaxRange)
@@ -217,8 +218,8 @@ type Hwmon struct {
 	Root     string            // sysfs mount (default /sys)
 	Sensors  map[string]string // worker ("" for everything) -> sensor spec (see FindSensor)
 	Interval time.Duration     // default 1s
-	Now      energy.Clock
-	Tick     <-chan time.Time // tests
+	Clock    clock.Clock       // sample timestamps (nil: the system clock)
+	Tick     <-chan time.Time  // tests
 }
 
 // Source implements energy.Meter.
@@ -248,7 +249,7 @@ func (h *Hwmon) Run(ctx context.Context, emit func(energy.Sample)) error {
 	tick, stop := ticker(h.Tick, h.Interval)
 	defer stop()
 	for {
-		at := h.Now.Now()
+		at := clock.OrReal(h.Clock).Now()
 		for _, u := range use {
 			uw, err := readInt(u.path)
 			if err != nil {

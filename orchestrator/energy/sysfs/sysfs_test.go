@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/energy/sysfs"
 )
@@ -34,11 +35,6 @@ func fmtv(v any) string {
 		return x.(string)
 	}
 }
-
-// fakeClock advances by one second per reading.
-type fakeClock struct{ t time.Time }
-
-func (c *fakeClock) now() time.Time { c.t = c.t.Add(time.Second); return c.t }
 
 func TestDeltaWraps(t *testing.T) {
 	for _, tc := range []struct{ prev, cur, max, want int64 }{
@@ -96,10 +92,10 @@ func TestRAPLMeterAcrossWrap(t *testing.T) {
 	const max = 262143328850
 	write(t, pkg0, int64(max-10_000_000)) // 10 J before the wrap
 	write(t, pkg1, int64(5_000_000))
-	clk := &fakeClock{t: time.Unix(1000, 0)}
+	clk := clock.NewFake(time.Unix(1000, 0))
 	tick := make(chan time.Time)
 	samples := make(chan energy.Sample)
-	m := &sysfs.RAPL{Root: root, Now: clk.now, Tick: tick}
+	m := &sysfs.RAPL{Root: root, Clock: clk, Tick: tick}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx, func(s energy.Sample) { samples <- s }) }()
@@ -109,6 +105,7 @@ func TestRAPLMeterAcrossWrap(t *testing.T) {
 	write(t, pkg0, int64(25_000_000-1))
 	write(t, pkg1, int64(25_000_000))
 	write(t, core, int64(30_000_000))
+	clk.Advance(time.Second)
 	tick <- time.Time{}
 	s := <-samples
 	if math.Abs(s.Watts-55) > 1e-6 || s.Source != sysfs.SourceRAPL {
@@ -156,10 +153,10 @@ func TestFindSensor(t *testing.T) {
 
 func TestHwmonMeterPerBoard(t *testing.T) {
 	root := hwmonTree(t)
-	clk := &fakeClock{t: time.Unix(1000, 0)}
+	clk := clock.NewFake(time.Unix(1000, 0))
 	tick := make(chan time.Time)
 	samples := make(chan energy.Sample, 4)
-	m := &sysfs.Hwmon{Root: root, Sensors: map[string]string{"bbb0": "ina226/bbb0", "bbb1": "ina226/bbb1"}, Now: clk.now, Tick: tick}
+	m := &sysfs.Hwmon{Root: root, Sensors: map[string]string{"bbb0": "ina226/bbb0", "bbb1": "ina226/bbb1"}, Clock: clk, Tick: tick}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx, func(s energy.Sample) { samples <- s }) }()

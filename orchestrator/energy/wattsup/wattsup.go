@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/energy"
 )
 
@@ -34,7 +35,7 @@ type Meter struct {
 	Device   string        // e.g. /dev/ttyUSB0 or /dev/serial/by-id/usb-FTDI_...
 	Interval time.Duration // logging interval, whole seconds (default 1s)
 	Worker   string        // board it covers; "" for the whole strip
-	Now      energy.Clock  // sample timestamps (default time.Now)
+	Clock    clock.Clock   // sample timestamps (nil: the system clock)
 	Log      *slog.Logger
 	// Open opens the port (default OpenSerial).
 	Open func(path string) (Port, error)
@@ -135,7 +136,7 @@ func (m *Meter) session(ctx context.Context, emit func(energy.Sample)) error {
 					sc.Dropped++
 					continue
 				}
-				at := m.Now.Now()
+				at := clock.OrReal(m.Clock).Now()
 				if m.OnReading != nil {
 					m.OnReading(at, r)
 				}
