@@ -62,7 +62,7 @@ func TestInitramfsBuiltins(t *testing.T) {
 	}
 	var compute, services []string
 	for _, n := range functions.Names() {
-		if _, ok := functions.ServiceOf(n); ok {
+		if e, _ := functions.Describe(n); e.Kind() == functions.KindService {
 			services = append(services, n)
 		} else {
 			compute = append(compute, n)

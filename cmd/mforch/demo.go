@@ -23,16 +23,17 @@ func runDemo(ctx context.Context, args []string) error {
 	boot := fs.String("boot", "full", "how workers start: full (kernel and initramfs) or snapshot (restore a saved VM)")
 	n := fs.Int("invocations", 36, "how many invocations to run")
 	seed := fs.Int64("seed", functions.DefaultInputSeed, "seed of the input generator")
-	all := fs.Bool("all-functions", false, "run the whole suite (17 functions), starting Redis, PostgreSQL, S3 and Kafka on loopback (scripts/services/install.sh installs them); default: the 9 compute functions")
+	compute := functions.CatalogueNames(functions.KindCompute)
+	all := fs.Bool("all-functions", false, fmt.Sprintf("run the whole suite (%d functions), starting the services it needs (%s) on loopback (scripts/services/install.sh installs them); default: the %d compute functions",
+		len(functions.Catalogue), strings.Join(functions.ServicesFor(functions.CatalogueNames()), ", "), len(compute)))
 	out := fs.String("out", "out/demo", "folder for the run folder (run/) and report.html")
 	verbose := fs.Bool("v", false, "verbose orchestrator logs")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	fns := demoFunctions
-	services := "none"
+	fns, services := compute, "none" // compute functions need no services: the demo runs on a bare machine
 	if *all {
-		fns, services = functions.InputFunctions(), "auto"
+		fns, services = functions.CatalogueNames(), "auto"
 	}
 	// The demo's experiment file, written into the run folder like any other.
 	raw := fmt.Sprintf(`# mforch demo: %d invocations on %d local QEMU workers, one caller per worker
@@ -70,13 +71,6 @@ meter: {driver: cpu-time, interval: 1s, model: {idle_watts: 45, watts_per_core: 
 		return fmt.Errorf("%d of %d invocations failed (%s has their errors)", sum.Failed, sum.Done, filepath.Join(dir, "results.csv"))
 	}
 	return nil
-}
-
-// demoFunctions are the suite's compute functions: they need no services,
-// so the demo runs on a bare machine.
-var demoFunctions = []string{
-	"cascading_md5", "cascading_sha256", "float_operations", "html_generation", "matmul",
-	"pyaes", "regex_match", "regex_search", "zlib_decompress",
 }
 
 func firstLine(s string) string {

@@ -23,6 +23,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator/energy/meters"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/state"
+	"github.com/microfaas/microfaas/runtime/functions"
 )
 
 const experimentUsage = `usage: mforch experiment FILE [--out DIR] [-v]
@@ -94,7 +95,7 @@ func executeSpec(ctx context.Context, spec *experiment.Spec, raw []byte, dir str
 	if err := os.MkdirAll(c.logDir, 0o700); err != nil { // consoles: owner-only
 		return report.Summary{}, err
 	}
-	names := experiment.ServicesFor(spec.Functions)
+	names := functions.ServicesFor(spec.Functions)
 	if spec.Services == "auto" && len(names) > 0 {
 		if !local {
 			return report.Summary{}, fmt.Errorf("services: auto starts servers on this host's loopback, which BeagleBone or remote workers cannot reach; set services: cluster and give the cluster file a services: section")

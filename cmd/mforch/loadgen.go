@@ -23,7 +23,7 @@ func runLoadgen(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("mforch loadgen", flag.ContinueOnError)
 	addr := fs.String("addr", "http://127.0.0.1:8080", "a running mforch's HTTP API")
 	n := fs.Int("n", 170, "invocations in all, spread evenly over the functions (the original experiment made 17000)")
-	fnList := fs.String("functions", strings.Join(demoFunctions, ","), "comma-separated functions to call (service functions need the cluster file's services)")
+	fnList := fs.String("functions", strings.Join(functions.CatalogueNames(functions.KindCompute), ","), "comma-separated functions to call (service functions need the cluster file's services)")
 	seed := fs.Int64("seed", functions.DefaultInputSeed, "seed of the inputs and of the arrival process")
 	arrival := fs.String("arrival", "poisson", "arrival process: poisson (exponential gaps at --rate), uniform (fixed gaps at --rate) or burst (all at once)")
 	rate := fs.Float64("rate", 2, "invocations per second for poisson and uniform arrivals")
@@ -44,7 +44,7 @@ func runLoadgen(ctx context.Context, args []string) error {
 		fn := names[i%len(names)]
 		in, ok := inputs[fn]
 		if !ok {
-			return fmt.Errorf("no generated inputs for %q (known: %v)", fn, functions.InputFunctions())
+			return fmt.Errorf("no generated inputs for %q (known: %v)", fn, functions.CatalogueNames())
 		}
 		calls[i] = loadgen.Call{Function: fn, Args: in[(i/len(names))%len(in)]}
 	}

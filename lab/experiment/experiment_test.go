@@ -29,6 +29,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/simworker"
 	"github.com/microfaas/microfaas/orchestrator/state"
+	"github.com/microfaas/microfaas/runtime/functions"
 )
 
 // simCluster is a real orchestrator whose workers are simulated
@@ -383,7 +384,7 @@ func TestSpecErrors(t *testing.T) {
 			t.Errorf("%s: %d calls of 170, want an even 10", fn, n)
 		}
 	}
-	if got := experiment.ServicesFor(s.Functions); strings.Join(got, ",") != "redis,postgres,s3,kafka" {
+	if got := functions.ServicesFor(s.Functions); strings.Join(got, ",") != "kafka,postgres,redis,s3" {
 		t.Errorf("services for the full mix: %v", got)
 	}
 }
@@ -425,7 +426,7 @@ func TestSimulatedFullMix(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	settings, stop, err := experiment.StartServices(ctx, experiment.ServicesFor(spec.Functions), false)
+	settings, stop, err := experiment.StartServices(ctx, functions.ServicesFor(spec.Functions), false)
 	var missing *testsvc.MissingError
 	if errors.As(err, &missing) && os.Getenv("CI") == "" {
 		t.Skipf("a service is not installed: %v", err)

@@ -181,9 +181,9 @@ func Parse(b []byte) (*Spec, error) {
 func (s *Spec) defaults() error {
 	bad := func(format string, a ...any) error { return fmt.Errorf("%w: %s", ErrSpec, fmt.Sprintf(format, a...)) }
 	if len(s.Functions) == 0 {
-		s.Functions = functions.InputFunctions()
+		s.Functions = functions.CatalogueNames()
 	}
-	known := functions.InputFunctions()
+	known := functions.CatalogueNames()
 	for _, f := range s.Functions {
 		if !slices.Contains(known, f) {
 			return bad("functions: %q is not in the workload suite (known: %s)", f, strings.Join(known, ", "))
@@ -298,29 +298,4 @@ func (s *Spec) Gaps() []time.Duration {
 		}
 	}
 	return gaps
-}
-
-// ServicesFor lists the services ("redis", "postgres", "s3", "kafka") the
-// functions need, in that order.
-func ServicesFor(fns []string) []string {
-	need := map[string]bool{}
-	for _, f := range fns {
-		switch {
-		case strings.HasPrefix(f, "redis_"):
-			need["redis"] = true
-		case strings.HasPrefix(f, "psql_"):
-			need["postgres"] = true
-		case f == "upload_file" || f == "download_file":
-			need["s3"] = true
-		case strings.HasSuffix(f, "_kafka"):
-			need["kafka"] = true
-		}
-	}
-	var out []string
-	for _, s := range []string{"redis", "postgres", "s3", "kafka"} {
-		if need[s] {
-			out = append(out, s)
-		}
-	}
-	return out
 }

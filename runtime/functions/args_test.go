@@ -84,32 +84,6 @@ func TestArgsHelpers(t *testing.T) {
 	}
 }
 
-func TestRegistry(t *testing.T) {
-	want := []string{
-		"cascading_md5", "cascading_sha256", "download_file", "float_operations",
-		"html_generation", "matmul", "psql_inventory", "psql_purchase", "pyaes",
-		"read_kafka", "redis_insert", "redis_modify", "regex_match", "regex_search",
-		"upload_file", "upload_kafka", "zlib_decompress",
-	}
-	names := Names()
-	have := map[string]bool{}
-	for _, n := range names {
-		have[n] = true
-	}
-	for _, n := range want {
-		if !have[n] {
-			t.Errorf("%s is not registered (have %v)", n, names)
-		}
-	}
-	if _, err := Lookup("no_such_function"); !errors.Is(err, ErrUnknown) {
-		t.Errorf("Lookup(no_such_function) = %v", err)
-	}
-	// The input generator covers exactly the suite.
-	if got := strings.Join(InputFunctions(), ","); got != strings.Join(want, ",") {
-		t.Errorf("InputFunctions() = %s\nwant %s", got, strings.Join(want, ","))
-	}
-}
-
 func TestServiceNotConfigured(t *testing.T) {
 	for fn, args := range map[string]string{
 		"redis_insert":   `{"id": "1", "balance": 1}`,

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
-	"sort"
 	"strconv"
 	"strings"
 )
@@ -153,17 +152,6 @@ func zlibCompress(s string) []byte {
 	w.Write([]byte(s)) // writes to a bytes.Buffer cannot fail
 	w.Close()
 	return b.Bytes()
-}
-
-// InputFunctions lists, sorted, the functions GenerateInputs makes inputs for:
-// the whole built-in workload suite.
-func InputFunctions() []string {
-	names := make([]string, 0, len(inputGenerators))
-	for n := range inputGenerators {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
 }
 
 // GenerateInputs makes perFunction inputs (f_args objects) for every

@@ -40,8 +40,8 @@ func TestGenerateInputsDeterministic(t *testing.T) {
 // TestGenerateInputsShapes checks the ranges of the original load generator.
 func TestGenerateInputsShapes(t *testing.T) {
 	in := GenerateInputs(DefaultInputSeed, 50)
-	if len(in) != len(InputFunctions()) {
-		t.Fatalf("inputs for %d functions, want %d", len(in), len(InputFunctions()))
+	if len(in) != len(CatalogueNames()) {
+		t.Fatalf("inputs for %d functions, want %d", len(in), len(CatalogueNames()))
 	}
 	num := func(v any) int {
 		switch x := v.(type) {

@@ -87,15 +87,21 @@ func Register(name string, fn Func) {
 	registry[name] = fn
 }
 
-// Lookup returns the function registered under name.
+// Lookup returns the function registered under name. A catalogued
+// function this worker was built without is ErrUnknown too, with the
+// service client it lacks named.
 func Lookup(name string) (Func, error) {
 	mu.RLock()
 	defer mu.RUnlock()
 	fn, ok := registry[name]
-	if !ok {
-		return nil, fmt.Errorf("%w %q (built in: %v)", ErrUnknown, name, namesLocked())
+	if ok {
+		return fn, nil
 	}
-	return fn, nil
+	if e, known := Describe(name); known {
+		return nil, fmt.Errorf("%w %q: this worker was built without the %v client it needs; rebuild it with mfbuild --functions all, or a list naming %s",
+			ErrUnknown, name, e.Services, name)
+	}
+	return nil, fmt.Errorf("%w %q (built in: %v)", ErrUnknown, name, namesLocked())
 }
 
 // Names lists the registered functions, sorted.

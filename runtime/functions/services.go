@@ -11,19 +11,19 @@ import (
 // client is megabytes of the worker binary (Kafka about 3.7 MB, S3 2.4 MB,
 // PostgreSQL 1.1 MB), so a worker image can be built without the clients
 // its cluster's functions do not use: building with the service's Tag
-// leaves its file (kafka.go, s3.go, ...) and functions out.
+// leaves its file (kafka.go, s3.go, ...) and functions out. Which
+// functions use a service is the catalogue's (catalogue.go).
 type Service struct {
-	Name      string
-	Tag       string   // go build tag that leaves the client out
-	Functions []string // the built-in functions that use it
+	Name string
+	Tag  string // go build tag that leaves the client out
 }
 
 // Services lists every service client in the worker.
 var Services = []Service{
-	{Name: "kafka", Tag: "mf_no_kafka", Functions: []string{"read_kafka", "upload_kafka"}},
-	{Name: "postgres", Tag: "mf_no_postgres", Functions: []string{"psql_inventory", "psql_purchase"}},
-	{Name: "redis", Tag: "mf_no_redis", Functions: []string{"redis_insert", "redis_modify"}},
-	{Name: "s3", Tag: "mf_no_s3", Functions: []string{"download_file", "upload_file"}},
+	{Name: "kafka", Tag: "mf_no_kafka"},
+	{Name: "postgres", Tag: "mf_no_postgres"},
+	{Name: "redis", Tag: "mf_no_redis"},
+	{Name: "s3", Tag: "mf_no_s3"},
 }
 
 // The selections BuildTags accepts besides a list of names.
@@ -56,8 +56,8 @@ func BuildTags(selection string, known []string) ([]string, error) {
 			if !slices.Contains(known, n) {
 				return nil, fmt.Errorf("%w %q: want all, compute or names from %v", ErrSelection, n, known)
 			}
-			if s, ok := ServiceOf(n); ok {
-				need[s.Name] = true
+			for _, s := range ServicesFor([]string{n}) {
+				need[s] = true
 			}
 		}
 	}
@@ -68,14 +68,4 @@ func BuildTags(selection string, known []string) ([]string, error) {
 		}
 	}
 	return tags, nil
-}
-
-// ServiceOf returns the service a built-in function needs, if any.
-func ServiceOf(function string) (Service, bool) {
-	for _, s := range Services {
-		if slices.Contains(s.Functions, function) {
-			return s, true
-		}
-	}
-	return Service{}, false
 }

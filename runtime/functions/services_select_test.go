@@ -37,9 +37,11 @@ func TestBuildTags(t *testing.T) {
 // the tag really leaves the client out.
 func TestServicesMatchSources(t *testing.T) {
 	for _, s := range Services {
-		for _, f := range s.Functions {
-			if _, err := Lookup(f); err != nil {
-				t.Errorf("service %s: %v", s.Name, err)
+		for _, e := range Catalogue {
+			if slices.Contains(e.Services, s.Name) {
+				if _, err := Lookup(e.Name); err != nil {
+					t.Errorf("service %s: %v", s.Name, err)
+				}
 			}
 		}
 		b, err := os.ReadFile(s.Name + ".go")
