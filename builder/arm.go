@@ -45,26 +45,26 @@ func armKernelOptions(ctx context.Context, o Options, ko *kernel.Options, initrd
 
 // buildLinkedWorker (targets with InitramfsLinked: ARM) writes the initramfs first, then builds the kernel with it
 // linked in, and copies zImage, uImage and the BeagleBone DTB into outDir.
-func buildLinkedWorker(ctx context.Context, o Options, outDir string) (Worker, error) {
+func buildLinkedWorker(ctx context.Context, o Options, outDir string) (BootFiles, error) {
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		return Worker{}, err
+		return BootFiles{}, err
 	}
 	info, err := Initramfs(ctx, o, filepath.Join(outDir, "initramfs.cpio"))
 	if err != nil {
-		return Worker{}, err
+		return BootFiles{}, err
 	}
 	o.initrd = info.Path
 	k, err := Kernel(ctx, o)
 	if err != nil {
-		return Worker{}, err
+		return BootFiles{}, err
 	}
 	for _, f := range []string{o.Arch.KernelImage, UImageName, kernel.BoneBlackDTB} {
 		if err := cache.CopyFile(filepath.Join(outDir, f), k.Output(f), 0o644); err != nil {
-			return Worker{}, fmt.Errorf("copy %s: %w", f, err)
+			return BootFiles{}, fmt.Errorf("copy %s: %w", f, err)
 		}
 	}
 	if err := cache.CopyFile(filepath.Join(outDir, "kernel-manifest.json"), filepath.Join(k.Dir, "manifest.json"), 0o644); err != nil {
-		return Worker{}, err
+		return BootFiles{}, err
 	}
-	return Worker{Kernel: filepath.Join(outDir, o.Arch.KernelImage), Initramfs: info.Path, KernelInfo: k, InitInfo: info}, nil
+	return BootFiles{Kernel: filepath.Join(outDir, o.Arch.KernelImage), Initramfs: info.Path, KernelInfo: k, InitInfo: info}, nil
 }

@@ -28,7 +28,7 @@ const (
 // worker: the ARM worker (kernel with its initramfs, uImage, DTB) and the
 // falcon-mode U-Boot build.
 type BBB struct {
-	Worker Worker
+	Worker BootFiles
 	UBoot  uboot.Result
 	Boot   image.Boot
 }

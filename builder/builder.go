@@ -63,8 +63,10 @@ type Options struct {
 	initrd string
 }
 
-// Worker is a built worker: a kernel and the initramfs it boots.
-type Worker struct {
+// BootFiles are what mfbuild makes of a worker: the kernel and the
+// initramfs it boots, with their build records. (A worker of the cluster
+// file is cluster.Worker; the running worker program is runtime.Worker.)
+type BootFiles struct {
 	Kernel string // the target's KernelImage
 	// VMLinux is the uncompressed kernel beside it (targets with
 	// KernelELF): the QEMU power controller boots it directly (PVH).
@@ -278,35 +280,35 @@ func Initramfs(ctx context.Context, o Options, out string) (InitramfsInfo, error
 }
 
 // BuildWorker builds the kernel and the initramfs into outDir.
-func BuildWorker(ctx context.Context, o Options, outDir string) (Worker, error) {
+func BuildWorker(ctx context.Context, o Options, outDir string) (BootFiles, error) {
 	o.defaults()
 	if o.Arch.InitramfsLinked {
 		return buildLinkedWorker(ctx, o, outDir)
 	}
 	k, err := Kernel(ctx, o)
 	if err != nil {
-		return Worker{}, err
+		return BootFiles{}, err
 	}
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		return Worker{}, err
+		return BootFiles{}, err
 	}
 	name := k.Manifest.Outputs[0].Name
 	kpath := filepath.Join(outDir, name)
 	if err := cache.CopyFile(kpath, k.Output(name), 0o644); err != nil {
-		return Worker{}, fmt.Errorf("copy kernel: %w", err)
+		return BootFiles{}, fmt.Errorf("copy kernel: %w", err)
 	}
 	if err := cache.CopyFile(filepath.Join(outDir, "kernel-manifest.json"), filepath.Join(k.Dir, "manifest.json"), 0o644); err != nil {
-		return Worker{}, err
+		return BootFiles{}, err
 	}
 	vmlinux, err := copyVMLinux(k, outDir)
 	if err != nil {
-		return Worker{}, err
+		return BootFiles{}, err
 	}
 	info, err := Initramfs(ctx, o, filepath.Join(outDir, "initramfs.cpio"))
 	if err != nil {
-		return Worker{}, err
+		return BootFiles{}, err
 	}
-	return Worker{Kernel: kpath, VMLinux: vmlinux, Initramfs: info.Path, KernelInfo: k, InitInfo: info}, nil
+	return BootFiles{Kernel: kpath, VMLinux: vmlinux, Initramfs: info.Path, KernelInfo: k, InitInfo: info}, nil
 }
 
 // VMLinux is the name of the uncompressed kernel in a worker folder.

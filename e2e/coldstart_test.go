@@ -155,7 +155,7 @@ func coldStartVariants(tb testing.TB, full bool) []BootVariant {
 
 // goBaseline is the second baseline: a minimal Go /init (the Go runtime's
 // floor), booted from the worker's vmlinux.
-func goBaseline(tb testing.TB, repoDir, dir string, w builder.Worker) BootVariant {
+func goBaseline(tb testing.TB, repoDir, dir string, w builder.BootFiles) BootVariant {
 	gi, err := GoInitramfs(context.Background(), repoDir, filepath.Join(dir, "goinit.cpio"))
 	if err != nil {
 		tb.Fatal(err)

@@ -32,7 +32,7 @@ func repo(t *testing.T) string {
 
 // worker builds (or takes from the cache) the x86 worker for QEMU tests.
 // The first run builds the kernel (minutes); later runs hit the cache.
-func worker(t *testing.T) builder.Worker {
+func worker(t *testing.T) builder.BootFiles {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the worker kernel and boots QEMU")

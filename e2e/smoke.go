@@ -55,7 +55,7 @@ func ExpectedSmokeDigest() string {
 
 // Smoke boots the worker in QEMU with the real orchestrator in this process,
 // runs cascading_sha256 on it, checks the digest and that the VM exited.
-func Smoke(ctx context.Context, arch *target.Target, w builder.Worker, accel string, log *slog.Logger) (SmokeResult, error) {
+func Smoke(ctx context.Context, arch *target.Target, w builder.BootFiles, accel string, log *slog.Logger) (SmokeResult, error) {
 	res, err := SmokeWith(ctx, arch, w, SmokeOptions{Accel: accel, Log: log})
 	if len(res) == 0 {
 		return SmokeResult{}, err
@@ -77,7 +77,7 @@ type SmokeOptions struct {
 // after the other on one single-worker cluster; the worker powers off
 // after each, so each runs on a fresh boot (or restore). It returns the
 // results so far when one fails.
-func SmokeWith(ctx context.Context, arch *target.Target, w builder.Worker, opts SmokeOptions) ([]SmokeResult, error) {
+func SmokeWith(ctx context.Context, arch *target.Target, w builder.BootFiles, opts SmokeOptions) ([]SmokeResult, error) {
 	log, accel := opts.Log, opts.Accel
 	if opts.Runs <= 0 {
 		opts.Runs = 1

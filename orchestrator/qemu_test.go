@@ -31,12 +31,12 @@ import (
 
 var (
 	workerOnce sync.Once
-	workerImg  builder.Worker
+	workerImg  builder.BootFiles
 	workerErr  error
 )
 
 // qemuWorker builds (or takes from the cache) the x86 worker once per run.
-func qemuWorker(t *testing.T) builder.Worker {
+func qemuWorker(t *testing.T) builder.BootFiles {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("boots QEMU workers")

@@ -28,13 +28,13 @@ import (
 
 var (
 	workerOnce sync.Once
-	workerImg  builder.Worker
+	workerImg  builder.BootFiles
 	workerErr  error
 )
 
 // attackWorker builds the x86 worker with the attacker function in its
 // initramfs. The kernel comes from the cache (~/.cache/microfaas).
-func attackWorker(t *testing.T) builder.Worker {
+func attackWorker(t *testing.T) builder.BootFiles {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds a worker and boots QEMU")

@@ -58,7 +58,7 @@ func BenchmarkColdStartCost(b *testing.B) {
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("%v\n%s", err, out)
 	}
-	img := func(r, name string) builder.Worker {
+	img := func(r, name string) builder.BootFiles {
 		w, err := builder.BuildWorker(context.Background(), builder.Options{RepoDir: r,
 			Cache: cache.Cache{Dir: cache.DefaultDir()}, Functions: map[string]string{"wordcount": wc}},
 			filepath.Join(dir, name))
@@ -131,7 +131,7 @@ func median(xs []float64) float64 {
 // coldStart boots w once and returns the ms from starting QEMU to the
 // result of one wordcount call. v2: the key goes in a per-boot initramfs
 // and the session opens with the challenge.
-func coldStart(w builder.Worker, v2 bool, keyDir string) (sample, error) {
+func coldStart(w builder.BootFiles, v2 bool, keyDir string) (sample, error) {
 	cl := cluster.Local(1)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

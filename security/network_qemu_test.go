@@ -24,13 +24,13 @@ import (
 
 var (
 	probeOnce sync.Once
-	probeImg  builder.Worker
+	probeImg  builder.BootFiles
 	probeErr  error
 )
 
 // probeWorker builds the x86 worker with the netprobe function; the
 // kernel comes from the cache, as attackWorker's.
-func probeWorker(t *testing.T) builder.Worker {
+func probeWorker(t *testing.T) builder.BootFiles {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds a worker and boots QEMU")

@@ -27,19 +27,19 @@ func runWorker(ctx context.Context, args []string) error {
 }
 
 // buildWorker builds kernel and initramfs into out (default out/ARCH).
-func buildWorker(ctx context.Context, c *common, out string) (builder.Worker, builder.Options, error) {
+func buildWorker(ctx context.Context, c *common, out string) (builder.BootFiles, builder.Options, error) {
 	if out == "" {
 		out = "out/" + c.arch.Name
 	}
 	o, err := c.options()
 	if err != nil {
-		return builder.Worker{}, o, err
+		return builder.BootFiles{}, o, err
 	}
 	w, err := builder.BuildWorker(ctx, o, out)
 	return w, o, err
 }
 
-func printWorker(w builder.Worker) {
+func printWorker(w builder.BootFiles) {
 	k := w.KernelInfo.Manifest
 	fmt.Printf("kernel    %s  linux %s  %d bytes  sha256 %s (cached: %v)\n", w.Kernel, k.Version, k.Outputs[0].Size, k.Outputs[0].SHA256, w.KernelInfo.Cached)
 	fmt.Printf("initramfs %s  %d bytes  sha256 %s\n", w.Initramfs, w.InitInfo.Size, w.InitInfo.SHA256)

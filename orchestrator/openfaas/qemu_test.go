@@ -28,7 +28,7 @@ import (
 var (
 	workerOnce sync.Once
 	workerDir  string
-	workerImg  builder.Worker
+	workerImg  builder.BootFiles
 	workerErr  error
 )
 
@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 // qemuWorker builds the x86 worker once per test binary, with the example
 // user function wordcount in its initramfs. The kernel comes from the cache
 // (~/.cache/microfaas): only a first run ever builds it.
-func qemuWorker(tb testing.TB) builder.Worker {
+func qemuWorker(tb testing.TB) builder.BootFiles {
 	tb.Helper()
 	if testing.Short() {
 		tb.Skip("builds the worker and boots QEMU")
