@@ -17,7 +17,6 @@ package power
 // what the worker dials and needs no change in any cluster file.
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -49,10 +48,6 @@ func RelaySource(i int) string {
 type guestFwd struct {
 	guest, target, source string
 }
-
-// ErrServiceUnreachable means a service a user-networking VM worker
-// would need is not on this host, where the guest can reach it.
-var ErrServiceUnreachable = errors.New("service unreachable from QEMU workers on user networking")
 
 // serviceEndpoints lists the TCP endpoints (host:port) named in the
 // services' settings: addr, brokers (a list), endpoint and URL-valued
