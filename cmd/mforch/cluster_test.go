@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/e2e"
 	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/lab/rig"
 	"github.com/microfaas/microfaas/target"
 )
 
@@ -24,7 +26,7 @@ func armKernelReady() bool {
 	return len(m) > 0
 }
 
-// TestARMQEMUWorker runs mforch's own start-up with a cluster file whose VM
+// TestARMQEMUWorker runs mforch's own start-up (lab/rig) with a cluster file whose VM
 // worker has vm.arch arm: the orchestrator boots the ARM worker kernel on
 // qemu-system-arm -M virt and runs a job on it.
 func TestARMQEMUWorker(t *testing.T) {
@@ -69,18 +71,22 @@ secret: 000102030405060708090a0b0c0d0e0f
 workers:
   - {id: arm0, kind: vm, ip: 10.0.2.15, vm: {arch: arm}}
 `, port)), 0o644)
-	c := clusterFlags{clusterFile: clusterFile, armKernel: w.Kernel, kernel: filepath.Join(dir, "no-x86-kernel"),
-		accel: "tcg", results: filepath.Join(dir, "results.csv"), logDir: dir,
-		powerUp: 2 * time.Minute, attempts: 1}
+	cl, err := cluster.Load(clusterFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := rig.Config{Cluster: cl, ARMKernel: w.Kernel, Kernel: filepath.Join(dir, "no-x86-kernel"),
+		Accel: "tcg", Results: filepath.Join(dir, "results.csv"), ConsoleDir: dir,
+		PowerUpTimeout: 2 * time.Minute, MaxAttempts: 1}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	r, err := c.start(ctx)
+	r, err := rig.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	args, _ := json.Marshal(map[string]any{"data": e2e.SmokeData, "rounds": e2e.SmokeRounds})
-	inv, err := r.orch.Invoke(ctx, "cascading_sha256", args, 2*time.Minute)
+	inv, err := r.Orch.Invoke(ctx, "cascading_sha256", args, 2*time.Minute)
 	console, _ := os.ReadFile(filepath.Join(dir, "worker-arm0.log"))
 	if err != nil {
 		t.Fatalf("%v\nconsole:\n%s", err, console)

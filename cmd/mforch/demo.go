@@ -10,6 +10,8 @@ import (
 
 	"github.com/microfaas/microfaas/lab/experiment"
 	"github.com/microfaas/microfaas/runtime/functions"
+
+	"github.com/microfaas/microfaas/lab/rig"
 )
 
 // runDemo is a small experiment on local QEMU workers: the same run folder
@@ -63,7 +65,7 @@ meter: {driver: cpu-time, interval: 1s, model: {idle_watts: 45, watts_per_core: 
 	}
 	page := filepath.Join(*out, "report.html")
 	fmt.Println()
-	if err := writeReport([]string{dir}, page, os.Stdout); err != nil {
+	if err := rig.WriteReport([]string{dir}, page, os.Stdout); err != nil {
 		return err
 	}
 	fmt.Printf("\nrun folder: %s\nreport:     %s\nconsoles:   %s\n", dir, page, filepath.Join(dir, "consoles"))

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+
+	"github.com/microfaas/microfaas/lab/rig"
 )
 
 const reportUsage = `usage: mforch report RUN [RUN...] [--out report.html]
@@ -39,7 +41,7 @@ func runReport(ctx context.Context, args []string) error {
 		fs.Usage()
 		return fmt.Errorf("give one or more run folders (mforch experiment writes them)")
 	}
-	if err := writeReport(dirs, *out, os.Stdout); err != nil {
+	if err := rig.WriteReport(dirs, *out, os.Stdout); err != nil {
 		return err
 	}
 	fmt.Printf("\nreport: %s\n", *out)

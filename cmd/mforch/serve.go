@@ -15,6 +15,7 @@ import (
 
 	"github.com/openfaas/faas-provider/auth"
 
+	"github.com/microfaas/microfaas/lab/rig"
 	"github.com/microfaas/microfaas/orchestrator/httpguard"
 	"github.com/microfaas/microfaas/orchestrator/openfaas"
 )
@@ -42,14 +43,14 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	defer r.Close()
-	creds, err := of.credentials(r.log)
+	creds, err := of.credentials(r.Log)
 	if err != nil {
 		return err
 	}
 	// One guard on every route of every listener: Host and Origin checks,
 	// the credentials, JSON on state-changing routes, body size and time
 	// limits (orchestrator/httpguard).
-	guard := httpguard.Config{Open: []string{"/healthz"}, Log: r.log.With("api", "http"),
+	guard := httpguard.Config{Open: []string{"/healthz"}, Log: r.Log.With("api", "http"),
 		User: creds.User, Password: creds.Password, RawBody: openfaas.InvocationRoutes,
 		AllowHosts: splitList(*allowHosts), AllowOrigins: splitList(*allowOrigins)}
 	if of.enabled {
@@ -58,7 +59,7 @@ func runServe(ctx context.Context, args []string) error {
 		// mforch's own API included, needs them.
 		guard.Open = append(guard.Open, openfaas.InvocationRoutes...)
 	}
-	var handler http.Handler = r.orch.Handler()
+	var handler http.Handler = r.Orch.Handler()
 	var servers []*http.Server
 	var provider *openfaas.Provider
 	if of.enabled {
@@ -80,19 +81,19 @@ func runServe(ctx context.Context, args []string) error {
 	for _, srv := range servers {
 		go func() { errc <- srv.ListenAndServe() }()
 	}
-	r.log.Info("HTTP API listening", "addr", *httpAddr)
+	r.Log.Info("HTTP API listening", "addr", *httpAddr)
 	if of.enabled {
 		addr := *httpAddr
 		if of.addr != "" {
 			addr = of.addr
 		}
-		r.log.Info("OpenFaaS provider API listening (point the gateway's functions_provider_url here)",
+		r.Log.Info("OpenFaaS provider API listening (point the gateway's functions_provider_url here)",
 			"url", "http://"+addr+"/", "user_functions", of.functions)
 	}
 	var serveErr error
 	select {
 	case <-ctx.Done():
-		r.log.Info("shutting down")
+		r.Log.Info("shutting down")
 	case serveErr = <-errc:
 		if errors.Is(serveErr, http.ErrServerClosed) {
 			serveErr = nil
@@ -110,14 +111,14 @@ func runServe(ctx context.Context, args []string) error {
 		go func() { defer wg.Done(); srv.Shutdown(sctx) }()
 	}
 	gctx, gcancel := context.WithTimeout(context.Background(), *grace)
-	r.orch.Shutdown(gctx)
+	r.Orch.Shutdown(gctx)
 	gcancel()
 	wg.Wait()
 	if provider != nil {
 		// Async calls still queued fail when the orchestrator closes; give
 		// their callbacks a moment to go out.
 		if err := provider.Close(sctx); err != nil {
-			r.log.Warn("OpenFaaS provider shutdown", "err", err)
+			r.Log.Warn("OpenFaaS provider shutdown", "err", err)
 		}
 	}
 	return serveErr
@@ -180,14 +181,14 @@ func splitList(s string) []string {
 	return out
 }
 
-func (o *openfaasFlags) provider(r *running, fallback http.Handler, creds *auth.BasicAuthCredentials) (*openfaas.Provider, error) {
+func (o *openfaasFlags) provider(r *rig.Rig, fallback http.Handler, creds *auth.BasicAuthCredentials) (*openfaas.Provider, error) {
 	for _, n := range strings.Split(o.list, ",") {
 		if n = strings.TrimSpace(n); n != "" {
 			o.functions = append(o.functions, n)
 		}
 	}
-	cfg := openfaas.Config{Orchestrator: r.orch, UserFunctions: o.functions, StateFile: o.state,
-		Fallback: fallback, Version: buildVersion(), Log: r.log.With("api", "openfaas"), Auth: creds}
+	cfg := openfaas.Config{Orchestrator: r.Orch, UserFunctions: o.functions, StateFile: o.state,
+		Fallback: fallback, Version: buildVersion(), Log: r.Log.With("api", "openfaas"), Auth: creds}
 	for _, a := range strings.Split(o.callbackAllow, ",") {
 		if a = strings.TrimSpace(a); a != "" {
 			cfg.CallbackAllow = append(cfg.CallbackAllow, a)
