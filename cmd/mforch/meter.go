@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -14,9 +13,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/microfaas/microfaas/lab/rig"
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/energy/meters"
-	"github.com/microfaas/microfaas/orchestrator/energy/sysfs"
 	"github.com/microfaas/microfaas/orchestrator/state"
 )
 
@@ -145,7 +144,7 @@ func runMeterRead(ctx context.Context, args []string) error {
 		return err
 	}
 	if *list {
-		return listSensors(mf.path, os.Stdout)
+		return rig.ListSensors(mf.path, os.Stdout)
 	}
 	meter, _, err := mf.open()
 	if err != nil {
@@ -175,27 +174,6 @@ func runMeterRead(ctx context.Context, args []string) error {
 	return err
 }
 
-func listSensors(root string, w io.Writer) error {
-	if root == "" {
-		root = "/sys"
-	}
-	zones, err := sysfs.RAPLZones(root)
-	if err != nil {
-		fmt.Fprintf(w, "RAPL: %v\n", err)
-	}
-	for _, z := range zones {
-		fmt.Fprintf(w, "RAPL  %s  %s  (wraps at %d uJ)\n", z.Dir, z.Name, z.MaxRange)
-	}
-	sensors, _ := sysfs.HwmonSensors(root)
-	if len(sensors) == 0 {
-		fmt.Fprintf(w, "hwmon: no power sensors under %s/class/hwmon\n", root)
-	}
-	for _, s := range sensors {
-		fmt.Fprintf(w, "hwmon %s  chip %s  label %q\n", s.Path, s.Chip, s.Label)
-	}
-	return nil
-}
-
 func runMeterCalibrate(ctx context.Context, args []string, in io.Reader, out io.Writer) error {
 	fs := flag.NewFlagSet("mforch meter calibrate", flag.ContinueOnError)
 	var mf meterFlags
@@ -211,7 +189,7 @@ func runMeterCalibrate(ctx context.Context, args []string, in io.Reader, out io.
 	if err != nil {
 		return err
 	}
-	cal := &energy.Calibration{Meter: meter, Control: &operator{in: bufio.NewReader(in), out: out},
+	cal := &energy.Calibration{Meter: meter, Control: rig.NewOperator(in, out),
 		Hold: *hold, Settle: *settle, Cycles: *cycles}
 	m, phases, err := cal.Run(ctx)
 	for _, p := range phases {
@@ -227,48 +205,4 @@ func runMeterCalibrate(ctx context.Context, args []string, in io.Reader, out io.
 		m.BaselineWatts, m.Watts[state.Booting], m.Watts[state.Idle], m.Watts[state.Working], m.Watts[state.Stopping],
 		energy.Label(meter.Source()), *path)
 	return nil
-}
-
-// operator is calibration's PowerControl played by a person at the strip:
-// each step is a prompt answered with Enter.
-type operator struct {
-	in  *bufio.Reader
-	out io.Writer
-}
-
-func (o *operator) ask(ctx context.Context, msg string) error {
-	fmt.Fprintf(o.out, "%s, then press Enter: ", msg)
-	line := make(chan error, 1)
-	go func() { _, err := o.in.ReadString('\n'); line <- err }()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case err := <-line:
-		if err != nil {
-			return fmt.Errorf("calibration needs an answer on stdin: %w", err)
-		}
-		return nil
-	}
-}
-
-func (o *operator) AllOff(ctx context.Context) error {
-	return o.ask(ctx, "Power every board off (leave switch and orchestrator on)")
-}
-func (o *operator) PowerOn(ctx context.Context) error {
-	return o.ask(ctx, "Press the power button of ONE board now")
-}
-func (o *operator) WaitBooted(ctx context.Context) error {
-	return o.ask(ctx, "Wait until it has booted (it answers ping / its console shows the worker started)")
-}
-func (o *operator) StartBusy(ctx context.Context) error {
-	return o.ask(ctx, "Make it busy (e.g. on its console: while :; do :; done &)")
-}
-func (o *operator) StopBusy(ctx context.Context) error {
-	return o.ask(ctx, "Stop the busy loop (kill %1)")
-}
-func (o *operator) PowerOff(ctx context.Context) error {
-	return o.ask(ctx, "Start its shutdown (poweroff on its console, or a short press of its power button)")
-}
-func (o *operator) WaitOff(ctx context.Context) error {
-	return o.ask(ctx, "Wait until it is off (power LED dark)")
 }

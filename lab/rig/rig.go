@@ -2,7 +2,8 @@
 // listener, the power controllers (QEMU per architecture, GPIO for
 // BeagleBones), the results CSV, the queue store and energy accounting,
 // from one plain Config. mforch serve, demo and experiment all start
-// theirs here; flag parsing stays in cmd/mforch.
+// theirs here; flag parsing stays in cmd/mforch. RunExperiment records an
+// experiment's run folder; Operator and ListSensors serve meter calibration.
 package rig
 
 import (
