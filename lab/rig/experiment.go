@@ -119,7 +119,7 @@ func RunExperiment(ctx context.Context, e Experiment) (report.Summary, error) {
 	}
 	// Settle lets the last workers power off, so their rows and state
 	// intervals are complete before the summary is written.
-	opt := experiment.Options{Settle: func() { r.Settle(nil, settleLimit) }, Progress: e.Progress}
+	opt := experiment.Options{Settle: func() { r.Settle(settleLimit) }, Progress: e.Progress}
 	fmt.Fprintf(notes, "experiment %s: %d invocations of %d functions, %s arrivals, %s workers; run folder %s\n",
 		spec.Name, spec.Invocations, len(spec.Functions), spec.Arrival.Process, spec.Mode, e.Dir)
 	recording.Store(true)

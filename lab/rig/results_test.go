@@ -48,3 +48,36 @@ func TestOpenResults(t *testing.T) {
 		})
 	}
 }
+
+func TestOpenResultsEnergyColumns(t *testing.T) {
+	now := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "results.csv")
+	log := slog.New(slog.DiscardHandler)
+	// A run without energy, then one with: the first file is kept aside.
+	f, header, err := openResults(path, orchestrator.CSVHeader, now, log)
+	if err != nil || !header {
+		t.Fatalf("new file: header %v, %v", header, err)
+	}
+	if _, err := orchestrator.NewCSVRecorder(f, true); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	f, header, err = openResults(path, orchestrator.EnergyCSVHeader, now, log)
+	if err != nil || !header {
+		t.Fatalf("energy columns after a file without: header %v, %v; want a new file", header, err)
+	}
+	if _, err := orchestrator.NewEnergyCSVRecorder(f, true); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := os.Stat(filepath.Join(dir, "results.old-20261130T100000.csv")); err != nil {
+		t.Errorf("the file without energy columns was not kept: %v", err)
+	}
+	// The same columns again: appended.
+	f, header, err = openResults(path, orchestrator.EnergyCSVHeader, now.Add(time.Hour), log)
+	if err != nil || header {
+		t.Fatalf("same columns: header %v, %v; want to append", header, err)
+	}
+	f.Close()
+}

@@ -96,6 +96,7 @@ type Rig struct {
 	results *os.File
 	store   *orchestrator.BoltStore
 	meter   *meterRun // nil: no energy accounting
+	clock   clock.Clock
 }
 
 // ErrConfig is a Config that cannot run.
@@ -115,7 +116,7 @@ func Start(ctx context.Context, cfg Config) (_ *Rig, err error) {
 		cfg.Log = slog.Default()
 	}
 	cl, log := cfg.Cluster, cfg.Log
-	r := &Rig{Cluster: cl, Log: log, ConsoleDir: cfg.ConsoleDir, qemus: power.QEMUByArch{}}
+	r := &Rig{Cluster: cl, Log: log, ConsoleDir: cfg.ConsoleDir, qemus: power.QEMUByArch{}, clock: cfg.Clock}
 	defer func() {
 		if err != nil {
 			r.Close()
@@ -296,8 +297,8 @@ func (r *Rig) Close() {
 
 // Settle waits, up to limit, until no worker is booting, working or
 // stopping, so the last state intervals and results rows are complete.
-func (r *Rig) Settle(c clock.Clock, limit time.Duration) {
-	c = clock.OrReal(c)
+func (r *Rig) Settle(limit time.Duration) {
+	c := r.clock
 	for end := c.Now().Add(limit); c.Now().Before(end); clock.Sleep(c, 50*time.Millisecond, nil) {
 		busy := false
 		for _, w := range r.Orch.Status().Workers {
