@@ -17,6 +17,7 @@ import (
 // rig.Config (lab/rig starts it).
 type clusterFlags struct {
 	cfg               rig.Config
+	energy            rig.Energy
 	clusterFile       string
 	workers           int
 	verbose, energyOn bool
@@ -50,10 +51,10 @@ func (c *clusterFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&r.GPIO.ForcedOffHold, "gpio-forced-off-hold", power.DefaultForcedOffHold, "BeagleBone workers: how long a forced power-off holds PWR_BUT (the PMIC needs more than 8s)")
 	fs.BoolVar(&c.energyOn, "energy", true, "account energy per invocation: with the cluster file's meter: section, or for QEMU workers\n"+
 		"the CPU-time model (--meter-idle-watts, --meter-watts-per-core); a MODEL, not a measurement")
-	fs.Float64Var(&r.Energy.Model.IdleWatts, "meter-idle-watts", 0, "CPU-time model: the host's power with every VM idle (unattributed baseline)")
-	fs.Float64Var(&r.Energy.Model.WattsPerCore, "meter-watts-per-core", 10, "CPU-time model: power per core a QEMU worker keeps busy\n"+
+	fs.Float64Var(&c.energy.Model.IdleWatts, "meter-idle-watts", 0, "CPU-time model: the host's power with every VM idle (unattributed baseline)")
+	fs.Float64Var(&c.energy.Model.WattsPerCore, "meter-watts-per-core", 10, "CPU-time model: power per core a QEMU worker keeps busy\n"+
 		"(measure it once on a host with RAPL or a wall meter: mforch meter calibrate)")
-	fs.DurationVar(&r.Energy.Interval, "meter-interval", time.Second, "CPU-time model: sampling interval")
+	fs.DurationVar(&c.energy.Interval, "meter-interval", time.Second, "CPU-time model: sampling interval")
 }
 
 // config is the rig.Config the flags describe.
@@ -64,7 +65,9 @@ func (c *clusterFlags) config() (rig.Config, error) {
 		level = slog.LevelDebug
 	}
 	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	cfg.Energy.Off = !c.energyOn
+	if c.energyOn {
+		cfg.Energy = &c.energy
+	}
 	cfg.Cluster = cluster.Local(c.workers)
 	if c.clusterFile != "" {
 		var err error

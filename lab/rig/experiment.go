@@ -59,16 +59,16 @@ func RunExperiment(ctx context.Context, e Experiment) (report.Summary, error) {
 	cfg := Config{Kernel: spec.Workers.Kernel, Initrd: spec.Workers.Initrd, Accel: spec.Workers.Accel,
 		Boot: spec.Workers.Boot, Results: run.ResultsPath(), ConsoleDir: filepath.Join(e.Dir, "consoles"),
 		PowerUpTimeout: 60 * time.Second, MaxAttempts: 3, Log: e.Log, OnStateChange: run.StateChanged,
-		// The whole run's account goes to energy.txt.
-		Energy: Energy{Off: spec.Meter.None, Keep: 365 * 24 * time.Hour}}
+	}
 	if local {
 		cfg.Cluster = cluster.Local(spec.Workers.QEMU)
 	} else if cfg.Cluster, err = cluster.Load(spec.Workers.Cluster); err != nil {
 		return report.Summary{}, err
 	}
 	if !spec.Meter.None {
+		// The whole run's account goes to energy.txt.
 		m := spec.Meter.Config
-		cfg.Energy.Meter = &m
+		cfg.Energy = &Energy{Meter: &m, Keep: 365 * 24 * time.Hour}
 	}
 	if spec.Mode == experiment.Warm {
 		cfg.IdleTimeout = time.Duration(spec.Idle)

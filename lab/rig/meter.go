@@ -25,6 +25,7 @@ import (
 type meterRun struct {
 	acc      *energy.Accountant
 	cfg      energy.Config
+	history  time.Duration // orchestrator.Config.EnergyKeep
 	meter    energy.Meter
 	log      *slog.Logger
 	onSample func(energy.Sample)
@@ -38,10 +39,10 @@ type meterRun struct {
 
 // setupMeter picks the meter: Energy.Meter, else the cluster's meter:
 // section, else the CPU-time model for a cluster whose workers are all QEMU
-// VMs. It returns nil (no accounting) with Energy.Off or when the cluster
-// has BeagleBones but no meter.
+// VMs. It returns nil (no accounting) without Config.Energy or when the
+// cluster has BeagleBones but no meter.
 func setupMeter(c Config, q *power.QEMU) (*meterRun, error) {
-	if c.Energy.Off {
+	if c.Energy == nil {
 		return nil, nil
 	}
 	var ids []string
@@ -74,7 +75,7 @@ func setupMeter(c Config, q *power.QEMU) (*meterRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &meterRun{acc: &energy.Accountant{}, cfg: cfg, meter: m, log: c.Log, onSample: c.OnSample}
+	r := &meterRun{acc: &energy.Accountant{}, cfg: cfg, meter: m, log: c.Log, onSample: c.OnSample, history: c.Energy.Keep}
 	if cm, ok := m.(*cpumodel.Meter); ok {
 		// Read the VMs' CPU time at every state change too, so each
 		// state's CPU is its own (a 30 ms job would otherwise get the
@@ -89,6 +90,15 @@ func setupMeter(c Config, q *power.QEMU) (*meterRun, error) {
 		}
 	}
 	return r, nil
+}
+
+// keep is the attribution history to keep (0, the orchestrator's
+// default, without a meter).
+func (r *meterRun) keep() time.Duration {
+	if r == nil {
+		return 0
+	}
+	return r.history
 }
 
 // describe says what the numbers are, for the log.

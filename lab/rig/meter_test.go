@@ -19,7 +19,7 @@ func TestSetupMeterPicksMeter(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	q := &power.QEMU{}
 	on := func(cl *cluster.Cluster) Config {
-		return Config{Cluster: cl, Log: log, Energy: Energy{Model: energy.CPUModel{WattsPerCore: 10}}}
+		return Config{Cluster: cl, Log: log, Energy: &Energy{Model: energy.CPUModel{WattsPerCore: 10}}}
 	}
 
 	// QEMU workers, no meter section: the CPU-time model, labelled model.
@@ -71,7 +71,7 @@ func TestSetupMeterPicksMeter(t *testing.T) {
 		t.Errorf("boards without a meter: %+v, %v; want none", r, err)
 	}
 	off := on(cluster.Local(1))
-	off.Energy.Off = true
+	off.Energy = nil
 	if r, err := setupMeter(off, q); r != nil || err != nil {
 		t.Errorf("energy off: %+v, %v; want none", r, err)
 	}

@@ -56,8 +56,8 @@ type Config struct {
 	MaxBooting, MaxAttempts, MaxQueue       int
 	// GPIO times BeagleBone power buttons (its Log is the rig's).
 	GPIO power.GPIOConfig
-	// Energy says how energy is accounted.
-	Energy Energy
+	// Energy says how energy is accounted (nil: it is not).
+	Energy *Energy
 	// OnStateChange, if set, observes every worker state change (from the
 	// orchestrator's loop: it must not block).
 	OnStateChange func(state.Change)
@@ -69,8 +69,6 @@ type Config struct {
 
 // Energy configures energy accounting (docs/energy.md).
 type Energy struct {
-	// Off accounts no energy.
-	Off bool
 	// Meter, if set, is the meter, in place of the cluster's meter:
 	// section (an experiment file's meter:).
 	Meter *energy.Config
@@ -176,7 +174,7 @@ func Start(ctx context.Context, cfg Config) (_ *Rig, err error) {
 	}
 	r.Orch, err = orchestrator.New(orchestrator.Config{Cluster: cl, Controllers: controllers, Log: log, Clock: cfg.Clock,
 		IdleTimeout: cfg.IdleTimeout, PowerUpTimeout: cfg.PowerUpTimeout, MaxBooting: cfg.MaxBooting, MaxAttempts: cfg.MaxAttempts,
-		Recorder: rec, Store: store, Energy: acc, EnergyKeep: cfg.Energy.Keep, OnStateChange: onState,
+		Recorder: rec, Store: store, Energy: acc, EnergyKeep: r.meter.keep(), OnStateChange: onState,
 		MaxQueue: cfg.MaxQueue, MaxTimeout: cfg.MaxTimeout, Functions: imageFunctions(cfg.Initrd, log)})
 	if err != nil {
 		return nil, err

@@ -46,7 +46,9 @@ func TestStart(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := localConfig(t, 2)
-			cfg.Energy = Energy{Off: tc.energyOff, Model: energy.CPUModel{WattsPerCore: 10}}
+			if !tc.energyOff {
+				cfg.Energy = &Energy{Model: energy.CPUModel{WattsPerCore: 10}}
+			}
 			r, err := Start(context.Background(), cfg)
 			if err != nil {
 				t.Fatal(err)
