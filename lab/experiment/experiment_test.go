@@ -584,3 +584,31 @@ func TestPowerCycledVsWarm(t *testing.T) {
 		os.WriteFile(filepath.Join(keep, "compare.txt"), text.Bytes(), 0o644)
 	}
 }
+
+// TestPathsRelativeToFile: kernel, initrd and cluster given in a file are
+// read relative to the file, and a missing one is an ErrSpec naming the fix.
+func TestPathsRelativeToFile(t *testing.T) {
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "exp")
+	os.MkdirAll(filepath.Join(dir, "out"), 0o755)
+	os.MkdirAll(sub, 0o755)
+	os.WriteFile(filepath.Join(dir, "out", "bzImage"), []byte("k"), 0o644)
+	file := filepath.Join(sub, "e.yaml")
+	os.WriteFile(file, []byte("workers: {qemu: 1, kernel: ../out/bzImage, initrd: ../out/initrd}\ninvocations: 1\narrival: {process: closed-loop}\n"), 0o644)
+	t.Chdir(t.TempDir()) // elsewhere: the paths must not depend on it
+	spec, _, err := experiment.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "out", "bzImage"); spec.Workers.Kernel != want {
+		t.Errorf("kernel %s, want %s", spec.Workers.Kernel, want)
+	}
+	err = spec.CheckInputs()
+	if !errors.Is(err, experiment.ErrSpec) || !strings.Contains(err.Error(), "initrd") || !strings.Contains(err.Error(), "make images") {
+		t.Errorf("missing initrd: %v, want ErrSpec naming the initrd and how to build it", err)
+	}
+	os.WriteFile(filepath.Join(dir, "out", "initrd"), []byte("i"), 0o644)
+	if err := spec.CheckInputs(); err != nil {
+		t.Errorf("with both files: %v", err)
+	}
+}

@@ -161,7 +161,39 @@ func Load(path string) (*Spec, []byte, error) {
 	if s.Name == "" {
 		s.Name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
 	}
+	s.resolve(filepath.Dir(path))
 	return s, b, nil
+}
+
+// resolve makes the paths the file gives (kernel, initrd, cluster)
+// relative to the file's own folder, as a user reading the file expects,
+// whatever folder mforch runs in. Defaults (out/x86/...) stay relative to
+// the current folder, where make builds them.
+func (s *Spec) resolve(dir string) {
+	for _, p := range []*string{&s.Workers.Kernel, &s.Workers.Initrd, &s.Workers.Cluster} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+}
+
+// CheckInputs checks that the files the run needs exist, before anything
+// starts (services, workers) or any run folder is made.
+func (s *Spec) CheckInputs() error {
+	need := func(what, path, fix string) error {
+		if _, err := os.Stat(path); err != nil {
+			return fmt.Errorf("%w: workers: %s %s: %v; %s", ErrSpec, what, path, err, fix)
+		}
+		return nil
+	}
+	build := "build it with `make images` (bin/mfbuild worker --arch x86 --out out/x86), or give its path in the file (relative to the file)"
+	if s.Workers.Cluster != "" {
+		return need("cluster", s.Workers.Cluster, "give the cluster file's path relative to the experiment file")
+	}
+	if err := need("kernel", s.Workers.Kernel, build); err != nil {
+		return err
+	}
+	return need("initrd", s.Workers.Initrd, build)
 }
 
 // Parse checks an experiment file's contents and fills in defaults.

@@ -46,11 +46,23 @@ func RunExperiment(ctx context.Context, e Experiment) (report.Summary, error) {
 	if notes == nil {
 		notes = io.Discard
 	}
+	// A missing kernel or cluster file is told before any service starts
+	// or any run folder is made (a half-made folder would block --out).
+	if err := spec.CheckInputs(); err != nil {
+		return report.Summary{}, err
+	}
 	run, err := experiment.Create(e.Dir, spec, e.File)
 	if err != nil {
 		return report.Summary{}, err
 	}
 	defer run.Close()
+	started := false
+	defer func() {
+		if !started { // nothing ran: leave no folder behind to block the same --out
+			run.Close()
+			os.RemoveAll(e.Dir)
+		}
+	}()
 
 	// The orchestrator and the services outlive Ctrl-C until the running
 	// invocations finished: they get their own context.
@@ -123,6 +135,7 @@ func RunExperiment(ctx context.Context, e Experiment) (report.Summary, error) {
 	fmt.Fprintf(notes, "experiment %s: %d invocations of %d functions, %s arrivals, %s workers; run folder %s\n",
 		spec.Name, spec.Invocations, len(spec.Functions), spec.Arrival.Process, spec.Mode, e.Dir)
 	recording.Store(true)
+	started = true
 	sum, err := run.Execute(ctx, orchCluster{r.Orch, time.Duration(spec.Timeout)}, opt)
 	recording.Store(false)
 	// Every results row gets its final energy, and the account is whole,
