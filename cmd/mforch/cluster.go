@@ -5,9 +5,11 @@ import (
 	"flag"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/microfaas/microfaas/cluster"
+	"github.com/microfaas/microfaas/internal/statedir"
 	"github.com/microfaas/microfaas/lab/rig"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/power"
@@ -35,13 +37,14 @@ func (c *clusterFlags) register(fs *flag.FlagSet) {
 		"(restore a VM saved where the worker waits for its identity; saved on first use, by image hash)")
 	fs.StringVar(&r.SnapshotDir, "snapshot-dir", "", "with --boot snapshot: folder of saved VMs (default: ~/.cache/microfaas/snapshots)")
 	fs.StringVar(&r.Listen, "listen", "", "worker protocol address (default: the cluster file's, or 127.0.0.1:0 for a local cluster)")
-	fs.StringVar(&r.Results, "results", "results.csv", "results CSV, one row per invocation (appended to)")
+	fs.StringVar(&r.Results, "results", "", "results CSV, one row per invocation (appended to; default: results.csv in the state folder,\n"+
+		"$STATE_DIRECTORY, else $XDG_STATE_HOME/microfaas, else ~/.local/state/microfaas)")
 	fs.StringVar(&r.Store, "store", "", "queue database: accepted invocations survive restarts (e.g. /var/lib/mforch/queue.db; empty: in memory)")
 	fs.IntVar(&r.Retention.Max, "store-keep", orchestrator.DefaultRetention.Max, "with --store: finished invocations kept (the newest; results stay in --results)")
 	fs.DurationVar(&r.Retention.MaxAge, "store-keep-for", orchestrator.DefaultRetention.MaxAge, "with --store: how long finished invocations are kept")
 	fs.IntVar(&r.MaxQueue, "max-queue", 1000, "invocations waiting for a worker at most; more are refused (HTTP 429, Retry-After)")
 	fs.DurationVar(&r.MaxTimeout, "max-timeout", time.Hour, "the longest timeout an invocation may ask for (?timeout=); longer is refused (HTTP 400)")
-	fs.StringVar(&r.ConsoleDir, "log-dir", "", "worker console logs (default: a temporary folder)")
+	fs.StringVar(&r.ConsoleDir, "log-dir", "", "worker console logs (default: consoles/ in the state folder)")
 	fs.DurationVar(&r.IdleTimeout, "idle", 0, "keep a worker up this long for another job (0: power off after each job)")
 	fs.DurationVar(&r.PowerUpTimeout, "power-up-timeout", 60*time.Second, "how long a worker may take from power-on to connecting")
 	fs.IntVar(&r.MaxBooting, "max-booting", 0, "workers booting at once (default: all)")
@@ -67,6 +70,21 @@ func (c *clusterFlags) config() (rig.Config, error) {
 	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if c.energyOn {
 		cfg.Energy = &c.energy
+	}
+	if cfg.Results == "" || cfg.ConsoleDir == "" {
+		state, err := statedir.Dir()
+		if err != nil {
+			return cfg, err
+		}
+		if err := os.MkdirAll(state, 0o700); err != nil {
+			return cfg, err
+		}
+		if cfg.Results == "" {
+			cfg.Results = filepath.Join(state, "results.csv")
+		}
+		if cfg.ConsoleDir == "" {
+			cfg.ConsoleDir = filepath.Join(state, "consoles")
+		}
 	}
 	cfg.Cluster = cluster.Local(c.workers)
 	if c.clusterFile != "" {

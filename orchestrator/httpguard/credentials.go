@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/microfaas/microfaas/internal/statedir"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -32,17 +33,11 @@ var ErrNoCredentials = errors.New("no API credentials")
 // systemd's StateDirectory ($STATE_DIRECTORY/auth), else
 // $XDG_STATE_HOME/microfaas/auth, else ~/.local/state/microfaas/auth.
 func DefaultCredentialsDir() (string, error) {
-	if d, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); d != "" {
-		return filepath.Join(d, "auth"), nil
-	}
-	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
-		return filepath.Join(d, "microfaas", "auth"), nil
-	}
-	home, err := os.UserHomeDir()
+	d, err := statedir.Dir()
 	if err != nil {
-		return "", fmt.Errorf("no folder for the API credentials (set XDG_STATE_HOME or pass a folder): %w", err)
+		return "", fmt.Errorf("no folder for the API credentials (pass one): %w", err)
 	}
-	return filepath.Join(home, ".local", "state", "microfaas", "auth"), nil
+	return filepath.Join(d, "auth"), nil
 }
 
 // ReadCredentials reads dir's basic-auth-user and basic-auth-password
