@@ -110,6 +110,8 @@ func withHostileImages(t *testing.T, initrd string) string {
 // plant a config.json and binary there. (3) The victim runs with its
 // secret: it must be the victim's own code that runs. (4) An image with
 // `var -> /` must read nothing of the worker's /init, /proc or /functions.
+// (5) A fork bomb and a memory bomb end at their limits and the worker
+// goes on serving.
 func TestQEMUHostileRoots(t *testing.T) {
 	w := attackWorker(t)
 	initrd := withHostileImages(t, w.Initramfs)
@@ -234,5 +236,25 @@ func TestQEMUHostileRoots(t *testing.T) {
 		if strings.Contains(out, "ROLE=victim") {
 			t.Error("hostile-var read the victim's config")
 		}
+	}
+
+	// 5. A fork bomb and a memory bomb on the same warm worker, with the
+	// default limits: each stops at its limit, the run fails, and the
+	// worker (PID 1) serves the victim's next call.
+	for _, bomb := range []struct{ name, req string }{
+		{"fork bomb", `{"forkbomb": 5000}`},
+		{"memory bomb", `{"membomb": 1073741824}`},
+	} {
+		start := time.Now()
+		_, _, err := run(orchestrator.JobSpec{Function: "attacker", Args: json.RawMessage(bomb.req)})
+		t.Logf("%s: the run ended after %v: %v", bomb.name, time.Since(start).Round(time.Millisecond), err)
+		if err == nil || !strings.Contains(err.Error(), "exit status 3") {
+			t.Errorf("%s: %v; want the run failed by the bomb's limit (exit status 3)", bomb.name, err)
+		}
+		start = time.Now()
+		if _, _, err := run(orchestrator.JobSpec{Function: "victim", Args: json.RawMessage(`{}`)}); err != nil {
+			t.Errorf("the victim after the %s: %v", bomb.name, err)
+		}
+		t.Logf("the victim's call after the %s took %v", bomb.name, time.Since(start).Round(time.Millisecond))
 	}
 }
