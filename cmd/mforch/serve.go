@@ -162,9 +162,13 @@ func (o *openfaasFlags) credentials(log *slog.Logger) (*auth.BasicAuthCredential
 	if err != nil {
 		return nil, fmt.Errorf("API credentials (--openfaas-auth): %w", err)
 	}
-	msg := "HTTP API credentials (HTTP basic auth; mforch status reads them from there)"
+	reader := "mforch status and loadgen read them from there"
+	if o.authDir != "" {
+		reader = "mforch status and loadgen read them with --auth " + o.authDir
+	}
+	msg := "HTTP API credentials (HTTP basic auth; " + reader + ")"
 	if created {
-		msg = "HTTP API credentials generated (HTTP basic auth; mforch status reads them from there)"
+		msg = "HTTP API credentials generated (HTTP basic auth; " + reader + ")"
 	}
 	log.Info(msg, "user", c.User, "password_file", filepath.Join(dir, httpguard.PasswordFile))
 	return &auth.BasicAuthCredentials{User: c.User, Password: c.Password}, nil

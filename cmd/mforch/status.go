@@ -40,6 +40,10 @@ func runStatus(ctx context.Context, args []string) error {
 	if resp.StatusCode == http.StatusUnauthorized {
 		return api.Unauthorized()
 	}
+	if resp.StatusCode == http.StatusNotFound {
+		// An OpenFaaS gateway on the same host holds :8080, status's default.
+		return fmt.Errorf("%s/status: 404 Not Found: that is not mforch's API (an OpenFaaS gateway listens on :8080); pass --addr with mforch serve's --http address", api)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%s/status: %s", api, resp.Status)
 	}

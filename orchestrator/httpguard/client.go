@@ -61,12 +61,16 @@ func (e Endpoint) Authorize(req *http.Request) {
 // String is the base URL, without credentials.
 func (e Endpoint) String() string { return e.URL.String() }
 
+// credentialsHint names both flags: the client's --auth takes the folder
+// that the server was given with --openfaas-auth.
+const credentialsHint = "pass --auth DIR with mforch serve's credentials folder (its --openfaas-auth, or the folder of the password_file it logs), or put them in --addr (http://admin:PASSWORD@host:port)"
+
 // Unauthorized is the error for a 401 answer: what was sent and what to do.
 func (e Endpoint) Unauthorized() error {
 	if e.Creds == nil {
-		return fmt.Errorf("%s: 401 Unauthorized: no credentials found in %s; pass the folder mforch serve printed (--auth DIR) or put them in the address (http://admin:PASSWORD@host:port)", e, e.From)
+		return fmt.Errorf("%s: 401 Unauthorized: no credentials found in %s; %s", e, e.From, credentialsHint)
 	}
-	return fmt.Errorf("%s: 401 Unauthorized: the credentials from %s were refused; pass the folder mforch serve printed (--auth DIR)", e, e.From)
+	return fmt.Errorf("%s: 401 Unauthorized: the credentials from %s were refused; %s", e, e.From, credentialsHint)
 }
 
 // redact hides a password in a URL that may not parse.

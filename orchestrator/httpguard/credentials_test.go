@@ -160,8 +160,13 @@ func TestNewEndpoint(t *testing.T) {
 		if e.String() != tt.wantURL || (e.Creds == nil) != (tt.want == nil) || e.Creds != nil && *e.Creds != *tt.want {
 			t.Errorf("%s: %s %+v", tt.addr, e, e.Creds)
 		}
-		if strings.Contains(e.Unauthorized().Error(), "from-") {
-			t.Errorf("the 401 error shows a password: %v", e.Unauthorized())
+		msg := e.Unauthorized().Error()
+		if strings.Contains(msg, "from-") {
+			t.Errorf("the 401 error shows a password: %v", msg)
+		}
+		// The client's flag and the server's flag, both of which exist.
+		if !strings.Contains(msg, "--auth DIR") || !strings.Contains(msg, "--openfaas-auth") {
+			t.Errorf("the 401 error should name mforch status's --auth and mforch serve's --openfaas-auth: %v", msg)
 		}
 	}
 	for _, bad := range []string{"127.0.0.1:8080", "ftp://u:pw-in-url@h", "http://u:pw-in-url@h:bad port/"} {
