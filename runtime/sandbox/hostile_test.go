@@ -216,7 +216,7 @@ func TestBombsContained(t *testing.T) {
 		req    string
 		within func(b bombReport) (int64, int64) // how far it got, its limit
 	}{
-		{"fork bomb", sandbox.Limits{Procs: 32}, `{"forkbomb": 1000}`,
+		{"fork bomb", sandbox.Limits{Procs: 32, Nice: 19}, `{"forkbomb": 1000}`,
 			func(b bombReport) (int64, int64) { return int64(b.Forked), 32 }},
 		{"fork bomb, default limits", sandbox.Limits{}, `{"forkbomb": 2000}`,
 			func(b bombReport) (int64, int64) { return int64(b.Forked), int64(sandbox.DefaultLimits().Procs) }},

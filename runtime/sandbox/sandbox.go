@@ -96,7 +96,7 @@ type Limits struct {
 	FileSize uint64 // bytes of the largest file it may write (RLIMIT_FSIZE)
 	Files    uint64 // open files per process (RLIMIT_NOFILE)
 	Tmp      uint64 // bytes its /tmp (memory) may hold
-	Nice     int    // CPU priority, 1 to 19 (so PID 1 still gets the CPU); 0 takes the default
+	Nice     int    // CPU priority, 1 to 19 (so PID 1 still gets the CPU); 0 takes the default (19 on a worker, else unchanged)
 }
 
 // Mode says how contained a run is on this machine.
