@@ -33,6 +33,10 @@ import (
 // which guestfwd rules now serve.
 const slirpHost = "10.0.2.254"
 
+// slirpNet is QEMU user networking's default network, where guestfwd
+// addresses must lie.
+var slirpNet = netip.MustParsePrefix("10.0.2.0/24")
+
 // relayArg, as a binary's first argument, makes it a relay (qemurelay).
 const relayArg = qemurelay.Arg
 
@@ -123,7 +127,15 @@ func forwards(c *cluster.Cluster, w cluster.Worker) (fwds []guestFwd, unreachabl
 	if i := slices.IndexFunc(c.Workers, func(x cluster.Worker) bool { return x.ID == w.ID }); i >= 0 {
 		source = RelaySource(i)
 	}
-	fwds = append(fwds, guestFwd{guest: net.JoinHostPort(orch, strconv.Itoa(c.Network.Port)),
+	worker := net.JoinHostPort(orch, strconv.Itoa(c.Network.Port))
+	// slirp serves guestfwd rules only inside its own network: an
+	// orchestrator address elsewhere (a BeagleBone LAN's, as in a flasher
+	// test) is out of a user-networked guest's reach, and QEMU would refuse
+	// the whole command line.
+	if a, err := netip.ParseAddr(orch); err != nil || !slirpNet.Contains(a) {
+		return nil, []string{worker}
+	}
+	fwds = append(fwds, guestFwd{guest: worker,
 		target: net.JoinHostPort("127.0.0.1", strconv.Itoa(c.Network.Port)), source: source})
 	seen := map[string]bool{fwds[0].guest: true}
 	for _, ep := range serviceEndpoints(c.Services) {

@@ -103,8 +103,8 @@ func NewQEMU(ctx context.Context, cfg QEMUConfig) (*QEMU, error) {
 				continue
 			}
 			if _, far := forwards(cfg.Cluster, w); len(far) > 0 {
-				cfg.Log.Warn("QEMU workers on user networking reach only this host, at the orchestrator's address: services elsewhere are unreachable for them (run the service here and name it "+
-					cfg.Cluster.Network.Orchestrator+":PORT, or give the VMs tap networking)", "endpoints", far)
+				cfg.Log.Warn("QEMU workers on user networking reach only this host, at the orchestrator's address inside 10.0.2.0/24 (10.0.2.2): endpoints elsewhere are unreachable for them (run the service here and name it "+
+					"10.0.2.2:PORT, set network.orchestrator to 10.0.2.2, or give the VMs tap networking)", "endpoints", far)
 			}
 			break
 		}

@@ -97,6 +97,26 @@ func netdevOf(t *testing.T, args []string) string {
 // service the cluster names at the host's address; nothing else. A
 // snapshot's saved VM has no forward (and so no port: one snapshot serves
 // any), a tap worker is left as it was.
+// TestUserNetworkOrchestratorElsewhere: a cluster whose orchestrator is on
+// a LAN (a BeagleBone cluster's, as the flasher test boots) gets no
+// forwards, since QEMU refuses guestfwd outside its network, and is told.
+func TestUserNetworkOrchestratorElsewhere(t *testing.T) {
+	c := cluster.Local(1)
+	c.Network.Orchestrator, c.Network.Port = "192.168.1.2", 63302
+	c.Services = map[string]map[string]string{"redis": {"addr": "192.168.1.2:6379"}}
+	fwds, far := forwards(c, c.Workers[0])
+	if len(fwds) != 0 {
+		t.Errorf("forwards %v, want none outside 10.0.2.0/24", fwds)
+	}
+	if !slices.Equal(far, []string{"192.168.1.2:63302"}) {
+		t.Errorf("unreachable %v, want the worker port", far)
+	}
+	q := &QEMU{cfg: QEMUConfig{Arch: target.X86, Cluster: c}, accel: "tcg"}
+	if nd := netdevOf(t, q.Args(c.Workers[0], "console=ttyS0")); strings.Contains(nd, "guestfwd") || !strings.Contains(nd, "restrict=on") {
+		t.Errorf("netdev %q: want restrict=on and no guestfwd", nd)
+	}
+}
+
 func TestUserNetworkRestricted(t *testing.T) {
 	c := cluster.Local(2)
 	c.Network.Port = 7000
