@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/internal/testfn"
+	"github.com/microfaas/microfaas/internal/testlog"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/runtime/flash"
 	"github.com/microfaas/microfaas/target"
@@ -181,19 +181,15 @@ func TestDebugShellQEMU(t *testing.T) {
 	args := append(q.Args(vm, cmdline+" "+bootparams.Failsafe+"=3 "+bootparams.Debug+"=1"), "-initrd", keyInitrd)
 	cmd := exec.CommandContext(ctx, target.ARMv7.QEMU.Binary, args...)
 	stdin, _ := cmd.StdinPipe()
-	var out syncBuffer
+	var out testlog.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	deadline, _ := ctx.Deadline()
 	waitFor := func(s string) {
 		t.Helper()
-		for !strings.Contains(out.String(), s) {
-			if ctx.Err() != nil {
-				t.Fatalf("%q never appeared:\n%s", s, out.String())
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		out.WaitFor(t, s, time.Until(deadline))
 	}
 	waitFor("debug shell on the console")
 	time.Sleep(time.Second) // let the shell set up the terminal
@@ -211,22 +207,4 @@ func TestDebugShellQEMU(t *testing.T) {
 	if testing.Verbose() {
 		t.Logf("console:\n%s", out.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

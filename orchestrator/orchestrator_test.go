@@ -2,7 +2,6 @@ package orchestrator
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,11 +13,11 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/microfaas/microfaas/cluster"
+	"github.com/microfaas/microfaas/internal/testlog"
 	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/simworker"
@@ -41,56 +40,10 @@ func init() {
 	})
 }
 
-// logBuffer is a concurrency-safe log sink tests can search and wait on.
-type logBuffer struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	written chan struct{} // closed and replaced on every write
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.written != nil {
-		close(l.written)
-		l.written = nil
-	}
-	return l.buf.Write(p)
-}
-
-// waitFor blocks until the log holds s (10 s at most).
-func (l *logBuffer) waitFor(t *testing.T, s string) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		l.mu.Lock()
-		if strings.Contains(l.buf.String(), s) {
-			l.mu.Unlock()
-			return
-		}
-		if l.written == nil {
-			l.written = make(chan struct{})
-		}
-		ch := l.written
-		l.mu.Unlock()
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("log never said %q:\n%s", s, l.String())
-		}
-	}
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 type harness struct {
 	orch *Orchestrator
 	sim  *simworker.Controller
-	logs *logBuffer
+	logs *testlog.Buffer
 }
 
 func newHarness(t testing.TB, workers int, cfg Config) *harness {
@@ -101,7 +54,7 @@ func newHarness(t testing.TB, workers int, cfg Config) *harness {
 		t.Fatal(err)
 	}
 	sim := &simworker.Controller{Orch: ln.Addr().String(), Secret: cl.SecretBytes(), SecretFor: map[string][]byte{}}
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	cfg.Cluster = cl
 	cfg.Controllers = map[string]power.Controller{cluster.KindVM: sim}
 	cfg.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -226,7 +179,7 @@ func TestWrongSecretIsRefused(t *testing.T) {
 	if inv.Worker != "vm1" {
 		t.Errorf("ran on %s; only vm1 holds the secret", inv.Worker)
 	}
-	h.logs.waitFor(t, "refused worker connection")
+	h.logs.WaitFor(t, "refused worker connection", 10*time.Second)
 	if !strings.Contains(h.logs.String(), protocol.ErrBadMAC.Error()) {
 		t.Errorf("refusal does not say why:\n%s", h.logs.String())
 	}
@@ -244,7 +197,7 @@ func TestUnknownWorkerTurnedAway(t *testing.T) {
 	if out.Action != protocol.CmdPowerOff {
 		t.Fatalf("unknown worker told %q, want poweroff", out.Action)
 	}
-	h.logs.waitFor(t, "refused worker connection")
+	h.logs.WaitFor(t, "refused worker connection", 10*time.Second)
 	if !strings.Contains(h.logs.String(), protocol.ErrUnknownWorker.Error()) {
 		t.Error("refusal reason not logged")
 	}

@@ -1,7 +1,6 @@
 package orchestrator_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	"github.com/microfaas/microfaas/builder"
 	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/internal/testlog"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/httpguard"
 	"github.com/microfaas/microfaas/orchestrator/power"
@@ -61,24 +61,11 @@ func qemuWorker(t *testing.T) builder.BootFiles {
 	return workerImg
 }
 
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 type qemuCluster struct {
 	orch *orchestrator.Orchestrator
 	qemu *power.QEMU
 	cl   *cluster.Cluster
-	logs *syncBuffer
+	logs *testlog.Buffer
 }
 
 func startQEMUCluster(t *testing.T, workers int, cfg orchestrator.Config) *qemuCluster {
@@ -90,7 +77,7 @@ func startQEMUCluster(t *testing.T, workers int, cfg orchestrator.Config) *qemuC
 		t.Fatal(err)
 	}
 	cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Kernel: w.Kernel, Initrd: w.Initramfs,
 		Cluster: cl, LogDir: t.TempDir(), Log: log})

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/cluster"
+	"github.com/microfaas/microfaas/internal/testlog"
 	"github.com/microfaas/microfaas/internal/testsvc"
 	"github.com/microfaas/microfaas/lab/experiment"
 	"github.com/microfaas/microfaas/lab/report"
@@ -182,8 +183,8 @@ func TestSimulatedExperiment(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := startSim(t, run, 3, 0)
-	var progress bytes.Buffer
-	sum, err := run.Execute(context.Background(), c, experiment.Options{Meter: stepMeter{}, Progress: &syncBuf{b: &progress}, Tick: 20 * time.Millisecond})
+	var progress testlog.Buffer
+	sum, err := run.Execute(context.Background(), c, experiment.Options{Meter: stepMeter{}, Progress: &progress, Tick: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,17 +388,6 @@ func TestSpecErrors(t *testing.T) {
 	if got := functions.ServicesFor(s.Functions); strings.Join(got, ",") != "kafka,postgres,redis,s3" {
 		t.Errorf("services for the full mix: %v", got)
 	}
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
 }
 
 // TestExampleFiles keeps examples/experiments/ valid.

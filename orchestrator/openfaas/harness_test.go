@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,30 +17,13 @@ import (
 	"github.com/openfaas/faas-provider/types"
 
 	"github.com/microfaas/microfaas/cluster"
+	"github.com/microfaas/microfaas/internal/testlog"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/httpguard"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/simworker"
 	"github.com/microfaas/microfaas/orchestrator/state"
 )
-
-// logBuffer collects log output a test can print when it fails.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
 
 // harness is a running provider in front of a real orchestrator, served
 // over real HTTP.
@@ -51,14 +33,14 @@ type harness struct {
 	p     *Provider
 	srv   *httptest.Server
 	creds *auth.BasicAuthCredentials // sent on /system/* when set
-	logs  *logBuffer
+	logs  *testlog.Buffer
 }
 
 // start runs the orchestrator over ctrl's workers and the provider in front
 // of it; it registers the cleanup.
 func start(t testing.TB, cl *cluster.Cluster, ln net.Listener, ctrl power.Controller, ocfg orchestrator.Config, pcfg Config) *harness {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ocfg.Cluster = cl
 	ocfg.Controllers = map[string]power.Controller{cluster.KindVM: ctrl}
