@@ -1,20 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/microfaas/microfaas/lab/loadgen"
-	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/httpguard"
 	"github.com/microfaas/microfaas/runtime/functions"
 )
@@ -38,26 +33,18 @@ func runLoadgen(ctx context.Context, args []string) error {
 		return err
 	}
 	names := strings.Split(*fnList, ",")
-	inputs := functions.GenerateInputs(*seed, functions.InputsPerFunction)
-	calls := make([]loadgen.Call, *n)
-	for i := range calls {
-		fn := names[i%len(names)]
-		in, ok := inputs[fn]
-		if !ok {
-			return fmt.Errorf("no generated inputs for %q (known: %v)", fn, functions.CatalogueNames())
-		}
-		calls[i] = loadgen.Call{Function: fn, Args: in[(i/len(names))%len(in)]}
+	calls, err := loadgen.SeededCalls(names, *n, *seed)
+	if err != nil {
+		return err
 	}
-	gaps, err := arrivals(*arrival, *rate, *n, *seed)
+	gaps, err := loadgen.Arrivals(*arrival, *rate, *n, *seed)
 	if err != nil {
 		return err
 	}
 	client := &http.Client{Timeout: *timeout + 30*time.Second}
 	fmt.Printf("loadgen: %d invocations of %d functions, %s arrivals at %.2f/s, against %s\n", *n, len(names), *arrival, *rate, api)
 	start := time.Now()
-	outs := loadgen.RunPaced(ctx, calls, gaps, func(ctx context.Context, c loadgen.Call) loadgen.Outcome {
-		return invokeHTTP(ctx, client, api, *timeout, c)
-	})
+	outs := loadgen.RunPaced(ctx, calls, gaps, loadgen.HTTPInvoker(client, api, *timeout))
 	fmt.Printf("\n%d invocations in %s\n\n", len(outs), time.Since(start).Round(time.Millisecond))
 	loadgen.PrintTable(os.Stdout, loadgen.Summarise(outs))
 	failed := 0
@@ -70,55 +57,4 @@ func runLoadgen(ctx context.Context, args []string) error {
 		return fmt.Errorf("%d of %d invocations failed", failed, len(outs))
 	}
 	return nil
-}
-
-// arrivals returns the gap before each invocation.
-func arrivals(kind string, rate float64, n int, seed int64) ([]time.Duration, error) {
-	gaps := make([]time.Duration, n)
-	if kind == "burst" {
-		return gaps, nil
-	}
-	if rate <= 0 {
-		return nil, fmt.Errorf("--rate must be positive for %s arrivals", kind)
-	}
-	rng := rand.New(rand.NewPCG(uint64(seed), 1))
-	for i := range gaps {
-		switch kind {
-		case "uniform":
-			gaps[i] = time.Duration(float64(time.Second) / rate)
-		case "poisson":
-			gaps[i] = time.Duration(rng.ExpFloat64() / rate * float64(time.Second))
-		default:
-			return nil, fmt.Errorf("--arrival %q: want poisson, uniform or burst", kind)
-		}
-	}
-	return gaps, nil
-}
-
-func invokeHTTP(ctx context.Context, client *http.Client, api httpguard.Endpoint, timeout time.Duration, c loadgen.Call) loadgen.Outcome {
-	o := loadgen.Outcome{Call: c}
-	start := time.Now()
-	url := fmt.Sprintf("%s/invoke/%s?timeout=%s", api, c.Function, timeout)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(c.Args))
-	if err != nil {
-		o.Err = err.Error()
-		return o
-	}
-	api.Authorize(req)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
-	o.Latency = time.Since(start)
-	if err != nil {
-		o.Err = err.Error()
-		return o
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	var r orchestrator.InvokeResponse
-	if err := json.Unmarshal(body, &r); err != nil {
-		o.Err = fmt.Sprintf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
-		return o
-	}
-	o.Err, o.ExecMS, o.BootMS = r.Error, r.ExecMS, r.BootMS
-	return o
 }
