@@ -94,7 +94,7 @@ func TestQEMUEnergyEndToEnd(t *testing.T) {
 			model.Observe(sc)
 		}})
 	var ids []string
-	for _, w := range c.cl.Workers {
+	for _, w := range c.Cluster.Workers {
 		ids = append(ids, w.ID)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -102,7 +102,7 @@ func TestQEMUEnergyEndToEnd(t *testing.T) {
 	meters.Add(2)
 	wu := &wattsup.Meter{Device: sim.Path(), Interval: time.Second}
 	go func() { defer meters.Done(); wu.Run(ctx, strip.Add) }()
-	cm := &cpumodel.Meter{Workers: ids, PIDs: c.qemu.PIDs, IdleWatts: 20, WattsPerCore: 10, Interval: 250 * time.Millisecond}
+	cm := &cpumodel.Meter{Workers: ids, PIDs: c.QEMU.PIDs, IdleWatts: 20, WattsPerCore: 10, Interval: 250 * time.Millisecond}
 	go func() { defer meters.Done(); cm.Run(ctx, model.Add) }()
 	defer func() { cancel(); meters.Wait() }()
 	time.Sleep(time.Second) // baseline: every board off
@@ -114,7 +114,7 @@ func TestQEMUEnergyEndToEnd(t *testing.T) {
 	for wave, n := range []int{3, 1, 2} {
 		var batch []*orchestrator.Invocation
 		for i := 0; i < n; i++ {
-			inv, err := c.orch.Submit("cascading_sha256", json.RawMessage(fmt.Sprintf(`{"data":"energy-%d-%d","rounds":%d}`, wave, i, 20000*(i+1))), time.Minute)
+			inv, err := c.Orch.Submit("cascading_sha256", json.RawMessage(fmt.Sprintf(`{"data":"energy-%d-%d","rounds":%d}`, wave, i, 20000*(i+1))), time.Minute)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -124,7 +124,7 @@ func TestQEMUEnergyEndToEnd(t *testing.T) {
 			select {
 			case <-inv.Done():
 			case <-time.After(time.Until(deadline)):
-				t.Fatalf("invocation did not finish in time: %+v", c.orch.Status())
+				t.Fatalf("invocation did not finish in time: %+v", c.Orch.Status())
 			}
 			if inv.Err != nil {
 				t.Fatalf("invocation failed: %v", inv.Err)
@@ -133,7 +133,7 @@ func TestQEMUEnergyEndToEnd(t *testing.T) {
 		invs = append(invs, batch...)
 		// Let the workers idle out and power off, then stay off a while.
 		waitFor(t, time.Until(deadline), func() bool {
-			for _, w := range c.orch.Status().Workers {
+			for _, w := range c.Orch.Status().Workers {
 				if w.State != state.Off {
 					return false
 				}
@@ -142,13 +142,13 @@ func TestQEMUEnergyEndToEnd(t *testing.T) {
 		})
 		time.Sleep(time.Second)
 	}
-	c.orch.Shutdown(context.Background()) // waits for the meter to pass the last power-off
+	c.Orch.Shutdown(context.Background()) // waits for the meter to pass the last power-off
 	cancel()
 	meters.Wait()
 
 	// 1. Every invocation's row has its measured energy, and the rows plus
 	// the unattributed part add up to the meter's total.
-	res := c.orch.EnergyResult()
+	res := c.Orch.EnergyResult()
 	if res == nil {
 		t.Fatal("no energy result")
 	}

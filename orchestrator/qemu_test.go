@@ -5,101 +5,35 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/microfaas/microfaas/builder"
 	"github.com/microfaas/microfaas/cluster"
-	"github.com/microfaas/microfaas/internal/cache"
-	"github.com/microfaas/microfaas/internal/testlog"
+	"github.com/microfaas/microfaas/e2e/qemutest"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/httpguard"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/state"
 	"github.com/microfaas/microfaas/protocol"
-	"github.com/microfaas/microfaas/target"
 )
 
-var (
-	workerOnce sync.Once
-	workerImg  builder.BootFiles
-	workerErr  error
-)
-
-// qemuWorker builds (or takes from the cache) the x86 worker once per run.
+// qemuWorker is the x86 worker with the built-in functions only.
 func qemuWorker(t *testing.T) builder.BootFiles {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("boots QEMU workers")
-	}
-	workerOnce.Do(func() {
-		repo, err := builder.FindRepo(".")
-		if err != nil {
-			workerErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "mf-orch-qemu-")
-		if err != nil {
-			workerErr = err
-			return
-		}
-		workerImg, workerErr = builder.BuildWorker(context.Background(),
-			builder.Options{RepoDir: repo, Arch: target.X86, Cache: cache.Cache{Dir: cache.DefaultDir()}}, dir)
-	})
-	if workerErr != nil {
-		t.Fatal(workerErr)
-	}
-	return workerImg
+	return qemutest.Worker(t, nil)
 }
 
-type qemuCluster struct {
-	orch *orchestrator.Orchestrator
-	qemu *power.QEMU
-	cl   *cluster.Cluster
-	logs *testlog.Buffer
-}
-
-func startQEMUCluster(t *testing.T, workers int, cfg orchestrator.Config) *qemuCluster {
+func startQEMUCluster(t *testing.T, workers int, cfg orchestrator.Config) *qemutest.Cluster {
 	t.Helper()
-	w := qemuWorker(t)
-	cl := cluster.Local(workers)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
-	logs := &testlog.Buffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Kernel: w.Kernel, Initrd: w.Initramfs,
-		Cluster: cl, LogDir: t.TempDir(), Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Cluster, cfg.Log = cl, log
-	cfg.Controllers = map[string]power.Controller{cluster.KindVM: q}
-	o, err := orchestrator.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go o.Serve(ln)
-	t.Cleanup(func() {
-		o.Close()
-		q.Close()
-		ln.Close()
-		if t.Failed() {
-			t.Logf("orchestrator log:\n%s", logs.String())
-		}
-	})
-	return &qemuCluster{orch: o, qemu: q, cl: cl, logs: logs}
+	return qemutest.Start(t, qemutest.Options{Workers: workers, Worker: qemuWorker(t), Config: cfg})
 }
 
 func TestQEMUBurstLargerThanCluster(t *testing.T) {
@@ -107,7 +41,7 @@ func TestQEMUBurstLargerThanCluster(t *testing.T) {
 	const n = 7
 	var invs []*orchestrator.Invocation
 	for i := 0; i < n; i++ {
-		inv, err := c.orch.Submit("cascading_md5", json.RawMessage(fmt.Sprintf(`{"data":"burst-%d","rounds":3}`, i)), time.Minute)
+		inv, err := c.Orch.Submit("cascading_md5", json.RawMessage(fmt.Sprintf(`{"data":"burst-%d","rounds":3}`, i)), time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,7 +52,7 @@ func TestQEMUBurstLargerThanCluster(t *testing.T) {
 		select {
 		case <-inv.Done():
 		case <-time.After(3 * time.Minute):
-			t.Fatalf("invocation %d never finished: %+v", i, c.orch.Status())
+			t.Fatalf("invocation %d never finished: %+v", i, c.Orch.Status())
 		}
 		if inv.Err != nil || inv.Attempts != 1 {
 			t.Errorf("invocation %d: err %v attempts %d", i, inv.Err, inv.Attempts)
@@ -133,32 +67,32 @@ func TestQEMUBurstLargerThanCluster(t *testing.T) {
 func TestQEMUWorkerKilledMidJob(t *testing.T) {
 	c := startQEMUCluster(t, 2, orchestrator.Config{MaxAttempts: 3})
 	// Long enough under TCG to be caught running: millions of rounds.
-	inv, err := c.orch.Submit("cascading_sha256", json.RawMessage(`{"data":"killme","rounds":3000000}`), 5*time.Minute)
+	inv, err := c.Orch.Submit("cascading_sha256", json.RawMessage(`{"data":"killme","rounds":3000000}`), 5*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var victim string
 	deadline := time.Now().Add(2 * time.Minute)
 	for victim == "" {
-		for _, w := range c.orch.Status().Workers {
+		for _, w := range c.Orch.Status().Workers {
 			if w.State == state.Working {
 				victim = w.ID
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no worker started the job: %+v", c.orch.Status())
+			t.Fatalf("no worker started the job: %+v", c.Orch.Status())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond)
 	// Pull the plug: kill the VM's qemu process, as a power cut would.
-	if err := c.qemu.PowerOff(context.Background(), cluster.Worker{ID: victim}); err != nil {
+	if err := c.QEMU.PowerOff(context.Background(), cluster.Worker{ID: victim}); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case <-inv.Done():
 	case <-time.After(4 * time.Minute):
-		t.Fatalf("retried invocation never finished: %+v", c.orch.Status())
+		t.Fatalf("retried invocation never finished: %+v", c.Orch.Status())
 	}
 	if inv.Err != nil {
 		t.Fatalf("retried invocation failed: %v", inv.Err)
@@ -166,7 +100,7 @@ func TestQEMUWorkerKilledMidJob(t *testing.T) {
 	if inv.Attempts != 2 {
 		t.Errorf("attempts = %d, want 2 (the killed one and the retry)", inv.Attempts)
 	}
-	if !strings.Contains(c.logs.String(), "invocation lost its worker") {
+	if !strings.Contains(c.Logs.String(), "invocation lost its worker") {
 		t.Error("the lost attempt was not logged")
 	}
 	t.Logf("killed %s mid-job; the retry ran on %s", victim, inv.Worker)
@@ -179,7 +113,7 @@ func TestQEMUUnknownWorkerTurnedAway(t *testing.T) {
 	c := startQEMUCluster(t, 1, orchestrator.Config{})
 	w := qemuWorker(t)
 	ghost := cluster.Worker{ID: "ghost", Kind: cluster.KindVM, IP: "10.0.2.15"}
-	other := *c.cl
+	other := *c.Cluster
 	other.Workers = []cluster.Worker{ghost}
 	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Kernel: w.Kernel, Initrd: w.Initramfs,
 		Cluster: &other, LogDir: t.TempDir(), Failsafe: 60})
@@ -197,8 +131,8 @@ func TestQEMUUnknownWorkerTurnedAway(t *testing.T) {
 	case <-time.After(2 * time.Minute):
 		t.Fatal("the unknown worker's VM did not power off")
 	}
-	if !strings.Contains(c.logs.String(), `refused worker connection`) || !strings.Contains(c.logs.String(), protocol.ErrUnknownWorker.Error()) {
-		t.Errorf("refusal not logged:\n%s", c.logs.String())
+	if !strings.Contains(c.Logs.String(), `refused worker connection`) || !strings.Contains(c.Logs.String(), protocol.ErrUnknownWorker.Error()) {
+		t.Errorf("refusal not logged:\n%s", c.Logs.String())
 	}
 }
 

@@ -2,15 +2,11 @@ package security
 
 import (
 	"bufio"
-	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,100 +15,16 @@ import (
 
 	"github.com/microfaas/microfaas/builder"
 	"github.com/microfaas/microfaas/cluster"
-	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/e2e/qemutest"
 	"github.com/microfaas/microfaas/orchestrator"
-	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/protocol"
-	"github.com/microfaas/microfaas/target"
 )
 
-var (
-	workerOnce sync.Once
-	workerImg  builder.BootFiles
-	workerErr  error
-)
-
-// attackWorker builds the x86 worker with the attacker function in its
-// initramfs. The kernel comes from the cache (~/.cache/microfaas).
+// attackWorker is the x86 worker with the attacker function in its
+// initramfs.
 func attackWorker(t *testing.T) builder.BootFiles {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("builds a worker and boots QEMU")
-	}
-	if err := kernelCached(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-	workerOnce.Do(func() {
-		repo, err := builder.FindRepo(".")
-		if err != nil {
-			workerErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "mf-security-")
-		if err != nil {
-			workerErr = err
-			return
-		}
-		bin := filepath.Join(dir, "attacker")
-		build := exec.Command("go", "build", "-trimpath", "-o", bin, "./runtime/sandbox/testdata/attacker")
-		build.Dir = repo
-		build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-		if out, err := build.CombinedOutput(); err != nil {
-			workerErr = fmt.Errorf("building the attacker: %w\n%s", err, out)
-			return
-		}
-		workerImg, workerErr = builder.BuildWorker(context.Background(), builder.Options{RepoDir: repo,
-			Cache: cache.Cache{Dir: cache.DefaultDir()}, Functions: map[string]string{"attacker": bin}},
-			filepath.Join(dir, "worker"))
-	})
-	if workerErr != nil {
-		t.Fatal(workerErr)
-	}
-	return workerImg
-}
-
-// kernelCached checks that an x86 worker kernel built from today's
-// fragments is in the cache, so this test never starts a kernel build
-// (an hour of a shared machine) by itself.
-func kernelCached() error {
-	repo, err := builder.FindRepo(".")
-	if err != nil {
-		return err
-	}
-	want := map[string]string{}
-	for _, f := range []string{"common.config", "x86_64-microvm.config"} {
-		b, err := os.ReadFile(filepath.Join(repo, "configs", "kernel", f))
-		if err != nil {
-			return err
-		}
-		sum := sha256.Sum256(b)
-		want["fragment:"+f] = hex.EncodeToString(sum[:])
-	}
-	manifests, _ := filepath.Glob(filepath.Join(cache.DefaultDir(), "kernel", "*", "manifest.json"))
-	for _, m := range manifests {
-		b, err := os.ReadFile(m)
-		if err != nil {
-			continue
-		}
-		var man struct {
-			Arch   string            `json:"arch"`
-			Inputs map[string]string `json:"inputs"`
-		}
-		if json.Unmarshal(b, &man) != nil || man.Arch != target.X86.Name {
-			continue
-		}
-		ok := true
-		for k, v := range want {
-			ok = ok && man.Inputs[k] == v
-		}
-		if ok {
-			return nil
-		}
-	}
-	return fmt.Errorf("no x86 worker kernel for today's configs/kernel fragments in %s yet (mfbuild kernel builds it)", cache.DefaultDir())
+	return qemutest.Worker(t, map[string]string{"attacker": "./runtime/sandbox/testdata/attacker"})
 }
 
 type report struct {
@@ -168,13 +80,6 @@ func (p *phoneHome) after(t0 time.Time) []string {
 // secret the leftover tries to steal.
 func TestQEMUFunctionAttacks(t *testing.T) {
 	w := attackWorker(t)
-	cl := cluster.Local(1)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
 	home, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -185,45 +90,17 @@ func TestQEMUFunctionAttacks(t *testing.T) {
 	// QEMU's user-mode network reaches the host's loopback only on the
 	// ports the cluster names (power/netfwd.go): the phone-home port is
 	// named as a service.
-	homeAddr := fmt.Sprintf("%s:%d", cl.Network.Gateway, home.Addr().(*net.TCPAddr).Port)
-	cl.Services = map[string]map[string]string{"phonehome": {"addr": homeAddr}}
-
-	var logs strings.Builder
-	var logMu sync.Mutex
-	log := slog.New(slog.NewTextHandler(lockedWriter{&logs, &logMu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	logDir := t.TempDir()
-	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Kernel: w.Kernel, Initrd: w.Initramfs,
-		Cluster: cl, LogDir: logDir, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := orchestrator.New(orchestrator.Config{Cluster: cl, Log: log, IdleTimeout: time.Minute,
-		Controllers: map[string]power.Controller{cluster.KindVM: q}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go o.Serve(ln)
-	defer func() {
-		o.Close()
-		q.Close()
-		if t.Failed() {
-			logMu.Lock()
-			t.Logf("orchestrator log:\n%s", logs.String())
-			logMu.Unlock()
-			if b, err := os.ReadFile(q.LogPath("vm0")); err == nil {
-				t.Logf("worker console:\n%s", b)
-			}
-		}
-	}()
+	var homeAddr string
+	c := qemutest.Start(t, qemutest.Options{Workers: 1, Worker: w, Config: orchestrator.Config{IdleTimeout: time.Minute},
+		Cluster: func(cl *cluster.Cluster) {
+			homeAddr = fmt.Sprintf("%s:%d", cl.Network.Gateway, home.Addr().(*net.TCPAddr).Port)
+			cl.Services = map[string]map[string]string{"phonehome": {"addr": homeAddr}}
+		}})
+	cl := c.Cluster
 
 	run := func(spec orchestrator.JobSpec) *orchestrator.Invocation {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		inv, err := o.InvokeJob(ctx, spec)
-		if err != nil {
-			t.Fatal(err)
-		}
+		inv := c.Invoke(t, spec)
 		if inv.Err != nil {
 			t.Fatalf("%s: %v", spec.Function, inv.Err)
 		}
@@ -327,15 +204,4 @@ func inQEMUArgv(t *testing.T, s string) bool {
 		t.Error("no QEMU process found to check the argv of")
 	}
 	return found
-}
-
-type lockedWriter struct {
-	b  *strings.Builder
-	mu *sync.Mutex
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.WriteString(string(p))
 }

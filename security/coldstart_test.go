@@ -16,6 +16,7 @@ import (
 
 	"github.com/microfaas/microfaas/builder"
 	"github.com/microfaas/microfaas/cluster"
+	"github.com/microfaas/microfaas/e2e/qemutest"
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/protocol"
@@ -39,7 +40,7 @@ func BenchmarkColdStartCost(b *testing.B) {
 	if beforeRepo == "" {
 		b.Skip("set MF_BEFORE_REPO to a checkout to compare with")
 	}
-	if err := kernelCached(); err != nil {
+	if err := qemutest.KernelCached(); err != nil {
 		b.Skip(err)
 	}
 	boots := 10

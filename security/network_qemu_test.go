@@ -1,73 +1,25 @@
 package security
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/microfaas/microfaas/builder"
 	"github.com/microfaas/microfaas/cluster"
-	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/e2e/qemutest"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/power"
 )
 
-var (
-	probeOnce sync.Once
-	probeImg  builder.BootFiles
-	probeErr  error
-)
-
-// probeWorker builds the x86 worker with the netprobe function; the
-// kernel comes from the cache, as attackWorker's.
+// probeWorker is the x86 worker with the netprobe function.
 func probeWorker(t *testing.T) builder.BootFiles {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("builds a worker and boots QEMU")
-	}
-	if err := kernelCached(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-	probeOnce.Do(func() {
-		repo, err := builder.FindRepo(".")
-		if err != nil {
-			probeErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "mf-security-net-")
-		if err != nil {
-			probeErr = err
-			return
-		}
-		bin := filepath.Join(dir, "netprobe")
-		build := exec.Command("go", "build", "-trimpath", "-o", bin, "./security/testdata/netprobe")
-		build.Dir = repo
-		build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-		if out, err := build.CombinedOutput(); err != nil {
-			probeErr = fmt.Errorf("building netprobe: %w\n%s", err, out)
-			return
-		}
-		probeImg, probeErr = builder.BuildWorker(context.Background(), builder.Options{RepoDir: repo,
-			Cache: cache.Cache{Dir: cache.DefaultDir()}, Functions: map[string]string{"netprobe": bin}},
-			filepath.Join(dir, "worker"))
-	})
-	if probeErr != nil {
-		t.Fatal(probeErr)
-	}
-	return probeImg
+	return qemutest.Worker(t, map[string]string{"netprobe": "./security/testdata/netprobe"})
 }
 
 // banner serves msg to every connection on a host loopback port and
@@ -106,56 +58,22 @@ func TestQEMUFunctionNetwork(t *testing.T) {
 	w := probeWorker(t)
 	for _, boot := range []string{power.BootFull, power.BootSnapshot} {
 		t.Run(boot, func(t *testing.T) {
-			cl := cluster.Local(1)
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
 			apiPort, apiConns := banner(t, "MFORCH-API")
 			svcPort, svcConns := banner(t, "NAMED-SERVICE")
-			host := cl.Network.Gateway // the host as guests see it: 10.0.2.2
-			cl.Services = map[string]map[string]string{"echo": {"addr": fmt.Sprintf("%s:%d", host, svcPort)}}
-
-			var logs strings.Builder
-			var logMu sync.Mutex
-			log := slog.New(slog.NewTextHandler(lockedWriter{&logs, &logMu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-			q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Kernel: w.Kernel, Initrd: w.Initramfs,
-				Cluster: cl, LogDir: t.TempDir(), Log: log, Boot: boot, SnapshotDir: t.TempDir()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			o, err := orchestrator.New(orchestrator.Config{Cluster: cl, Log: log,
-				Controllers: map[string]power.Controller{cluster.KindVM: q}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			go o.Serve(ln)
-			defer func() {
-				o.Close()
-				q.Close()
-				if t.Failed() {
-					logMu.Lock()
-					t.Logf("orchestrator log:\n%s", logs.String())
-					logMu.Unlock()
-					if b, err := os.ReadFile(q.LogPath("vm0")); err == nil {
-						t.Logf("worker console:\n%s", b)
-					}
-				}
-			}()
+			var host string // the host as guests see it: 10.0.2.2
+			c := qemutest.Start(t, qemutest.Options{Workers: 1, Worker: w,
+				QEMU: power.QEMUConfig{Boot: boot, SnapshotDir: t.TempDir()},
+				Cluster: func(cl *cluster.Cluster) {
+					host = cl.Network.Gateway
+					cl.Services = map[string]map[string]string{"echo": {"addr": fmt.Sprintf("%s:%d", host, svcPort)}}
+				}})
 			api := func(h string) string { return net.JoinHostPort(h, fmt.Sprint(apiPort)) }
 			named := net.JoinHostPort(host, fmt.Sprint(svcPort))
 			// 10.0.2.254 is slirp's own address now, 10.0.2.3 its DNS,
 			// fec0::2 the host over IPv6 (off).
 			forbidden := []string{api(host), api("10.0.2.254"), api("10.0.2.3"), api("fec0::2"), api("127.0.0.1")}
 			args, _ := json.Marshal(map[string]any{"dial": append(forbidden, named), "timeout_ms": 2000})
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-			defer cancel()
-			inv, err := o.InvokeJob(ctx, orchestrator.JobSpec{Function: "netprobe", Args: args, Timeout: time.Minute})
-			if err != nil {
-				t.Fatal(err)
-			}
+			inv := c.Invoke(t, orchestrator.JobSpec{Function: "netprobe", Args: args, Timeout: time.Minute})
 			if inv.Err != nil {
 				t.Fatalf("the worker did not run the probe: %v", inv.Err)
 			}

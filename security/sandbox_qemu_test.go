@@ -1,26 +1,21 @@
 package security
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/u-root/u-root/pkg/cpio"
 
 	"github.com/microfaas/microfaas/builder"
-	"github.com/microfaas/microfaas/cluster"
+	"github.com/microfaas/microfaas/e2e/qemutest"
 	"github.com/microfaas/microfaas/orchestrator"
-	"github.com/microfaas/microfaas/orchestrator/power"
 )
 
 // hostileImages are image functions (folders under /functions, as mfbuild
@@ -115,52 +110,16 @@ func withHostileImages(t *testing.T, initrd string) string {
 func TestQEMUHostileRoots(t *testing.T) {
 	w := attackWorker(t)
 	initrd := withHostileImages(t, w.Initramfs)
-	cl := cluster.Local(1)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
-	var logs strings.Builder
-	var logMu sync.Mutex
-	log := slog.New(slog.NewTextHandler(lockedWriter{&logs, &logMu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Kernel: w.Kernel, Initrd: initrd,
-		Cluster: cl, LogDir: t.TempDir(), Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := orchestrator.New(orchestrator.Config{Cluster: cl, Log: log, IdleTimeout: time.Minute,
-		Controllers: map[string]power.Controller{cluster.KindVM: q}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go o.Serve(ln)
-	defer func() {
-		o.Close()
-		q.Close()
-		if t.Failed() {
-			logMu.Lock()
-			t.Logf("orchestrator log:\n%s", logs.String())
-			logMu.Unlock()
-			if b, err := os.ReadFile(q.LogPath("vm0")); err == nil {
-				t.Logf("worker console:\n%s", b)
-			}
-		}
-	}()
+	c := qemutest.Start(t, qemutest.Options{Workers: 1, Worker: w, Initrd: initrd,
+		Config: orchestrator.Config{IdleTimeout: time.Minute}})
 
 	worker := ""
 	// run invokes a function; a function's own failure is returned, not
 	// fatal (a refused root is one).
 	run := func(spec orchestrator.JobSpec) (report, string, error) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
 		spec.Timeout = time.Minute
-		inv, err := o.InvokeJob(ctx, spec)
-		if err != nil {
-			t.Fatal(err)
-		}
+		inv := c.Invoke(t, spec)
 		if worker == "" {
 			worker = inv.Worker
 		} else if inv.Worker != worker {

@@ -6,11 +6,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,61 +16,23 @@ import (
 
 	"github.com/microfaas/microfaas/builder"
 	"github.com/microfaas/microfaas/cluster"
-	"github.com/microfaas/microfaas/internal/cache"
+	"github.com/microfaas/microfaas/e2e/qemutest"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	mftarget "github.com/microfaas/microfaas/target"
 )
 
-var (
-	workerOnce sync.Once
-	workerDir  string
-	workerImg  builder.BootFiles
-	workerErr  error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if workerDir != "" {
-		os.RemoveAll(workerDir)
-	}
+	qemutest.RemoveBuilt()
 	os.Exit(code)
 }
 
-// qemuWorker builds the x86 worker once per test binary, with the example
-// user function wordcount in its initramfs. The kernel comes from the cache
-// (~/.cache/microfaas): only a first run ever builds it.
+// qemuWorker is the x86 worker with the example user function wordcount
+// in its initramfs.
 func qemuWorker(tb testing.TB) builder.BootFiles {
 	tb.Helper()
-	if testing.Short() {
-		tb.Skip("builds the worker and boots QEMU")
-	}
-	workerOnce.Do(func() {
-		repo, err := builder.FindRepo(".")
-		if err != nil {
-			workerErr = err
-			return
-		}
-		if workerDir, err = os.MkdirTemp("", "mf-openfaas-qemu-"); err != nil {
-			workerErr = err
-			return
-		}
-		wc := filepath.Join(workerDir, "wordcount")
-		build := exec.Command("go", "build", "-trimpath", "-o", wc, "./examples/functions/wordcount")
-		build.Dir = repo
-		build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-		if out, err := build.CombinedOutput(); err != nil {
-			workerErr = fmt.Errorf("building the wordcount example: %w\n%s", err, out)
-			return
-		}
-		workerImg, workerErr = builder.BuildWorker(context.Background(), builder.Options{RepoDir: repo, Arch: mftarget.X86,
-			Cache: cache.Cache{Dir: cache.DefaultDir()}, Functions: map[string]string{"wordcount": wc}},
-			filepath.Join(workerDir, "worker"))
-	})
-	if workerErr != nil {
-		tb.Fatal(workerErr)
-	}
-	return workerImg
+	return qemutest.Worker(tb, map[string]string{"wordcount": "./examples/functions/wordcount"})
 }
 
 // counting is the QEMU power controller, counting power-ons.
