@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,6 +35,48 @@ type harness struct {
 	srv   *httptest.Server
 	creds *auth.BasicAuthCredentials // sent on /system/* when set
 	logs  *testlog.Buffer
+	// changed is closed on the next worker state change (nil while nobody
+	// waits): tests wait on the orchestrator's events, not on sleeps.
+	changedMu sync.Mutex
+	changed   chan struct{}
+}
+
+// nextChange is closed on the next worker state change.
+func (h *harness) nextChange() <-chan struct{} {
+	h.changedMu.Lock()
+	defer h.changedMu.Unlock()
+	if h.changed == nil {
+		h.changed = make(chan struct{})
+	}
+	return h.changed
+}
+
+func (h *harness) stateChanged() {
+	h.changedMu.Lock()
+	defer h.changedMu.Unlock()
+	if h.changed != nil {
+		close(h.changed)
+		h.changed = nil
+	}
+}
+
+// waitUntil checks cond now and after every worker state change, and fails
+// the test if it does not hold within timeout.
+func (h *harness) waitUntil(what string, timeout time.Duration, cond func() bool) {
+	h.t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		next := h.nextChange()
+		if cond() {
+			return
+		}
+		select {
+		case <-next:
+		case <-deadline.C:
+			h.t.Fatalf("%s: not within %s: %+v", what, timeout, h.orch.Status())
+		}
+	}
 }
 
 // start runs the orchestrator over ctrl's workers and the provider in front
@@ -45,6 +88,14 @@ func start(t testing.TB, cl *cluster.Cluster, ln net.Listener, ctrl power.Contro
 	ocfg.Cluster = cl
 	ocfg.Controllers = map[string]power.Controller{cluster.KindVM: ctrl}
 	ocfg.Log = log
+	h := &harness{t: t, creds: pcfg.Auth, logs: logs}
+	onChange := ocfg.OnStateChange
+	ocfg.OnStateChange = func(c state.Change) {
+		if onChange != nil {
+			onChange(c)
+		}
+		h.stateChanged()
+	}
 	o, err := orchestrator.New(ocfg)
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +114,7 @@ func start(t testing.TB, cl *cluster.Cluster, ln net.Listener, ctrl power.Contro
 		guard.User, guard.Password = pcfg.Auth.User, pcfg.Auth.Password
 	}
 	srv := httptest.NewServer(httpguard.Wrap(p.Handler(), guard))
-	h := &harness{t: t, orch: o, p: p, srv: srv, creds: pcfg.Auth, logs: logs}
+	h.orch, h.p, h.srv = o, p, srv
 	t.Cleanup(func() {
 		srv.Close()
 		o.Close()
@@ -153,20 +204,12 @@ func (h *harness) status(name string) (st types.FunctionStatus) {
 // waitAllOff waits until every worker is off, so the next call is cold.
 func (h *harness) waitAllOff(timeout time.Duration) {
 	h.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		off := true
+	h.waitUntil("every worker off", timeout, func() bool {
 		for _, w := range h.orch.Status().Workers {
 			if w.State != state.Off {
-				off = false
+				return false
 			}
 		}
-		if off {
-			return
-		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("workers not all off after %s: %+v", timeout, h.orch.Status().Workers)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return true
+	})
 }

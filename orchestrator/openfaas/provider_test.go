@@ -350,13 +350,7 @@ func TestNoWorker(t *testing.T) {
 		t.Fatalf("first call: %d %q, want 503", res.StatusCode, b)
 	}
 	t.Logf("first call: 503 %s", b)
-	deadline := time.Now().Add(10 * time.Second)
-	for h.orch.Status().Workers[0].State != state.Failed {
-		if time.Now().After(deadline) {
-			t.Fatalf("worker not failed: %+v", h.orch.Status())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	h.waitUntil("worker failed", 10*time.Second, func() bool { return h.orch.Status().Workers[0].State == state.Failed })
 	start := time.Now()
 	res, b = h.call("POST", "/function/sha", `{"data":"a","rounds":1}`)
 	if res.StatusCode != 503 || !strings.Contains(string(b), "failed to boot") || time.Since(start) > time.Second {
@@ -387,23 +381,18 @@ func TestScaleFromZero(t *testing.T) {
 			if res, b := h.call("POST", "/system/scale-function/sha", types.ScaleServiceRequest{ServiceName: "sha", Replicas: 1}); res.StatusCode != 202 {
 				t.Fatalf("scale: %d %s", res.StatusCode, b)
 			}
-			// The gateway polls every 100 ms.
-			for {
+			// The scale request powers a worker on before it answers.
+			if ws := h.orch.Status().Workers; ws[0].State == state.Off && ws[1].State == state.Off {
+				t.Fatalf("no worker booting after the scale request: %+v", ws)
+			}
+			// The gateway polls the status; here, after every state change.
+			h.waitUntil("a replica available", 10*time.Second, func() bool {
 				st = h.status("sha")
-				if st.AvailableReplicas > 0 {
-					break
-				}
 				if st.Replicas != st.AvailableReplicas {
 					t.Fatalf("replicas %d, available %d: a booting worker must count in neither", st.Replicas, st.AvailableReplicas)
 				}
-				if time.Since(start) > time.Second && h.orch.Status().Workers[0].State == state.Off {
-					t.Fatalf("no worker booting after the scale request: %+v", h.orch.Status())
-				}
-				if time.Since(start) > 10*time.Second {
-					t.Fatalf("no replica available 10 s after scaling: %+v", h.orch.Status())
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
+				return st.AvailableReplicas > 0
+			})
 			t.Logf("available after %s", time.Since(start).Round(time.Millisecond))
 			res, b := h.call("POST", "/function/sha", `{"data":"z","rounds":5}`)
 			if res.StatusCode != 200 || string(b) != sha("z", 5) {
@@ -415,10 +404,11 @@ func TestScaleFromZero(t *testing.T) {
 			if idle == 0 {
 				return
 			}
+			// The scale request decides before it answers (Orchestrator.Warm
+			// waits for the loop): a second worker would be booting now.
 			h.call("POST", "/system/scale-function/sha", types.ScaleServiceRequest{ServiceName: "sha", Replicas: 1})
-			time.Sleep(200 * time.Millisecond)
-			if n := powerOns(sim); n != 1 {
-				t.Errorf("scaling with a worker up powered another on (%d power-ons): %+v", n, h.orch.Status().Workers)
+			if up := workersUp(h); up != 1 {
+				t.Errorf("scaling with a worker up powered another on (%d workers up): %+v", up, h.orch.Status().Workers)
 			}
 		})
 	}
@@ -462,12 +452,7 @@ func TestScaleFromZeroContended(t *testing.T) {
 				t.Fatalf("other call: %d", code)
 			}
 			h.waitAllOff(10 * time.Second)
-			for h.status("sha").AvailableReplicas == 0 {
-				if time.Since(start) > 10*time.Second {
-					t.Fatalf("no replica for sha 10 s after scaling: %+v", h.orch.Status())
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
+			h.waitUntil("a replica for sha", 10*time.Second-time.Since(start), func() bool { return h.status("sha").AvailableReplicas > 0 })
 			if res, b := h.call("POST", "/function/sha", `{"data":"z","rounds":5}`); res.StatusCode != 200 || string(b) != sha("z", 5) {
 				t.Fatalf("call: %d %q", res.StatusCode, b)
 			}
@@ -475,11 +460,11 @@ func TestScaleFromZeroContended(t *testing.T) {
 				t.Errorf("%d power-ons, want 2 (one taken by the other call, one for sha)", n)
 			}
 			// The scale request is spent: polling the status boots nothing more.
+			// A status that would boot one does so before it answers.
 			h.waitAllOff(10 * time.Second)
 			h.status("sha")
-			time.Sleep(100 * time.Millisecond)
-			if n := powerOns(sim); n != 2 {
-				t.Errorf("%d power-ons after the call, want still 2", n)
+			if up := workersUp(h); up != 0 {
+				t.Errorf("%d workers up after polling the status, want none: %+v", up, h.orch.Status().Workers)
 			}
 		})
 	}
@@ -488,13 +473,18 @@ func TestScaleFromZeroContended(t *testing.T) {
 // waitState waits until the first worker is in state s.
 func waitState(t *testing.T, h *harness, s state.Name) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for h.orch.Status().Workers[0].State != s {
-		if time.Now().After(deadline) {
-			t.Fatalf("worker never %s: %+v", s, h.orch.Status())
+	h.waitUntil(fmt.Sprintf("worker %s", s), 10*time.Second, func() bool { return h.orch.Status().Workers[0].State == s })
+}
+
+// workersUp counts the workers that are not off.
+func workersUp(h *harness) int {
+	n := 0
+	for _, w := range h.orch.Status().Workers {
+		if w.State != state.Off {
+			n++
 		}
-		time.Sleep(time.Millisecond)
 	}
+	return n
 }
 
 // powerOns counts the workers sim has powered on. PowerOns is written
@@ -594,17 +584,33 @@ func TestAsyncOutcomes(t *testing.T) {
 			}
 		})
 	}
-	// Without a callback the call runs and is logged.
+	// Without a callback the call runs and is logged. Its line in the
+	// function's log, written after it is counted, is the event waited for.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", h.srv.URL+"/system/logs?name=mm&follow=true", nil)
+	follow, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer follow.Body.Close()
 	res, _ := h.call("POST", "/async-function/mm", `{"A":[[1]],"B":[[1]]}`)
 	if res.StatusCode != 202 {
 		t.Fatalf("no callback: %d", res.StatusCode)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for h.status("mm").InvocationCount < 3 {
-		if time.Now().After(deadline) {
-			t.Fatal("the async call without a callback never ran")
+	id := res.Header.Get("X-Call-Id")
+	dec := json.NewDecoder(follow.Body)
+	for {
+		var m logs.Message
+		if err := dec.Decode(&m); err != nil {
+			t.Fatalf("the async call without a callback never ran (log of mm: %v)", err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		if strings.Contains(m.Text, "call "+id) {
+			break
+		}
+	}
+	if n := h.status("mm").InvocationCount; n != 3 {
+		t.Errorf("invocation count %v, want 3", n)
 	}
 }
 
