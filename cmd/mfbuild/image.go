@@ -6,11 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/microfaas/microfaas/builder"
-	"github.com/microfaas/microfaas/builder/image"
-	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/target"
 )
 
@@ -50,61 +47,9 @@ func runImage(ctx context.Context, args []string) error {
 		return err
 	}
 	c.arch = target.ARMv7
-	switch {
-	case *clusterFile == "":
-		return errors.New("--cluster FILE is required")
-	case *out == "":
-		return errors.New("--out is required")
-	case *all == (*worker != ""):
-		return errors.New("give either --worker ID or --all")
-	case *all && medium == builder.MediumFlasher:
-		return errors.New("flasher images are written one worker at a time: --worker ID")
-	}
-	cl, err := cluster.Load(*clusterFile)
-	if err != nil {
-		return err
-	}
-	var reqs []builder.ImageRequest
-	if *all {
-		for _, w := range cl.Workers {
-			if w.Kind == cluster.KindBBB {
-				reqs = append(reqs, builder.ImageRequest{Medium: medium, Worker: w.ID, Debug: *debug,
-					Out: filepath.Join(*out, w.ID+"-"+medium+".img")})
-			}
-		}
-		if len(reqs) == 0 {
-			return fmt.Errorf("%s has no BeagleBone (kind bbb) workers", *clusterFile)
-		}
-	} else {
-		reqs = []builder.ImageRequest{{Medium: medium, Worker: *worker, Out: *out, Debug: *debug}}
-	}
-	// Check the workers before the (possibly long) build.
-	for _, r := range reqs {
-		if _, err := image.LookupBBB(cl, r.Worker); err != nil {
-			return err
-		}
-	}
-	o, err := c.options()
-	if err != nil {
-		return err
-	}
-	o.Debug = *debug
 	if *debug && *build == "out/arm" {
 		*build = "out/arm-debug" // keep the normal build's files apart
 	}
-	bbb, err := builder.BuildBBB(ctx, o, *build)
-	if err != nil {
-		return err
-	}
-	infos, err := builder.WriteImages(cl, bbb.Boot, reqs)
-	if len(infos) > 0 && c.verbose {
-		fmt.Println("layout (from the U-Boot build's .config and the AM335x ROM):")
-		for _, r := range infos[0].Layout.Regions() {
-			fmt.Printf("  %#9x  %9d bytes  %-26s %s\n", r.Offset, r.Size, r.Name, r.Source)
-		}
-	}
-	for _, info := range infos {
-		fmt.Printf("%s  %d bytes  sha256 %s\n", info.Path, info.Size, info.SHA256)
-	}
-	return err
+	set := builder.ImageSet{Medium: medium, ClusterFile: *clusterFile, Worker: *worker, All: *all, Out: *out, Debug: *debug}
+	return builder.ImageStep(ctx, set, c.options, *build, c.verbose, os.Stdout)
 }

@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
+	"os"
 
 	"github.com/microfaas/microfaas/builder"
 )
@@ -22,11 +22,5 @@ func runInitramfs(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	info, err := builder.Initramfs(ctx, o, *out)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("initramfs %s  %d bytes  %d entries  sha256 %s\n", info.Path, info.Size, info.Entries, info.SHA256)
-	fmt.Printf("init      %d bytes  sha256 %s\n", info.Init.Size, info.Init.SHA256)
-	return nil
+	return builder.InitramfsStep(ctx, o, *out, os.Stdout)
 }

@@ -3,12 +3,10 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"os"
 	"path/filepath"
 
 	"github.com/microfaas/microfaas/builder"
-	"github.com/microfaas/microfaas/internal/cache"
 )
 
 func runKernel(ctx context.Context, args []string) error {
@@ -35,31 +33,7 @@ func runKernel(ctx context.Context, args []string) error {
 		}
 		o.KernelFragments = append(o.KernelFragments, abs)
 	}
-	k, err := builder.Kernel(ctx, o)
-	if err != nil {
-		return err
-	}
-	for _, f := range k.Manifest.Outputs {
-		fmt.Printf("%-8s %s  %8d bytes  sha256 %s\n", f.Name, k.Output(f.Name), f.Size, f.SHA256)
-	}
-	fmt.Printf("manifest %s (cached: %v)\n", filepath.Join(k.Dir, "manifest.json"), k.Cached)
-	if *out != "" {
-		if err := os.MkdirAll(*out, 0o755); err != nil {
-			return err
-		}
-		files := []string{"manifest.json"}
-		for _, f := range k.Manifest.Outputs { // bzImage; or zImage, uImage and DTB for arm
-			if f.Name != "config" {
-				files = append(files, f.Name)
-			}
-		}
-		for _, f := range files {
-			if err := cache.CopyFile(filepath.Join(*out, f), k.Output(f), 0o644); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return builder.KernelStep(ctx, o, *out, os.Stdout)
 }
 
 // fragFlags collects repeated --fragment flags.

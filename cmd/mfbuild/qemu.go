@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/microfaas/microfaas/builder"
 	"github.com/microfaas/microfaas/e2e"
 )
 
@@ -19,11 +20,14 @@ func runQEMU(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	w, o, err := buildWorker(ctx, &c, *out)
+	o, err := c.options()
 	if err != nil {
 		return err
 	}
-	printWorker(w)
+	w, err := builder.WorkerStep(ctx, o, *out, os.Stdout)
+	if err != nil {
+		return err
+	}
 	res, err := e2e.Smoke(ctx, c.arch, w, *accel, o.Log)
 	if err != nil {
 		if res.ConsoleLog != "" {
