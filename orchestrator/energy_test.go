@@ -62,7 +62,7 @@ func (m *stripMeter) run(ctx context.Context, emit func(energy.Sample)) {
 // and the strip meter; the calibrated model makes each invocation's
 // joules depend only on its intervals, so they cannot change after the
 // orchestrator calls them final.
-func energyHarness(t *testing.T, workers int, cfg Config, meter bool) (*harness, *energy.Accountant, *bytes.Buffer, func()) {
+func energyHarness(t *testing.T, workers int, cfg Config, meter bool) (*harness, *energy.Accountant, *bytes.Buffer, *rowLog, func()) {
 	t.Helper()
 	acc := &energy.Accountant{Model: &energy.StateModel{Source: "calibration", BaselineWatts: testBaseline, Watts: testWatts}}
 	var csvBuf syncWriter
@@ -71,7 +71,15 @@ func energyHarness(t *testing.T, workers int, cfg Config, meter bool) (*harness,
 		t.Fatal(err)
 	}
 	m := &stripMeter{state: map[string]state.Name{}}
-	cfg.Energy, cfg.Recorder, cfg.OnStateChange = acc, rec, m.observe
+	rows := &rowLog{next: rec, done: map[string]chan struct{}{}}
+	onChange := cfg.OnStateChange
+	cfg.Energy, cfg.Recorder = acc, rows
+	cfg.OnStateChange = func(c state.Change) {
+		m.observe(c)
+		if onChange != nil {
+			onChange(c)
+		}
+	}
 	cfg.EnergyEvery, cfg.EnergyWait = 20*time.Millisecond, 500*time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -87,7 +95,65 @@ func energyHarness(t *testing.T, workers int, cfg Config, meter bool) (*harness,
 		wg.Wait()
 	}
 	t.Cleanup(shutdown)
-	return h, acc, &csvBuf.b, shutdown
+	return h, acc, &csvBuf.b, rows, shutdown
+}
+
+// rowLog passes rows on to the results CSV and wakes whoever waits for
+// one: a row reaches the Recorder once its energy is final, so it is the
+// event the tests wait on.
+type rowLog struct {
+	next Recorder
+	mu   sync.Mutex
+	n    int
+	done map[string]chan struct{} // by invocation, closed when its row is written
+}
+
+func (r *rowLog) ch(id string) chan struct{} {
+	c, ok := r.done[id]
+	if !ok {
+		c = make(chan struct{})
+		r.done[id] = c
+	}
+	return c
+}
+
+func (r *rowLog) Record(inv *Invocation) {
+	r.next.Record(inv)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.n++
+	if c := r.ch(inv.ID); !closed(c) {
+		close(c)
+	}
+}
+
+func closed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// count is how many rows were written.
+func (r *rowLog) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n
+}
+
+// wait blocks until inv's row is written.
+func (r *rowLog) wait(t *testing.T, inv *Invocation, timeout time.Duration) {
+	t.Helper()
+	r.mu.Lock()
+	c := r.ch(inv.ID)
+	r.mu.Unlock()
+	select {
+	case <-c:
+	case <-time.After(timeout):
+		t.Fatalf("invocation %s: no row (its energy is not final) %s after it finished", inv.ID, timeout)
+	}
 }
 
 type syncWriter struct {
@@ -132,7 +198,7 @@ func num(t *testing.T, s string) float64 {
 }
 
 func TestEnergyPerInvocationEndToEnd(t *testing.T) {
-	h, acc, csvOut, shutdown := energyHarness(t, 2, Config{}, true)
+	h, acc, csvOut, written, shutdown := energyHarness(t, 2, Config{}, true)
 	var invs []*Invocation
 	for i := 0; i < 5; i++ {
 		inv, err := h.orch.Invoke(context.Background(), "cascading_md5", json.RawMessage(`{"data":"e","rounds":1000}`), 0)
@@ -146,12 +212,9 @@ func TestEnergyPerInvocationEndToEnd(t *testing.T) {
 	srv := httptest.NewServer(h.orch.Handler())
 	defer srv.Close()
 	for _, inv := range invs {
-		deadline := time.Now().Add(5 * time.Second)
-		for h.orch.Energy(inv) == nil {
-			if time.Now().After(deadline) {
-				t.Fatalf("invocation %s: no energy 5 s after it finished", inv.ID)
-			}
-			time.Sleep(10 * time.Millisecond)
+		written.wait(t, inv, 5*time.Second)
+		if h.orch.Energy(inv) == nil {
+			t.Fatalf("invocation %s: its row is written but it has no energy", inv.ID)
 		}
 		resp, err := http.Get(srv.URL + "/invocations/" + inv.ID)
 		if err != nil {
@@ -206,23 +269,30 @@ func TestEnergyPerInvocationEndToEnd(t *testing.T) {
 // owes its idle time and shutdown to the invocation it ran, so the row
 // waits for the worker to go off.
 func TestEnergyRowHeldWhileWorkerUp(t *testing.T) {
-	h, _, csvOut, shutdown := energyHarness(t, 1, Config{IdleTimeout: time.Second}, true)
+	// When the worker starts going off, after its idle second (some 50
+	// attribution rounds), no row may have been written yet.
+	var written *rowLog
+	var worked bool
+	rowsAtStop := -1
+	cfg := Config{IdleTimeout: time.Second, OnStateChange: func(c state.Change) {
+		worked = worked || c.To == state.Working
+		if worked && rowsAtStop < 0 && (c.To == state.Stopping || c.To == state.Off) {
+			rowsAtStop = written.count()
+		}
+	}}
+	h, _, csvOut, written, shutdown := energyHarness(t, 1, cfg, true)
 	inv, err := h.orch.Invoke(context.Background(), "cascading_md5", json.RawMessage(`{"data":"e","rounds":10}`), 0)
 	if err != nil || inv.Err != nil {
 		t.Fatalf("invoke: %v %v", err, inv.Err)
 	}
-	time.Sleep(100 * time.Millisecond) // several attribution rounds
-	if e := h.orch.Energy(inv); e != nil || strings.Contains(csvOut.String(), inv.ID) {
-		t.Fatalf("energy %+v before the worker went off; csv:\n%s", e, csvOut.String())
+	written.wait(t, inv, 5*time.Second)
+	if h.orch.Energy(inv) == nil {
+		t.Fatal("no energy after the idle worker went off")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for h.orch.Energy(inv) == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("no energy after the idle worker went off")
-		}
-		time.Sleep(10 * time.Millisecond)
+	shutdown() // the loop has stopped: rowsAtStop is settled
+	if rowsAtStop != 0 {
+		t.Fatalf("%d rows written before the worker started going off, want 0; csv:\n%s", rowsAtStop, csvOut.String())
 	}
-	shutdown()
 	rows := readRows(t, csvOut.Bytes())
 	if len(rows) != 1 || num(t, rows[0]["energy_idle_j"]) < 0.9*1.5 {
 		t.Errorf("rows %v: want one, charged about 1 s of idle at 1.5 W", rows)
@@ -232,7 +302,7 @@ func TestEnergyRowHeldWhileWorkerUp(t *testing.T) {
 // TestEnergyNoMeterStillRecords: rows are written at shutdown, without
 // energy, when the meter never reported.
 func TestEnergyNoMeterStillRecords(t *testing.T) {
-	h, _, csvOut, shutdown := energyHarness(t, 1, Config{}, false)
+	h, _, csvOut, _, shutdown := energyHarness(t, 1, Config{}, false)
 	inv, err := h.orch.Invoke(context.Background(), "cascading_md5", json.RawMessage(`{"data":"e","rounds":10}`), 0)
 	if err != nil || inv.Err != nil {
 		t.Fatalf("invoke: %v %v", err, inv.Err)
