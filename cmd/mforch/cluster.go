@@ -5,11 +5,9 @@ import (
 	"flag"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/microfaas/microfaas/cluster"
-	"github.com/microfaas/microfaas/internal/statedir"
 	"github.com/microfaas/microfaas/lab/rig"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/power"
@@ -71,20 +69,8 @@ func (c *clusterFlags) config() (rig.Config, error) {
 	if c.energyOn {
 		cfg.Energy = &c.energy
 	}
-	if cfg.Results == "" || cfg.ConsoleDir == "" {
-		state, err := statedir.Dir()
-		if err != nil {
-			return cfg, err
-		}
-		if err := os.MkdirAll(state, 0o700); err != nil {
-			return cfg, err
-		}
-		if cfg.Results == "" {
-			cfg.Results = filepath.Join(state, "results.csv")
-		}
-		if cfg.ConsoleDir == "" {
-			cfg.ConsoleDir = filepath.Join(state, "consoles")
-		}
+	if err := cfg.StateDefaults(); err != nil {
+		return cfg, err
 	}
 	cfg.Cluster = cluster.Local(c.workers)
 	if c.clusterFile != "" {

@@ -33,25 +33,9 @@ func runDemo(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	fns, services := compute, "none" // compute functions need no services: the demo runs on a bare machine
-	if *all {
-		fns, services = functions.CatalogueNames(), "auto"
-	}
-	// The demo's experiment file, written into the run folder like any other.
-	raw := fmt.Sprintf(`# mforch demo: %d invocations on %d local QEMU workers, one caller per worker
-name: demo
-workers: {qemu: %d, kernel: %q, initrd: %q, accel: %s, boot: %s}
-functions: [%s]
-invocations: %d
-arrival: {process: closed-loop}
-seed: %d
-mode: power-cycled
-services: %s
-# power from the CPU-time model of the QEMU processes, with docs/energy.md's
-# uncalibrated example parameters: every figure of it says "model"
-meter: {driver: cpu-time, interval: 1s, model: {idle_watts: 45, watts_per_core: 9.5}}
-`, *n, *workers, *workers, *kernel, *initrd, *accel, *boot, strings.Join(fns, ", "), *n, *seed, services)
-	spec, err := experiment.Parse([]byte(raw))
+	raw := rig.Demo{Workers: *workers, Invocations: *n, Kernel: *kernel, Initrd: *initrd, Accel: *accel,
+		Boot: *boot, Seed: *seed, AllFunctions: *all}.File()
+	spec, err := experiment.Parse(raw)
 	if err != nil {
 		return err
 	}
@@ -59,7 +43,7 @@ meter: {driver: cpu-time, interval: 1s, model: {idle_watts: 45, watts_per_core: 
 	if err := os.RemoveAll(dir); err != nil { // each demo records a fresh run
 		return err
 	}
-	sum, err := executeSpec(ctx, spec, []byte(raw), dir, *verbose)
+	sum, err := rig.RunExperiment(ctx, rig.TerminalExperiment(spec, raw, dir, *verbose))
 	if err != nil {
 		return err
 	}
@@ -73,9 +57,4 @@ meter: {driver: cpu-time, interval: 1s, model: {idle_watts: 45, watts_per_core: 
 		return fmt.Errorf("%d of %d invocations failed (%s has their errors)", sum.Failed, sum.Done, filepath.Join(dir, "results.csv"))
 	}
 	return nil
-}
-
-func firstLine(s string) string {
-	l, _, _ := strings.Cut(s, "\n")
-	return l
 }

@@ -4,15 +4,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/microfaas/microfaas/internal/progress"
 	"github.com/microfaas/microfaas/lab/experiment"
-	"github.com/microfaas/microfaas/lab/report"
 	"github.com/microfaas/microfaas/lab/rig"
 )
 
@@ -44,7 +41,7 @@ func runExperiment(ctx context.Context, args []string) error {
 	if dir == "" {
 		dir = filepath.Join("runs", spec.Name+"-"+time.Now().Format("20060102-150405"))
 	}
-	sum, err := executeSpec(ctx, spec, raw, dir, *verbose)
+	sum, err := rig.RunExperiment(ctx, rig.TerminalExperiment(spec, raw, dir, *verbose))
 	if err != nil {
 		return err
 	}
@@ -60,21 +57,6 @@ func runExperiment(ctx context.Context, args []string) error {
 		return fmt.Errorf("%d of %d invocations failed (results.csv has their errors)", sum.Failed, sum.Done)
 	}
 	return nil
-}
-
-// executeSpec runs spec and records the run folder dir; raw is the
-// experiment file, copied into the folder.
-func executeSpec(ctx context.Context, spec *experiment.Spec, raw []byte, dir string, verbose bool) (report.Summary, error) {
-	level := slog.LevelWarn // a progress line is showing
-	if verbose {
-		level = slog.LevelDebug
-	}
-	e := rig.Experiment{Spec: spec, File: raw, Dir: dir, Notes: os.Stderr,
-		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))}
-	if progress.IsTerminal(os.Stderr) {
-		e.Progress = os.Stderr
-	}
-	return rig.RunExperiment(ctx, e)
 }
 
 // parseWithFile parses flags before and after one positional FILE.

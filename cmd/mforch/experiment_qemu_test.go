@@ -56,7 +56,7 @@ meter: {driver: cpu-time, interval: 500ms, model: {idle_watts: 20, watts_per_cor
 	run := filepath.Join(dir, "run")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	sum, err := executeSpec(ctx, spec, []byte(raw), run, false)
+	sum, err := rig.RunExperiment(ctx, rig.TerminalExperiment(spec, []byte(raw), run, false))
 	if err != nil {
 		t.Fatal(err)
 	}
