@@ -16,12 +16,17 @@ import (
 type records struct {
 	mu     sync.Mutex
 	counts map[slog.Level]int
+	logged chan struct{} // closed on the next record; nil while nobody waits
 }
 
 func (r *records) Enabled(context.Context, slog.Level) bool { return true }
 func (r *records) Handle(_ context.Context, rec slog.Record) error {
 	r.mu.Lock()
 	r.counts[rec.Level]++
+	if r.logged != nil {
+		close(r.logged)
+		r.logged = nil
+	}
 	r.mu.Unlock()
 	return nil
 }
@@ -31,6 +36,30 @@ func (r *records) count(l slog.Level) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.counts[l]
+}
+
+// waitUntil checks cond now and after every log record (the acceptor logs
+// each refusal, each failed handshake after releasing its slot, and each
+// accept error) and reports whether it held within timeout.
+func (r *records) waitUntil(timeout time.Duration, cond func() bool) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		r.mu.Lock()
+		if r.logged == nil {
+			r.logged = make(chan struct{})
+		}
+		next := r.logged
+		r.mu.Unlock()
+		if cond() {
+			return true
+		}
+		select {
+		case <-next:
+		case <-deadline.C:
+			return cond()
+		}
+	}
 }
 
 // acceptor serves a cluster of vm0 and vm1 on loopback; sessions get a
@@ -103,25 +132,22 @@ func TestGarbageFlood(t *testing.T) {
 			c.Close()
 		}
 	}()
-	deadline := time.Now().Add(300 * time.Millisecond)
-	for time.Now().Before(deadline) {
+	// The cap holds at every log record, until the refusal is logged.
+	capped := func() bool {
 		if p := a.Pending(); p > maxPending {
 			t.Fatalf("%d unauthenticated connections held, cap %d", p, maxPending)
 		}
-		time.Sleep(10 * time.Millisecond)
+		return true
 	}
-	if logs.count(slog.LevelWarn) == 0 {
+	if !logs.waitUntil(5*time.Second, func() bool { return capped() && logs.count(slog.LevelWarn) > 0 }) {
 		t.Error("refusing the flood was not logged")
 	}
-	// The held ones time out; a real worker then gets in.
-	var err error
-	for try := 0; try < 50; try++ {
-		if err = worker(t, addr, "vm0"); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
+	// The held ones time out, each logged once its slot is free; a real
+	// worker then gets in.
+	if !logs.waitUntil(5*time.Second, func() bool { return capped() && a.Pending() == 0 }) {
+		t.Fatalf("%d handshakes still held 5 s after the flood; HelloTimeout is 500 ms", a.Pending())
 	}
-	if err != nil {
+	if err := worker(t, addr, "vm0"); err != nil {
 		t.Fatalf("a worker could not connect after the flood: %v", err)
 	}
 	if id := <-sessions; id != "vm0" {
@@ -153,10 +179,7 @@ func TestAcceptErrorsRetried(t *testing.T) {
 		conns = append(conns, c)
 	}
 	// Let the acceptor hit EMFILE a few times.
-	deadline := time.Now().Add(5 * time.Second)
-	for logs.count(slog.LevelError) == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	logs.waitUntil(5*time.Second, func() bool { return logs.count(slog.LevelError) > 0 })
 	for _, c := range conns {
 		c.Close()
 	}
