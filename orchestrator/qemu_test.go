@@ -65,26 +65,26 @@ func TestQEMUBurstLargerThanCluster(t *testing.T) {
 }
 
 func TestQEMUWorkerKilledMidJob(t *testing.T) {
-	c := startQEMUCluster(t, 2, orchestrator.Config{MaxAttempts: 3})
+	working := make(chan string, 8) // workers that started a job
+	c := startQEMUCluster(t, 2, orchestrator.Config{MaxAttempts: 3, OnStateChange: func(sc state.Change) {
+		if sc.To == state.Working {
+			select {
+			case working <- sc.Worker:
+			default:
+			}
+		}
+	}})
 	// Long enough under TCG to be caught running: millions of rounds.
 	inv, err := c.Orch.Submit("cascading_sha256", json.RawMessage(`{"data":"killme","rounds":3000000}`), 5*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var victim string
-	deadline := time.Now().Add(2 * time.Minute)
-	for victim == "" {
-		for _, w := range c.Orch.Status().Workers {
-			if w.State == state.Working {
-				victim = w.ID
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no worker started the job: %+v", c.Orch.Status())
-		}
-		time.Sleep(20 * time.Millisecond)
+	select {
+	case victim = <-working:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("no worker started the job: %+v", c.Orch.Status())
 	}
-	time.Sleep(200 * time.Millisecond)
 	// Pull the plug: kill the VM's qemu process, as a power cut would.
 	if err := c.QEMU.PowerOff(context.Background(), cluster.Worker{ID: victim}); err != nil {
 		t.Fatal(err)
