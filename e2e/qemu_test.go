@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -137,11 +138,26 @@ type snapshotRig struct {
 	cl              *cluster.Cluster
 	ln              net.Listener
 	logDir, snapDir string
+	exits           chan string // a worker's qemu exited
+}
+
+// waitOff waits, on the controller's exit events, until the rig's worker
+// is not running.
+func (r *snapshotRig) waitOff(t *testing.T, what string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for r.q.Running(r.cl.Workers[0].ID) {
+		select {
+		case <-r.exits:
+		case <-deadline:
+			t.Fatalf("%s: the VM did not power off within %s", what, timeout)
+		}
+	}
 }
 
 func newSnapshotRig(t *testing.T) *snapshotRig {
 	w := worker(t)
-	r := &snapshotRig{cl: cluster.Local(1), logDir: t.TempDir(), snapDir: t.TempDir()}
+	r := &snapshotRig{cl: cluster.Local(1), logDir: t.TempDir(), snapDir: t.TempDir(), exits: make(chan string, 16)}
 	var err error
 	if r.ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
@@ -154,6 +170,12 @@ func newSnapshotRig(t *testing.T) *snapshotRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.q.Close)
+	r.q.OnExit(func(id string, _ error) {
+		select {
+		case r.exits <- id:
+		default: // waitOff checks Running after every event; a full buffer has one to wake it
+		}
+	})
 	return r
 }
 
@@ -193,11 +215,7 @@ func TestQEMUSnapshotReseeds(t *testing.T) {
 		nonces = append(nonces, hello.Nonce)
 		pc.Send(protocol.TypeCommand, protocol.Command{Action: protocol.CmdPowerOff})
 		c.Close()
-		for deadline := time.Now().Add(30 * time.Second); q.Running(vm.ID); time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("restore %d did not power off", i)
-			}
-		}
+		r.waitOff(t, fmt.Sprintf("restore %d", i), 30*time.Second)
 		// The key was typed on the console: it must not have echoed.
 		key, _ := protocol.WorkerKey(cl.SecretBytes(), vm.ID)
 		for _, f := range []string{q.LogPath(vm.ID), filepath.Join(logDir, "snapshot.log")} {
@@ -221,13 +239,7 @@ func TestQEMUSnapshotReseeds(t *testing.T) {
 func TestQEMUSnapshotCorruptFile(t *testing.T) {
 	r := newSnapshotRig(t)
 	q, ln, snapDir, keys, vm := r.q, r.ln, r.snapDir, r.keys, r.cl.Workers[0]
-	waitOff := func(what string) {
-		for deadline := time.Now().Add(60 * time.Second); q.Running(vm.ID); time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: the VM did not exit", what)
-			}
-		}
-	}
+	waitOff := func(what string) { r.waitOff(t, what, 60*time.Second) }
 	connect := func(what string) {
 		if err := q.PowerOn(context.Background(), vm); err != nil {
 			t.Fatalf("%s: %v", what, err)
