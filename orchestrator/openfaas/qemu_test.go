@@ -137,16 +137,9 @@ func TestQEMUScaleFromZero(t *testing.T) {
 	if res, b := h.call("POST", "/system/scale-function/sha", types.ScaleServiceRequest{ServiceName: "sha", Replicas: 1}); res.StatusCode != 202 {
 		t.Fatalf("scale: %d %s", res.StatusCode, b)
 	}
-	for {
-		st := h.status("sha")
-		if st.AvailableReplicas > 0 {
-			break
-		}
-		if time.Since(start) > 60*time.Second {
-			t.Fatalf("no replica 60 s after scaling: %+v", h.orch.Status())
-		}
-		time.Sleep(100 * time.Millisecond) // the gateway's poll interval
-	}
+	// The gateway polls the status every 100 ms; here, after every worker
+	// state change.
+	h.waitUntil("a replica after scaling", 60*time.Second, func() bool { return h.status("sha").AvailableReplicas > 0 })
 	ready := time.Since(start)
 	res, b := h.call("POST", "/function/sha", `{"data":"zero","rounds":10}`)
 	if res.StatusCode != 200 || string(b) != sha("zero", 10) {
