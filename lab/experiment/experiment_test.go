@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"github.com/microfaas/microfaas/internal/testlog"
 	"github.com/microfaas/microfaas/internal/testsvc"
 	"github.com/microfaas/microfaas/lab/experiment"
+	"github.com/microfaas/microfaas/lab/loadgen"
 	"github.com/microfaas/microfaas/lab/report"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/energy"
@@ -600,5 +602,21 @@ func TestPathsRelativeToFile(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "out", "initrd"), []byte("i"), 0o644)
 	if err := spec.CheckInputs(); err != nil {
 		t.Errorf("with both files: %v", err)
+	}
+}
+
+// TestOneArrivalGenerator: an experiment file and mforch loadgen with the
+// same process, rate and seed give the same schedule.
+func TestOneArrivalGenerator(t *testing.T) {
+	s, err := experiment.Parse([]byte("workers: {qemu: 1}\ninvocations: 50\nseed: 9\narrival: {process: poisson, rate: 3}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := loadgen.Arrivals("poisson", 3, 50, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Gaps(); !slices.Equal(got, want) {
+		t.Errorf("experiment gaps %v\nloadgen gaps %v", got[:3], want[:3])
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -316,18 +315,10 @@ func (s *Spec) Gaps() []time.Duration {
 	if s.Arrival.Process == ClosedLoop {
 		return nil
 	}
-	rng := rand.New(rand.NewPCG(uint64(s.Seed), 1))
-	gaps := make([]time.Duration, s.Invocations)
-	for i := range gaps {
-		if i == 0 {
-			continue // the first starts at once
-		}
-		switch s.Arrival.Process {
-		case Uniform:
-			gaps[i] = time.Duration(float64(time.Second) / s.Arrival.Rate)
-		case Poisson:
-			gaps[i] = time.Duration(rng.ExpFloat64() / s.Arrival.Rate * float64(time.Second))
-		}
+	// defaults() has checked the process and the rate.
+	gaps, err := loadgen.Arrivals(s.Arrival.Process, s.Arrival.Rate, s.Invocations, s.Seed)
+	if err != nil {
+		panic(fmt.Sprintf("experiment: arrivals of a checked spec: %v", err))
 	}
 	return gaps
 }

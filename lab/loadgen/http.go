@@ -34,7 +34,9 @@ func SeededCalls(names []string, n int, seed int64) ([]Call, error) {
 
 // Arrivals returns the gap before each of n invocations: poisson
 // (exponential gaps at rate per second, seeded), uniform (fixed gaps) or
-// burst (none).
+// burst (none). The first invocation starts at once (its gap is 0). It is
+// the one arrival generator: mforch loadgen and experiment files both use
+// it, so one seed gives one schedule.
 func Arrivals(kind string, rate float64, n int, seed int64) ([]time.Duration, error) {
 	gaps := make([]time.Duration, n)
 	if kind == "burst" {
@@ -45,6 +47,12 @@ func Arrivals(kind string, rate float64, n int, seed int64) ([]time.Duration, er
 	}
 	rng := rand.New(rand.NewPCG(uint64(seed), 1))
 	for i := range gaps {
+		if i == 0 && kind != "uniform" && kind != "poisson" {
+			return nil, fmt.Errorf("--arrival %q: want poisson, uniform or burst", kind)
+		}
+		if i == 0 {
+			continue // the first starts at once
+		}
 		switch kind {
 		case "uniform":
 			gaps[i] = time.Duration(float64(time.Second) / rate)

@@ -26,9 +26,9 @@ func TestArrivals(t *testing.T) {
 			return !slices.ContainsFunc(g, func(d time.Duration) bool { return d != 0 })
 		}},
 		{"uniform at 4/s", "uniform", 4, "", func(g []time.Duration) bool {
-			return !slices.ContainsFunc(g, func(d time.Duration) bool { return d != 250*time.Millisecond })
+			return g[0] == 0 && !slices.ContainsFunc(g[1:], func(d time.Duration) bool { return d != 250*time.Millisecond })
 		}},
-		{"poisson varies", "poisson", 2, "", func(g []time.Duration) bool { return g[0] != g[1] && g[0] > 0 }},
+		{"poisson varies, first at once", "poisson", 2, "", func(g []time.Duration) bool { return g[0] == 0 && g[1] != g[2] && g[1] > 0 }},
 		{"zero rate", "poisson", 0, "--rate must be positive", nil},
 		{"unknown process", "zipf", 1, "--arrival \"zipf\"", nil},
 	} {
