@@ -101,6 +101,12 @@ func worker(t *testing.T, addr, id string) error {
 	if err != nil {
 		return err
 	}
+	return handshake(t, c, id)
+}
+
+// handshake says hello on c as id with its key and waits for the
+// orchestrator's command; it closes c.
+func handshake(t *testing.T, c net.Conn, id string) error {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	pc, err := ClientHandshake(c, key(t, id), Hello{WorkerID: id})
@@ -223,15 +229,7 @@ func admitted(t *testing.T, c net.Conn) bool {
 
 // workerFrom is worker, connecting from the loopback address src.
 func workerFrom(t *testing.T, src, addr, id string) error {
-	c := dialFrom(t, src, addr)
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	pc, err := ClientHandshake(c, key(t, id), Hello{WorkerID: id})
-	if err != nil {
-		return err
-	}
-	var cmd Command
-	return pc.Expect(TypeCommand, &cmd)
+	return handshake(t, dialFrom(t, src, addr), id)
 }
 
 // TestHandshakeFloods: 40 idle connections that never say hello (issue 18,
