@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/internal/testfn"
+	"github.com/microfaas/microfaas/internal/testlog"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/target"
@@ -138,7 +141,8 @@ type snapshotRig struct {
 	cl              *cluster.Cluster
 	ln              net.Listener
 	logDir, snapDir string
-	exits           chan string // a worker's qemu exited
+	exits           chan string     // a worker's qemu exited
+	log             *testlog.Buffer // the controller's log, also on stderr
 }
 
 // waitOff waits, on the controller's exit events, until the rig's worker
@@ -157,7 +161,7 @@ func (r *snapshotRig) waitOff(t *testing.T, what string, timeout time.Duration) 
 
 func newSnapshotRig(t *testing.T) *snapshotRig {
 	w := worker(t)
-	r := &snapshotRig{cl: cluster.Local(1), logDir: t.TempDir(), snapDir: t.TempDir(), exits: make(chan string, 16)}
+	r := &snapshotRig{cl: cluster.Local(1), logDir: t.TempDir(), snapDir: t.TempDir(), exits: make(chan string, 16), log: &testlog.Buffer{}}
 	var err error
 	if r.ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
@@ -165,7 +169,8 @@ func newSnapshotRig(t *testing.T) *snapshotRig {
 	t.Cleanup(func() { r.ln.Close() })
 	r.cl.Network.Port = r.ln.Addr().(*net.TCPAddr).Port
 	r.q, err = power.NewQEMU(context.Background(), power.QEMUConfig{Arch: target.X86, Kernel: w.Kernel, Initrd: w.Initramfs,
-		Accel: "auto", Cluster: r.cl, LogDir: r.logDir, Failsafe: 30, Boot: power.BootSnapshot, SnapshotDir: r.snapDir})
+		Accel: "auto", Cluster: r.cl, LogDir: r.logDir, Failsafe: 30, Boot: power.BootSnapshot, SnapshotDir: r.snapDir,
+		Log: slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, r.log), nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,6 +278,9 @@ func TestQEMUSnapshotCorruptFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitOff("restore of the cut file")
+	// The restore removes the file once it has learnt why qemu exited,
+	// which may be just after the exit is reported: wait for its word.
+	r.log.WaitFor(t, "a snapshot failed to load; removed", 30*time.Second)
 	if _, err := os.Stat(files[0]); !os.IsNotExist(err) {
 		t.Fatalf("the snapshot qemu could not load is still there: %v", err)
 	}
