@@ -42,7 +42,19 @@ const (
 	// TypeChallenge is the orchestrator's first frame in version 2: a fresh
 	// nonce the worker's hello must be bound to.
 	TypeChallenge = "challenge"
+	// TypeBundleRequest (worker) asks for a run-time deployed function's
+	// bundle, or its next part, after a Job named one the worker lacks;
+	// TypeBundleChunk (orchestrator) answers with one part. See BundleRef.
+	TypeBundleRequest = "bundle_request"
+	TypeBundleChunk   = "bundle_chunk"
 )
+
+// BundleChunkSize is the most bundle bytes one TypeBundleChunk carries.
+const BundleChunkSize = 1 << 20
+
+// MaxLog bounds the function log (stderr, a watchdog's log) a Result
+// carries: its last MaxLog bytes.
+const MaxLog = 64 << 10
 
 // Commands the orchestrator may give after a result (or instead of a job).
 const (
@@ -77,12 +89,63 @@ type BootTimes struct {
 
 // Hello is the worker's first message.
 type Hello struct {
-	Proto     int       `json:"proto"`
-	WorkerID  string    `json:"worker_id"`
-	Nonce     string    `json:"nonce"` // 16 random bytes, hex; binds every MAC of this session
-	Arch      string    `json:"arch"`
-	Boot      BootTimes `json:"boot"`
-	Functions []string  `json:"functions,omitempty"`
+	Proto    int       `json:"proto"`
+	WorkerID string    `json:"worker_id"`
+	Nonce    string    `json:"nonce"` // 16 random bytes, hex; binds every MAC of this session
+	Arch     string    `json:"arch"`
+	Boot     BootTimes `json:"boot"`
+	// Functions are the functions baked into the worker's image (built-in
+	// and user functions) it can run with no bundle.
+	Functions []string `json:"functions,omitempty"`
+	// Bundles are the digests of run-time deployed bundles the worker holds
+	// already (delivered with its initramfs, or in its cache), verified.
+	Bundles []string `json:"bundles,omitempty"`
+}
+
+// BundleRef names the bundle of a function deployed at run time: one file
+// (an uncompressed newc cpio: config.json and rootfs/, package bundle),
+// named by the SHA-256 of its bytes. The digest arrives in an
+// authenticated Job, so a worker that checks a bundle's bytes against it
+// runs only what the orchestrator deployed, however the bytes reached it.
+type BundleRef struct {
+	Digest string `json:"digest"` // "sha256:" + 64 hex digits
+	Size   int64  `json:"size"`
+}
+
+// BundleRequest asks for Size-Offset bytes of the bundle Digest from Offset
+// (a worker resumes a partial fetch with a non-zero Offset).
+type BundleRequest struct {
+	Digest string `json:"digest"`
+	Offset int64  `json:"offset"`
+}
+
+// BundleChunk is one part of a bundle: at most BundleChunkSize bytes from
+// Offset. Error, if set, says why the orchestrator cannot send it (the
+// worker fails the job with it).
+type BundleChunk struct {
+	Digest string `json:"digest"`
+	Offset int64  `json:"offset"`
+	Data   []byte `json:"data,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// HTTPRequest is a call forwarded unchanged to a function that serves HTTP
+// (an OpenFaaS watchdog image): method, path and raw query as the caller
+// sent them below /function/NAME, headers, and a body of any bytes.
+type HTTPRequest struct {
+	Method string              `json:"method"`
+	Path   string              `json:"path,omitempty"`
+	Query  string              `json:"query,omitempty"`
+	Header map[string][]string `json:"header,omitempty"`
+	Body   []byte              `json:"body,omitempty"`
+}
+
+// HTTPResponse is what such a function answered, returned to the caller
+// unchanged.
+type HTTPResponse struct {
+	Status int                 `json:"status"`
+	Header map[string][]string `json:"header,omitempty"`
+	Body   []byte              `json:"body,omitempty"`
 }
 
 // Job asks the worker to run one function. Field names follow the original
@@ -106,6 +169,12 @@ type Job struct {
 	// RTC, a board after a power cut: both boot in 1970), and functions
 	// need one: S3 rejects requests signed more than 15 minutes off.
 	NowUnixNS int64 `json:"now_ns,omitempty"`
+	// Bundle is set for a function deployed at run time: the worker runs
+	// that bundle (after checking its digest), not a function of its image.
+	Bundle *BundleRef `json:"bundle,omitempty"`
+	// HTTP is set for a call to a function that serves HTTP (a watchdog
+	// image); Args is then unused.
+	HTTP *HTTPRequest `json:"http,omitempty"`
 }
 
 // Result is the worker's answer to a Job. Exactly one of Result and Error is
@@ -117,6 +186,12 @@ type Result struct {
 	Error    string          `json:"error,omitempty"`
 	TimedOut bool            `json:"timed_out,omitempty"`
 	ExecMS   float64         `json:"exec_time"`
+	// HTTP is a watchdog function's response (status, headers, body); set
+	// instead of Result when the Job carried HTTP.
+	HTTP *HTTPResponse `json:"http,omitempty"`
+	// Log is the tail (at most MaxLog bytes) of the function's stderr, or
+	// of its watchdog's log, for this call.
+	Log string `json:"log,omitempty"`
 }
 
 // Command tells the worker what to do next.
