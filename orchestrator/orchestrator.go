@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/state"
+	"github.com/microfaas/microfaas/protocol"
 )
 
 // Config tunes the orchestrator. Zero values take the defaults noted.
@@ -60,7 +62,11 @@ type Config struct {
 	// Functions workers report in their hello are added. Empty, and before
 	// any hello: every name is accepted.
 	Functions []string
-	Recorder  Recorder
+	// Bundles, if set, holds the functions deployed at run time: they are
+	// known functions, and their jobs carry the bundle for the worker's
+	// architecture. Nil: no run-time deploys.
+	Bundles  Bundles
+	Recorder Recorder
 	// Store, if set, persists accepted invocations: Submit returns only
 	// once the invocation is on disk, and New queues again whatever a
 	// previous run left pending.
@@ -88,6 +94,19 @@ type Config struct {
 	// are not final are always kept.
 	EnergyKeep time.Duration
 	Log        *slog.Logger
+}
+
+// Bundles is where the orchestrator finds the functions deployed at run
+// time (orchestrator/deploy implements it). Its methods are called from
+// the orchestrator's loop (Bundle) and from worker connections (Open), at
+// once: they must be safe for concurrent use, and Bundle must not block.
+type Bundles interface {
+	// Bundle is function's bundle for workers of arch ("x86" or "arm",
+	// target names); ok false when function is not deployed at run time
+	// (baked-in or unknown).
+	Bundle(function, arch string) (ref protocol.BundleRef, ok bool)
+	// Open opens the bundle file with that digest for reading.
+	Open(digest string) (*os.File, error)
 }
 
 // Defaults the Config documents, and fixed timings.
