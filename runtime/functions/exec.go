@@ -90,13 +90,7 @@ func LookupUser(dir, name string) (Func, bool) {
 		return nil, false
 	}
 	if fi.IsDir() {
-		return func(ctx context.Context, env Env, args json.RawMessage) (any, error) {
-			spec, err := imageSpec(name, p, env)
-			if err != nil {
-				return nil, err
-			}
-			return run(ctx, name, spec, args)
-		}, true
+		return Image(name, p), true
 	}
 	if fi.Mode()&0o111 == 0 {
 		return nil, false
@@ -107,8 +101,22 @@ func LookupUser(dir, name string) (Func, bool) {
 		if !sandbox.Visible(p) {
 			spec.Binds = []string{p}
 		}
-		return run(ctx, name, spec, args)
+		return run(ctx, name, spec, args, env.Log)
 	}, true
+}
+
+// Image is the function laid out in dir as a flattened container image,
+// dir/config.json and dir/rootfs: a user function baked into the worker's
+// image, or a run-time deployed bundle the worker unpacked. It runs with
+// the stdin → stdout contract.
+func Image(name, dir string) Func {
+	return func(ctx context.Context, env Env, args json.RawMessage) (any, error) {
+		spec, _, err := imageSpec(name, dir, env)
+		if err != nil {
+			return nil, err
+		}
+		return run(ctx, name, spec, args, env.Log)
+	}
 }
 
 // withEnv appends extra variables (sorted, so runs are repeatable) to base.
@@ -126,40 +134,44 @@ func withEnv(base []string, extra map[string]string) []string {
 
 // imageSpec reads an image function's config: its command, environment,
 // working directory and user, run in its rootfs.
-func imageSpec(name, dir string, env Env) (sandbox.Spec, error) {
+func imageSpec(name, dir string, env Env) (sandbox.Spec, ImageConfig, error) {
+	var cfg ImageConfig
 	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
 	if err != nil {
-		return sandbox.Spec{}, fmt.Errorf("%s: image config: %w", name, err)
+		return sandbox.Spec{}, cfg, fmt.Errorf("%s: image config: %w", name, err)
 	}
-	var cfg ImageConfig
 	if err := json.Unmarshal(b, &cfg); err != nil {
-		return sandbox.Spec{}, fmt.Errorf("%s: image config: %w", name, err)
+		return sandbox.Spec{}, cfg, fmt.Errorf("%s: image config: %w", name, err)
 	}
 	argv := cfg.Argv()
 	if len(argv) == 0 {
-		return sandbox.Spec{}, fmt.Errorf("%s: the image has no entrypoint or cmd", name)
+		return sandbox.Spec{}, cfg, fmt.Errorf("%s: the image has no entrypoint or cmd", name)
 	}
 	rootfs := filepath.Join(dir, "rootfs")
 	uid, gid, err := sandbox.ResolveUser(rootfs, cfg.User)
 	if err != nil {
-		return sandbox.Spec{}, fmt.Errorf("%s: image user: %w", name, err)
+		return sandbox.Spec{}, cfg, fmt.Errorf("%s: image user: %w", name, err)
 	}
 	return sandbox.Spec{Path: argv[0], Args: argv, Env: withEnv(append([]string(nil), cfg.Env...), env.ProcessEnv),
 		Dir: cfg.WorkingDir, Root: rootfs, UID: uid, GID: gid,
-		Secrets: env.Secrets, SecretsDir: env.SecretsDir}, nil
+		Secrets: env.Secrets, SecretsDir: env.SecretsDir}, cfg, nil
 }
 
 // run runs spec contained, feeding it the request, and returns its stdout
 // as a string. The whole process tree ends with the run: when the function's
 // main process exits, or at the deadline.
-func run(ctx context.Context, name string, spec sandbox.Spec, args json.RawMessage) (any, error) {
+func run(ctx context.Context, name string, spec sandbox.Spec, args json.RawMessage, log io.Writer) (any, error) {
 	var stdout limitedBuffer
 	stdout.max = maxOutput
 	var stderr tailBuffer
+	var errw io.Writer = &stderr
+	if log != nil {
+		errw = io.MultiWriter(&stderr, log)
+	}
 	stdin := bytes.NewReader(requestBody(args))
-	err := sandbox.Run(ctx, spec, stdin, &stdout, &stderr)
+	err := sandbox.Run(ctx, spec, stdin, &stdout, errw)
 	if errors.Is(err, sandbox.ErrUncontained) {
-		err = uncontained(ctx, spec, stdin, &stdout, &stderr)
+		err = uncontained(ctx, spec, stdin, &stdout, errw)
 	}
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("%s: %w (stderr: %s)", name, ctx.Err(), stderr.String())

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"sync"
 )
@@ -39,6 +40,9 @@ type Env struct {
 	// /var/openfaas/secrets) for the job's duration, as OpenFaaS mounts them.
 	Secrets    map[string][]byte
 	SecretsDir string
+	// Log, if set, also receives a user function's stderr: the worker
+	// sends its tail back with the result (protocol.Result.Log).
+	Log io.Writer
 }
 
 // Service returns the settings for a named service, or an error telling the
