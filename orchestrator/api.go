@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/microfaas/microfaas/protocol"
 )
 
 // InvokeResponse is the JSON answer of POST /invoke/{function}.
@@ -23,6 +25,10 @@ type InvokeResponse struct {
 	ExecMS   float64         `json:"exec_ms"`
 	BootMS   float64         `json:"boot_connected_ms"`
 	TotalMS  float64         `json:"total_ms"`
+	// HTTP is the answer of a function that serves HTTP (a watchdog image).
+	HTTP *protocol.HTTPResponse `json:"http,omitempty"`
+	// Log is the tail of the function's stderr for this call.
+	Log string `json:"log,omitempty"`
 	// Energy is set once the invocation's energy is final (mforch with a
 	// meter; docs/energy.md).
 	Energy *InvocationEnergy `json:"energy,omitempty"`
@@ -136,7 +142,7 @@ func (o *Orchestrator) handleGet(w http.ResponseWriter, r *http.Request) {
 func Response(inv *Invocation) InvokeResponse {
 	resp := InvokeResponse{ID: inv.ID, Function: inv.Function, Worker: inv.Worker, Attempts: inv.Attempts,
 		Restarts: inv.Restarts, Result: inv.Result, Error: ErrText(inv.Err), TimedOut: inv.TimedOut, ExecMS: inv.ExecMS,
-		BootMS: inv.Boot.ConnectedMS, Status: "queued"}
+		BootMS: inv.Boot.ConnectedMS, HTTP: inv.HTTPResponse, Log: inv.Log, Status: "queued"}
 	select {
 	case <-inv.done:
 		resp.Status = "finished"

@@ -1,6 +1,8 @@
 package orchestrator
 
 import (
+	"encoding/json"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -32,6 +34,9 @@ type workerConn struct {
 	mu     sync.Mutex
 	closed bool
 	out    chan outMsg
+	// bundle is the bundle of the job last sent, until its result
+	// arrives (endJob): the one bundle the worker may fetch.
+	bundle *protocol.BundleRef
 }
 
 // outMax bounds messages waiting for one worker; the protocol has at most
@@ -62,12 +67,29 @@ func (wc *workerConn) send(typ string, msg any) {
 	if wc.closed {
 		return
 	}
+	if j, ok := msg.(protocol.Job); ok {
+		wc.bundle = j.Bundle
+	}
 	select {
 	case wc.out <- outMsg{typ, msg}:
 	default:
 		wc.closed = true
 		close(wc.out)
 	}
+}
+
+// jobBundle is the bundle of the job the worker runs, nil if none.
+func (wc *workerConn) jobBundle() *protocol.BundleRef {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	return wc.bundle
+}
+
+// endJob forgets the job's bundle: its result arrived.
+func (wc *workerConn) endJob() {
+	wc.mu.Lock()
+	wc.bundle = nil
+	wc.mu.Unlock()
 }
 
 // close sends what is queued, then closes the connection.
@@ -124,15 +146,44 @@ func (o *Orchestrator) serveSession(c net.Conn, pc *protocol.Conn, h protocol.He
 	if !r.ok {
 		return // the loop sends the power-off and closes
 	}
+	// Between a job and its result the worker may fetch the job's
+	// bundle; the reads happen here, never in the loop.
+	bf := &bundleFetch{o: o, wc: wc, worker: h.WorkerID}
+	defer bf.endJob()
+	lost := func(err error) {
+		o.post(evConnLost{h.WorkerID, r.session, err})
+		wc.close()
+	}
 	for {
-		var res protocol.Result
-		if err := pc.Expect(protocol.TypeResult, &res); err != nil {
-			o.post(evConnLost{h.WorkerID, r.session, err})
-			wc.close()
+		typ, body, err := pc.Receive()
+		if err != nil {
+			lost(err)
 			return
 		}
-		if !o.post(evResult{h.WorkerID, r.session, res}) {
-			wc.close()
+		switch typ {
+		case protocol.TypeResult:
+			var res protocol.Result
+			if err := json.Unmarshal(body, &res); err != nil {
+				lost(fmt.Errorf("malformed result: %w", err))
+				return
+			}
+			bf.endJob()
+			if !o.post(evResult{h.WorkerID, r.session, res}) {
+				wc.close()
+				return
+			}
+		case protocol.TypeBundleRequest:
+			var req protocol.BundleRequest
+			if err := json.Unmarshal(body, &req); err != nil {
+				lost(fmt.Errorf("malformed bundle request: %w", err))
+				return
+			}
+			if err := bf.serve(req); err != nil {
+				lost(err)
+				return
+			}
+		default:
+			lost(fmt.Errorf("expected a result or a bundle request, got %q", typ))
 			return
 		}
 	}

@@ -32,6 +32,14 @@ type Invocation struct {
 	Finished   time.Time // result (or failure) recorded
 	PoweredOff time.Time // the worker went off after it (zero while it stays up for more work)
 	Result     json.RawMessage
+	// HTTP is the call of a function that serves HTTP (an OpenFaaS
+	// watchdog image), sent to it instead of Args; HTTPResponse is its
+	// answer (instead of Result).
+	HTTP         *protocol.HTTPRequest
+	HTTPResponse *protocol.HTTPResponse
+	// Log is the tail of the function's stderr (or its watchdog's log) for
+	// this call, at most protocol.MaxLog bytes.
+	Log string
 	// Err is nil on success, else an *Error: errors.Is tells the outcome
 	// (ErrFunction, ErrTimeout, ErrWorkerLost, ErrUnavailable, ErrClosed).
 	Err      error
@@ -146,6 +154,9 @@ type JobSpec struct {
 	Timeout  time.Duration // 0: Config.JobTimeout
 	Env      map[string]string
 	Secrets  map[string][]byte
+	// HTTP is the call of a function deployed from an OpenFaaS watchdog
+	// image: forwarded to it as an HTTP request (Args unused).
+	HTTP *protocol.HTTPRequest
 }
 
 // newID returns an invocation id: the queueing time in milliseconds (12

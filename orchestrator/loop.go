@@ -5,11 +5,13 @@ import (
 	"time"
 
 	"context"
+	"os"
 	"runtime"
 
 	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/power"
+	"github.com/microfaas/microfaas/protocol"
 )
 
 // maxBatch bounds how many queued events one turn of the loop handles
@@ -195,7 +197,7 @@ func (o *Orchestrator) execute(acts []action) {
 			a.reply <- a.n
 		case actPowerOn:
 			o.powerGo(a.w, func(ctx context.Context, c power.Controller) {
-				err := c.PowerOn(ctx, a.w)
+				err := o.powerOn(ctx, c, a.w, a.bundle)
 				o.post(evPowerOn{a.w.ID, a.session, err})
 			})
 		case actPowerOff:
@@ -248,6 +250,29 @@ func (o *Orchestrator) execute(acts []action) {
 			panic(fmt.Sprintf("orchestrator: unknown action %T", a))
 		}
 	}
+}
+
+// powerOn powers w on, with bundle in its boot when its controller can
+// take it (power.BundleLoader). A bundle that cannot be opened is left
+// out: the worker fetches it, or fails the job saying why.
+func (o *Orchestrator) powerOn(ctx context.Context, c power.Controller, w cluster.Worker, bundle *protocol.BundleRef) error {
+	bl, ok := c.(power.BundleLoader)
+	if bundle == nil || !ok || o.cfg.Bundles == nil {
+		return c.PowerOn(ctx, w)
+	}
+	f, err := o.cfg.Bundles.Open(bundle.Digest)
+	if err == nil {
+		defer f.Close()
+		var fi os.FileInfo
+		if fi, err = f.Stat(); err == nil && fi.Size() != bundle.Size {
+			err = fmt.Errorf("the file has %d bytes, the deployment says %d", fi.Size(), bundle.Size)
+		}
+	}
+	if err != nil {
+		o.log.Error("cannot use a deployed function's bundle for a power-on; the worker will have to fetch it", "worker", w.ID, "digest", bundle.Digest, "err", err)
+		return c.PowerOn(ctx, w)
+	}
+	return bl.PowerOnBundle(ctx, w, power.BootBundle{Digest: bundle.Digest, Size: bundle.Size, R: f})
 }
 
 // powerGo runs a controller call outside the loop: a GPIO press takes

@@ -3,11 +3,14 @@ package orchestrator
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator/state"
 	"github.com/microfaas/microfaas/protocol"
+	"github.com/microfaas/microfaas/target"
 )
 
 // The scheduler is a state machine: machine.handle takes one event and
@@ -102,6 +105,10 @@ type (
 	actPowerOn struct {
 		w       cluster.Worker
 		session uint64
+		// bundle, if set, is the bundle of the invocation the worker is
+		// powered on for: a controller that can (power.BundleLoader)
+		// delivers it with the boot, so the worker need not fetch it.
+		bundle *protocol.BundleRef
 	}
 	actPowerOff struct {
 		w       cluster.Worker
@@ -170,6 +177,9 @@ type machineConfig struct {
 	Services    map[string]map[string]string
 	MaxQueue    int
 	Functions   []string // known before any hello
+	// Bundles, if set, names the functions deployed at run time. The
+	// machine only calls its Bundle, which does no I/O.
+	Bundles Bundles
 }
 
 // durable reports whether a must wait for the store writes emitted before it.
@@ -221,8 +231,11 @@ type machine struct {
 	// store writes are on disk.
 	turn, committed uint64
 	// known are the functions the workers' images hold (Config.Functions
-	// and hellos); empty accepts every name.
+	// and hellos); empty accepts every name. Functions deployed at run
+	// time (cfg.Bundles) are known too.
 	known map[string]bool
+	// archs are the workers' architectures, for deployed functions.
+	archs []string
 }
 
 type action any
@@ -250,8 +263,50 @@ func newMachine(cfg machineConfig, log *slog.Logger, workers []cluster.Worker, n
 	for _, w := range workers {
 		m.workers[w.ID] = &worker{spec: w, state: state.Off, since: now}
 		m.order = append(m.order, w.ID)
+		if a := workerArch(w); !slices.Contains(m.archs, a) {
+			m.archs = append(m.archs, a)
+		}
 	}
 	return m
+}
+
+// workerArch is the target name ("x86", "arm") of w's machine: a
+// BeagleBone is arm, a VM its vm.arch.
+func workerArch(w cluster.Worker) string {
+	if w.Kind == cluster.KindBBB {
+		return target.ARMv7.Name
+	}
+	return w.VM.Target().Name
+}
+
+// bundle is function's bundle for worker w, nil when function is not
+// deployed at run time (for w's architecture).
+func (m *machine) bundle(function string, w *worker) *protocol.BundleRef {
+	if m.cfg.Bundles == nil {
+		return nil
+	}
+	ref, ok := m.cfg.Bundles.Bundle(function, workerArch(w.spec))
+	if !ok {
+		return nil
+	}
+	return &ref
+}
+
+// isKnown reports whether function may be submitted: a function of the
+// workers' images, one deployed at run time for any of the workers'
+// architectures, or any name while the images' functions are unknown.
+func (m *machine) isKnown(function string) bool {
+	if len(m.known) == 0 || m.known[function] {
+		return true
+	}
+	if m.cfg.Bundles != nil {
+		for _, a := range m.archs {
+			if _, ok := m.cfg.Bundles.Bundle(function, a); ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (m *machine) emit(a action) { m.acts = append(m.acts, a) }
@@ -336,8 +391,8 @@ func (m *machine) submit(e evSubmit) {
 		m.emit(actReply{e.reply, ErrClosed})
 		return
 	}
-	if len(m.known) > 0 && !m.known[e.inv.Function] {
-		m.emit(actReply{e.reply, newError(ErrUnknownFunction, "%q: no worker image has it", e.inv.Function)})
+	if !m.isKnown(e.inv.Function) {
+		m.emit(actReply{e.reply, newError(ErrUnknownFunction, "%q: no worker image has it and it is not deployed (deploy it: faas-cli deploy or mforch deploy)", e.inv.Function)})
 		return
 	}
 	if m.cfg.MaxQueue > 0 && len(m.queue) >= m.cfg.MaxQueue {
@@ -382,7 +437,7 @@ func (m *machine) warm(e evWarm) {
 				break
 			}
 			if w := m.workers[id]; w.state == state.Off {
-				m.powerOn(w)
+				m.powerOn(w, nil)
 				started++
 			}
 		}
@@ -426,7 +481,9 @@ func (m *machine) dispatch() {
 			break
 		}
 		if w := m.workers[id]; w.state == state.Off {
-			m.powerOn(w)
+			// The invocation this power-on is for: the booting workers
+			// take the queue's head, in order.
+			m.powerOn(w, m.queue[booting])
 			booting++
 			need--
 		}
@@ -503,13 +560,19 @@ func (m *machine) disarm(w *worker) {
 	m.emit(actDisarm{w.spec.ID})
 }
 
-func (m *machine) powerOn(w *worker) {
+// powerOn starts w's boot, for inv if it is set (its bundle may travel
+// with the boot).
+func (m *machine) powerOn(w *worker, inv *Invocation) {
 	w.session++
 	w.poweredOn, w.connected, w.boot = m.now, time.Time{}, protocol.BootTimes{}
 	w.exited, w.forcing, w.conn = false, false, nil
 	m.setState(w, state.Booting)
 	m.arm(w, m.cfg.PowerUpTimeout)
-	m.emit(actPowerOn{w.spec, w.session})
+	a := actPowerOn{w: w.spec, session: w.session}
+	if inv != nil {
+		a.bundle = m.bundle(inv.Function, w)
+	}
+	m.emit(a)
 }
 
 func (m *machine) poweredOn(e evPowerOn) {
@@ -632,7 +695,8 @@ func (m *machine) startJob(w *worker, inv *Invocation) {
 	}
 	m.emit(actSend{w.conn, protocol.TypeJob, protocol.Job{ID: inv.ID, Function: inv.Function, Args: inv.Args,
 		TimeoutMS: inv.Timeout.Milliseconds(), Attempt: inv.Attempts, Services: m.cfg.Services,
-		Env: inv.Env, Secrets: inv.Secrets, NowUnixNS: m.now.UnixNano()}, wait})
+		Env: inv.Env, Secrets: inv.Secrets, NowUnixNS: m.now.UnixNano(), Bundle: m.bundle(inv.Function, w),
+		HTTP: inv.HTTP}, wait})
 }
 
 func (m *machine) result(w *worker, res protocol.Result) {
@@ -647,6 +711,7 @@ func (m *machine) result(w *worker, res protocol.Result) {
 	}
 	w.current = nil
 	inv.Result, inv.TimedOut, inv.ExecMS = res.Result, res.TimedOut, res.ExecMS
+	inv.HTTPResponse, inv.Log = res.HTTP, logTail(res.Log)
 	var err error
 	switch {
 	case res.TimedOut:
@@ -671,6 +736,19 @@ func (m *machine) result(w *worker, res protocol.Result) {
 		m.emit(actSend{w.conn, protocol.TypeCommand, protocol.Command{Action: protocol.CmdWait}, false})
 		m.idle(w, m.cfg.IdleTimeout)
 	}
+}
+
+// logTail bounds a function log a worker sent to its last
+// protocol.MaxLog bytes, starting at a whole UTF-8 character.
+func logTail(s string) string {
+	if len(s) <= protocol.MaxLog {
+		return s
+	}
+	s = s[len(s)-protocol.MaxLog:]
+	for i := 0; i < utf8.UTFMax && len(s) > 0 && !utf8.RuneStart(s[0]); i++ {
+		s = s[1:]
+	}
+	return s
 }
 
 // stop tells a worker to power off. A controller that reports exits ends

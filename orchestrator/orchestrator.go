@@ -187,7 +187,7 @@ func New(cfg Config) (*Orchestrator, error) {
 		PowerUpTimeout: cfg.PowerUpTimeout, JobTimeout: cfg.JobTimeout, IdleTimeout: cfg.IdleTimeout,
 		PowerOffHoldoff: cfg.PowerOffHoldoff, FirstIdle: max(cfg.IdleTimeout, firstIdle), JobGrace: jobGrace,
 		ReportsExit: map[string]bool{}, Durable: cfg.Store != nil, Services: cfg.Cluster.Services,
-		MaxQueue: cfg.MaxQueue, Functions: cfg.Functions,
+		MaxQueue: cfg.MaxQueue, Functions: cfg.Functions, Bundles: cfg.Bundles,
 	}
 	for _, w := range cfg.Cluster.Workers {
 		if _, ok := cfg.Controllers[w.Kind]; !ok {
@@ -255,7 +255,7 @@ func (o *Orchestrator) SubmitJob(spec JobSpec) (*Invocation, error) {
 	}
 	now := o.clock.Now()
 	inv := &Invocation{ID: newID(now), Function: spec.Function, Args: spec.Args, Timeout: spec.Timeout,
-		Env: spec.Env, Secrets: spec.Secrets, Queued: now, done: make(chan struct{})}
+		Env: spec.Env, Secrets: spec.Secrets, HTTP: spec.HTTP, Queued: now, done: make(chan struct{})}
 	reply := make(chan error, 1)
 	if !o.post(evSubmit{inv, reply}) {
 		return nil, ErrClosed

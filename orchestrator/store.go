@@ -72,6 +72,10 @@ type record struct {
 	// read from databases an older mforch wrote, never written.
 	Secrets       map[string][]byte `json:"secrets,omitempty"`
 	SealedSecrets []byte            `json:"sealed_secrets,omitempty"`
+	// Run-time deployed functions (issue 17); absent in older records.
+	HTTP         *protocol.HTTPRequest  `json:"http,omitempty"`
+	HTTPResponse *protocol.HTTPResponse `json:"http_response,omitempty"`
+	Log          string                 `json:"log,omitempty"`
 }
 
 func toRecord(inv *Invocation) record {
@@ -79,7 +83,8 @@ func toRecord(inv *Invocation) record {
 		Attempts: inv.Attempts, Worker: inv.Worker, Boot: inv.Boot, Queued: inv.Queued, PoweredOn: inv.PoweredOn,
 		Connected: inv.Connected, Started: inv.Started, Finished: inv.Finished, PoweredOff: inv.PoweredOff,
 		Result: inv.Result, Err: ErrText(inv.Err), ErrKind: kindName(inv.Err), TimedOut: inv.TimedOut,
-		ExecMS: inv.ExecMS, Restarts: inv.Restarts, Env: inv.Env, Secrets: inv.Secrets}
+		ExecMS: inv.ExecMS, Restarts: inv.Restarts, Env: inv.Env, Secrets: inv.Secrets,
+		HTTP: inv.HTTP, HTTPResponse: inv.HTTPResponse, Log: inv.Log}
 }
 
 func (r record) invocation() *Invocation {
@@ -87,7 +92,7 @@ func (r record) invocation() *Invocation {
 		Attempts: r.Attempts, Worker: r.Worker, Boot: r.Boot, Queued: r.Queued, PoweredOn: r.PoweredOn,
 		Connected: r.Connected, Started: r.Started, Finished: r.Finished, PoweredOff: r.PoweredOff, Result: r.Result,
 		TimedOut: r.TimedOut, ExecMS: r.ExecMS, Restarts: r.Restarts, Env: r.Env, Secrets: r.Secrets,
-		done: make(chan struct{})}
+		HTTP: r.HTTP, HTTPResponse: r.HTTPResponse, Log: r.Log, done: make(chan struct{})}
 	if r.Err != "" {
 		kind, ok := errorKinds[r.ErrKind]
 		if !ok {

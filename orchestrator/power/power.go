@@ -25,3 +25,14 @@ type Controller interface {
 type ExitReporter interface {
 	OnExit(func(workerID string, err error))
 }
+
+// BundleLoader is a Controller that can deliver a run-time deployed
+// function's bundle with a power-on (the QEMU controller, in a full
+// boot's initramfs), so the worker need not fetch it over the protocol.
+type BundleLoader interface {
+	Controller
+	// PowerOnBundle is PowerOn, with b in the worker's boot when the boot
+	// can carry it; when it cannot (a snapshot boot) the worker fetches
+	// the bundle itself. b.R is read before it returns.
+	PowerOnBundle(ctx context.Context, w cluster.Worker, b BootBundle) error
+}

@@ -251,6 +251,17 @@ func (q *QEMU) LogPath(id string) string {
 
 // PowerOn starts the worker's qemu process.
 func (q *QEMU) PowerOn(ctx context.Context, w cluster.Worker) error {
+	return q.powerOn(ctx, w, nil)
+}
+
+// PowerOnBundle starts the worker's qemu process with b in its boot
+// initramfs (BootInitrd). A snapshot boot restores a saved VM, which
+// cannot take a file: its worker fetches the bundle over the protocol.
+func (q *QEMU) PowerOnBundle(ctx context.Context, w cluster.Worker, b BootBundle) error {
+	return q.powerOn(ctx, w, []BootBundle{b})
+}
+
+func (q *QEMU) powerOn(ctx context.Context, w cluster.Worker, bundles []BootBundle) error {
 	cmdline, err := q.Cmdline(w)
 	if err != nil {
 		return err
@@ -289,12 +300,15 @@ func (q *QEMU) PowerOn(ctx context.Context, w cluster.Worker) error {
 	var initrd string  // the per-boot initramfs, removed when qemu exits
 	var r *restoration // a snapshot boot's restore
 	if q.cfg.Boot == BootSnapshot {
+		if len(bundles) > 0 {
+			q.cfg.Log.Debug("snapshot boot: the worker fetches its bundle over the protocol", "worker", w.ID)
+		}
 		r, err = q.restoreCmd(ctx, w, key)
 		if r != nil {
 			cmd = r.cmd
 		}
 	} else {
-		initrd, err = BootInitrd(q.keyDir, q.cfg.Initrd, w.ID, key)
+		initrd, err = BootInitrd(q.keyDir, q.cfg.Initrd, w.ID, key, bundles...)
 		// Not CommandContext: the VM outlives the request that started it.
 		cmd = exec.Command(q.cfg.Arch.QEMU.Binary, qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, initrd, w, cmdline, q.netdev(w))...)
 	}

@@ -35,6 +35,16 @@ func (m QEMUByArch) PowerOn(ctx context.Context, w cluster.Worker) error {
 	return q.PowerOn(ctx, w)
 }
 
+// PowerOnBundle starts the worker on the QEMU of its architecture, with b
+// in its boot (QEMU.PowerOnBundle).
+func (m QEMUByArch) PowerOnBundle(ctx context.Context, w cluster.Worker, b BootBundle) error {
+	q, err := m.of(w)
+	if err != nil {
+		return err
+	}
+	return q.PowerOnBundle(ctx, w, b)
+}
+
 // PowerOff stops the worker.
 func (m QEMUByArch) PowerOff(ctx context.Context, w cluster.Worker) error {
 	q, err := m.of(w)
