@@ -133,15 +133,15 @@ func TestJobEnvAndSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := &Worker{Env: functions.Env{FunctionsDir: fdir}, SecretsDir: sdir}
-	res := w.runJob(context.Background(), protocol.Job{ID: "j1", Function: "show", Args: json.RawMessage(`""`),
-		Env: map[string]string{"GREETING": "hello"}, Secrets: map[string][]byte{"api-key": []byte("s3cr3t")}})
+	res, _ := w.runJob(context.Background(), protocol.Job{ID: "j1", Function: "show", Args: json.RawMessage(`""`),
+		Env: map[string]string{"GREETING": "hello"}, Secrets: map[string][]byte{"api-key": []byte("s3cr3t")}}, nil)
 	if res.Error != "" || string(res.Result) != `"hello s3cr3t"` {
 		t.Fatalf("result %s, error %q", res.Result, res.Error)
 	}
 	if _, err := os.Stat(filepath.Join(sdir, "api-key")); !os.IsNotExist(err) {
 		t.Errorf("the secret outlived its job: %v", err)
 	}
-	res = w.runJob(context.Background(), protocol.Job{ID: "j2", Function: "show", Secrets: map[string][]byte{"../evil": nil}})
+	res, _ = w.runJob(context.Background(), protocol.Job{ID: "j2", Function: "show", Secrets: map[string][]byte{"../evil": nil}}, nil)
 	if !strings.Contains(res.Error, "bad secret name") {
 		t.Errorf("path in a secret name: %q", res.Error)
 	}

@@ -50,8 +50,14 @@ type Worker struct {
 	// one); Sleep returns early with ctx's error.
 	Now   func() time.Time
 	Sleep func(ctx context.Context, d time.Duration) error
+	// Bundles holds the bundles of functions deployed at run time (nil: none
+	// delivered, no cache, fetched into DefaultBundleWorkDir).
+	Bundles *Bundles
 
 	connectedRan bool
+	// watchdog is the watchdog function kept running between a warm
+	// worker's calls of the same function.
+	watchdog *keptWatchdog
 }
 
 // Retry pacing: a refused dial is tried again every dialRetryEvery (the
@@ -200,9 +206,12 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 	defer stop()
 	w.Boot.ConnectedMS = w.Clock()
 
+	// A watchdog lives no longer than the session its calls came on.
+	defer w.stopWatchdog()
 	hello := protocol.Hello{
 		WorkerID: w.Config.ID, Arch: goruntime.GOARCH, Boot: w.Boot,
 		Functions: append(functions.Names(), functions.UserNames(w.Env.FunctionsDir)...),
+		Bundles:   w.bundles().Held(),
 	}
 	conn.SetDeadline(time.Now().Add(w.Config.Failsafe))
 	pc, err := w.handshake(conn, hello)
@@ -257,7 +266,11 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 			if err := json.Unmarshal(body, &job); err != nil {
 				res.Error = fmt.Sprintf("malformed job: %v", err)
 			} else {
-				res = w.runJob(ctx, job)
+				var serr error
+				res, serr = w.runJob(ctx, job, w.fetcher(conn, pc))
+				if serr != nil && ctx.Err() == nil {
+					return Outcome{protocol.CmdPowerOff, serr.Error()}, noRetry
+				}
 			}
 			if ctx.Err() != nil {
 				// Stopped from outside (the plug was pulled): no result.
@@ -320,8 +333,9 @@ func (w *Worker) dial(ctx context.Context) (net.Conn, error) {
 }
 
 // runJob runs one job under its deadline. A panicking function becomes an
-// error result; an overrunning one is reported as timed out.
-func (w *Worker) runJob(ctx context.Context, job protocol.Job) protocol.Result {
+// error result; an overrunning one is reported as timed out. The error is
+// the session's (a bundle fetch the connection failed): no result can go.
+func (w *Worker) runJob(ctx context.Context, job protocol.Job, fetch Fetch) (protocol.Result, error) {
 	w.syncClock(job)
 	res := protocol.Result{ID: job.ID, Function: job.Function}
 	timeout := DefaultJobTimeout
@@ -337,32 +351,63 @@ func (w *Worker) runJob(ctx context.Context, job protocol.Job) protocol.Result {
 	for name := range job.Secrets {
 		if !sandbox.ValidSecretName(name) {
 			res.Error = fmt.Sprintf("secrets: bad secret name %q", name)
-			return res
+			return res, nil
 		}
 	}
 	env.Secrets, env.SecretsDir = job.Secrets, w.SecretsDir
+	// The kept watchdog serves only the next call of its own function;
+	// before anything else runs (or its bundle is replaced), it stops.
+	if w.watchdog != nil && w.watchdog.key != watchdogKey(job) {
+		w.stopWatchdog()
+	}
+	log := functions.NewTail(protocol.MaxLog)
+	env.Log = log
+	var fn functions.Func // nil: look job.Function up
+	if job.Bundle != nil {
+		dir, cfg, err := w.bundles().Prepare(*job.Bundle, fetch)
+		if errors.Is(err, errSession) {
+			return res, err
+		}
+		if err != nil {
+			res.Error = fmt.Sprintf("%s: %v", job.Function, err)
+			return res, nil
+		}
+		if cfg.Watchdog() {
+			return w.callWatchdog(ctx, job, dir, env, timeout), nil
+		}
+		fn = functions.Image(job.Function, dir)
+	}
 	start := time.Now()
-	out, err := RunFunction(ctx, env, job.Function, job.Args, timeout)
+	out, err := runFunc(ctx, env, job.Function, fn, job.Args, timeout)
 	res.ExecMS = float64(time.Since(start).Microseconds()) / 1000
+	res.Log = log.String()
 	if err != nil {
 		res.Error = err.Error()
 		res.TimedOut = errors.Is(err, context.DeadlineExceeded)
-		return res
+		return res, nil
 	}
 	res.Result = out
-	return res
+	return res, nil
 }
 
 // RunFunction looks up name and runs it with args under timeout, returning
 // the JSON-encoded result. It is what both the worker and `mfinit invoke` use.
 func RunFunction(ctx context.Context, env functions.Env, name string, args json.RawMessage, timeout time.Duration) (json.RawMessage, error) {
-	fn, err := functions.Lookup(name)
-	if err != nil {
-		user, ok := functions.LookupUser(env.FunctionsDir, name)
-		if !ok {
-			return nil, err
+	return runFunc(ctx, env, name, nil, args, timeout)
+}
+
+// runFunc runs fn, or the function name looks up when fn is nil.
+func runFunc(ctx context.Context, env functions.Env, name string, fn functions.Func, args json.RawMessage, timeout time.Duration) (json.RawMessage, error) {
+	if fn == nil {
+		var err error
+		fn, err = functions.Lookup(name)
+		if err != nil {
+			user, ok := functions.LookupUser(env.FunctionsDir, name)
+			if !ok {
+				return nil, err
+			}
+			fn = user
 		}
-		fn = user
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/microfaas/microfaas/bundle"
 	"github.com/microfaas/microfaas/runtime/sandbox"
 )
 
@@ -33,22 +34,9 @@ import (
 // Both run contained (runtime/sandbox): their own uid, no capabilities,
 // their own namespaces; the whole process tree ends with the run.
 
-// ImageConfig is the part of a container image's config a worker needs.
-type ImageConfig struct {
-	Entrypoint []string `json:"entrypoint,omitempty"`
-	Cmd        []string `json:"cmd,omitempty"`
-	Env        []string `json:"env,omitempty"`
-	WorkingDir string   `json:"workdir,omitempty"`
-	// User is the image's USER: name or uid, optionally :group or :gid,
-	// resolved against the image's /etc/passwd and /etc/group.
-	User string `json:"user,omitempty"`
-}
-
-// Argv is the command an image runs: entrypoint then cmd, as container
-// runtimes do.
-func (c ImageConfig) Argv() []string {
-	return append(append([]string{}, c.Entrypoint...), c.Cmd...)
-}
+// ImageConfig is the part of a container image's config a worker needs:
+// a bundle's config (one type for images baked in and deployed at run time).
+type ImageConfig = bundle.Config
 
 // defaultPath is a plain executable's PATH. Functions get a clean
 // environment: PID 1's own (the kernel passes it unknown boot parameters)

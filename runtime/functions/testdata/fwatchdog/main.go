@@ -1,6 +1,7 @@
 // Command fwatchdog stands in for an OpenFaaS watchdog in tests: an HTTP
 // server on $port that answers with a custom status, a header and a
-// binary body, and logs each call on stderr.
+// binary body, and logs each call on stderr. X-Instance names the process
+// (its start time), so a test sees whether a watchdog was kept.
 //
 //	GET /exit      logs "dying" and exits 3 before answering
 //	MODE=nolisten  never listens (the worker must give up at the deadline)
@@ -12,7 +13,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 )
 
 func main() {
@@ -24,6 +27,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "cannot start")
 		os.Exit(4)
 	}
+	instance := strconv.FormatInt(time.Now().UnixNano(), 36)
 	fmt.Fprintf(os.Stderr, "listening on %s as uid %d\n", os.Getenv("port"), os.Getuid())
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -33,6 +37,7 @@ func main() {
 			os.Exit(3)
 		}
 		w.Header().Set("X-Out", strings.ToUpper(r.Header.Get("X-In")))
+		w.Header().Set("X-Instance", instance)
 		w.Header().Add("X-Multi", "a")
 		w.Header().Add("X-Multi", "b")
 		w.Header().Set("Content-Type", "application/octet-stream")

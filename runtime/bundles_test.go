@@ -1,0 +1,470 @@
+package runtime
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/microfaas/microfaas/bundle"
+	"github.com/microfaas/microfaas/protocol"
+)
+
+// goBuild compiles a test program, static.
+func goBuild(t *testing.T, pkg string) []byte {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "bin")
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", pkg, err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// testBundle is a bundle's bytes and its reference.
+type testBundle struct {
+	data []byte
+	ref  protocol.BundleRef
+}
+
+// makeBundle encodes an image holding one executable at /bin/NAME as its
+// entrypoint, as the orchestrator would deploy it.
+func makeBundle(t *testing.T, name string, bin []byte, env ...string) testBundle {
+	t.Helper()
+	tree := &bundle.Tree{Files: map[string]bundle.Entry{
+		"bin/" + name: {Type: tar.TypeReg, Mode: 0o755, Data: bin},
+		"tmp":         {Type: tar.TypeDir, Mode: 0o1777},
+	}}
+	var b bytes.Buffer
+	if err := bundle.Encode(&b, tree, bundle.Config{Entrypoint: []string{"/bin/" + name}, Env: env}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := bundle.Digest(bytes.NewReader(b.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testBundle{b.Bytes(), protocol.BundleRef{Digest: d, Size: int64(b.Len())}}
+}
+
+// orchestrator is the orchestrator's side of one session with a real
+// worker over loopback TCP: it sends jobs, serves the bundles the worker
+// asks for (in chunks of chunk bytes, through tamper), and reads results.
+type orchestrator struct {
+	t        *testing.T
+	pc       *protocol.Conn
+	hello    protocol.Hello
+	bundles  map[string][]byte
+	chunk    int
+	tamper   func(c *protocol.BundleChunk) // nil: none
+	requests []protocol.BundleRequest      // of the last job
+	done     chan Outcome
+}
+
+// startWorker runs w against a loopback orchestrator and returns its side.
+func startWorker(t *testing.T, w *Worker, bundles ...testBundle) *orchestrator {
+	t.Helper()
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	key, err := protocol.WorkerKey(secret, "vm0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	w.Config = Config{ID: "vm0", Orch: ln.Addr().String(), Failsafe: 30 * time.Second}
+	w.Key = key
+	w.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	o := &orchestrator{t: t, bundles: map[string][]byte{}, chunk: protocol.BundleChunkSize, done: make(chan Outcome, 1)}
+	for _, b := range bundles {
+		o.bundles[b.ref.Digest] = b.data
+	}
+	go func() { o.done <- w.Run(context.Background()) }()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	o.pc, o.hello, err = protocol.ServerHandshake(c, c.RemoteAddr(), protocol.ClusterKeys(secret, map[string]string{"vm0": "127.0.0.1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// run sends job and serves the worker until its result.
+func (o *orchestrator) run(job protocol.Job) protocol.Result {
+	o.t.Helper()
+	o.requests = nil
+	if err := o.pc.Send(protocol.TypeJob, job); err != nil {
+		o.t.Fatal(err)
+	}
+	for {
+		typ, body, err := o.pc.Receive()
+		if err != nil {
+			o.t.Fatalf("job %s: %v", job.ID, err)
+		}
+		switch typ {
+		case protocol.TypeResult:
+			var res protocol.Result
+			if err := json.Unmarshal(body, &res); err != nil {
+				o.t.Fatal(err)
+			}
+			return res
+		case protocol.TypeBundleRequest:
+			var req protocol.BundleRequest
+			if err := json.Unmarshal(body, &req); err != nil {
+				o.t.Fatal(err)
+			}
+			o.requests = append(o.requests, req)
+			data, ok := o.bundles[req.Digest]
+			if !ok {
+				o.pc.Send(protocol.TypeBundleChunk, protocol.BundleChunk{Digest: req.Digest, Offset: req.Offset, Error: "not deployed"})
+				continue
+			}
+			for off := int(req.Offset); off < len(data); off += o.chunk {
+				c := protocol.BundleChunk{Digest: req.Digest, Offset: int64(off), Data: bytes.Clone(data[off:min(off+o.chunk, len(data))])}
+				if o.tamper != nil {
+					o.tamper(&c)
+				}
+				if err := o.pc.Send(protocol.TypeBundleChunk, c); err != nil {
+					o.t.Fatal(err)
+				}
+			}
+		default:
+			o.t.Fatalf("job %s: unexpected %q", job.ID, typ)
+		}
+	}
+}
+
+// stop powers the worker off and returns its outcome.
+func (o *orchestrator) stop() Outcome {
+	o.pc.Send(protocol.TypeCommand, protocol.Command{Action: protocol.CmdPowerOff})
+	return <-o.done
+}
+
+// ranListener is where the test function reports that it ran.
+type ranListener struct{ ln *net.TCPListener }
+
+func newRanListener(t *testing.T) *ranListener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return &ranListener{ln.(*net.TCPListener)}
+}
+
+func (r *ranListener) addr() string { return r.ln.Addr().String() }
+
+// ran takes the reports waiting, without waiting for more: the function
+// connected (and was accepted by the kernel) before it exited, and so
+// before the worker sent its result.
+func (r *ranListener) ran(t *testing.T) int {
+	rc, err := r.ln.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	rc.Control(func(fd uintptr) {
+		for {
+			nfd, _, err := unix.Accept4(int(fd), unix.SOCK_CLOEXEC)
+			if err != nil {
+				return
+			}
+			unix.Close(nfd)
+			n++
+		}
+	})
+	return n
+}
+
+func needRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("image functions need root (the worker is PID 1 as root)")
+	}
+}
+
+// TestBundleJobs: a worker runs functions deployed at run time, fetching
+// each bundle over the session once and checking its digest first; a
+// tampered chunk, a chunk the orchestrator cannot send and a bundle too
+// large fail the job, and nothing of it runs. Each call's stderr comes back
+// as its log.
+func TestBundleJobs(t *testing.T) {
+	needRoot(t)
+	bin := goBuild(t, "./testdata/stdinfn")
+	good := makeBundle(t, "fn", bin)
+	other := makeBundle(t, "fn", bin, "VARIANT=1") // another digest
+	missing := makeBundle(t, "fn", bin, "VARIANT=2")
+	work := t.TempDir()
+	w := &Worker{Bundles: &Bundles{WorkDir: work, MaxSize: 64 << 20}}
+	o := startWorker(t, w, good, other)
+	o.chunk = 300 << 10 // several chunks
+	if len(o.hello.Bundles) != 0 {
+		t.Errorf("hello lists bundles %v, the worker has none", o.hello.Bundles)
+	}
+	ran := newRanListener(t)
+	env := map[string]string{"RAN_ADDR": ran.addr()}
+	chunks := (len(good.data) + o.chunk - 1) / o.chunk
+	flip := func(c *protocol.BundleChunk) {
+		if c.Offset == int64(o.chunk) {
+			c.Data[10] ^= 1
+		}
+	}
+	huge := good.ref
+	huge.Size = 65 << 20
+	tests := []struct {
+		name     string
+		ref      protocol.BundleRef
+		args     string
+		tamper   func(c *protocol.BundleChunk)
+		requests int
+		ran      int
+		result   string
+		err      string
+		log      string
+	}{
+		{"first call fetches", good.ref, `"hello"`, nil, 1, 1, `"echo:hello"`, "", "stdinfn read 5 bytes"},
+		{"second call has it", good.ref, `"again"`, nil, 0, 1, `"echo:again"`, "", "stdinfn read 5 bytes"},
+		{"failure carries the log", good.ref, `"fail"`, nil, 0, 1, "", "asked to fail", "asked to fail"},
+		{"tampered chunk", other.ref, `"x"`, flip, 1, 0, "", "bundle digest mismatch", ""},
+		{"after the tampered one, fetched again", other.ref, `"y"`, nil, 1, 1, `"echo:y"`, "", "stdinfn read 1 bytes"},
+		{"not deployed", missing.ref, `"z"`, nil, 1, 0, "", "could not send bundle", ""},
+		{"too large to hold", huge, `"z"`, nil, 0, 0, "", "holds at most", ""},
+		{"bad digest", protocol.BundleRef{Digest: "sha256:../../etc", Size: 10}, `"z"`, nil, 0, 0, "", "64 lowercase hex", ""},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o.tamper = tt.tamper
+			ref := tt.ref
+			res := o.run(protocol.Job{ID: strconv.Itoa(i), Function: "fn", Bundle: &ref, Args: json.RawMessage(tt.args), Env: env, TimeoutMS: 30000})
+			if len(o.requests) != tt.requests {
+				t.Errorf("%d bundle requests, want %d", len(o.requests), tt.requests)
+			}
+			for _, r := range o.requests {
+				if r.Digest != ref.Digest || r.Offset != 0 {
+					t.Errorf("request %+v, want %s from 0", r, ref.Digest)
+				}
+			}
+			if got := ran.ran(t); got != tt.ran {
+				t.Errorf("the function ran %d times, want %d", got, tt.ran)
+			}
+			if tt.err != "" {
+				if !strings.Contains(res.Error, tt.err) {
+					t.Fatalf("error %q, want %q in it", res.Error, tt.err)
+				}
+			} else if res.Error != "" || string(res.Result) != tt.result {
+				t.Fatalf("result %s, error %q; want %s", res.Result, res.Error, tt.result)
+			}
+			if !strings.Contains(res.Log, tt.log) || tt.log == "" && res.Log != "" {
+				t.Errorf("log %q, want %q", res.Log, tt.log)
+			}
+		})
+	}
+	if chunks < 2 {
+		t.Errorf("the bundle went in %d chunk: the test meant several", chunks)
+	}
+	// Only the last bundle stays unpacked; no fetch file is left.
+	ents, _ := os.ReadDir(work)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if want := []string{strings.TrimPrefix(other.ref.Digest, "sha256:")}; !slices.Equal(names, want) {
+		t.Errorf("work directory holds %v, want %v", names, want)
+	}
+	if out := o.stop(); out.Action != protocol.CmdPowerOff {
+		t.Errorf("outcome %+v", out)
+	}
+}
+
+// TestBundleChunkOutOfStep: a chunk at the wrong offset is an orchestrator
+// out of step: the worker ends the session rather than guess.
+func TestBundleChunkOutOfStep(t *testing.T) {
+	b := makeBundle(t, "fn", []byte("#!/bin/sh\necho hi\n"))
+	w := &Worker{Bundles: &Bundles{WorkDir: t.TempDir()}}
+	o := startWorker(t, w, b)
+	if err := o.pc.Send(protocol.TypeJob, protocol.Job{ID: "1", Function: "fn", Bundle: &b.ref}); err != nil {
+		t.Fatal(err)
+	}
+	var req protocol.BundleRequest
+	if err := o.pc.Expect(protocol.TypeBundleRequest, &req); err != nil {
+		t.Fatal(err)
+	}
+	o.pc.Send(protocol.TypeBundleChunk, protocol.BundleChunk{Digest: b.ref.Digest, Offset: 5, Data: b.data[5:]})
+	out := <-o.done
+	if out.Action != protocol.CmdPowerOff || !strings.Contains(out.Reason, "out of step") {
+		t.Fatalf("outcome %+v, want a power-off for a chunk out of step", out)
+	}
+}
+
+// TestWatchdogBundle: a watchdog image deployed at run time gets the
+// caller's HTTP request and its response goes back unchanged; a warm
+// worker keeps the watchdog for the same function's next call, and stops
+// it before any other function runs.
+func TestWatchdogBundle(t *testing.T) {
+	needRoot(t)
+	port := freePort(t)
+	wdb := makeBundle(t, "fwatchdog", goBuild(t, "./functions/testdata/fwatchdog"), "port="+strconv.Itoa(port))
+	fn := makeBundle(t, "fn", goBuild(t, "./testdata/stdinfn"))
+	w := &Worker{Bundles: &Bundles{WorkDir: t.TempDir()}}
+	o := startWorker(t, w, wdb, fn)
+	binary := []byte{0, 0xff, 0xfe, '\n', 0x80}
+	call := func(id string) protocol.Result {
+		t.Helper()
+		res := o.run(protocol.Job{ID: id, Function: "echo", Bundle: &wdb.ref, TimeoutMS: 30000,
+			HTTP: &protocol.HTTPRequest{Method: "POST", Path: "/p", Query: "a=1", Header: map[string][]string{"X-In": {"v"}}, Body: binary}})
+		if res.Error != "" || res.HTTP == nil {
+			t.Fatalf("call %s: error %q, log %q", id, res.Error, res.Log)
+		}
+		if res.HTTP.Status != 418 || res.HTTP.Header["X-Out"][0] != "V" || len(res.HTTP.Body) != 256+len(binary) ||
+			!bytes.Equal(res.HTTP.Body[256:], []byte{0x80, '\n', 0xfe, 0xff, 0}) {
+			t.Fatalf("call %s: response %d %v %x", id, res.HTTP.Status, res.HTTP.Header, res.HTTP.Body)
+		}
+		if !strings.Contains(res.Log, "call POST /p query=a=1 x-in=v len=5") {
+			t.Errorf("call %s: log %q", id, res.Log)
+		}
+		return res
+	}
+	listening := func() bool {
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}
+	first := call("1")
+	second := call("2")
+	if a, b := first.HTTP.Header["X-Instance"], second.HTTP.Header["X-Instance"]; !slices.Equal(a, b) {
+		t.Errorf("the second call met a new watchdog (%v, then %v): the warm worker should keep it", a, b)
+	}
+	if strings.Contains(second.Log, "listening") {
+		t.Errorf("the second call's log %q holds the first's start-up", second.Log)
+	}
+	if !listening() {
+		t.Fatal("the watchdog is not kept between calls")
+	}
+	res := o.run(protocol.Job{ID: "3", Function: "fn", Bundle: &fn.ref, Args: json.RawMessage(`"x"`)})
+	if res.Error != "" || string(res.Result) != `"echo:x"` {
+		t.Fatalf("other function: %s %q", res.Result, res.Error)
+	}
+	if listening() {
+		t.Fatal("the watchdog still runs after another function ran")
+	}
+	third := call("4")
+	if a, b := second.HTTP.Header["X-Instance"], third.HTTP.Header["X-Instance"]; slices.Equal(a, b) {
+		t.Errorf("after another function, the watchdog should be new: %v both times", a)
+	}
+	o.stop()
+	if listening() {
+		t.Fatal("the watchdog outlived the session")
+	}
+}
+
+// TestDeliveredAndCachedBundles: bundles delivered with the initramfs and
+// a board's cache are hashed before the hello lists them and before they
+// run; one that does not match its name is refused (a cache file is
+// removed, then fetched again and cached right).
+func TestDeliveredAndCachedBundles(t *testing.T) {
+	a := makeBundle(t, "a", []byte("#!/bin/sh\necho a\n"))
+	b := makeBundle(t, "b", []byte("#!/bin/sh\necho b\n"))
+	c := makeBundle(t, "c", []byte("#!/bin/sh\necho c\n"))
+	name := func(tb testBundle) string { return "sha256-" + strings.TrimPrefix(tb.ref.Digest, "sha256:") }
+	run := t.TempDir()
+	os.WriteFile(filepath.Join(run, name(a)), a.data, 0o400)
+	os.WriteFile(filepath.Join(run, name(b)), c.data, 0o400) // b's name, c's bytes
+	os.WriteFile(filepath.Join(run, "notes"), []byte("x"), 0o400)
+	delivered, err := TakeBundles(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(delivered) != 2 {
+		t.Fatalf("took %d bundles, want 2", len(delivered))
+	}
+	if _, err := os.Stat(filepath.Join(run, name(a))); !os.IsNotExist(err) {
+		t.Errorf("a taken bundle is still in %s: %v", run, err)
+	}
+	cache := t.TempDir()
+	os.WriteFile(filepath.Join(cache, name(c)), c.data, 0o600)
+	os.WriteFile(filepath.Join(cache, name(b)), a.data, 0o600) // corrupt
+	bs := &Bundles{Delivered: delivered, CacheDir: cache, WorkDir: t.TempDir()}
+	held := bs.Held()
+	if want := []string{a.ref.Digest, c.ref.Digest}; !slices.Equal(held, slices.Sorted(slices.Values(want))) {
+		t.Errorf("held %v, want %v", held, want)
+	}
+	if _, err := os.Stat(filepath.Join(cache, name(b))); !os.IsNotExist(err) {
+		t.Errorf("the corrupt cache file was kept: %v", err)
+	}
+	noFetch := func(ref protocol.BundleRef, w io.Writer) error {
+		return fmt.Errorf("fetched %s", ref.Digest)
+	}
+	for _, tb := range []testBundle{a, c} {
+		dir, _, err := bs.Prepare(tb.ref, noFetch)
+		if err != nil {
+			t.Fatalf("%s: %v", tb.ref.Digest, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "config.json")); err != nil {
+			t.Errorf("%s not unpacked: %v", tb.ref.Digest, err)
+		}
+	}
+	// The cache file changes under the worker: the next use hashes it,
+	// refuses it and fetches.
+	os.WriteFile(filepath.Join(cache, name(c)), a.data, 0o600)
+	// Another bundle unpacked: c must come from the cache again.
+	if _, _, err := bs.Prepare(a.ref, func(ref protocol.BundleRef, w io.Writer) error { _, err := w.Write(a.data); return err }); err != nil {
+		t.Fatal(err)
+	}
+	fetched := 0
+	_, _, err = bs.Prepare(c.ref, func(ref protocol.BundleRef, w io.Writer) error {
+		fetched++
+		_, err := w.Write(c.data)
+		return err
+	})
+	if err != nil || fetched != 1 {
+		t.Fatalf("prepare after the cache went bad: %v, fetched %d times", err, fetched)
+	}
+	if got, _ := os.ReadFile(filepath.Join(cache, name(c))); !bytes.Equal(got, c.data) {
+		t.Error("the fetched bundle did not replace the bad cache file")
+	}
+	if _, _, err := bs.Prepare(b.ref, noFetch); err == nil || !strings.Contains(err.Error(), "fetched") {
+		t.Errorf("b, delivered with the wrong bytes: %v, want a fetch", err)
+	}
+	if _, _, err := bs.Prepare(protocol.BundleRef{Digest: b.ref.Digest, Size: b.ref.Size}, func(ref protocol.BundleRef, w io.Writer) error {
+		_, err := w.Write(a.data[:b.ref.Size])
+		return err
+	}); !errors.Is(err, bundle.ErrDigestMismatch) {
+		t.Errorf("b fetched with other bytes: %v, want ErrDigestMismatch", err)
+	}
+}
+
+// freePort is a loopback port nothing listens on.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
