@@ -28,19 +28,21 @@ import (
 //
 //	 1 init marker       print MFINIT-START with the kernel uptime (the host times the boot to here)
 //	 2 key file          take /run/mf/key (read once, deleted) before /run's tmpfs hides it
-//	 3 mounts            proc, sys, dev, tmp, run, configfs (a failure is logged; the boot goes on)
-//	 4 boot parameters   read /proc/cmdline once into bootparams.Params and the worker's Config
-//	 5 debug shell       mf.debug=1: a shell on the console; the power-off waits until it ends
-//	 6 flasher           mf.flash=1: write the eMMC (runtime/flash) instead of serving; ends the boot
-//	 7 probe             mf.probe=1: print MFINIT-PROBE-OK; ends the boot
-//	 8 check parameters  a bad or incomplete command line ends the boot here
-//	 9 card key          no key file: read the key area of the board's card; no key ends the boot
-//	                     (a snapshot boot's key comes with its identity, step 12)
-//	10 snapshot sandbox  mf.snapshot=1: set the function sandbox up now, so the snapshot holds it
-//	11 network           wait for carrier on mf.iface (10 s at most; a failure is logged)
-//	12 identity          mf.snapshot=1: print MFINIT-SNAPSHOT-READY, read the identity from the
+//	 3 bundle files      open the bundles the initramfs carries (/run/bundles/sha256-<hex>,
+//	                     deleted once open) before /run's tmpfs hides them; checked before use
+//	 4 mounts            proc, sys, dev, tmp, run, configfs (a failure is logged; the boot goes on)
+//	 5 boot parameters   read /proc/cmdline once into bootparams.Params and the worker's Config
+//	 6 debug shell       mf.debug=1: a shell on the console; the power-off waits until it ends
+//	 7 flasher           mf.flash=1: write the eMMC (runtime/flash) instead of serving; ends the boot
+//	 8 probe             mf.probe=1: print MFINIT-PROBE-OK; ends the boot
+//	 9 check parameters  a bad or incomplete command line ends the boot here
+//	10 card key          no key file: read the key area of the board's card; no key ends the boot
+//	                     (a snapshot boot's key comes with its identity, step 13)
+//	11 snapshot sandbox  mf.snapshot=1: set the function sandbox up now, so the snapshot holds it
+//	12 network           wait for carrier on mf.iface (10 s at most; a failure is logged)
+//	13 identity          mf.snapshot=1: print MFINIT-SNAPSHOT-READY, read the identity from the
 //	                     console (the VM is restored here), reseed the RNG, set the clock
-//	13 serve             connect to the orchestrator and run jobs until told to stop
+//	14 serve             connect to the orchestrator and run jobs until told to stop
 func Boot(ctx context.Context) error {
 	return realMachine().boot(ctx)
 }
@@ -50,6 +52,7 @@ func Boot(ctx context.Context) error {
 var bootSteps = []step{
 	{"init marker", (*booting).initMarker},
 	{"key file", (*booting).keyFile},
+	{"bundle files", (*booting).bundleFiles},
 	{"mounts", (*booting).mounts},
 	{"boot parameters", (*booting).bootParams},
 	{"debug shell", (*booting).debugShell},
@@ -115,6 +118,7 @@ type machine struct {
 	log          *slog.Logger
 	uptime       func() float64
 	takeKey      func() ([]byte, error)
+	takeBundles  func() (map[string]*os.File, error) // nil: none
 	mount        func() error
 	cmdline      func() (string, error)
 	debugShell   func(*slog.Logger) waiter
@@ -144,6 +148,7 @@ func realMachine() machine {
 		log:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		uptime:       Uptime,
 		takeKey:      func() ([]byte, error) { return TakeKey(protocol.KeyPath) },
+		takeBundles:  func() (map[string]*os.File, error) { return TakeBundles(DeliveredBundlesDir) },
 		mount:        MountAll,
 		cmdline:      func() (string, error) { b, err := os.ReadFile("/proc/cmdline"); return string(b), err },
 		debugShell:   func(log *slog.Logger) waiter { return debugshell.Start(log) },
@@ -171,6 +176,7 @@ type booting struct {
 	cfgErr   error // the command line's first error: the parse's, then ConfigFrom's
 	shell    waiter
 	times    protocol.BootTimes
+	bundles  map[string]*os.File // delivered with the initramfs, by digest
 }
 
 // boot runs bootSteps on m and powers off.
@@ -210,6 +216,21 @@ func (b *booting) initMarker(context.Context) error {
 // key step: a snapshot boot gets its key later and ignores it.
 func (b *booting) keyFile(context.Context) error {
 	b.key, b.keyErr = b.m.takeKey()
+	return nil
+}
+
+// bundleFiles takes the bundles of run-time deployed functions the
+// initramfs carries (a QEMU worker's, for the function it is powered on
+// for). None taken is no failure: the worker fetches what it lacks.
+func (b *booting) bundleFiles(context.Context) error {
+	if b.m.takeBundles == nil {
+		return nil
+	}
+	files, err := b.m.takeBundles()
+	if err != nil {
+		b.m.log.Error("bundles delivered with the initramfs", "err", err)
+	}
+	b.bundles = files
 	return nil
 }
 
@@ -349,11 +370,12 @@ func (b *booting) identity(context.Context) error {
 
 func (b *booting) serve(ctx context.Context) error {
 	w := &Worker{Config: b.cfg, Key: b.key, Log: b.m.log, Env: functions.Env{FunctionsDir: b.m.functionsDir},
-		SetClock: b.m.setClock, Boot: b.times}
+		SetClock: b.m.setClock, Boot: b.times, Bundles: &Bundles{Delivered: b.bundles, Log: b.m.log}}
 	// A full boot sets the function sandbox up only if the worker has user
-	// functions (built-ins run in this process), and only once its hello
-	// is out: on one vCPU it would otherwise compete with the connection.
-	if !b.cfg.Snapshot && len(functions.UserNames(w.Env.FunctionsDir)) > 0 {
+	// functions or a bundle (built-ins run in this process), and only once
+	// its hello is out: on one vCPU it would otherwise compete with the
+	// connection.
+	if !b.cfg.Snapshot && (len(functions.UserNames(w.Env.FunctionsDir)) > 0 || len(b.bundles) > 0) {
 		w.Connected = func() {
 			if err := b.m.sandbox(); err != nil {
 				b.m.log.Error("function sandbox", "err", err)

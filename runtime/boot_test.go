@@ -23,7 +23,7 @@ import (
 )
 
 var wantSteps = []string{
-	"init marker", "key file", "mounts", "boot parameters", "debug shell", "flasher", "probe",
+	"init marker", "key file", "bundle files", "mounts", "boot parameters", "debug shell", "flasher", "probe",
 	"check parameters", "card key", "snapshot sandbox", "network", "identity", "serve",
 }
 
@@ -303,4 +303,35 @@ func flasherCmdline(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// TestBootTakesBundles: the bundles the initramfs carries are taken before
+// the mounts (a tmpfs on /run would hide them) and handed to the worker,
+// which then sets the sandbox up once connected.
+func TestBootTakesBundles(t *testing.T) {
+	f := &fakeMachine{cmdline: "mf.id=w1 mf.orch=h:1", keyFile: bytes.Repeat([]byte{7}, protocol.KeySize)}
+	m := f.machine(t, t.TempDir())
+	file, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	digest := "sha256:" + strings.Repeat("ab", 32)
+	m.takeBundles = func() (map[string]*os.File, error) {
+		f.call("takebundles")
+		return map[string]*os.File{digest: file}, nil
+	}
+	if err := m.boot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"takekey", "takebundles", "mount"}; !slices.Equal(f.calls[:3], want) {
+		t.Errorf("calls %q, want %q first", f.calls, want)
+	}
+	w := f.served
+	if w == nil || w.Bundles == nil || w.Bundles.Delivered[digest] != file {
+		t.Fatalf("the worker did not get the delivered bundle: %+v", w)
+	}
+	if w.Connected == nil {
+		t.Error("a worker with a bundle should set its sandbox up once connected")
+	}
 }
