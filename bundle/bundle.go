@@ -118,7 +118,13 @@ func (t *Tree) Resolve(p string) (string, bool) {
 		name := strings.Join(append(cur, c), "/")
 		e, ok := t.Files[name]
 		if !ok {
-			return "", false
+			if len(todo) == 0 {
+				return "", false
+			}
+			// A directory the tree does not list but holds entries below
+			// (layers need not have one entry per directory).
+			cur = append(cur, c)
+			continue
 		}
 		switch e.Type {
 		case tar.TypeSymlink:

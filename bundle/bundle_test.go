@@ -270,3 +270,52 @@ func TestUnpackHostileArchives(t *testing.T) {
 		})
 	}
 }
+
+func TestTreeResolve(t *testing.T) {
+	tr := &Tree{Files: map[string]Entry{
+		"usr/lib64/ld.so": {Type: tar.TypeReg},
+		"lib64":           {Type: tar.TypeSymlink, Target: "usr/lib64"},
+		"abs":             {Type: tar.TypeSymlink, Target: "/lib64/ld.so"},
+		"up":              {Type: tar.TypeSymlink, Target: "../../../usr/lib64/ld.so"},
+		"d":               {Type: tar.TypeDir},
+		"f":               {Type: tar.TypeReg},
+		"loop1":           {Type: tar.TypeSymlink, Target: "loop2"},
+		"loop2":           {Type: tar.TypeSymlink, Target: "/loop1"},
+	}}
+	tests := []struct {
+		p, want string
+		ok      bool
+	}{
+		{"/usr/lib64/ld.so", "usr/lib64/ld.so", true},
+		{"/lib64/ld.so", "usr/lib64/ld.so", true}, // through a linked directory
+		{"abs", "usr/lib64/ld.so", true},
+		{"/up", "usr/lib64/ld.so", true}, // ".." stops at the root
+		{"/d/../f", "f", true},
+		{"/d", "", false},   // a directory
+		{"/f/x", "", false}, // a file used as a directory
+		{"/missing", "", false},
+		{"/loop1", "", false},
+	}
+	for _, tt := range tests {
+		got, ok := tr.Resolve(tt.p)
+		if ok != tt.ok || (ok && got != tt.want) {
+			t.Errorf("Resolve(%q) = %q, %v; want %q, %v", tt.p, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestWatchdog(t *testing.T) {
+	for _, tt := range []struct {
+		cfg  Config
+		want bool
+	}{
+		{Config{Entrypoint: []string{"fwatchdog"}}, true},
+		{Config{Cmd: []string{"/home/app/fwatchdog"}}, true},
+		{Config{Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"fwatchdog"}}, false},
+		{Config{}, false},
+	} {
+		if got := tt.cfg.Watchdog(); got != tt.want {
+			t.Errorf("%+v.Watchdog() = %v", tt.cfg, got)
+		}
+	}
+}
