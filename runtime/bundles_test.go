@@ -143,14 +143,14 @@ func (o *orchestrator) run(job protocol.Job) protocol.Result {
 				o.pc.Send(protocol.TypeBundleChunk, protocol.BundleChunk{Digest: req.Digest, Offset: req.Offset, Error: "not deployed"})
 				continue
 			}
-			for off := int(req.Offset); off < len(data); off += o.chunk {
-				c := protocol.BundleChunk{Digest: req.Digest, Offset: int64(off), Data: bytes.Clone(data[off:min(off+o.chunk, len(data))])}
-				if o.tamper != nil {
-					o.tamper(&c)
-				}
-				if err := o.pc.Send(protocol.TypeBundleChunk, c); err != nil {
-					o.t.Fatal(err)
-				}
+			// One chunk per request, as the orchestrator serves them.
+			off := int(req.Offset)
+			c := protocol.BundleChunk{Digest: req.Digest, Offset: int64(off), Data: bytes.Clone(data[off:min(off+o.chunk, len(data))])}
+			if o.tamper != nil {
+				o.tamper(&c)
+			}
+			if err := o.pc.Send(protocol.TypeBundleChunk, c); err != nil {
+				o.t.Fatal(err)
 			}
 		default:
 			o.t.Fatalf("job %s: unexpected %q", job.ID, typ)
@@ -226,7 +226,7 @@ func TestBundleJobs(t *testing.T) {
 	}
 	ran := newRanListener(t)
 	env := map[string]string{"RAN_ADDR": ran.addr()}
-	chunks := (len(good.data) + o.chunk - 1) / o.chunk
+	chunks := func(b testBundle) int { return (len(b.data) + o.chunk - 1) / o.chunk }
 	flip := func(c *protocol.BundleChunk) {
 		if c.Offset == int64(o.chunk) {
 			c.Data[10] ^= 1
@@ -245,11 +245,11 @@ func TestBundleJobs(t *testing.T) {
 		err      string
 		log      string
 	}{
-		{"first call fetches", good.ref, `"hello"`, nil, 1, 1, `"echo:hello"`, "", "stdinfn read 5 bytes"},
+		{"first call fetches", good.ref, `"hello"`, nil, chunks(good), 1, `"echo:hello"`, "", "stdinfn read 5 bytes"},
 		{"second call has it", good.ref, `"again"`, nil, 0, 1, `"echo:again"`, "", "stdinfn read 5 bytes"},
 		{"failure carries the log", good.ref, `"fail"`, nil, 0, 1, "", "asked to fail", "asked to fail"},
-		{"tampered chunk", other.ref, `"x"`, flip, 1, 0, "", "bundle digest mismatch", ""},
-		{"after the tampered one, fetched again", other.ref, `"y"`, nil, 1, 1, `"echo:y"`, "", "stdinfn read 1 bytes"},
+		{"tampered chunk", other.ref, `"x"`, flip, chunks(other), 0, "", "bundle digest mismatch", ""},
+		{"after the tampered one, fetched again", other.ref, `"y"`, nil, chunks(other), 1, `"echo:y"`, "", "stdinfn read 1 bytes"},
 		{"not deployed", missing.ref, `"z"`, nil, 1, 0, "", "could not send bundle", ""},
 		{"too large to hold", huge, `"z"`, nil, 0, 0, "", "holds at most", ""},
 		{"bad digest", protocol.BundleRef{Digest: "sha256:../../etc", Size: 10}, `"z"`, nil, 0, 0, "", "64 lowercase hex", ""},
@@ -262,9 +262,9 @@ func TestBundleJobs(t *testing.T) {
 			if len(o.requests) != tt.requests {
 				t.Errorf("%d bundle requests, want %d", len(o.requests), tt.requests)
 			}
-			for _, r := range o.requests {
-				if r.Digest != ref.Digest || r.Offset != 0 {
-					t.Errorf("request %+v, want %s from 0", r, ref.Digest)
+			for i, r := range o.requests {
+				if want := int64(i * o.chunk); r.Digest != ref.Digest || r.Offset != want {
+					t.Errorf("request %+v, want %s from %d", r, ref.Digest, want)
 				}
 			}
 			if got := ran.ran(t); got != tt.ran {
@@ -282,8 +282,8 @@ func TestBundleJobs(t *testing.T) {
 			}
 		})
 	}
-	if chunks < 2 {
-		t.Errorf("the bundle went in %d chunk: the test meant several", chunks)
+	if chunks(good) < 2 {
+		t.Errorf("the bundle went in %d chunk: the test meant several", chunks(good))
 	}
 	// Only the last bundle stays unpacked; no fetch file is left.
 	ents, _ := os.ReadDir(work)

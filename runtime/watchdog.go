@@ -140,17 +140,17 @@ func (w *Worker) bundles() *Bundles {
 }
 
 // fetcher fetches a bundle over the session, between a Job and its
-// Result: one bundle_request from offset 0, then bundle_chunk frames, in
-// order, until the bundle's size. A chunk carrying an error fails the job;
-// a broken or out-of-step session is errSession.
+// Result: a bundle_request for the next part at the offset it has, one
+// bundle_chunk in answer (at most protocol.BundleChunkSize bytes), until
+// the bundle's size. A chunk carrying an error fails the job; a broken or
+// out-of-step session is errSession.
 func (w *Worker) fetcher(conn net.Conn, pc *protocol.Conn) Fetch {
 	return func(ref protocol.BundleRef, out io.Writer) error {
-		conn.SetWriteDeadline(time.Now().Add(w.Config.Failsafe))
-		if err := pc.Send(protocol.TypeBundleRequest, protocol.BundleRequest{Digest: ref.Digest}); err != nil {
-			return fmt.Errorf("%w: asking for bundle %s: %v", errSession, ref.Digest, err)
-		}
-		var werr error // a write that failed: the rest is read and dropped, to stay in step
 		for off := int64(0); off < ref.Size; {
+			conn.SetWriteDeadline(time.Now().Add(w.Config.Failsafe))
+			if err := pc.Send(protocol.TypeBundleRequest, protocol.BundleRequest{Digest: ref.Digest, Offset: off}); err != nil {
+				return fmt.Errorf("%w: asking for bundle %s: %v", errSession, ref.Digest, err)
+			}
 			conn.SetReadDeadline(time.Now().Add(w.Config.Failsafe))
 			typ, body, err := pc.Receive()
 			if err != nil {
@@ -168,16 +168,13 @@ func (w *Worker) fetcher(conn net.Conn, pc *protocol.Conn) Fetch {
 			}
 			if c.Digest != ref.Digest || c.Offset != off || len(c.Data) == 0 || len(c.Data) > protocol.BundleChunkSize ||
 				int64(len(c.Data)) > ref.Size-off {
-				return fmt.Errorf("%w: bundle chunk out of step (digest %s, offset %d, %d bytes; expected %s at %d of %d)",
+				return fmt.Errorf("%w: bundle chunk out of step (digest %s, offset %d, %d bytes; asked for %s at %d of %d)",
 					errSession, c.Digest, c.Offset, len(c.Data), ref.Digest, off, ref.Size)
 			}
-			if werr == nil {
-				_, werr = out.Write(c.Data)
+			if _, err := out.Write(c.Data); err != nil {
+				return fmt.Errorf("storing bundle %s: %w", ref.Digest, err)
 			}
 			off += int64(len(c.Data))
-		}
-		if werr != nil {
-			return fmt.Errorf("storing bundle %s: %w", ref.Digest, werr)
 		}
 		return nil
 	}
