@@ -135,9 +135,9 @@ func TestImageFunctions(t *testing.T) {
 		{"registry", push("wc:latest", good), ""},
 		{"oci layout", layoutDir, ""},
 		{"docker save tarball", tarPath, ""},
-		{"wrong architecture", push("arm:latest", makeImage(t, "arm64", map[string][]byte{"app/wordcount": wc}, nil, "/app/wordcount")), "is linux/arm64, the worker is linux/amd64"},
+		{"wrong architecture", push("arm:latest", makeImage(t, "arm64", map[string][]byte{"app/wordcount": wc}, nil, "/app/wordcount")), "has no image for linux/amd64 (it has: linux/arm64)"},
 		{"dynamic without loader", push("dyn:latest", makeImage(t, "amd64", map[string][]byte{"bin/ls": dynamic}, nil, "/bin/ls")), "dynamically linked"},
-		{"no entrypoint file", push("missing:latest", makeImage(t, "amd64", map[string][]byte{"app/x": wc}, nil, "/app/nope")), "entrypoint /app/nope is not in image"},
+		{"no entrypoint file", push("missing:latest", makeImage(t, "amd64", map[string][]byte{"app/x": wc}, nil, "/app/nope")), "entrypoint /app/nope is not a file in the image"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,10 +5,14 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"debug/elf"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -21,6 +25,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/u-root/u-root/pkg/cpio"
 
+	"github.com/microfaas/microfaas/bundle"
+	"github.com/microfaas/microfaas/bundle/oci"
 	"github.com/microfaas/microfaas/initramfs"
 	"github.com/microfaas/microfaas/target"
 )
@@ -38,8 +44,25 @@ type ent struct {
 func reg(name, data string) ent { return ent{name: name, typ: tar.TypeReg, mode: 0o755, data: data} }
 func sym(name, link string) ent { return ent{name: name, typ: tar.TypeSymlink, link: link} }
 
-// script is an entrypoint that passes the ELF check without being one.
-var script = reg("app/run", "#!/bin/sh\necho hi\n")
+// script is the test images' entrypoint: the header of a static x86-64
+// executable, which oci.Check accepts (a #! script would need its
+// interpreter in the image).
+var script = reg("app/run", miniELF(elf.EM_X86_64))
+
+// miniELF is the 64-byte header of a static executable for machine.
+func miniELF(machine elf.Machine) string {
+	var h [64]byte
+	copy(h[:], "\x7fELF")
+	h[4], h[5], h[6] = byte(elf.ELFCLASS64), byte(elf.ELFDATA2LSB), byte(elf.EV_CURRENT)
+	le := binary.LittleEndian
+	le.PutUint16(h[16:], uint16(elf.ET_EXEC))
+	le.PutUint16(h[18:], uint16(machine))
+	le.PutUint32(h[20:], uint32(elf.EV_CURRENT))
+	le.PutUint16(h[52:], 64) // header size
+	le.PutUint16(h[54:], 56) // program header size
+	le.PutUint16(h[58:], 64) // section header size
+	return string(h[:])
+}
 
 // gzLayer writes ents as a gzip-compressed tar layer, as a registry or an
 // OCI layout holds it.
@@ -333,4 +356,60 @@ func TestImageBombs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBakedInMatchesBundle: a baked-in image function and the bundle a
+// run-time deploy makes of the same image hold the same tree (one
+// flattening, bundle/oci): the same names, modes, contents, link targets
+// and config.json.
+func TestBakedInMatchesBundle(t *testing.T) {
+	ctx := context.Background()
+	layers := [][]ent{
+		{script, {name: "etc", typ: tar.TypeDir, mode: 0o750}, reg("etc/conf", "a=1"), sym("bin/sh", "/app/run"),
+			{name: "app/su", typ: tar.TypeReg, mode: 0o4755, data: "su"}, {name: "dev/null", typ: tar.TypeChar, mode: 0o666}},
+		{sym("var", "/"), reg("etc/.wh.conf", ""), reg("home/app/data", "d")},
+	}
+	spec, _ := ociLayout(t, layers...)
+	opts, _, err := functionOptions(ctx, target.X86, "fn", spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, bodies := unpacked(t, opts)
+	baked := map[string]string{}
+	const prefix = "functions/fn/"
+	for n, r := range recs {
+		if rel, ok := strings.CutPrefix(n, prefix); ok {
+			baked[rel] = fmt.Sprintf("%o %q", r.Mode, bodies[n])
+		}
+	}
+
+	idx, err := layout.ImageIndexFromPath(strings.TrimPrefix(spec, "oci:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := idx.IndexManifest()
+	img, err := idx.Image(m.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if _, err := oci.Build(img, target.X86.ELF, bundle.DefaultLimits, &b); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := cpio.ReadAllRecords(cpio.Newc.Reader(bytes.NewReader(b.Bytes())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundled := map[string]string{}
+	for _, r := range rs {
+		data, _ := io.ReadAll(io.NewSectionReader(r, 0, int64(r.FileSize)))
+		bundled[r.Name] = fmt.Sprintf("%o %q", r.Mode, data)
+	}
+	if !reflect.DeepEqual(baked, bundled) {
+		t.Errorf("baked in (under %s):\n%v\nbundle:\n%v", prefix, baked, bundled)
+	}
+	if len(bundled) < 10 {
+		t.Errorf("only %d entries compared", len(bundled))
+	}
+	t.Logf("%d entries the same, e.g. rootfs/var: %s, rootfs/app/su: %s", len(bundled), bundled["rootfs/var"], bundled["rootfs/app/su"])
 }
