@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -147,11 +148,15 @@ func (b *Bundles) Held() []string {
 	var held []string
 	for digest, f := range b.Delivered {
 		delete(b.Delivered, digest)
+		start := time.Now()
 		_, err := b.unpackFile(digest, f, "initramfs")
 		f.Close() // unlinked: its memory is freed
 		if err != nil {
 			b.log().Error("bundle delivered with the initramfs refused", "digest", digest, "err", err)
+			continue
 		}
+		b.log().Info("bundle checked and unpacked", "digest", digest, "from", "initramfs",
+			"ms", float64(time.Since(start).Microseconds())/1000)
 	}
 	for digest := range b.ready {
 		held = append(held, digest)
@@ -214,11 +219,17 @@ func (b *Bundles) Prepare(ref protocol.BundleRef, fetch Fetch) (string, bundle.C
 	if cfg, ok := b.ready[ref.Digest]; ok {
 		return dir, cfg, nil
 	}
+	start := time.Now()
+	done := func(from string) {
+		b.log().Info("bundle checked and unpacked", "digest", ref.Digest, "from", from,
+			"ms", float64(time.Since(start).Microseconds())/1000)
+	}
 	if f, ok := b.Delivered[ref.Digest]; ok {
 		delete(b.Delivered, ref.Digest)
 		cfg, err := b.unpackFile(ref.Digest, f, "initramfs")
 		f.Close()
 		if err == nil {
+			done("initramfs")
 			return dir, cfg, nil
 		}
 		b.log().Warn("bundle delivered with the initramfs refused; fetching it", "digest", ref.Digest, "err", err)
@@ -228,6 +239,7 @@ func (b *Bundles) Prepare(ref protocol.BundleRef, fetch Fetch) (string, bundle.C
 			cfg, err := b.unpackFile(ref.Digest, f, "cache")
 			f.Close()
 			if err == nil {
+				done("cache")
 				return dir, cfg, nil
 			}
 			b.log().Warn("cached bundle refused; fetching it", "digest", ref.Digest, "err", err)
@@ -250,6 +262,7 @@ func (b *Bundles) Prepare(ref protocol.BundleRef, fetch Fetch) (string, bundle.C
 	if err != nil {
 		return "", bundle.Config{}, err
 	}
+	done("orchestrator")
 	return dir, cfg, nil
 }
 
