@@ -23,7 +23,9 @@ import (
 // an entry whose parent is not a directory this archive made (below a
 // symlink or a file), a second entry of one name, a device node, FIFO or
 // socket, or a symlink that could leave rootfs/ is refused with
-// ErrUnsafeImage; more than lim allows with ErrImageTooLarge. Nothing is
+// ErrUnsafeImage; more than lim allows with ErrImageTooLarge (Stream: the
+// archive's bytes; Bytes: file contents; Files: entries of rootfs/;
+// FileBytes: one file), so a bundle Build wrote with lim unpacks with lim. Nothing is
 // created through a symlink: every entry is made relative to its parent's
 // descriptor, opened without following links (O_NOFOLLOW, O_EXCL,
 // mkdirat, symlinkat). Setuid and setgid bits are cleared; owners are the
@@ -86,13 +88,16 @@ func (u *unpacker) run() (Config, error) {
 		if h.name == "TRAILER!!!" {
 			break
 		}
-		if count >= u.lim.Files {
+		if count >= u.lim.Files+2 { // config.json and rootfs, then the tree
 			return Config{}, fmt.Errorf("%w: more than %d entries", ErrImageTooLarge, u.lim.Files)
 		}
 		if err := u.checkName(h); err != nil {
 			return Config{}, err
 		}
-		if total += h.fileSize + int64(len(h.name)); total > u.lim.Bytes {
+		if h.mode&modeType == modeReg {
+			total += h.fileSize
+		}
+		if total > u.lim.Bytes {
 			return Config{}, fmt.Errorf("%w: more than %d bytes of files (at %s)", ErrImageTooLarge, u.lim.Bytes, h.name)
 		}
 		if h.name == ConfigName {

@@ -188,6 +188,8 @@ func TestBuildBombs(t *testing.T) {
 			[][]ent{many(3, func(i int) ent { return zeros("app/b"+string(rune('0'+i)), 100<<20) })}, "more than 268435456 bytes of files"},
 		{"too many entries", small,
 			[][]ent{many(200, func(i int) ent { return reg("app/f"+strings.Repeat("x", i), "") })}, "more than 100 entries"},
+		{"one deep file implies too many directories", small,
+			[][]ent{{run, reg(strings.Repeat("d/", 150)+"f", "")}}, "more than 100 entries with the directories they need"},
 		{"hard links multiply one file", small,
 			[][]ent{many(10, func(i int) ent {
 				if i == 0 {

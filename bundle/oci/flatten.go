@@ -31,6 +31,7 @@ import (
 //     against Limits.Bytes), resolved after all layers are read;
 //   - device nodes and FIFOs are dropped (the sandbox mounts its own /dev),
 //     setuid and setgid bits cleared;
+//   - directories the layers imply but do not list are added (mode 0755);
 //   - whiteouts are applied by mutate.Extract, which refuses ".." names; a
 //     whiteout never writes, and the first spelling of a path wins as in
 //     Extract (upper layers come first).
@@ -115,6 +116,19 @@ func Flatten(img v1.Image, lim bundle.Limits) (*bundle.Tree, error) {
 	}
 	if err := confine(t); err != nil {
 		return nil, err
+	}
+	// Directories the layers imply but do not list become entries (0755),
+	// counted like the others, so the tree is what the bundle holds.
+	for _, p := range t.Sorted() {
+		for d := path.Dir(p); d != "."; d = path.Dir(d) {
+			if _, ok := t.Files[d]; ok {
+				break
+			}
+			t.Files[d] = bundle.Entry{Type: tar.TypeDir, Mode: 0o755}
+			if len(t.Files) > lim.Files {
+				return nil, fmt.Errorf("%w: more than %d entries with the directories they need: make the image smaller", bundle.ErrImageTooLarge, lim.Files)
+			}
+		}
 	}
 	return t, nil
 }
