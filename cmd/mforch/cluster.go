@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"log/slog"
 	"os"
@@ -80,13 +79,4 @@ func (c *clusterFlags) config() (rig.Config, error) {
 		}
 	}
 	return cfg, nil
-}
-
-// start starts the rig the flags describe.
-func (c *clusterFlags) start(ctx context.Context) (*rig.Rig, error) {
-	cfg, err := c.config()
-	if err != nil {
-		return nil, err
-	}
-	return rig.Start(ctx, cfg)
 }

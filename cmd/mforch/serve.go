@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/lab/rig"
+	"github.com/microfaas/microfaas/orchestrator/deploy"
 )
 
 func runServe(ctx context.Context, args []string) error {
@@ -31,18 +32,28 @@ func runServe(ctx context.Context, args []string) error {
 		"requires these credentials (mforch's own API and /system/*), except /healthz, /function/* and\n"+
 		"/async-function/*, which an OpenFaaS gateway calls without them\n"+
 		"(default: $STATE_DIRECTORY/auth, else $XDG_STATE_HOME/microfaas/auth, else ~/.local/state/microfaas/auth)")
-	functions := fs.String("openfaas-functions", "", "comma-separated user functions in the worker image (mfbuild --function NAME=...),\n"+
-		"deployable as image microfaas/fn:NAME; built-ins deploy as microfaas/NAME")
 	callbackAllow := fs.String("openfaas-callback-allow", "", "comma-separated hosts, addresses or CIDR prefixes async calls' X-Callback-Url may name\n"+
 		"(others get 400). Empty: any host")
 	fs.StringVar(&s.StateFile, "openfaas-state", "", "file that keeps deployed functions and secrets across restarts (empty: in memory)")
+	// Run-time deploys (docs/openfaas.md, "Functions and images").
+	var d rig.DeployConfig
+	fs.StringVar(&d.RegistryConfig, "registry-config", deploy.DefaultRegistryConfig(), "docker config.json with the credentials (auths, credHelpers) for pulling deployed images\n"+
+		"(default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json, if present; else anonymous pulls)")
+	fs.Var((*listFlag)(&d.Insecure), "insecure-registry", "registry HOST[:PORT] pulled from over plain HTTP (a local registry); repeatable")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	s.AllowHosts, s.AllowOrigins = rig.SplitList(*allowHosts), rig.SplitList(*allowOrigins)
-	s.Functions, s.CallbackAllow = rig.SplitList(*functions), rig.SplitList(*callbackAllow)
+	s.CallbackAllow = rig.SplitList(*callbackAllow)
 	s.Version = buildVersion()
-	r, err := c.start(ctx)
+	cfg, err := c.config()
+	if err != nil {
+		return err
+	}
+	if cfg.Deploys, err = rig.OpenDeploys(d, cfg.Log); err != nil {
+		return err
+	}
+	r, err := rig.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}

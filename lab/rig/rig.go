@@ -21,6 +21,7 @@ import (
 	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/clock"
+	"github.com/microfaas/microfaas/orchestrator/deploy"
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/state"
@@ -58,6 +59,10 @@ type Config struct {
 	GPIO power.GPIOConfig
 	// Energy says how energy is accounted (nil: it is not).
 	Energy *Energy
+	// Deploys, if set, holds the functions deployed at run time (mforch
+	// serve: deploy.Store in the state folder); the orchestrator sends
+	// their bundles with their jobs.
+	Deploys *deploy.Store
 	// OnStateChange, if set, observes every worker state change (from the
 	// orchestrator's loop: it must not block).
 	OnStateChange func(state.Change)
@@ -84,6 +89,7 @@ type Energy struct {
 // Rig is a running orchestrator with everything it was started with.
 type Rig struct {
 	Orch       *orchestrator.Orchestrator
+	Deploys    *deploy.Store // nil: no run-time deploys
 	Cluster    *cluster.Cluster
 	Log        *slog.Logger
 	ConsoleDir string
@@ -114,7 +120,7 @@ func Start(ctx context.Context, cfg Config) (_ *Rig, err error) {
 		cfg.Log = slog.Default()
 	}
 	cl, log := cfg.Cluster, cfg.Log
-	r := &Rig{Cluster: cl, Log: log, ConsoleDir: cfg.ConsoleDir, qemus: power.QEMUByArch{}, clock: cfg.Clock}
+	r := &Rig{Cluster: cl, Log: log, ConsoleDir: cfg.ConsoleDir, Deploys: cfg.Deploys, qemus: power.QEMUByArch{}, clock: cfg.Clock}
 	defer func() {
 		if err != nil {
 			r.Close()
@@ -172,7 +178,11 @@ func Start(ctx context.Context, cfg Config) (_ *Rig, err error) {
 	if r.meter != nil {
 		r.meter.start() // before any worker powers on
 	}
-	r.Orch, err = orchestrator.New(orchestrator.Config{Cluster: cl, Controllers: controllers, Log: log, Clock: cfg.Clock,
+	var bundles orchestrator.Bundles
+	if cfg.Deploys != nil {
+		bundles = cfg.Deploys
+	}
+	r.Orch, err = orchestrator.New(orchestrator.Config{Bundles: bundles, Cluster: cl, Controllers: controllers, Log: log, Clock: cfg.Clock,
 		IdleTimeout: cfg.IdleTimeout, PowerUpTimeout: cfg.PowerUpTimeout, MaxBooting: cfg.MaxBooting, MaxAttempts: cfg.MaxAttempts,
 		Recorder: rec, Store: store, Energy: acc, EnergyKeep: r.meter.keep(), OnStateChange: onState,
 		MaxQueue: cfg.MaxQueue, MaxTimeout: cfg.MaxTimeout, Functions: imageFunctions(cfg.Initrd, log)})

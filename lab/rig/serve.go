@@ -7,14 +7,18 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/openfaas/faas-provider/auth"
 
+	"github.com/microfaas/microfaas/cluster"
+	"github.com/microfaas/microfaas/orchestrator/deploy"
 	"github.com/microfaas/microfaas/orchestrator/httpguard"
 	"github.com/microfaas/microfaas/orchestrator/openfaas"
+	"github.com/microfaas/microfaas/target"
 )
 
 // ServeConfig is how a started rig serves its HTTP APIs (mforch serve).
@@ -28,9 +32,51 @@ type ServeConfig struct {
 	OpenFaaSHTTP  string   // the provider API's own address (empty: on HTTP's listener)
 	AuthDir       string   // credentials folder (empty: the state folder's)
 	StateFile     string   // deployed functions and secrets (empty: in memory)
-	Functions     []string // user functions in the worker image
 	CallbackAllow []string // hosts async callbacks may name (empty: any)
 	Version       string   // for /system/info
+}
+
+// DeployConfig is where mforch serve keeps the functions deployed at run
+// time and how it pulls their images.
+type DeployConfig struct {
+	Dir            string   // bundles and deployments.json (empty: bundles/ in the state folder)
+	RegistryConfig string   // docker config.json with registry credentials (empty: anonymous)
+	Insecure       []string // registry hosts pulled from over plain HTTP
+}
+
+// OpenDeploys opens the deploy.Store of c, for Config.Deploys.
+func OpenDeploys(c DeployConfig, log *slog.Logger) (*deploy.Store, error) {
+	res, err := deploy.NewResolver(c.RegistryConfig, c.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	s, err := deploy.New(deploy.Config{Dir: c.Dir, Resolver: res, Log: log.With("part", "deploy")})
+	if err != nil {
+		return nil, err
+	}
+	creds := c.RegistryConfig
+	if creds == "" {
+		creds = "none (anonymous pulls)"
+	}
+	log.Info("run-time deploys", "bundles", s.Dir(), "deployed", len(s.List()), "registry_config", creds, "insecure_registries", c.Insecure)
+	return s, nil
+}
+
+// Archs are the architectures (target names) of the cluster's workers,
+// sorted: the platforms every run-time deployment is resolved for.
+func Archs(cl *cluster.Cluster) []string {
+	var out []string
+	for _, w := range cl.Workers {
+		a := target.ARMv7.Name // a BeagleBone
+		if w.Kind == cluster.KindVM {
+			a = w.VM.Target().Name
+		}
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Serve serves r's HTTP APIs until ctx ends or a listener fails, then
@@ -54,6 +100,16 @@ func Serve(ctx context.Context, r *Rig, c ServeConfig) error {
 		guard.Open = append(guard.Open, openfaas.InvocationRoutes...)
 	}
 	var handler http.Handler = r.Orch.Handler()
+	archs := Archs(r.Cluster)
+	if r.Deploys != nil {
+		// The native deploy routes (mforch deploy), beside mforch's API.
+		mux := http.NewServeMux()
+		dh := r.Deploys.Handler(archs)
+		mux.Handle("/functions", dh)
+		mux.Handle("/functions/", dh)
+		mux.Handle("/", handler)
+		handler = mux
+	}
 	var servers []*http.Server
 	var provider *openfaas.Provider
 	if c.OpenFaaS {
@@ -61,7 +117,7 @@ func Serve(ctx context.Context, r *Rig, c ServeConfig) error {
 		if c.OpenFaaSHTTP != "" {
 			fallback = nil // a listener of its own: only provider routes there
 		}
-		provider, err = openfaas.New(openfaas.Config{Orchestrator: r.Orch, UserFunctions: c.Functions,
+		provider, err = openfaas.New(openfaas.Config{Orchestrator: r.Orch, Deploys: r.Deploys, Archs: archs,
 			StateFile: c.StateFile, Fallback: fallback, Version: c.Version,
 			Log: r.Log.With("api", "openfaas"), Auth: creds, CallbackAllow: c.CallbackAllow})
 		if err != nil {
@@ -85,7 +141,7 @@ func Serve(ctx context.Context, r *Rig, c ServeConfig) error {
 			addr = c.OpenFaaSHTTP
 		}
 		r.Log.Info("OpenFaaS provider API listening (point the gateway's functions_provider_url here)",
-			"url", "http://"+addr+"/", "user_functions", c.Functions)
+			"url", "http://"+addr+"/", "run_time_deploys", r.Deploys != nil, "archs", archs)
 	}
 	var serveErr error
 	select {

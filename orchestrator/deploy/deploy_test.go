@@ -257,7 +257,7 @@ func TestDeployRefused(t *testing.T) {
 		{"wrong platform", armRef, []string{"x86"}, oci.ErrNoPlatform, 400, []string{"linux/amd64", "linux/arm/v7"}},
 		{"no entrypoint", noEntry, []string{"x86"}, nil, 400, []string{"/missing"}},
 		{"no such tag", r.host + "/armonly:2", []string{"x86"}, ErrImageNotFound, 400, []string{"armonly"}},
-		{"unreachable", gone, []string{"x86"}, ErrUnreachable, 502, []string{"--insecure-registry"}},
+		{"unreachable", gone, []string{"x86"}, ErrUnreachable, 502, []string{"reaches it"}},
 		{"bad reference", "UPPER/Case::x", []string{"x86"}, ErrBadImage, 400, nil},
 		{"bad arch", armRef, []string{"mips"}, ErrBadArch, 400, []string{"x86 or arm"}},
 		{"no arch", armRef, nil, ErrBadArch, 400, nil},

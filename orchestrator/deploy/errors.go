@@ -38,7 +38,7 @@ func classify(err error) error {
 	var ue *url.Error
 	var oe *net.OpError
 	if errors.As(err, &ne) || errors.As(err, &ue) || errors.As(err, &oe) {
-		return fmt.Errorf("%w: %w (a registry served over plain HTTP needs mforch serve --insecure-registry HOST:PORT)", ErrUnreachable, err)
+		return fmt.Errorf("%w: %w: check the registry's host and port, and that mforch's host reaches it", ErrUnreachable, err)
 	}
 	return err
 }

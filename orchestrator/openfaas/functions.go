@@ -1,6 +1,7 @@
 package openfaas
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,22 +14,35 @@ import (
 	"time"
 
 	"github.com/openfaas/faas-provider/types"
+
+	"github.com/microfaas/microfaas/orchestrator/deploy"
 )
 
-// Images a worker can run.
+// Images that name a function baked into the worker image: they need no
+// pull. Any other image is pulled and deployed at run time
+// (orchestrator/deploy).
 const (
 	// ImagePrefix + NAME is the built-in function NAME.
 	ImagePrefix = "microfaas/"
 	// UserImage + ":" + NAME is the user function NAME (/functions/NAME in
-	// the worker initramfs). The tag names the function because the image,
-	// the worker's initramfs, is the same for all of them.
+	// the worker initramfs, built in with mfbuild --function). The tag
+	// names the function because the image, the worker's initramfs, is
+	// the same for all of them.
 	UserImage = "microfaas/fn"
 )
 
 // target is what a deployment runs on a worker.
 type target struct {
 	Function string // the job's f_id
-	User     bool   // a stdin/stdout user function, not a built-in
+	// User: a stdin/stdout function (a user function of the worker
+	// image, or an image deployed at run time that is not a watchdog).
+	User bool
+	// Deployed: an image deployed at run time (deploy.Store holds its
+	// bundles, under the deployment's name).
+	Deployed bool
+	// Watchdog: a deployed OpenFaaS watchdog image; calls go to it as HTTP
+	// requests and its responses come back unchanged.
+	Watchdog bool
 }
 
 var validName = regexp.MustCompile(`^[` + nameExpression + `]+$`)
@@ -45,64 +59,64 @@ func checkUserFunctionName(n string, builtins []string) error {
 	return nil
 }
 
-// resolveImage maps a deployment's image to what a worker runs, or says
-// why it cannot run.
-func (p *Provider) resolveImage(image string) (target, error) {
-	hint := fmt.Sprintf("use %sNAME for a built-in (%s) or %s:NAME for a user function in the worker image (%s)",
-		ImagePrefix, strings.Join(p.cfg.Builtins, ", "), UserImage, userList(p.cfg.UserFunctions))
+// errNoDeploys: an image to pull, and no deploy.Store to pull it with.
+var errNoDeploys = errors.New("run-time deploys are not enabled in this mforch")
+
+// resolveImage maps a deployment's image to what a worker runs. An image
+// that names no baked-in function is pulled at deploy time (pull true; the
+// target's Watchdog is then set from the pulled image).
+func (p *Provider) resolveImage(service, image string) (t target, pull bool, err error) {
 	if strings.HasPrefix(image, UserImage+":") {
 		name := strings.TrimPrefix(image, UserImage+":")
-		if slices.Contains(p.cfg.UserFunctions, name) {
-			return target{Function: name, User: true}, nil
+		if err := checkUserFunctionName(name, p.cfg.Builtins); err != nil {
+			return target{}, false, fmt.Errorf("image %q: %w", image, err)
 		}
-		return target{}, fmt.Errorf("image %q: no user function %q in this cluster's worker image (%s); "+
-			"build it in with mfbuild worker --function %s=PATH and list it in mforch serve --openfaas-functions",
-			image, name, userList(p.cfg.UserFunctions), name)
+		// Whether a worker image holds it is known from the workers'
+		// hellos: a call of a function none has is answered 404.
+		return target{Function: name, User: true}, false, nil
 	}
-	rest, ok := strings.CutPrefix(image, ImagePrefix)
-	if !ok {
-		return target{}, fmt.Errorf("image %q cannot run on MicroFaaS workers, which run no containers: %s", image, hint)
+	if rest, ok := strings.CutPrefix(image, ImagePrefix); ok {
+		// A :latest tag means the same image; any other tag would promise a
+		// version we cannot select.
+		name, tag, tagged := strings.Cut(rest, ":")
+		if tagged && tag != "latest" {
+			return target{}, false, fmt.Errorf("image %q: built-in functions have no versions, only the one in the worker image (drop the tag or use :latest)", image)
+		}
+		if slices.Contains(p.cfg.Builtins, name) {
+			return target{Function: name}, false, nil
+		}
+		return target{}, false, fmt.Errorf("image %q: no built-in function %q: %s names the functions baked into the worker image: "+
+			"%sNAME for a built-in (%s), %s:NAME for a user function (mfbuild worker --function NAME=PATH); any other image is pulled",
+			image, name, ImagePrefix, ImagePrefix, strings.Join(p.cfg.Builtins, ", "), UserImage)
 	}
-	// A :latest tag means the same image; any other tag would promise a
-	// version we cannot select.
-	name, tag, tagged := strings.Cut(rest, ":")
-	if tagged && tag != "latest" {
-		return target{}, fmt.Errorf("image %q: built-in functions have no versions, only the one in the worker image (drop the tag or use :latest)", image)
+	if p.cfg.Deploys == nil {
+		return target{}, false, fmt.Errorf("image %q: %w; use %sNAME for a built-in or %s:NAME for a user function in the worker image",
+			image, errNoDeploys, ImagePrefix, UserImage)
 	}
-	if slices.Contains(p.cfg.Builtins, name) {
-		return target{Function: name}, nil
-	}
-	return target{}, fmt.Errorf("image %q: no built-in function %q: %s", image, name, hint)
+	return target{Function: service, User: true, Deployed: true}, true, nil
 }
 
-func userList(names []string) string {
-	if len(names) == 0 {
-		return "none configured"
-	}
-	return strings.Join(names, ", ")
-}
-
-// checkDeployment validates a deployment and resolves its image. Called
-// with p.mu held (it reads the secrets).
-func (p *Provider) checkDeploymentLocked(d *types.FunctionDeployment) (target, error) {
+// checkDeploymentLocked validates a deployment and resolves its image.
+// Called with p.mu held (it reads the secrets).
+func (p *Provider) checkDeploymentLocked(d *types.FunctionDeployment) (t target, pull bool, err error) {
 	if d.Service == "" {
-		return target{}, errors.New("service (the function name) is missing")
+		return target{}, false, errors.New("service (the function name) is missing")
 	}
 	if !validName.MatchString(d.Service) {
-		return target{}, fmt.Errorf("service %q: a function name has letters, digits, '-', '_' and '.'", d.Service)
+		return target{}, false, fmt.Errorf("service %q: a function name has letters, digits, '-', '_' and '.'", d.Service)
 	}
 	if err := checkNamespace(d.Namespace); err != nil {
-		return target{}, err
+		return target{}, false, err
 	}
 	if _, err := execTimeout(d.EnvVars); err != nil {
-		return target{}, err
+		return target{}, false, err
 	}
 	for _, s := range d.Secrets {
 		if _, ok := p.secrets[s]; !ok {
-			return target{}, fmt.Errorf("secret %q not found: create it first (faas-cli secret create %s)", s, s)
+			return target{}, false, fmt.Errorf("secret %q not found: create it first (faas-cli secret create %s)", s, s)
 		}
 	}
-	return p.resolveImage(d.Image)
+	return p.resolveImage(d.Service, d.Image)
 }
 
 // execTimeout reads the job timeout from the deployment's environment:
@@ -123,7 +137,28 @@ func execTimeout(env map[string]string) (time.Duration, error) {
 	return 0, fmt.Errorf("envVars exec_timeout %q: want seconds (30) or a duration (30s, 500ms)", v)
 }
 
-// deployFunction: POST /system/functions with types.FunctionDeployment.
+// pull deploys a run-time image through the Store, for every architecture
+// the cluster's workers have, and sets the target's Watchdog from it.
+func (p *Provider) pull(ctx context.Context, d types.FunctionDeployment, t *target) error {
+	rec, err := p.cfg.Deploys.Deploy(ctx, d.Service, d.Image, p.cfg.Archs)
+	if err != nil {
+		return err
+	}
+	t.Watchdog = rec.Watchdog
+	t.User = !rec.Watchdog
+	return nil
+}
+
+// refusePull answers a pull that failed with deploy.HTTPStatus: 400 for
+// an image that cannot run or a registry that refuses access, 413 for an
+// image over the limits, 502 for a registry out of reach.
+func refusePull(w http.ResponseWriter, verb string, err error) {
+	http.Error(w, "cannot "+verb+": "+err.Error(), deploy.HTTPStatus(err))
+}
+
+// deployFunction: POST /system/functions with types.FunctionDeployment. An
+// image naming no baked-in function is pulled first (outside the lock:
+// it takes time), so it answers 202 only once the function can run.
 func (p *Provider) deployFunction(w http.ResponseWriter, r *http.Request) {
 	var d types.FunctionDeployment
 	if err := readJSON(r, 1<<20, &d); err != nil {
@@ -131,18 +166,26 @@ func (p *Provider) deployFunction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.mu.Lock()
-	t, err := p.checkDeploymentLocked(&d)
+	p.syncLocked()
+	t, pull, err := p.checkDeploymentLocked(&d)
+	_, exists := p.fns[d.Service]
+	p.mu.Unlock()
 	if err != nil {
-		p.mu.Unlock()
 		http.Error(w, "cannot deploy: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if _, exists := p.fns[d.Service]; exists {
-		p.mu.Unlock()
+	if exists {
 		http.Error(w, fmt.Sprintf("function %s already exists: update it with PUT /system/functions", d.Service), http.StatusConflict)
 		return
 	}
+	if pull {
+		if err := p.pull(r.Context(), d, &t); err != nil {
+			refusePull(w, "deploy", err)
+			return
+		}
+	}
 	d.Namespace = Namespace
+	p.mu.Lock()
 	p.fns[d.Service] = &function{Deployment: d, Created: time.Now().UTC(), target: t}
 	err = p.saveLocked()
 	p.mu.Unlock()
@@ -150,13 +193,15 @@ func (p *Provider) deployFunction(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	p.log.Info("function deployed", "function", d.Service, "image", d.Image, "runs", t.Function, "user", t.User)
+	p.log.Info("function deployed", "function", d.Service, "image", d.Image, "runs", t.Function,
+		"user", t.User, "deployed", t.Deployed, "watchdog", t.Watchdog)
 	w.WriteHeader(http.StatusAccepted)
 }
 
 // updateFunction: PUT /system/functions with types.FunctionDeployment; 404
 // for a function that is not deployed. Creation time and invocation count
-// carry over.
+// carry over. A pulled image is pulled again (a moving tag resolves anew);
+// a deployment that no longer needs its pulled image gives it up.
 func (p *Provider) updateFunction(w http.ResponseWriter, r *http.Request) {
 	var d types.FunctionDeployment
 	if err := readJSON(r, 1<<20, &d); err != nil {
@@ -164,19 +209,41 @@ func (p *Provider) updateFunction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.mu.Lock()
-	fn, exists := p.fns[d.Service]
+	p.syncLocked()
+	_, exists := p.fns[d.Service]
+	var t target
+	var pull bool
+	var err error
+	if exists {
+		t, pull, err = p.checkDeploymentLocked(&d)
+	}
+	p.mu.Unlock()
 	if !exists {
-		p.mu.Unlock()
 		http.Error(w, fmt.Sprintf("function %s not found", d.Service), http.StatusNotFound)
 		return
 	}
-	t, err := p.checkDeploymentLocked(&d)
 	if err != nil {
-		p.mu.Unlock()
 		http.Error(w, "cannot update: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	if pull {
+		if err := p.pull(r.Context(), d, &t); err != nil {
+			refusePull(w, "update", err)
+			return
+		}
+	} else if p.cfg.Deploys != nil {
+		if err := p.cfg.Deploys.Delete(d.Service); err != nil && !errors.Is(err, deploy.ErrNotDeployed) {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+	}
 	d.Namespace = Namespace
+	p.mu.Lock()
+	fn, exists := p.fns[d.Service]
+	if !exists { // deleted while the image was pulled
+		fn = &function{Created: time.Now().UTC()}
+		p.fns[d.Service] = fn
+	}
 	fn.Deployment, fn.target = d, t
 	err = p.saveLocked()
 	p.mu.Unlock()
@@ -184,11 +251,12 @@ func (p *Provider) updateFunction(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	p.log.Info("function updated", "function", d.Service, "image", d.Image)
+	p.log.Info("function updated", "function", d.Service, "image", d.Image, "deployed", t.Deployed, "watchdog", t.Watchdog)
 	w.WriteHeader(http.StatusAccepted)
 }
 
 // deleteFunction: DELETE /system/functions with types.DeleteFunctionRequest.
+// A pulled image's bundles are removed with it (deploy.Store's GC).
 func (p *Provider) deleteFunction(w http.ResponseWriter, r *http.Request) {
 	var req types.DeleteFunctionRequest
 	if err := readJSON(r, 1<<20, &req); err != nil {
@@ -200,7 +268,9 @@ func (p *Provider) deleteFunction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.mu.Lock()
-	if _, ok := p.fns[req.FunctionName]; !ok {
+	p.syncLocked()
+	fn, ok := p.fns[req.FunctionName]
+	if !ok {
 		p.mu.Unlock()
 		http.Error(w, fmt.Sprintf("function %s not found", req.FunctionName), http.StatusNotFound)
 		return
@@ -209,6 +279,11 @@ func (p *Provider) deleteFunction(w http.ResponseWriter, r *http.Request) {
 	delete(p.wanted, req.FunctionName)
 	err := p.saveLocked()
 	p.mu.Unlock()
+	if fn.target.Deployed {
+		if derr := p.cfg.Deploys.Delete(req.FunctionName); derr != nil && !errors.Is(derr, deploy.ErrNotDeployed) {
+			err = errors.Join(err, derr)
+		}
+	}
 	p.logs.forget(req.FunctionName)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -218,10 +293,39 @@ func (p *Provider) deleteFunction(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusAccepted)
 }
 
+// syncLocked makes the deployments agree with the deploy.Store (p.mu
+// held): a function deployed at run time without the provider (mforch
+// deploy) is added, one the Store no longer has (removed with mforch
+// deploy --delete) is dropped, and a changed image is taken over.
+func (p *Provider) syncLocked() {
+	if p.cfg.Deploys == nil {
+		return
+	}
+	recs := map[string]deploy.Record{}
+	for _, rec := range p.cfg.Deploys.List() {
+		recs[rec.Name] = rec
+	}
+	for name, fn := range p.fns {
+		if _, ok := recs[name]; fn.target.Deployed && !ok {
+			delete(p.fns, name)
+		}
+	}
+	for name, rec := range recs {
+		fn, ok := p.fns[name]
+		if !ok || !fn.target.Deployed {
+			fn = &function{Deployment: types.FunctionDeployment{Service: name, Namespace: Namespace}, Created: rec.Deployed}
+			p.fns[name] = fn
+		}
+		fn.Deployment.Image = rec.Image
+		fn.target = target{Function: name, User: !rec.Watchdog, Deployed: true, Watchdog: rec.Watchdog}
+	}
+}
+
 // lookup returns a copy of a deployed function.
 func (p *Provider) lookup(name string) (function, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.syncLocked()
 	fn, ok := p.fns[name]
 	if !ok {
 		return function{}, false
@@ -255,16 +359,21 @@ func (p *Provider) load() error {
 		p.secrets[s.Name] = s
 	}
 	for _, fn := range st.Functions {
-		t, err := p.resolveImage(fn.Deployment.Image)
-		if err != nil {
-			// Keep it, so a changed --openfaas-functions does not silently
-			// drop deployments; its calls fail with the worker's error.
+		t, pull, err := p.resolveImage(fn.Deployment.Service, fn.Deployment.Image)
+		switch {
+		case pull:
+			// The deploy.Store has its bundles (syncLocked drops it if
+			// not, and sets whether it is a watchdog).
+		case err != nil:
+			// Keep it, so a changed configuration does not silently drop
+			// deployments; its calls fail with the worker's error.
 			p.log.Warn("deployed function can no longer run", "function", fn.Deployment.Service, "err", err)
 			t = target{Function: strings.TrimPrefix(fn.Deployment.Image, ImagePrefix)}
 		}
 		fn.target = t
 		p.fns[fn.Deployment.Service] = fn
 	}
+	p.syncLocked()
 	p.log.Info("openfaas state loaded", "file", p.cfg.StateFile, "functions", len(p.fns), "secrets", len(p.secrets))
 	return nil
 }

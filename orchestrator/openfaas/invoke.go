@@ -23,6 +23,7 @@ import (
 
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/state"
+	"github.com/microfaas/microfaas/protocol"
 )
 
 // Response headers besides OpenFaaS's own (X-Call-Id, X-Start-Time,
@@ -41,15 +42,17 @@ var errBadBody = errors.New("bad request body")
 //
 // Built-ins take a JSON object: a JSON body goes as it is, an empty one as
 // {}, anything else as a JSON string (the function then says what it
-// wanted). User functions read the body on stdin: the body always goes as a
-// JSON string, which the worker writes to stdin byte for byte. Passing JSON
-// bodies "as is" would not be byte-exact for them, since the protocol's JSON
-// encoder compacts the arguments and escapes <, > and &. A JSON string must be
-// UTF-8, so a binary body is refused rather than silently altered.
+// wanted). Stdin/stdout functions (user functions of the worker image,
+// deployed images that are not watchdogs) read the body on stdin: the body
+// always goes as a JSON string, which the worker writes to stdin byte for
+// byte. Passing JSON bodies "as is" would not be byte-exact for them, since
+// the protocol's JSON encoder compacts the arguments and escapes <, > and &.
+// A JSON string must be UTF-8, so a binary body is refused rather than
+// silently altered. (Watchdog images get the body as bytes: httpRequest.)
 func (t target) args(body []byte) (json.RawMessage, error) {
 	if t.User {
 		if !utf8.Valid(body) {
-			return nil, fmt.Errorf("%w: user functions take text bodies (UTF-8) until the worker protocol carries bytes", errBadBody)
+			return nil, fmt.Errorf("%w: stdin/stdout functions take text bodies (UTF-8); an OpenFaaS watchdog image takes any bytes", errBadBody)
 		}
 		return json.Marshal(string(body))
 	}
@@ -62,12 +65,72 @@ func (t target) args(body []byte) (json.RawMessage, error) {
 	return json.Marshal(string(body))
 }
 
+// hopByHop are the headers of one connection, not of the message: not
+// forwarded either way (RFC 9110 7.6.1), as Go's reverse proxy does.
+var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// forwardHeader copies h without hop-by-hop headers, the headers the
+// Connection header names, and names that are not HTTP tokens (a worker's
+// answer is untrusted).
+func forwardHeader(h map[string][]string) map[string][]string {
+	out := map[string][]string{}
+	drop := map[string]bool{}
+	for _, n := range hopByHop {
+		drop[n] = true
+	}
+	for _, v := range h["Connection"] {
+		for _, n := range strings.Split(v, ",") {
+			drop[http.CanonicalHeaderKey(strings.TrimSpace(n))] = true
+		}
+	}
+	for k, v := range h {
+		k = http.CanonicalHeaderKey(k)
+		if drop[k] || !validHeaderName(k) {
+			continue
+		}
+		out[k] = append([]string(nil), v...)
+	}
+	return out
+}
+
+// validHeaderName: a non-empty HTTP token (RFC 9110 5.6.2).
+func validHeaderName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for _, c := range []byte(k) {
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// httpRequest is the call forwarded to a watchdog function: the method, the
+// path below /function/NAME ("/" when none), the raw query, the headers
+// (without hop-by-hop ones) and the body bytes.
+func httpRequest(r *http.Request, name string, body []byte) *protocol.HTTPRequest {
+	path := r.URL.EscapedPath()
+	for _, prefix := range InvocationRoutes {
+		if rest, ok := strings.CutPrefix(path, prefix+name); ok {
+			path = rest
+			break
+		}
+	}
+	if path == "" {
+		path = "/"
+	}
+	return &protocol.HTTPRequest{Method: r.Method, Path: path, Query: r.URL.RawQuery,
+		Header: forwardHeader(r.Header), Body: body}
+}
+
 // jobSpec is what an invocation of fn carries: the deployment's envVars
 // (and envProcess as fprocess, the watchdog's name for it) in the
 // function's environment, and its secrets' values for the worker to write
 // to /var/openfaas/secrets, as OpenFaaS mounts them.
-func (p *Provider) jobSpec(fn function, args json.RawMessage, timeout time.Duration) orchestrator.JobSpec {
-	spec := orchestrator.JobSpec{Function: fn.target.Function, Args: args, Timeout: timeout}
+func (p *Provider) jobSpec(fn function, args json.RawMessage, req *protocol.HTTPRequest, timeout time.Duration) orchestrator.JobSpec {
+	spec := orchestrator.JobSpec{Function: fn.target.Function, Args: args, HTTP: req, Timeout: timeout}
 	d := fn.Deployment
 	if len(d.EnvVars) > 0 || d.EnvProcess != "" {
 		spec.Env = map[string]string{}
@@ -100,6 +163,9 @@ type reply struct {
 	status      int
 	contentType string
 	body        []byte
+	// header, for a watchdog function's response, are its headers (its
+	// Content-Type among them, if it sent one), sent unchanged.
+	header map[string][]string
 }
 
 // render maps a finished invocation to a reply: the result as the body,
@@ -114,10 +180,17 @@ func (fn *function) render(inv *orchestrator.Invocation, queueTimedOut bool) rep
 		if status == http.StatusServiceUnavailable && queueTimedOut {
 			msg = fmt.Sprintf("no worker was free to run %s in time (%s)", fn.Deployment.Service, inv.Err)
 		}
-		return reply{status, "text/plain", []byte(msg)}
+		return reply{status: status, contentType: "text/plain", body: []byte(msg)}
+	}
+	if res := inv.HTTPResponse; res != nil {
+		if res.Status < 100 || res.Status > 599 {
+			return reply{status: http.StatusBadGateway, contentType: "text/plain",
+				body: []byte(fmt.Sprintf("%s: the function answered HTTP status %d", fn.Deployment.Service, res.Status))}
+		}
+		return reply{status: res.Status, body: res.Body, header: forwardHeader(res.Header)}
 	}
 	var s string
-	rep := reply{http.StatusOK, "application/json", inv.Result}
+	rep := reply{status: http.StatusOK, contentType: "application/json", body: inv.Result}
 	if json.Unmarshal(inv.Result, &s) == nil {
 		rep.contentType, rep.body = "text/plain", []byte(s)
 	}
@@ -153,13 +226,14 @@ func callID(r *http.Request) (id string, fresh bool) {
 }
 
 // prepare reads what both invocation paths need: the function, the call
-// id and the job's arguments. It answers the request itself on error.
-func (p *Provider) prepare(w http.ResponseWriter, r *http.Request) (fn function, id string, args json.RawMessage, ok bool) {
+// id and the job: the body as the job's arguments, or, for a watchdog
+// function, the whole request. It answers the request itself on error.
+func (p *Provider) prepare(w http.ResponseWriter, r *http.Request) (fn function, id string, spec orchestrator.JobSpec, ok bool) {
 	name := mux.Vars(r)["name"]
 	fn, found := p.lookup(name)
 	if !found {
 		http.Error(w, fmt.Sprintf("function %s not found: deploy it first", name), http.StatusNotFound)
-		return fn, "", nil, false
+		return fn, "", spec, false
 	}
 	id, fresh := callID(r)
 	if fresh {
@@ -168,27 +242,33 @@ func (p *Provider) prepare(w http.ResponseWriter, r *http.Request) (fn function,
 	body, err := io.ReadAll(io.LimitReader(r.Body, p.cfg.MaxBody+1))
 	if err != nil {
 		http.Error(w, "reading the request body: "+err.Error(), http.StatusBadRequest)
-		return fn, "", nil, false
+		return fn, "", spec, false
 	}
 	if int64(len(body)) > p.cfg.MaxBody {
 		http.Error(w, fmt.Sprintf("request body larger than %d bytes", p.cfg.MaxBody), http.StatusRequestEntityTooLarge)
-		return fn, "", nil, false
+		return fn, "", spec, false
 	}
-	if args, err = fn.target.args(body); err != nil {
+	var args json.RawMessage
+	var req *protocol.HTTPRequest
+	if fn.target.Watchdog {
+		req = httpRequest(r, name, body)
+	} else if args, err = fn.target.args(body); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
-		return fn, "", nil, false
+		return fn, "", spec, false
 	}
 	if why := p.noWorker(); why != "" {
 		http.Error(w, why, http.StatusServiceUnavailable)
-		return fn, "", nil, false
+		return fn, "", spec, false
 	}
-	return fn, id, args, true
+	timeout, _ := execTimeout(fn.Deployment.EnvVars) // checked at deploy
+	return fn, id, p.jobSpec(fn, args, req, timeout), true
 }
 
 // proxy: /function/{name}[/{params}] with any method the faas-provider
-// proxy allows. The body goes to the function and its output comes back.
-// The path suffix and query are accepted but reach no function: the job
-// carries only the body (docs/openfaas.md).
+// proxy allows. The body goes to the function and its output comes back;
+// a watchdog function gets the whole request (method, path below the
+// function, query, headers, body) and its response comes back unchanged.
+// Other functions get only the body (docs/openfaas.md).
 func (p *Provider) proxy(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	switch r.Method {
@@ -201,14 +281,13 @@ func (p *Provider) proxy(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("X-Start-Time") == "" {
 		w.Header().Set("X-Start-Time", strconv.FormatInt(start.UTC().UnixNano(), 10))
 	}
-	fn, id, args, ok := p.prepare(w, r)
+	fn, id, spec, ok := p.prepare(w, r)
 	if !ok {
 		return
 	}
-	timeout, _ := execTimeout(fn.Deployment.EnvVars) // checked at deploy
 	ctx, cancel := context.WithTimeout(r.Context(), p.cfg.QueueTimeout)
 	defer cancel()
-	inv, err := p.cfg.Orchestrator.InvokeJob(ctx, p.jobSpec(fn, args, timeout))
+	inv, err := p.cfg.Orchestrator.InvokeJob(ctx, spec)
 	if err != nil {
 		refuse(w, fn.Deployment.Service, err)
 		return
@@ -217,9 +296,27 @@ func (p *Provider) proxy(w http.ResponseWriter, r *http.Request) {
 	rep := fn.render(inv, queueTimedOut)
 	p.finished(fn.Deployment.Service, id, inv, rep.status, time.Since(start))
 	setRunHeaders(w.Header(), inv, time.Since(start))
-	w.Header().Set("Content-Type", rep.contentType)
+	rep.writeHeader(w.Header())
 	w.WriteHeader(rep.status)
 	w.Write(rep.body)
+}
+
+// writeHeader sets the reply's headers on h: a watchdog function's own
+// (over the run headers, which it may set itself), else the content type.
+func (rep reply) writeHeader(h http.Header) {
+	if rep.header == nil {
+		h.Set("Content-Type", rep.contentType)
+		return
+	}
+	if _, ok := rep.header["Content-Type"]; !ok {
+		h["Content-Type"] = nil // as the function sent it: none, not one sniffed
+	}
+	for k, v := range rep.header {
+		if k == "Content-Length" {
+			continue // the body's own length is sent
+		}
+		h[k] = v
+	}
 }
 
 // refuse answers a call the orchestrator did not accept: 429 (queue full)
@@ -266,12 +363,11 @@ func (p *Provider) asyncProxy(w http.ResponseWriter, r *http.Request) {
 		}
 		callback = u
 	}
-	fn, id, args, ok := p.prepare(w, r)
+	fn, id, spec, ok := p.prepare(w, r)
 	if !ok {
 		return
 	}
-	timeout, _ := execTimeout(fn.Deployment.EnvVars)
-	inv, err := p.cfg.Orchestrator.SubmitJob(p.jobSpec(fn, args, timeout))
+	inv, err := p.cfg.Orchestrator.SubmitJob(spec)
 	if err != nil {
 		refuse(w, fn.Deployment.Service, err)
 		return
@@ -382,7 +478,7 @@ func (p *Provider) postCallback(u *url.URL, name, id string, inv *orchestrator.I
 		p.log.Warn("async callback", "function", name, "call_id", id, "err", err)
 		return
 	}
-	req.Header.Set("Content-Type", rep.contentType)
+	rep.writeHeader(req.Header)
 	req.Header.Set("X-Call-Id", id)
 	req.Header.Set("X-Function-Status", strconv.Itoa(rep.status))
 	req.Header.Set("X-Function-Name", name)
@@ -398,7 +494,9 @@ func (p *Provider) postCallback(u *url.URL, name, id string, inv *orchestrator.I
 	p.log.Info("async callback posted", "function", name, "call_id", id, "url", u.Redacted(), "status", res.StatusCode)
 }
 
-// finished counts a call and adds it to the function's log.
+// finished counts a call and adds it to the function's log: a line for
+// the call, then the function's own log lines (its stderr, or its
+// watchdog's log, as the worker sent them).
 func (p *Provider) finished(name, id string, inv *orchestrator.Invocation, status int, d time.Duration) {
 	p.mu.Lock()
 	if fn, ok := p.fns[name]; ok {
@@ -406,4 +504,7 @@ func (p *Provider) finished(name, id string, inv *orchestrator.Invocation, statu
 	}
 	p.mu.Unlock()
 	p.logs.add(name, inv.Worker, inv.Finished, logText(id, inv, status, d))
+	for _, line := range logLines(inv.Log) {
+		p.logs.add(name, inv.Worker, inv.Finished, line)
+	}
 }

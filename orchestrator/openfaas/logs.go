@@ -15,10 +15,10 @@ import (
 // logStore keeps the last messages of each function and streams new ones
 // to followers. It is the logs.Requester behind /system/logs.
 //
-// A message is one finished call: which worker ran it, how it went, and the
-// function's error text. A function's own stderr is not among them: the
-// worker protocol's result carries only the output or the error text, so
-// that is all the orchestrator sees of a run (docs/openfaas.md).
+// A finished call gives one message saying which worker ran it, how it
+// went and the function's error text, then one message per line of the
+// function's own log (its stderr, or its watchdog's log: the tail of at most
+// protocol.MaxLog bytes the worker sends with the result).
 type logStore struct {
 	max       int
 	mu        sync.Mutex
@@ -51,6 +51,17 @@ func logText(id string, inv *orchestrator.Invocation, status int, d time.Duratio
 		fmt.Fprintf(&b, ": %v", inv.Err)
 	}
 	return b.String()
+}
+
+// logLines splits a function's log into its non-empty lines.
+func logLines(log string) []string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if l = strings.TrimRight(l, "\r"); strings.TrimSpace(l) != "" {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 func (s *logStore) add(name, instance string, at time.Time, text string) {

@@ -3,9 +3,12 @@
 // pointed at mforch (functions_provider_url) and faas-cli pointed at that
 // gateway deploy and invoke functions on MicroFaaS workers.
 //
-// A "function" here is a deployment whose image names something a worker can
-// run: a built-in workload (microfaas/cascading_sha256) or a user function in
-// the worker initramfs (microfaas/fn:wordcount). Workers are shared by every
+// A "function" here is a deployment whose image is a function baked into the
+// worker image (a built-in workload, microfaas/cascading_sha256, or a user
+// function in the worker initramfs, microfaas/fn:wordcount) or any other OCI
+// image, pulled at deploy time into a bundle the workers fetch
+// (orchestrator/deploy); an OpenFaaS watchdog image gets its calls as HTTP
+// requests and answers them unchanged. Workers are shared by every
 // function: any worker runs any function, one job at a time, so replica
 // counts describe the cluster, not one function. docs/openfaas.md has the
 // whole mapping.
@@ -29,6 +32,7 @@ import (
 	"github.com/openfaas/faas-provider/types"
 
 	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/deploy"
 	"github.com/microfaas/microfaas/orchestrator/httpguard"
 	"github.com/microfaas/microfaas/orchestrator/state"
 	"github.com/microfaas/microfaas/runtime/functions"
@@ -63,11 +67,13 @@ type Config struct {
 	Orchestrator Backend
 	// Builtins are the built-in functions workers run (functions.Names()).
 	Builtins []string
-	// UserFunctions are the user functions in the worker initramfs (the
-	// names given to mfbuild --function). mforch cannot see inside the
-	// initramfs, so a deployment of microfaas/fn:NAME is accepted only for
-	// names listed here.
-	UserFunctions []string
+	// Deploys, if set, pulls and keeps the images deployed at run time
+	// (any image that is not microfaas/NAME or microfaas/fn:NAME). Nil:
+	// such deployments are refused.
+	Deploys *deploy.Store
+	// Archs are the architectures (target names) of the cluster's workers:
+	// a pulled image is resolved for each.
+	Archs []string
 	// Auth, if set, is required on every /system/* route (HTTP basic auth,
 	// as faas-provider's bootstrap does it). Nil leaves them open.
 	Auth *auth.BasicAuthCredentials
@@ -154,11 +160,6 @@ func New(cfg Config) (*Provider, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
-	}
-	for _, n := range cfg.UserFunctions {
-		if err := checkUserFunctionName(n, cfg.Builtins); err != nil {
-			return nil, fmt.Errorf("openfaas provider: %w", err)
-		}
 	}
 	p := &Provider{cfg: cfg, log: cfg.Log, logs: newLogStore(cfg.LogLines),
 		callbacks: callbackClient(cfg.CallbackAllow, callbackTimeout),
@@ -304,6 +305,7 @@ func (p *Provider) listFunctions(w http.ResponseWriter, r *http.Request) {
 	}
 	ws := p.workers()
 	p.mu.Lock()
+	p.syncLocked()
 	out := make([]types.FunctionStatus, 0, len(p.fns))
 	for _, fn := range p.fns {
 		out = append(out, fn.status(ws.connected))
@@ -322,6 +324,7 @@ func (p *Provider) functionStatus(w http.ResponseWriter, r *http.Request) {
 	name := mux.Vars(r)["name"]
 	ws := p.workers()
 	p.mu.Lock()
+	p.syncLocked()
 	fn, ok := p.fns[name]
 	var st types.FunctionStatus
 	if ok {
@@ -420,6 +423,7 @@ func (p *Provider) scaleFunction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.mu.Lock()
+	p.syncLocked()
 	_, ok := p.fns[name]
 	if ok && req.Replicas > 0 {
 		p.wanted[name] = time.Now().Add(scaleHold)

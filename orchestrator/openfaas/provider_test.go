@@ -24,6 +24,7 @@ import (
 	"github.com/openfaas/faas-provider/types"
 
 	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/deploy"
 	"github.com/microfaas/microfaas/orchestrator/simworker"
 	"github.com/microfaas/microfaas/orchestrator/state"
 )
@@ -79,8 +80,7 @@ func decode[T any](t *testing.T, b []byte) T {
 // builds on itself, with faas-provider's own types, against a real
 // orchestrator whose workers run the real worker runtime.
 func TestRoutes(t *testing.T) {
-	h, _ := newSimHarness(t, 2, 0, orchestrator.Config{}, Config{UserFunctions: []string{"wordcount"},
-		Version: "test", Commit: "abc123"})
+	h, _ := newSimHarness(t, 2, 0, orchestrator.Config{}, Config{Version: "test", Commit: "abc123"})
 	shaDeploy := types.FunctionDeployment{
 		Service: "sha", Image: "microfaas/cascading_sha256", EnvProcess: "ignored",
 		EnvVars:     map[string]string{"exec_timeout": "30"},
@@ -120,15 +120,15 @@ func TestRoutes(t *testing.T) {
 		{name: "deploy built-in", method: "POST", path: "/system/functions", body: shaDeploy, want: 202},
 		{name: "deploy again", method: "POST", path: "/system/functions", body: shaDeploy, want: 409, wantBody: "already exists"},
 		{name: "deploy a container image", method: "POST", path: "/system/functions",
-			body: types.FunctionDeployment{Service: "web", Image: "nginx:latest"}, want: 400, wantBody: "cannot run on MicroFaaS"},
+			body: types.FunctionDeployment{Service: "web", Image: "nginx:latest"}, want: 400, wantBody: "run-time deploys are not enabled"},
 		{name: "deploy unknown built-in", method: "POST", path: "/system/functions",
 			body: types.FunctionDeployment{Service: "x", Image: "microfaas/nope"}, want: 400, wantBody: `no built-in function "nope"`},
 		{name: "deploy tagged built-in", method: "POST", path: "/system/functions",
 			body: types.FunctionDeployment{Service: "x", Image: "microfaas/matmul:v2"}, want: 400, wantBody: "no versions"},
 		{name: "deploy user function", method: "POST", path: "/system/functions",
 			body: types.FunctionDeployment{Service: "wc", Image: "microfaas/fn:wordcount"}, want: 202},
-		{name: "deploy unknown user function", method: "POST", path: "/system/functions",
-			body: types.FunctionDeployment{Service: "y", Image: "microfaas/fn:resize"}, want: 400, wantBody: "--openfaas-functions"},
+		{name: "deploy a user function with a built-in's name", method: "POST", path: "/system/functions",
+			body: types.FunctionDeployment{Service: "y", Image: "microfaas/fn:matmul"}, want: 400, wantBody: "built-in"},
 		{name: "deploy with missing secret", method: "POST", path: "/system/functions",
 			body: types.FunctionDeployment{Service: "z", Image: "microfaas/matmul", Secrets: []string{"db"}}, want: 400, wantBody: `secret "db" not found`},
 		{name: "deploy in another namespace", method: "POST", path: "/system/functions",
@@ -646,7 +646,7 @@ func TestLogsFollow(t *testing.T) {
 // TestStateFile: deployments and secrets survive a restart of the provider.
 func TestStateFile(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "openfaas.json")
-	h, _ := newSimHarness(t, 1, 0, orchestrator.Config{}, Config{StateFile: file, UserFunctions: []string{"wordcount"}})
+	h, _ := newSimHarness(t, 1, 0, orchestrator.Config{}, Config{StateFile: file})
 	h.call("POST", "/system/secrets", types.Secret{Name: "token", Value: "t0k"})
 	h.call("POST", "/system/functions", types.FunctionDeployment{Service: "wc", Image: "microfaas/fn:wordcount",
 		Secrets: []string{"token"}, Labels: &map[string]string{"a": "b"}})
@@ -654,7 +654,7 @@ func TestStateFile(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("state file: %v %v", fi, err)
 	}
-	p2, err := New(Config{Orchestrator: h.orch, StateFile: file, UserFunctions: []string{"wordcount"}})
+	p2, err := New(Config{Orchestrator: h.orch, StateFile: file})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -668,51 +668,45 @@ func TestStateFile(t *testing.T) {
 }
 
 func TestResolveImage(t *testing.T) {
-	p := &Provider{cfg: Config{Builtins: []string{"cascading_sha256", "matmul"}, UserFunctions: []string{"wordcount"}}}
+	without := &Provider{cfg: Config{Builtins: []string{"cascading_sha256", "matmul"}}}
+	with := &Provider{cfg: Config{Builtins: []string{"cascading_sha256", "matmul"}, Deploys: &deploy.Store{}}}
 	tests := []struct {
-		image   string
-		want    target
-		wantErr string
+		p        *Provider
+		image    string
+		want     target
+		wantPull bool
+		wantErr  string
 	}{
-		{"microfaas/matmul", target{Function: "matmul"}, ""},
-		{"microfaas/matmul:latest", target{Function: "matmul"}, ""},
-		{"microfaas/fn:wordcount", target{Function: "wordcount", User: true}, ""},
-		{"microfaas/matmul:1.0", target{}, "no versions"},
-		{"microfaas/fn:resize", target{}, `no user function "resize"`},
-		{"microfaas/fn", target{}, `no built-in function "fn"`},
-		{"microfaas/", target{}, "no built-in"},
-		{"docker.io/microfaas/matmul", target{}, "cannot run on MicroFaaS"},
-		{"ghcr.io/openfaas/figlet:latest", target{}, "run no containers"},
-		{"", target{}, "cannot run"},
+		{without, "microfaas/matmul", target{Function: "matmul"}, false, ""},
+		{without, "microfaas/matmul:latest", target{Function: "matmul"}, false, ""},
+		{without, "microfaas/fn:wordcount", target{Function: "wordcount", User: true}, false, ""},
+		{without, "microfaas/fn:hello.sh", target{Function: "hello.sh", User: true}, false, ""},
+		{without, "microfaas/matmul:1.0", target{}, false, "no versions"},
+		{without, "microfaas/fn:matmul", target{}, false, "built-in"},
+		{without, "microfaas/fn:..", target{}, false, "use letters"},
+		{without, "microfaas/fn:a/b", target{}, false, "use letters"},
+		{without, "microfaas/fn", target{}, false, `no built-in function "fn"`},
+		{without, "microfaas/", target{}, false, "no built-in"},
+		{without, "ghcr.io/openfaas/figlet:latest", target{}, false, "run-time deploys are not enabled"},
+		{with, "microfaas/matmul", target{Function: "matmul"}, false, ""},
+		{with, "microfaas/nope", target{}, false, "no built-in"},
+		{with, "ghcr.io/openfaas/figlet:latest", target{Function: "svc", User: true, Deployed: true}, true, ""},
+		{with, "docker.io/microfaas/matmul", target{Function: "svc", User: true, Deployed: true}, true, ""},
+		{with, "127.0.0.1:5000/fn@sha256:" + strings.Repeat("a", 64), target{Function: "svc", User: true, Deployed: true}, true, ""},
 	}
 	for _, tt := range tests {
-		got, err := p.resolveImage(tt.image)
+		got, pull, err := tt.p.resolveImage("svc", tt.image)
 		if tt.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("%q: err %v, want %q", tt.image, err, tt.wantErr)
 			}
 			continue
 		}
-		if err != nil || got != tt.want {
-			t.Errorf("%q: %+v %v, want %+v", tt.image, got, err, tt.want)
+		if err != nil || got != tt.want || pull != tt.wantPull {
+			t.Errorf("%q: %+v pull %v %v, want %+v pull %v", tt.image, got, pull, err, tt.want, tt.wantPull)
 		}
 	}
 }
-
-func TestUserFunctionNames(t *testing.T) {
-	for _, tt := range []struct {
-		name string
-		ok   bool
-	}{{"wordcount", true}, {"hello.sh", true}, {"a-b_c", true}, {"matmul", false}, {"a/b", false}, {"..", false}, {"", false}} {
-		_, err := New(Config{Orchestrator: fakeStatus{}, Builtins: []string{"matmul"}, UserFunctions: []string{tt.name}})
-		if (err == nil) != tt.ok {
-			t.Errorf("%q: err %v", tt.name, err)
-		}
-	}
-}
-
-// fakeStatus satisfies Backend for tests that never invoke.
-type fakeStatus struct{ Backend }
 
 func TestArgs(t *testing.T) {
 	builtin, user := target{Function: "f"}, target{Function: "u", User: true}

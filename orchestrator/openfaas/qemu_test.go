@@ -74,7 +74,6 @@ func newQEMUHarness(tb testing.TB, n int, idle time.Duration, pcfg Config) (*har
 		}
 	})
 	c := &counting{QEMU: q}
-	pcfg.UserFunctions = append(pcfg.UserFunctions, "wordcount")
 	h := start(tb, cl, ln, c, orchestrator.Config{IdleTimeout: idle, PowerUpTimeout: 60 * time.Second}, pcfg)
 	tb.Logf("QEMU accelerator: %s", q.Accel())
 	return h, c
