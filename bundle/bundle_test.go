@@ -225,6 +225,7 @@ func TestUnpackHostileArchives(t *testing.T) {
 		{name: "no config", b: archive(rootRec), wantErr: ErrUnsafeImage, text: "lacks config.json"},
 		{name: "bytes after the trailer", b: append(archive(cfgRec, rootRec), "0707"...), wantErr: ErrUnsafeImage, text: "after the archive's trailer"},
 		{name: "truncated", b: archive(cfgRec, rootRec, fileRec("rootfs/a", "abcdef"))[:300], wantErr: ErrUnsafeImage, text: "truncated"},
+		{name: "truncated in a file", b: archive(cfgRec, rootRec, fileRec("rootfs/a", strings.Repeat("x", 1000)))[:600], wantErr: ErrUnsafeImage, text: "truncated archive in rootfs/a"},
 		{name: "not newc", b: []byte(strings.Repeat("x", 200)), wantErr: ErrUnsafeImage, text: "not a newc"},
 		{name: "a huge size header", b: hugeSize, wantErr: ErrImageTooLarge, text: "rootfs/big is 4294967295 bytes"},
 		{name: "too many entries", b: archive(many...), lim: small, wantErr: ErrImageTooLarge, text: "more than 10 entries"},

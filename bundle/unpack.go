@@ -259,8 +259,11 @@ func (u *unpacker) create(h header, data io.Reader) error {
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%w: truncated archive in %s", ErrUnsafeImage, h.name)
+		}
 		if err != nil {
-			return fmt.Errorf("%s: %w", h.name, noEOF(err))
+			return fmt.Errorf("%s: %w", h.name, err)
 		}
 		if err := u.skipPad(); err != nil {
 			return err
