@@ -59,8 +59,10 @@ type Watchdog struct {
 	done   chan struct{} // closed when the process has ended
 	err    error         // sandbox.Run's, set before done closes
 	client *http.Client
-	ready  bool  // its port has accepted a connection
-	served int64 // the log's mark at the end of the last call
+	ready  bool // its port has accepted a connection
+	// answered: its function has answered a call (see starting).
+	answered bool
+	served   int64 // the log's mark at the end of the last call
 }
 
 // StartWatchdog starts the watchdog image laid out in dir (config.json and
@@ -173,6 +175,23 @@ func (w *Watchdog) call(ctx context.Context, req *protocol.HTTPRequest) (*protoc
 		return nil, err
 	}
 	resp, err := w.client.Do(hreq)
+	for err == nil && !w.answered && starting(resp) {
+		// of-watchdog listens before its function does: until the function
+		// has answered once, the watchdog's own 5xx means "not up yet", and
+		// the request is sent again (within the job's time).
+		io.Copy(io.Discard, io.LimitReader(resp.Body, MaxHTTPBody))
+		resp.Body.Close()
+		if err := w.pause(ctx, readyPollMax); err != nil {
+			if w.Exited() {
+				return nil, w.exitError()
+			}
+			return nil, fmt.Errorf("%s: its function did not come up behind its watchdog within the job's time (%v): %w", w.name, err, ErrWatchdog)
+		}
+		if hreq, err = w.request(ctx, req); err != nil {
+			return nil, err
+		}
+		resp, err = w.client.Do(hreq)
+	}
 	if err != nil {
 		if w.Exited() {
 			return nil, w.exitError()
@@ -182,6 +201,7 @@ func (w *Watchdog) call(ctx context.Context, req *protocol.HTTPRequest) (*protoc
 		}
 		return nil, fmt.Errorf("%s: calling its watchdog: %v: %w", w.name, err, ErrWatchdog)
 	}
+	w.answered = true
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxHTTPBody+1))
 	if err != nil {
@@ -242,19 +262,39 @@ func (w *Watchdog) waitReady(ctx context.Context) error {
 			w.ready = true
 			break
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-w.done:
-			t.Stop()
-			return w.exitError()
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("%s: its watchdog did not listen on port %d within the job's time (%v): %w", w.name, w.port, ctx.Err(), ErrWatchdog)
-		case <-t.C:
+		if err := w.pause(ctx, wait); err != nil {
+			if w.Exited() {
+				return w.exitError()
+			}
+			return fmt.Errorf("%s: its watchdog did not listen on port %d within the job's time (%v): %w", w.name, w.port, err, ErrWatchdog)
 		}
 		wait = min(2*wait, readyPollMax)
 	}
 	return nil
+}
+
+// pause waits d, unless the watchdog exits (errExited) or ctx ends (its
+// error) first.
+func (w *Watchdog) pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-w.done:
+		return errExited
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+var errExited = errors.New("the watchdog exited")
+
+// starting reports whether resp is the watchdog's own 5xx (it marks its
+// answers X-OpenFaaS-Internal), not its function's: of-watchdog in http
+// mode answers so while its function does not listen yet.
+func starting(resp *http.Response) bool {
+	return resp.StatusCode >= 500 && resp.Header.Get("X-OpenFaaS-Internal") != ""
 }
 
 func (w *Watchdog) exitError() error {

@@ -137,6 +137,43 @@ func TestWatchdogForwardsHTTP(t *testing.T) {
 	}
 }
 
+// TestWatchdogStarting: while its function is not up, a watchdog answers
+// with its own 5xx (X-OpenFaaS-Internal): the call is sent again until the
+// function answers. Once it has, every answer comes back as it is, the
+// watchdog's own errors and the function's 500 alike.
+func TestWatchdogStarting(t *testing.T) {
+	needRoot(t)
+	dir := watchdogImage(t, buildWatchdog(t), "port="+strconv.Itoa(freePort(t)), "STARTING=3")
+	wd, err := StartWatchdog("slow", dir, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wd.Stop()
+	tests := []struct {
+		path   string
+		status int
+		log    int // "upstream not up" lines in this call's log
+	}{
+		{"/first", 418, 3},
+		{"/internal", 502, 1},
+		{"/own500", 500, 0},
+	}
+	for _, tt := range tests {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		resp, log, err := wd.Call(ctx, &protocol.HTTPRequest{Method: "GET", Path: tt.path})
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: %v (log %q)", tt.path, err, log)
+		}
+		if resp.Status != tt.status {
+			t.Errorf("%s: status %d, want %d", tt.path, resp.Status, tt.status)
+		}
+		if n := strings.Count(log, "upstream not up"); n != tt.log {
+			t.Errorf("%s: %d answers while starting, want %d (log %q)", tt.path, n, tt.log, log)
+		}
+	}
+}
+
 // TestWatchdogFailures: a watchdog that cannot answer fails the call with
 // ErrWatchdog and its log, and never hangs past the job's time.
 func TestWatchdogFailures(t *testing.T) {

@@ -4,6 +4,10 @@
 // (its start time), so a test sees whether a watchdog was kept.
 //
 //	GET /exit      logs "dying" and exits 3 before answering
+//	GET /internal  answers 502 marked X-OpenFaaS-Internal (the watchdog's own error)
+//	GET /own500    answers 500 unmarked (the function's error)
+//	STARTING=N     the first N calls get /internal's answer, as of-watchdog
+//	               answers while its function is not up yet
 //	MODE=nolisten  never listens (the worker must give up at the deadline)
 //	MODE=die       exits 4 at once, having logged "cannot start"
 package main
@@ -29,8 +33,21 @@ func main() {
 	}
 	instance := strconv.FormatInt(time.Now().UnixNano(), 36)
 	fmt.Fprintf(os.Stderr, "listening on %s as uid %d\n", os.Getenv("port"), os.Getuid())
+	starting, _ := strconv.Atoi(os.Getenv("STARTING"))
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		if starting > 0 || r.URL.Path == "/internal" {
+			starting--
+			fmt.Fprintln(os.Stderr, "upstream not up")
+			w.Header().Set("X-OpenFaaS-Internal", "fwatchdog")
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		if r.URL.Path == "/own500" {
+			w.WriteHeader(http.StatusInternalServerError)
+			w.Write([]byte("own error"))
+			return
+		}
 		fmt.Fprintf(os.Stderr, "call %s %s query=%s x-in=%s len=%d\n", r.Method, r.URL.EscapedPath(), r.URL.RawQuery, r.Header.Get("X-In"), len(body))
 		if r.URL.Path == "/exit" {
 			fmt.Fprintln(os.Stderr, "dying")
