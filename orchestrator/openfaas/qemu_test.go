@@ -12,12 +12,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/openfaas/faas-provider/types"
 
 	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/bundle/oci"
 	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/e2e/qemutest"
+	"github.com/microfaas/microfaas/internal/testfn"
 	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/deploy"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	mftarget "github.com/microfaas/microfaas/target"
 )
@@ -44,6 +48,13 @@ type counting struct {
 func (c *counting) PowerOn(ctx context.Context, w cluster.Worker) error {
 	c.powerOns.Add(1)
 	return c.QEMU.PowerOn(ctx, w)
+}
+
+// PowerOnBundle is the power-on with a run-time deployed bundle in the
+// worker's boot (power.BundleLoader).
+func (c *counting) PowerOnBundle(ctx context.Context, w cluster.Worker, b power.BootBundle) error {
+	c.powerOns.Add(1)
+	return c.QEMU.PowerOnBundle(ctx, w, b)
 }
 
 // newQEMUHarness runs n QEMU workers under a real orchestrator with the
@@ -74,7 +85,11 @@ func newQEMUHarness(tb testing.TB, n int, idle time.Duration, pcfg Config) (*har
 		}
 	})
 	c := &counting{QEMU: q}
-	h := start(tb, cl, ln, c, orchestrator.Config{IdleTimeout: idle, PowerUpTimeout: 60 * time.Second}, pcfg)
+	ocfg := orchestrator.Config{IdleTimeout: idle, PowerUpTimeout: 60 * time.Second}
+	if pcfg.Deploys != nil {
+		ocfg.Bundles = pcfg.Deploys
+	}
+	h := start(tb, cl, ln, c, ocfg, pcfg)
 	tb.Logf("QEMU accelerator: %s", q.Accel())
 	return h, c
 }
@@ -120,6 +135,69 @@ func TestQEMUDeployInvoke(t *testing.T) {
 	_, b := h.call("GET", "/system/logs?name=wc&follow=false", nil)
 	for _, m := range ndjson(t, b) {
 		t.Logf("log: %s %s", m.Instance, m.Text)
+	}
+}
+
+// TestQEMUDeployImage deploys the wordcount example as an OCI image from a
+// registry on loopback (no mfbuild in between: the worker image is the one
+// with wordcount baked in, so both paths run on the same worker) and calls
+// it cold through the provider, alternating with the baked-in
+// microfaas/fn:wordcount: the bundle reaches the worker with its power-on,
+// and both give the same output. Logs the deploy time, deploy -> first
+// result, and the medians of the cold calls.
+func TestQEMUDeployImage(t *testing.T) {
+	bin := testfn.Wordcount(t, "../..", "amd64")
+	_, push := loopbackRegistry(t)
+	img := testfn.Image(t, "amd64", map[string][]byte{"wordcount": bin}, nil, "/wordcount")
+	// testfn.Image's working directory, /app, is not in this image (its
+	// layer has no directories): run from the root.
+	cf, _ := img.ConfigFile()
+	cf = cf.DeepCopy()
+	cf.Config.WorkingDir = "/"
+	img, err := mutate.ConfigFile(img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := push("wordcount:1", img)
+	store, err := deploy.New(deploy.Config{Dir: t.TempDir(), Resolver: &oci.Resolver{Insecure: []string{"127.0.0.1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, c := newQEMUHarness(t, 1, 0, Config{Deploys: store, Archs: []string{"x86"}})
+	h.deploy(types.FunctionDeployment{Service: "baked", Image: "microfaas/fn:wordcount"})
+	start := time.Now()
+	h.deploy(types.FunctionDeployment{Service: "pulled", Image: ref})
+	deployed := time.Since(start)
+	rec, _ := store.Get("pulled")
+	const body, want = "one two three\nfour\n", `{"bytes":19,"lines":2,"words":4}` + "\n"
+	const rounds = 5
+	took := map[string][]time.Duration{}
+	for i := 0; i < rounds; i++ {
+		for _, fn := range []string{"pulled", "baked"} {
+			h.waitAllOff(30 * time.Second)
+			before := c.powerOns.Load()
+			t0 := time.Now()
+			res, b := h.call("POST", "/function/"+fn, body)
+			d := time.Since(t0)
+			if res.StatusCode != 200 || string(b) != want {
+				t.Fatalf("%s call %d: %d %q, want 200 %q", fn, i, res.StatusCode, b, want)
+			}
+			if c.powerOns.Load() != before+1 {
+				t.Errorf("%s call %d: not a cold call (%d power-ons)", fn, i, c.powerOns.Load()-before)
+			}
+			if fn == "pulled" && i == 0 {
+				t.Logf("deploy (pull, flatten, bundle of %d bytes) %s; deploy -> first result %s",
+					rec.Archs["x86"].Bundle.Size, deployed.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+			}
+			took[fn] = append(took[fn], d)
+		}
+	}
+	for _, fn := range []string{"pulled", "baked"} {
+		t.Logf("%s: cold calls, median %.0f ms, all %s", fn, ms(median(took[fn])), list(took[fn]))
+	}
+	_, b := h.call("GET", "/system/logs?name=pulled&follow=false", nil)
+	if msgs := ndjson(t, b); len(msgs) < rounds {
+		t.Errorf("%d log messages for pulled, want at least %d", len(msgs), rounds)
 	}
 }
 
