@@ -1,6 +1,7 @@
 package openfaas
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -198,6 +199,49 @@ func TestQEMUDeployImage(t *testing.T) {
 	_, b := h.call("GET", "/system/logs?name=pulled&follow=false", nil)
 	if msgs := ndjson(t, b); len(msgs) < rounds {
 		t.Errorf("%d log messages for pulled, want at least %d", len(msgs), rounds)
+	}
+}
+
+// TestQEMUWatchdogImage deploys an of-watchdog image (mode=http, a Go
+// handler answering 201, X-Fn: yes and the bytes 0..255 then the request
+// body: internal/testfn) through the provider and calls it on a QEMU
+// worker with a binary body, a path and a query: the status, the header
+// and the bytes come back unchanged, cold and then warm (the worker kept
+// up, the watchdog still running).
+func TestQEMUWatchdogImage(t *testing.T) {
+	host := testfn.Registry(t)
+	ref := host + "/of-watchdog:1"
+	testfn.Push(t, ref, testfn.OfWatchdogImage(t, testfn.AMD64))
+	store, err := deploy.New(deploy.Config{Dir: t.TempDir(), Resolver: &oci.Resolver{Insecure: []string{host}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := newQEMUHarness(t, 1, time.Minute, Config{Deploys: store, Archs: []string{"x86"}})
+	h.deploy(types.FunctionDeployment{Service: "wd", Image: ref})
+	if rec, _ := store.Get("wd"); !rec.Watchdog {
+		t.Fatalf("record %+v: want a watchdog image", rec)
+	}
+	body := []byte{0, 1, 0xfe, 0xff, '\n', 'x'}
+	want := append(testfn.HandlerPrefix(), body...)
+	for _, call := range []string{"cold", "warm"} {
+		start := time.Now()
+		res, b := h.call("POST", "/function/wd/some/path?q=1", body, "Content-Type", "application/octet-stream")
+		if res.StatusCode != 201 || res.Header.Get("X-Fn") != "yes" || !bytes.Equal(b, want) {
+			t.Fatalf("%s call: %d X-Fn %q body %x; want 201, yes, %x", call, res.StatusCode, res.Header.Get("X-Fn"), b, want)
+		}
+		t.Logf("%s call: %s on %s (exec %s ms)", call, time.Since(start).Round(time.Millisecond), res.Header.Get(HeaderWorker), res.Header.Get(HeaderExecMS))
+	}
+	// The watchdog's log of each call reaches the logs route.
+	_, lb := h.call("GET", "/system/logs?name=wd&follow=false", nil)
+	served := 0
+	for _, m := range ndjson(t, lb) {
+		t.Logf("log: %s %s", m.Instance, m.Text)
+		if strings.Contains(m.Text, "POST /some/path?q=1 - 201") {
+			served++
+		}
+	}
+	if served != 2 {
+		t.Errorf("%d watchdog log lines of the calls in the logs route, want 2", served)
 	}
 }
 
