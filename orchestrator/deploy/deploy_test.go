@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -175,12 +176,21 @@ func TestDeployRedeployDeleteRestart(t *testing.T) {
 		t.Errorf("deployments file: %v, mode %v; want 0600", err, fi.Mode())
 	}
 
-	// The same image under a second name shares the bundle file.
+	// The same image under a second name shares the bundle file, which
+	// is reused, not written again.
+	path, _ := s.Path(x86.Bundle.Digest)
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.Deploy(ctx, "wc2", ref, []string{"x86"}); err != nil {
 		t.Fatal(err)
 	}
 	if files := bundleFiles(t, dir); len(files) != 1 {
 		t.Errorf("bundle files after deploying one image twice: %v; want one", files)
+	}
+	if after, err := os.Stat(path); err != nil || !os.SameFile(before, after) {
+		t.Errorf("the bundle file was replaced by the second deploy (%v)", err)
 	}
 	if err := s.Delete("wc2"); err != nil {
 		t.Fatal(err)
@@ -383,5 +393,60 @@ func TestGCKeepsUsedAndRemovesStray(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, recordsFile)); err != nil {
 		t.Errorf("GC removed the deployments file: %v", err)
+	}
+}
+
+// TestConcurrentDeploys: deploys, redeploys and deletes of several names
+// at once (pulls run outside the store's lock, GC runs after each) leave
+// exactly the bundle files the remaining records use, each intact.
+func TestConcurrentDeploys(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the wordcount function")
+	}
+	r := newRegistry(t, nil)
+	refs := []string{r.push("wc:a", fnImage(t, "a")), r.push("wc:b", fnImage(t, "b")), r.push("wc:c", fnImage(t, "c"))}
+	dir := t.TempDir()
+	s, _ := newStore(t, dir, nil)
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := fmt.Sprintf("f%d", i%3)
+			for j := 0; j < 4; j++ {
+				if _, err := s.Deploy(context.Background(), name, refs[(i+j)%len(refs)], []string{"x86"}); err != nil {
+					errs <- err
+				}
+				if j == 2 && i%2 == 0 {
+					if err := s.Delete(name); err != nil && !errors.Is(err, ErrNotDeployed) {
+						errs <- err
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	used := map[string]bool{}
+	for _, rec := range s.List() {
+		x := rec.Archs["x86"]
+		used[filePrefix+strings.TrimPrefix(x.Bundle.Digest, "sha256:")] = true
+		checkBundle(t, s, x)
+	}
+	files := bundleFiles(t, dir)
+	if len(files) != len(used) {
+		t.Errorf("bundle files %v; want exactly those the records use %v", files, used)
+	}
+	for _, f := range files {
+		if !used[f] {
+			t.Errorf("bundle %s is used by no record", f)
+		}
+	}
+	if tmps, _ := filepath.Glob(filepath.Join(dir, tmpPattern)); len(tmps) != 0 {
+		t.Errorf("temporary files left: %v", tmps)
 	}
 }
