@@ -39,7 +39,8 @@ import (
 //	10 card key          no key file: read the key area of the board's card; no key ends the boot
 //	                     (a snapshot boot's key comes with its identity, step 13)
 //	11 snapshot sandbox  mf.snapshot=1: set the function sandbox up now, so the snapshot holds it
-//	12 network           wait for carrier on mf.iface (10 s at most; a failure is logged)
+//	12 network           check and unpack the delivered bundles in the background; wait for
+//	                     carrier on mf.iface (10 s at most; a failure is logged)
 //	13 identity          mf.snapshot=1: print MFINIT-SNAPSHOT-READY, read the identity from the
 //	                     console (the VM is restored here), reseed the RNG, set the clock
 //	14 serve             connect to the orchestrator and run jobs until told to stop
@@ -119,6 +120,7 @@ type machine struct {
 	uptime       func() float64
 	takeKey      func() ([]byte, error)
 	takeBundles  func() (map[string]*os.File, error) // nil: none
+	bundleDir    string                              // where bundles are unpacked ("": DefaultBundleWorkDir)
 	mount        func() error
 	cmdline      func() (string, error)
 	debugShell   func(*slog.Logger) waiter
@@ -176,7 +178,8 @@ type booting struct {
 	cfgErr   error // the command line's first error: the parse's, then ConfigFrom's
 	shell    waiter
 	times    protocol.BootTimes
-	bundles  map[string]*os.File // delivered with the initramfs, by digest
+	bundles  *Bundles // delivered with the initramfs (by digest), for the worker
+	nBundles int      // how many were delivered
 }
 
 // boot runs bootSteps on m and powers off.
@@ -230,7 +233,8 @@ func (b *booting) bundleFiles(context.Context) error {
 	if err != nil {
 		b.m.log.Error("bundles delivered with the initramfs", "err", err)
 	}
-	b.bundles = files
+	b.bundles = &Bundles{Delivered: files, WorkDir: b.m.bundleDir, Log: b.m.log}
+	b.nBundles = len(files)
 	return nil
 }
 
@@ -326,6 +330,11 @@ func (b *booting) snapshotSandbox(context.Context) error {
 }
 
 func (b *booting) network(context.Context) error {
+	// /run has its tmpfs now: the delivered bundles are checked and
+	// unpacked there while the link comes up and the worker connects.
+	if b.bundles != nil {
+		b.bundles.CheckDelivered()
+	}
 	if err := b.m.waitLink(b.cfg.Iface); err != nil {
 		b.m.log.Error("network", "err", err)
 	}
@@ -370,12 +379,12 @@ func (b *booting) identity(context.Context) error {
 
 func (b *booting) serve(ctx context.Context) error {
 	w := &Worker{Config: b.cfg, Key: b.key, Log: b.m.log, Env: functions.Env{FunctionsDir: b.m.functionsDir},
-		SetClock: b.m.setClock, Boot: b.times, Bundles: &Bundles{Delivered: b.bundles, Log: b.m.log}}
+		SetClock: b.m.setClock, Boot: b.times, Bundles: b.bundles}
 	// A full boot sets the function sandbox up only if the worker has user
 	// functions or a bundle (built-ins run in this process), and only once
 	// its hello is out: on one vCPU it would otherwise compete with the
 	// connection.
-	if !b.cfg.Snapshot && (len(functions.UserNames(w.Env.FunctionsDir)) > 0 || len(b.bundles) > 0) {
+	if !b.cfg.Snapshot && (len(functions.UserNames(w.Env.FunctionsDir)) > 0 || b.nBundles > 0) {
 		w.Connected = func() {
 			if err := b.m.sandbox(); err != nil {
 				b.m.log.Error("function sandbox", "err", err)

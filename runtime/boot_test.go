@@ -306,21 +306,22 @@ func flasherCmdline(t *testing.T) string {
 }
 
 // TestBootTakesBundles: the bundles the initramfs carries are taken before
-// the mounts (a tmpfs on /run would hide them) and handed to the worker,
-// which then sets the sandbox up once connected.
+// the mounts (a tmpfs on /run would hide them), checked and unpacked from
+// the network step on, and handed to the worker, which then sets the
+// sandbox up once connected.
 func TestBootTakesBundles(t *testing.T) {
 	f := &fakeMachine{cmdline: "mf.id=w1 mf.orch=h:1", keyFile: bytes.Repeat([]byte{7}, protocol.KeySize)}
 	m := f.machine(t, t.TempDir())
-	file, err := os.Open(os.DevNull)
-	if err != nil {
+	b := makeBundle(t, "fn", []byte("#!/bin/sh\necho hi\n"))
+	run := t.TempDir()
+	if err := os.WriteFile(filepath.Join(run, "sha256-"+strings.TrimPrefix(b.ref.Digest, "sha256:")), b.data, 0o400); err != nil {
 		t.Fatal(err)
 	}
-	defer file.Close()
-	digest := "sha256:" + strings.Repeat("ab", 32)
 	m.takeBundles = func() (map[string]*os.File, error) {
 		f.call("takebundles")
-		return map[string]*os.File{digest: file}, nil
+		return TakeBundles(run)
 	}
+	m.bundleDir = t.TempDir()
 	if err := m.boot(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -328,8 +329,14 @@ func TestBootTakesBundles(t *testing.T) {
 		t.Errorf("calls %q, want %q first", f.calls, want)
 	}
 	w := f.served
-	if w == nil || w.Bundles == nil || w.Bundles.Delivered[digest] != file {
-		t.Fatalf("the worker did not get the delivered bundle: %+v", w)
+	if w == nil || w.Bundles == nil {
+		t.Fatalf("the worker did not get the delivered bundles: %+v", w)
+	}
+	if held := w.Bundles.Held(); !slices.Equal(held, []string{b.ref.Digest}) {
+		t.Errorf("held %v, want the delivered bundle", held)
+	}
+	if _, err := os.Stat(filepath.Join(m.bundleDir, strings.TrimPrefix(b.ref.Digest, "sha256:"), "config.json")); err != nil {
+		t.Errorf("the delivered bundle is not unpacked: %v", err)
 	}
 	if w.Connected == nil {
 		t.Error("a worker with a bundle should set its sandbox up once connected")

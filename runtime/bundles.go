@@ -60,6 +60,56 @@ type Bundles struct {
 	Log     *slog.Logger
 
 	ready map[string]bundle.Config // unpacked under WorkDir/<hex>, from verified bytes
+	// unpackTook is how long the last unpack took (the rest of preparing
+	// a bundle is hashing it, or fetching and hashing it): logged.
+	unpackTook time.Duration
+	// early is closed when the delivered bundles, checked and unpacked
+	// in the background (CheckDelivered), are ready; nil: not started.
+	early chan struct{}
+}
+
+// CheckDelivered checks and unpacks the delivered bundles in the
+// background, so the work overlaps the boot's waits (the link, the
+// connection): the hello waits for it. Call it once /run has its tmpfs.
+func (b *Bundles) CheckDelivered() {
+	if len(b.Delivered) == 0 || b.early != nil {
+		return
+	}
+	b.early = make(chan struct{})
+	go func() {
+		defer close(b.early)
+		b.checkDelivered()
+	}()
+}
+
+// waitDelivered waits for CheckDelivered's work, if it was started.
+func (b *Bundles) waitDelivered() {
+	if b.early != nil {
+		<-b.early
+	}
+}
+
+// checkDelivered checks and unpacks every delivered bundle (a worker gets
+// the one of the function it is powered on for): its job follows.
+func (b *Bundles) checkDelivered() {
+	for digest, f := range b.Delivered {
+		delete(b.Delivered, digest)
+		start := time.Now()
+		_, err := b.unpackFile(digest, f, "initramfs")
+		f.Close() // unlinked: its memory is freed
+		if err != nil {
+			b.log().Error("bundle delivered with the initramfs refused", "digest", digest, "err", err)
+			continue
+		}
+		b.logReady(digest, "initramfs", start)
+	}
+}
+
+// logReady logs a bundle made ready: from where, and how long it took.
+func (b *Bundles) logReady(digest, from string, start time.Time) {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.log().Info("bundle checked and unpacked", "digest", digest, "from", from,
+		"ms", ms(time.Since(start)), "unpack_ms", ms(b.unpackTook))
 }
 
 // Fetch copies the bundle ref from the orchestrator into w (the session's
@@ -142,22 +192,13 @@ func (b *Bundles) maxSize() int64 {
 }
 
 // Held lists the digests of the bundles this worker holds, verified, for
-// its hello. A delivered bundle is checked and unpacked here (its job
-// follows); a cache file is hashed (and removed if it does not match).
+// its hello. A delivered bundle is checked and unpacked here, if
+// CheckDelivered has not done it (its job follows); a cache file is hashed
+// (and removed if it does not match).
 func (b *Bundles) Held() []string {
+	b.waitDelivered()
+	b.checkDelivered()
 	var held []string
-	for digest, f := range b.Delivered {
-		delete(b.Delivered, digest)
-		start := time.Now()
-		_, err := b.unpackFile(digest, f, "initramfs")
-		f.Close() // unlinked: its memory is freed
-		if err != nil {
-			b.log().Error("bundle delivered with the initramfs refused", "digest", digest, "err", err)
-			continue
-		}
-		b.log().Info("bundle checked and unpacked", "digest", digest, "from", "initramfs",
-			"ms", float64(time.Since(start).Microseconds())/1000)
-	}
 	for digest := range b.ready {
 		held = append(held, digest)
 	}
@@ -215,15 +256,13 @@ func (b *Bundles) Prepare(ref protocol.BundleRef, fetch Fetch) (string, bundle.C
 	if err != nil {
 		return "", bundle.Config{}, err
 	}
+	b.waitDelivered()
 	dir := filepath.Join(b.workDir(), h)
 	if cfg, ok := b.ready[ref.Digest]; ok {
 		return dir, cfg, nil
 	}
 	start := time.Now()
-	done := func(from string) {
-		b.log().Info("bundle checked and unpacked", "digest", ref.Digest, "from", from,
-			"ms", float64(time.Since(start).Microseconds())/1000)
-	}
+	done := func(from string) { b.logReady(ref.Digest, from, start) }
 	if f, ok := b.Delivered[ref.Digest]; ok {
 		delete(b.Delivered, ref.Digest)
 		cfg, err := b.unpackFile(ref.Digest, f, "initramfs")
@@ -370,7 +409,9 @@ func (b *Bundles) unpackVerified(digest, h string, f *os.File) (bundle.Config, e
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return bundle.Config{}, fmt.Errorf("bundle %s: %w", digest, err)
 	}
+	start := time.Now()
 	cfg, err := bundle.Unpack(f, dir, bundle.DefaultLimits)
+	b.unpackTook = time.Since(start)
 	if err != nil {
 		os.RemoveAll(dir)
 		return bundle.Config{}, fmt.Errorf("bundle %s: %w", digest, err)
