@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,9 @@ func TestUnknownFunctionRefusedAtSubmit(t *testing.T) {
 	}
 	if _, err := h.orch.Submit("cascading_md5", json.RawMessage(`{"data":"x","rounds":1}`), 5*time.Second); err != nil {
 		t.Errorf("a function a worker reported was refused: %v", err)
+	}
+	if fns := h.orch.Functions(); !slices.Contains(fns, "cascading_md5") || !slices.IsSorted(fns) {
+		t.Errorf("Functions() = %v, want the hello's, sorted", fns)
 	}
 }
 

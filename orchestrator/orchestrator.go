@@ -15,7 +15,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -319,6 +321,15 @@ func (o *Orchestrator) InvokeJob(ctx context.Context, spec JobSpec) (*Invocation
 		<-inv.done
 		return inv, nil
 	}
+}
+
+// Functions lists, sorted, the functions the workers' images hold:
+// Config.Functions and those every worker named in its hello. Functions
+// deployed at run time are Config.Bundles' to list.
+func (o *Orchestrator) Functions() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Sorted(maps.Keys(o.m.known))
 }
 
 // WorkerStatus is a worker's state for status reports.
