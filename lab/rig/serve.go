@@ -192,9 +192,9 @@ func Credentials(dir string, log *slog.Logger) (*auth.BasicAuthCredentials, erro
 	if err != nil {
 		return nil, fmt.Errorf("API credentials (--openfaas-auth): %w", err)
 	}
-	reader := "mforch status and loadgen read them from there"
+	reader := "mforch status, loadgen and deploy read them from there"
 	if given != "" {
-		reader = "mforch status and loadgen read them with --auth " + given
+		reader = "mforch status, loadgen and deploy read them with --auth " + given
 	}
 	msg := "HTTP API credentials (HTTP basic auth; " + reader + ")"
 	if created {
