@@ -67,3 +67,9 @@ func (m QEMUByArch) Close() {
 		q.Close()
 	}
 }
+
+// Both QEMU controllers take bundles at power-on.
+var (
+	_ BundleLoader = (*QEMU)(nil)
+	_ BundleLoader = QEMUByArch(nil)
+)
