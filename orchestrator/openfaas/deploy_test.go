@@ -286,3 +286,43 @@ func TestRenderHTTPResponse(t *testing.T) {
 		}
 	}
 }
+
+// TestDeployedStateFile: a pulled deployment survives a restart of the
+// provider with its whole deployment (labels) from the state file and its
+// bundle from the store; one the store lost is dropped, not kept as a
+// function no worker can run.
+func TestDeployedStateFile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the wordcount function")
+	}
+	bin := testfn.Wordcount(t, "../..", "amd64")
+	_, push := loopbackRegistry(t)
+	ref := push("wc:1", testfn.Image(t, "amd64", map[string][]byte{"wordcount": bin}, nil, "/wordcount"))
+	store, err := deploy.New(deploy.Config{Dir: t.TempDir(), Resolver: &oci.Resolver{Insecure: []string{"127.0.0.1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "openfaas.json")
+	h, _ := newSimHarness(t, 1, 0, orchestrator.Config{Bundles: store}, Config{Deploys: store, Archs: []string{"x86"}, StateFile: file})
+	for _, svc := range []string{"kept", "lost"} {
+		if res, b := h.call("POST", "/system/functions", types.FunctionDeployment{Service: svc, Image: ref,
+			Labels: &map[string]string{"a": "b"}}); res.StatusCode != 202 {
+			t.Fatalf("deploy %s: %d %s", svc, res.StatusCode, b)
+		}
+	}
+	// The store loses one (mforch deploy --delete while the provider is down).
+	if err := store.Delete("lost"); err != nil {
+		t.Fatal(err)
+	}
+	p2, err := New(Config{Orchestrator: h.orch, Deploys: store, Archs: []string{"x86"}, StateFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn, ok := p2.lookup("kept")
+	if !ok || fn.target != (target{Function: "kept", User: true, Deployed: true}) || (*fn.Deployment.Labels)["a"] != "b" || fn.Deployment.Image != ref {
+		t.Errorf("kept after restart: %+v %v", fn, ok)
+	}
+	if fn, ok := p2.lookup("lost"); ok {
+		t.Errorf("lost after restart: %+v; want it dropped with its bundle", fn)
+	}
+}
