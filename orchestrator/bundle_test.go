@@ -545,3 +545,43 @@ func testCtx(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// Two workers boot for two deployed functions; the one that says hello
+// first holds the second function's bundle (its boot carried it): it runs
+// that one, not the queue's head, and saves a fetch. A worker holding no
+// queued function's bundle takes the head.
+func TestMachinePrefersHeldBundle(t *testing.T) {
+	b := &dirBundles{dir: t.TempDir()}
+	one := b.add(t, "one", "x86", []byte("bundle one"))
+	two := b.add(t, "two", "x86", []byte("bundle two"))
+	x := newMT(t, 3, func(c *machineConfig) { c.Bundles = b })
+	submit := func(fn string) *Invocation {
+		inv := &Invocation{ID: "inv-" + fn, Function: fn, Timeout: time.Minute, Queued: x.now, done: make(chan struct{})}
+		x.ev(0, evSubmit{inv, make(chan error, 1)})
+		return inv
+	}
+	invOne, invTwo := submit("one"), submit("two")
+	jobFor := func(worker string, bundles ...string) string {
+		t.Helper()
+		acts := x.ev(time.Second, evHello{worker: worker, bundles: bundles, conn: &workerConn{}, reply: make(chan helloReply, 1)})
+		for _, a := range acts {
+			if s, ok := a.(actSend); ok && s.typ == protocol.TypeJob {
+				return s.msg.(protocol.Job).ID
+			}
+		}
+		t.Fatalf("%s got no job: %#v", worker, acts)
+		return ""
+	}
+	if got := jobFor("w1", two.Digest); got != invTwo.ID {
+		t.Errorf("the worker holding bundle two ran %s, want %s", got, invTwo.ID)
+	}
+	if got := jobFor("w0", one.Digest); got != invOne.ID {
+		t.Errorf("w0 ran %s, want %s", got, invOne.ID)
+	}
+	// No bundle held: FIFO.
+	invA := submit("one")
+	submit("two")
+	if got := jobFor("w2"); got != invA.ID {
+		t.Errorf("a worker holding nothing ran %s, want the head %s", got, invA.ID)
+	}
+}

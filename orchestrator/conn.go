@@ -132,7 +132,7 @@ func (o *Orchestrator) serveSession(c net.Conn, pc *protocol.Conn, h protocol.He
 	remote := c.RemoteAddr().String()
 	wc := newWorkerConn(c, pc)
 	reply := make(chan helloReply, 1)
-	if !o.post(evHello{worker: h.WorkerID, functions: h.Functions, boot: h.Boot, remote: remote, conn: wc, reply: reply}) {
+	if !o.post(evHello{worker: h.WorkerID, functions: h.Functions, bundles: h.Bundles, boot: h.Boot, remote: remote, conn: wc, reply: reply}) {
 		wc.close()
 		return
 	}

@@ -56,6 +56,7 @@ type (
 	evHello struct {
 		worker    string
 		functions []string // those the worker's image holds
+		bundles   []string // digests of the bundles it holds already (verified)
 		boot      protocol.BootTimes
 		remote    string
 		conn      *workerConn
@@ -206,7 +207,8 @@ type worker struct {
 	exited       bool // the controller reported it off while a job ran
 	forcing      bool // a forced PowerOff is under way
 	current      *Invocation
-	ran          []*Invocation // finished this session; recorded when it powers off
+	bundles      map[string]bool // digests its hello said it holds
+	ran          []*Invocation   // finished this session; recorded when it powers off
 	bootFailures int
 }
 
@@ -464,8 +466,9 @@ func (m *machine) dispatch() {
 			break
 		}
 		if w := m.workers[id]; w.state == state.Idle {
-			inv := m.queue[0]
-			m.queue = m.queue[1:]
+			i := m.pick(w)
+			inv := m.queue[i]
+			m.queue = slices.Delete(m.queue, i, i+1)
 			m.startJob(w, inv)
 		}
 	}
@@ -489,6 +492,29 @@ func (m *machine) dispatch() {
 		}
 	}
 	m.reserve()
+}
+
+// pickAhead is how far into the queue a worker looks for a job whose
+// bundle it holds; maxHelloBundles bounds the digests a hello may list.
+const (
+	pickAhead       = 16
+	maxHelloBundles = 64
+)
+
+// pick is the index of the queued invocation idle worker w runs next: the
+// queue's head, unless one of the next few is of a function deployed at
+// run time whose bundle w holds already (delivered with its boot for that
+// invocation, while another worker took the head): that one saves a fetch.
+func (m *machine) pick(w *worker) int {
+	if len(w.bundles) == 0 || m.cfg.Bundles == nil {
+		return 0
+	}
+	for i, inv := range m.queue[:min(len(m.queue), pickAhead)] {
+		if b := m.bundle(inv.Function, w); b != nil && w.bundles[b.Digest] {
+			return i
+		}
+	}
+	return 0
 }
 
 // reserveAhead is how many invocations at the head of the queue have
@@ -662,6 +688,10 @@ func (m *machine) hello(e evHello) {
 	}
 	m.log.Info("worker connected", "worker", e.worker, "init_ms", e.boot.InitMS, "connected_ms", e.boot.ConnectedMS)
 	w.connected, w.boot, w.bootFailures, w.conn = m.now, e.boot, 0, e.conn
+	w.bundles = map[string]bool{}
+	for _, d := range e.bundles[:min(len(e.bundles), maxHelloBundles)] {
+		w.bundles[d] = true
+	}
 	m.emit(actHelloDone{e.reply, helloReply{ok: true, session: w.session}})
 	m.idle(w, m.cfg.FirstIdle)
 }
@@ -693,10 +723,13 @@ func (m *machine) startJob(w *worker, inv *Invocation) {
 		}
 		wait = inv.reservedTurn > m.committed
 	}
+	bundle := m.bundle(inv.Function, w)
+	if bundle != nil && w.bundles != nil {
+		w.bundles[bundle.Digest] = true // the worker keeps it for its next jobs
+	}
 	m.emit(actSend{w.conn, protocol.TypeJob, protocol.Job{ID: inv.ID, Function: inv.Function, Args: inv.Args,
 		TimeoutMS: inv.Timeout.Milliseconds(), Attempt: inv.Attempts, Services: m.cfg.Services,
-		Env: inv.Env, Secrets: inv.Secrets, NowUnixNS: m.now.UnixNano(), Bundle: m.bundle(inv.Function, w),
-		HTTP: inv.HTTP}, wait})
+		Env: inv.Env, Secrets: inv.Secrets, NowUnixNS: m.now.UnixNano(), Bundle: bundle, HTTP: inv.HTTP}, wait})
 }
 
 func (m *machine) result(w *worker, res protocol.Result) {
