@@ -172,6 +172,11 @@ func run(ctx context.Context, name string, spec sandbox.Spec, args json.RawMessa
 		if errors.As(err, &ee) {
 			return nil, fmt.Errorf("%s: exited with %s: %s", name, ee.ProcessState, strings.TrimSpace(stderr.String()))
 		}
+		if errors.Is(err, syscall.ENOENT) && spec.Root != "" && spec.Dir != "" && spec.Dir != "/" {
+			// exec reports a working directory it cannot enter as the
+			// executable missing.
+			return nil, fmt.Errorf("%s: %w (or the image's working directory %s is not in its filesystem)", name, err, spec.Dir)
+		}
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return stdout.String(), nil

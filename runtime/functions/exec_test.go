@@ -113,4 +113,12 @@ func TestImageFunction(t *testing.T) {
 	if err == nil || !errors.Is(err, os.ErrNotExist) && !strings.Contains(err.Error(), "no such file") {
 		t.Fatalf("missing entrypoint: err = %v", err)
 	}
+	// A working directory the image lacks fails as a missing executable
+	// does: the error says it may be either.
+	cfg, _ = json.Marshal(ImageConfig{Entrypoint: []string{"/app/wordcount"}, WorkingDir: "/nowhere"})
+	os.WriteFile(filepath.Join(fdir, "config.json"), cfg, 0o644)
+	_, err = fn(context.Background(), Env{}, json.RawMessage(`""`))
+	if err == nil || !strings.Contains(err.Error(), "working directory /nowhere is not in its filesystem") {
+		t.Fatalf("missing working directory: err = %v", err)
+	}
 }
