@@ -103,9 +103,9 @@ func TestGatewayDeploysImages(t *testing.T) {
 	})
 	ctrl := &bundleCounting{QEMU: q}
 	creds := &auth.BasicAuthCredentials{User: "admin", Password: fmt.Sprintf("pw-%d", time.Now().UnixNano())}
-	// A minute of idling keeps the worker warm between the calls that
-	// follow each other, so the redeploy meets a warm worker.
-	h := start(t, cl, ln, ctrl, orchestrator.Config{Bundles: store, IdleTimeout: time.Minute, PowerUpTimeout: 90 * time.Second},
+	// Idling keeps the worker warm between the calls that follow each
+	// other (seconds apart), so the redeploy meets a warm worker.
+	h := start(t, cl, ln, ctrl, orchestrator.Config{Bundles: store, IdleTimeout: 20 * time.Second, PowerUpTimeout: 90 * time.Second},
 		Config{Auth: creds, Deploys: store, Archs: []string{mftarget.X86.Name}})
 
 	gw, cli := startGateway(t, tools, h.srv.URL+"/", creds)
@@ -131,11 +131,13 @@ func TestGatewayDeploysImages(t *testing.T) {
 	res, got := post(t, gw+"/function/wd", body)
 	t.Logf("wd:1 cold call through the gateway: %s", time.Since(t0).Round(time.Millisecond))
 	if res.StatusCode != http.StatusCreated || res.Header.Get("X-Fn") != "yes" || !bytes.Equal(got, append(testfn.HandlerPrefix(), body...)) {
-		t.Fatalf("wd:1: %d X-Fn=%q body % x", res.StatusCode, res.Header.Get("X-Fn"), got)
+		_, logs := h.call("GET", "/system/logs?name=wd&follow=false", nil)
+		t.Fatalf("wd:1: %d %v body %q; want 201, X-Fn: yes and the handler's bytes; function log:\n%s", res.StatusCode, res.Header, got, logs)
 	}
-	out := mustCLI("via faas-cli", "via faas-cli", "invoke", "wd")
-	if !strings.HasPrefix(out, string(testfn.HandlerPrefix())) {
-		t.Errorf("faas-cli invoke wd: % x", out)
+	// faas-cli takes any status but 200 as a failure and says which.
+	out, err := cli("via faas-cli", "invoke", "wd")
+	if want := "status code: 201 - " + string(testfn.HandlerPrefix()) + "via faas-cli"; err == nil || !strings.Contains(out, want) {
+		t.Errorf("faas-cli invoke wd: %v: %q, want an error and %q", err, out, want)
 	}
 
 	// Redeploy the same name to another image (the classic watchdog): the
@@ -149,7 +151,8 @@ func TestGatewayDeploysImages(t *testing.T) {
 	res, got = post(t, gw+"/function/wd", []byte("hi\n"))
 	t.Logf("wd:2 call after the redeploy: %s", time.Since(t0).Round(time.Millisecond))
 	if res.StatusCode != http.StatusOK || string(got) != "hi\ndone\n" {
-		t.Fatalf("wd:2: %d %q, want 200 %q", res.StatusCode, got, "hi\ndone\n")
+		_, logs := h.call("GET", "/system/logs?name=wd&follow=false", nil)
+		t.Fatalf("wd:2: %d %v %q, want 200 %q; function log:\n%s", res.StatusCode, res.Header, got, "hi\ndone\n", logs)
 	}
 	if p, _ := store.Path(rec1.Archs["x86"].Bundle.Digest); exists(p) {
 		t.Errorf("wd:1's bundle %s is still there after the redeploy", p)
@@ -168,6 +171,19 @@ func TestGatewayDeploysImages(t *testing.T) {
 		t.Errorf("invoke upper: %q", out)
 	}
 	mustCLI("", reg+"/py:1", "describe", "py")
+
+	// A call straight to mforch with every worker off powers one on for
+	// that function: the bundle rides in the boot's initramfs.
+	h.waitAllOff(90 * time.Second)
+	t0 = time.Now()
+	res, got = post(t, h.srv.URL+"/function/upper", []byte("cold"))
+	t.Logf("upper cold call straight to mforch: %s", time.Since(t0).Round(time.Millisecond))
+	if res.StatusCode != http.StatusOK || string(got) != "COLD" {
+		t.Errorf("upper: %d %q, want 200 COLD", res.StatusCode, got)
+	}
+	if n := ctrl.withBundle.Load(); n != 1 {
+		t.Errorf("%d power-ons with a bundle, want 1", n)
+	}
 
 	// Remove: the function is gone and so is its bundle.
 	mustCLI("", "Removing old function", "remove", "wd")
