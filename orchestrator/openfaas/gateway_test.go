@@ -16,6 +16,10 @@ import (
 	"time"
 
 	"github.com/openfaas/faas-provider/auth"
+
+	"github.com/microfaas/microfaas/bundle/oci"
+	"github.com/microfaas/microfaas/internal/testfn"
+	"github.com/microfaas/microfaas/orchestrator/deploy"
 )
 
 // openfaasTools are the OpenFaaS programs the gateway test runs, built by
@@ -147,7 +151,16 @@ func TestOpenFaaSGateway(t *testing.T) {
 	os.WriteFile(filepath.Join(secrets, "basic-auth-user"), []byte(creds.User), 0o600)
 	os.WriteFile(filepath.Join(secrets, "basic-auth-password"), []byte(creds.Password), 0o600)
 
-	h, qemu := newQEMUHarness(t, 2, 0, Config{Auth: creds})
+	// Run-time deploys as mforch serve has them, from a registry on
+	// loopback holding an image with nothing for the x86 workers.
+	host := testfn.Registry(t)
+	armOnly := host + "/arm-only:1"
+	testfn.Push(t, armOnly, testfn.Image(t, "arm", map[string][]byte{"f": []byte("x")}, nil, "/f"))
+	store, err := deploy.New(deploy.Config{Dir: t.TempDir(), Resolver: &oci.Resolver{Insecure: []string{host}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, qemu := newQEMUHarness(t, 2, 0, Config{Auth: creds, Deploys: store, Archs: []string{"x86"}})
 	provider := h.srv.URL + "/"
 
 	promPort, natsPort := freePort(t), freePort(t)
@@ -206,8 +219,8 @@ func TestOpenFaaSGateway(t *testing.T) {
 	mustCLI("", "Deployed. 202 Accepted.", "deploy", "--image", "microfaas/cascading_sha256", "--name", "sha256")
 	mustCLI("", "Deployed. 202 Accepted.", "deploy", "--image", "microfaas/fn:wordcount", "--name", "wordcount",
 		"--env", "content_type=application/json", "--label", "team=docs")
-	if out, err := cli("", "deploy", "--image", "nginx:latest", "--name", "web"); err == nil || !strings.Contains(out, "cannot run on MicroFaaS") {
-		t.Fatalf("deploying a container image: err %v", err)
+	if out, err := cli("", "deploy", "--image", armOnly, "--name", "web"); err == nil || !strings.Contains(out, "400") || !strings.Contains(out, "linux/amd64") {
+		t.Fatalf("deploying an image with nothing for the x86 workers: err %v; output %s", err, out)
 	}
 	out := mustCLI("", "sha256", "list")
 	if !strings.Contains(out, "wordcount") || strings.Contains(out, "web") {
