@@ -125,10 +125,11 @@ func FuzzJob(f *testing.F) {
 
 // TestJobEnvAndSecrets runs a user function through the worker's job path:
 // the job's env reaches its environment, its secrets are files in the
-// secrets directory while it runs, and they are gone afterwards.
+// secrets directory while it runs, and they are gone afterwards; its
+// stderr is the result's log.
 func TestJobEnvAndSecrets(t *testing.T) {
 	fdir, sdir := t.TempDir(), filepath.Join(t.TempDir(), "secrets")
-	script := "#!/bin/sh\nprintf '%s %s' \"$GREETING\" \"$(cat " + sdir + "/api-key)\"\n"
+	script := "#!/bin/sh\necho to the log >&2\nprintf '%s %s' \"$GREETING\" \"$(cat " + sdir + "/api-key)\"\n"
 	if err := os.WriteFile(filepath.Join(fdir, "show"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -137,6 +138,9 @@ func TestJobEnvAndSecrets(t *testing.T) {
 		Env: map[string]string{"GREETING": "hello"}, Secrets: map[string][]byte{"api-key": []byte("s3cr3t")}}, nil)
 	if res.Error != "" || string(res.Result) != `"hello s3cr3t"` {
 		t.Fatalf("result %s, error %q", res.Result, res.Error)
+	}
+	if res.Log != "to the log\n" {
+		t.Errorf("log %q: a baked-in user function's stderr comes back too", res.Log)
 	}
 	if _, err := os.Stat(filepath.Join(sdir, "api-key")); !os.IsNotExist(err) {
 		t.Errorf("the secret outlived its job: %v", err)
