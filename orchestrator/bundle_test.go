@@ -288,7 +288,7 @@ func (s *scriptWorkers) OnExit(fn func(string, error)) {
 }
 
 // startScripted runs an orchestrator with one scripted worker.
-func startScripted(t *testing.T, cfg Config, script func(*protocol.Conn, protocol.Job) protocol.Result) (*Orchestrator, *scriptWorkers, *testlog.Buffer) {
+func startScripted(t testing.TB, cfg Config, script func(*protocol.Conn, protocol.Job) protocol.Result) (*Orchestrator, *scriptWorkers, *testlog.Buffer) {
 	t.Helper()
 	if cfg.Cluster == nil {
 		cfg.Cluster = cluster.Local(1)
@@ -583,5 +583,43 @@ func TestMachinePrefersHeldBundle(t *testing.T) {
 	submit("two")
 	if got := jobFor("w2"); got != invA.ID {
 		t.Errorf("a worker holding nothing ran %s, want the head %s", got, invA.ID)
+	}
+}
+
+// BenchmarkBundleFetch is a job whose worker fetches a 5 MB bundle over
+// the session (loopback TCP, the orchestrator and the scripted worker in
+// one process): what a board, a snapshot boot or a worker that booted for
+// another function pays instead of the boot initramfs.
+func BenchmarkBundleFetch(b *testing.B) {
+	bs := &dirBundles{dir: b.TempDir()}
+	data := make([]byte, 5<<20)
+	rand.Read(data)
+	bs.add(b, "dep", "x86", data)
+	failed := make(chan error, 1)
+	o, _, _ := startScripted(b, Config{Bundles: bs, IdleTimeout: time.Hour}, func(pc *protocol.Conn, job protocol.Job) protocol.Result {
+		got, err := fetch(pc, job.Bundle.Digest, job.Bundle.Size)
+		if err == nil && len(got) != len(data) {
+			err = fmt.Errorf("%d bytes", len(got))
+		}
+		if err != nil {
+			select {
+			case failed <- err:
+			default:
+			}
+		}
+		return protocol.Result{Result: json.RawMessage(`1`)}
+	})
+	ctx := context.Background()
+	o.Invoke(ctx, "dep", nil, time.Minute) // boot the worker
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if inv, err := o.Invoke(ctx, "dep", nil, time.Minute); err != nil || inv.Err != nil {
+			b.Fatal(err, inv.Err)
+		}
+	}
+	select {
+	case err := <-failed:
+		b.Fatal(err)
+	default:
 	}
 }
