@@ -207,7 +207,7 @@ type worker struct {
 	exited       bool // the controller reported it off while a job ran
 	forcing      bool // a forced PowerOff is under way
 	current      *Invocation
-	bundles      map[string]bool // digests its hello said it holds
+	bundles      map[string]bool // digests it holds: its hello's, and its jobs' this session
 	ran          []*Invocation   // finished this session; recorded when it powers off
 	bootFailures int
 }
