@@ -187,7 +187,7 @@ func TestWatchdogFailures(t *testing.T) {
 		log     string
 	}{
 		{"dies at start", []string{"MODE=die"}, "/", 20 * time.Second, "cannot start"},
-		{"never listens", []string{"MODE=nolisten"}, "/", 500 * time.Millisecond, "starting slowly"},
+		{"never listens", []string{"MODE=nolisten"}, "/", 2 * time.Second, "starting slowly"},
 		{"exits during the call", nil, "/exit", 20 * time.Second, "dying"},
 	}
 	for _, tt := range tests {
