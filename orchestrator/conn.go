@@ -12,7 +12,8 @@ import (
 )
 
 // Worker connections: one goroutine per connection reads (the hello, then
-// results) and posts events to the loop; a writer goroutine sends what the
+// results) and posts events to the loop, and answers the worker's bundle
+// requests itself (bundlefetch.go); a writer goroutine sends what the
 // loop's actions queue, so a slow worker never blocks the loop.
 
 // helloTimeout bounds how long a new connection may take to authenticate.
