@@ -140,7 +140,12 @@ func imageSpec(name, dir string, env Env) (sandbox.Spec, ImageConfig, error) {
 	if err != nil {
 		return sandbox.Spec{}, cfg, fmt.Errorf("%s: image user: %w", name, err)
 	}
-	return sandbox.Spec{Path: argv[0], Args: argv, Env: withEnv(append([]string(nil), cfg.Env...), env.ProcessEnv),
+	procEnv := withEnv(append([]string(nil), cfg.Env...), env.ProcessEnv)
+	cmd, err := imageCommand(rootfs, procEnv, argv[0])
+	if err != nil {
+		return sandbox.Spec{}, cfg, fmt.Errorf("%s: %w", name, err)
+	}
+	return sandbox.Spec{Path: cmd, Args: argv, Env: procEnv,
 		Dir: cfg.WorkingDir, Root: rootfs, UID: uid, GID: gid,
 		Secrets: env.Secrets, SecretsDir: env.SecretsDir}, cfg, nil
 }
