@@ -124,13 +124,6 @@ func Index(t testing.TB, imgs ...v1.Image) v1.ImageIndex {
 	return idx
 }
 
-// The of-watchdog image's handler and the port it listens on inside the
-// worker (of-watchdog forwards there).
-const (
-	HandlerPath     = "/home/app/handler"
-	HandlerUpstream = "http://127.0.0.1:8082"
-)
-
 // HandlerPrefix is what testdata/handler sends before the echoed request
 // body: the bytes 0..255.
 func HandlerPrefix() []byte {
@@ -141,19 +134,21 @@ func HandlerPrefix() []byte {
 	return b
 }
 
-// OfWatchdogImage is an OpenFaaS image as the golang-http templates make
-// it: of-watchdog (mode=http) as the command, in front of testdata/handler,
-// which answers 201, X-Fn: yes and the bytes 0..255 then the request body.
+// OfWatchdogImage is an OpenFaaS image laid out as the golang-http
+// template lays it out: of-watchdog and the handler in /home/app (the
+// working directory), CMD ["./fwatchdog"], mode=http, fprocess=./handler.
+// testdata/handler answers 201, X-Fn: yes and HandlerPrefix then the
+// request body.
 func OfWatchdogImage(t testing.TB, arch Arch) v1.Image {
 	t.Helper()
 	files := []File{
-		{Path: "/usr/bin/fwatchdog", Data: WatchdogBinary(t, OfWatchdog, arch)},
-		{Path: HandlerPath, Data: GoBinary(t, "handler", arch)},
+		{Path: "/home/app/fwatchdog", Data: WatchdogBinary(t, OfWatchdog, arch)},
+		{Path: "/home/app/handler", Data: GoBinary(t, "handler", arch)},
 		{Path: "/tmp", Dir: true, Mode: 0o1777}, // the watchdog's lock file
 	}
 	return BuildImage(t, arch, files, v1.Config{
-		Cmd:        []string{"/usr/bin/fwatchdog"},
-		Env:        []string{imagePath, "mode=http", "upstream_url=" + HandlerUpstream, "fprocess=" + HandlerPath},
+		Cmd:        []string{"./fwatchdog"},
+		Env:        []string{imagePath, "mode=http", "upstream_url=http://127.0.0.1:8082", "fprocess=./handler"},
 		WorkingDir: "/home/app",
 	})
 }
@@ -165,11 +160,12 @@ const ClassicScript = "cat\necho done\n"
 // BusyboxApplets are the applets the classic image links to busybox.
 var BusyboxApplets = []string{"cat", "echo", "env", "ls", "sh", "sleep", "tr", "true", "wc"}
 
-// ClassicWatchdogImage is the classic watchdog (x86) forking
-// "/bin/sh /home/app/fn.sh" per request, with busybox-static as /bin/sh and
-// its applets; the response is the request body followed by "done\n". The
-// classic watchdog splits fprocess on spaces, so the function is a script
-// file rather than sh -c '...'.
+// ClassicWatchdogImage is the classic watchdog (x86) as classic
+// Dockerfiles install it: /usr/bin/fwatchdog run as CMD ["fwatchdog"] (found
+// in the image's PATH), forking "sh fn.sh" per request in /home/app, with
+// busybox-static as /bin/sh and its applets; the response is the request
+// body followed by "done\n". The classic watchdog splits fprocess on
+// spaces, so the function is a script file rather than sh -c '...'.
 func ClassicWatchdogImage(t testing.TB) v1.Image {
 	t.Helper()
 	busybox, err := os.ReadFile("/bin/busybox")
@@ -186,8 +182,8 @@ func ClassicWatchdogImage(t testing.TB) v1.Image {
 		files = append(files, File{Path: "/bin/" + a, Link: "busybox"})
 	}
 	return BuildImage(t, AMD64, files, v1.Config{
-		Cmd:        []string{"/usr/bin/fwatchdog"},
-		Env:        []string{imagePath, "fprocess=/bin/sh /home/app/fn.sh"},
+		Cmd:        []string{"fwatchdog"},
+		Env:        []string{imagePath, "fprocess=sh fn.sh"},
 		WorkingDir: "/home/app",
 	})
 }

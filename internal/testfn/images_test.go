@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -59,7 +60,7 @@ func TestImagesBuildBundles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, ok := tree.Resolve(cfg.Argv()[0])
+			p, ok := findCommand(tree, cfg)
 			if !ok {
 				t.Fatalf("command %s not in the image", cfg.Argv()[0])
 			}
@@ -77,6 +78,29 @@ func TestImagesBuildBundles(t *testing.T) {
 			t.Logf("%d files, bundle %d bytes", len(tree.Files), out.Len())
 		})
 	}
+}
+
+// findCommand finds the image's command in tree as a worker does: a path
+// (relative ones from the working directory), or a bare name in the
+// image's PATH.
+func findCommand(tree *bundle.Tree, cfg bundle.Config) (string, bool) {
+	cmd := cfg.Argv()[0]
+	if path.IsAbs(cmd) {
+		return tree.Resolve(cmd)
+	}
+	if strings.Contains(cmd, "/") {
+		return tree.Resolve(path.Join("/", cfg.WorkingDir, cmd))
+	}
+	for _, kv := range cfg.Env {
+		if dirs, ok := strings.CutPrefix(kv, "PATH="); ok {
+			for _, d := range strings.Split(dirs, ":") {
+				if p, ok := tree.Resolve(path.Join(d, cmd)); ok {
+					return p, true
+				}
+			}
+		}
+	}
+	return "", false
 }
 
 // The same inputs give the same image digest (no timestamps), so a
