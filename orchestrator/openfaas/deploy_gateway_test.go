@@ -197,6 +197,14 @@ func TestGatewayDeploysImages(t *testing.T) {
 		t.Error("wd still deployed after faas-cli remove")
 	}
 	t.Logf("power-ons: %d plain, %d with a bundle in the initramfs", ctrl.plain.Load(), ctrl.withBundle.Load())
+	// How long the worker took to get, check and unpack each bundle.
+	if b, err := os.ReadFile(q.LogPath("vm0")); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "bundle checked") {
+				t.Logf("vm0: %s", l)
+			}
+		}
+	}
 }
 
 // startGateway runs Prometheus and the OpenFaaS gateway in front of the
