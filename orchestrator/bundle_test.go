@@ -154,6 +154,71 @@ func TestMachineJobCarriesBundleForArch(t *testing.T) {
 	}
 }
 
+// A scale-up (Warm, as the OpenFaaS provider's scale from zero makes it
+// before the gateway sends the held call) powers a worker on with the
+// bundle of the function it is for, for the worker's arch, as a power-on
+// for a queued call does; the call that follows goes to that worker and
+// boots no other.
+func TestMachineWarmCarriesBundle(t *testing.T) {
+	b := &dirBundles{dir: t.TempDir()}
+	x86 := b.add(t, "dep", "x86", []byte("x86 bundle"))
+	arm := b.add(t, "dep", "arm", []byte("arm bundle"))
+	for _, tt := range []struct {
+		name     string
+		worker   cluster.Worker
+		function string
+		want     *protocol.BundleRef
+	}{
+		{"deployed x86", cluster.Worker{ID: "w", Kind: cluster.KindVM}, "dep", &x86},
+		{"deployed arm", cluster.Worker{ID: "w", Kind: cluster.KindVM, VM: cluster.VMConfig{Arch: "arm"}}, "dep", &arm},
+		{"baked-in", cluster.Worker{ID: "w", Kind: cluster.KindVM}, "baked", nil},
+		{"no function", cluster.Worker{ID: "w", Kind: cluster.KindVM}, "", nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := machineConfig{MaxBooting: 2, MaxAttempts: 3, MaxBootFailures: 3, PowerUpTimeout: time.Minute,
+				JobTimeout: time.Minute, PowerOffHoldoff: 10 * time.Second, FirstIdle: 2 * time.Second, JobGrace: 15 * time.Second,
+				ReportsExit: map[string]bool{cluster.KindVM: true}, Functions: []string{"baked"}, Bundles: b}
+			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			x := &mtest{t: t, m: newMachine(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), []cluster.Worker{tt.worker}, now), now: now}
+			reply := make(chan int, 1)
+			acts := x.ev(0, evWarm{function: tt.function, n: 1, reply: reply})
+			var ons []actPowerOn
+			for _, a := range acts {
+				if p, ok := a.(actPowerOn); ok {
+					ons = append(ons, p)
+				}
+			}
+			if len(ons) != 1 || !reflect.DeepEqual(ons[0].bundle, tt.want) {
+				t.Fatalf("warm for %q: power-ons %+v, want one with bundle %+v", tt.function, ons, tt.want)
+			}
+			if tt.function == "" {
+				return
+			}
+			// The held call arrives while the worker boots: no second
+			// power-on; the worker's hello lists the bundle it booted with
+			// and the job names it.
+			inv := &Invocation{ID: "call", Function: tt.function, Timeout: time.Minute, Queued: x.now, done: make(chan struct{})}
+			if has(x.ev(time.Second, evSubmit{inv, make(chan error, 1)}), func(actPowerOn) bool { return true }) {
+				t.Fatal("the call booted another worker while the warmed one was booting")
+			}
+			var held []string
+			if tt.want != nil {
+				held = []string{tt.want.Digest}
+			}
+			var job *protocol.Job
+			for _, a := range x.ev(time.Second, evHello{worker: "w", bundles: held, conn: &workerConn{}, reply: make(chan helloReply, 1)}) {
+				if s, ok := a.(actSend); ok && s.typ == protocol.TypeJob {
+					j := s.msg.(protocol.Job)
+					job = &j
+				}
+			}
+			if job == nil || job.ID != "call" || !reflect.DeepEqual(job.Bundle, tt.want) {
+				t.Fatalf("job on the warmed worker %+v, want call with bundle %+v", job, tt.want)
+			}
+		})
+	}
+}
+
 // A warm worker's next job of a baked-in function names no bundle, and
 // the power-on of a baked-in function carries none.
 func TestMachineBakedInJobHasNoBundle(t *testing.T) {

@@ -38,8 +38,11 @@ type (
 		why error
 	}
 	evWarm struct {
-		n     int
-		reply chan int
+		// function, if set, is the function the expected calls are for:
+		// the workers powered on boot with its bundle where they can.
+		function string
+		n        int
+		reply    chan int
 	}
 	// evPowerOn and evPowerOff are a controller's PowerOn / forced PowerOff returning.
 	evPowerOn struct {
@@ -439,7 +442,7 @@ func (m *machine) warm(e evWarm) {
 				break
 			}
 			if w := m.workers[id]; w.state == state.Off {
-				m.powerOn(w, nil)
+				m.powerOn(w, e.function)
 				started++
 			}
 		}
@@ -486,7 +489,7 @@ func (m *machine) dispatch() {
 		if w := m.workers[id]; w.state == state.Off {
 			// The invocation this power-on is for: the booting workers
 			// take the queue's head, in order.
-			m.powerOn(w, m.queue[booting])
+			m.powerOn(w, m.queue[booting].Function)
 			booting++
 			need--
 		}
@@ -586,17 +589,18 @@ func (m *machine) disarm(w *worker) {
 	m.emit(actDisarm{w.spec.ID})
 }
 
-// powerOn starts w's boot, for inv if it is set (its bundle may travel
-// with the boot).
-func (m *machine) powerOn(w *worker, inv *Invocation) {
+// powerOn starts w's boot, for function if it is set: a queued
+// invocation's, or the one a scale-up expects calls for. Its bundle, if it
+// was deployed at run time, may travel with the boot.
+func (m *machine) powerOn(w *worker, function string) {
 	w.session++
 	w.poweredOn, w.connected, w.boot = m.now, time.Time{}, protocol.BootTimes{}
 	w.exited, w.forcing, w.conn = false, false, nil
 	m.setState(w, state.Booting)
 	m.arm(w, m.cfg.PowerUpTimeout)
 	a := actPowerOn{w: w.spec, session: w.session}
-	if inv != nil {
-		a.bundle = m.bundle(inv.Function, w)
+	if function != "" {
+		a.bundle = m.bundle(function, w)
 	}
 	m.emit(a)
 }

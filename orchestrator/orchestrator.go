@@ -269,12 +269,15 @@ func (o *Orchestrator) SubmitJob(spec JobSpec) (*Invocation, error) {
 }
 
 // Warm powers on up to n workers that are off, without jobs, so that calls
-// expected soon find a worker up (scale from zero). It returns how many it
-// powered on. A warmed worker that gets no job powers off after
+// expected soon find a worker up (scale from zero). function, if set, is
+// the function those calls are for: if it was deployed at run time, each
+// worker boots with its bundle where its controller can take one (as for
+// a queued call), so the first call need not fetch it. It returns how many
+// it powered on. A warmed worker that gets no job powers off after
 // max(IdleTimeout, 2 s).
-func (o *Orchestrator) Warm(n int) int {
+func (o *Orchestrator) Warm(function string, n int) int {
 	reply := make(chan int, 1)
-	if !o.post(evWarm{n, reply}) {
+	if !o.post(evWarm{function: function, n: n, reply: reply}) {
 		return 0
 	}
 	return <-reply

@@ -58,7 +58,7 @@ const nameExpression = "-a-zA-Z_0-9."
 type Backend interface {
 	SubmitJob(spec orchestrator.JobSpec) (*orchestrator.Invocation, error)
 	InvokeJob(ctx context.Context, spec orchestrator.JobSpec) (*orchestrator.Invocation, error)
-	Warm(n int) int
+	Warm(function string, n int) int
 	Status() orchestrator.Status
 }
 
@@ -349,7 +349,7 @@ func (p *Provider) functionStatus(w http.ResponseWriter, r *http.Request) {
 	// for the gateway's whole holding time (100 s), so boot another one.
 	if wanted && ws.active == 0 && ws.off > 0 {
 		p.log.Info("scale from zero: the worker booted for this function went to other work; powering another on", "function", name)
-		p.warm()
+		p.warm(name)
 	}
 	writeJSON(w, http.StatusOK, st)
 }
@@ -438,16 +438,17 @@ func (p *Provider) scaleFunction(w http.ResponseWriter, r *http.Request) {
 	if req.Replicas > 0 {
 		if ws := p.workers(); ws.active == 0 && ws.off > 0 {
 			p.log.Info("scale from zero: powering a worker on", "function", name, "replicas", req.Replicas)
-			p.warm()
+			p.warm(name)
 		}
 	}
 	w.WriteHeader(http.StatusAccepted)
 }
 
-// warm powers one off worker on without giving it a job; it waits
-// max(IdleTimeout, 2 s) for the call the gateway is holding.
-func (p *Provider) warm() {
-	if p.cfg.Orchestrator.Warm(1) == 0 {
+// warm powers one off worker on for function without giving it a job (it
+// boots with the function's bundle if it was deployed at run time); it
+// waits max(IdleTimeout, 2 s) for the call the gateway is holding.
+func (p *Provider) warm(function string) {
+	if p.cfg.Orchestrator.Warm(function, 1) == 0 {
 		p.log.Warn("scale from zero: no worker was off to power on")
 	}
 }
