@@ -27,6 +27,9 @@ packages=(
   redis-server postgresql
   # shell user functions get a static busybox as /bin/sh
   busybox-static
+  # the python image of the run-time deploy tests (internal/testfn) copies the
+  # host's python3 and its libraries
+  python3
   # the experiment report's browser test (headless)
   chromium
   # the report is checked in two fonts: DejaVu Sans (fresh Debian's sans-serif) and

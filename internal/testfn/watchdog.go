@@ -1,15 +1,18 @@
 package testfn
 
 import (
-	"bytes"
+	"crypto/sha256"
 	"debug/elf"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"sort"
+	"strings"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -51,79 +54,80 @@ func (a Arch) Machine() elf.Machine {
 	return elf.EM_X86_64
 }
 
-// Watchdog is an OpenFaaS watchdog pinned to one commit. Its tags lack the
-// "v" Go needs, so the module version is a pseudo-version (commit time in
-// UTC + hash).
+// Watchdog is an OpenFaaS watchdog pinned to one upstream commit. Its
+// source is in the repository, unchanged, at third_party/NAME: the Go
+// module proxy does not serve these repositories. The folder's README.md
+// records the commit and every file's SHA-256.
 type Watchdog struct {
-	Name    string // repository name, and its folder in MICROFAAS_OPENFAAS_SRC
-	Module  string
-	Tag     string // the release tag on that commit
-	Commit  string
-	Version string // pseudo-version of Commit
+	Name   string // upstream repository name, and its folder under third_party
+	Tag    string // the release tag on Commit
+	Commit string
 }
 
 // The pinned watchdogs: the newest releases when this was written.
 var (
-	OfWatchdog = Watchdog{Name: "of-watchdog", Module: "github.com/openfaas/of-watchdog", Tag: "0.11.6",
-		Commit: "9bdadb1e8c68ae1016ac1a35906cd2acaa53169a", Version: "v0.0.0-20260513144341-9bdadb1e8c68"}
-	ClassicWatchdog = Watchdog{Name: "classic-watchdog", Module: "github.com/openfaas/classic-watchdog", Tag: "0.3.9",
-		Commit: "23db9142df2b43767336ed66acd3ad758cdfa96d", Version: "v0.0.0-20260327130904-23db9142df2b"}
+	OfWatchdog      = Watchdog{Name: "of-watchdog", Tag: "0.11.6", Commit: "9bdadb1e8c68ae1016ac1a35906cd2acaa53169a"}
+	ClassicWatchdog = Watchdog{Name: "classic-watchdog", Tag: "0.3.9", Commit: "23db9142df2b43767336ed66acd3ad758cdfa96d"}
 )
 
-// SourceEnv names a folder holding git clones of the watchdogs
-// (DIR/of-watchdog, DIR/classic-watchdog; bare or not): the fallback when
-// the Go module proxy does not serve the pinned versions.
-const SourceEnv = "MICROFAAS_OPENFAAS_SRC"
+// ErrSourceModified says a third-party folder's files are not the ones its
+// README.md records: upstream code was edited, added or removed.
+var ErrSourceModified = errors.New("third-party source differs from the SHA-256 its README.md records")
 
-// ErrNoWatchdogSource says neither the module proxy nor SourceEnv gave
-// the watchdog's source.
-var ErrNoWatchdogSource = errors.New("watchdog source not available")
+// SourceDir is the folder holding w's source: third_party/NAME of this
+// repository.
+func SourceDir(w Watchdog) string {
+	_, self, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(self), "..", "..", "third_party", w.Name)
+}
 
 // WatchdogBinary returns w built for arch (static, CGO_ENABLED=0). The
 // binary is built once and kept in the user cache
-// (~/.cache/microfaas/testbin/NAME-VERSION-ARCH). It skips the test when
-// the source cannot be had.
+// (~/.cache/microfaas/testbin/NAME-KEY-ARCH).
 func WatchdogBinary(t testing.TB, w Watchdog, arch Arch) []byte {
 	t.Helper()
 	b, err := BuildWatchdog(w, arch, cache.DefaultDir())
-	if errors.Is(err, ErrNoWatchdogSource) {
-		t.Skip(err)
-	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
 }
 
-// BuildWatchdog is WatchdogBinary's work, with the cache folder given.
-// The source is the module at its pinned pseudo-version from the Go module
-// proxy, else `git archive COMMIT` of the clone in $MICROFAAS_OPENFAAS_SRC.
+// BuildWatchdog is WatchdogBinary's work, with the cache folder given. It
+// checks the source against its recorded hashes, then builds it in its
+// folder with the dependencies its go.mod and go.sum pin, from the Go
+// module proxy. The cache key covers the recorded hashes, the Go version,
+// the build settings and arch, so any change of them builds again.
 func BuildWatchdog(w Watchdog, arch Arch, cacheDir string) ([]byte, error) {
-	path := filepath.Join(cacheDir, "testbin", w.Name+"-"+w.Version+"-"+arch.String())
-	if b, err := os.ReadFile(path); err == nil {
-		return b, nil
-	}
-	src, err := os.MkdirTemp("", "watchdog-src-")
+	dir := SourceDir(w)
+	manifest, err := CheckSource(dir)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(src)
-	if err := watchdogSource(w, src); err != nil {
+	gover, err := exec.Command("go", "env", "GOVERSION").Output()
+	if err != nil {
+		return nil, fmt.Errorf("go env GOVERSION: %w", err)
+	}
+	ldflags := fmt.Sprintf("-s -w -X main.Version=%s -X main.GitCommit=%s", w.Tag, w.Commit)
+	key := sha256.Sum256([]byte(manifest + "\n" + strings.TrimSpace(string(gover)) + "\n" + ldflags + "\n" + arch.String()))
+	path := filepath.Join(cacheDir, "testbin", fmt.Sprintf("%s-%x-%s", w.Name, key[:8], arch))
+	if b, err := os.ReadFile(path); err == nil {
+		return b, nil
+	}
+
+	tmpDir, err := os.MkdirTemp("", "watchdog-build-")
+	if err != nil {
 		return nil, err
 	}
-	// The module's own go.mod pins its dependencies; vendor/ (in the git
-	// tree, not in module zips) spares the proxy.
-	modFlag := "-mod=readonly"
-	if _, err := os.Stat(filepath.Join(src, "vendor", "modules.txt")); err == nil {
-		modFlag = "-mod=vendor"
-	}
-	out := filepath.Join(src, "fwatchdog.out")
-	ldflags := fmt.Sprintf("-s -w -X main.Version=%s -X main.GitCommit=%s", w.Tag, w.Commit)
-	cmd := exec.Command("go", "build", modFlag, "-trimpath", "-ldflags", ldflags, "-o", out, ".")
-	cmd.Dir = src
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch.GOARCH, "GOARM="+arch.GOARM, "GOFLAGS=")
+	defer os.RemoveAll(tmpDir)
+	out := filepath.Join(tmpDir, "fwatchdog")
+	// -mod=readonly: go.sum is upstream's and must not change; -buildvcs=false:
+	// the folder sits in our git checkout, whose state is not the watchdog's.
+	cmd := exec.Command("go", "build", "-mod=readonly", "-buildvcs=false", "-trimpath", "-ldflags", ldflags, "-o", out, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch.GOARCH, "GOARM="+arch.GOARM, "GOFLAGS=", "GOWORK=off")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build %s %s for %s: %v\n%s", w.Name, w.Version, arch, err, b)
+		return nil, fmt.Errorf("build %s %s for %s in %s (its dependencies come from the Go module proxy): %v\n%s", w.Name, w.Tag, arch, dir, err, b)
 	}
 	b, err := os.ReadFile(out)
 	if err != nil {
@@ -140,34 +144,87 @@ func BuildWatchdog(w Watchdog, arch Arch, cacheDir string) ([]byte, error) {
 	return b, os.Rename(tmp, path)
 }
 
-// watchdogSource fills dir with w's source tree at its pinned commit.
-func watchdogSource(w Watchdog, dir string) error {
-	var dl struct{ Dir, Error string }
-	cmd := exec.Command("go", "mod", "download", "-json", w.Module+"@"+w.Version)
-	cmd.Dir = dir // outside any module
-	b, _ := cmd.Output()
-	if json.Unmarshal(b, &dl) == nil && dl.Error == "" && dl.Dir != "" {
-		return exec.Command("cp", "-R", "--no-preserve=mode", dl.Dir+"/.", dir).Run()
+// hashLine is one line of sha256sum's output: "HEX  PATH".
+var hashLine = regexp.MustCompile(`^([0-9a-f]{64})  (\S+)$`)
+
+// RecordedHashes reads the file hashes that dir/README.md records (its
+// lines in sha256sum's format), by path relative to dir.
+func RecordedHashes(dir string) (map[string]string, error) {
+	readme, err := os.ReadFile(filepath.Join(dir, "README.md"))
+	if err != nil {
+		return nil, err
 	}
-	proxyErr := dl.Error
-	root := os.Getenv(SourceEnv)
-	if root == "" {
-		return fmt.Errorf("%w: %s@%s: the module proxy said %q; clone https://github.com/openfaas/%s into DIR/%s and set %s=DIR",
-			ErrNoWatchdogSource, w.Module, w.Version, proxyErr, w.Name, w.Name, SourceEnv)
+	rec := map[string]string{}
+	for _, line := range strings.Split(string(readme), "\n") {
+		if m := hashLine.FindStringSubmatch(line); m != nil {
+			rec[m[2]] = m[1]
+		}
 	}
-	repo := filepath.Join(root, w.Name)
-	archive := exec.Command("git", "-C", repo, "archive", "--format=tar", w.Commit)
-	var tarball, stderr bytes.Buffer
-	archive.Stdout, archive.Stderr = &tarball, &stderr
-	if err := archive.Run(); err != nil {
-		return fmt.Errorf("%w: git archive %s in %s: %v: %s", ErrNoWatchdogSource, w.Commit, repo, err, stderr.String())
+	if len(rec) == 0 {
+		return nil, fmt.Errorf("%w: %s/README.md lists no file hashes (lines \"SHA256  PATH\")", ErrSourceModified, dir)
 	}
-	untar := exec.Command("tar", "-x", "-C", dir)
-	untar.Stdin = &tarball
-	if b, err := untar.CombinedOutput(); err != nil {
-		return fmt.Errorf("unpack %s source: %v: %s", w.Name, err, b)
+	return rec, nil
+}
+
+// CheckSource compares every file under dir but README.md with the hashes
+// README.md records, and returns the checked list (sorted "HEX  PATH"
+// lines) for cache keys. A file edited, missing or not listed is
+// ErrSourceModified.
+func CheckSource(dir string) (string, error) {
+	rec, err := RecordedHashes(dir)
+	if err != nil {
+		return "", err
 	}
-	return nil
+	var problems []string
+	seen := map[string]bool{}
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		if rel == "README.md" {
+			return nil
+		}
+		seen[rel] = true
+		want, ok := rec[rel]
+		if !ok {
+			problems = append(problems, rel+" is not listed")
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			problems = append(problems, rel+" is not a regular file")
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if got := fmt.Sprintf("%x", sha256.Sum256(b)); got != want {
+			problems = append(problems, fmt.Sprintf("%s has SHA-256 %s, recorded %s", rel, got, want))
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	var lines []string
+	for rel, h := range rec {
+		if !seen[rel] {
+			problems = append(problems, rel+" is missing")
+		}
+		lines = append(lines, h+"  "+rel)
+	}
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		return "", fmt.Errorf("%w: %s: %s; restore the upstream files (git checkout -- %s), or, moving to another upstream commit, update the list in its README.md",
+			ErrSourceModified, dir, strings.Join(problems, "; "), dir)
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n"), nil
 }
 
 // GoBinary builds the Go program in folder testdata/NAME of this package

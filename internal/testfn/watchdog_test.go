@@ -3,9 +3,12 @@ package testfn_test
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -155,5 +158,142 @@ func postRetry(t *testing.T, url string, body []byte) (*http.Response, error) {
 			return resp, err
 		}
 		<-tick.C
+	}
+}
+
+// TestThirdPartyWatchdogSources fails when a file of third_party/NAME is
+// not the upstream file its README.md records, or the README does not
+// name the commit and tag internal/testfn pins.
+func TestThirdPartyWatchdogSources(t *testing.T) {
+	for _, w := range []testfn.Watchdog{testfn.OfWatchdog, testfn.ClassicWatchdog} {
+		t.Run(w.Name, func(t *testing.T) {
+			dir := testfn.SourceDir(w)
+			if _, err := testfn.CheckSource(dir); err != nil {
+				t.Fatal(err)
+			}
+			readme, err := os.ReadFile(filepath.Join(dir, "README.md"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []string{"Commit: `" + w.Commit + "`", "release tag `" + w.Tag + "`", "https://github.com/openfaas/" + w.Name} {
+				if !strings.Contains(string(readme), want) {
+					t.Errorf("%s/README.md does not say %q", dir, want)
+				}
+			}
+			rec, err := testfn.RecordedHashes(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{"LICENSE", "go.mod", "go.sum", "main.go"} {
+				if rec[f] == "" {
+					t.Errorf("%s/README.md does not list %s", dir, f)
+				}
+			}
+			license, _ := os.ReadFile(filepath.Join(dir, "LICENSE"))
+			if !bytes.HasPrefix(license, []byte("MIT License")) {
+				t.Errorf("%s/LICENSE does not start with \"MIT License\"", dir)
+			}
+		})
+	}
+}
+
+func TestCheckSource(t *testing.T) {
+	files := map[string]string{"LICENSE": "MIT License\n", "main.go": "package main\n", "pkg/a.go": "package pkg\n"}
+	readme := "# x\n\n```\n"
+	for _, name := range []string{"LICENSE", "main.go", "pkg/a.go"} {
+		readme += fmt.Sprintf("%x  %s\n", sha256.Sum256([]byte(files[name])), name)
+	}
+	readme += "```\n"
+	tests := []struct {
+		name   string
+		change func(dir string) error
+		want   error // nil: no error
+	}{
+		{"intact", func(string) error { return nil }, nil},
+		{"edited", func(dir string) error {
+			return os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main // edited\n"), 0o644)
+		}, testfn.ErrSourceModified},
+		{"added", func(dir string) error {
+			return os.WriteFile(filepath.Join(dir, "pkg", "b.go"), []byte("package pkg\n"), 0o644)
+		}, testfn.ErrSourceModified},
+		{"removed", func(dir string) error { return os.Remove(filepath.Join(dir, "pkg", "a.go")) }, testfn.ErrSourceModified},
+		{"symlink in place of a file", func(dir string) error {
+			p := filepath.Join(dir, "main.go")
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+			return os.Symlink("LICENSE", p)
+		}, testfn.ErrSourceModified},
+		{"no hashes in the README", func(dir string) error { return os.WriteFile(filepath.Join(dir, "README.md"), []byte("# x\n"), 0o644) }, testfn.ErrSourceModified},
+		{"no README", func(dir string) error { return os.Remove(filepath.Join(dir, "README.md")) }, fs.ErrNotExist},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.Mkdir(filepath.Join(dir, "pkg"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for name, data := range files {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.WriteFile(filepath.Join(dir, "README.md"), []byte(readme), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.change(dir); err != nil {
+				t.Fatal(err)
+			}
+			manifest, err := testfn.CheckSource(dir)
+			switch {
+			case tt.want == nil && err != nil:
+				t.Fatalf("CheckSource: %v", err)
+			case tt.want == nil && strings.Count(manifest, "\n") != 2:
+				t.Errorf("manifest %q: want the 3 recorded files", manifest)
+			case tt.want != nil && !errors.Is(err, tt.want):
+				t.Errorf("CheckSource: %v; want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestBuildWatchdogCache builds the classic watchdog from third_party into
+// an empty cache: a static x86-64 binary stamped with the pinned tag. A
+// second call reads the cache entry instead of building.
+func TestBuildWatchdogCache(t *testing.T) {
+	cacheDir := t.TempDir()
+	w := testfn.ClassicWatchdog
+	b, err := testfn.BuildWatchdog(w, testfn.AMD64, cacheDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.NewFile(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("not an ELF file: %v", err)
+	}
+	if f.Machine != elf.EM_X86_64 {
+		t.Errorf("machine %v; want EM_X86_64", f.Machine)
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Errorf("has a program interpreter: want a static binary")
+		}
+	}
+	if !bytes.Contains(b, []byte(w.Commit)) {
+		t.Errorf("binary does not carry the commit %s (ldflags -X main.GitCommit)", w.Commit)
+	}
+	entries, _ := filepath.Glob(filepath.Join(cacheDir, "testbin", w.Name+"-*-amd64"))
+	if len(entries) != 1 {
+		t.Fatalf("cache entries %v; want one %s-KEY-amd64", entries, w.Name)
+	}
+	if err := os.WriteFile(entries[0], []byte("cached"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	again, err := testfn.BuildWatchdog(w, testfn.AMD64, cacheDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(again) != "cached" {
+		t.Errorf("second build did not use the cache entry %s", entries[0])
 	}
 }
