@@ -62,3 +62,27 @@ func BenchmarkUnpack(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDigestTree: what a QEMU worker does with the bundle its kernel
+// unpacked (MB/s of bundle bytes).
+func BenchmarkDigestTree(b *testing.B) {
+	for _, mib := range []int{5, 50} {
+		b.Run(fmt.Sprintf("%dMiB", mib), func(b *testing.B) {
+			var buf bytes.Buffer
+			if err := Encode(&buf, benchTree(mib), Config{Entrypoint: []string{"/x"}}); err != nil {
+				b.Fatal(err)
+			}
+			dir := b.TempDir()
+			if _, err := Unpack(bytes.NewReader(buf.Bytes()), dir, DefaultLimits); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(buf.Len()))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, _, err := DigestTree(dir, DefaultLimits); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

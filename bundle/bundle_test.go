@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -261,6 +262,13 @@ func TestUnpackHostileArchives(t *testing.T) {
 			_, err := Unpack(bytes.NewReader(tt.b), dir, lim)
 			if err == nil || (tt.wantErr != nil && !errors.Is(err, tt.wantErr)) || !strings.Contains(err.Error(), tt.text) {
 				t.Fatalf("err = %v, want %v with %q", err, tt.wantErr, tt.text)
+			}
+			// The host's copy for a worker's initramfs checks as Unpack does.
+			if tt.pre == nil {
+				err := WritePrefixed(io.Discard, bytes.NewReader(tt.b), "bundles/x", lim)
+				if err == nil || !errors.Is(err, tt.wantErr) || !strings.Contains(err.Error(), tt.text) {
+					t.Errorf("WritePrefixed: err = %v, want %v with %q", err, tt.wantErr, tt.text)
+				}
 			}
 			if ents, _ := os.ReadDir(victim); len(ents) > 0 {
 				t.Errorf("victim folder holds %v", ents)

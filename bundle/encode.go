@@ -169,24 +169,31 @@ type newcWriter struct {
 }
 
 func (a *newcWriter) record(name string, mode uint32, data []byte) {
+	nlink := 1
+	if mode&modeType == modeDir {
+		nlink = 2
+	}
+	a.header(name, mode, int64(len(data)), nlink)
+	a.write(data)
+	a.pad()
+}
+
+// header writes a record's header and name (padded): size bytes of data,
+// then padding, must follow. Inodes are numbered in order.
+func (a *newcWriter) header(name string, mode uint32, size int64, nlink int) {
 	if a.err != nil {
 		return
 	}
-	ino, nlink := 0, 1
+	ino := 0
 	if name != "TRAILER!!!" {
 		a.ino++
 		ino = a.ino
 	}
-	if mode&modeType == modeDir {
-		nlink = 2
-	}
 	hdr := fmt.Sprintf("070701%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x",
-		ino, mode, 0, 0, nlink, 0, len(data), 0, 0, 0, 0, len(name)+1, 0)
+		ino, mode, 0, 0, nlink, 0, size, 0, 0, 0, 0, len(name)+1, 0)
 	a.write([]byte(hdr))
 	a.write([]byte(name))
 	a.write([]byte{0})
-	a.pad()
-	a.write(data)
 	a.pad()
 }
 

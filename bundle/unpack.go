@@ -60,13 +60,19 @@ type unpacker struct {
 	// order, so most share their parent with the one before).
 	cache     int
 	cacheName string
+	// out, if set, gets the records written again under prefix instead of
+	// made below root (WritePrefixed).
+	out    *newcWriter
+	prefix string
 }
 
 func (u *unpacker) close() {
 	if u.cache >= 0 {
 		unix.Close(u.cache)
 	}
-	unix.Close(u.root)
+	if u.root >= 0 {
+		unix.Close(u.root)
+	}
 }
 
 // header is the part of a newc header Unpack uses.
@@ -127,7 +133,7 @@ func (u *unpacker) run() (Config, error) {
 	}
 	// Directory modes last, deepest first, so that a read-only directory
 	// does not stop its own contents from being made.
-	for i := len(u.dirs) - 1; i >= 0; i-- {
+	for i := len(u.dirs) - 1; u.out == nil && i >= 0; i-- {
 		if err := u.chmodDir(u.dirs[i], u.modes[i]); err != nil {
 			return Config{}, err
 		}
@@ -221,6 +227,9 @@ func (u *unpacker) checkName(h header) error {
 // create makes the entry h below its parent's descriptor; a regular file's
 // contents come from data.
 func (u *unpacker) create(h header, data io.Reader) error {
+	if u.out != nil {
+		return u.copyRecord(h, data)
+	}
 	parent, base := path.Dir(h.name), path.Base(h.name)
 	pfd, err := u.dirFD(parent)
 	if err != nil {
