@@ -28,7 +28,7 @@ deps-demo:
 
 build:
 	@mkdir -p bin
-	$(GO) build -trimpath -o bin/ ./cmd/mfbuild ./cmd/mforch ./cmd/mfinit
+	$(GO) build -trimpath -o bin/ ./cmd/mfbuild ./cmd/mforch ./cmd/mfinit ./cmd/mfrelay
 
 images: deps-demo build
 	bin/mfbuild worker --arch $(ARCH) --version $(KVERSION) --out $(OUT)/$(ARCH)

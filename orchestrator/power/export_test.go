@@ -11,3 +11,7 @@ import (
 func QEMUArgs(t *target.Target, accel, kernel, initrd string, w cluster.Worker, cmdline string) []string {
 	return qemuArgs(t, accel, kernel, initrd, w, cmdline, "")
 }
+
+// PlainNet gives q's workers the unrestricted user networking of before
+// issue 18 (benchmarks compare what the restriction costs).
+func PlainNet(q *QEMU) { q.plainNet = true }

@@ -8,8 +8,9 @@ package power
 // rules set here, one per TCP endpoint it needs: the orchestrator's
 // worker port and the services the cluster file names at the host's
 // address as guests see it (10.0.2.2:PORT). Each rule runs, per
-// connection, this very binary as a relay (internal/qemurelay, at most
-// qemurelay.MaxRelays at once per worker) to 127.0.0.1:PORT;
+// connection, a relay (internal/qemurelay: the small mfrelay program beside
+// this one, else this very binary; at most qemurelay.MaxRelays at once per
+// worker) to 127.0.0.1:PORT;
 // the worker port's relay connects from a loopback address of the
 // worker's own (RelaySource), so the worker port counts each VM's
 // pending handshakes apart (protocol.Acceptor). slirp refuses guestfwd
@@ -21,6 +22,8 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +39,22 @@ const slirpHost = "10.0.2.254"
 // slirpNet is QEMU user networking's default network, where guestfwd
 // addresses must lie.
 var slirpNet = netip.MustParsePrefix("10.0.2.0/24")
+
+// RelayBinary is the relay QEMU runs per connection: mfrelay in the folder
+// of the running executable (make build puts it beside mforch), else the
+// running executable itself, which links internal/qemurelay too but, being
+// far larger, starts slower on every cold start's path.
+func RelayBinary() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "/proc/self/exe" // not reached on Linux
+	}
+	small := filepath.Join(filepath.Dir(exe), "mfrelay")
+	if fi, err := os.Stat(small); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+		return small
+	}
+	return exe
+}
 
 // relayArg, as a binary's first argument, makes it a relay (qemurelay).
 const relayArg = qemurelay.Arg

@@ -50,7 +50,10 @@ type QEMUConfig struct {
 	// SnapshotDir holds the saved VMs of snapshot boots, by cache key
 	// (default: the user cache folder's microfaas/snapshots).
 	SnapshotDir string
-	Log         *slog.Logger
+	// Relay is the program QEMU runs per forwarded connection of a worker
+	// on user networking (netfwd.go). Empty: RelayBinary's choice.
+	Relay string
+	Log   *slog.Logger
 }
 
 // QEMU is the power controller for VM workers: one qemu process per worker,
@@ -65,6 +68,10 @@ type QEMU struct {
 	starting map[string]context.CancelFunc
 	exited   map[*exec.Cmd]chan struct{} // closed once the process is reaped and OnExit's handler ran
 	onExit   func(string, error)
+	// plainNet (benchmarks only) gives workers the user networking of
+	// before issue 18, unrestricted and without relays, to measure what
+	// the restriction costs.
+	plainNet bool
 	// keyDir (owner-only) holds each boot's initramfs with the worker's
 	// key (BootInitrd), removed when its VM exits, and QMP sockets.
 	keyDir string
@@ -152,9 +159,12 @@ func (q *QEMU) netdev(w cluster.Worker) string {
 	if w.VM.Net == "tap" {
 		return ""
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		exe = "/proc/self/exe" // not reached on Linux
+	if q.plainNet {
+		return "user,id=n0"
+	}
+	exe := q.cfg.Relay
+	if exe == "" {
+		exe = RelayBinary()
 	}
 	fwds, _ := forwards(q.cfg.Cluster, w)
 	return userNetdev(exe, filepath.Join(q.keyDir, "relays-"+w.ID), fwds)
