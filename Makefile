@@ -78,6 +78,7 @@ test-short:
 bench: deps build
 	$(GO) test -run '^$$' -bench ColdStart -benchtime 10x -timeout 30m ./e2e/
 	$(GO) test -run '^$$' -bench Scheduler -benchtime 20000x -cpu 1,2 ./orchestrator/
+	$(GO) test -run '^$$' -bench DeployedColdCalls -benchtime 1x -v -timeout 60m ./orchestrator/openfaas/
 
 # Build kernel and initramfs twice, each from an empty cache, and compare bytes.
 verify-reproducible: deps build

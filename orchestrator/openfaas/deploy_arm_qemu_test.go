@@ -98,15 +98,15 @@ func (b *bundleLog) counts() (map[string]int, map[string][]string) {
 }
 
 // qemuCluster is a running orchestrator and provider over QEMU workers:
-// x86 VMs (the wordcount worker, qemuWorker) then ARM VMs (armWorker), in
-// that order, which is the order the orchestrator powers them on in.
+// x86 VMs booting x86w then ARM VMs booting armw, in that order, which is
+// the order the orchestrator powers them on in.
 type qemuCluster struct {
 	*harness
 	ctrl *bundleLog
 	logs map[string]func() string // worker id -> its console so far
 }
 
-func newQEMUCluster(tb testing.TB, x86, arm int, idle time.Duration, pcfg Config) *qemuCluster {
+func newQEMUCluster(tb testing.TB, x86 int, x86w builder.BootFiles, arm int, armw builder.BootFiles, idle time.Duration, pcfg Config) *qemuCluster {
 	tb.Helper()
 	cl := cluster.Local(x86 + arm)
 	for i := x86; i < x86+arm; i++ {
@@ -140,10 +140,10 @@ func newQEMUCluster(tb testing.TB, x86, arm int, idle time.Duration, pcfg Config
 		tb.Logf("QEMU accelerator for %s: %s", t.Name, q.Accel())
 	}
 	if x86 > 0 {
-		add(mftarget.X86, qemuWorker(tb))
+		add(mftarget.X86, x86w)
 	}
 	if arm > 0 {
-		add(mftarget.ARMv7, armWorker(tb))
+		add(mftarget.ARMv7, armw)
 	}
 	for _, w := range cl.Workers {
 		q := ctrl.QEMUByArch[w.VM.Target()]
@@ -181,7 +181,7 @@ func TestQEMUDeployIndexMixed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newQEMUCluster(t, 1, 1, 0, Config{Deploys: store, Archs: []string{mftarget.X86.Name, mftarget.ARMv7.Name}})
+	c := newQEMUCluster(t, 1, qemuWorker(t), 1, armWorker(t), 0, Config{Deploys: store, Archs: []string{mftarget.X86.Name, mftarget.ARMv7.Name}})
 	c.deploy(types.FunctionDeployment{Service: "up", Image: ref})
 	rec, ok := store.Get("up")
 	if !ok {

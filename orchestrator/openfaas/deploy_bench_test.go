@@ -1,0 +1,292 @@
+package openfaas
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/openfaas/faas-provider/types"
+
+	"github.com/microfaas/microfaas/builder"
+	"github.com/microfaas/microfaas/bundle/oci"
+	"github.com/microfaas/microfaas/e2e/qemutest"
+	"github.com/microfaas/microfaas/internal/testfn"
+	"github.com/microfaas/microfaas/orchestrator/deploy"
+	mftarget "github.com/microfaas/microfaas/target"
+)
+
+// deployRounds is BenchmarkDeployedColdCalls's rounds: one cold call of
+// each kind per round (the closing table needs at least 10).
+var deployRounds = flag.Int("deploy-rounds", 10, "BenchmarkDeployedColdCalls: rounds (a cold call of each kind per round)")
+
+// bigcountPkg is the ~5 MB static Go function (testdata/bigcount).
+const bigcountPkg = "./orchestrator/openfaas/testdata/bigcount"
+
+// buildBigcount compiles testdata/bigcount for x86 as qemutest.Worker
+// compiles a baked-in function (same flags, so the same bytes).
+func buildBigcount(tb testing.TB) []byte {
+	tb.Helper()
+	repo, err := builder.FindRepo(".")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := filepath.Join(tb.TempDir(), "bigcount")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, bigcountPkg)
+	cmd.Dir = repo
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("build bigcount: %v\n%s", err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// loadavg is the host's 1, 5 and 15 minute load averages.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// percentile is the p-th percentile (0..100) of ds, interpolated between
+// the closest ranks.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	r := p / 100 * float64(len(s)-1)
+	lo, hi := int(math.Floor(r)), int(math.Ceil(r))
+	return s[lo] + time.Duration(float64(s[hi]-s[lo])*(r-float64(lo)))
+}
+
+// series is one kind of measurement of BenchmarkDeployedColdCalls.
+type series struct {
+	name string
+	ds   []time.Duration
+}
+
+func (s *series) row() string {
+	return fmt.Sprintf("| %s | %d | %.0f | %.0f | %.0f |", s.name, len(s.ds),
+		ms(percentile(s.ds, 50)), ms(percentile(s.ds, 10)), ms(percentile(s.ds, 90)))
+}
+
+// deployedFn is a function deployed at run time in a benchmark cluster.
+type deployedFn struct {
+	c         *qemuCluster
+	store     *deploy.Store
+	name, ref string
+	body      string
+	want      []byte
+	arch      string
+	// fresh: the bundle deleted first, so the deploy pulls, flattens and
+	// writes it; stored: a redeploy of the same image, its bundle in the
+	// store already. Deploy is the deploy alone, first the deploy and
+	// the cold call after it, call the cold call alone.
+	freshDeploy, freshFirst, storedDeploy, storedFirst, call series
+	bundleSize                                               int64
+	digest                                                   string // the bundle deployed last
+}
+
+// deployed notes the bundle d's deployment now uses.
+func (d *deployedFn) deployed() {
+	if rec, ok := d.store.Get(d.name); ok {
+		d.bundleSize, d.digest = rec.Archs[d.arch].Bundle.Size, rec.Archs[d.arch].Bundle.Digest
+	}
+}
+
+// coldCall calls fn with every worker off and checks it was a cold call
+// (one power-on) with the expected answer.
+func coldCall(b *testing.B, c *qemuCluster, fn, body string, want []byte) time.Duration {
+	b.Helper()
+	c.waitAllOff(60 * time.Second)
+	before, _ := c.ctrl.counts()
+	t0 := time.Now()
+	res, got := c.call("POST", "/function/"+fn, body)
+	took := time.Since(t0)
+	if res.StatusCode != http.StatusOK || !bytes.Equal(got, want) {
+		b.Fatalf("%s: %d %q, want 200 %q", fn, res.StatusCode, got, want)
+	}
+	after, _ := c.ctrl.counts()
+	n := 0
+	for id := range after {
+		n += after[id] - before[id]
+	}
+	if n != 1 {
+		b.Fatalf("%s: %d power-ons, want 1 (a cold call)", fn, n)
+	}
+	return took
+}
+
+// round deletes fn (its bundle is collected), deploys it again (fresh)
+// and calls it cold, then redeploys the same image (the bundle stored
+// already) and calls it cold again.
+func (d *deployedFn) round(b *testing.B) {
+	b.Helper()
+	d.c.waitAllOff(60 * time.Second)
+	if res, body := d.c.call("DELETE", "/system/functions", types.DeleteFunctionRequest{FunctionName: d.name}); res.StatusCode != http.StatusAccepted {
+		b.Fatalf("delete %s: %d %s", d.name, res.StatusCode, body)
+	}
+	if _, ok := d.store.Get(d.name); ok {
+		b.Fatalf("%s still deployed after its delete", d.name)
+	}
+	if _, err := os.Stat(filepath.Join(d.store.Dir(), "sha256-"+strings.TrimPrefix(d.digest, "sha256:"))); !errors.Is(err, os.ErrNotExist) {
+		b.Fatalf("the bundle of %s is still stored after its delete (%v): the next deploy would not be fresh", d.name, err)
+	}
+	for _, fresh := range []bool{true, false} {
+		method, dep, first := "POST", &d.freshDeploy, &d.freshFirst
+		if !fresh {
+			method, dep, first = "PUT", &d.storedDeploy, &d.storedFirst
+		}
+		t0 := time.Now()
+		if res, body := d.c.call(method, "/system/functions", types.FunctionDeployment{Service: d.name, Image: d.ref}); res.StatusCode != http.StatusAccepted {
+			b.Fatalf("%s %s: %d %s", method, d.name, res.StatusCode, body)
+		}
+		deployed := time.Since(t0)
+		call := coldCall(b, d.c, d.name, d.body, d.want)
+		dep.ds = append(dep.ds, deployed)
+		first.ds = append(first.ds, deployed+call)
+		d.call.ds = append(d.call.ds, call)
+		d.deployed()
+	}
+}
+
+// BenchmarkDeployedColdCalls is issue 17's closing table: cold calls
+// (every worker off before each call: power-on -> result through the
+// provider) of functions baked into the worker image and deployed at run
+// time, side by side in one run, interleaved round by round (the order
+// rotating each round), on one x86 and one ARM QEMU worker:
+//
+//   - bigcount (testdata/bigcount, a ~5 MB static Go function) baked in
+//     (mfbuild --function) vs deployed at run time from an OCI image;
+//   - internal/testfn's Python image (Debian's python3 and its libraries);
+//   - deploy -> first result for each deployed image: after a delete (the
+//     bundle pulled, flattened and written) and on a redeploy of the same
+//     image (its bundle in the store already);
+//   - the ARM worker (TCG): testfn's upper baked in vs its linux/arm/v7
+//     image deployed.
+//
+// It logs medians with p10/p90, the load average at start and end, and
+// the bundle sizes. -deploy-rounds rounds (default 10: 10 cold calls of
+// each kind):
+//
+//	flock /tmp/mf/qemu.lock go test -run '^$' -bench DeployedColdCalls -benchtime 1x -timeout 60m ./orchestrator/openfaas/
+func BenchmarkDeployedColdCalls(b *testing.B) {
+	rounds := *deployRounds
+	const body = "one two three\nfour\n"
+	x86w := qemutest.Worker(b, map[string]string{"bigcount": bigcountPkg})
+	armw := armWorker(b)
+	bin := buildBigcount(b)
+	host := testfn.Registry(b)
+	bigRef := host + "/bigcount:1"
+	testfn.Push(b, bigRef, testfn.BuildImage(b, testfn.AMD64, []testfn.File{{Path: "/usr/local/bin/bigcount", Data: bin}},
+		v1.Config{Entrypoint: []string{"/usr/local/bin/bigcount"}, WorkingDir: "/"}))
+	pyRef := host + "/python:1"
+	testfn.Push(b, pyRef, testfn.PythonImage(b))
+	upRef := host + "/upper:arm"
+	testfn.Push(b, upRef, testfn.UpperImage(b, testfn.ARMv7))
+	// The answer bigcount gives on the host (it is an x86 static binary).
+	hostBin := filepath.Join(b.TempDir(), "bigcount")
+	if err := os.WriteFile(hostBin, bin, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(hostBin)
+	cmd.Stdin = strings.NewReader(body)
+	bigWant, err := cmd.Output()
+	if err != nil {
+		b.Fatalf("bigcount on the host: %v", err)
+	}
+	upWant := []byte(strings.ToUpper(body))
+	pyWant := []byte(strings.ToUpper(body) + "\n") // print adds a newline
+
+	newStore := func() *deploy.Store {
+		s, err := deploy.New(deploy.Config{Dir: b.TempDir(), Resolver: &oci.Resolver{Insecure: []string{host}}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	}
+	for i := 0; i < b.N; i++ {
+		b.Logf("load average at start: %s (%d CPUs)", loadavg(), runtime.NumCPU())
+		x86Store, armStore := newStore(), newStore()
+		x86 := newQEMUCluster(b, 1, x86w, 0, builder.BootFiles{}, 0, Config{Deploys: x86Store, Archs: []string{mftarget.X86.Name}})
+		arm := newQEMUCluster(b, 0, builder.BootFiles{}, 1, armw, 0, Config{Deploys: armStore, Archs: []string{mftarget.ARMv7.Name}})
+		x86.deploy(types.FunctionDeployment{Service: "big", Image: "microfaas/fn:bigcount"})
+		arm.deploy(types.FunctionDeployment{Service: "upper", Image: "microfaas/fn:upper"})
+		fns := []*deployedFn{
+			{c: x86, store: x86Store, name: "bigd", ref: bigRef, body: body, want: bigWant, arch: mftarget.X86.Name},
+			{c: x86, store: x86Store, name: "py", ref: pyRef, body: body, want: pyWant, arch: mftarget.X86.Name},
+			{c: arm, store: armStore, name: "upd", ref: upRef, body: body, want: upWant, arch: mftarget.ARMv7.Name},
+		}
+		for _, d := range fns {
+			d.c.deploy(types.FunctionDeployment{Service: d.name, Image: d.ref})
+			d.deployed()
+		}
+		bigBaked := &series{name: "bigcount baked in, cold call"}
+		armBaked := &series{name: "ARM upper baked in, cold call"}
+		steps := []func(){
+			func() { bigBaked.ds = append(bigBaked.ds, coldCall(b, x86, "big", body, bigWant)) },
+			func() { fns[0].round(b) },
+			func() { fns[1].round(b) },
+			func() { armBaked.ds = append(armBaked.ds, coldCall(b, arm, "upper", body, upWant)) },
+			func() { fns[2].round(b) },
+		}
+		for r := 0; r < rounds; r++ {
+			for k := range steps {
+				// Both clusters off: no worker of the step before is
+				// still shutting down while this one is measured.
+				x86.waitAllOff(60 * time.Second)
+				arm.waitAllOff(60 * time.Second)
+				steps[(r+k)%len(steps)]()
+			}
+		}
+		// The two cold calls of each deployed round are the same worker
+		// path (the bundle in the boot): (a) compares the baked-in calls
+		// with all of them.
+		label := func(d *deployedFn, what string) string { return d.ref[strings.Index(d.ref, "/")+1:] + " " + what }
+		rows := []string{"| measurement | n | median ms | p10 ms | p90 ms |", "|---|---|---|---|---|", bigBaked.row()}
+		for _, d := range fns {
+			if d == fns[2] {
+				rows = append(rows, armBaked.row())
+			}
+			d.call.name = label(d, "deployed, cold call")
+			d.freshDeploy.name = label(d, "deploy (pull, flatten, bundle)")
+			d.freshFirst.name = label(d, "deploy -> first result, fresh store")
+			d.storedDeploy.name = label(d, "redeploy (bundle stored)")
+			d.storedFirst.name = label(d, "redeploy -> first result, bundle stored")
+			rows = append(rows, d.call.row(), d.freshDeploy.row(), d.freshFirst.row(), d.storedDeploy.row(), d.storedFirst.row())
+		}
+		b.Logf("cold calls, %d rounds, QEMU TCG, idle timeout 0 (a power-on per call):\n%s", rounds, strings.Join(rows, "\n"))
+		b.Logf("sizes: bigcount binary %d bytes; bundles: bigcount %d, python %d, upper arm/v7 %d bytes",
+			len(bin), fns[0].bundleSize, fns[1].bundleSize, fns[2].bundleSize)
+		b.Logf("deployed/baked median: bigcount x86 %.2fx, upper ARM %.2fx",
+			ms(percentile(fns[0].call.ds, 50))/ms(percentile(bigBaked.ds, 50)), ms(percentile(fns[2].call.ds, 50))/ms(percentile(armBaked.ds, 50)))
+		b.ReportMetric(ms(percentile(bigBaked.ds, 50)), "baked-ms")
+		b.ReportMetric(ms(percentile(fns[0].call.ds, 50)), "deployed-ms")
+		b.ReportMetric(ms(percentile(fns[1].call.ds, 50)), "python-ms")
+		b.ReportMetric(ms(percentile(fns[2].call.ds, 50)), "arm-deployed-ms")
+		b.Logf("load average at end: %s", loadavg())
+	}
+}
