@@ -28,8 +28,8 @@ import (
 //
 //	 1 init marker       print MFINIT-START with the kernel uptime (the host times the boot to here)
 //	 2 key file          take /run/mf/key (read once, deleted) before /run's tmpfs hides it
-//	 3 bundle files      open the bundles the initramfs carries (/run/bundles/sha256-<hex>,
-//	                     deleted once open) before /run's tmpfs hides them; checked before use
+//	 3 bundle files      list the bundles the kernel unpacked from the initramfs
+//	                     (/bundles/<hex>: config.json, rootfs/); checked before use
 //	 4 mounts            proc, sys, dev, tmp, run, configfs (a failure is logged; the boot goes on)
 //	 5 boot parameters   read /proc/cmdline once into bootparams.Params and the worker's Config
 //	 6 debug shell       mf.debug=1: a shell on the console; the power-off waits until it ends
@@ -39,7 +39,7 @@ import (
 //	10 card key          no key file: read the key area of the board's card; no key ends the boot
 //	                     (a snapshot boot's key comes with its identity, step 13)
 //	11 snapshot sandbox  mf.snapshot=1: set the function sandbox up now, so the snapshot holds it
-//	12 network           check and unpack the delivered bundles in the background; wait for
+//	12 network           hash the delivered bundles in the background; wait for
 //	                     carrier on mf.iface (10 s at most; a failure is logged)
 //	13 identity          mf.snapshot=1: print MFINIT-SNAPSHOT-READY, read the identity from the
 //	                     console (the VM is restored here), reseed the RNG, set the clock
@@ -119,8 +119,8 @@ type machine struct {
 	log          *slog.Logger
 	uptime       func() float64
 	takeKey      func() ([]byte, error)
-	takeBundles  func() (map[string]*os.File, error) // nil: none
-	bundleDir    string                              // where bundles are unpacked ("": DefaultBundleWorkDir)
+	takeBundles  func() (map[string]string, error) // nil: none
+	bundleDir    string                            // where fetched bundles are unpacked ("": DefaultBundleWorkDir)
 	mount        func() error
 	cmdline      func() (string, error)
 	debugShell   func(*slog.Logger) waiter
@@ -150,7 +150,7 @@ func realMachine() machine {
 		log:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		uptime:       Uptime,
 		takeKey:      func() ([]byte, error) { return TakeKey(protocol.KeyPath) },
-		takeBundles:  func() (map[string]*os.File, error) { return TakeBundles(DeliveredBundlesDir) },
+		takeBundles:  func() (map[string]string, error) { return TakeBundles(DeliveredBundlesDir) },
 		mount:        MountAll,
 		cmdline:      func() (string, error) { b, err := os.ReadFile("/proc/cmdline"); return string(b), err },
 		debugShell:   func(log *slog.Logger) waiter { return debugshell.Start(log) },
@@ -222,19 +222,20 @@ func (b *booting) keyFile(context.Context) error {
 	return nil
 }
 
-// bundleFiles takes the bundles of run-time deployed functions the
+// bundleFiles finds the bundles of run-time deployed functions the
 // initramfs carries (a QEMU worker's, for the function it is powered on
-// for). None taken is no failure: the worker fetches what it lacks.
+// for), unpacked by the kernel. None is no failure: the worker fetches
+// what it lacks.
 func (b *booting) bundleFiles(context.Context) error {
 	if b.m.takeBundles == nil {
 		return nil
 	}
-	files, err := b.m.takeBundles()
+	trees, err := b.m.takeBundles()
 	if err != nil {
 		b.m.log.Error("bundles delivered with the initramfs", "err", err)
 	}
-	b.bundles = &Bundles{Delivered: files, WorkDir: b.m.bundleDir, Log: b.m.log}
-	b.nBundles = len(files)
+	b.bundles = &Bundles{Delivered: trees, WorkDir: b.m.bundleDir, Log: b.m.log}
+	b.nBundles = len(trees)
 	return nil
 }
 
@@ -330,8 +331,8 @@ func (b *booting) snapshotSandbox(context.Context) error {
 }
 
 func (b *booting) network(context.Context) error {
-	// /run has its tmpfs now: the delivered bundles are checked and
-	// unpacked there while the link comes up and the worker connects.
+	// The delivered bundles are hashed while the link comes up and the
+	// worker connects (fetched ones are unpacked on /run's tmpfs).
 	if b.bundles != nil {
 		b.bundles.CheckDelivered()
 	}

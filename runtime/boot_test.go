@@ -305,19 +305,17 @@ func flasherCmdline(t *testing.T) string {
 	return s
 }
 
-// TestBootTakesBundles: the bundles the initramfs carries are taken before
-// the mounts (a tmpfs on /run would hide them), checked and unpacked from
-// the network step on, and handed to the worker, which then sets the
-// sandbox up once connected.
+// TestBootTakesBundles: the bundles the kernel unpacked from the
+// initramfs are found before the mounts, hashed from the network step on,
+// and handed to the worker, whose hello lists them and whose job runs the
+// tree in place; the worker then sets the sandbox up once connected.
 func TestBootTakesBundles(t *testing.T) {
 	f := &fakeMachine{cmdline: "mf.id=w1 mf.orch=h:1", keyFile: bytes.Repeat([]byte{7}, protocol.KeySize)}
 	m := f.machine(t, t.TempDir())
 	b := makeBundle(t, "fn", []byte("#!/bin/sh\necho hi\n"))
 	run := t.TempDir()
-	if err := os.WriteFile(filepath.Join(run, "sha256-"+strings.TrimPrefix(b.ref.Digest, "sha256:")), b.data, 0o400); err != nil {
-		t.Fatal(err)
-	}
-	m.takeBundles = func() (map[string]*os.File, error) {
+	dir := deliver(t, run, b)
+	m.takeBundles = func() (map[string]string, error) {
 		f.call("takebundles")
 		return TakeBundles(run)
 	}
@@ -335,8 +333,9 @@ func TestBootTakesBundles(t *testing.T) {
 	if held := w.Bundles.Held(); !slices.Equal(held, []string{b.ref.Digest}) {
 		t.Errorf("held %v, want the delivered bundle", held)
 	}
-	if _, err := os.Stat(filepath.Join(m.bundleDir, strings.TrimPrefix(b.ref.Digest, "sha256:"), "config.json")); err != nil {
-		t.Errorf("the delivered bundle is not unpacked: %v", err)
+	got, cfg, err := w.Bundles.Prepare(b.ref, nil)
+	if err != nil || got != dir || cfg.Entrypoint[0] != "/bin/fn" {
+		t.Errorf("prepared %s %+v %v, want the delivered tree %s in place", got, cfg, err, dir)
 	}
 	if w.Connected == nil {
 		t.Error("a worker with a bundle should set its sandbox up once connected")

@@ -21,15 +21,18 @@ import (
 )
 
 // A function deployed at run time reaches a worker as a bundle (package
-// bundle): one file named by its SHA-256, which the job names. A QEMU
-// worker finds it in its initramfs (DeliveredBundlesDir), a board in its
-// cache if it has one; otherwise the worker fetches it over the session.
-// However it came, its bytes are hashed and compared with the job's digest
-// before it is unpacked, and nothing runs from a bundle that did not match.
+// bundle): one archive named by its SHA-256, which the job names. A QEMU
+// worker powered on for the function finds it unpacked by its kernel from
+// the initramfs (DeliveredBundlesDir/<hex>), a board in its cache if it
+// has one; otherwise the worker fetches it over the session. However it
+// came, it is hashed and compared with the job's digest before anything of
+// it runs: a file's bytes before it is unpacked, a delivered tree as Encode
+// would write it (bundle.DigestTree).
 
-// DeliveredBundlesDir is where a worker's initramfs carries bundles, one
-// file each, named sha256-<hex>.
-const DeliveredBundlesDir = "/run/bundles"
+// DeliveredBundlesDir is where a worker's kernel unpacks the bundles its
+// initramfs carries, one directory each, named by the hex of the digest
+// (orchestrator/power.BundlePath).
+const DeliveredBundlesDir = "/bundles"
 
 // DefaultBundleWorkDir is where bundles are fetched and unpacked, one
 // directory per digest (<hex>/config.json, <hex>/rootfs): a tmpfs.
@@ -46,9 +49,9 @@ var ErrBundleTooLarge = fmt.Errorf("bundle larger than this worker can hold: %w"
 // functions on a worker. Its zero value fetches everything and unpacks
 // into DefaultBundleWorkDir. It is used by one session at a time.
 type Bundles struct {
-	// Delivered are the bundle files of the initramfs, by digest, opened
-	// (and unlinked) by TakeBundles before /run's tmpfs hid them.
-	Delivered map[string]*os.File
+	// Delivered are the bundle trees the kernel unpacked from the
+	// initramfs (TakeBundles): directory by digest, not yet checked.
+	Delivered map[string]string
 	// CacheDir, if set, keeps fetched bundles on a board's storage as
 	// sha256-<hex>, hashed again on every use.
 	CacheDir string
@@ -60,21 +63,38 @@ type Bundles struct {
 	MaxSize int64
 	Log     *slog.Logger
 
-	ready map[string]bundle.Config // unpacked under WorkDir/<hex>, from verified bytes
+	ready map[string]readyBundle // verified: unpacked from verified bytes, or a delivered tree that hashed right
 	// unpackTook is how long the last unpack took (the rest of preparing
 	// a bundle is hashing it, or fetching and hashing it): logged.
 	unpackTook time.Duration
-	// early is closed when the delivered bundles, checked and unpacked
-	// in the background (CheckDelivered), are ready; nil: not started.
+	// early is closed when the delivered bundles, checked in the
+	// background (CheckDelivered), are in ready or removed; nil: not
+	// started. Until then only that goroutine touches ready and Delivered.
 	early chan struct{}
+	// checking are the digests CheckDelivered is checking.
+	checking []string
+	// digestTree is bundle.DigestTree (tests hold it back).
+	digestTree func(dir string, lim bundle.Limits) (string, bundle.Config, error)
 }
 
-// CheckDelivered checks and unpacks the delivered bundles in the
-// background, so the work overlaps the boot's waits (the link, the
-// connection): the hello waits for it. Call it once /run has its tmpfs.
+// readyBundle is a verified bundle's directory (config.json, rootfs/) and
+// its config.
+type readyBundle struct {
+	dir string
+	cfg bundle.Config
+}
+
+// CheckDelivered checks the delivered bundles in the background, so that
+// hashing them overlaps the boot's waits (the link, the connection and
+// the handshake's round trips): the hello lists them without waiting, and
+// a job waits for the check before anything runs (one that failed is
+// fetched).
 func (b *Bundles) CheckDelivered() {
 	if len(b.Delivered) == 0 || b.early != nil {
 		return
+	}
+	for digest := range b.Delivered {
+		b.checking = append(b.checking, digest)
 	}
 	b.early = make(chan struct{})
 	go func() {
@@ -90,25 +110,38 @@ func (b *Bundles) waitDelivered() {
 	}
 }
 
-// checkDelivered checks and unpacks every delivered bundle (a worker gets
-// the one of the function it is powered on for): its job follows.
+// checkDelivered hashes every delivered tree (a worker gets the one of
+// the function it is powered on for) as bundle.Encode would write it; one
+// that does not hash to its name is removed.
 func (b *Bundles) checkDelivered() {
-	for digest, f := range b.Delivered {
+	for digest, dir := range b.Delivered {
 		delete(b.Delivered, digest)
 		start := time.Now()
-		_, err := b.unpackFile(digest, f, "initramfs")
-		f.Close() // unlinked: its memory is freed
+		digestTree := b.digestTree
+		if digestTree == nil {
+			digestTree = bundle.DigestTree
+		}
+		hashed, cfg, err := digestTree(dir, bundle.DefaultLimits)
+		if err == nil && hashed != digest {
+			err = fmt.Errorf("%w: the tree hashes to %s", bundle.ErrDigestMismatch, hashed)
+		}
 		if err != nil {
-			b.log().Error("bundle delivered with the initramfs refused", "digest", digest, "err", err)
+			os.RemoveAll(dir)
+			b.log().Error("bundle delivered with the initramfs refused and removed; it will be fetched", "digest", digest, "dir", dir, "err", err)
 			continue
 		}
-		b.logReady(digest, "initramfs", start)
+		if b.ready == nil {
+			b.ready = map[string]readyBundle{}
+		}
+		b.ready[digest] = readyBundle{dir: dir, cfg: cfg}
+		b.log().Info("bundle checked", "digest", digest, "from", "initramfs", "ms", ms(time.Since(start)))
 	}
 }
 
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
 // logReady logs a bundle made ready: from where, and how long it took.
 func (b *Bundles) logReady(digest, from string, start time.Time) {
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	b.log().Info("bundle checked and unpacked", "digest", digest, "from", from,
 		"ms", ms(time.Since(start)), "unpack_ms", ms(b.unpackTook))
 }
@@ -132,10 +165,10 @@ func digestHex(digest string) (string, error) {
 	return h, nil
 }
 
-// TakeBundles opens the bundle files in dir (sha256-<hex>) and unlinks
-// them: the open files keep them for the worker alone, after /run gets its
-// tmpfs. A missing dir is no bundles. Files of other names are left.
-func TakeBundles(dir string) (map[string]*os.File, error) {
+// TakeBundles lists the bundle trees the kernel unpacked into dir: the
+// directories named by a digest's 64 hex digits (anything else is left).
+// A missing dir is no bundles. Each is checked before use.
+func TakeBundles(dir string) (map[string]string, error) {
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -143,28 +176,15 @@ func TakeBundles(dir string) (map[string]*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bundles in %s: %w", dir, err)
 	}
-	files := map[string]*os.File{}
+	trees := map[string]string{}
 	for _, e := range ents {
-		h, ok := strings.CutPrefix(e.Name(), bundleFilePrefix)
-		if !ok || !e.Type().IsRegular() {
+		digest := "sha256:" + e.Name()
+		if _, err := digestHex(digest); err != nil || !e.IsDir() {
 			continue
 		}
-		digest := "sha256:" + h
-		if _, err := digestHex(digest); err != nil {
-			continue
-		}
-		p := filepath.Join(dir, e.Name())
-		f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
-		if err != nil {
-			return files, fmt.Errorf("bundle %s: %w", p, err)
-		}
-		if err := os.Remove(p); err != nil {
-			f.Close()
-			return files, fmt.Errorf("bundle %s: unlink after opening: %w", p, err)
-		}
-		files[digest] = f
+		trees[digest] = filepath.Join(dir, e.Name())
 	}
-	return files, nil
+	return trees, nil
 }
 
 func (b *Bundles) log() *slog.Logger {
@@ -192,16 +212,27 @@ func (b *Bundles) maxSize() int64 {
 	return int64(uint64(si.Totalram) * uint64(si.Unit) / 4)
 }
 
-// Held lists the digests of the bundles this worker holds, verified, for
-// its hello. A delivered bundle is checked and unpacked here, if
-// CheckDelivered has not done it (its job follows); a cache file is hashed
-// (and removed if it does not match).
+// Held lists the digests of the bundles this worker holds, for its
+// hello: verified ones, and delivered ones still being checked
+// (CheckDelivered, started here if it was not: the hello does not wait for
+// it; a job does, and fetches a bundle that failed). A cache file is
+// hashed (and removed if it does not match).
 func (b *Bundles) Held() []string {
-	b.waitDelivered()
-	b.checkDelivered()
+	b.CheckDelivered()
 	var held []string
-	for digest := range b.ready {
-		held = append(held, digest)
+	select {
+	case <-b.early:
+		for digest := range b.ready {
+			held = append(held, digest)
+		}
+	default:
+		if b.early == nil { // nothing delivered
+			for digest := range b.ready {
+				held = append(held, digest)
+			}
+		} else {
+			held = append(held, b.checking...)
+		}
 	}
 	if b.CacheDir != "" {
 		ents, _ := os.ReadDir(b.CacheDir)
@@ -257,23 +288,14 @@ func (b *Bundles) Prepare(ref protocol.BundleRef, fetch Fetch) (string, bundle.C
 	if err != nil {
 		return "", bundle.Config{}, err
 	}
+	b.CheckDelivered()
 	b.waitDelivered()
-	dir := filepath.Join(b.workDir(), h)
-	if cfg, ok := b.ready[ref.Digest]; ok {
-		return dir, cfg, nil
+	if r, ok := b.ready[ref.Digest]; ok {
+		return r.dir, r.cfg, nil
 	}
+	dir := filepath.Join(b.workDir(), h)
 	start := time.Now()
 	done := func(from string) { b.logReady(ref.Digest, from, start) }
-	if f, ok := b.Delivered[ref.Digest]; ok {
-		delete(b.Delivered, ref.Digest)
-		cfg, err := b.unpackFile(ref.Digest, f, "initramfs")
-		f.Close()
-		if err == nil {
-			done("initramfs")
-			return dir, cfg, nil
-		}
-		b.log().Warn("bundle delivered with the initramfs refused; fetching it", "digest", ref.Digest, "err", err)
-	}
 	if b.CacheDir != "" {
 		if f, err := os.OpenFile(b.cachePath(h), os.O_RDONLY|unix.O_NOFOLLOW, 0); err == nil {
 			cfg, err := b.unpackFile(ref.Digest, f, "cache")
@@ -394,10 +416,8 @@ func (b *Bundles) unpackVerified(digest, h string, f *os.File) (bundle.Config, e
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return bundle.Config{}, err
 	}
-	for d := range b.ready {
-		if old, err := digestHex(d); err == nil {
-			os.RemoveAll(filepath.Join(b.workDir(), old))
-		}
+	for d, r := range b.ready {
+		os.RemoveAll(r.dir) // a delivered tree too: its memory is freed
 		delete(b.ready, d)
 	}
 	if err := os.MkdirAll(b.workDir(), 0o700); err != nil {
@@ -420,9 +440,9 @@ func (b *Bundles) unpackVerified(digest, h string, f *os.File) (bundle.Config, e
 		return bundle.Config{}, fmt.Errorf("bundle %s: %w", digest, err)
 	}
 	if b.ready == nil {
-		b.ready = map[string]bundle.Config{}
+		b.ready = map[string]readyBundle{}
 	}
-	b.ready[digest] = cfg
+	b.ready[digest] = readyBundle{dir: dir, cfg: cfg}
 	return cfg, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -382,51 +383,93 @@ func TestWatchdogBundle(t *testing.T) {
 	}
 }
 
-// TestDeliveredAndCachedBundles: bundles delivered with the initramfs and
-// a board's cache are hashed before the hello lists them and before they
-// run; one that does not match its name is refused (a cache file is
-// removed, then fetched again and cached right).
+// deliver lays tb out in run as a worker's kernel unpacks it from the
+// initramfs (orchestrator/power.BootInitrd): run/<hex>/{config.json,rootfs}
+// (bundle.Unpack makes the same tree: bundle's TestWritePrefixedDigestTree)
+// and returns that directory.
+func deliver(t testing.TB, run string, tb testBundle) string {
+	t.Helper()
+	dir := filepath.Join(run, strings.TrimPrefix(tb.ref.Digest, "sha256:"))
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bundle.Unpack(bytes.NewReader(tb.data), dir, bundle.DefaultLimits); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestDeliveredAndCachedBundles: the hello lists a delivered bundle
+// without waiting for its check, a job waits for it and runs the kernel's
+// tree in place; a delivered tree that does not hash to its name is removed
+// and fetched. A board's cache is hashed before the hello lists it and
+// before it runs; a bad cache file is removed, then fetched again and
+// cached right.
 func TestDeliveredAndCachedBundles(t *testing.T) {
 	a := makeBundle(t, "a", []byte("#!/bin/sh\necho a\n"))
 	b := makeBundle(t, "b", []byte("#!/bin/sh\necho b\n"))
 	c := makeBundle(t, "c", []byte("#!/bin/sh\necho c\n"))
 	name := func(tb testBundle) string { return "sha256-" + strings.TrimPrefix(tb.ref.Digest, "sha256:") }
 	run := t.TempDir()
-	os.WriteFile(filepath.Join(run, name(a)), a.data, 0o400)
-	os.WriteFile(filepath.Join(run, name(b)), c.data, 0o400) // b's name, c's bytes
+	aDir := deliver(t, run, a)
+	cDir := deliver(t, run, c)
+	bDir := filepath.Join(run, strings.TrimPrefix(b.ref.Digest, "sha256:"))
+	if err := os.Rename(cDir, bDir); err != nil { // b's name, c's tree
+		t.Fatal(err)
+	}
 	os.WriteFile(filepath.Join(run, "notes"), []byte("x"), 0o400)
+	os.Mkdir(filepath.Join(run, "other"), 0o700)
 	delivered, err := TakeBundles(run)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(delivered) != 2 {
-		t.Fatalf("took %d bundles, want 2", len(delivered))
-	}
-	if _, err := os.Stat(filepath.Join(run, name(a))); !os.IsNotExist(err) {
-		t.Errorf("a taken bundle is still in %s: %v", run, err)
+	if want := map[string]string{a.ref.Digest: aDir, b.ref.Digest: bDir}; !maps.Equal(delivered, want) {
+		t.Fatalf("took %v, want %v", delivered, want)
 	}
 	cache := t.TempDir()
 	os.WriteFile(filepath.Join(cache, name(c)), c.data, 0o600)
 	os.WriteFile(filepath.Join(cache, name(b)), a.data, 0o600) // corrupt
-	bs := &Bundles{Delivered: delivered, CacheDir: cache, WorkDir: t.TempDir()}
-	held := bs.Held()
-	if want := []string{a.ref.Digest, c.ref.Digest}; !slices.Equal(held, slices.Sorted(slices.Values(want))) {
+	release := make(chan struct{})
+	bs := &Bundles{Delivered: delivered, CacheDir: cache, WorkDir: t.TempDir(),
+		digestTree: func(dir string, lim bundle.Limits) (string, bundle.Config, error) {
+			<-release // the check takes its time
+			return bundle.DigestTree(dir, lim)
+		}}
+	held := bs.Held() // returns while the delivered trees are being checked
+	if want := []string{a.ref.Digest, b.ref.Digest, c.ref.Digest}; !slices.Equal(held, slices.Sorted(slices.Values(want))) {
 		t.Errorf("held %v, want %v", held, want)
 	}
 	if _, err := os.Stat(filepath.Join(cache, name(b))); !os.IsNotExist(err) {
 		t.Errorf("the corrupt cache file was kept: %v", err)
 	}
+	close(release)
+	fetched := 0
 	noFetch := func(ref protocol.BundleRef, w io.Writer) error {
+		fetched++
 		return fmt.Errorf("fetched %s", ref.Digest)
 	}
-	for _, tb := range []testBundle{a, c} {
-		dir, _, err := bs.Prepare(tb.ref, noFetch)
-		if err != nil {
-			t.Fatalf("%s: %v", tb.ref.Digest, err)
-		}
-		if _, err := os.Stat(filepath.Join(dir, "config.json")); err != nil {
-			t.Errorf("%s not unpacked: %v", tb.ref.Digest, err)
-		}
+	dir, cfg, err := bs.Prepare(a.ref, noFetch)
+	if err != nil || dir != aDir || cfg.Entrypoint[0] != "/bin/a" || fetched != 0 {
+		t.Fatalf("delivered a: %s %+v %v, fetched %d; want %s in place, not fetched", dir, cfg, err, fetched, aDir)
+	}
+	if _, _, err := bs.Prepare(b.ref, noFetch); err == nil || fetched != 1 {
+		t.Errorf("b, delivered with c's tree: %v, fetched %d; want a fetch", err, fetched)
+	}
+	if _, err := os.Stat(bDir); !os.IsNotExist(err) {
+		t.Errorf("the tree that did not match was kept: %v", err)
+	}
+	if held := bs.Held(); !slices.Contains(held, a.ref.Digest) || slices.Contains(held, b.ref.Digest) {
+		t.Errorf("held %v once checked: want a and not b", held)
+	}
+	dir, _, err = bs.Prepare(c.ref, noFetch)
+	if err != nil {
+		t.Fatalf("c from the cache: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "config.json")); err != nil {
+		t.Errorf("c not unpacked: %v", err)
+	}
+	if _, err := os.Stat(aDir); !os.IsNotExist(err) {
+		t.Errorf("preparing another bundle kept the delivered tree: %v", err)
 	}
 	// The cache file changes under the worker: the next use hashes it,
 	// refuses it and fetches.
@@ -435,7 +478,7 @@ func TestDeliveredAndCachedBundles(t *testing.T) {
 	if _, _, err := bs.Prepare(a.ref, func(ref protocol.BundleRef, w io.Writer) error { _, err := w.Write(a.data); return err }); err != nil {
 		t.Fatal(err)
 	}
-	fetched := 0
+	fetched = 0
 	_, _, err = bs.Prepare(c.ref, func(ref protocol.BundleRef, w io.Writer) error {
 		fetched++
 		_, err := w.Write(c.data)
@@ -447,14 +490,93 @@ func TestDeliveredAndCachedBundles(t *testing.T) {
 	if got, _ := os.ReadFile(filepath.Join(cache, name(c))); !bytes.Equal(got, c.data) {
 		t.Error("the fetched bundle did not replace the bad cache file")
 	}
-	if _, _, err := bs.Prepare(b.ref, noFetch); err == nil || !strings.Contains(err.Error(), "fetched") {
-		t.Errorf("b, delivered with the wrong bytes: %v, want a fetch", err)
-	}
 	if _, _, err := bs.Prepare(protocol.BundleRef{Digest: b.ref.Digest, Size: b.ref.Size}, func(ref protocol.BundleRef, w io.Writer) error {
 		_, err := w.Write(a.data[:b.ref.Size])
 		return err
 	}); !errors.Is(err, bundle.ErrDigestMismatch) {
 		t.Errorf("b fetched with other bytes: %v, want ErrDigestMismatch", err)
+	}
+}
+
+// TestDeliveredBundleTampered: a delivered tree changed in any way (one
+// byte, an extra file, a mode, a symlink's target) is refused and removed:
+// the job fetches the bundle, and if the orchestrator cannot send it the
+// job fails and nothing runs.
+func TestDeliveredBundleTampered(t *testing.T) {
+	needRoot(t)
+	bin := goBuild(t, "./testdata/stdinfn")
+	tree := &bundle.Tree{Files: map[string]bundle.Entry{
+		"bin/fn":  {Type: tar.TypeReg, Mode: 0o755, Data: bin},
+		"bin/sh":  {Type: tar.TypeSymlink, Target: "fn"},
+		"etc/cfg": {Type: tar.TypeReg, Mode: 0o644, Data: []byte("x=1\n")},
+		"tmp":     {Type: tar.TypeDir, Mode: 0o1777},
+	}}
+	var buf bytes.Buffer
+	if err := bundle.Encode(&buf, tree, bundle.Config{Entrypoint: []string{"/bin/fn"}}); err != nil {
+		t.Fatal(err)
+	}
+	digest, _ := bundle.Digest(bytes.NewReader(buf.Bytes()))
+	tb := testBundle{buf.Bytes(), protocol.BundleRef{Digest: digest, Size: int64(buf.Len())}}
+	tests := []struct {
+		name   string
+		tamper func(dir string) error
+	}{
+		{"untouched", func(string) error { return nil }},
+		{"one byte changed", func(dir string) error {
+			p := filepath.Join(dir, "rootfs/bin/fn")
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			b[len(b)/2] ^= 0x40
+			return os.WriteFile(p, b, 0)
+		}},
+		{"an extra file", func(dir string) error {
+			return os.WriteFile(filepath.Join(dir, "rootfs/etc/extra"), nil, 0o644)
+		}},
+		{"a changed mode", func(dir string) error { return os.Chmod(filepath.Join(dir, "rootfs/etc/cfg"), 0o666) }},
+		{"a symlink retargeted", func(dir string) error {
+			p := filepath.Join(dir, "rootfs/bin/sh")
+			os.Remove(p)
+			return os.Symlink("../etc/cfg", p)
+		}},
+	}
+	ran := newRanListener(t)
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			run := t.TempDir()
+			dir := deliver(t, run, tb)
+			if err := tt.tamper(dir); err != nil {
+				t.Fatal(err)
+			}
+			delivered, err := TakeBundles(run)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := &Worker{Bundles: &Bundles{Delivered: delivered, WorkDir: t.TempDir()}}
+			w.Bundles.CheckDelivered()
+			o := startWorker(t, w) // the orchestrator cannot send it
+			if tt.name == "untouched" && !slices.Equal(o.hello.Bundles, []string{digest}) {
+				t.Errorf("hello lists %v, want the delivered bundle", o.hello.Bundles)
+			}
+			res := o.run(protocol.Job{ID: strconv.Itoa(i), Function: "fn", Bundle: &tb.ref, Args: json.RawMessage(`"x"`),
+				Env: map[string]string{"RAN_ADDR": ran.addr()}, TimeoutMS: 30000})
+			n := ran.ran(t)
+			if tt.name == "untouched" {
+				if res.Error != "" || string(res.Result) != `"echo:x"` || n != 1 || len(o.requests) != 0 {
+					t.Fatalf("result %s error %q, ran %d, %d requests; want it run from the delivered tree", res.Result, res.Error, n, len(o.requests))
+				}
+				o.stop()
+				return
+			}
+			if n != 0 || res.Error == "" || len(o.requests) != 1 {
+				t.Errorf("result %s error %q, ran %d times, %d requests; want a fetch, an error and nothing run", res.Result, res.Error, n, len(o.requests))
+			}
+			if _, err := os.Stat(dir); !os.IsNotExist(err) {
+				t.Errorf("the tampered tree was kept: %v", err)
+			}
+			o.stop()
+		})
 	}
 }
 
@@ -470,8 +592,8 @@ func freePort(t *testing.T) int {
 }
 
 // BenchmarkPrepareDelivered: what a QEMU worker powered on for a deployed
-// function does before its hello: hash the delivered bundle (5 MiB of
-// executable and a few small files) and unpack it.
+// function does before it runs it: hash the tree its kernel unpacked from
+// the initramfs (5 MiB of executable and a few small files).
 func BenchmarkPrepareDelivered(b *testing.B) {
 	data := make([]byte, 5<<20)
 	for i := range data {
@@ -487,20 +609,13 @@ func BenchmarkPrepareDelivered(b *testing.B) {
 		b.Fatal(err)
 	}
 	digest, _ := bundle.Digest(bytes.NewReader(buf.Bytes()))
-	p := filepath.Join(b.TempDir(), "bundle")
-	if err := os.WriteFile(p, buf.Bytes(), 0o400); err != nil {
-		b.Fatal(err)
-	}
-	work := b.TempDir()
+	tb := testBundle{buf.Bytes(), protocol.BundleRef{Digest: digest, Size: int64(buf.Len())}}
+	dir := deliver(b, b.TempDir(), tb)
 	b.SetBytes(int64(buf.Len()))
 	for b.Loop() {
-		f, err := os.Open(p)
-		if err != nil {
+		bs := &Bundles{Delivered: map[string]string{digest: dir}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		if _, _, err := bs.Prepare(tb.ref, nil); err != nil {
 			b.Fatal(err)
-		}
-		bs := &Bundles{Delivered: map[string]*os.File{digest: f}, WorkDir: work, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-		if held := bs.Held(); len(held) != 1 {
-			b.Fatalf("held %v", held)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package power
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/microfaas/microfaas/bundle"
 	"github.com/microfaas/microfaas/protocol"
 )
 
@@ -19,8 +21,8 @@ import (
 // start. The key so travels neither on the kernel command line nor in
 // QEMU's argv: the file is owner-only (0600) in dir, which must be
 // owner-only too; remove it when the VM exits. Each of bundles follows
-// in an archive of its own, at BundlePath (the worker checks its digest
-// before it runs it).
+// in an archive of its own, unpacked by the kernel at BundlePath (the
+// worker checks the tree's digest before it runs it).
 func BootInitrd(dir, base, id string, key []byte, bundles ...BootBundle) (string, error) {
 	fi, err := os.Stat(dir)
 	if err != nil {
@@ -71,58 +73,61 @@ func BootInitrd(dir, base, id string, key []byte, bundles ...BootBundle) (string
 	return filepath.Clean(f.Name()), nil
 }
 
-// BundleDir is where a worker finds the bundles its boot carried.
-const BundleDir = "/run/bundles"
+// BundleDir is where a worker finds the bundles its boot carried: its
+// kernel unpacks each into BundleDir/<hex of the digest> (config.json,
+// rootfs/), as it unpacks the baked-in functions, and the worker hashes
+// that tree (bundle.DigestTree) before anything of it runs.
+const BundleDir = "/bundles"
 
 // BootBundle is a run-time deployed function's bundle (package bundle)
 // for one boot to carry: Size bytes from R, named by their SHA-256.
 type BootBundle struct {
 	Digest string // "sha256:" + 64 hex digits
 	Size   int64
-	R      io.Reader // an *os.File is copied in the kernel (copy_file_range)
+	R      io.Reader
 }
 
 // ErrBadDigest means a bundle digest is not "sha256:" and 64 hex digits.
 var ErrBadDigest = errors.New(`bundle digest is not "sha256:" and 64 lowercase hex digits`)
 
-// BundlePath is where the bundle with that digest lands in a worker:
-// BundleDir/sha256-<hex>.
+// BundlePath is the directory the bundle with that digest is unpacked
+// into on a worker: BundleDir/<hex>.
 func BundlePath(digest string) (string, error) {
 	hexDigest, ok := strings.CutPrefix(digest, "sha256:")
 	if !ok || len(hexDigest) != 64 || strings.Trim(hexDigest, "0123456789abcdef") != "" {
 		return "", fmt.Errorf("%w: %q", ErrBadDigest, digest)
 	}
-	return BundleDir + "/sha256-" + hexDigest, nil
+	return BundleDir + "/" + hexDigest, nil
 }
 
-// writeBundleArchive writes a newc archive holding b alone at its
-// BundlePath: the file root-only (0400), run/ 0755 (a directory the
-// worker's own archive has too), run/bundles 0700, as protocol.KeyArchive
-// lays out the key. The bundle's bytes are copied, not held in memory.
+// writeBundleArchive writes a newc archive holding b's records renamed
+// under its BundlePath (bundle.WritePrefixed, which checks them), after
+// the directories BundleDir and BundlePath, both root-only (0700): the
+// kernel unpacks the bundle in C, so a worker does not unpack it in Go.
+// w must be at a multiple of 4 bytes. The bundle is streamed, not held in
+// memory.
 func writeBundleArchive(w io.Writer, b BootBundle) error {
 	name, err := BundlePath(b.Digest)
 	if err != nil {
 		return err
 	}
-	if b.Size < 0 || b.Size > 0xffffffff { // newc's 8 hex digits
-		return fmt.Errorf("bundle %s: size %d does not fit an initramfs entry", b.Digest, b.Size)
-	}
 	name = strings.TrimPrefix(name, "/")
-	dir := path.Dir(name)
-	hdr := newcHeader(1, 0o040755, path.Dir(dir), 0)
-	hdr = append(hdr, newcHeader(2, 0o040700, dir, 0)...)
-	hdr = append(hdr, newcHeader(3, 0o100400, name, b.Size)...)
-	if _, err := w.Write(hdr); err != nil {
+	bw := bufio.NewWriterSize(w, 256<<10)
+	hdr := newcHeader(1, 0o040700, path.Dir(name), 0)
+	hdr = append(hdr, newcHeader(2, 0o040700, name, 0)...)
+	if _, err := bw.Write(hdr); err != nil {
 		return err
 	}
-	n, err := io.CopyN(w, b.R, b.Size)
-	if err != nil {
-		return fmt.Errorf("bundle %s: %d of %d bytes: %w", b.Digest, n, b.Size, err)
+	lr := &io.LimitedReader{R: b.R, N: b.Size}
+	if err := bundle.WritePrefixed(bw, bufio.NewReaderSize(lr, 256<<10), name, bundle.DefaultLimits); err != nil {
+		return fmt.Errorf("bundle %s (%d bytes): %w", b.Digest, b.Size, err)
 	}
-	trailer := make([]byte, pad4(b.Size))
-	trailer = append(trailer, newcHeader(0, 0, "TRAILER!!!", 0)...)
-	_, err = w.Write(trailer)
-	return err
+	// WritePrefixed read to the end: a bundle that ended early is not the
+	// one named.
+	if lr.N != 0 {
+		return fmt.Errorf("bundle %s: %d bytes short of its %d: %w", b.Digest, lr.N, b.Size, bundle.ErrUnsafeImage)
+	}
+	return bw.Flush()
 }
 
 // newcHeader is one newc entry's header and name, padded to 4 bytes; size

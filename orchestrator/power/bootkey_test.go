@@ -1,6 +1,7 @@
 package power
 
 import (
+	"archive/tar"
 	"bytes"
 	"errors"
 	"io"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/u-root/u-root/pkg/cpio"
 
+	"github.com/microfaas/microfaas/bundle"
 	"github.com/microfaas/microfaas/protocol"
 )
 
@@ -53,9 +55,33 @@ func TestBootInitrd(t *testing.T) {
 	}
 }
 
-// A boot with a bundle carries it as one root-only file at its
-// BundlePath, in an archive after the key's, with the directories
-// KeyArchive makes.
+// testBundle is a real bundle (bundle.Encode) of an odd size, so the
+// padding matters, and its digest.
+func testBundle(t testing.TB, size int) ([]byte, string) {
+	t.Helper()
+	tree := &bundle.Tree{Files: map[string]bundle.Entry{
+		"bin/fn":  {Type: tar.TypeReg, Mode: 0o755, Data: bytes.Repeat([]byte{2}, size)},
+		"lib":     {Type: tar.TypeDir, Mode: 0o555},
+		"lib/so":  {Type: tar.TypeReg, Mode: 0o644, Data: []byte("odd")},
+		"lib64":   {Type: tar.TypeSymlink, Target: "lib"},
+		"tmp":     {Type: tar.TypeDir, Mode: 0o1777},
+		"etc/cfg": {Type: tar.TypeReg, Mode: 0o600, Data: []byte("x=1\n")},
+	}}
+	var b bytes.Buffer
+	if err := bundle.Encode(&b, tree, bundle.Config{Entrypoint: []string{"/bin/fn"}}); err != nil {
+		t.Fatal(err)
+	}
+	digest, err := bundle.Digest(bytes.NewReader(b.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes(), digest
+}
+
+// A boot with a bundle carries it in an archive after the key's: the
+// directories BundleDir and BundlePath (root-only), then the bundle's own
+// records renamed below BundlePath, owned by root, for the kernel to
+// unpack.
 func TestBootInitrdBundle(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "boot")
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -64,8 +90,7 @@ func TestBootInitrdBundle(t *testing.T) {
 	base := filepath.Join(t.TempDir(), "initramfs.cpio")
 	os.WriteFile(base, []byte("BASE-ARCHIVE"), 0o644)
 	key := bytes.Repeat([]byte{0xab}, protocol.KeySize)
-	data := []byte("a bundle of 27 bytes, odd.\n") // not a multiple of 4: the padding matters
-	digest := "sha256:" + strings.Repeat("0123456789abcdef", 4)
+	data, digest := testBundle(t, 27)
 	p, err := BootInitrd(dir, base, "vm0", key, BootBundle{Digest: digest, Size: int64(len(data)), R: bytes.NewReader(data)})
 	if err != nil {
 		t.Fatal(err)
@@ -81,33 +106,45 @@ func TestBootInitrdBundle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	orig, err := cpio.ReadAllRecords(cpio.Newc.Reader(bytes.NewReader(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, _ := BundlePath(digest)
+	at = strings.TrimPrefix(at, "/")
+	if at != "bundles/"+strings.TrimPrefix(digest, "sha256:") {
+		t.Fatalf("BundlePath %s", at)
+	}
 	type entry struct {
-		name string
-		mode uint64
+		name     string
+		mode     uint64
+		uid, gid uint64
+		data     string
 	}
-	var got []entry
-	var content []byte
-	for _, rec := range recs {
-		got = append(got, entry{rec.Name, rec.Mode})
-		if rec.Name == strings.TrimPrefix(BundleDir, "/")+"/sha256-"+strings.Repeat("0123456789abcdef", 4) {
-			content, _ = io.ReadAll(io.NewSectionReader(rec.ReaderAt, 0, int64(rec.FileSize)))
-		}
+	read := func(r cpio.Record) entry {
+		content, _ := io.ReadAll(io.NewSectionReader(r.ReaderAt, 0, int64(r.FileSize)))
+		return entry{r.Name, r.Mode, r.UID, r.GID, string(content)}
 	}
-	want := []entry{{"run", 0o040755}, {"run/bundles", 0o040700},
-		{"run/bundles/sha256-" + strings.Repeat("0123456789abcdef", 4), 0o100400}}
+	var got, want []entry
+	for _, r := range recs {
+		got = append(got, read(r))
+	}
+	want = []entry{{"bundles", 0o040700, 0, 0, ""}, {at, 0o040700, 0, 0, ""}}
+	for _, r := range orig {
+		e := read(r)
+		e.name = at + "/" + e.name
+		want = append(want, e)
+	}
 	if !reflect.DeepEqual(got, want) {
-		t.Errorf("entries %v, want %v", got, want)
-	}
-	if !bytes.Equal(content, data) {
-		t.Errorf("bundle file holds %q, want %q", content, data)
+		t.Errorf("entries\n%v\nwant\n%v", got, want)
 	}
 	if int64(len(rest))%4 != 0 {
 		t.Errorf("bundle archive of %d bytes: not padded to 4", len(rest))
 	}
 }
 
-// A digest that is not sha256 and 64 hex digits never becomes a path;
-// a short file fails the boot initramfs.
+// A digest that is not sha256 and 64 hex digits never becomes a path; a
+// bundle that is not its size, or no bundle, fails the boot initramfs.
 func TestBootInitrdBundleRefused(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "boot")
 	os.Mkdir(dir, 0o700)
@@ -117,9 +154,19 @@ func TestBootInitrdBundleRefused(t *testing.T) {
 			t.Errorf("digest %q: err %v, want ErrBadDigest", d, err)
 		}
 	}
-	ok := "sha256:" + strings.Repeat("ab", 32)
-	if _, err := BootInitrd(dir, "", "vm0", key, BootBundle{Digest: ok, Size: 10, R: bytes.NewReader([]byte("short"))}); err == nil {
-		t.Error("a bundle shorter than its size was accepted")
+	data, digest := testBundle(t, 100)
+	for _, tt := range []struct {
+		name string
+		b    BootBundle
+		want error
+	}{
+		{"shorter than its size", BootBundle{Digest: digest, Size: int64(len(data)) + 10, R: bytes.NewReader(data)}, bundle.ErrUnsafeImage},
+		{"longer than its size", BootBundle{Digest: digest, Size: int64(len(data)) - 4, R: bytes.NewReader(data)}, bundle.ErrUnsafeImage},
+		{"not a bundle", BootBundle{Digest: digest, Size: 200, R: bytes.NewReader(bytes.Repeat([]byte("x"), 200))}, bundle.ErrUnsafeImage},
+	} {
+		if _, err := BootInitrd(dir, "", "vm0", key, tt.b); !errors.Is(err, tt.want) {
+			t.Errorf("a bundle %s: %v, want %v", tt.name, err, tt.want)
+		}
 	}
 	if left, _ := os.ReadDir(dir); len(left) != 0 {
 		t.Errorf("failed boots left %d files", len(left))
@@ -139,11 +186,11 @@ func benchBootInitrd(b *testing.B, bundleSize int) {
 	os.Mkdir(dir, 0o700)
 	base := filepath.Join(tmp, "initramfs.cpio")
 	os.WriteFile(base, bytes.Repeat([]byte{1}, 4<<20), 0o644)
+	data, digest := testBundle(b, bundleSize)
 	bundle := filepath.Join(tmp, "bundle")
-	os.WriteFile(bundle, bytes.Repeat([]byte{2}, bundleSize), 0o600)
+	os.WriteFile(bundle, data, 0o600)
 	key := bytes.Repeat([]byte{0xab}, protocol.KeySize)
-	digest := "sha256:" + strings.Repeat("ab", 32)
-	b.SetBytes(int64(bundleSize))
+	b.SetBytes(int64(len(data)))
 	for b.Loop() {
 		var bundles []BootBundle
 		f, err := os.Open(bundle)
@@ -151,7 +198,7 @@ func benchBootInitrd(b *testing.B, bundleSize int) {
 			b.Fatal(err)
 		}
 		if bundleSize > 0 {
-			bundles = append(bundles, BootBundle{Digest: digest, Size: int64(bundleSize), R: f})
+			bundles = append(bundles, BootBundle{Digest: digest, Size: int64(len(data)), R: f})
 		}
 		p, err := BootInitrd(dir, base, "vm0", key, bundles...)
 		f.Close()
