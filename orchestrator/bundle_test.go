@@ -379,12 +379,13 @@ func startScripted(t testing.TB, cfg Config, script func(*protocol.Conn, protoco
 // chunk per request, then once more at the end (an empty chunk).
 func fetch(pc *protocol.Conn, digest string, size int64) ([]byte, error) {
 	var got []byte
+	buf := make([]byte, protocol.BundleChunkSize)
 	for {
 		if err := pc.Send(protocol.TypeBundleRequest, protocol.BundleRequest{Digest: digest, Offset: int64(len(got))}); err != nil {
 			return nil, err
 		}
-		var c protocol.BundleChunk
-		if err := pc.Expect(protocol.TypeBundleChunk, &c); err != nil {
+		c, err := pc.ReceiveBundleChunk(buf)
+		if err != nil {
 			return nil, err
 		}
 		switch {
@@ -425,8 +426,7 @@ func TestBundleFetchServesOnlyTheJobsBundle(t *testing.T) {
 		r.got, r.fetchErr = fetch(pc, job.Bundle.Digest, job.Bundle.Size)
 		// Past the end.
 		pc.Send(protocol.TypeBundleRequest, protocol.BundleRequest{Digest: job.Bundle.Digest, Offset: job.Bundle.Size + 1})
-		var c protocol.BundleChunk
-		if err := pc.Expect(protocol.TypeBundleChunk, &c); err == nil && c.Error != "" {
+		if c, err := pc.ReceiveBundleChunk(make([]byte, protocol.BundleChunkSize)); err == nil && c.Error != "" {
 			r.unalignedErr = errors.New(c.Error)
 		}
 		select { // the first attempt's outcome; a retry's is dropped
@@ -482,12 +482,13 @@ func TestBundleFetchCutsOffLoopingWorker(t *testing.T) {
 	out := make(chan outcome, 1)
 	o, _, logs := startScripted(t, Config{Bundles: b, MaxAttempts: 1}, func(pc *protocol.Conn, job protocol.Job) protocol.Result {
 		var r outcome
+		buf := make([]byte, protocol.BundleChunkSize)
 		for {
 			if r.end = pc.Send(protocol.TypeBundleRequest, protocol.BundleRequest{Digest: job.Bundle.Digest}); r.end != nil {
 				break
 			}
 			var c protocol.BundleChunk
-			if r.end = pc.Expect(protocol.TypeBundleChunk, &c); r.end != nil {
+			if c, r.end = pc.ReceiveBundleChunk(buf); r.end != nil {
 				break
 			}
 			if c.Error != "" {

@@ -73,6 +73,7 @@ func (b *bundleFetch) serve(req protocol.BundleRequest) error {
 		b.refuse(req, "the orchestrator cannot read the bundle: %v", err)
 		return nil
 	}
+	// The writer sends it binary: a header frame, then the raw bytes.
 	b.wc.send(protocol.TypeBundleChunk, protocol.BundleChunk{Digest: req.Digest, Offset: req.Offset, Data: data})
 	return nil
 }

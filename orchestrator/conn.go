@@ -53,6 +53,7 @@ func newWorkerConn(c net.Conn, pc *protocol.Conn) *workerConn {
 func (wc *workerConn) writer() {
 	for m := range wc.out {
 		wc.c.SetWriteDeadline(time.Now().Add(writeTimeout))
+		// A bundle chunk goes as a header frame, then its raw bytes.
 		if err := wc.pc.Send(m.typ, m.msg); err != nil {
 			break // the reader sees the connection fail
 		}

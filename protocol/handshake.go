@@ -197,7 +197,7 @@ func ServerHandshake(rw io.ReadWriter, remote net.Addr, keys KeyFunc) (*Conn, He
 		return nil, h, err
 	}
 	body, _ := json.Marshal(Challenge{Proto: Version, Nonce: nonce})
-	if err := writeFrame(rw, envelope{Type: TypeChallenge, Body: body}); err != nil {
+	if err := writeFrame(rw, envelope{Type: TypeChallenge, Body: body}, nil); err != nil {
 		return nil, h, err
 	}
 	r := bufio.NewReaderSize(rw, 64<<10)

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 )
 
 // Version is the protocol version a Hello carries: 2 adds per-worker keys
@@ -122,11 +123,18 @@ type BundleRequest struct {
 // BundleChunk is one part of a bundle: at most BundleChunkSize bytes from
 // Offset. Error, if set, says why the orchestrator cannot send it (the
 // worker fails the job with it).
+//
+// On the wire it is binary (Conn.SendBundleChunk, Conn.ReceiveBundleChunk):
+// an authenticated frame whose body is this header with Length, then
+// exactly Length raw bytes, Data, which no MAC covers: the worker checks
+// the whole bundle against the digest of its authenticated Job instead
+// (docs/protocol.md says why that is enough).
 type BundleChunk struct {
 	Digest string `json:"digest"`
 	Offset int64  `json:"offset"`
-	Data   []byte `json:"data,omitempty"`
+	Length int    `json:"length,omitempty"` // len(Data); set by SendBundleChunk
 	Error  string `json:"error,omitempty"`
+	Data   []byte `json:"-"`
 }
 
 // HTTPRequest is a call forwarded unchanged to a function that serves HTTP
@@ -274,27 +282,46 @@ func (c *Conn) frameMAC(dir string, seq uint64, typ string, body []byte) string 
 	return mac(c.secret, nonce, seq, typ, body)
 }
 
-// Send writes one message of type typ.
+// Send writes one message of type typ. A bundle chunk (a BundleChunk, of
+// type TypeBundleChunk) goes binary, as SendBundleChunk sends it.
 func (c *Conn) Send(typ string, v any) error {
+	if typ == TypeBundleChunk {
+		ch, ok := v.(BundleChunk)
+		if !ok {
+			return fmt.Errorf("send %s: a %T, want a protocol.BundleChunk", typ, v)
+		}
+		return c.SendBundleChunk(ch)
+	}
+	return c.send(typ, v, nil)
+}
+
+// send writes one frame with body v, then raw (unauthenticated: only
+// bundle chunks have any) in the same write where the connection allows.
+func (c *Conn) send(typ string, v any, raw []byte) error {
 	body, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", typ, err)
 	}
 	env := envelope{Type: typ, Seq: c.sendSeq, Body: body, MAC: c.frameMAC(c.sendDir, c.sendSeq, typ, body)}
-	if err := writeFrame(c.rw, env); err != nil {
+	if err := writeFrame(c.rw, env, raw); err != nil {
 		return err
 	}
 	c.sendSeq++
 	return nil
 }
 
-func writeFrame(w io.Writer, env envelope) error {
+func writeFrame(w io.Writer, env envelope, raw []byte) error {
 	frame, err := json.Marshal(env)
 	if err != nil {
 		return fmt.Errorf("encode %s frame: %w", env.Type, err)
 	}
 	frame = append(frame, '\n')
-	if _, err := w.Write(frame); err != nil {
+	// net.Buffers: one writev on a TCP connection, not two segments.
+	bufs := net.Buffers{frame}
+	if len(raw) > 0 {
+		bufs = append(bufs, raw)
+	}
+	if _, err := bufs.WriteTo(w); err != nil {
 		return fmt.Errorf("send %s: %w", env.Type, err)
 	}
 	return nil
@@ -303,8 +330,18 @@ func writeFrame(w io.Writer, env envelope) error {
 // Receive reads one frame, checks its MAC and sequence number, and returns
 // its type and body. In version 1 a Hello frame sets the session nonce from
 // its body; in version 2 the hello belongs to the handshake and is refused
-// here.
+// here. A bundle chunk is refused (ErrBinaryFrame): its raw bytes would be
+// left unread; ReceiveBundleChunk reads those.
 func (c *Conn) Receive() (string, json.RawMessage, error) {
+	typ, body, err := c.receive()
+	if err == nil && typ == TypeBundleChunk {
+		return typ, nil, fmt.Errorf("%s frame: %w", typ, ErrBinaryFrame)
+	}
+	return typ, body, err
+}
+
+// receive reads and checks one frame (Receive).
+func (c *Conn) receive() (string, json.RawMessage, error) {
 	line, err := readLine(c.r, MaxFrame)
 	if err != nil {
 		return "", nil, err

@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -12,27 +11,26 @@ import (
 
 // fetcher fetches a bundle over the session, between a Job and its
 // Result: a bundle_request for the next part at the offset it has, one
-// bundle_chunk in answer (at most protocol.BundleChunkSize bytes), until
-// the bundle's size. A chunk carrying an error fails the job; a broken or
-// out-of-step session is errSession.
+// bundle_chunk in answer (an authenticated header, then at most
+// protocol.BundleChunkSize raw bytes), until the bundle's size. The raw
+// bytes are not authenticated one by one: Bundles.fetch checks the whole
+// file against the Job's digest before anything of it is used. A chunk
+// carrying an error fails the job; a broken or out-of-step session is
+// errSession.
 func (w *Worker) fetcher(conn net.Conn, pc *protocol.Conn) Fetch {
 	return func(ref protocol.BundleRef, out io.Writer) error {
+		// One chunk's buffer for the whole fetch: the chunk's raw bytes
+		// land here, at most protocol.BundleChunkSize of them.
+		buf := make([]byte, protocol.BundleChunkSize)
 		for off := int64(0); off < ref.Size; {
 			conn.SetWriteDeadline(time.Now().Add(w.Config.Failsafe))
 			if err := pc.Send(protocol.TypeBundleRequest, protocol.BundleRequest{Digest: ref.Digest, Offset: off}); err != nil {
 				return fmt.Errorf("%w: asking for bundle %s: %v", errSession, ref.Digest, err)
 			}
 			conn.SetReadDeadline(time.Now().Add(w.Config.Failsafe))
-			typ, body, err := pc.Receive()
+			c, err := pc.ReceiveBundleChunk(buf)
 			if err != nil {
 				return fmt.Errorf("%w: fetching bundle %s: %v", errSession, ref.Digest, err)
-			}
-			if typ != protocol.TypeBundleChunk {
-				return fmt.Errorf("%w: a %q message while fetching bundle %s", errSession, typ, ref.Digest)
-			}
-			var c protocol.BundleChunk
-			if err := json.Unmarshal(body, &c); err != nil {
-				return fmt.Errorf("%w: malformed bundle chunk: %v", errSession, err)
 			}
 			if c.Error != "" {
 				return fmt.Errorf("the orchestrator could not send bundle %s: %s", ref.Digest, c.Error)
