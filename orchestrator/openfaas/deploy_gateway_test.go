@@ -130,6 +130,11 @@ func TestGatewayDeploysImages(t *testing.T) {
 	t0 := time.Now()
 	res, got := post(t, gw+"/function/wd", body)
 	t.Logf("wd:1 cold call through the gateway: %s", time.Since(t0).Round(time.Millisecond))
+	// The gateway scaled wd up from zero before sending the call: that
+	// power-on carried wd's bundle, so the call fetched nothing.
+	if n := ctrl.withBundle.Load(); n != 1 {
+		t.Errorf("scale from zero: %d power-ons with a bundle, want 1 (wd:1's)", n)
+	}
 	if res.StatusCode != http.StatusCreated || res.Header.Get("X-Fn") != "yes" || !bytes.Equal(got, append(testfn.HandlerPrefix(), body...)) {
 		_, logs := h.call("GET", "/system/logs?name=wd&follow=false", nil)
 		t.Fatalf("wd:1: %d %v body %q; want 201, X-Fn: yes and the handler's bytes; function log:\n%s", res.StatusCode, res.Header, got, logs)
@@ -181,8 +186,8 @@ func TestGatewayDeploysImages(t *testing.T) {
 	if res.StatusCode != http.StatusOK || string(got) != "COLD" {
 		t.Errorf("upper: %d %q, want 200 COLD", res.StatusCode, got)
 	}
-	if n := ctrl.withBundle.Load(); n != 1 {
-		t.Errorf("%d power-ons with a bundle, want 1", n)
+	if n := ctrl.withBundle.Load(); n != 2 {
+		t.Errorf("%d power-ons with a bundle, want 2 (wd:1's scale from zero, then upper's)", n)
 	}
 
 	// Remove: the function is gone and so is its bundle.
