@@ -10,8 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -106,8 +108,11 @@ type deployedFn struct {
 	// store already. Deploy is the deploy alone, first the deploy and
 	// the cold call after it, call the cold call alone.
 	freshDeploy, freshFirst, storedDeploy, storedFirst, call series
-	bundleSize                                               int64
-	digest                                                   string // the bundle deployed last
+	// prep is the worker's own time to check (hash) and unpack the
+	// bundle, from its console's log line.
+	prep       series
+	bundleSize int64
+	digest     string // the bundle deployed last
 }
 
 // deployed notes the bundle d's deployment now uses.
@@ -140,6 +145,23 @@ func coldCall(b *testing.B, c *qemuCluster, fn, body string, want []byte) time.D
 	return took
 }
 
+// prepLine is the worker's log line on a bundle it checked and unpacked
+// (runtime/bundles.go): ms is the whole, unpack_ms the unpacking.
+var prepLine = regexp.MustCompile(`bundle checked and unpacked.* ms=([0-9.]+)`)
+
+// bundlePrep is how long c's one worker took to check and unpack the
+// bundle of its last boot, from its console (QEMU rewrites it each boot);
+// false when the console has no such line.
+func (c *qemuCluster) bundlePrep() (time.Duration, bool) {
+	for _, console := range c.logs {
+		if m := prepLine.FindStringSubmatch(console()); m != nil {
+			v, err := strconv.ParseFloat(m[1], 64)
+			return time.Duration(v * float64(time.Millisecond)), err == nil
+		}
+	}
+	return 0, false
+}
+
 // round deletes fn (its bundle is collected), deploys it again (fresh)
 // and calls it cold, then redeploys the same image (the bundle stored
 // already) and calls it cold again.
@@ -169,6 +191,9 @@ func (d *deployedFn) round(b *testing.B) {
 		dep.ds = append(dep.ds, deployed)
 		first.ds = append(first.ds, deployed+call)
 		d.call.ds = append(d.call.ds, call)
+		if p, ok := d.c.bundlePrep(); ok {
+			d.prep.ds = append(d.prep.ds, p)
+		}
 		d.deployed()
 	}
 }
@@ -276,7 +301,8 @@ func BenchmarkDeployedColdCalls(b *testing.B) {
 			d.freshFirst.name = label(d, "deploy -> first result, fresh store")
 			d.storedDeploy.name = label(d, "redeploy (bundle stored)")
 			d.storedFirst.name = label(d, "redeploy -> first result, bundle stored")
-			rows = append(rows, d.call.row(), d.freshDeploy.row(), d.freshFirst.row(), d.storedDeploy.row(), d.storedFirst.row())
+			d.prep.name = label(d, "worker: bundle check + unpack (console)")
+			rows = append(rows, d.call.row(), d.prep.row(), d.freshDeploy.row(), d.freshFirst.row(), d.storedDeploy.row(), d.storedFirst.row())
 		}
 		b.Logf("cold calls, %d rounds, QEMU TCG, idle timeout 0 (a power-on per call):\n%s", rounds, strings.Join(rows, "\n"))
 		b.Logf("sizes: bigcount binary %d bytes; bundles: bigcount %d, python %d, upper arm/v7 %d bytes",
