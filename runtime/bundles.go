@@ -73,6 +73,7 @@ type Bundles struct {
 	early chan struct{}
 	// checking are the digests CheckDelivered is checking.
 	checking []string
+	waited   bool // a job waited for the check (logged once)
 	// digestTree is bundle.DigestTree (tests hold it back).
 	digestTree func(dir string, lim bundle.Limits) (string, bundle.Config, error)
 }
@@ -144,7 +145,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // logReady logs a bundle made ready: from where, and how long it took.
 func (b *Bundles) logReady(digest, from string, start time.Time, unpackTook time.Duration) {
 	b.log().Info("bundle checked and unpacked", "digest", digest, "from", from,
-		"ms", ms(time.Since(start)), "unpack_ms", ms(unpackTook))
+		"ms", ms(time.Since(start)), "unpack_ms", ms(unpackTook), "uptime_ms", Uptime())
 }
 
 // Fetch copies the bundle ref from the orchestrator into w (the session's
@@ -290,7 +291,14 @@ func (b *Bundles) Prepare(ref protocol.BundleRef, fetch Fetch) (string, bundle.C
 		return "", bundle.Config{}, err
 	}
 	b.CheckDelivered()
-	b.waitDelivered()
+	if b.early != nil && !b.waited {
+		// How long the first job waited for the check: the part of the
+		// hash the boot's waits did not hide.
+		t0 := time.Now()
+		<-b.early
+		b.waited = true
+		b.log().Info("job waited for the delivered bundles' check", "ms", ms(time.Since(t0)), "uptime_ms", Uptime())
+	}
 	if r, ok := b.ready[ref.Digest]; ok {
 		return r.dir, r.cfg, nil
 	}
