@@ -29,7 +29,8 @@ import (
 //	 1 init marker       print MFINIT-START with the kernel uptime (the host times the boot to here)
 //	 2 key file          take /run/mf/key (read once, deleted) before /run's tmpfs hides it
 //	 3 bundle files      list the bundles the kernel unpacked from the initramfs
-//	                     (/bundles/<hex>: config.json, rootfs/); checked before use
+//	                     (/bundles/<hex>: config.json, rootfs/) and hash them in the
+//	                     background from here on; a job waits for the check
 //	 4 mounts            proc, sys, dev, tmp, run, configfs (a failure is logged; the boot goes on)
 //	 5 boot parameters   read /proc/cmdline once into bootparams.Params and the worker's Config
 //	 6 debug shell       mf.debug=1: a shell on the console; the power-off waits until it ends
@@ -39,8 +40,7 @@ import (
 //	10 card key          no key file: read the key area of the board's card; no key ends the boot
 //	                     (a snapshot boot's key comes with its identity, step 13)
 //	11 snapshot sandbox  mf.snapshot=1: set the function sandbox up now, so the snapshot holds it
-//	12 network           hash the delivered bundles in the background; wait for
-//	                     carrier on mf.iface (10 s at most; a failure is logged)
+//	12 network           wait for carrier on mf.iface (10 s at most; a failure is logged)
 //	13 identity          mf.snapshot=1: print MFINIT-SNAPSHOT-READY, read the identity from the
 //	                     console (the VM is restored here), reseed the RNG, set the clock
 //	14 serve             connect to the orchestrator and run jobs until told to stop
@@ -236,6 +236,10 @@ func (b *booting) bundleFiles(context.Context) error {
 	}
 	b.bundles = &Bundles{Delivered: trees, WorkDir: b.m.bundleDir, Log: b.m.log}
 	b.nBundles = len(trees)
+	// Hashed while the boot goes on: on one vCPU the hash is the longest
+	// pole of a cold call, so it starts as early as it can (the tree is
+	// not under /run, which a tmpfs hides at the next step).
+	b.bundles.CheckDelivered()
 	return nil
 }
 
@@ -331,11 +335,6 @@ func (b *booting) snapshotSandbox(context.Context) error {
 }
 
 func (b *booting) network(context.Context) error {
-	// The delivered bundles are hashed while the link comes up and the
-	// worker connects (fetched ones are unpacked on /run's tmpfs).
-	if b.bundles != nil {
-		b.bundles.CheckDelivered()
-	}
 	if err := b.m.waitLink(b.cfg.Iface); err != nil {
 		b.m.log.Error("network", "err", err)
 	}
