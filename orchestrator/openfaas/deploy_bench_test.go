@@ -2,6 +2,7 @@ package openfaas
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,11 +21,14 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/openfaas/faas-provider/types"
 
 	"github.com/microfaas/microfaas/builder"
 	"github.com/microfaas/microfaas/bundle/oci"
 	"github.com/microfaas/microfaas/e2e/qemutest"
+	"github.com/microfaas/microfaas/internal/cache"
 	"github.com/microfaas/microfaas/internal/testfn"
 	"github.com/microfaas/microfaas/orchestrator/deploy"
 	mftarget "github.com/microfaas/microfaas/target"
@@ -234,11 +238,13 @@ func (d *deployedFn) round(b *testing.B) {
 // (every worker off before each call: power-on -> result through the
 // provider) of functions baked into the worker image and deployed at run
 // time, side by side in one run, interleaved round by round (the order
-// rotating each round), on one x86 and one ARM QEMU worker:
+// rotating each round), each function's baked and deployed calls on the
+// same worker image (x86 or ARM QEMU):
 //
 //   - bigcount (testdata/bigcount, a ~5 MB static Go function) baked in
 //     (mfbuild --function) vs deployed at run time from an OCI image;
-//   - internal/testfn's Python image (Debian's python3 and its libraries);
+//   - internal/testfn's Python image (Debian's python3 and its libraries)
+//     baked in (mfbuild --function python=oci:DIR) vs deployed;
 //   - deploy -> first result for each deployed image: after a delete (the
 //     bundle pulled, flattened and written) and on a redeploy of the same
 //     image (its bundle in the store already);
@@ -261,7 +267,9 @@ func BenchmarkDeployedColdCalls(b *testing.B) {
 	testfn.Push(b, bigRef, testfn.BuildImage(b, testfn.AMD64, []testfn.File{{Path: "/usr/local/bin/bigcount", Data: bin}},
 		v1.Config{Entrypoint: []string{"/usr/local/bin/bigcount"}, WorkingDir: "/"}))
 	pyRef := host + "/python:1"
-	testfn.Push(b, pyRef, testfn.PythonImage(b))
+	pyImg := testfn.PythonImage(b)
+	testfn.Push(b, pyRef, pyImg)
+	pyw := imageWorker(b, "python", pyImg)
 	upRef := host + "/upper:arm"
 	testfn.Push(b, upRef, testfn.UpperImage(b, testfn.ARMv7))
 	// The answer bigcount gives on the host (it is an x86 static binary).
@@ -287,65 +295,111 @@ func BenchmarkDeployedColdCalls(b *testing.B) {
 	}
 	for i := 0; i < b.N; i++ {
 		b.Logf("load average at start: %s (%d CPUs)", loadavg(), runtime.NumCPU())
-		x86Store, armStore := newStore(), newStore()
-		x86 := newQEMUCluster(b, 1, x86w, 0, builder.BootFiles{}, 0, Config{Deploys: x86Store, Archs: []string{mftarget.X86.Name}})
-		arm := newQEMUCluster(b, 0, builder.BootFiles{}, 1, armw, 0, Config{Deploys: armStore, Archs: []string{mftarget.ARMv7.Name}})
-		x86.deploy(types.FunctionDeployment{Service: "big", Image: "microfaas/fn:bigcount"})
-		arm.deploy(types.FunctionDeployment{Service: "upper", Image: "microfaas/fn:upper"})
-		fns := []*deployedFn{
-			{c: x86, store: x86Store, name: "bigd", ref: bigRef, body: body, want: bigWant, arch: mftarget.X86.Name},
-			{c: x86, store: x86Store, name: "py", ref: pyRef, body: body, want: pyWant, arch: mftarget.X86.Name},
-			{c: arm, store: armStore, name: "upd", ref: upRef, body: body, want: upWant, arch: mftarget.ARMv7.Name},
+		// One cluster per worker image, each with its own store: baked
+		// and deployed calls of a function run on the same worker image.
+		newCluster := func(x86 builder.BootFiles, arm builder.BootFiles) (*qemuCluster, *deploy.Store) {
+			s := newStore()
+			if arm.Kernel != "" {
+				return newQEMUCluster(b, 0, x86, 1, arm, 0, Config{Deploys: s, Archs: []string{mftarget.ARMv7.Name}}), s
+			}
+			return newQEMUCluster(b, 1, x86, 0, arm, 0, Config{Deploys: s, Archs: []string{mftarget.X86.Name}}), s
 		}
-		for _, d := range fns {
-			d.c.deploy(types.FunctionDeployment{Service: d.name, Image: d.ref})
-			d.deployed()
+		bigC, bigS := newCluster(x86w, builder.BootFiles{})
+		pyC, pyS := newCluster(pyw, builder.BootFiles{})
+		armC, armS := newCluster(builder.BootFiles{}, armw)
+		pairs := []*pair{
+			{baked: series{name: "bigcount baked in, cold call"}, c: bigC, fn: "big", image: "microfaas/fn:bigcount",
+				d: &deployedFn{c: bigC, store: bigS, name: "bigd", ref: bigRef, body: body, want: bigWant, arch: mftarget.X86.Name}},
+			{baked: series{name: "python baked in (mfbuild --function python=oci:...), cold call"}, c: pyC, fn: "pyb", image: "microfaas/fn:python",
+				d: &deployedFn{c: pyC, store: pyS, name: "py", ref: pyRef, body: body, want: pyWant, arch: mftarget.X86.Name}},
+			{baked: series{name: "ARM upper baked in, cold call"}, c: armC, fn: "upper", image: "microfaas/fn:upper",
+				d: &deployedFn{c: armC, store: armS, name: "upd", ref: upRef, body: body, want: upWant, arch: mftarget.ARMv7.Name}},
 		}
-		bigBaked := &series{name: "bigcount baked in, cold call"}
-		armBaked := &series{name: "ARM upper baked in, cold call"}
-		steps := []func(){
-			func() { bigBaked.add(coldCall(b, x86, "big", body, bigWant)) },
-			func() { fns[0].round(b) },
-			func() { fns[1].round(b) },
-			func() { armBaked.add(coldCall(b, arm, "upper", body, upWant)) },
-			func() { fns[2].round(b) },
+		var steps []func()
+		for _, p := range pairs {
+			p.c.deploy(types.FunctionDeployment{Service: p.fn, Image: p.image})
+			p.d.c.deploy(types.FunctionDeployment{Service: p.d.name, Image: p.d.ref})
+			p.d.deployed()
+			steps = append(steps, func() { p.baked.add(coldCall(b, p.c, p.fn, body, p.d.want)) }, func() { p.d.round(b) })
 		}
 		for r := 0; r < rounds; r++ {
 			for k := range steps {
-				// Both clusters off: no worker of the step before is
+				// Every cluster off: no worker of the step before is
 				// still shutting down while this one is measured.
-				x86.waitAllOff(60 * time.Second)
-				arm.waitAllOff(60 * time.Second)
+				for _, p := range pairs {
+					p.c.waitAllOff(60 * time.Second)
+				}
 				steps[(r+k)%len(steps)]()
 			}
 		}
-		// The two cold calls of each deployed round are the same worker
-		// path (the bundle in the boot): (a) compares the baked-in calls
-		// with all of them.
 		label := func(d *deployedFn, what string) string { return d.ref[strings.Index(d.ref, "/")+1:] + " " + what }
-		rows := []string{"| measurement | n | median ms | p10-p90 ms | QEMU CPU ms, median (p10-p90) |", "|---|---|---|---|---|", bigBaked.row()}
-		for _, d := range fns {
-			if d == fns[2] {
-				rows = append(rows, armBaked.row())
-			}
+		rows := []string{"| measurement | n | median ms | p10-p90 ms | QEMU CPU ms, median (p10-p90) |", "|---|---|---|---|---|"}
+		for _, p := range pairs {
+			d := p.d
+			// The two cold calls of each deployed round take the same
+			// worker path (the bundle in the boot): both count.
 			d.call.name = label(d, "deployed, cold call")
+			d.prep.name = label(d, "worker: bundle check + unpack (console)")
 			d.freshDeploy.name = label(d, "deploy (pull, flatten, bundle)")
 			d.freshFirst.name = label(d, "deploy -> first result, fresh store")
 			d.storedDeploy.name = label(d, "redeploy (bundle stored)")
 			d.storedFirst.name = label(d, "redeploy -> first result, bundle stored")
-			d.prep.name = label(d, "worker: bundle check + unpack (console)")
-			rows = append(rows, d.call.row(), d.prep.row(), d.freshDeploy.row(), d.freshFirst.row(), d.storedDeploy.row(), d.storedFirst.row())
+			rows = append(rows, p.baked.row(), d.call.row(), d.prep.row(), d.freshDeploy.row(), d.freshFirst.row(), d.storedDeploy.row(), d.storedFirst.row())
 		}
 		b.Logf("cold calls, %d rounds, QEMU TCG, idle timeout 0 (a power-on per call):\n%s", rounds, strings.Join(rows, "\n"))
-		b.Logf("sizes: bigcount binary %d bytes; bundles: bigcount %d, python %d, upper arm/v7 %d bytes",
-			len(bin), fns[0].bundleSize, fns[1].bundleSize, fns[2].bundleSize)
 		ratio := func(a, b []time.Duration) float64 { return ms(percentile(a, 50)) / ms(percentile(b, 50)) }
-		b.Logf("deployed/baked, medians: bigcount x86 %.2fx wall, %.2fx QEMU CPU; upper ARM %.2fx wall, %.2fx QEMU CPU",
-			ratio(fns[0].call.ds, bigBaked.ds), ratio(fns[0].call.cpu, bigBaked.cpu), ratio(fns[2].call.ds, armBaked.ds), ratio(fns[2].call.cpu, armBaked.cpu))
-		b.ReportMetric(ms(percentile(bigBaked.ds, 50)), "baked-ms")
-		b.ReportMetric(ms(percentile(fns[0].call.ds, 50)), "deployed-ms")
-		b.ReportMetric(ms(percentile(fns[1].call.ds, 50)), "python-ms")
-		b.ReportMetric(ms(percentile(fns[2].call.ds, 50)), "arm-deployed-ms")
+		for _, p := range pairs {
+			b.Logf("%s deployed/baked, medians: %.2fx wall, %.2fx QEMU CPU", p.d.ref[strings.Index(p.d.ref, "/")+1:],
+				ratio(p.d.call.ds, p.baked.ds), ratio(p.d.call.cpu, p.baked.cpu))
+		}
+		b.Logf("sizes: bigcount binary %d bytes; bundles: bigcount %d, python %d, upper arm/v7 %d bytes; initramfs: bigcount worker %d, python worker %d bytes",
+			len(bin), pairs[0].d.bundleSize, pairs[1].d.bundleSize, pairs[2].d.bundleSize, fileSize(x86w.Initramfs), fileSize(pyw.Initramfs))
+		b.ReportMetric(ms(percentile(pairs[0].baked.ds, 50)), "baked-ms")
+		b.ReportMetric(ms(percentile(pairs[0].d.call.ds, 50)), "deployed-ms")
+		b.ReportMetric(ms(percentile(pairs[1].d.call.ds, 50)), "python-ms")
+		b.ReportMetric(ms(percentile(pairs[2].d.call.ds, 50)), "arm-deployed-ms")
 		b.Logf("load average at end: %s", loadavg())
 	}
+}
+
+// pair is a function baked into a worker image (fn, deployed as image
+// microfaas/fn:NAME) and the same function deployed at run time (d), on
+// cluster c of that worker image.
+type pair struct {
+	baked     series
+	c         *qemuCluster
+	fn, image string
+	d         *deployedFn
+}
+
+func fileSize(p string) int64 {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// imageWorker builds the x86 worker with img baked in as function name,
+// as mfbuild worker --function NAME=oci:DIR does (an OCI layout folder).
+func imageWorker(tb testing.TB, name string, img v1.Image) builder.BootFiles {
+	tb.Helper()
+	repo, err := builder.FindRepo(".")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dir := tb.TempDir()
+	lp, err := layout.Write(filepath.Join(dir, "oci"), empty.Index)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := lp.AppendImage(img, layout.WithPlatform(testfn.AMD64.Platform())); err != nil {
+		tb.Fatal(err)
+	}
+	w, err := builder.BuildWorker(context.Background(), builder.Options{RepoDir: repo, Arch: mftarget.X86,
+		Cache: cache.Cache{Dir: cache.DefaultDir()}, Functions: map[string]string{name: "oci:" + filepath.Join(dir, "oci")}}, filepath.Join(dir, "worker"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return w
 }
