@@ -163,8 +163,9 @@ func TestHandshakeAttacks(t *testing.T) {
 func serverWith(t *testing.T, attack func(challenge Challenge, c net.Conn)) error {
 	t.Helper()
 	a, b := net.Pipe()
-	defer a.Close()
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		defer b.Close()
 		line, err := bufio.NewReader(b).ReadString('\n')
 		if err != nil {
@@ -178,6 +179,10 @@ func serverWith(t *testing.T, attack func(challenge Challenge, c net.Conn)) erro
 	}()
 	a.SetDeadline(time.Now().Add(10 * time.Second))
 	_, _, err := ServerHandshake(a, workerAddr, ClusterKeys(testSecret, map[string]string{"vm0": "", "vm1": ""}))
+	// The attacker's writes fail once our end is closed: wait for it, so
+	// what it counted is read after it stopped.
+	a.Close()
+	<-done
 	return err
 }
 
