@@ -1,7 +1,8 @@
 // Package protocol is the MicroFaaS worker protocol, version 2: the messages a
 // worker and the orchestrator exchange over one TCP connection, framed as one
-// JSON object per line and authenticated with the worker's own key (derived
-// from the cluster secret and the worker's id).
+// JSON object per line (a bundle chunk's line is followed by its raw bytes)
+// and authenticated with the worker's own key (derived from the cluster
+// secret and the worker's id).
 //
 // A session: the orchestrator sends a challenge nonce; the worker sends Hello
 // (who it is, its boot timings, a fresh nonce), proving its key; the orchestrator answers with a Job or a Command; after each Job the
