@@ -141,8 +141,8 @@ type deployedFn struct {
 	// the cold call after it, call the cold call alone.
 	freshDeploy, freshFirst, storedDeploy, storedFirst, call series
 	// prep is the worker's own time to check (hash) and unpack the
-	// bundle, from its console's log line.
-	prep       series
+	// bundle, wait how long its job waited for that, from its console.
+	prep, wait series
 	bundleSize int64
 	digest     string // the bundle deployed last
 }
@@ -181,16 +181,20 @@ func coldCall(b *testing.B, c *qemuCluster, fn, body string, want []byte) call {
 	return call{took, childCPU() - cpu0}
 }
 
-// prepLine is the worker's log line on a bundle it checked and unpacked
-// (runtime/bundles.go): ms is the whole, unpack_ms the unpacking.
-var prepLine = regexp.MustCompile(`bundle checked and unpacked.* ms=([0-9.]+)`)
+// The worker's log lines (runtime/bundles.go) on a bundle it checked
+// (and unpacked, unless its kernel did: unpack_ms=0), and on how long its
+// first job waited for that check (the part the boot's waits did not hide).
+var (
+	prepLine = regexp.MustCompile(`bundle checked and unpacked.* ms=([0-9.]+)`)
+	waitLine = regexp.MustCompile(`job waited for the delivered bundles' check.* ms=([0-9.]+)`)
+)
 
-// bundlePrep is how long c's one worker took to check and unpack the
-// bundle of its last boot, from its console (QEMU rewrites it each boot);
-// false when the console has no such line.
-func (c *qemuCluster) bundlePrep() (time.Duration, bool) {
+// consoleMS is the ms= value of the first line re matches in the console
+// of c's one worker (QEMU rewrites it each boot, so: its last boot);
+// false when there is none.
+func (c *qemuCluster) consoleMS(re *regexp.Regexp) (time.Duration, bool) {
 	for _, console := range c.logs {
-		if m := prepLine.FindStringSubmatch(console()); m != nil {
+		if m := re.FindStringSubmatch(console()); m != nil {
 			v, err := strconv.ParseFloat(m[1], 64)
 			return time.Duration(v * float64(time.Millisecond)), err == nil
 		}
@@ -227,8 +231,11 @@ func (d *deployedFn) round(b *testing.B) {
 		dep.ds = append(dep.ds, deployed)
 		first.ds = append(first.ds, deployed+c.wall)
 		d.call.add(c)
-		if p, ok := d.c.bundlePrep(); ok {
+		if p, ok := d.c.consoleMS(prepLine); ok {
 			d.prep.ds = append(d.prep.ds, p)
+		}
+		if w, ok := d.c.consoleMS(waitLine); ok {
+			d.wait.ds = append(d.wait.ds, w)
 		}
 		d.deployed()
 	}
@@ -339,12 +346,19 @@ func BenchmarkDeployedColdCalls(b *testing.B) {
 			// The two cold calls of each deployed round take the same
 			// worker path (the bundle in the boot): both count.
 			d.call.name = label(d, "deployed, cold call")
-			d.prep.name = label(d, "worker: bundle check + unpack (console)")
+			d.prep.name = label(d, "worker: bundle check (console ms=)")
+			d.wait.name = label(d, "worker: job waited for the check (console ms=)")
 			d.freshDeploy.name = label(d, "deploy (pull, flatten, bundle)")
 			d.freshFirst.name = label(d, "deploy -> first result, fresh store")
 			d.storedDeploy.name = label(d, "redeploy (bundle stored)")
 			d.storedFirst.name = label(d, "redeploy -> first result, bundle stored")
-			rows = append(rows, p.baked.row(), d.call.row(), d.prep.row(), d.freshDeploy.row(), d.freshFirst.row(), d.storedDeploy.row(), d.storedFirst.row())
+			rows = append(rows, p.baked.row(), d.call.row())
+			for _, w := range []*series{&d.prep, &d.wait} {
+				if len(w.ds) > 0 { // the log line of a runtime that writes it
+					rows = append(rows, w.row())
+				}
+			}
+			rows = append(rows, d.freshDeploy.row(), d.freshFirst.row(), d.storedDeploy.row(), d.storedFirst.row())
 		}
 		b.Logf("cold calls, %d rounds, QEMU TCG, idle timeout 0 (a power-on per call):\n%s", rounds, strings.Join(rows, "\n"))
 		ratio := func(a, b []time.Duration) float64 { return ms(percentile(a, 50)) / ms(percentile(b, 50)) }
