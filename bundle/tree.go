@@ -259,11 +259,6 @@ func (d *treeDigest) file(name, p string, differs func(string, ...any) error) er
 			return differs("could not be read whole: %v", err)
 		}
 		d.a.write(d.cfg)
-	} else if m, err := mapFile(fd, st.Size); err == nil {
-		// Hashed where it lies: read() would copy every byte first, and
-		// under TCG a copy is dear.
-		d.a.write(m)
-		unix.Munmap(m)
 	} else {
 		n, err := io.CopyBuffer(d.a.w, io.LimitReader(f, st.Size), d.buf)
 		d.a.n += n
@@ -276,18 +271,4 @@ func (d *treeDigest) file(name, p string, differs func(string, ...any) error) er
 	}
 	d.a.pad()
 	return d.a.err
-}
-
-// mapMin is the smallest file mapFile maps: below it, the mapping's own
-// cost (the unmap's TLB flush) outweighs the copy it saves.
-const mapMin = 1 << 20
-
-// mapFile maps size bytes of fd read-only, its pages faulted in at once
-// (MAP_POPULATE: one system call, not a fault per page); a file smaller
-// than mapMin or a failure is an error, and the caller reads the file.
-func mapFile(fd int, size int64) ([]byte, error) {
-	if size < mapMin || size != int64(int(size)) {
-		return nil, errors.New("not mappable")
-	}
-	return unix.Mmap(fd, 0, int(size), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
 }
