@@ -51,6 +51,7 @@ var ErrBundleTooLarge = fmt.Errorf("bundle larger than this worker can hold: %w"
 type Bundles struct {
 	// Delivered are the bundle trees the kernel unpacked from the
 	// initramfs (TakeBundles): directory by digest, not yet checked.
+	// CheckDelivered takes them over (and sets it nil).
 	Delivered map[string]string
 	// CacheDir, if set, keeps fetched bundles on a board's storage as
 	// sha256-<hex>, hashed again on every use.
@@ -69,7 +70,7 @@ type Bundles struct {
 	unpackTook time.Duration
 	// early is closed when the delivered bundles, checked in the
 	// background (CheckDelivered), are in ready or removed; nil: not
-	// started. Until then only that goroutine touches ready and Delivered.
+	// started. Until then only that goroutine touches ready.
 	early chan struct{}
 	// checking are the digests CheckDelivered is checking.
 	checking []string
@@ -91,16 +92,18 @@ type readyBundle struct {
 // a job waits for the check before anything runs (one that failed is
 // fetched).
 func (b *Bundles) CheckDelivered() {
-	if len(b.Delivered) == 0 || b.early != nil {
+	if b.early != nil || len(b.Delivered) == 0 {
 		return
 	}
-	for digest := range b.Delivered {
+	trees := b.Delivered
+	b.Delivered = nil
+	for digest := range trees {
 		b.checking = append(b.checking, digest)
 	}
 	b.early = make(chan struct{})
 	go func() {
 		defer close(b.early)
-		b.checkDelivered()
+		b.checkDelivered(trees)
 	}()
 }
 
@@ -114,9 +117,8 @@ func (b *Bundles) waitDelivered() {
 // checkDelivered hashes every delivered tree (a worker gets the one of
 // the function it is powered on for) as bundle.Encode would write it; one
 // that does not hash to its name is removed.
-func (b *Bundles) checkDelivered() {
-	for digest, dir := range b.Delivered {
-		delete(b.Delivered, digest)
+func (b *Bundles) checkDelivered(trees map[string]string) {
+	for digest, dir := range trees {
 		start := time.Now()
 		digestTree := b.digestTree
 		if digestTree == nil {
