@@ -52,20 +52,26 @@ func BenchmarkUserNetCost(b *testing.B) {
 		b.Fatal(err)
 	}
 	variants := []struct{ name, relay string }{{"plain", ""}, {"mfrelay", relay}, {"self", self}}
-	got := map[string][]float64{} // power-on to result
-	lag := map[string][]float64{} // host's accept minus guest's connect (see netColdStart)
+	got := map[string][]float64{}  // power-on to result
+	lag := map[string][]float64{}  // host's accept minus guest's connect (see netColdStart)
+	boot := map[string][]float64{} // the guest's uptime at connect
+	rest := map[string][]float64{} // accept to result
+	dial := map[string][]float64{} // the guest's connect: uptime at connect minus uptime at network up
 	load := func() string { s, _ := os.ReadFile("/proc/loadavg"); return string(s[:14]) }
 	b.Logf("load average at start: %s", load())
 	b.ResetTimer()
 	for i := 0; i < boots; i++ {
 		for j := range variants {
 			v := variants[(i+j)%len(variants)] // rotate which goes first
-			ms, l, err := netColdStart(b, w, v.name == "plain", v.relay)
+			ms, l, s, err := netColdStart(b, w, v.name == "plain", v.relay)
 			if err != nil {
 				b.Fatalf("%s boot %d: %v", v.name, i, err)
 			}
 			got[v.name] = append(got[v.name], ms)
 			lag[v.name] = append(lag[v.name], l)
+			boot[v.name] = append(boot[v.name], s.connected)
+			rest[v.name] = append(rest[v.name], ms-s.accepted)
+			dial[v.name] = append(dial[v.name], s.connected-s.network)
 		}
 	}
 	b.StopTimer()
@@ -80,6 +86,10 @@ func BenchmarkUserNetCost(b *testing.B) {
 		b.Logf("%-8s power-on to result median %6.0f ms  p10 %6.0f  p90 %6.0f  (%+.1f%% vs plain); connect lag median %5.1f ms  p10 %5.1f  p90 %5.1f  (%+.1f ms vs plain, %.1f%% of plain's total); %d boots",
 			v.name, med, quantile(xs, 0.1), quantile(xs, 0.9), 100*(med-base)/base,
 			ml, quantile(ls, 0.1), quantile(ls, 0.9), ml-baseLag, 100*(ml-baseLag)/base, len(xs))
+		b.Logf("%-8s   uptime at connect median %5.0f ms (p10 %5.0f, p90 %5.0f); the guest's connect median %5.1f ms (p10 %5.1f, p90 %5.1f); accept to result median %5.0f ms (p10 %5.0f, p90 %5.0f)",
+			v.name, quantile(boot[v.name], 0.5), quantile(boot[v.name], 0.1), quantile(boot[v.name], 0.9),
+			quantile(dial[v.name], 0.5), quantile(dial[v.name], 0.1), quantile(dial[v.name], 0.9),
+			quantile(rest[v.name], 0.5), quantile(rest[v.name], 0.1), quantile(rest[v.name], 0.9))
 	}
 }
 
@@ -89,18 +99,18 @@ func BenchmarkUserNetCost(b *testing.B) {
 // uptime when its connect returned. A guestfwd connect returns in the guest
 // before the relay has started; the relay's start and its own connect are
 // what the lag adds, free of the boot's jitter (the uptime carries that).
-func netColdStart(b *testing.B, w builder.BootFiles, plain bool, relay string) (float64, float64, error) {
+func netColdStart(b *testing.B, w builder.BootFiles, plain bool, relay string) (float64, float64, stamps, error) {
 	cl := cluster.Local(1)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, stamps{}, err
 	}
 	defer ln.Close()
 	cl.Network.Port = ln.Addr().(*net.TCPAddr).Port
 	q, err := power.NewQEMU(context.Background(), power.QEMUConfig{Kernel: w.Kernel, Initrd: w.Initramfs, Accel: "tcg",
 		Cluster: cl, LogDir: b.TempDir(), Log: slog.New(slog.DiscardHandler), Relay: relay})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, stamps{}, err
 	}
 	defer q.Close()
 	if plain {
@@ -108,34 +118,38 @@ func netColdStart(b *testing.B, w builder.BootFiles, plain bool, relay string) (
 	}
 	start := time.Now()
 	if err := q.PowerOn(context.Background(), cl.Workers[0]); err != nil {
-		return 0, 0, err
+		return 0, 0, stamps{}, err
 	}
 	ln.(*net.TCPListener).SetDeadline(time.Now().Add(2 * time.Minute))
 	c, err := ln.Accept()
 	if err != nil {
-		return 0, 0, fmt.Errorf("no worker: %w", err)
+		return 0, 0, stamps{}, fmt.Errorf("no worker: %w", err)
 	}
 	accepted := float64(time.Since(start).Microseconds()) / 1000
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(2 * time.Minute))
 	pc, hello, err := protocol.ServerHandshake(c, c.RemoteAddr(), protocol.ClusterKeys(cl.SecretBytes(), map[string]string{cl.Workers[0].ID: ""}))
 	if err != nil {
-		return 0, 0, fmt.Errorf("hello: %w", err)
+		return 0, 0, stamps{}, fmt.Errorf("hello: %w", err)
 	}
 	if err := pc.Send(protocol.TypeJob, protocol.Job{ID: "j", Function: "float_operations", Args: json.RawMessage(`{"n":1000}`)}); err != nil {
-		return 0, 0, err
+		return 0, 0, stamps{}, err
 	}
 	var res protocol.Result
 	if err := pc.Expect(protocol.TypeResult, &res); err != nil {
-		return 0, 0, err
+		return 0, 0, stamps{}, err
 	}
 	ms := float64(time.Since(start).Microseconds()) / 1000
 	if res.Error != "" {
-		return 0, 0, fmt.Errorf("function: %s", res.Error)
+		return 0, 0, stamps{}, fmt.Errorf("function: %s", res.Error)
 	}
 	pc.Send(protocol.TypeCommand, protocol.Command{Action: protocol.CmdPowerOff})
-	return ms, accepted - hello.Boot.ConnectedMS, nil
+	return ms, accepted - hello.Boot.ConnectedMS, stamps{accepted, hello.Boot.ConnectedMS, hello.Boot.NetworkMS}, nil
 }
+
+// stamps are one boot's host ms from power-on to accept and the guest's
+// uptime at connect and at network up.
+type stamps struct{ accepted, connected, network float64 }
 
 func quantile(xs []float64, q float64) float64 {
 	s := append([]float64(nil), xs...)
