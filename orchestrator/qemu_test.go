@@ -161,7 +161,7 @@ func TestQEMUMforchKilledLosesNothing(t *testing.T) {
 		})
 		cmd := exec.Command(bin, "serve", "--workers", "2", "--kernel", w.Kernel, "--initrd", w.Initramfs,
 			"--store", filepath.Join(dir, "queue.db"), "--results", filepath.Join(dir, "results.csv"),
-			"--http", fmt.Sprintf("127.0.0.1:%d", port), "--log-dir", dir, "--openfaas-auth", filepath.Join(dir, "auth"))
+			"--http", fmt.Sprintf("127.0.0.1:%d", port), "--log-dir", dir, "--openfaas-auth", filepath.Join(dir, "auth"), "--bundles", filepath.Join(dir, "bundles"))
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -193,6 +193,13 @@ func TestQEMUMforchKilledLosesNothing(t *testing.T) {
 	}
 	// Let the workers boot and start jobs, then kill mforch outright.
 	waitFor(t, 2*time.Minute, func() bool { return status(t, api).Running > 0 })
+	// The first mforch's own QEMU processes, so the check below cannot
+	// mistake the second mforch's workers (still exiting after their last
+	// job) for orphans.
+	orphans := childQEMUs(t, first.Process.Pid)
+	if len(orphans) == 0 {
+		t.Fatal("the first mforch runs no qemu process; the kill below would test nothing")
+	}
 	first.Process.Signal(syscall.SIGKILL)
 	first.Wait()
 	time.Sleep(500 * time.Millisecond) // the kernel kills the orphaned qemus (Pdeathsig)
@@ -214,9 +221,27 @@ func TestQEMUMforchKilledLosesNothing(t *testing.T) {
 		t.Error("no invocation was pending across the restart; the test did not test anything")
 	}
 	t.Logf("%d of %d invocations survived the kill and ran after the restart", restarted, len(ids))
-	if out, err := exec.Command("pgrep", "-f", "qemu-system-x86_64.*"+dir).Output(); err == nil && len(out) > 0 {
-		t.Errorf("qemu processes left behind by the killed mforch: %s", out)
+	for _, pid := range orphans {
+		if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && strings.Contains(string(cmdline), "qemu-system") {
+			t.Errorf("qemu process %d left behind by the killed mforch", pid)
+		}
 	}
+}
+
+// childQEMUs lists the QEMU processes whose parent is pid.
+func childQEMUs(t *testing.T, pid int) []int {
+	t.Helper()
+	out, err := exec.Command("pgrep", "-P", fmt.Sprint(pid), "qemu-system").Output()
+	if err != nil && len(out) > 0 {
+		t.Fatalf("pgrep: %v", err)
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(out)) {
+		var p int
+		fmt.Sscan(f, &p)
+		pids = append(pids, p)
+	}
+	return pids
 }
 
 func freePort(t *testing.T) int {

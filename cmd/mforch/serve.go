@@ -37,6 +37,9 @@ func runServe(ctx context.Context, args []string) error {
 	fs.StringVar(&s.StateFile, "openfaas-state", "", "file that keeps deployed functions and secrets across restarts (empty: in memory)")
 	// Run-time deploys (docs/openfaas.md, "Functions and images").
 	var d rig.DeployConfig
+	fs.StringVar(&d.Dir, "bundles", "", "folder for the bundles of functions deployed at run time and their deployments.json\n"+
+		"(default: bundles/ in the state folder: $STATE_DIRECTORY, else $XDG_STATE_HOME/microfaas, else ~/.local/state/microfaas).\n"+
+		"Give each mforch on a host its own: unused bundles are removed from it")
 	fs.StringVar(&d.RegistryConfig, "registry-config", deploy.DefaultRegistryConfig(), "docker config.json with the credentials (auths, credHelpers) for pulling deployed images\n"+
 		"(default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json, if present; else anonymous pulls)")
 	fs.Var((*listFlag)(&d.Insecure), "insecure-registry", "registry HOST[:PORT] pulled from over plain HTTP (a local registry); repeatable")
