@@ -90,10 +90,16 @@ func (r *Resolver) Resolve(ctx context.Context, ref string, plats []v1.Platform)
 		if !ok {
 			var has []string
 			for _, c := range cands {
+				if c.plat.OS == "" && c.plat.Architecture == "" {
+					// An image built without a platform (crane append with
+					// no base, some hand-made images): say so, not "/".
+					has = append(has, "no platform set")
+					continue
+				}
 				has = append(has, PlatformString(c.plat))
 			}
-			return nil, fmt.Errorf("%w: %s has no image for %s (it has: %s): build and push one for that platform too (docker buildx build --platform %s)",
-				ErrNoPlatform, ref, PlatformString(p), strings.Join(has, ", "), PlatformString(p))
+			return nil, fmt.Errorf("%w: %s has no image for %s (it has: %s): build and push one for that platform too (docker buildx build --platform %s, or crane mutate --set-platform %s)",
+				ErrNoPlatform, ref, PlatformString(p), strings.Join(has, ", "), PlatformString(p), PlatformString(p))
 		}
 		img, err := c.load()
 		if err != nil {

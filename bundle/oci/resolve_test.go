@@ -100,6 +100,15 @@ func TestResolve(t *testing.T) {
 	push(t, host+"/fn/x86:1", x86img)
 	// An index entry without a platform gets it from the image's config.
 	push(t, host+"/fn/bare:1", index(t, mutate.IndexAddendum{Add: armimg}))
+	// An image whose config names no platform (crane append with no base).
+	cf, _ := x86img.ConfigFile()
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "", ""
+	noplat, err := mutate.ConfigFile(x86img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	push(t, host+"/fn/noplat:1", noplat)
 
 	layoutDir := filepath.Join(t.TempDir(), "oci")
 	lp, err := layout.Write(layoutDir, empty.Index)
@@ -137,6 +146,8 @@ func TestResolve(t *testing.T) {
 		{"an image of another platform", host + "/fn/x86:1", []v1.Platform{armv7}, nil,
 			"has no image for linux/arm/v7 (it has: linux/amd64)"},
 		{"a tarball of another platform", tarPath, []v1.Platform{armv7}, nil, "(it has: linux/amd64)"},
+		{"an image with no platform set", host + "/fn/noplat:1", []v1.Platform{amd64}, nil,
+			"has no image for linux/amd64 (it has: no platform set): build and push one for that platform too (docker buildx build --platform linux/amd64, or crane mutate --set-platform linux/amd64)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
