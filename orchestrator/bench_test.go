@@ -26,8 +26,8 @@ func BenchmarkScheduler(b *testing.B) {
 		workers, clients int
 		store            bool
 	}{
-		{4, 8, false}, {16, 32, false}, {4, 64, false},
-		{4, 8, true}, {4, 64, true}, {4, 256, true},
+		{4, 8, false}, {16, 32, false}, {4, 64, false}, {4, 256, false}, {4, 1024, false},
+		{4, 8, true}, {4, 64, true}, {4, 256, true}, {4, 1024, true},
 	}
 	for _, c := range cases {
 		name := fmt.Sprintf("workers=%d/clients=%d", c.workers, c.clients)
@@ -37,14 +37,17 @@ func BenchmarkScheduler(b *testing.B) {
 			name += "/memory"
 		}
 		b.Run(name, func(b *testing.B) {
-			cfg := Config{IdleTimeout: time.Hour}
+			var counted *countingStore
+			// Every client may have one invocation waiting.
+			cfg := Config{IdleTimeout: time.Hour, MaxQueue: 2 * c.clients}
 			if c.store {
 				s, err := OpenBoltStore(filepath.Join(b.TempDir(), "queue.db"))
 				if err != nil {
 					b.Fatal(err)
 				}
 				b.Cleanup(func() { s.Close() })
-				cfg.Store = s
+				counted = &countingStore{Store: s}
+				cfg.Store = counted
 			}
 			h := newHarness(b, c.workers, cfg)
 			h.orch.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -101,8 +104,35 @@ func BenchmarkScheduler(b *testing.B) {
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "inv/s")
 			b.ReportMetric(p(0.50), "p50-µs")
 			b.ReportMetric(p(0.99), "p99-µs")
+			if counted != nil {
+				commits, writes := counted.counts()
+				b.ReportMetric(float64(writes)/float64(max(commits, 1)), "writes/commit")
+				b.ReportMetric(float64(commits)/elapsed.Seconds(), "commits/s")
+			}
 		})
 	}
+}
+
+// countingStore counts a Store's commits and the writes they carry: how
+// well group commit batches.
+type countingStore struct {
+	Store
+	mu              sync.Mutex
+	commits, writes int
+}
+
+func (s *countingStore) Commit(w []StoreWrite) error {
+	s.mu.Lock()
+	s.commits++
+	s.writes += len(w)
+	s.mu.Unlock()
+	return s.Store.Commit(w)
+}
+
+func (s *countingStore) counts() (commits, writes int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.commits, s.writes
 }
 
 // BenchmarkSchedulerLatency measures one invocation at a time on a warm
