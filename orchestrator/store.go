@@ -73,7 +73,11 @@ type record struct {
 	Secrets       map[string][]byte `json:"secrets,omitempty"`
 	SealedSecrets []byte            `json:"sealed_secrets,omitempty"`
 	// Run-time deployed functions (issue 17); absent in older records.
+	// The request's headers can carry a caller's credentials
+	// (Authorization, cookies): while pending they are sealed like the
+	// secrets (SealedHeader), and a finished record drops them.
 	HTTP         *protocol.HTTPRequest  `json:"http,omitempty"`
+	SealedHeader []byte                 `json:"sealed_header,omitempty"`
 	HTTPResponse *protocol.HTTPResponse `json:"http_response,omitempty"`
 	Log          string                 `json:"log,omitempty"`
 }
@@ -197,26 +201,68 @@ func storeKey(path string) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// seal encrypts rec's secrets into SealedSecrets (AES-256-GCM, random
-// nonce, the invocation id as associated data so a sealed blob cannot be
-// moved to another record) and clears the clear ones.
+// seal encrypts rec's secrets into SealedSecrets and its HTTP request's
+// headers into SealedHeader (AES-256-GCM, random nonce, the invocation id
+// and the field as associated data so a sealed blob cannot be moved to
+// another record or field) and clears the clear ones.
 func (s *BoltStore) seal(rec *record) error {
-	if len(rec.Secrets) == 0 {
-		rec.Secrets = nil
-		return nil
+	if len(rec.Secrets) > 0 {
+		plain, err := json.Marshal(rec.Secrets)
+		if err != nil {
+			return err
+		}
+		if rec.SealedSecrets, err = s.sealBytes(plain, rec.ID); err != nil {
+			return err
+		}
 	}
-	plain, err := json.Marshal(rec.Secrets)
-	if err != nil {
-		return err
+	rec.Secrets = nil
+	if rec.HTTP != nil && len(rec.HTTP.Header) > 0 {
+		plain, err := json.Marshal(rec.HTTP.Header)
+		if err != nil {
+			return err
+		}
+		if rec.SealedHeader, err = s.sealBytes(plain, rec.ID+headerAD); err != nil {
+			return err
+		}
+		rec.HTTP = withoutHeader(rec.HTTP)
 	}
+	return nil
+}
+
+// headerAD is added to the invocation id in a sealed header's associated
+// data, so it cannot pass for sealed secrets.
+const headerAD = "\x00header"
+
+// sealBytes seals plain (then clears it) with associated data ad:
+// nonce || ciphertext.
+func (s *BoltStore) sealBytes(plain []byte, ad string) ([]byte, error) {
+	defer clear(plain)
 	nonce := make([]byte, s.aead.NonceSize())
 	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
-		return err
+		return nil, err
 	}
-	rec.SealedSecrets = s.aead.Seal(nonce, nonce, plain, []byte(rec.ID))
-	clear(plain)
-	rec.Secrets = nil
-	return nil
+	return s.aead.Seal(nonce, nonce, plain, []byte(ad)), nil
+}
+
+// openBytes opens what sealBytes sealed with ad.
+func (s *BoltStore) openBytes(sealed []byte, ad string) ([]byte, error) {
+	n := s.aead.NonceSize()
+	if len(sealed) < n {
+		return nil, ErrSecretsSealed
+	}
+	plain, err := s.aead.Open(nil, sealed[:n], sealed[n:], []byte(ad))
+	if err != nil {
+		return nil, ErrSecretsSealed
+	}
+	return plain, nil
+}
+
+// withoutHeader is a copy of r without its headers (r is the live
+// invocation's: never changed here).
+func withoutHeader(r *protocol.HTTPRequest) *protocol.HTTPRequest {
+	c := *r
+	c.Header = nil
+	return &c
 }
 
 // ErrSecretsSealed means a record's secrets do not open with the store's
@@ -229,28 +275,39 @@ func (s *BoltStore) open(v []byte) (record, error) {
 	if err := json.Unmarshal(v, &r); err != nil {
 		return r, err
 	}
-	if len(r.SealedSecrets) == 0 {
-		return r, nil
+	if len(r.SealedSecrets) > 0 {
+		plain, err := s.openBytes(r.SealedSecrets, r.ID)
+		if err != nil {
+			return r, err
+		}
+		err = json.Unmarshal(plain, &r.Secrets)
+		clear(plain)
+		if err != nil {
+			return r, err
+		}
+		r.SealedSecrets = nil
 	}
-	n := s.aead.NonceSize()
-	if len(r.SealedSecrets) < n {
-		return r, ErrSecretsSealed
+	if len(r.SealedHeader) > 0 {
+		plain, err := s.openBytes(r.SealedHeader, r.ID+headerAD)
+		if err != nil {
+			return r, err
+		}
+		if r.HTTP == nil {
+			r.HTTP = &protocol.HTTPRequest{}
+		}
+		err = json.Unmarshal(plain, &r.HTTP.Header)
+		clear(plain)
+		if err != nil {
+			return r, err
+		}
+		r.SealedHeader = nil
 	}
-	plain, err := s.aead.Open(nil, r.SealedSecrets[:n], r.SealedSecrets[n:], []byte(r.ID))
-	if err != nil {
-		return r, ErrSecretsSealed
-	}
-	defer clear(plain)
-	if err := json.Unmarshal(plain, &r.Secrets); err != nil {
-		return r, err
-	}
-	r.SealedSecrets = nil
 	return r, nil
 }
 
 // secretFields match the secrets of a record in a database file's raw
 // bytes, in clear (an older mforch) or sealed.
-var secretFields = regexp.MustCompile(`"secrets":\{[^{}]*\}|"sealed_secrets":"[A-Za-z0-9+/=]*"`)
+var secretFields = regexp.MustCompile(`"secrets":\{[^{}]*\}|"sealed_(secrets|header)":"[A-Za-z0-9+/=]*"`)
 
 // setAside moves a damaged database file to aside: a copy, mode 0600,
 // with every secret field's value overwritten (same length: page offsets
@@ -413,6 +470,9 @@ func (s *BoltStore) Commit(writes []StoreWrite) error {
 				return err
 			}
 			rec.Secrets = nil // done with: never kept at rest
+			if rec.HTTP != nil {
+				rec.HTTP = withoutHeader(rec.HTTP)
+			}
 			if tx.Bucket(bucketFinished).Get([]byte(rec.ID)) == nil {
 				count++
 			}

@@ -9,12 +9,15 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/microfaas/microfaas/protocol"
 )
 
 // errorLog counts Error records and keeps their messages.
@@ -318,4 +321,57 @@ func TestDamagedCopyPrivateWithoutSecrets(t *testing.T) {
 	if !bytes.Contains(got, []byte(`"env":{"A":"1"}`)) || len(got) != len(raw) {
 		t.Errorf("the damaged copy lost more than its secrets (%d bytes of %d)", len(got), len(raw))
 	}
+}
+
+// TestRequestHeadersNotInDatabaseFile: a pending call's HTTP headers (a
+// caller's Authorization) are sealed in the file and open again after a
+// restart; a finished record keeps none.
+func TestRequestHeadersNotInDatabaseFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.db")
+	s, err := OpenBoltStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const token = "Bearer CALLER-TOKEN-5f2a91"
+	header := map[string][]string{"Authorization": {token}, "Accept": {"*/*"}}
+	inv := &Invocation{ID: "01", Function: "f", Queued: time.Now(), done: make(chan struct{}),
+		HTTP: &protocol.HTTPRequest{Method: "POST", Path: "/x", Header: header, Body: []byte("body")}}
+	notInFile := func(when string) {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, form := range []string{"CALLER-TOKEN-5f2a91", base64.StdEncoding.EncodeToString([]byte(token))} {
+			if bytes.Contains(b, []byte(form)) {
+				t.Errorf("%s: the database file holds the caller's token (%q)", when, form)
+			}
+		}
+	}
+	if err := s.Commit([]StoreWrite{{Invocation: inv}}); err != nil {
+		t.Fatal(err)
+	}
+	notInFile("pending")
+	if inv.HTTP.Header["Authorization"][0] != token {
+		t.Fatal("sealing changed the live invocation's headers")
+	}
+	s.Close()
+	if s, err = OpenBoltStore(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	pending, err := s.Pending()
+	if err != nil || len(pending) != 1 || pending[0].HTTP == nil ||
+		!reflect.DeepEqual(pending[0].HTTP.Header, header) || string(pending[0].HTTP.Body) != "body" || pending[0].HTTP.Path != "/x" {
+		t.Fatalf("after a restart: %d pending, %v: %+v", len(pending), err, pending)
+	}
+	inv.Finished = time.Now()
+	if err := s.Commit([]StoreWrite{{Invocation: inv, Finished: true}}); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := s.Get("01")
+	if err != nil || got.HTTP == nil || got.HTTP.Header != nil || got.HTTP.Path != "/x" {
+		t.Fatalf("finished record: %+v, %v (want the request without its headers)", got.HTTP, err)
+	}
+	notInFile("finished")
 }
