@@ -182,7 +182,9 @@ func (b echoBackend) InvokeJob(ctx context.Context, spec orchestrator.JobSpec) (
 	return &orchestrator.Invocation{ID: "inv1", Function: spec.Function, Worker: "vm0", Attempts: 1,
 		HTTPResponse: &protocol.HTTPResponse{Status: 201, Body: body, Header: map[string][]string{
 			"X-Echo": {string(req)}, "Set-Cookie": {"a=1", "b=2"}, "Connection": {"X-Private"}, "X-Private": {"hop"},
-			"Bad Name": {"x"}, "X-Duration-Seconds": {"0.5"}}},
+			"Bad Name": {"x"}, "X-Duration-Seconds": {"0.5"},
+			// A function may not pass for mforch: these are mforch's to set.
+			"X-Microfaas-Worker": {"forged"}, "X-Microfaas-Exec-Ms": {"0.001"}, "X-Call-Id": {"forged"}}},
 		Log: "handler started\n\nwrote 3 bytes\n"}, nil
 }
 
@@ -248,6 +250,10 @@ func TestWatchdogPassthrough(t *testing.T) {
 	}
 	if res.Header.Get("X-Private") != "" || res.Header.Get("Bad Name") != "" || res.Header.Get(HeaderWorker) != "vm0" {
 		t.Errorf("headers %v: want hop-by-hop and invalid names dropped, X-Microfaas-Worker kept", res.Header)
+	}
+	if v := res.Header.Values(HeaderWorker); len(v) != 1 || res.Header.Get(HeaderExecMS) == "0.001" ||
+		len(res.Header.Values("X-Call-Id")) != 1 || res.Header.Get("X-Call-Id") == "forged" {
+		t.Errorf("headers %v: the function's X-Microfaas-* and X-Call-Id must not replace mforch's", res.Header)
 	}
 
 	lres, err := http.Get(srv.URL + "/system/logs?name=wd&follow=false")

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -302,7 +303,8 @@ func (p *Provider) proxy(w http.ResponseWriter, r *http.Request) {
 }
 
 // writeHeader sets the reply's headers on h: a watchdog function's own
-// (over the run headers, which it may set itself), else the content type.
+// (over the run headers, which it may set itself, X-Duration-Seconds
+// included, except mforch's own: mforchHeader), else the content type.
 func (rep reply) writeHeader(h http.Header) {
 	if rep.header == nil {
 		h.Set("Content-Type", rep.contentType)
@@ -312,11 +314,19 @@ func (rep reply) writeHeader(h http.Header) {
 		h["Content-Type"] = nil // as the function sent it: none, not one sniffed
 	}
 	for k, v := range rep.header {
-		if k == "Content-Length" {
-			continue // the body's own length is sent
+		k = textproto.CanonicalMIMEHeaderKey(k)
+		if k == "Content-Length" || mforchHeader(k) {
+			continue // the body's own length is sent; mforch's are mforch's
 		}
 		h[k] = v
 	}
+}
+
+// mforchHeader reports whether canonical header name k is one mforch sets
+// about the call (X-Call-Id, X-Microfaas-*): a function's answer may not
+// replace them, so a caller can trust where and how its call ran.
+func mforchHeader(k string) bool {
+	return k == "X-Call-Id" || strings.HasPrefix(k, "X-Microfaas-")
 }
 
 // refuse answers a call the orchestrator did not accept: 429 (queue full)
