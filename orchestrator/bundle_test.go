@@ -597,7 +597,11 @@ func TestHTTPAndLogSurviveRestart(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("get: %v %v", ok, err)
 	}
-	if !reflect.DeepEqual(got.HTTP, req) || !reflect.DeepEqual(got.HTTPResponse, resp) || got.Log != "handled PUT\n" {
+	// A finished record keeps the call but not the caller's headers (they
+	// may carry an Authorization or cookies; see TestRequestHeadersNotInDatabaseFile).
+	wantStored := *req
+	wantStored.Header = nil
+	if !reflect.DeepEqual(got.HTTP, &wantStored) || !reflect.DeepEqual(got.HTTPResponse, resp) || got.Log != "handled PUT\n" {
 		t.Errorf("stored: request %+v response %+v log %q", got.HTTP, got.HTTPResponse, got.Log)
 	}
 	if r := Response(got); !reflect.DeepEqual(r.HTTP, resp) || r.Log != got.Log {
