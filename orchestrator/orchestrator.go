@@ -43,6 +43,10 @@ type Config struct {
 	// before it is powered off; 0 powers it off after every job, so each
 	// job runs on a freshly booted worker (the original's isolation).
 	IdleTimeout time.Duration
+	// Policy says, per worker kind (cluster.KindBBB, cluster.KindVM), what a
+	// worker does once its job is done: cluster.PolicyOff (the default),
+	// PolicyRebootWhileQueued or PolicyWarmPool (see machine.go's afterJob).
+	Policy map[string]cluster.Policy
 	// PowerOffHoldoff is how long a worker told to power off may take: a
 	// controller that reports exits forces it off after that; for one that
 	// cannot (GPIO boards) it counts as off after that (10 s).
@@ -189,7 +193,7 @@ func New(cfg Config) (*Orchestrator, error) {
 		PowerUpTimeout: cfg.PowerUpTimeout, JobTimeout: cfg.JobTimeout, IdleTimeout: cfg.IdleTimeout,
 		PowerOffHoldoff: cfg.PowerOffHoldoff, FirstIdle: max(cfg.IdleTimeout, firstIdle), JobGrace: jobGrace,
 		ReportsExit: map[string]bool{}, Durable: cfg.Store != nil, Services: cfg.Cluster.Services,
-		MaxQueue: cfg.MaxQueue, Functions: cfg.Functions, Bundles: cfg.Bundles,
+		MaxQueue: cfg.MaxQueue, Functions: cfg.Functions, Bundles: cfg.Bundles, Policy: cfg.Policy,
 	}
 	for _, w := range cfg.Cluster.Workers {
 		if _, ok := cfg.Controllers[w.Kind]; !ok {
@@ -236,7 +240,10 @@ func New(cfg Config) (*Orchestrator, error) {
 		o.commits, o.commitsDone = make(chan commitBatch, 4*maxBatch), make(chan struct{})
 		go o.committer()
 	}
-	// The recovery's actions (power-ons) run as the loop's first turn.
+	// A warm pool starts filling now.
+	o.m.fillPools()
+	// The recovery's and the pool's actions (power-ons) run as the loop's
+	// first turn.
 	go o.loop(o.m.take())
 	return o, nil
 }
