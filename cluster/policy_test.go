@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -33,5 +34,21 @@ func TestParsePolicy(t *testing.T) {
 		if back, _ := ParsePolicy(got.String()); back != got {
 			t.Errorf("%q: String %q does not read back", tc.in, got.String())
 		}
+	}
+}
+
+func TestClusterPolicies(t *testing.T) {
+	c, err := Parse([]byte(strings.Replace(good, "workers:\n", "policies: {bbb: reboot-while-queued, vm: warm-pool=2}\nworkers:\n", 1)), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Policy(KindBBB); p.Name != PolicyRebootWhileQueued {
+		t.Errorf("bbb: %v", p)
+	}
+	if p := c.Policy(KindVM); p != (Policy{Name: PolicyWarmPool, Pool: 2}) {
+		t.Errorf("vm: %v", p)
+	}
+	if p := Local(1).Policy(KindVM); p.Name != PolicyOff {
+		t.Errorf("default: %v", p)
 	}
 }
