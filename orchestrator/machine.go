@@ -970,8 +970,13 @@ func (m *machine) exited(w *worker, err error) {
 	case state.Booting:
 		if w.rebooting {
 			// The reset of its reboot (QEMU with -no-reboot): power it on
-			// again, in the same session, with no holdoff.
+			// again, in the same session, with no holdoff; not once mforch
+			// is shutting down.
 			w.rebooting = false
+			if m.closed {
+				m.endSession(w)
+				return
+			}
 			m.log.Debug("worker reset for its reboot; powering it on", "worker", w.spec.ID)
 			m.emit(actPowerOn{w: w.spec, session: w.session})
 			return

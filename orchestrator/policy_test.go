@@ -241,3 +241,22 @@ func TestPolicyWarmPoolTrimsSurplus(t *testing.T) {
 		t.Fatalf("after the idle timeout: %d stopping, %d idle; want 2 and 1", stopping, idle)
 	}
 }
+
+// A QEMU worker whose reset comes after shutdown began stays off.
+func TestPolicyRebootExitAfterShutdown(t *testing.T) {
+	x := newMT(t, 1, withPolicy(rebootWhileQueued, true))
+	first := x.submit(time.Minute)
+	x.hello("w0")
+	x.submit(time.Minute)
+	x.result("w0", first, protocol.Result{})
+	x.wantState("w0", state.Booting)
+	x.ev(0, evShutdown{drained: make(chan struct{})})
+	x.ev(time.Second, evExited{"w0", nil})
+	x.wantState("w0", state.Off)
+	if has[actPowerOn](x.acts, nil) {
+		t.Fatalf("powered on while shutting down: %#v", x.acts)
+	}
+	if x.m.workers["w0"].bootFailures != 0 {
+		t.Error("the reboot's exit counted as a failed boot")
+	}
+}
