@@ -195,6 +195,14 @@ func New(cfg Config) (*Orchestrator, error) {
 		ReportsExit: map[string]bool{}, Durable: cfg.Store != nil, Services: cfg.Cluster.Services,
 		MaxQueue: cfg.MaxQueue, Functions: cfg.Functions, Bundles: cfg.Bundles, Policy: cfg.Policy,
 	}
+	for kind, p := range cfg.Policy {
+		if err := checkPolicy(p); err != nil {
+			return nil, fmt.Errorf("orchestrator: power policy of worker kind %s: %w", kind, err)
+		}
+		if p.Name != cluster.PolicyOff {
+			cfg.Log.Info("power policy", "kind", kind, "policy", p.String())
+		}
+	}
 	for _, w := range cfg.Cluster.Workers {
 		if _, ok := cfg.Controllers[w.Kind]; !ok {
 			return nil, fmt.Errorf("orchestrator: no power controller for worker %s of kind %s", w.ID, w.Kind)
@@ -449,4 +457,16 @@ func (o *Orchestrator) syncCommits() {
 	looped := make(chan struct{})
 	o.post(evSync{looped})
 	<-looped
+}
+
+// checkPolicy refuses a Config.Policy that cluster.ParsePolicy would not
+// give (a Config built in Go, not from flags or a file).
+func checkPolicy(p cluster.Policy) error {
+	switch {
+	case p.Name == "" || p.Name == cluster.PolicyOff || p.Name == cluster.PolicyRebootWhileQueued:
+		return nil
+	case p.Name == cluster.PolicyWarmPool && p.Pool >= 1:
+		return nil
+	}
+	return fmt.Errorf("%+v: %w", p, cluster.ErrPolicy)
 }

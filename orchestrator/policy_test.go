@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -258,5 +259,15 @@ func TestPolicyRebootExitAfterShutdown(t *testing.T) {
 	}
 	if x.m.workers["w0"].bootFailures != 0 {
 		t.Error("the reboot's exit counted as a failed boot")
+	}
+}
+
+// A Config built in Go with a policy no flag or file could give is refused.
+func TestPolicyConfigChecked(t *testing.T) {
+	for _, p := range []cluster.Policy{{Name: "sometimes"}, {Name: cluster.PolicyWarmPool}} {
+		_, err := New(Config{Cluster: cluster.Local(1), Policy: map[string]cluster.Policy{cluster.KindVM: p}})
+		if !errors.Is(err, cluster.ErrPolicy) {
+			t.Errorf("%+v: err %v, want ErrPolicy", p, err)
+		}
 	}
 }
