@@ -1,6 +1,8 @@
 package orchestrator
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"testing"
 	"time"
@@ -269,5 +271,46 @@ func TestPolicyConfigChecked(t *testing.T) {
 		if !errors.Is(err, cluster.ErrPolicy) {
 			t.Errorf("%+v: err %v, want ErrPolicy", p, err)
 		}
+	}
+}
+
+// warm-pool=2 through the real loop, connections and in-process workers:
+// New powers two workers on before any call, a call runs on one of them
+// without waiting for a boot, and a third is powered on to replace it.
+func TestPolicyWarmPoolRealLoop(t *testing.T) {
+	idle := make(chan string, 64)
+	h := newHarness(t, 3, Config{Policy: map[string]cluster.Policy{cluster.KindVM: {Name: cluster.PolicyWarmPool, Pool: 2}},
+		OnStateChange: func(c state.Change) {
+			if c.To == state.Idle {
+				idle <- c.Worker
+			}
+		}})
+	waitIdle := func(n int) {
+		t.Helper()
+		for range n {
+			select {
+			case <-idle:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("the pool did not fill: %+v", h.orch.Status())
+			}
+		}
+	}
+	waitIdle(2)
+	inv, err := h.orch.Invoke(context.Background(), "float_operations", json.RawMessage(`{"n":10}`), 5*time.Second)
+	if err != nil || inv.Err != nil {
+		t.Fatalf("invocation: %v %v", err, inv.Err)
+	}
+	if inv.Connected.After(inv.Queued) {
+		t.Errorf("the call waited for a boot (queued %s, worker connected %s): no pool worker took it", inv.Queued, inv.Connected)
+	}
+	waitIdle(1) // the replacement
+	n := 0
+	for _, w := range h.orch.Status().Workers {
+		if w.State == state.Idle {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d idle workers after the replacement, want 2: %+v", n, h.orch.Status().Workers)
 	}
 }
