@@ -42,9 +42,22 @@ type Cluster struct {
 	// Meter is the power meter, if any (docs/energy.md); its states file
 	// is taken relative to the cluster file like secret_file.
 	Meter *Meter `yaml:"meter,omitempty"`
+	// Policies are the power policies by worker kind (bbb, vm): what a
+	// worker does after its job (ParsePolicy; a kind not named: off).
+	Policies map[string]string `yaml:"policies,omitempty"`
 
-	// secret is the decoded secret.
-	secret []byte
+	// secret is the decoded secret; policies the parsed Policies.
+	secret   []byte
+	policies map[string]Policy
+}
+
+// Policy is the power policy of workers of kind: the cluster file's, else
+// off.
+func (c *Cluster) Policy(kind string) Policy {
+	if p, ok := c.policies[kind]; ok {
+		return p
+	}
+	return Policy{Name: PolicyOff}
 }
 
 // Network is the workers' network and where the orchestrator listens.
@@ -302,6 +315,20 @@ func (c *Cluster) validate() error {
 		fe("", "secret", "%d bytes is too short: use at least 16 (openssl rand -hex 32)", len(s))
 	} else {
 		c.secret = s
+	}
+	// Power policies.
+	c.policies = map[string]Policy{}
+	for kind, v := range c.Policies {
+		if kind != KindBBB && kind != KindVM {
+			fe("", "policies", "%q: not a worker kind: want bbb or vm", kind)
+			continue
+		}
+		p, err := ParsePolicy(v)
+		if err != nil {
+			fe("", "policies."+kind, "%v", err)
+			continue
+		}
+		c.policies[kind] = p
 	}
 	// Network.
 	var subnet netip.Prefix

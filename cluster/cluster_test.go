@@ -74,6 +74,8 @@ func TestParseErrors(t *testing.T) {
 		{"no secret", "secret: 000102030405060708090a0b0c0d0e0f", "", "", "secret", 0},
 		{"bad mac", "mac: de:ad:be:ef:00:00", "mac: nope", "bbb0", "mac", 0},
 		{"gateway outside", "gateway: 192.168.1.1", "gateway: 192.168.2.1", "", "network.gateway", 0},
+		{"bad policy", "workers:\n", "policies: {bbb: sometimes}\nworkers:\n", "", "policies.bbb", 0},
+		{"policy of no kind", "workers:\n", "policies: {pi: off}\nworkers:\n", "", "policies", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

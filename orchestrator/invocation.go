@@ -30,7 +30,7 @@ type Invocation struct {
 	Connected  time.Time // that worker's hello
 	Started    time.Time // job sent
 	Finished   time.Time // result (or failure) recorded
-	PoweredOff time.Time // the worker went off after it (zero while it stays up for more work)
+	PoweredOff time.Time // the worker went off (or was told to reboot) after it (zero while it stays up for more work)
 	Result     json.RawMessage
 	// HTTP is the call of a function that serves HTTP (an OpenFaaS
 	// watchdog image), sent to it instead of Args; HTTPResponse is its

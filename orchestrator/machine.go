@@ -177,10 +177,13 @@ type machineConfig struct {
 	// ReportsExit says, per worker kind, whether its controller reports
 	// exits (power.ExitReporter).
 	ReportsExit map[string]bool
-	Durable     bool // a Store is set
-	Services    map[string]map[string]string
-	MaxQueue    int
-	Functions   []string // known before any hello
+	// Policy says, per worker kind, what a worker does once its job is
+	// done (see afterJob); a kind not listed is cluster.PolicyOff.
+	Policy    map[string]cluster.Policy
+	Durable   bool // a Store is set
+	Services  map[string]map[string]string
+	MaxQueue  int
+	Functions []string // known before any hello
 	// Bundles, if set, names the functions deployed at run time. The
 	// machine only calls its Bundle, which does no I/O.
 	Bundles Bundles
@@ -198,16 +201,21 @@ func durable(a action) bool {
 }
 
 type worker struct {
-	spec         cluster.Worker
-	state        state.Name
-	since        time.Time
-	session      uint64 // counts sessions; events of older ones are ignored
-	timer        uint64 // the armed timer; others firing are stale
-	poweredOn    time.Time
-	connected    time.Time
-	boot         protocol.BootTimes
-	conn         *workerConn
-	exited       bool // the controller reported it off while a job ran
+	spec      cluster.Worker
+	state     state.Name
+	since     time.Time
+	session   uint64 // counts sessions; events of older ones are ignored
+	timer     uint64 // the armed timer; others firing are stale
+	poweredOn time.Time
+	connected time.Time
+	boot      protocol.BootTimes
+	conn      *workerConn
+	exited    bool // the controller reported it off while a job ran
+	// rebooting: told CmdReboot, and its controller reports exits (QEMU:
+	// the guest's reset makes qemu exit), so that exit is the reboot and
+	// the worker is powered on again at once.
+	rebooting    bool
+	jobs         int  // jobs started this boot; 0 is a fresh worker
 	forcing      bool // a forced PowerOff is under way
 	current      *Invocation
 	bundles      map[string]bool // digests it holds: its hello's, and its jobs' this session
@@ -494,7 +502,60 @@ func (m *machine) dispatch() {
 			need--
 		}
 	}
+	m.fillPools()
 	m.reserve()
+}
+
+// fresh reports whether w is one a warm pool counts: booting, or idle
+// having run nothing this boot.
+func fresh(w *worker) bool {
+	return w.state == state.Booting || (w.state == state.Idle && w.jobs == 0)
+}
+
+// fillPools powers on workers of each warm-pool kind until it has its
+// Pool fresh workers, within MaxBooting. Booting workers count: those the
+// queue takes are replaced once they start their job.
+func (m *machine) fillPools() {
+	if m.closed || m.allOff != nil {
+		return
+	}
+	ready := map[string]int{}
+	booting := 0
+	for _, w := range m.workers {
+		if fresh(w) {
+			ready[w.spec.Kind]++
+		}
+		if w.state == state.Booting {
+			booting++
+		}
+	}
+	for _, id := range m.order {
+		w := m.workers[id]
+		p := m.policy(w)
+		if p.Name != cluster.PolicyWarmPool || w.state != state.Off || ready[w.spec.Kind] >= p.Pool || booting >= m.cfg.MaxBooting {
+			continue
+		}
+		m.log.Debug("powering on for the warm pool", "worker", w.spec.ID, "pool", p.Pool)
+		m.powerOn(w, "")
+		ready[w.spec.Kind]++
+		booting++
+	}
+}
+
+// inPool reports whether idle worker w is one of its kind's warm pool:
+// fresh, and without it the pool would be short.
+func (m *machine) inPool(w *worker) bool {
+	p := m.policy(w)
+	if p.Name != cluster.PolicyWarmPool || w.jobs > 0 || m.closed {
+		return false
+	}
+	idle := 0
+	for _, o := range m.workers {
+		if o.spec.Kind == w.spec.Kind && o.state == state.Idle && o.jobs == 0 {
+			idle++
+		}
+	}
+	return idle <= p.Pool
 }
 
 // pickAhead is how far into the queue a worker looks for a job whose
@@ -595,7 +656,7 @@ func (m *machine) disarm(w *worker) {
 func (m *machine) powerOn(w *worker, function string) {
 	w.session++
 	w.poweredOn, w.connected, w.boot = m.now, time.Time{}, protocol.BootTimes{}
-	w.exited, w.forcing, w.conn = false, false, nil
+	w.exited, w.forcing, w.conn, w.rebooting, w.jobs = false, false, nil, false, 0
 	m.setState(w, state.Booting)
 	m.arm(w, m.cfg.PowerUpTimeout)
 	a := actPowerOn{w: w.spec, session: w.session}
@@ -661,7 +722,7 @@ func (m *machine) endSession(w *worker) {
 	m.setState(w, s)
 	m.disarm(w)
 	w.session++
-	w.forcing, w.exited = false, false
+	w.forcing, w.exited, w.rebooting = false, false, false
 	if w.conn != nil {
 		m.emit(actClose{w.conn})
 		w.conn = nil
@@ -714,6 +775,7 @@ func (m *machine) startJob(w *worker, inv *Invocation) {
 	inv.PoweredOn, inv.Connected, inv.Boot = w.poweredOn, w.connected, w.boot
 	inv.Started = m.now
 	w.current = inv
+	w.jobs++
 	m.setState(w, state.Working)
 	m.arm(w, inv.Timeout+m.cfg.JobGrace)
 	// The attempt is on disk before the job leaves, so a restart knows it
@@ -764,10 +826,14 @@ func (m *machine) result(w *worker, res protocol.Result) {
 	case w.exited:
 		w.ran = append(w.ran, inv)
 		m.endSession(w)
-	case m.cfg.IdleTimeout == 0 || res.TimedOut || m.closed:
-		// A timed-out function may still hold the worker: it reboots.
+	case res.TimedOut || m.closed:
+		// A timed-out function may still hold the worker: it powers
+		// itself off (runtime/worker.go), whatever the policy.
 		w.ran = append(w.ran, inv)
 		m.stop(w)
+	case m.cfg.IdleTimeout == 0:
+		w.ran = append(w.ran, inv)
+		m.afterJob(w)
 	default:
 		m.emit(actRecord{inv})
 		m.emit(actSend{w.conn, protocol.TypeCommand, protocol.Command{Action: protocol.CmdWait}, false})
@@ -788,6 +854,60 @@ func logTail(s string) string {
 	return s
 }
 
+// policy is w's kind's policy.
+func (m *machine) policy(w *worker) cluster.Policy {
+	p := m.cfg.Policy[w.spec.Kind]
+	if p.Name == "" {
+		p.Name = cluster.PolicyOff
+	}
+	return p
+}
+
+// afterJob ends the boot of a worker whose job is done (one job per boot),
+// as its kind's policy says:
+//
+//	policy               work is queued              the queue is empty
+//	off                  power off                   power off
+//	reboot-while-queued  reboot: booting at once,    power off
+//	                     no holdoff, no power-on
+//	warm-pool N          power off                   power off
+//
+// Powering off waits out PowerOffHoldoff where the controller cannot
+// report exits (GPIO boards). warm-pool also keeps N booted workers that
+// have run nothing (fillPools), and powers those beyond N off once idle
+// for FirstIdle (timerFired).
+func (m *machine) afterJob(w *worker) {
+	if m.policy(w).Name == cluster.PolicyRebootWhileQueued && len(m.queue) > 0 {
+		m.reboot(w)
+		return
+	}
+	m.stop(w)
+}
+
+// reboot tells w to reboot and counts it booting at once: a new session
+// whose hello is due within PowerUpTimeout (else it is forced off like any
+// boot that fails). The jobs it ran are recorded now, their worker's boot
+// being over. A board reboots itself; a worker whose controller reports
+// exits (QEMU) exits on the reset and is powered on again (exited).
+func (m *machine) reboot(w *worker) {
+	m.log.Info("rebooting worker for queued work", "worker", w.spec.ID, "queued", len(m.queue))
+	m.emit(actSend{w.conn, protocol.TypeCommand, protocol.Command{Action: protocol.CmdReboot}, false})
+	m.emit(actClose{w.conn})
+	for _, inv := range w.ran {
+		inv.PoweredOff = m.now
+		m.emit(actRecord{inv})
+	}
+	w.ran = nil
+	m.disarm(w)
+	w.session++
+	w.poweredOn, w.connected, w.boot = m.now, time.Time{}, protocol.BootTimes{}
+	w.exited, w.forcing, w.conn, w.jobs = false, false, nil, 0
+	w.rebooting = m.cfg.ReportsExit[w.spec.Kind]
+	m.setState(w, state.Booting)
+	m.arm(w, m.cfg.PowerUpTimeout)
+	m.dispatch()
+}
+
 // stop tells a worker to power off. A controller that reports exits ends
 // the session when the worker is off (or the worker is forced off after
 // the holdoff); for one that cannot (GPIO boards), the worker counts as
@@ -803,6 +923,10 @@ func (m *machine) timerFired(w *worker) {
 	case state.Booting:
 		m.bootFailed(w, fmt.Sprintf("no hello within %s of power-on", m.cfg.PowerUpTimeout))
 	case state.Idle:
+		if m.inPool(w) {
+			m.arm(w, m.cfg.FirstIdle) // still needed: stays ready
+			return
+		}
 		m.stop(w)
 	case state.Working:
 		m.log.Warn("worker sent no result in time", "worker", w.spec.ID, "invocation", w.current.ID)
@@ -844,6 +968,19 @@ func (m *machine) exited(w *worker, err error) {
 	case state.Stopping, state.Idle:
 		m.endSession(w)
 	case state.Booting:
+		if w.rebooting {
+			// The reset of its reboot (QEMU with -no-reboot): power it on
+			// again, in the same session, with no holdoff; not once mforch
+			// is shutting down.
+			w.rebooting = false
+			if m.closed {
+				m.endSession(w)
+				return
+			}
+			m.log.Debug("worker reset for its reboot; powering it on", "worker", w.spec.ID)
+			m.emit(actPowerOn{w: w.spec, session: w.session})
+			return
+		}
 		w.bootFailures++
 		m.log.Warn("worker exited while booting", "worker", w.spec.ID, "err", err, "failures", w.bootFailures)
 		m.endSession(w)

@@ -43,6 +43,10 @@ type Config struct {
 	// before it is powered off; 0 powers it off after every job, so each
 	// job runs on a freshly booted worker (the original's isolation).
 	IdleTimeout time.Duration
+	// Policy says, per worker kind (cluster.KindBBB, cluster.KindVM), what a
+	// worker does once its job is done: cluster.PolicyOff (the default),
+	// PolicyRebootWhileQueued or PolicyWarmPool (see machine.go's afterJob).
+	Policy map[string]cluster.Policy
 	// PowerOffHoldoff is how long a worker told to power off may take: a
 	// controller that reports exits forces it off after that; for one that
 	// cannot (GPIO boards) it counts as off after that (10 s).
@@ -189,7 +193,15 @@ func New(cfg Config) (*Orchestrator, error) {
 		PowerUpTimeout: cfg.PowerUpTimeout, JobTimeout: cfg.JobTimeout, IdleTimeout: cfg.IdleTimeout,
 		PowerOffHoldoff: cfg.PowerOffHoldoff, FirstIdle: max(cfg.IdleTimeout, firstIdle), JobGrace: jobGrace,
 		ReportsExit: map[string]bool{}, Durable: cfg.Store != nil, Services: cfg.Cluster.Services,
-		MaxQueue: cfg.MaxQueue, Functions: cfg.Functions, Bundles: cfg.Bundles,
+		MaxQueue: cfg.MaxQueue, Functions: cfg.Functions, Bundles: cfg.Bundles, Policy: cfg.Policy,
+	}
+	for kind, p := range cfg.Policy {
+		if err := checkPolicy(p); err != nil {
+			return nil, fmt.Errorf("orchestrator: power policy of worker kind %s: %w", kind, err)
+		}
+		if p.Name != cluster.PolicyOff {
+			cfg.Log.Info("power policy", "kind", kind, "policy", p.String())
+		}
 	}
 	for _, w := range cfg.Cluster.Workers {
 		if _, ok := cfg.Controllers[w.Kind]; !ok {
@@ -236,7 +248,10 @@ func New(cfg Config) (*Orchestrator, error) {
 		o.commits, o.commitsDone = make(chan commitBatch, 4*maxBatch), make(chan struct{})
 		go o.committer()
 	}
-	// The recovery's actions (power-ons) run as the loop's first turn.
+	// A warm pool starts filling now.
+	o.m.fillPools()
+	// The recovery's and the pool's actions (power-ons) run as the loop's
+	// first turn.
 	go o.loop(o.m.take())
 	return o, nil
 }
@@ -442,4 +457,16 @@ func (o *Orchestrator) syncCommits() {
 	looped := make(chan struct{})
 	o.post(evSync{looped})
 	<-looped
+}
+
+// checkPolicy refuses a Config.Policy that cluster.ParsePolicy would not
+// give (a Config built in Go, not from flags or a file).
+func checkPolicy(p cluster.Policy) error {
+	switch {
+	case p.Name == "" || p.Name == cluster.PolicyOff || p.Name == cluster.PolicyRebootWhileQueued:
+		return nil
+	case p.Name == cluster.PolicyWarmPool && p.Pool >= 1:
+		return nil
+	}
+	return fmt.Errorf("%+v: %w", p, cluster.ErrPolicy)
 }

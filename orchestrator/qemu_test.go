@@ -297,3 +297,71 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestQEMURebootWhileQueued runs two jobs on one QEMU worker under
+// reboot-while-queued, full and snapshot boots: after the first the worker
+// is told to reboot, its guest resets (qemu exits: -no-reboot), the
+// orchestrator powers it on again at once, and the new boot takes the
+// queued job. The worker never counts as stopping or off in between.
+func TestQEMURebootWhileQueued(t *testing.T) {
+	for _, boot := range []string{power.BootFull, power.BootSnapshot} {
+		t.Run(boot, func(t *testing.T) {
+			changes := make(chan state.Change, 64)
+			c := qemutest.Start(t, qemutest.Options{Workers: 1, Worker: qemuWorker(t),
+				QEMU: power.QEMUConfig{Boot: boot, SnapshotDir: t.TempDir()},
+				Config: orchestrator.Config{Policy: map[string]cluster.Policy{cluster.KindVM: {Name: cluster.PolicyRebootWhileQueued}},
+					OnStateChange: func(sc state.Change) { changes <- sc }}})
+			var invs []*orchestrator.Invocation
+			for i := range 2 {
+				inv, err := c.Orch.Submit("cascading_md5", json.RawMessage(fmt.Sprintf(`{"data":"reboot-%d","rounds":3}`, i)), time.Minute)
+				if err != nil {
+					t.Fatal(err)
+				}
+				invs = append(invs, inv)
+			}
+			for i, inv := range invs {
+				select {
+				case <-inv.Done():
+				case <-time.After(3 * time.Minute):
+					t.Fatalf("invocation %d never finished: %+v\n%s", i, c.Orch.Status(), c.Logs.String())
+				}
+				if inv.Err != nil || inv.Attempts != 1 {
+					t.Fatalf("invocation %d: err %v attempts %d", i, inv.Err, inv.Attempts)
+				}
+			}
+			first, second := invs[0], invs[1]
+			if second.PoweredOn.Before(first.Finished) {
+				t.Errorf("the second job's boot began %s, before the first finished %s: not a new boot", second.PoweredOn, first.Finished)
+			}
+			// From the first job to the second: working -> booting -> idle -> working.
+			var path []string
+			for len(path) < 4 {
+				select {
+				case sc := <-changes:
+					if sc.From == state.Working || len(path) > 0 {
+						path = append(path, string(sc.From)+">"+string(sc.To))
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatalf("state changes after the first job: %v", path)
+				}
+			}
+			want := []string{"working>booting", "booting>idle", "idle>working", "working>stopping"}
+			if fmt.Sprint(path) != fmt.Sprint(want) {
+				t.Errorf("state changes %v, want %v (a reboot, not a power off)", path, want)
+			}
+			for _, line := range []string{"rebooting worker for queued work", "worker reset for its reboot"} {
+				if !strings.Contains(c.Logs.String(), line) {
+					t.Errorf("log lacks %q", line)
+				}
+			}
+			if boot == power.BootSnapshot && !strings.Contains(c.Logs.String(), "worker snapshot saved") {
+				t.Error("no snapshot was saved: the boots were not snapshot boots")
+			}
+			if n := strings.Count(c.Logs.String(), "qemu started"); n < 2 {
+				t.Errorf("qemu started %d times, want a second start after the reset", n)
+			}
+			t.Logf("%s: first finished %s, second powered on %s, connected %s", boot,
+				first.Finished.Format("15:04:05.000"), second.PoweredOn.Format("15:04:05.000"), second.Connected.Format("15:04:05.000"))
+		})
+	}
+}

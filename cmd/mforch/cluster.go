@@ -43,6 +43,7 @@ func (c *clusterFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&r.MaxTimeout, "max-timeout", time.Hour, "the longest timeout an invocation may ask for (?timeout=); longer is refused (HTTP 400)")
 	fs.StringVar(&r.ConsoleDir, "log-dir", "", "worker console logs (default: consoles/ in the state folder)")
 	fs.DurationVar(&r.IdleTimeout, "idle", 0, "keep a worker up this long for another job (0: power off after each job)")
+	policyFlag(fs, &r.Policy)
 	fs.DurationVar(&r.PowerUpTimeout, "power-up-timeout", 60*time.Second, "how long a worker may take from power-on to connecting")
 	fs.IntVar(&r.MaxBooting, "max-booting", 0, "workers booting at once (default: all)")
 	fs.IntVar(&r.MaxAttempts, "attempts", 3, "tries per invocation when workers die mid-job")
@@ -55,6 +56,18 @@ func (c *clusterFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&c.energy.Model.WattsPerCore, "meter-watts-per-core", 10, "CPU-time model: power per core a QEMU worker keeps busy\n"+
 		"(measure it once on a host with RAPL or a wall meter: mforch meter calibrate)")
 	fs.DurationVar(&c.energy.Interval, "meter-interval", time.Second, "CPU-time model: sampling interval")
+}
+
+// policyFlag registers --policy, which sets p for every worker kind.
+func policyFlag(fs *flag.FlagSet, p *cluster.Policy) {
+	fs.Func("policy", "what a worker does after its job, for every worker kind: "+cluster.PolicyHelp+"\n"+
+		"(off: power off; reboot-while-queued: reboot when work waits, else power off;\n"+
+		"warm-pool=N: power off, and keep N freshly booted workers ready; default: the cluster file's policies:, else off)",
+		func(s string) error {
+			v, err := cluster.ParsePolicy(s)
+			*p = v
+			return err
+		})
 }
 
 // config is the rig.Config the flags describe.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/lab/experiment"
 	"github.com/microfaas/microfaas/runtime/functions"
 
@@ -30,6 +31,8 @@ func runDemo(ctx context.Context, args []string) error {
 		len(functions.Catalogue), strings.Join(functions.ServicesFor(functions.CatalogueNames()), ", "), len(compute)))
 	out := fs.String("out", "out/demo", "folder for the run folder (run/) and report.html")
 	verbose := fs.Bool("v", false, "verbose orchestrator logs")
+	var policy cluster.Policy
+	policyFlag(fs, &policy)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -43,7 +46,9 @@ func runDemo(ctx context.Context, args []string) error {
 	if err := os.RemoveAll(dir); err != nil { // each demo records a fresh run
 		return err
 	}
-	sum, err := rig.RunExperiment(ctx, rig.TerminalExperiment(spec, raw, dir, *verbose))
+	e := rig.TerminalExperiment(spec, raw, dir, *verbose)
+	e.Policy = policy
+	sum, err := rig.RunExperiment(ctx, e)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/lab/experiment"
 	"github.com/microfaas/microfaas/lab/rig"
 )
@@ -29,6 +30,8 @@ func runExperiment(ctx context.Context, args []string) error {
 	fs.Usage = func() { fmt.Fprint(fs.Output(), experimentUsage, "\nflags:\n"); fs.PrintDefaults() }
 	out := fs.String("out", "", "run folder to create (default: runs/NAME-YYYYMMDD-HHMMSS)")
 	verbose := fs.Bool("v", false, "verbose orchestrator logs")
+	var policy cluster.Policy
+	policyFlag(fs, &policy)
 	file, err := parseWithFile(fs, args)
 	if err != nil {
 		return err
@@ -41,7 +44,9 @@ func runExperiment(ctx context.Context, args []string) error {
 	if dir == "" {
 		dir = filepath.Join("runs", spec.Name+"-"+time.Now().Format("20060102-150405"))
 	}
-	sum, err := rig.RunExperiment(ctx, rig.TerminalExperiment(spec, raw, dir, *verbose))
+	e := rig.TerminalExperiment(spec, raw, dir, *verbose)
+	e.Policy = policy
+	sum, err := rig.RunExperiment(ctx, e)
 	if err != nil {
 		return err
 	}

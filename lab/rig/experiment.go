@@ -30,6 +30,9 @@ type Experiment struct {
 	// run's one-line description); Progress a "\r"-updated progress line.
 	// Nil: none.
 	Notes, Progress io.Writer
+	// Policy, if set, is every worker kind's power policy (mforch
+	// experiment --policy); unset: the cluster file's, else off.
+	Policy cluster.Policy
 }
 
 // settleLimit bounds the wait for the last workers to power off.
@@ -71,6 +74,10 @@ func RunExperiment(ctx context.Context, e Experiment) (report.Summary, error) {
 	cfg := Config{Kernel: spec.Workers.Kernel, Initrd: spec.Workers.Initrd, Accel: spec.Workers.Accel,
 		Boot: spec.Workers.Boot, Results: run.ResultsPath(), ConsoleDir: filepath.Join(e.Dir, "consoles"),
 		PowerUpTimeout: 60 * time.Second, MaxAttempts: 3, Log: e.Log, OnStateChange: run.StateChanged,
+		Policy: e.Policy,
+	}
+	if e.Policy.Name != "" {
+		fmt.Fprintf(notes, "power policy: %s\n", e.Policy)
 	}
 	if local {
 		cfg.Cluster = cluster.Local(spec.Workers.QEMU)

@@ -55,6 +55,9 @@ type Config struct {
 	// Orchestrator limits, as in orchestrator.Config.
 	IdleTimeout, PowerUpTimeout, MaxTimeout time.Duration
 	MaxBooting, MaxAttempts, MaxQueue       int
+	// Policy, if set, is every worker kind's power policy; unset, each
+	// kind has the cluster file's (policies:), else off.
+	Policy cluster.Policy
 	// GPIO times BeagleBone power buttons (its Log is the rig's).
 	GPIO power.GPIOConfig
 	// Energy says how energy is accounted (nil: it is not).
@@ -185,7 +188,8 @@ func Start(ctx context.Context, cfg Config) (_ *Rig, err error) {
 	r.Orch, err = orchestrator.New(orchestrator.Config{Bundles: bundles, Cluster: cl, Controllers: controllers, Log: log, Clock: cfg.Clock,
 		IdleTimeout: cfg.IdleTimeout, PowerUpTimeout: cfg.PowerUpTimeout, MaxBooting: cfg.MaxBooting, MaxAttempts: cfg.MaxAttempts,
 		Recorder: rec, Store: store, Energy: acc, EnergyKeep: r.meter.keep(), OnStateChange: onState,
-		MaxQueue: cfg.MaxQueue, MaxTimeout: cfg.MaxTimeout, Functions: imageFunctions(cfg.Initrd, log)})
+		MaxQueue: cfg.MaxQueue, MaxTimeout: cfg.MaxTimeout, Functions: imageFunctions(cfg.Initrd, log),
+		Policy: policies(cl, cfg.Policy)})
 	if err != nil {
 		return nil, err
 	}
@@ -345,4 +349,17 @@ func imageFunctions(initrd string, log *slog.Logger) []string {
 		}
 	}
 	return names
+}
+
+// policies are the power policies by worker kind: override for every kind
+// when set, else the cluster file's.
+func policies(cl *cluster.Cluster, override cluster.Policy) map[string]cluster.Policy {
+	m := map[string]cluster.Policy{}
+	for _, kind := range []string{cluster.KindBBB, cluster.KindVM} {
+		m[kind] = cl.Policy(kind)
+		if override.Name != "" {
+			m[kind] = override
+		}
+	}
+	return m
 }

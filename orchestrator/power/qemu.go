@@ -244,7 +244,9 @@ func (q *QEMU) cmdline(w cluster.Worker, snapshot bool) (string, error) {
 	}
 	p.Kernel = append(p.Kernel, strings.Fields(q.cfg.Cmdline)...)
 	// The microvm has no power-off device: the worker resets instead, and
-	// -no-reboot turns the reset into qemu exiting.
+	// -no-reboot turns the reset into qemu exiting. A reboot the
+	// orchestrator asks for (CmdReboot) ends the same way: it powers the
+	// worker on again when the exit is reported (machine.go, exited).
 	p.Off = bootparams.Reboot
 	p.Failsafe = time.Duration(q.cfg.Failsafe) * time.Second
 	s, err := p.Render()
