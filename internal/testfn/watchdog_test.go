@@ -105,12 +105,16 @@ func startWatchdog(t *testing.T, bin string, env []string, ready ...string) stri
 	cmd := exec.Command(bin)
 	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "port=" + port, "TMPDIR=" + t.TempDir()}, env...)
 	cmd.Stdout, cmd.Stderr = pw, pw
+	// Its own process group, killed whole: of-watchdog's fprocess (the
+	// handler) outlived a kill of the watchdog alone, and held the flock
+	// of the run that started the tests.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	seen, drained := make(chan struct{}), make(chan struct{})
 	t.Cleanup(func() {
-		cmd.Process.Kill()
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		cmd.Wait()
 		pw.Close()
 		<-drained // no t.Log after the test ends
