@@ -65,15 +65,22 @@ func runSimulate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Without --workers or --policy, a cluster file gives the count and
+	// its policy for the profile's kind.
 	n := *workers
 	if n <= 0 {
 		n = spec.Workers.QEMU
-		if spec.Workers.Cluster != "" {
-			c, err := cluster.Load(spec.Workers.Cluster)
-			if err != nil {
-				return fmt.Errorf("%w (or give --workers N)", err)
-			}
+	}
+	if spec.Workers.Cluster != "" && (n <= 0 || policy.Name == "") {
+		c, err := cluster.Load(spec.Workers.Cluster)
+		if err != nil {
+			return fmt.Errorf("%w (or give --workers N and --policy)", err)
+		}
+		if n <= 0 {
 			n = len(c.Workers)
+		}
+		if policy.Name == "" {
+			policy = c.Policy(prof.Kind)
 		}
 	}
 	cfg := sim.Config{Spec: spec, File: raw, Profile: prof, ProfileFile: profRaw, Workers: n, Policy: policy,
