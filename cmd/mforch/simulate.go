@@ -37,6 +37,7 @@ func runSimulate(ctx context.Context, args []string) error {
 	tracePath := fs.String("trace", "", "replay this CSV (timestamp,function) instead of the file's arrivals and functions")
 	out := fs.String("out", "", "run folder to create (default: runs/NAME-sim-YYYYMMDD-HHMMSS)")
 	seed := fs.Int64("seed", 0, "seed for arrivals and draws (default: the file's)")
+	drawSeed := fs.Int64("draw-seed", 0, "seed for the profile's draws only, keeping the arrivals (default: --seed)")
 	interval := fs.Duration("meter-interval", time.Second, "the simulated meter's sample period")
 	var policy cluster.Policy
 	policyFlag(fs, &policy)
@@ -84,7 +85,7 @@ func runSimulate(ctx context.Context, args []string) error {
 		}
 	}
 	cfg := sim.Config{Spec: spec, File: raw, Profile: prof, ProfileFile: profRaw, Workers: n, Policy: policy,
-		MeterInterval: *interval}
+		MeterInterval: *interval, DrawSeed: *drawSeed}
 	if *tracePath != "" {
 		f, err := os.Open(*tracePath)
 		if err != nil {

@@ -58,6 +58,9 @@ type Config struct {
 	MeterInterval time.Duration
 	// Start is the simulated clock's start (default 2026-01-01 UTC).
 	Start time.Time
+	// DrawSeed seeds the profile's draws (default: the spec's seed, which
+	// also seeds the arrivals); another DrawSeed keeps the arrivals.
+	DrawSeed int64
 	// Settle bounds the simulated time after the last invocation returned
 	// during which workers may still power off (default 30 s, as
 	// mforch experiment).
@@ -168,9 +171,12 @@ func newSim(cfg Config) (*sim, error) {
 	if cfg.Settle <= 0 {
 		cfg.Settle = 30 * time.Second
 	}
+	if cfg.DrawSeed == 0 {
+		cfg.DrawSeed = cfg.Spec.Seed
+	}
 	p := cfg.Profile
 	s := &sim{cfg: cfg, start: cfg.Start, index: map[string]int{}, exit: p.Kind == cluster.KindVM,
-		rng: rand.New(rand.NewPCG(uint64(cfg.Spec.Seed), 0x5117)), execs: map[string]profile.Dist{}}
+		rng: rand.New(rand.NewPCG(uint64(cfg.DrawSeed), 0x5117)), execs: map[string]profile.Dist{}}
 	var ws []cluster.Worker
 	prefix := "vm"
 	if p.Kind == cluster.KindBBB {
