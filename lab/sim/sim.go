@@ -20,6 +20,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -72,7 +73,18 @@ type Result struct {
 	Summary report.Summary
 	Events  int           // events handled
 	Wall    time.Duration // real time the simulation took
-	EnergyJ float64       // the simulated meter's energy over the run
+	EnergyJ float64       // the simulated meter's energy, to the last event
+	// Refused counts calls the orchestrator refused (its queue was full,
+	// Config.MaxQueue 1000): failed, with no results row.
+	Refused int
+	// OK counts the successful invocations; P50 and P99 are their
+	// latencies (queued to finished, ms, nearest rank, as the report's).
+	OK       int
+	P50, P99 float64
+	// JPerInv is the meter's energy from the start to the last invocation's
+	// end per successful invocation, as the report's meter J per
+	// invocation (0 without a power model).
+	JPerInv float64
 }
 
 // simulation state
@@ -98,6 +110,9 @@ type sim struct {
 	done        int
 	failed      int
 	lastDone    int64
+	refused     int
+	runJ        float64   // the meter's energy at lastDone
+	latency     []float64 // ms, of each successful invocation
 	seq         int
 
 	// outputs
@@ -136,7 +151,12 @@ func Run(cfg Config) (*Result, error) {
 		return nil, err
 	}
 	sum := s.summary()
-	res := &Result{Summary: sum, Events: s.events, EnergyJ: s.pow.total}
+	res := &Result{Summary: sum, Events: s.events, EnergyJ: s.pow.total, OK: len(s.latency), Refused: s.refused}
+	slices.Sort(s.latency)
+	res.P50, res.P99 = report.Percentile(s.latency, 50), report.Percentile(s.latency, 99)
+	if res.OK > 0 && s.pow.on {
+		res.JPerInv = s.runJ / float64(res.OK)
+	}
 	res.Wall = time.Since(wall)
 	if s.cfg.Dir != "" {
 		sum.Simulated.WallSeconds = res.Wall.Seconds()
@@ -406,6 +426,7 @@ func (s *sim) arrive(e event) {
 		// Refused (queue full): counted like a failed call, as
 		// mforch experiment counts an Invoke error; no results row.
 		s.failed++
+		s.refused++
 		s.finished()
 		return
 	}
@@ -416,6 +437,7 @@ func (s *sim) arrive(e event) {
 func (s *sim) finished() {
 	s.done++
 	s.lastDone = s.now
+	s.runJ = s.pow.total
 	if s.gaps == nil && s.at == nil && s.next < s.planned {
 		s.push(event{at: s.now, kind: evArrival})
 	}
@@ -468,6 +490,8 @@ func (s *sim) carryOut(acts []orchestrator.SimAction) {
 		case orchestrator.SimDone:
 			if a.Inv.Err != nil {
 				s.failed++
+			} else {
+				s.latency = append(s.latency, float64(a.Inv.Finished.Sub(a.Inv.Queued))/float64(time.Millisecond))
 			}
 			s.finished()
 		case orchestrator.SimRecord:

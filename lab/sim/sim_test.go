@@ -298,3 +298,40 @@ func TestSimConfigErrors(t *testing.T) {
 		t.Error("a non-empty run folder was written into")
 	}
 }
+
+// The bursty trace has the day's mean rate, its bursts and its daily
+// shape, and survives writing and reading as a trace CSV.
+func TestBurstyTrace(t *testing.T) {
+	b := Bursty{Mean: 2, Functions: []string{"matmul", "float_operations"}, Seed: 3}
+	calls, err := b.Trace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Mean 2/s over a day, plus bursts: 72 bursts of 60 s at 4 extra times
+	// the rate add about 72 × 60 × 2 × 4 = 34,560 calls.
+	n := float64(len(calls))
+	if want := 2*86400 + 34560.0; math.Abs(n-want) > 0.05*want {
+		t.Errorf("%d calls, want about %.0f", len(calls), want)
+	}
+	perHour := make([]int, 24)
+	for i, c := range calls {
+		if i > 0 && c.At < calls[i-1].At {
+			t.Fatal("calls out of order")
+		}
+		perHour[int(c.At.Hours())%24]++
+	}
+	if perHour[16] < 2*perHour[4] {
+		t.Errorf("16:00 has %d calls, 04:00 %d: want the daily swing (4×)", perHour[16], perHour[4])
+	}
+	var buf bytes.Buffer
+	if err := WriteTrace(&buf, calls[:1000]); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadTrace(&buf)
+	if err != nil || len(back) != 1000 || back[999].Function != calls[999].Function || (back[999].At-calls[999].At).Abs() > time.Microsecond {
+		t.Errorf("round trip: %v, %d calls", err, len(back))
+	}
+	if _, err := (Bursty{Mean: 1}).Trace(); !errors.Is(err, ErrConfig) {
+		t.Errorf("no functions: %v", err)
+	}
+}
