@@ -42,10 +42,11 @@ const (
 	SimRecord                      // Inv's timeline is complete: its results row
 )
 
-// SimAction is one action of the machine, for the simulator. Session is
-// the worker's session the action belongs to; for SimJob and SimCommand,
-// the machine's session of the worker once the event was handled (after a
-// reboot, the new boot's).
+// SimAction is one action of the machine, for the simulator (the slices
+// Sim's methods return are reused: each is valid until the next call).
+// Session is the worker's session the action belongs to; for SimJob and
+// SimCommand, the machine's session of the worker once the event was
+// handled (after a reboot, the new boot's).
 type SimAction struct {
 	Kind    SimKind
 	Worker  string
