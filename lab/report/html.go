@@ -217,6 +217,9 @@ func arrivalText(s Summary) string {
 	if s.Arrival == "closed-loop" {
 		return fmt.Sprintf("closed loop, %d callers, seed %d", s.Concurrency, s.Seed)
 	}
+	if s.Simulated != nil && s.Simulated.Trace != "" {
+		return fmt.Sprintf("trace %s (%d calls), seed %d", s.Simulated.Trace, s.Planned, s.Seed)
+	}
 	return fmt.Sprintf("%s at %g/s, seed %d", s.Arrival, s.Rate, s.Seed)
 }
 

@@ -270,6 +270,11 @@ func TestSimTraceReplay(t *testing.T) {
 	if a.Total != 3 || res.Summary.Arrival != "trace" || res.Summary.Simulated.Trace != "t.csv" {
 		t.Fatalf("rows %d, summary %+v", a.Total, res.Summary)
 	}
+	var text bytes.Buffer
+	report.WriteText(&text, []*report.Analysis{a})
+	if !strings.Contains(text.String(), "trace t.csv (3 calls)") {
+		t.Errorf("the report does not name the trace:\n%s", text.String())
+	}
 	for _, r := range a.Run.Rows {
 		found := false
 		for _, c := range calls {
