@@ -30,7 +30,7 @@ func main() {
 	boards := flag.Int("boards", 100, "boards in the rack")
 	target := flag.Duration("target", 8*time.Second, "the p99 latency target")
 	mean := flag.Float64("rate", 2, "the day's mean calls per second, without bursts")
-	profPath := flag.String("profile", "examples/profiles/bbb-date22.yaml", "the boards' profile")
+	profPath := flag.String("profile", "examples/profiles/bbb-srm.yaml", "the boards' profile")
 	policies := flag.String("policies", "off,reboot-while-queued,warm-pool=5,warm-pool=20", "policies to compare, comma-separated")
 	seed := flag.Int64("seed", 63302, "seeds the trace and the draws")
 	out := flag.String("out", "runs/policy-study", "folder for trace.csv, study.md and the run folders")

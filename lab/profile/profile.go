@@ -3,7 +3,7 @@
 // distributions, its functions' execution times, and its power in each
 // state. A profile is fitted from a recorded run folder (Fit, mforch
 // profile) or written by hand from published figures
-// (examples/profiles/bbb-date22.yaml cites each number's source).
+// (examples/profiles/bbb-srm.yaml cites each number's source).
 package profile
 
 import (

@@ -147,7 +147,7 @@ func TestParseChecks(t *testing.T) {
 // The BeagleBone profile of examples/ is a valid profile with every
 // state's power.
 func TestExampleBBBProfile(t *testing.T) {
-	p, err := Load("../../examples/profiles/bbb-date22.yaml")
+	p, err := Load("../../examples/profiles/bbb-srm.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

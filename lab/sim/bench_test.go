@@ -14,7 +14,7 @@ import (
 // the development host (docs/experiments.md has the measured figure). It
 // reports the events handled and the simulated hours per wall second.
 func BenchmarkRack100x24h(b *testing.B) {
-	prof, err := profile.Load("../../examples/profiles/bbb-date22.yaml")
+	prof, err := profile.Load("../../examples/profiles/bbb-srm.yaml")
 	if err != nil {
 		b.Fatal(err)
 	}
