@@ -79,6 +79,7 @@ bench: deps build
 	$(GO) test -run '^$$' -bench ColdStart -benchtime 10x -timeout 30m ./e2e/
 	$(GO) test -run '^$$' -bench Scheduler -benchtime 20000x -cpu 1,2 ./orchestrator/
 	$(GO) test -run '^$$' -bench DeployedColdCalls -benchtime 1x -v -timeout 60m ./orchestrator/openfaas/
+	$(GO) test -run '^$$' -bench Rack100x24h -benchtime 1x ./lab/sim/
 
 # Build kernel and initramfs twice, each from an empty cache, and compare bytes.
 verify-reproducible: deps build

@@ -9,6 +9,8 @@
 //	mforch meter read|calibrate [--driver wattsup --device /dev/ttyUSB0 ...]
 //	mforch experiment FILE [--out DIR]
 //	mforch report RUN [RUN...] [--out report.html]
+//	mforch profile RUN [--out profile.yaml]
+//	mforch simulate FILE|RUN --profile PROFILE [--workers N] [--policy P] [--trace CSV]
 package main
 
 import "github.com/microfaas/microfaas/internal/cli"
@@ -22,6 +24,8 @@ var commands = []cli.Command{
 	{Name: "meter", Summary: "read a power meter live, or calibrate the per-state power of a board", Run: runMeter},
 	{Name: "experiment", Summary: "run an experiment file and record a run folder (results, timeline, meter, summary)", Run: runExperiment},
 	{Name: "report", Summary: "turn run folders into an HTML report and a summary table, comparing runs", Run: runReport},
+	{Name: "profile", Summary: "fit a worker profile (boot, shutdown, exec times, per-state power) to a recorded run folder", Run: runProfile},
+	{Name: "simulate", Summary: "run an experiment on simulated workers drawn from a profile, with the real scheduler on a simulated clock", Run: runSimulate},
 }
 
 func main() { cli.Main("mforch", commands) }

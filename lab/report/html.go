@@ -90,6 +90,10 @@ func writeRun(w io.Writer, a *Analysis, idx int) {
 	if r.HasSum && r.Summary.Interrupted {
 		fmt.Fprintf(w, "<p class=\"note\">This run was interrupted: %d of %d planned invocations finished.</p>\n", r.Summary.Done, r.Summary.Planned)
 	}
+	if sim := r.Summary.Simulated; r.HasSum && sim != nil {
+		fmt.Fprintf(w, "<p class=\"note\">SIMULATED (mforch simulate): no worker ran. Profile %s (%s): %s. Policy %s; %d events.</p>\n",
+			esc(sim.Profile), esc(sim.ProfileKind), esc(sim.ProfileSource), esc(sim.Policy), sim.Events)
+	}
 	fmt.Fprintln(w, "<table class=\"facts\">")
 	row := func(k, v string) { fmt.Fprintf(w, "<tr><th>%s</th><td>%s</td></tr>\n", esc(k), v) }
 	row("folder", esc(r.Dir))
@@ -102,7 +106,9 @@ func writeRun(w io.Writer, a *Analysis, idx int) {
 		}
 		row("worker mode", esc(mode))
 		row("arrivals", esc(arrivalText(s)))
-		row("host", esc(fmt.Sprintf("%s, %d cores, kernel %s", s.Host.CPU, s.Host.Cores, s.Host.Kernel)))
+		if s.Simulated == nil {
+			row("host", esc(fmt.Sprintf("%s, %d cores, kernel %s", s.Host.CPU, s.Host.Cores, s.Host.Kernel)))
+		}
 		if s.Host.QEMU != "" {
 			row("QEMU", esc(fmt.Sprintf("%s, accel %s", s.Host.QEMU, s.Host.Accel)))
 		}
@@ -210,6 +216,9 @@ func writeRun(w io.Writer, a *Analysis, idx int) {
 func arrivalText(s Summary) string {
 	if s.Arrival == "closed-loop" {
 		return fmt.Sprintf("closed loop, %d callers, seed %d", s.Concurrency, s.Seed)
+	}
+	if s.Simulated != nil && s.Simulated.Trace != "" {
+		return fmt.Sprintf("trace %s (%d calls), seed %d", s.Simulated.Trace, s.Planned, s.Seed)
 	}
 	return fmt.Sprintf("%s at %g/s, seed %d", s.Arrival, s.Rate, s.Seed)
 }

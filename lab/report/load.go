@@ -58,6 +58,22 @@ type Summary struct {
 	Meter       string    `json:"meter"`
 	Host        HostFacts `json:"host"`
 	Note        string    `json:"note,omitempty"`
+	// Simulated is set for a run of mforch simulate: no worker ran.
+	Simulated *SimFacts `json:"simulated,omitempty"`
+}
+
+// SimFacts describe a simulated run (mforch simulate, lab/sim).
+type SimFacts struct {
+	Profile       string `json:"profile"`        // the profile's name
+	ProfileKind   string `json:"profile_kind"`   // bbb or vm
+	ProfileSource string `json:"profile_source"` // where its numbers come from
+	Policy        string `json:"policy"`
+	Trace         string `json:"trace,omitempty"` // the replayed trace file
+	Events        int    `json:"events"`          // events the simulator handled
+	// SimulatedSeconds is the simulated time; WallSeconds the real time
+	// the simulation took.
+	SimulatedSeconds float64 `json:"simulated_seconds"`
+	WallSeconds      float64 `json:"wall_seconds"`
 }
 
 // HostFacts describe the machine a run ran on.

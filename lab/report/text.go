@@ -50,6 +50,9 @@ func writeRunText(w io.Writer, a *Analysis) {
 	if r.HasSum {
 		s := r.Summary
 		fmt.Fprintf(w, "  %d %s workers, %s, %s, meter %s\n", s.Workers, s.WorkerKind, s.Mode, arrivalText(s), s.Meter)
+		if sim := s.Simulated; sim != nil {
+			fmt.Fprintf(w, "  SIMULATED: profile %s (%s), policy %s, %d events; no worker ran\n", sim.Profile, sim.ProfileKind, sim.Policy, sim.Events)
+		}
 		if s.Interrupted {
 			fmt.Fprintf(w, "  INTERRUPTED: %d of %d planned invocations finished\n", s.Done, s.Planned)
 		}
