@@ -105,7 +105,14 @@ func macV2(key []byte, dir, session string, seq uint64, typ string, body []byte)
 type Challenge struct {
 	Proto int    `json:"proto"`
 	Nonce string `json:"nonce"` // 16 random bytes, hex
+	// Accepts lists the optional frames the orchestrator takes
+	// (FeatureLog); absent from an orchestrator built before them. Not
+	// authenticated: whoever can rewrite it can cut the connection too.
+	Accepts []string `json:"accepts,omitempty"`
 }
+
+// ServerAccepts is what this orchestrator's challenge offers.
+var ServerAccepts = []string{FeatureLog}
 
 func validNonce(n string) bool {
 	b, err := hex.DecodeString(n)
@@ -138,7 +145,7 @@ func ClientHandshake(rw io.ReadWriter, key []byte, hello Hello) (*Conn, error) {
 		return nil, err
 	}
 	hello.Proto, hello.Nonce = Version, nonce
-	c.session = ch.Nonce + nonce
+	c.session, c.accepts = ch.Nonce+nonce, ch.Accepts
 	if err := c.Send(TypeHello, hello); err != nil {
 		return nil, err
 	}
@@ -196,7 +203,7 @@ func ServerHandshake(rw io.ReadWriter, remote net.Addr, keys KeyFunc) (*Conn, He
 	if err != nil {
 		return nil, h, err
 	}
-	body, _ := json.Marshal(Challenge{Proto: Version, Nonce: nonce})
+	body, _ := json.Marshal(Challenge{Proto: Version, Nonce: nonce, Accepts: ServerAccepts})
 	if err := writeFrame(rw, envelope{Type: TypeChallenge, Body: body}, nil); err != nil {
 		return nil, h, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/runtime/functions"
 	"github.com/microfaas/microfaas/runtime/sandbox"
+	"github.com/microfaas/microfaas/runtime/shiplog"
 )
 
 // DefaultJobTimeout applies when a job names none.
@@ -53,6 +54,13 @@ type Worker struct {
 	// Bundles holds the bundles of functions deployed at run time (nil: none
 	// delivered, no cache, fetched into DefaultBundleWorkDir).
 	Bundles *Bundles
+	// Logs, if set, holds the worker's own log (kernel and mfinit lines):
+	// each session ships it to an orchestrator that accepts log frames, in
+	// its own goroutine, rate-limited (runtime/shiplog). Nil: none sent.
+	Logs *shiplog.Ring
+	// LogShipper, if set, tunes the shipping (tests); its Ring and Send
+	// are the session's.
+	LogShipper *shiplog.Shipper
 
 	connectedRan bool
 	// watchdog is the watchdog function kept running between a warm
@@ -223,6 +231,9 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 		return Outcome{protocol.CmdPowerOff, err.Error()}, again
 	}
 	conn.SetDeadline(time.Time{})
+	if stop := w.shipLogs(ctx, conn, pc); stop != nil {
+		defer stop()
+	}
 	if w.Connected != nil && !w.connectedRan {
 		w.connectedRan = true
 		go w.Connected()
@@ -288,6 +299,37 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 		default:
 			return Outcome{protocol.CmdPowerOff, fmt.Sprintf("unexpected %q message", typ)}, noRetry
 		}
+	}
+}
+
+// shipLogs starts sending w.Logs over the session, beside the jobs: the
+// shipper's sends take turns with the session's (protocol.Conn), a batch
+// at most protocol.MaxLogBatch bytes, at a bounded rate; lines that come
+// faster are dropped oldest first and counted. It returns what stops it
+// (nil: nothing to ship, or the orchestrator takes no log frames).
+func (w *Worker) shipLogs(ctx context.Context, conn net.Conn, pc *protocol.Conn) func() {
+	if w.Logs == nil || !pc.Accepts(protocol.FeatureLog) {
+		return nil
+	}
+	s := &shiplog.Shipper{}
+	if w.LogShipper != nil {
+		*s = *w.LogShipper
+	}
+	s.Ring = w.Logs
+	s.Send = func(b protocol.LogBatch) error {
+		conn.SetWriteDeadline(time.Now().Add(w.Config.Failsafe))
+		return pc.Send(protocol.TypeLog, b)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Run(ctx)
+	}()
+	return func() {
+		cancel()
+		conn.Close() // a send stuck on a peer that stopped reading ends now
+		<-done
 	}
 }
 
