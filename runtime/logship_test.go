@@ -41,6 +41,7 @@ type logSession struct {
 	result    protocol.Result
 	resultIn  time.Duration // job sent to result received
 	afterJob  time.Duration // how long the session stayed open after the result
+	hangup    time.Duration // from the power-off command to the worker hanging up
 	malformed error
 }
 
@@ -102,9 +103,18 @@ func serveLogSession(t *testing.T, c net.Conn, keys protocol.KeyFunc, linger tim
 			break // the deadline
 		}
 	}
-	s.afterJob = time.Since(start) - s.resultIn
 	c.SetReadDeadline(time.Time{})
 	pc.Send(protocol.TypeCommand, protocol.Command{Action: protocol.CmdPowerOff})
+	off := time.Now()
+	// As mforch does, read on until the worker hangs up: the log it
+	// flushes on its way out.
+	for {
+		if _, err := read(time.Now().Add(5 * time.Second)); err != nil {
+			break
+		}
+	}
+	s.afterJob = time.Since(start) - s.resultIn
+	s.hangup = time.Since(off)
 	return s
 }
 
@@ -228,14 +238,19 @@ func TestLogFloodDoesNotSlowJob(t *testing.T) {
 	held, _ := ring.Len()
 	_, pending := ring.Take(0)
 
-	t.Logf("job result in %s without the flood, %s with %d kernel lines flooded (%d shipped in %d frames, %d bytes; %d dropped)",
-		base.resultIn, s.resultIn, added, s.lines, len(s.batches), s.bytes, s.dropped)
+	t.Logf("job result in %s without the flood, %s with %d kernel lines flooded (%d shipped in %d frames, %d bytes; %d dropped); hung up %s after power-off",
+		base.resultIn, s.resultIn, added, s.lines, len(s.batches), s.bytes, s.dropped, s.hangup)
 	if s.result.Result == nil {
 		t.Fatalf("no result under the flood: %+v", s.result)
 	}
 	// The job sleeps 300 ms: the flood must not hold its result back.
 	if s.resultIn > base.resultIn+500*time.Millisecond {
 		t.Errorf("result after %s under the flood, %s without", s.resultIn, base.resultIn)
+	}
+	// The worker waits for the lines it held at the end, not for the
+	// flood: it powers off as soon as without it.
+	if s.hangup > 250*time.Millisecond {
+		t.Errorf("the worker hung up %s after the power-off command under the flood", s.hangup)
 	}
 	elapsed := (s.resultIn + s.afterJob).Seconds()
 	if limit := float64(burst) + rate*elapsed + protocol.MaxLogBatch; float64(s.bytes) > limit {

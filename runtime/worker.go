@@ -302,11 +302,17 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 	}
 }
 
+// logFlushWait bounds how long the end of a session waits for the log
+// still held to go (a job done in microseconds would otherwise power the
+// worker off before its boot's log left).
+const logFlushWait = 500 * time.Millisecond
+
 // shipLogs starts sending w.Logs over the session, beside the jobs: the
 // shipper's sends take turns with the session's (protocol.Conn), a batch
 // at most protocol.MaxLogBatch bytes, at a bounded rate; lines that come
-// faster are dropped oldest first and counted. It returns what stops it
-// (nil: nothing to ship, or the orchestrator takes no log frames).
+// faster are dropped oldest first and counted. It returns what stops it,
+// after at most logFlushWait for what is held (nil: nothing to ship, or
+// the orchestrator takes no log frames).
 func (w *Worker) shipLogs(ctx context.Context, conn net.Conn, pc *protocol.Conn) func() {
 	if w.Logs == nil || !pc.Accepts(protocol.FeatureLog) {
 		return nil
@@ -327,9 +333,19 @@ func (w *Worker) shipLogs(ctx context.Context, conn net.Conn, pc *protocol.Conn)
 		s.Run(ctx)
 	}()
 	return func() {
-		cancel()
-		conn.Close() // a send stuck on a peer that stopped reading ends now
-		<-done
+		mark := w.Logs.Added()
+		for end := time.Now().Add(logFlushWait); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+			if w.Logs.Sent(mark) || ctx.Err() != nil {
+				break
+			}
+		}
+		cancel() // a frame being sent is finished, not cut
+		select {
+		case <-done:
+		case <-time.After(logFlushWait):
+			conn.Close() // a send stuck on a peer that stopped reading ends now
+			<-done
+		}
 	}
 }
 

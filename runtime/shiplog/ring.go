@@ -30,7 +30,8 @@ type Ring struct {
 	head, n  int
 	bytes    int
 	dropped  int // since the last Take
-	total    int // lines ever added, for tests and the final tally
+	total    int // lines ever added
+	out      int // lines ever taken or dropped from the ring
 	ready    chan struct{}
 }
 
@@ -68,6 +69,7 @@ func (r *Ring) Add(l protocol.LogLine) {
 
 func (r *Ring) popLocked() protocol.LogLine {
 	l := r.lines[r.head]
+	r.out++
 	r.lines[r.head] = protocol.LogLine{}
 	r.head = (r.head + 1) % r.maxLines
 	r.n--
@@ -115,6 +117,15 @@ func (r *Ring) Added() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.total
+}
+
+// Sent reports whether every line added before Added returned mark has
+// left the ring (taken to be sent, or dropped): a session's end waits for
+// the lines it held, not for a flood that keeps coming.
+func (r *Ring) Sent(mark int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.out >= mark
 }
 
 // Ready is signalled (without blocking the adder) when a line is added.

@@ -205,3 +205,24 @@ func TestWriterLines(t *testing.T) {
 		t.Errorf("lines = %+v", lines)
 	}
 }
+
+func TestRingSentMark(t *testing.T) {
+	r := NewRing(4, 1<<20)
+	for i := range 3 {
+		r.Add(line(i))
+	}
+	mark := r.Added()
+	if r.Sent(mark) {
+		t.Error("Sent before anything left")
+	}
+	r.Take(9) // one line
+	if r.Sent(mark) {
+		t.Error("Sent with two lines of the mark still held")
+	}
+	for i := range 4 { // a flood pushes the rest out
+		r.Add(line(10 + i))
+	}
+	if !r.Sent(mark) {
+		t.Error("the marked lines were dropped by newer ones: they are gone")
+	}
+}
