@@ -112,7 +112,8 @@ func (wc *workerConn) close() {
 // and bytes; accept errors are logged and retried.
 func (o *Orchestrator) Serve(ln net.Listener) error {
 	a := &protocol.Acceptor{Keys: protocol.ClusterKeys(o.cfg.Cluster.SecretBytes(), workerAddrs(o.cfg.Cluster)),
-		Handle: o.serveSession, HelloTimeout: helloTimeout, Log: o.log}
+		Handle: o.serveSession, HelloTimeout: helloTimeout, Log: o.log,
+		Accepts: []string{protocol.FeatureLog}} // serveSession reads log frames
 	return a.Serve(ln)
 }
 

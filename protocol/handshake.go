@@ -111,9 +111,6 @@ type Challenge struct {
 	Accepts []string `json:"accepts,omitempty"`
 }
 
-// ServerAccepts is what this orchestrator's challenge offers.
-var ServerAccepts = []string{FeatureLog}
-
 func validNonce(n string) bool {
 	b, err := hex.DecodeString(n)
 	return err == nil && len(b) == 16
@@ -196,14 +193,23 @@ func CheckAddr(remote net.Addr, want string) error {
 // ServerHandshake is the orchestrator's side: it sends a fresh challenge,
 // reads the hello (at most MaxHelloFrame), looks up the key of the worker
 // it names (keys checks the id and the address), and verifies the hello's
-// MAC. Only then does the Conn accept frames up to MaxFrame.
+// MAC. Only then does the Conn accept frames up to MaxFrame. Its
+// challenge offers no optional frame: the worker sends only what every
+// version takes (ServerHandshakeAccepts offers more).
 func ServerHandshake(rw io.ReadWriter, remote net.Addr, keys KeyFunc) (*Conn, Hello, error) {
+	return ServerHandshakeAccepts(rw, remote, keys, nil)
+}
+
+// ServerHandshakeAccepts is ServerHandshake whose challenge says the
+// caller takes the optional frames accepts (FeatureLog): it must then read
+// them wherever it reads the worker's frames.
+func ServerHandshakeAccepts(rw io.ReadWriter, remote net.Addr, keys KeyFunc, accepts []string) (*Conn, Hello, error) {
 	var h Hello
 	nonce, err := NewNonce()
 	if err != nil {
 		return nil, h, err
 	}
-	body, _ := json.Marshal(Challenge{Proto: Version, Nonce: nonce, Accepts: ServerAccepts})
+	body, _ := json.Marshal(Challenge{Proto: Version, Nonce: nonce, Accepts: accepts})
 	if err := writeFrame(rw, envelope{Type: TypeChallenge, Body: body}, nil); err != nil {
 		return nil, h, err
 	}

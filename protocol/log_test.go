@@ -11,9 +11,7 @@ import (
 // at once; every frame arrives whole and in sequence, and the worker knows
 // from the challenge whether log frames are taken.
 func TestLogFramesConcurrentSends(t *testing.T) {
-	for _, accepts := range [][]string{ServerAccepts, nil} {
-		old := ServerAccepts
-		ServerAccepts = accepts
+	for _, accepts := range [][]string{{FeatureLog}, nil} {
 		secret := []byte("0123456789abcdef0123456789abcdef")
 		key, _ := WorkerKey(secret, "w1")
 		a, b := net.Pipe()
@@ -23,7 +21,7 @@ func TestLogFramesConcurrentSends(t *testing.T) {
 		}
 		sc := make(chan srv, 1)
 		go func() {
-			pc, _, err := ServerHandshake(b, b.RemoteAddr(), ClusterKeys(secret, map[string]string{"w1": ""}))
+			pc, _, err := ServerHandshakeAccepts(b, b.RemoteAddr(), ClusterKeys(secret, map[string]string{"w1": ""}), accepts)
 			sc <- srv{pc, err}
 		}()
 		cc, err := ClientHandshake(a, key, Hello{WorkerID: "w1"})
@@ -31,7 +29,6 @@ func TestLogFramesConcurrentSends(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := <-sc
-		ServerAccepts = old
 		if s.err != nil {
 			t.Fatal(s.err)
 		}

@@ -48,10 +48,10 @@ type logSession struct {
 // serveLogSession is an orchestrator side: handshake, one job, the result
 // (log frames read whenever they come), then a while more of logs, then
 // power off.
-func serveLogSession(t *testing.T, c net.Conn, keys protocol.KeyFunc, linger time.Duration) *logSession {
+func serveLogSession(t *testing.T, c net.Conn, keys protocol.KeyFunc, accepts []string, linger time.Duration) *logSession {
 	defer c.Close()
 	s := &logSession{}
-	pc, _, err := protocol.ServerHandshake(c, c.RemoteAddr(), keys)
+	pc, _, err := protocol.ServerHandshakeAccepts(c, c.RemoteAddr(), keys, accepts)
 	if err != nil {
 		t.Errorf("orchestrator side: %v", err)
 		return s
@@ -120,7 +120,7 @@ func serveLogSession(t *testing.T, c net.Conn, keys protocol.KeyFunc, linger tim
 
 // runLogWorker runs one worker session against serveLogSession over
 // loopback TCP.
-func runLogWorker(t *testing.T, ring *shiplog.Ring, shipper *shiplog.Shipper, linger time.Duration) *logSession {
+func runLogWorker(t *testing.T, ring *shiplog.Ring, shipper *shiplog.Shipper, accepts []string, linger time.Duration) *logSession {
 	t.Helper()
 	secret := []byte("0123456789abcdef0123456789abcdef")
 	key, err := protocol.WorkerKey(secret, "vm0")
@@ -140,7 +140,7 @@ func runLogWorker(t *testing.T, ring *shiplog.Ring, shipper *shiplog.Shipper, li
 			got <- &logSession{}
 			return
 		}
-		got <- serveLogSession(t, c, keys, linger)
+		got <- serveLogSession(t, c, keys, accepts, linger)
 	}()
 	w := &Worker{Config: Config{ID: "vm0", Orch: ln.Addr().String(), Failsafe: 20 * time.Second}, Key: key,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Clock: func() float64 { return 1 },
@@ -159,17 +159,16 @@ func runLogWorker(t *testing.T, ring *shiplog.Ring, shipper *shiplog.Shipper, li
 func TestWorkerShipsLogs(t *testing.T) {
 	for _, accepts := range []bool{true, false} {
 		t.Run(fmt.Sprintf("accepts=%v", accepts), func(t *testing.T) {
-			if !accepts {
-				old := protocol.ServerAccepts
-				protocol.ServerAccepts = nil
-				defer func() { protocol.ServerAccepts = old }()
+			var offer []string
+			if accepts {
+				offer = []string{protocol.FeatureLog}
 			}
 			ring := shiplog.NewRing(0, 0)
 			ring.Add(protocol.LogLine{Source: protocol.LogKernel, Text: "[    0.000000] Linux version 6.1.0"})
 			mf := shiplog.NewWriter(ring, protocol.LogMfinit)
 			log := slog.New(slog.NewTextHandler(mf, nil))
 			log.Info("boot step done", "step", "network")
-			s := runLogWorker(t, ring, &shiplog.Shipper{Linger: time.Millisecond}, 200*time.Millisecond)
+			s := runLogWorker(t, ring, &shiplog.Shipper{Linger: time.Millisecond}, offer, 200*time.Millisecond)
 			if s.result.Result == nil || !strings.Contains(s.result.Log, functionSecret) {
 				t.Fatalf("result %+v: want the function's result and its stderr", s.result)
 			}
@@ -205,7 +204,8 @@ func TestWorkerShipsLogs(t *testing.T) {
 func TestLogFloodDoesNotSlowJob(t *testing.T) {
 	const rate, burst = 32 << 10, 32 << 10
 	shipper := &shiplog.Shipper{Rate: rate, Burst: burst, Linger: 5 * time.Millisecond}
-	base := runLogWorker(t, shiplog.NewRing(0, 0), shipper, 0)
+	logs := []string{protocol.FeatureLog}
+	base := runLogWorker(t, shiplog.NewRing(0, 0), shipper, logs, 0)
 
 	ring := shiplog.NewRing(0, 0)
 	stop := make(chan struct{})
@@ -232,7 +232,7 @@ func TestLogFloodDoesNotSlowJob(t *testing.T) {
 			}
 		}
 	}()
-	s := runLogWorker(t, ring, shipper, 500*time.Millisecond)
+	s := runLogWorker(t, ring, shipper, logs, 500*time.Millisecond)
 	close(stop)
 	added := <-flooded
 	held, _ := ring.Len()

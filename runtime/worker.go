@@ -231,6 +231,8 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 		return Outcome{protocol.CmdPowerOff, err.Error()}, again
 	}
 	conn.SetDeadline(time.Time{})
+	w.Log.Info("connected to the orchestrator", "addr", w.Config.Orch, "id", w.Config.ID,
+		"init_ms", w.Boot.InitMS, "network_ms", w.Boot.NetworkMS, "connected_ms", w.Boot.ConnectedMS)
 	if stop := w.shipLogs(ctx, conn, pc); stop != nil {
 		defer stop()
 	}
@@ -287,6 +289,10 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 				// Stopped from outside (the plug was pulled): no result.
 				return Outcome{protocol.CmdPowerOff, "stopped: " + context.Cause(ctx).Error()}, noRetry
 			}
+			// For the worker's log: what ran and how it ended, never what
+			// the function said (that goes back with the result only).
+			w.Log.Info("job done", "invocation", res.ID, "function", res.Function, "exec_ms", res.ExecMS,
+				"failed", res.Error != "", "timed_out", res.TimedOut)
 			conn.SetWriteDeadline(time.Now().Add(w.Config.Failsafe))
 			if err := pc.Send(protocol.TypeResult, res); err != nil {
 				return Outcome{protocol.CmdPowerOff, err.Error()}, noRetry
@@ -317,11 +323,10 @@ func (w *Worker) shipLogs(ctx context.Context, conn net.Conn, pc *protocol.Conn)
 	if w.Logs == nil || !pc.Accepts(protocol.FeatureLog) {
 		return nil
 	}
-	s := &shiplog.Shipper{}
-	if w.LogShipper != nil {
-		*s = *w.LogShipper
+	s := &shiplog.Shipper{Ring: w.Logs}
+	if t := w.LogShipper; t != nil {
+		s.Rate, s.Burst, s.Linger, s.Now, s.Sleep = t.Rate, t.Burst, t.Linger, t.Now, t.Sleep
 	}
-	s.Ring = w.Logs
 	s.Send = func(b protocol.LogBatch) error {
 		conn.SetWriteDeadline(time.Now().Add(w.Config.Failsafe))
 		return pc.Send(protocol.TypeLog, b)
@@ -334,6 +339,7 @@ func (w *Worker) shipLogs(ctx context.Context, conn net.Conn, pc *protocol.Conn)
 	}()
 	return func() {
 		mark := w.Logs.Added()
+		s.Flush()
 		for end := time.Now().Add(logFlushWait); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
 			if w.Logs.Sent(mark) || ctx.Err() != nil {
 				break

@@ -2,6 +2,7 @@ package shiplog
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/microfaas/microfaas/protocol"
@@ -36,8 +37,32 @@ type Shipper struct {
 	Now   func() time.Time
 	Sleep func(ctx context.Context, d time.Duration) error
 
-	tokens float64
-	last   time.Time
+	tokens  float64
+	last    time.Time
+	mu      sync.Mutex
+	flush   chan struct{} // closed by Flush
+	flushed bool
+}
+
+// Flush makes Run send what it holds without lingering from now on (the
+// session is ending). Safe to call from any goroutine, before or during Run.
+func (s *Shipper) Flush() {
+	ch := s.flushCh()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.flushed {
+		s.flushed = true
+		close(ch)
+	}
+}
+
+func (s *Shipper) flushCh() chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.flush == nil {
+		s.flush = make(chan struct{})
+	}
+	return s.flush
 }
 
 // Sent is what Run sent, for tests and the worker's last log line.
@@ -57,6 +82,7 @@ func (s *Shipper) Run(ctx context.Context) (Sent, error) {
 	batch := min(float64(protocol.MaxLogBatch), rate/4, burst)
 	s.tokens, s.last = burst, s.now()
 	var sent Sent
+	flush := s.flushCh()
 	for {
 		if n, _ := s.Ring.Len(); n == 0 {
 			select {
@@ -64,8 +90,12 @@ func (s *Shipper) Run(ctx context.Context) (Sent, error) {
 			case <-ctx.Done():
 				return sent, ctx.Err()
 			}
-			if err := s.sleep(ctx, linger); err != nil {
-				return sent, err
+			select {
+			case <-flush:
+			default:
+				if err := s.sleep(ctx, linger); err != nil {
+					return sent, err
+				}
 			}
 		}
 		// Refill, and wait while the budget is spent.

@@ -226,3 +226,25 @@ func TestRingSentMark(t *testing.T) {
 		t.Error("the marked lines were dropped by newer ones: they are gone")
 	}
 }
+
+// TestShipperFlush: once flushed, a batch goes without lingering.
+func TestShipperFlush(t *testing.T) {
+	for _, flush := range []bool{false, true} {
+		clk := &fakeClock{t: time.Unix(0, 0)}
+		r := NewRing(100, 1<<20)
+		ctx, cancel := context.WithCancel(context.Background())
+		var lingered time.Duration
+		s := &Shipper{Ring: r, Linger: time.Second, Now: clk.now,
+			Sleep: func(ctx context.Context, d time.Duration) error { lingered += d; return clk.sleep(ctx, d) },
+			Send:  func(protocol.LogBatch) error { cancel(); return nil }}
+		if flush {
+			s.Flush()
+			s.Flush() // twice is fine
+		}
+		go r.Add(line(1))
+		s.Run(ctx)
+		if want := map[bool]time.Duration{false: time.Second, true: 0}[flush]; lingered != want {
+			t.Errorf("flush %v: lingered %s, want %s", flush, lingered, want)
+		}
+	}
+}
