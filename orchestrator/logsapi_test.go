@@ -99,3 +99,24 @@ func TestWorkerLogsLinkedFromInvocation(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreKeepsLogLink: an invocation read back from the store still links
+// its boot's log (GET /invocations/{id} after a restart).
+func TestStoreKeepsLogLink(t *testing.T) {
+	s, err := OpenBoltStore(filepath.Join(t.TempDir(), "queue.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	inv := &Invocation{ID: "n1", Function: "f", Worker: "bbb3", LogBoot: 7, Queued: time.Now(), Finished: time.Now()}
+	if err := s.Commit([]StoreWrite{{Invocation: inv, Finished: true}}); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := s.Get("n1")
+	if err != nil || !ok || got.LogBoot != 7 {
+		t.Fatalf("read back: %v %v, log boot %d", ok, err, got.LogBoot)
+	}
+	if l := Response(got).WorkerLog; l == nil || *l != (LogLink{Worker: "bbb3", Boot: 7, Path: "/workers/bbb3/logs?boot=7"}) {
+		t.Errorf("worker_log %+v", l)
+	}
+}

@@ -1,6 +1,7 @@
 package orchestrator_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/microfaas/microfaas/e2e/qemutest"
 	"github.com/microfaas/microfaas/orchestrator"
+	"github.com/microfaas/microfaas/orchestrator/httpguard"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/workerlog"
 )
@@ -76,5 +78,25 @@ func TestQEMUWorkerLogShipped(t *testing.T) {
 		strings.Count(ch.Text, "\nmfinit | "), strings.Count(ch.Text, "console | "))
 	if strings.Contains(ch.Text, "lines dropped") {
 		t.Errorf("a quiet boot's log should fit the worker's buffer and burst:\n%s", ch.Text)
+	}
+	// As mforch logs --invocation ID reads it: over HTTP, through the
+	// guard mforch serve puts on every route, with and without credentials.
+	srv := httptest.NewServer(httpguard.Wrap(api, httpguard.Config{Open: []string{"/healthz"}, User: "admin", Password: "qemu-test-pw-0123"}))
+	defer srv.Close()
+	for _, creds := range []string{"admin:qemu-test-pw-0123@", ""} {
+		ep, err := httpguard.NewEndpoint(strings.Replace(srv.URL, "http://", "http://"+creds, 1), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := orchestrator.FetchLogs(context.Background(), srv.Client(), ep, orchestrator.LogQuery{Invocation: inv.ID})
+		if creds == "" {
+			if err == nil || !strings.Contains(err.Error(), "401") {
+				t.Errorf("without credentials: %v, want 401", err)
+			}
+			continue
+		}
+		if err != nil || got.Boot != 1 || !strings.Contains(got.Text, "Linux version") {
+			t.Errorf("FetchLogs: %v, boot %d", err, got.Boot)
+		}
 	}
 }
