@@ -90,12 +90,8 @@ func (s *Shipper) Run(ctx context.Context) (Sent, error) {
 			case <-ctx.Done():
 				return sent, ctx.Err()
 			}
-			select {
-			case <-flush:
-			default:
-				if err := s.sleep(ctx, linger); err != nil {
-					return sent, err
-				}
+			if err := s.linger(ctx, flush, linger); err != nil {
+				return sent, err
 			}
 		}
 		// Refill, and wait while the budget is spent.
@@ -142,6 +138,28 @@ func (s *Shipper) now() time.Time {
 		return s.Now()
 	}
 	return time.Now()
+}
+
+// linger waits d for more lines, or until Flush.
+func (s *Shipper) linger(ctx context.Context, flush <-chan struct{}, d time.Duration) error {
+	select {
+	case <-flush:
+		return nil
+	default:
+	}
+	if s.Sleep != nil {
+		return s.Sleep(ctx, d)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-flush:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (s *Shipper) sleep(ctx context.Context, d time.Duration) error {

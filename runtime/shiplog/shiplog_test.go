@@ -248,3 +248,21 @@ func TestShipperFlush(t *testing.T) {
 		}
 	}
 }
+
+// TestShipperFlushEndsLinger: a Flush during the linger sends at once.
+func TestShipperFlushEndsLinger(t *testing.T) {
+	r := NewRing(100, 1<<20)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sent := make(chan struct{}, 1)
+	s := &Shipper{Ring: r, Linger: time.Hour, Send: func(protocol.LogBatch) error { sent <- struct{}{}; return nil }}
+	go s.Run(ctx)
+	r.Add(line(1))
+	time.Sleep(20 * time.Millisecond) // Run is lingering by now
+	s.Flush()
+	select {
+	case <-sent:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Flush did not end an hour's linger")
+	}
+}
