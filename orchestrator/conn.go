@@ -112,8 +112,11 @@ func (wc *workerConn) close() {
 // and bytes; accept errors are logged and retried.
 func (o *Orchestrator) Serve(ln net.Listener) error {
 	a := &protocol.Acceptor{Keys: protocol.ClusterKeys(o.cfg.Cluster.SecretBytes(), workerAddrs(o.cfg.Cluster)),
-		Handle: o.serveSession, HelloTimeout: helloTimeout, Log: o.log,
-		Accepts: []string{protocol.FeatureLog}} // serveSession reads log frames
+		Handle: o.serveSession, HelloTimeout: helloTimeout, Log: o.log}
+	if o.cfg.WorkerLogs != nil {
+		// Workers ship their logs only to an orchestrator that keeps them.
+		a.Accepts = []string{protocol.FeatureLog}
+	}
 	return a.Serve(ln)
 }
 

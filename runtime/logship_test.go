@@ -42,6 +42,7 @@ type logSession struct {
 	resultIn  time.Duration // job sent to result received
 	afterJob  time.Duration // how long the session stayed open after the result
 	hangup    time.Duration // from the power-off command to the worker hanging up
+	duringJob int           // log frames between the job and its result
 	malformed error
 }
 
@@ -95,6 +96,7 @@ func serveLogSession(t *testing.T, c net.Conn, keys protocol.KeyFunc, accepts []
 		if done {
 			break
 		}
+		s.duringJob++
 	}
 	s.resultIn = time.Since(start)
 	end := time.Now().Add(linger)
@@ -243,7 +245,11 @@ func TestLogFloodDoesNotSlowJob(t *testing.T) {
 	if s.result.Result == nil {
 		t.Fatalf("no result under the flood: %+v", s.result)
 	}
-	// The job sleeps 300 ms: the flood must not hold its result back.
+	// The job sleeps 300 ms: the flood must not hold its result back, and
+	// the worker holds its log while the job runs.
+	if s.duringJob > 0 {
+		t.Errorf("%d log frames came between the job and its result", s.duringJob)
+	}
 	if s.resultIn > base.resultIn+500*time.Millisecond {
 		t.Errorf("result after %s under the flood, %s without", s.resultIn, base.resultIn)
 	}

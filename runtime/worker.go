@@ -11,6 +11,7 @@ import (
 	"os"
 	goruntime "runtime"
 	"runtime/debug"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -233,8 +234,18 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 	conn.SetDeadline(time.Time{})
 	w.Log.Info("connected to the orchestrator", "addr", w.Config.Orch, "id", w.Config.ID,
 		"init_ms", w.Boot.InitMS, "network_ms", w.Boot.NetworkMS, "connected_ms", w.Boot.ConnectedMS)
-	if stop := w.shipLogs(ctx, conn, pc); stop != nil {
-		defer stop()
+	ship, stopShip := w.shipLogs(ctx, conn, pc)
+	var jobs atomic.Int32
+	if stopShip != nil {
+		defer stopShip()
+		// The first job usually follows the hello at once: the log waits
+		// for its result, unless none comes soon (a worker kept ready).
+		idle := time.AfterFunc(logIdleStart, func() {
+			if jobs.Load() == 0 {
+				ship.Release()
+			}
+		})
+		defer idle.Stop()
 	}
 	if w.Connected != nil && !w.connectedRan {
 		w.connectedRan = true
@@ -274,6 +285,10 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 				return Outcome{protocol.CmdPowerOff, fmt.Sprintf("unknown command %q", c.Action)}, noRetry
 			}
 		case protocol.TypeJob:
+			jobs.Add(1)
+			if ship != nil {
+				ship.Hold() // the job has the worker to itself; its log waits
+			}
 			var job protocol.Job
 			res := protocol.Result{}
 			if err := json.Unmarshal(body, &job); err != nil {
@@ -297,6 +312,9 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 			if err := pc.Send(protocol.TypeResult, res); err != nil {
 				return Outcome{protocol.CmdPowerOff, err.Error()}, noRetry
 			}
+			if ship != nil {
+				ship.Release()
+			}
 			if res.TimedOut {
 				// The overrunning function may still hold the CPU; only a
 				// reboot gives the next job a clean worker.
@@ -308,20 +326,25 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 	}
 }
 
+// logIdleStart is how long a session's log waits for a first job before it
+// is sent anyway.
+const logIdleStart = 100 * time.Millisecond
+
 // logFlushWait bounds how long the end of a session waits for the log
 // still held to go (a job done in microseconds would otherwise power the
 // worker off before its boot's log left).
 const logFlushWait = 500 * time.Millisecond
 
-// shipLogs starts sending w.Logs over the session, beside the jobs: the
-// shipper's sends take turns with the session's (protocol.Conn), a batch
-// at most protocol.MaxLogBatch bytes, at a bounded rate; lines that come
-// faster are dropped oldest first and counted. It returns what stops it,
-// after at most logFlushWait for what is held (nil: nothing to ship, or
-// the orchestrator takes no log frames).
-func (w *Worker) shipLogs(ctx context.Context, conn net.Conn, pc *protocol.Conn) func() {
+// shipLogs starts sending w.Logs over the session, between the jobs (the
+// session holds the shipper while a job runs): the shipper's sends take
+// turns with the session's (protocol.Conn), a batch at most
+// protocol.MaxLogBatch bytes, at a bounded rate; lines that come faster
+// are dropped oldest first and counted. It returns the shipper and what
+// stops it, after at most logFlushWait for what is held (nil: nothing to
+// ship, or the orchestrator takes no log frames).
+func (w *Worker) shipLogs(ctx context.Context, conn net.Conn, pc *protocol.Conn) (*shiplog.Shipper, func()) {
 	if w.Logs == nil || !pc.Accepts(protocol.FeatureLog) {
-		return nil
+		return nil, nil
 	}
 	s := &shiplog.Shipper{Ring: w.Logs}
 	if t := w.LogShipper; t != nil {
@@ -331,14 +354,16 @@ func (w *Worker) shipLogs(ctx context.Context, conn net.Conn, pc *protocol.Conn)
 		conn.SetWriteDeadline(time.Now().Add(w.Config.Failsafe))
 		return pc.Send(protocol.TypeLog, b)
 	}
+	s.Hold() // until the first result, or logIdleStart without a job (session)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		s.Run(ctx)
 	}()
-	return func() {
+	return s, func() {
 		mark := w.Logs.Added()
+		s.Release()
 		s.Flush()
 		for end := time.Now().Add(logFlushWait); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
 			if w.Logs.Sent(mark) || ctx.Err() != nil {

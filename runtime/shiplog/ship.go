@@ -42,6 +42,48 @@ type Shipper struct {
 	mu      sync.Mutex
 	flush   chan struct{} // closed by Flush
 	flushed bool
+	held    bool
+	release chan struct{} // closed by Release while held
+}
+
+// Hold stops sending (after a batch under way) until Release: a worker
+// holds its log while it runs a job, so that shipping never takes the CPU
+// or the link from one; what is logged meanwhile waits in the Ring.
+func (s *Shipper) Hold() {
+	s.mu.Lock()
+	s.held = true
+	s.mu.Unlock()
+}
+
+// Release lets a held Shipper send again.
+func (s *Shipper) Release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held = false
+	if s.release != nil {
+		close(s.release)
+		s.release = nil
+	}
+}
+
+// released waits while the Shipper is held.
+func (s *Shipper) released(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.held {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.release == nil {
+		s.release = make(chan struct{})
+	}
+	ch := s.release
+	s.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Flush makes Run send what it holds without lingering from now on (the
@@ -93,6 +135,9 @@ func (s *Shipper) Run(ctx context.Context) (Sent, error) {
 			if err := s.linger(ctx, flush, linger); err != nil {
 				return sent, err
 			}
+		}
+		if err := s.released(ctx); err != nil {
+			return sent, err
 		}
 		// Refill, and wait while the budget is spent.
 		now := s.now()
