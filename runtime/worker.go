@@ -242,7 +242,7 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 		// for its result, unless none comes soon (a worker kept ready).
 		idle := time.AfterFunc(logIdleStart, func() {
 			if jobs.Load() == 0 {
-				ship.Release()
+				w.Logs.Release()
 			}
 		})
 		defer idle.Stop()
@@ -287,7 +287,7 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 		case protocol.TypeJob:
 			jobs.Add(1)
 			if ship != nil {
-				ship.Hold() // the job has the worker to itself; its log waits
+				w.Logs.Hold() // the job has the worker to itself; its log waits
 			}
 			var job protocol.Job
 			res := protocol.Result{}
@@ -313,7 +313,7 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 				return Outcome{protocol.CmdPowerOff, err.Error()}, noRetry
 			}
 			if ship != nil {
-				ship.Release()
+				w.Logs.Release()
 			}
 			if res.TimedOut {
 				// The overrunning function may still hold the CPU; only a
@@ -354,7 +354,7 @@ func (w *Worker) shipLogs(ctx context.Context, conn net.Conn, pc *protocol.Conn)
 		conn.SetWriteDeadline(time.Now().Add(w.Config.Failsafe))
 		return pc.Send(protocol.TypeLog, b)
 	}
-	s.Hold() // until the first result, or logIdleStart without a job (session)
+	w.Logs.Hold() // until the first result, or logIdleStart without a job (session)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -363,7 +363,7 @@ func (w *Worker) shipLogs(ctx context.Context, conn net.Conn, pc *protocol.Conn)
 	}()
 	return s, func() {
 		mark := w.Logs.Added()
-		s.Release()
+		w.Logs.Release()
 		s.Flush()
 		for end := time.Now().Add(logFlushWait); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
 			if w.Logs.Sent(mark) || ctx.Err() != nil {

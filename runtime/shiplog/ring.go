@@ -7,6 +7,7 @@
 package shiplog
 
 import (
+	"context"
 	"sync"
 
 	"github.com/microfaas/microfaas/protocol"
@@ -33,6 +34,55 @@ type Ring struct {
 	total    int // lines ever added
 	out      int // lines ever taken or dropped from the ring
 	ready    chan struct{}
+	held     bool
+	release  chan struct{} // closed by Release while held
+}
+
+// Hold pauses the log's way out until Release: the Shipper sends nothing
+// (after a batch under way) and ReadKmsg reads nothing (the kernel keeps
+// what comes meanwhile, overwriting its oldest records when its buffer is
+// full, and the reader counts those it lost). A worker holds its log while
+// it runs a job, so that neither takes the CPU or the link from the job.
+// Lines still go into the ring meanwhile (mfinit's own, rare).
+func (r *Ring) Hold() {
+	r.mu.Lock()
+	r.held = true
+	r.mu.Unlock()
+}
+
+// Release ends a Hold.
+func (r *Ring) Release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.held = false
+	if r.release != nil {
+		close(r.release)
+		r.release = nil
+	}
+}
+
+// released waits while the ring is held (nil ctx: for good).
+func (r *Ring) released(ctx context.Context) error {
+	r.mu.Lock()
+	if !r.held {
+		r.mu.Unlock()
+		return nil
+	}
+	if r.release == nil {
+		r.release = make(chan struct{})
+	}
+	ch := r.release
+	r.mu.Unlock()
+	if ctx == nil {
+		<-ch
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // NewRing returns a ring of at most maxLines lines and maxBytes bytes

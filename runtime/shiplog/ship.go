@@ -21,8 +21,9 @@ const (
 )
 
 // Shipper sends what its Ring holds in batches (protocol.LogBatch), at
-// most Rate bytes a second after a Burst. It never holds the Ring's lock
-// while it sends, so adders never wait for the connection.
+// most Rate bytes a second after a Burst, and nothing while the Ring is
+// held. It never holds the Ring's lock while it sends, so adders never
+// wait for the connection.
 type Shipper struct {
 	Ring *Ring
 	// Send writes one log frame; its error ends Run.
@@ -42,48 +43,6 @@ type Shipper struct {
 	mu      sync.Mutex
 	flush   chan struct{} // closed by Flush
 	flushed bool
-	held    bool
-	release chan struct{} // closed by Release while held
-}
-
-// Hold stops sending (after a batch under way) until Release: a worker
-// holds its log while it runs a job, so that shipping never takes the CPU
-// or the link from one; what is logged meanwhile waits in the Ring.
-func (s *Shipper) Hold() {
-	s.mu.Lock()
-	s.held = true
-	s.mu.Unlock()
-}
-
-// Release lets a held Shipper send again.
-func (s *Shipper) Release() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.held = false
-	if s.release != nil {
-		close(s.release)
-		s.release = nil
-	}
-}
-
-// released waits while the Shipper is held.
-func (s *Shipper) released(ctx context.Context) error {
-	s.mu.Lock()
-	if !s.held {
-		s.mu.Unlock()
-		return nil
-	}
-	if s.release == nil {
-		s.release = make(chan struct{})
-	}
-	ch := s.release
-	s.mu.Unlock()
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // Flush makes Run send what it holds without lingering from now on (the
@@ -136,7 +95,7 @@ func (s *Shipper) Run(ctx context.Context) (Sent, error) {
 				return sent, err
 			}
 		}
-		if err := s.released(ctx); err != nil {
+		if err := s.Ring.released(ctx); err != nil {
 			return sent, err
 		}
 		// Refill, and wait while the budget is spent.

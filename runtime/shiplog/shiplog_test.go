@@ -266,3 +266,66 @@ func TestShipperFlushEndsLinger(t *testing.T) {
 		t.Fatal("Flush did not end an hour's linger")
 	}
 }
+
+// signalReader is a kmsg source that reports each read.
+type signalReader struct {
+	kmsgReader
+	reads chan struct{}
+}
+
+func (s *signalReader) Read(p []byte) (int, error) {
+	s.reads <- struct{}{}
+	return s.kmsgReader.Read(p)
+}
+
+// TestReadKmsgHeld: a held ring's kernel log reader reads nothing (the job
+// has the CPU); on Release it goes on, and what the kernel overwrote
+// meanwhile counts as dropped.
+func TestReadKmsgHeld(t *testing.T) {
+	r := NewRing(100, 1<<20)
+	r.Hold()
+	src := &signalReader{kmsgReader: kmsgReader{recs: []any{"6,0,1,-;before\n", "6,40,2,-;after 39 overwritten\n"}}, reads: make(chan struct{}, 10)}
+	done := make(chan error, 1)
+	go func() { done <- ReadKmsg(src, r) }()
+	select {
+	case <-src.reads:
+		t.Fatal("read /dev/kmsg while held")
+	case <-time.After(50 * time.Millisecond):
+	}
+	r.Release()
+	if err := <-done; !errors.Is(err, io.EOF) {
+		t.Fatal(err)
+	}
+	lines, dropped := r.Take(1 << 20)
+	if len(lines) != 2 || dropped != 39 {
+		t.Errorf("%d lines, %d dropped; want 2 and 39", len(lines), dropped)
+	}
+}
+
+// TestShipperHold: nothing goes while the ring is held; what waited goes
+// on Release.
+func TestShipperHold(t *testing.T) {
+	r := NewRing(100, 1<<20)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sent := make(chan int, 10)
+	s := &Shipper{Ring: r, Linger: time.Millisecond, Send: func(b protocol.LogBatch) error { sent <- len(b.Lines); return nil }}
+	r.Hold()
+	go s.Run(ctx)
+	r.Add(line(1))
+	r.Add(line(2))
+	select {
+	case n := <-sent:
+		t.Fatalf("sent %d lines while held", n)
+	case <-time.After(100 * time.Millisecond):
+	}
+	r.Release()
+	select {
+	case n := <-sent:
+		if n != 2 {
+			t.Errorf("sent %d lines on release, want the 2 held", n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing sent after Release")
+	}
+}

@@ -17,12 +17,14 @@ const KmsgPath = "/dev/kmsg"
 
 // ReadKmsg reads /dev/kmsg records from r into ring until r fails (it
 // blocks for new records once it has read the old ones: run it in its own
-// goroutine). Records the kernel overwrote before they were read (EPIPE,
-// or a gap in their sequence numbers) are counted as dropped.
+// goroutine), and reads none while the ring is held. Records the kernel
+// overwrote before they were read (EPIPE, or a gap in their sequence
+// numbers) are counted as dropped.
 func ReadKmsg(r io.Reader, ring *Ring) error {
 	buf := make([]byte, 8192) // a record is at most 1 KiB of text plus its dictionary
 	next := int64(-1)
 	for {
+		ring.released(nil)
 		n, err := r.Read(buf)
 		if errors.Is(err, syscall.EPIPE) {
 			continue // the next read returns the oldest record still held; the gap counts it
