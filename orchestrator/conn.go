@@ -192,6 +192,10 @@ func (o *Orchestrator) serveSession(c net.Conn, pc *protocol.Conn, h protocol.He
 				lost(fmt.Errorf("malformed log frame: %w", err))
 				return
 			}
+			if err := lb.Check(); err != nil {
+				lost(fmt.Errorf("worker %s: %w", h.WorkerID, err))
+				return
+			}
 			logs.WriteBatch(lb)
 		case protocol.TypeBundleRequest:
 			var req protocol.BundleRequest

@@ -120,3 +120,39 @@ func TestStoreKeepsLogLink(t *testing.T) {
 		t.Errorf("worker_log %+v", l)
 	}
 }
+
+// TestOversizedLogFrameCutsWorkerOff: a worker whose log frame is over the
+// bounds (a compromised one, flooding mforch) is cut off like any worker
+// that speaks wrongly, and nothing of the frame is kept.
+func TestOversizedLogFrameCutsWorkerOff(t *testing.T) {
+	book, err := workerlog.Open(filepath.Join(t.TempDir(), "boots"), workerlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := protocol.LogBatch{}
+	for range protocol.MaxLogBatch/protocol.MaxLogLine + 1 {
+		big.Lines = append(big.Lines, protocol.LogLine{Source: protocol.LogKernel, Text: strings.Repeat("x", protocol.MaxLogLine)})
+	}
+	o, _, logs := startScripted(t, Config{WorkerLogs: book, MaxAttempts: 1}, func(pc *protocol.Conn, job protocol.Job) protocol.Result {
+		if !pc.Accepts(protocol.FeatureLog) {
+			t.Error("mforch with worker logs did not offer log frames")
+		}
+		pc.Send(protocol.TypeLog, big)
+		return protocol.Result{Result: json.RawMessage(`"late"`)}
+	})
+	inv, err := o.Submit("anything", json.RawMessage(`{}`), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-inv.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("invocation did not finish")
+	}
+	if inv.Err == nil || !strings.Contains(logs.String(), "log frame over its bounds") {
+		t.Errorf("invocation err %v; log:\n%s", inv.Err, logs.String())
+	}
+	if c, err := book.Read("vm0", 0, 0); err == nil && strings.Contains(c.Text, "xxxx") {
+		t.Errorf("the oversized frame was kept: %d bytes", len(c.Text))
+	}
+}

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"encoding/json"
+	"errors"
 	"net"
 	"sync"
 	"testing"
@@ -67,5 +68,32 @@ func TestLogFramesConcurrentSends(t *testing.T) {
 		}
 		a.Close()
 		b.Close()
+	}
+}
+
+func TestLogBatchCheck(t *testing.T) {
+	line := func(n int) LogLine { return LogLine{Source: LogKernel, Text: string(make([]byte, n))} }
+	many := func(n, size int) []LogLine {
+		var ls []LogLine
+		for range n {
+			ls = append(ls, line(size))
+		}
+		return ls
+	}
+	for _, tc := range []struct {
+		name string
+		b    LogBatch
+		ok   bool
+	}{
+		{"empty", LogBatch{}, true},
+		{"at the bounds", LogBatch{Lines: many(MaxLogBatch/MaxLogLine, MaxLogLine), Dropped: 5}, true},
+		{"a long line", LogBatch{Lines: []LogLine{line(MaxLogLine + 1)}}, false},
+		{"too much text", LogBatch{Lines: many(MaxLogBatch/MaxLogLine+1, MaxLogLine)}, false},
+		{"too many lines", LogBatch{Lines: many(MaxLogLines+1, 0)}, false},
+		{"negative drops", LogBatch{Dropped: -1}, false},
+	} {
+		if err := tc.b.Check(); (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrLogBatch)) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
 	}
 }

@@ -63,12 +63,36 @@ const (
 const FeatureLog = "log"
 
 // Log frames are bounded on both sides: a batch holds at most
-// MaxLogBatch bytes of text in lines of at most MaxLogLine bytes (longer
-// lines are cut), far under MaxFrame.
+// MaxLogBatch bytes of text in at most MaxLogLines lines of at most
+// MaxLogLine bytes (longer lines are cut), far under MaxFrame.
 const (
 	MaxLogBatch = 16 << 10
 	MaxLogLine  = 1 << 10
+	MaxLogLines = 4096
 )
+
+// ErrLogBatch means a log frame was over its bounds: its worker is cut off.
+var ErrLogBatch = errors.New("log frame over its bounds")
+
+// Check returns ErrLogBatch (wrapped) if b is over the bounds.
+func (b LogBatch) Check() error {
+	size := 0
+	for _, l := range b.Lines {
+		if len(l.Text) > MaxLogLine {
+			return fmt.Errorf("%w: a line of %d bytes (at most %d)", ErrLogBatch, len(l.Text), MaxLogLine)
+		}
+		size += len(l.Text)
+	}
+	switch {
+	case len(b.Lines) > MaxLogLines:
+		return fmt.Errorf("%w: %d lines (at most %d)", ErrLogBatch, len(b.Lines), MaxLogLines)
+	case size > MaxLogBatch:
+		return fmt.Errorf("%w: %d bytes of text (at most %d)", ErrLogBatch, size, MaxLogBatch)
+	case b.Dropped < 0:
+		return fmt.Errorf("%w: %d lines dropped", ErrLogBatch, b.Dropped)
+	}
+	return nil
+}
 
 // Sources of log lines.
 const (

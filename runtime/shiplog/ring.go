@@ -127,14 +127,14 @@ func (r *Ring) popLocked() protocol.LogLine {
 	return l
 }
 
-// Take removes the oldest lines, as many as fit in maxBytes of text (at
-// least one, if any is held), and returns them with the count of lines
-// dropped since the last Take.
+// Take removes the oldest lines, as many as fit in maxBytes of text and
+// protocol.MaxLogLines lines (at least one, if any is held), and returns
+// them with the count of lines dropped since the last Take.
 func (r *Ring) Take(maxBytes int) (lines []protocol.LogLine, dropped int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	size := 0
-	for r.n > 0 {
+	for r.n > 0 && len(lines) < protocol.MaxLogLines {
 		next := len(r.lines[r.head].Text)
 		if len(lines) > 0 && size+next > maxBytes {
 			break
