@@ -100,3 +100,28 @@ func TestQEMUWorkerLogShipped(t *testing.T) {
 		}
 	}
 }
+
+// TestQEMUBootWithoutSessionKeepsConsole: a boot that never connects (here
+// its kernel finds no init and panics) has no shipped log, but its boot's
+// log still shows the console mforch captured: why it never came.
+func TestQEMUBootWithoutSessionKeepsConsole(t *testing.T) {
+	book, err := workerlog.Open(filepath.Join(t.TempDir(), "boots"), workerlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := qemutest.Start(t, qemutest.Options{Workers: 1, Worker: qemuWorker(t),
+		QEMU:   power.QEMUConfig{Console: book.Console, Cmdline: "rdinit=/nonexistent"},
+		Config: orchestrator.Config{WorkerLogs: book, MaxAttempts: 1, MaxBootFailures: 1}})
+	inv := c.Invoke(t, orchestrator.JobSpec{Function: "cascading_md5", Args: json.RawMessage(`{"data":"x","rounds":1}`), Timeout: time.Minute})
+	if inv.Err == nil || inv.LogBoot != 0 {
+		t.Fatalf("invocation on a worker that cannot boot: err %v, log boot %d", inv.Err, inv.LogBoot)
+	}
+	ch, err := book.Read("vm0", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch.Boot != 1 || !strings.Contains(ch.Text, "console | ") || !strings.Contains(ch.Text, "No working init found") ||
+		strings.Contains(ch.Text, "kernel | ") || strings.Contains(ch.Text, "mfinit | ") {
+		t.Errorf("boot %d of a worker that never connected:\n%s", ch.Boot, ch.Text)
+	}
+}
