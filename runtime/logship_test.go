@@ -280,3 +280,51 @@ func TestLogFloodDoesNotSlowJob(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkerShipsLogsWithoutJob: a worker given no job (kept ready) sends
+// its log after logIdleStart, without waiting for one.
+func TestWorkerShipsLogsWithoutJob(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	key, _ := protocol.WorkerKey(secret, "vm0")
+	keys := protocol.ClusterKeys(secret, map[string]string{"vm0": ""})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	first := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			first <- err.Error()
+			return
+		}
+		defer c.Close()
+		pc, _, err := protocol.ServerHandshakeAccepts(c, c.RemoteAddr(), keys, []string{protocol.FeatureLog})
+		if err != nil {
+			first <- err.Error()
+			return
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		typ, _, err := pc.Receive()
+		if err != nil {
+			typ = err.Error()
+		}
+		first <- typ
+		c.SetReadDeadline(time.Time{})
+		pc.Send(protocol.TypeCommand, protocol.Command{Action: protocol.CmdPowerOff})
+		io.Copy(io.Discard, c)
+	}()
+	ring := shiplog.NewRing(0, 0)
+	ring.Add(protocol.LogLine{Source: protocol.LogKernel, Text: "[    0.000000] Linux version"})
+	w := &Worker{Config: Config{ID: "vm0", Orch: ln.Addr().String(), Failsafe: 20 * time.Second}, Key: key,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Clock: func() float64 { return 1 }, Logs: ring}
+	start := time.Now()
+	go w.Run(context.Background())
+	if got := <-first; got != protocol.TypeLog {
+		t.Fatalf("first frame after the hello: %s, want a log frame", got)
+	}
+	if d := time.Since(start); d < logIdleStart {
+		t.Errorf("log sent %s after start: before logIdleStart (%s) without a job", d, logIdleStart)
+	}
+}

@@ -11,7 +11,7 @@ import (
 	"os"
 	goruntime "runtime"
 	"runtime/debug"
-	"sync/atomic"
+	"sync"
 	"syscall"
 	"time"
 
@@ -57,10 +57,11 @@ type Worker struct {
 	Bundles *Bundles
 	// Logs, if set, holds the worker's own log (kernel and mfinit lines):
 	// each session ships it to an orchestrator that accepts log frames, in
-	// its own goroutine, rate-limited (runtime/shiplog). Nil: none sent.
+	// its own goroutine, rate-limited, and holds it while a job runs
+	// (runtime/shiplog). Nil: none sent.
 	Logs *shiplog.Ring
-	// LogShipper, if set, tunes the shipping (tests); its Ring and Send
-	// are the session's.
+	// LogShipper, if set, tunes the shipping (tests): its Rate, Burst,
+	// Linger, Now and Sleep are used.
 	LogShipper *shiplog.Shipper
 
 	connectedRan bool
@@ -235,13 +236,16 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 	w.Log.Info("connected to the orchestrator", "addr", w.Config.Orch, "id", w.Config.ID,
 		"init_ms", w.Boot.InitMS, "network_ms", w.Boot.NetworkMS, "connected_ms", w.Boot.ConnectedMS)
 	ship, stopShip := w.shipLogs(ctx, conn, pc)
-	var jobs atomic.Int32
+	var gate sync.Mutex // orders the idle release below and a job's hold
+	jobs := 0
 	if stopShip != nil {
 		defer stopShip()
 		// The first job usually follows the hello at once: the log waits
 		// for its result, unless none comes soon (a worker kept ready).
 		idle := time.AfterFunc(logIdleStart, func() {
-			if jobs.Load() == 0 {
+			gate.Lock()
+			defer gate.Unlock()
+			if jobs == 0 {
 				w.Logs.Release()
 			}
 		})
@@ -285,10 +289,12 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 				return Outcome{protocol.CmdPowerOff, fmt.Sprintf("unknown command %q", c.Action)}, noRetry
 			}
 		case protocol.TypeJob:
-			jobs.Add(1)
+			gate.Lock()
+			jobs++
 			if ship != nil {
 				w.Logs.Hold() // the job has the worker to itself; its log waits
 			}
+			gate.Unlock()
 			var job protocol.Job
 			res := protocol.Result{}
 			if err := json.Unmarshal(body, &job); err != nil {
