@@ -29,6 +29,9 @@ type InvokeResponse struct {
 	HTTP *protocol.HTTPResponse `json:"http,omitempty"`
 	// Log is the tail of the function's stderr for this call.
 	Log string `json:"log,omitempty"`
+	// WorkerLog links the log of the worker boot that ran it (its kernel
+	// and mfinit lines, its console), when mforch keeps worker logs.
+	WorkerLog *LogLink `json:"worker_log,omitempty"`
 	// Energy is set once the invocation's energy is final (mforch with a
 	// meter; docs/energy.md).
 	Energy *InvocationEnergy `json:"energy,omitempty"`
@@ -39,6 +42,8 @@ type InvokeResponse struct {
 //	POST /invoke/{function}[?timeout=30s][&async=true]  body: the function's JSON arguments
 //	GET  /invocations/{id}                   an invocation's state and result
 //	GET  /status                             workers and queue depth
+//	GET  /workers/{id}/logs[?boot=N][&offset=B]  a worker boot's log (logsapi.go)
+//	GET  /invocations/{id}/logs[?offset=B]   the log of the boot that ran an invocation
 //	GET  /metrics                            Prometheus metrics
 //	GET  /healthz
 //
@@ -53,6 +58,8 @@ func (o *Orchestrator) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(o.Status())
 	})
+	mux.HandleFunc("GET /workers/{id}/logs", o.handleWorkerLogs)
+	mux.HandleFunc("GET /invocations/{id}/logs", o.handleInvocationLogs)
 	mux.Handle("GET /metrics", o.metrics.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	return mux
@@ -142,7 +149,7 @@ func (o *Orchestrator) handleGet(w http.ResponseWriter, r *http.Request) {
 func Response(inv *Invocation) InvokeResponse {
 	resp := InvokeResponse{ID: inv.ID, Function: inv.Function, Worker: inv.Worker, Attempts: inv.Attempts,
 		Restarts: inv.Restarts, Result: inv.Result, Error: ErrText(inv.Err), TimedOut: inv.TimedOut, ExecMS: inv.ExecMS,
-		BootMS: inv.Boot.ConnectedMS, HTTP: inv.HTTPResponse, Log: inv.Log, Status: "queued"}
+		BootMS: inv.Boot.ConnectedMS, HTTP: inv.HTTPResponse, Log: inv.Log, Status: "queued", WorkerLog: logLink(inv)}
 	select {
 	case <-inv.done:
 		resp.Status = "finished"

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/microfaas/microfaas/cluster"
+	"github.com/microfaas/microfaas/orchestrator/workerlog"
 	"github.com/microfaas/microfaas/protocol"
 )
 
@@ -112,6 +113,10 @@ func (wc *workerConn) close() {
 func (o *Orchestrator) Serve(ln net.Listener) error {
 	a := &protocol.Acceptor{Keys: protocol.ClusterKeys(o.cfg.Cluster.SecretBytes(), workerAddrs(o.cfg.Cluster)),
 		Handle: o.serveSession, HelloTimeout: helloTimeout, Log: o.log}
+	if o.cfg.WorkerLogs != nil {
+		// Workers ship their logs only to an orchestrator that keeps them.
+		a.Accepts = []string{protocol.FeatureLog}
+	}
 	return a.Serve(ln)
 }
 
@@ -134,7 +139,12 @@ func (o *Orchestrator) serveSession(c net.Conn, pc *protocol.Conn, h protocol.He
 	remote := c.RemoteAddr().String()
 	wc := newWorkerConn(c, pc)
 	reply := make(chan helloReply, 1)
-	if !o.post(evHello{worker: h.WorkerID, functions: h.Functions, bundles: h.Bundles, boot: h.Boot, remote: remote, conn: wc, reply: reply}) {
+	var logs *workerlog.Boot // the boot's log file, for the log frames
+	if o.cfg.WorkerLogs != nil {
+		logs = o.cfg.WorkerLogs.Connected(h.WorkerID)
+	}
+	if !o.post(evHello{worker: h.WorkerID, functions: h.Functions, bundles: h.Bundles, boot: h.Boot, logBoot: logs.N(),
+		remote: remote, conn: wc, reply: reply}) {
 		wc.close()
 		return
 	}
@@ -174,6 +184,19 @@ func (o *Orchestrator) serveSession(c net.Conn, pc *protocol.Conn, h protocol.He
 				wc.close()
 				return
 			}
+		case protocol.TypeLog:
+			// The worker's own log, at any time: straight to its boot's
+			// file (capped there), never through the loop.
+			var lb protocol.LogBatch
+			if err := json.Unmarshal(body, &lb); err != nil {
+				lost(fmt.Errorf("malformed log frame: %w", err))
+				return
+			}
+			if err := lb.Check(); err != nil {
+				lost(fmt.Errorf("worker %s: %w", h.WorkerID, err))
+				return
+			}
+			logs.WriteBatch(lb)
 		case protocol.TypeBundleRequest:
 			var req protocol.BundleRequest
 			if err := json.Unmarshal(body, &req); err != nil {
@@ -185,7 +208,7 @@ func (o *Orchestrator) serveSession(c net.Conn, pc *protocol.Conn, h protocol.He
 				return
 			}
 		default:
-			lost(fmt.Errorf("expected a result or a bundle request, got %q", typ))
+			lost(fmt.Errorf("expected a result, a bundle request or a log frame, got %q", typ))
 			return
 		}
 	}

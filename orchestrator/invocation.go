@@ -24,6 +24,9 @@ type Invocation struct {
 	Attempts int
 	Worker   string
 	Boot     protocol.BootTimes
+	// LogBoot is the number of Worker's boot that ran it in the workers'
+	// logs (Config.WorkerLogs; mforch logs WORKER --boot N), 0 if none.
+	LogBoot int
 	// The timeline, on the orchestrator's clock.
 	Queued     time.Time
 	PoweredOn  time.Time // power-on of the worker that ran it

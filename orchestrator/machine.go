@@ -61,6 +61,7 @@ type (
 		functions []string // those the worker's image holds
 		bundles   []string // digests of the bundles it holds already (verified)
 		boot      protocol.BootTimes
+		logBoot   int // the boot's number in Config.WorkerLogs (0: none)
 		remote    string
 		conn      *workerConn
 		reply     chan helloReply
@@ -209,6 +210,7 @@ type worker struct {
 	poweredOn time.Time
 	connected time.Time
 	boot      protocol.BootTimes
+	logBoot   int // this session's boot in Config.WorkerLogs
 	conn      *workerConn
 	exited    bool // the controller reported it off while a job ran
 	// rebooting: told CmdReboot, and its controller reports exits (QEMU:
@@ -752,7 +754,7 @@ func (m *machine) hello(e evHello) {
 		return
 	}
 	m.log.Info("worker connected", "worker", e.worker, "init_ms", e.boot.InitMS, "connected_ms", e.boot.ConnectedMS)
-	w.connected, w.boot, w.bootFailures, w.conn = m.now, e.boot, 0, e.conn
+	w.connected, w.boot, w.bootFailures, w.conn, w.logBoot = m.now, e.boot, 0, e.conn, e.logBoot
 	w.bundles = map[string]bool{}
 	for _, d := range e.bundles[:min(len(e.bundles), maxHelloBundles)] {
 		w.bundles[d] = true
@@ -772,7 +774,7 @@ func (m *machine) idle(w *worker, after time.Duration) {
 func (m *machine) startJob(w *worker, inv *Invocation) {
 	inv.Attempts++
 	inv.Worker = w.spec.ID
-	inv.PoweredOn, inv.Connected, inv.Boot = w.poweredOn, w.connected, w.boot
+	inv.PoweredOn, inv.Connected, inv.Boot, inv.LogBoot = w.poweredOn, w.connected, w.boot, w.logBoot
 	inv.Started = m.now
 	w.current = inv
 	w.jobs++

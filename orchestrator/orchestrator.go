@@ -26,6 +26,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/state"
+	"github.com/microfaas/microfaas/orchestrator/workerlog"
 	"github.com/microfaas/microfaas/protocol"
 )
 
@@ -99,6 +100,10 @@ type Config struct {
 	// that a long-running mforch does not grow. Sessions whose invocations
 	// are not final are always kept.
 	EnergyKeep time.Duration
+	// WorkerLogs, if set, keeps each worker's own log per boot (the kernel
+	// and mfinit lines it ships, and its console where mforch has one:
+	// orchestrator/workerlog); invocations link to their boot's.
+	WorkerLogs *workerlog.Book
 	Log        *slog.Logger
 }
 

@@ -52,6 +52,7 @@ type record struct {
 	Attempts   int                `json:"attempts"`
 	Worker     string             `json:"worker,omitempty"`
 	Boot       protocol.BootTimes `json:"boot"`
+	LogBoot    int                `json:"log_boot,omitempty"`
 	Queued     time.Time          `json:"queued"`
 	PoweredOn  time.Time          `json:"powered_on,omitempty"`
 	Connected  time.Time          `json:"connected,omitempty"`
@@ -84,7 +85,7 @@ type record struct {
 
 func toRecord(inv *Invocation) record {
 	return record{ID: inv.ID, Function: inv.Function, Args: inv.Args, TimeoutNS: int64(inv.Timeout),
-		Attempts: inv.Attempts, Worker: inv.Worker, Boot: inv.Boot, Queued: inv.Queued, PoweredOn: inv.PoweredOn,
+		Attempts: inv.Attempts, Worker: inv.Worker, Boot: inv.Boot, LogBoot: inv.LogBoot, Queued: inv.Queued, PoweredOn: inv.PoweredOn,
 		Connected: inv.Connected, Started: inv.Started, Finished: inv.Finished, PoweredOff: inv.PoweredOff,
 		Result: inv.Result, Err: ErrText(inv.Err), ErrKind: kindName(inv.Err), TimedOut: inv.TimedOut,
 		ExecMS: inv.ExecMS, Restarts: inv.Restarts, Env: inv.Env, Secrets: inv.Secrets,
@@ -93,7 +94,7 @@ func toRecord(inv *Invocation) record {
 
 func (r record) invocation() *Invocation {
 	inv := &Invocation{ID: r.ID, Function: r.Function, Args: r.Args, Timeout: time.Duration(r.TimeoutNS),
-		Attempts: r.Attempts, Worker: r.Worker, Boot: r.Boot, Queued: r.Queued, PoweredOn: r.PoweredOn,
+		Attempts: r.Attempts, Worker: r.Worker, Boot: r.Boot, LogBoot: r.LogBoot, Queued: r.Queued, PoweredOn: r.PoweredOn,
 		Connected: r.Connected, Started: r.Started, Finished: r.Finished, PoweredOff: r.PoweredOff, Result: r.Result,
 		TimedOut: r.TimedOut, ExecMS: r.ExecMS, Restarts: r.Restarts, Env: r.Env, Secrets: r.Secrets,
 		HTTP: r.HTTP, HTTPResponse: r.HTTPResponse, Log: r.Log, done: make(chan struct{})}

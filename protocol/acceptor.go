@@ -38,7 +38,10 @@ type Acceptor struct {
 	MaxPendingPerSource int
 	// HelloTimeout bounds the handshake (default 10 s).
 	HelloTimeout time.Duration
-	Log          *slog.Logger
+	// Accepts are the optional frames the sessions take (FeatureLog):
+	// Handle must read them (ServerHandshakeAccepts).
+	Accepts []string
+	Log     *slog.Logger
 
 	mu      sync.Mutex
 	pending []*pendingConn // oldest first
@@ -134,7 +137,7 @@ func (a *Acceptor) Serve(ln net.Listener) error {
 		a.wg.Add(1)
 		go func() {
 			c.SetDeadline(time.Now().Add(a.HelloTimeout))
-			pc, h, err := ServerHandshake(c, c.RemoteAddr(), a.Keys)
+			pc, h, err := ServerHandshakeAccepts(c, c.RemoteAddr(), a.Keys, a.Accepts)
 			a.release(p)
 			a.wg.Done()
 			if err != nil {

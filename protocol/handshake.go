@@ -105,6 +105,10 @@ func macV2(key []byte, dir, session string, seq uint64, typ string, body []byte)
 type Challenge struct {
 	Proto int    `json:"proto"`
 	Nonce string `json:"nonce"` // 16 random bytes, hex
+	// Accepts lists the optional frames the orchestrator takes
+	// (FeatureLog); absent from an orchestrator built before them. Not
+	// authenticated: whoever can rewrite it can cut the connection too.
+	Accepts []string `json:"accepts,omitempty"`
 }
 
 func validNonce(n string) bool {
@@ -138,7 +142,7 @@ func ClientHandshake(rw io.ReadWriter, key []byte, hello Hello) (*Conn, error) {
 		return nil, err
 	}
 	hello.Proto, hello.Nonce = Version, nonce
-	c.session = ch.Nonce + nonce
+	c.session, c.accepts = ch.Nonce+nonce, ch.Accepts
 	if err := c.Send(TypeHello, hello); err != nil {
 		return nil, err
 	}
@@ -189,14 +193,23 @@ func CheckAddr(remote net.Addr, want string) error {
 // ServerHandshake is the orchestrator's side: it sends a fresh challenge,
 // reads the hello (at most MaxHelloFrame), looks up the key of the worker
 // it names (keys checks the id and the address), and verifies the hello's
-// MAC. Only then does the Conn accept frames up to MaxFrame.
+// MAC. Only then does the Conn accept frames up to MaxFrame. Its
+// challenge offers no optional frame: the worker sends only what every
+// version takes (ServerHandshakeAccepts offers more).
 func ServerHandshake(rw io.ReadWriter, remote net.Addr, keys KeyFunc) (*Conn, Hello, error) {
+	return ServerHandshakeAccepts(rw, remote, keys, nil)
+}
+
+// ServerHandshakeAccepts is ServerHandshake whose challenge says the
+// caller takes the optional frames accepts (FeatureLog): it must then read
+// them wherever it reads the worker's frames.
+func ServerHandshakeAccepts(rw io.ReadWriter, remote net.Addr, keys KeyFunc, accepts []string) (*Conn, Hello, error) {
 	var h Hello
 	nonce, err := NewNonce()
 	if err != nil {
 		return nil, h, err
 	}
-	body, _ := json.Marshal(Challenge{Proto: Version, Nonce: nonce})
+	body, _ := json.Marshal(Challenge{Proto: Version, Nonce: nonce, Accepts: accepts})
 	if err := writeFrame(rw, envelope{Type: TypeChallenge, Body: body}, nil); err != nil {
 		return nil, h, err
 	}

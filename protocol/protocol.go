@@ -22,6 +22,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
+	"sync"
 )
 
 // Version is the protocol version a Hello carries: 2 adds per-worker keys
@@ -49,7 +51,71 @@ const (
 	// TypeBundleChunk (orchestrator) answers with one part. See BundleRef.
 	TypeBundleRequest = "bundle_request"
 	TypeBundleChunk   = "bundle_chunk"
+	// TypeLog (worker) carries a batch of the worker's own log lines (its
+	// kernel's and mfinit's, never a function's output) at any time after
+	// the hello, to an orchestrator whose challenge accepts FeatureLog.
+	TypeLog = "log"
 )
+
+// FeatureLog, in a Challenge's Accepts, says the orchestrator takes log
+// frames. A worker sends none to an orchestrator that does not say so (one
+// built before them would end the session on the unknown frame).
+const FeatureLog = "log"
+
+// Log frames are bounded on both sides: a batch holds at most
+// MaxLogBatch bytes of text in at most MaxLogLines lines of at most
+// MaxLogLine bytes (longer lines are cut), far under MaxFrame.
+const (
+	MaxLogBatch = 16 << 10
+	MaxLogLine  = 1 << 10
+	MaxLogLines = 4096
+)
+
+// ErrLogBatch means a log frame was over its bounds: its worker is cut off.
+var ErrLogBatch = errors.New("log frame over its bounds")
+
+// Check returns ErrLogBatch (wrapped) if b is over the bounds.
+func (b LogBatch) Check() error {
+	size := 0
+	for _, l := range b.Lines {
+		if len(l.Text) > MaxLogLine {
+			return fmt.Errorf("%w: a line of %d bytes (at most %d)", ErrLogBatch, len(l.Text), MaxLogLine)
+		}
+		size += len(l.Text)
+	}
+	switch {
+	case len(b.Lines) > MaxLogLines:
+		return fmt.Errorf("%w: %d lines (at most %d)", ErrLogBatch, len(b.Lines), MaxLogLines)
+	case size > MaxLogBatch:
+		return fmt.Errorf("%w: %d bytes of text (at most %d)", ErrLogBatch, size, MaxLogBatch)
+	case b.Dropped < 0:
+		return fmt.Errorf("%w: %d lines dropped", ErrLogBatch, b.Dropped)
+	}
+	return nil
+}
+
+// Sources of log lines.
+const (
+	LogKernel = "kernel" // the kernel's log (/dev/kmsg)
+	LogMfinit = "mfinit" // the worker runtime's own log
+)
+
+// LogLine is one line of a worker's log.
+type LogLine struct {
+	Source string `json:"src"` // LogKernel or LogMfinit
+	// UptimeMS is the kernel's timestamp of a kernel line (ms since boot);
+	// mfinit lines carry their own time in their text.
+	UptimeMS float64 `json:"t,omitempty"`
+	Text     string  `json:"text"`
+}
+
+// LogBatch is the body of a log frame. Dropped counts the lines the
+// worker dropped (its buffer full, or over its rate) since the previous
+// batch, before these lines.
+type LogBatch struct {
+	Lines   []LogLine `json:"lines,omitempty"`
+	Dropped int       `json:"dropped,omitempty"`
+}
 
 // BundleChunkSize is the most bundle bytes one TypeBundleChunk carries.
 const BundleChunkSize = 1 << 20
@@ -243,9 +309,11 @@ func mac(secret []byte, nonce string, seq uint64, typ string, body []byte) strin
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-// Conn reads and writes authenticated frames on one connection. It is not
-// safe for concurrent writers or concurrent readers.
+// Conn reads and writes authenticated frames on one connection. Sends are
+// safe for concurrent use (a worker's log shipper sends beside its jobs);
+// receives are not.
 type Conn struct {
+	sendMu  sync.Mutex // one frame at a time, in sequence order
 	rw      io.ReadWriter
 	r       *bufio.Reader
 	secret  []byte // version 1: the cluster secret; version 2: the worker's key
@@ -257,7 +325,12 @@ type Conn struct {
 	v2               bool
 	session          string // orchestrator's challenge nonce + worker's hello nonce
 	sendDir, recvDir string
+	accepts          []string // the orchestrator's challenge's Accepts (client side)
 }
+
+// Accepts reports whether the orchestrator's challenge said it takes
+// feature (FeatureLog). Only the worker's side of a session knows.
+func (c *Conn) Accepts(feature string) bool { return slices.Contains(c.accepts, feature) }
 
 // NewConn wraps rw for protocol version 1, with the cluster's shared secret.
 //
@@ -303,6 +376,8 @@ func (c *Conn) send(typ string, v any, raw []byte) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", typ, err)
 	}
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
 	env := envelope{Type: typ, Seq: c.sendSeq, Body: body, MAC: c.frameMAC(c.sendDir, c.sendSeq, typ, body)}
 	if err := writeFrame(c.rw, env, raw); err != nil {
 		return err

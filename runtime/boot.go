@@ -15,6 +15,7 @@ import (
 	"github.com/microfaas/microfaas/runtime/flash"
 	"github.com/microfaas/microfaas/runtime/functions"
 	"github.com/microfaas/microfaas/runtime/sandbox"
+	"github.com/microfaas/microfaas/runtime/shiplog"
 )
 
 // Boot is PID 1 of a worker: it runs the boot steps below in order, then
@@ -133,6 +134,11 @@ type machine struct {
 	functionsDir string
 	serve        func(*Worker, context.Context) Outcome // (*Worker).Run
 	powerOff     func(mode string) error
+	// logs holds the worker's own log for the orchestrator: log writes
+	// into it, and so does readKernelLog, started before serving (nil:
+	// nothing is shipped).
+	logs          *shiplog.Ring
+	readKernelLog func(*shiplog.Ring) error
 }
 
 // waiter is a running debug shell.
@@ -143,11 +149,17 @@ type waiter interface{ Wait() }
 const linkWait = 10 * time.Second
 
 func realMachine() machine {
+	// mfinit's log goes to the console and to the orchestrator
+	// (runtime/shiplog); a function's output goes to neither.
+	logs := shiplog.NewRing(0, 0)
 	return machine{
-		console:      os.Stdout,
-		input:        os.Stdin,
-		noEcho:       func() error { return ConsoleNoEcho(int(os.Stdin.Fd())) },
-		log:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		logs:          logs,
+		readKernelLog: readKernelLog,
+		console:       os.Stdout,
+		input:         os.Stdin,
+		noEcho:        func() error { return ConsoleNoEcho(int(os.Stdin.Fd())) },
+		log: slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, shiplog.NewWriter(logs, protocol.LogMfinit)),
+			&slog.HandlerOptions{Level: slog.LevelInfo})),
 		uptime:       Uptime,
 		takeKey:      func() ([]byte, error) { return TakeKey(protocol.KeyPath) },
 		takeBundles:  func() (map[string]string, error) { return TakeBundles(DeliveredBundlesDir) },
@@ -379,7 +391,16 @@ func (b *booting) identity(context.Context) error {
 
 func (b *booting) serve(ctx context.Context) error {
 	w := &Worker{Config: b.cfg, Key: b.key, Log: b.m.log, Env: functions.Env{FunctionsDir: b.m.functionsDir},
-		SetClock: b.m.setClock, Boot: b.times, Bundles: b.bundles}
+		SetClock: b.m.setClock, Boot: b.times, Bundles: b.bundles, Logs: b.m.logs}
+	if b.m.logs != nil && b.m.readKernelLog != nil {
+		// The kernel keeps its log since boot: read now, it starts with
+		// "Linux version".
+		go func() {
+			if err := b.m.readKernelLog(b.m.logs); err != nil {
+				b.m.log.Warn("kernel log: not shipped from here on", "err", err)
+			}
+		}()
+	}
 	// A full boot sets the function sandbox up only if the worker has user
 	// functions or a bundle (built-ins run in this process), and only once
 	// its hello is out: on one vCPU it would otherwise compete with the

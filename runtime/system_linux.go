@@ -9,6 +9,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/microfaas/microfaas/runtime/shiplog"
 	"golang.org/x/sys/unix"
 )
 
@@ -153,4 +154,15 @@ func ConsoleNoEcho(fd int) error {
 		return fmt.Errorf("console: %w", err)
 	}
 	return nil
+}
+
+// readKernelLog copies the kernel's log into ring for the orchestrator,
+// from the first record the kernel still holds, until /dev/kmsg fails.
+func readKernelLog(ring *shiplog.Ring) error {
+	f, err := os.Open(shiplog.KmsgPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return shiplog.ReadKmsg(f, ring)
 }

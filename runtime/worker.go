@@ -11,12 +11,14 @@ import (
 	"os"
 	goruntime "runtime"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/runtime/functions"
 	"github.com/microfaas/microfaas/runtime/sandbox"
+	"github.com/microfaas/microfaas/runtime/shiplog"
 )
 
 // DefaultJobTimeout applies when a job names none.
@@ -53,6 +55,14 @@ type Worker struct {
 	// Bundles holds the bundles of functions deployed at run time (nil: none
 	// delivered, no cache, fetched into DefaultBundleWorkDir).
 	Bundles *Bundles
+	// Logs, if set, holds the worker's own log (kernel and mfinit lines):
+	// each session ships it to an orchestrator that accepts log frames, in
+	// its own goroutine, rate-limited, and holds it while a job runs
+	// (runtime/shiplog). Nil: none sent.
+	Logs *shiplog.Ring
+	// LogShipper, if set, tunes the shipping (tests): its Rate, Burst,
+	// Linger, Now and Sleep are used.
+	LogShipper *shiplog.Shipper
 
 	connectedRan bool
 	// watchdog is the watchdog function kept running between a warm
@@ -223,6 +233,24 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 		return Outcome{protocol.CmdPowerOff, err.Error()}, again
 	}
 	conn.SetDeadline(time.Time{})
+	w.Log.Info("connected to the orchestrator", "addr", w.Config.Orch, "id", w.Config.ID,
+		"init_ms", w.Boot.InitMS, "network_ms", w.Boot.NetworkMS, "connected_ms", w.Boot.ConnectedMS)
+	ship, stopShip := w.shipLogs(ctx, conn, pc)
+	var gate sync.Mutex // orders the idle release below and a job's hold
+	jobs := 0
+	if stopShip != nil {
+		defer stopShip()
+		// The first job usually follows the hello at once: the log waits
+		// for its result, unless none comes soon (a worker kept ready).
+		idle := time.AfterFunc(logIdleStart, func() {
+			gate.Lock()
+			defer gate.Unlock()
+			if jobs == 0 {
+				w.Logs.Release()
+			}
+		})
+		defer idle.Stop()
+	}
 	if w.Connected != nil && !w.connectedRan {
 		w.connectedRan = true
 		go w.Connected()
@@ -261,6 +289,12 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 				return Outcome{protocol.CmdPowerOff, fmt.Sprintf("unknown command %q", c.Action)}, noRetry
 			}
 		case protocol.TypeJob:
+			gate.Lock()
+			jobs++
+			if ship != nil {
+				w.Logs.Hold() // the job has the worker to itself; its log waits
+			}
+			gate.Unlock()
 			var job protocol.Job
 			res := protocol.Result{}
 			if err := json.Unmarshal(body, &job); err != nil {
@@ -276,9 +310,16 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 				// Stopped from outside (the plug was pulled): no result.
 				return Outcome{protocol.CmdPowerOff, "stopped: " + context.Cause(ctx).Error()}, noRetry
 			}
+			// For the worker's log: what ran and how it ended, never what
+			// the function said (that goes back with the result only).
+			w.Log.Info("job done", "invocation", res.ID, "function", res.Function, "exec_ms", res.ExecMS,
+				"failed", res.Error != "", "timed_out", res.TimedOut)
 			conn.SetWriteDeadline(time.Now().Add(w.Config.Failsafe))
 			if err := pc.Send(protocol.TypeResult, res); err != nil {
 				return Outcome{protocol.CmdPowerOff, err.Error()}, noRetry
+			}
+			if ship != nil {
+				w.Logs.Release()
 			}
 			if res.TimedOut {
 				// The overrunning function may still hold the CPU; only a
@@ -287,6 +328,60 @@ func (w *Worker) session(ctx context.Context) (Outcome, retry) {
 			}
 		default:
 			return Outcome{protocol.CmdPowerOff, fmt.Sprintf("unexpected %q message", typ)}, noRetry
+		}
+	}
+}
+
+// logIdleStart is how long a session's log waits for a first job before it
+// is sent anyway.
+const logIdleStart = 100 * time.Millisecond
+
+// logFlushWait bounds how long the end of a session waits for the log
+// still held to go (a job done in microseconds would otherwise power the
+// worker off before its boot's log left).
+const logFlushWait = 500 * time.Millisecond
+
+// shipLogs starts sending w.Logs over the session, between the jobs (the
+// session holds the shipper while a job runs): the shipper's sends take
+// turns with the session's (protocol.Conn), a batch at most
+// protocol.MaxLogBatch bytes, at a bounded rate; lines that come faster
+// are dropped oldest first and counted. It returns the shipper and what
+// stops it, after at most logFlushWait for what is held (nil: nothing to
+// ship, or the orchestrator takes no log frames).
+func (w *Worker) shipLogs(ctx context.Context, conn net.Conn, pc *protocol.Conn) (*shiplog.Shipper, func()) {
+	if w.Logs == nil || !pc.Accepts(protocol.FeatureLog) {
+		return nil, nil
+	}
+	s := &shiplog.Shipper{Ring: w.Logs}
+	if t := w.LogShipper; t != nil {
+		s.Rate, s.Burst, s.Linger, s.Now, s.Sleep = t.Rate, t.Burst, t.Linger, t.Now, t.Sleep
+	}
+	s.Send = func(b protocol.LogBatch) error {
+		conn.SetWriteDeadline(time.Now().Add(w.Config.Failsafe))
+		return pc.Send(protocol.TypeLog, b)
+	}
+	w.Logs.Hold() // until the first result, or logIdleStart without a job (session)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Run(ctx)
+	}()
+	return s, func() {
+		mark := w.Logs.Added()
+		w.Logs.Release()
+		s.Flush()
+		for end := time.Now().Add(logFlushWait); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+			if w.Logs.Sent(mark) || ctx.Err() != nil {
+				break
+			}
+		}
+		cancel() // a frame being sent is finished, not cut
+		select {
+		case <-done:
+		case <-time.After(logFlushWait):
+			conn.Close() // a send stuck on a peer that stopped reading ends now
+			<-done
 		}
 	}
 }

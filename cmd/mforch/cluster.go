@@ -41,7 +41,8 @@ func (c *clusterFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&r.Retention.MaxAge, "store-keep-for", orchestrator.DefaultRetention.MaxAge, "with --store: how long finished invocations are kept")
 	fs.IntVar(&r.MaxQueue, "max-queue", 1000, "invocations waiting for a worker at most; more are refused (HTTP 429, Retry-After)")
 	fs.DurationVar(&r.MaxTimeout, "max-timeout", time.Hour, "the longest timeout an invocation may ask for (?timeout=); longer is refused (HTTP 400)")
-	fs.StringVar(&r.ConsoleDir, "log-dir", "", "worker console logs (default: consoles/ in the state folder)")
+	fs.StringVar(&r.ConsoleDir, "log-dir", "", "worker console logs (default: consoles/ in the state folder), and in its boots/ each worker\n"+
+		"boot's own log (kernel, mfinit, console; the last 20 boots, 1 MiB each: mforch logs)")
 	fs.DurationVar(&r.IdleTimeout, "idle", 0, "keep a worker up this long for another job (0: power off after each job)")
 	policyFlag(fs, &r.Policy)
 	fs.DurationVar(&r.PowerUpTimeout, "power-up-timeout", 60*time.Second, "how long a worker may take from power-on to connecting")

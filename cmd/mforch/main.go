@@ -4,6 +4,7 @@
 //	mforch serve [--cluster FILE] --kernel bzImage --initrd initramfs.cpio
 //	mforch demo  --kernel bzImage --initrd initramfs.cpio [--workers 3 --invocations 36]
 //	mforch status [--addr http://127.0.0.1:8080]
+//	mforch logs WORKER [--boot N|--invocation ID] [--follow]
 //	mforch deploy NAME IMAGE | --delete NAME | --list [--addr URL]
 //	mforch loadgen [--addr URL] [-n 170] [--arrival poisson --rate 2]
 //	mforch meter read|calibrate [--driver wattsup --device /dev/ttyUSB0 ...]
@@ -19,6 +20,7 @@ var commands = []cli.Command{
 	{Name: "serve", Summary: "run the orchestrator service for a cluster", Run: runServe},
 	{Name: "demo", Summary: "boot a local cluster of QEMU workers, run the workload suite, print and plot the results", Run: runDemo},
 	{Name: "status", Summary: "show a running mforch's workers, queue depth and recent failures", Run: runStatus},
+	{Name: "logs", Summary: "show a worker boot's kernel, mfinit and console log from a running mforch (--follow)", Run: runLogs},
 	{Name: "deploy", Summary: "deploy a function image on a running mforch (pulled for every architecture of its cluster), remove or list deployments", Run: runDeploy},
 	{Name: "loadgen", Summary: "drive a running mforch with the original experiment's seeded workload", Run: runLoadgen},
 	{Name: "meter", Summary: "read a power meter live, or calibrate the per-state power of a board", Run: runMeter},

@@ -25,6 +25,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator/energy"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/state"
+	"github.com/microfaas/microfaas/orchestrator/workerlog"
 	"github.com/microfaas/microfaas/runtime/functions"
 	"github.com/microfaas/microfaas/target"
 )
@@ -96,6 +97,8 @@ type Rig struct {
 	Cluster    *cluster.Cluster
 	Log        *slog.Logger
 	ConsoleDir string
+	// WorkerLogs keeps each worker boot's log (ConsoleDir/boots).
+	WorkerLogs *workerlog.Book
 
 	ln      net.Listener
 	qemu    *power.QEMU      // the first QEMU controller
@@ -144,6 +147,9 @@ func Start(ctx context.Context, cfg Config) (_ *Rig, err error) {
 			return nil, err
 		}
 	}
+	if r.WorkerLogs, err = workerlog.Open(filepath.Join(r.ConsoleDir, "boots"), workerlog.Options{}); err != nil {
+		return nil, err
+	}
 	controllers, err := r.controllers(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -189,7 +195,7 @@ func Start(ctx context.Context, cfg Config) (_ *Rig, err error) {
 		IdleTimeout: cfg.IdleTimeout, PowerUpTimeout: cfg.PowerUpTimeout, MaxBooting: cfg.MaxBooting, MaxAttempts: cfg.MaxAttempts,
 		Recorder: rec, Store: store, Energy: acc, EnergyKeep: r.meter.keep(), OnStateChange: onState,
 		MaxQueue: cfg.MaxQueue, MaxTimeout: cfg.MaxTimeout, Functions: imageFunctions(cfg.Initrd, log),
-		Policy: policies(cl, cfg.Policy)})
+		Policy: policies(cl, cfg.Policy), WorkerLogs: r.WorkerLogs})
 	if err != nil {
 		return nil, err
 	}
@@ -231,7 +237,8 @@ func (r *Rig) controllers(ctx context.Context, cfg Config) (map[string]power.Con
 func (r *Rig) startQEMU(ctx context.Context, c Config, t *target.Target) error {
 	kernels := map[*target.Target]string{target.X86: c.Kernel, target.ARMv7: c.ARMKernel}
 	cfg := power.QEMUConfig{Arch: t, Kernel: kernels[t], Initrd: c.Initrd,
-		Accel: c.Accel, Cluster: c.Cluster, LogDir: r.ConsoleDir, Log: r.Log, Boot: c.Boot, SnapshotDir: c.SnapshotDir}
+		Accel: c.Accel, Cluster: c.Cluster, LogDir: r.ConsoleDir, Log: r.Log, Boot: c.Boot, SnapshotDir: c.SnapshotDir,
+		Console: r.WorkerLogs.Console}
 	if cfg.Accel == "" {
 		cfg.Accel = "auto"
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/runtime"
+	"github.com/microfaas/microfaas/runtime/shiplog"
 )
 
 // Controller starts and stops in-process workers.
@@ -27,6 +28,9 @@ type Controller struct {
 	// SecretFor, if set, overrides the cluster secret a worker derives its
 	// key from (to test refusal).
 	SecretFor map[string][]byte
+	// Logs, if set, gives each boot of a worker its own log to ship
+	// (runtime.Worker.Logs).
+	Logs func(id string) *shiplog.Ring
 
 	mu       sync.Mutex
 	running  map[string]context.CancelFunc
@@ -73,6 +77,9 @@ func (c *Controller) PowerOn(ctx context.Context, w cluster.Worker) error {
 				Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 				// A simulated boot "takes" BootDelay plus 1 ms of kernel uptime.
 				Clock: func() float64 { return float64(c.BootDelay.Milliseconds()) + 1 },
+			}
+			if c.Logs != nil {
+				wk.Logs = c.Logs(w.ID)
 			}
 			wk.Run(wctx)
 		}
