@@ -357,6 +357,8 @@ func (m *machine) handle(ev any, now time.Time) {
 		m.dispatch()
 	case evAcceptFailed:
 		delete(m.live, e.inv.ID)
+	case evPulled:
+		m.pulled(e.inv)
 	case evWithdraw:
 		m.withdraw(e.inv, e.why)
 	case evWarm:
