@@ -204,7 +204,7 @@ func New(cfg Config) (*Orchestrator, error) {
 		MaxBooting: cfg.MaxBooting, MaxAttempts: cfg.MaxAttempts, MaxBootFailures: cfg.MaxBootFailures,
 		PowerUpTimeout: cfg.PowerUpTimeout, JobTimeout: cfg.JobTimeout, IdleTimeout: cfg.IdleTimeout,
 		PowerOffHoldoff: cfg.PowerOffHoldoff, FirstIdle: max(cfg.IdleTimeout, firstIdle), JobGrace: jobGrace,
-		ReportsExit: map[string]bool{}, Durable: cfg.Store != nil, Services: cfg.Cluster.Services,
+		ReportsExit: map[string]bool{}, Durable: cfg.Store != nil, Shared: cfg.Queue != nil, Services: cfg.Cluster.Services,
 		MaxQueue: cfg.MaxQueue, Functions: cfg.Functions, Bundles: cfg.Bundles, Policy: cfg.Policy,
 	}
 	for kind, p := range cfg.Policy {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"regexp"
 	"sync"
-	"time"
 
 	"github.com/microfaas/microfaas/orchestrator/state"
 )
@@ -56,6 +55,10 @@ type QueueHost interface {
 	Awaits(id string) bool
 	// Result hands over a result stored by any orchestrator.
 	Result(inv *Invocation)
+	// Recheck says results may have been missed (the queue was
+	// unreachable for a while): the orchestrator looks up every result
+	// its callers wait for.
+	Recheck()
 }
 
 // ErrQueueDown means the shared queue cannot be reached: the invocation
@@ -98,29 +101,10 @@ type shared struct {
 	waiters map[string][]*Invocation
 }
 
-// resultPoll is how often results of invocations waited for are looked up
-// in the queue's store, besides its stream of results (which can miss
-// one while the queue is being reconnected to).
-const resultPoll = 2 * time.Second
-
 // startShared connects the orchestrator to cfg.Queue.
 func (o *Orchestrator) startShared() error {
 	o.shared = &shared{q: o.cfg.Queue, waiters: map[string][]*Invocation{}}
-	if err := o.cfg.Queue.Start(queueHost{o}); err != nil {
-		return err
-	}
-	var poll func()
-	poll = func() {
-		select {
-		case <-o.stopped:
-			return
-		default:
-		}
-		o.pollResults()
-		o.clock.AfterFunc(resultPoll, poll)
-	}
-	o.clock.AfterFunc(resultPoll, poll)
-	return nil
+	return o.cfg.Queue.Start(queueHost{o})
 }
 
 // pollResults looks up the results of invocations waited for.
@@ -182,6 +166,8 @@ func (h queueHost) Awaits(id string) bool {
 }
 
 func (h queueHost) Result(inv *Invocation) { h.o.sharedResult(inv) }
+
+func (h queueHost) Recheck() { go h.o.pollResults() }
 
 // sharedResult releases the callers waiting for res's invocation.
 func (o *Orchestrator) sharedResult(res *Invocation) {

@@ -76,7 +76,12 @@ func startNATS(t testing.TB, dir string, port int) *natsServer {
 	if port == 0 {
 		port = -1 // any free port
 	}
-	opts := &server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true}
+	return startNATSOpts(t, &server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
+}
+
+func startNATSOpts(t testing.TB, opts *server.Options) *natsServer {
+	t.Helper()
+	dir := opts.StoreDir
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatal(err)

@@ -283,8 +283,7 @@ func (q *Queue) Start(host orchestrator.QueueHost) error {
 
 // watch hands the results callers here wait for to the host. After a
 // reconnection the watch starts again (the server may have lost its
-// consumer); results stored in between reach their callers through the
-// orchestrator's periodic lookups.
+// consumer), and the host looks up the results stored in between.
 func (q *Queue) watch(w jetstream.KeyWatcher) {
 	defer q.wg.Done()
 	for {
@@ -296,6 +295,8 @@ func (q *Queue) watch(w jetstream.KeyWatcher) {
 			for {
 				var err error
 				if w, err = q.kv.WatchAll(q.ctx, jetstream.UpdatesOnly(), jetstream.IgnoreDeletes()); err == nil {
+					// Results stored before the watch began: looked up.
+					q.host.Recheck()
 					break
 				}
 				q.log.Debug("shared queue: watching results again failed; retrying", "err", err)
@@ -586,6 +587,9 @@ func (q *Queue) Get(id string) (*orchestrator.Invocation, bool, error) {
 	inv.Secrets, inv.Env = nil, nil
 	return inv, true, nil
 }
+
+// Options are the queue's options, defaults filled in.
+func (q *Queue) Options() Options { return q.opts }
 
 // Stats returns what the queue did so far.
 func (q *Queue) Stats() Stats {

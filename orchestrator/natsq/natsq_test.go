@@ -241,19 +241,24 @@ func TestNATSRestartLosesNothingAcknowledged(t *testing.T) {
 		}
 		return err
 	}
-	for i := 0; i < 100; i++ {
+	for i := 0; i < 200; i++ {
 		if err := submit(i); err != nil {
 			t.Fatal(err)
 		}
 	}
+	depth, err := ins[0].q.Depth(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
 	ns.stop()
+	t.Logf("NATS stopped with %d invocations queued or running", depth)
 	// Submits while it is down: refused soon, with the sentinel and, over
 	// HTTP, 503 with Retry-After.
 	for !strings.Contains(ins[0].logs.String(), "disconnected from NATS") {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t0 := time.Now()
-	err := submit(1000)
+	err = submit(1000)
 	if !errors.Is(err, orchestrator.ErrQueueDown) {
 		t.Errorf("submit with NATS down: %v, want ErrQueueDown", err)
 	}
@@ -268,7 +273,7 @@ func TestNATSRestartLosesNothingAcknowledged(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // jobs finish while it is down
 	ns.start(t)
 	t.Logf("restarted after %s", time.Since(t0))
-	for i := 100; i < 200; i++ {
+	for i := 200; i < 300; i++ {
 		var err error
 		for try := 0; try < 100; try++ {
 			if err = submit(i); !errors.Is(err, orchestrator.ErrQueueDown) {
