@@ -361,6 +361,24 @@ func TestDuplicateSubmitsRunOnce(t *testing.T) {
 	if c := runCount(k); c != 1 {
 		t.Errorf("ran %d times for %d submits of one id", c, len(invs)+1)
 	}
+	// Over HTTP: X-Invocation-Id, a retried call through another instance.
+	k2 := k + "-http"
+	var ids []string
+	for _, in := range []*instance{a, b} {
+		req := httptest.NewRequest("POST", "/invoke/test_nap", strings.NewReader(string(napArgs(k2, 50))))
+		req.Header.Set("X-Invocation-Id", "http-"+k)
+		rec := httptest.NewRecorder()
+		in.orch.Handler().ServeHTTP(rec, req)
+		var resp orchestrator.InvokeResponse
+		json.Unmarshal(rec.Body.Bytes(), &resp)
+		if rec.Code != http.StatusOK || !strings.Contains(string(resp.Result), k2) {
+			t.Errorf("%s: HTTP call with X-Invocation-Id: %d %s", in.name, rec.Code, rec.Body)
+		}
+		ids = append(ids, resp.ID)
+	}
+	if ids[0] != "http-"+k || ids[1] != ids[0] || runCount(k2) != 1 {
+		t.Errorf("HTTP calls with one X-Invocation-Id: ids %v, ran %d times", ids, runCount(k2))
+	}
 	// An id the queue cannot carry is refused.
 	_, err = a.orch.SubmitJob(orchestrator.JobSpec{ID: "a.b c", Function: "test_nap", Args: napArgs("x", 1)})
 	if !errors.Is(err, orchestrator.ErrBadID) {
