@@ -126,6 +126,11 @@ type instanceConfig struct {
 
 func newInstance(t testing.TB, name, url, keyFile string, c instanceConfig) *instance {
 	t.Helper()
+	return newInstanceOpts(t, name, Options{URLs: url, KeyFile: keyFile, AckWait: c.ackWait, PublishTimeout: time.Second}, c)
+}
+
+func newInstanceOpts(t testing.TB, name string, qo Options, c instanceConfig) *instance {
+	t.Helper()
 	logs := &testlog.Buffer{}
 	var log *slog.Logger
 	if c.quiet {
@@ -133,8 +138,8 @@ func newInstance(t testing.TB, name, url, keyFile string, c instanceConfig) *ins
 	} else {
 		log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})).With("instance", name)
 	}
-	q, err := Open(context.Background(), Options{URLs: url, Name: name, KeyFile: keyFile, AckWait: c.ackWait,
-		PublishTimeout: time.Second, Log: log})
+	qo.Name, qo.Log = name, log
+	q, err := Open(context.Background(), qo)
 	if err != nil {
 		t.Fatal(err)
 	}
