@@ -52,7 +52,7 @@ func (o *Orchestrator) Handler() http.Handler {
 	mux.HandleFunc("GET /invocations/{id}", o.handleGet)
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(o.Status())
+		json.NewEncoder(w).Encode(o.FullStatus(r.Context()))
 	})
 	mux.Handle("GET /metrics", o.metrics.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })

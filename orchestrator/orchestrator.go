@@ -394,6 +394,12 @@ type Status struct {
 	QueueDepth     int            `json:"queue_depth"`
 	Running        int            `json:"running"`
 	RecentFailures []Failure      `json:"recent_failures,omitempty"`
+	// With a shared queue (FullStatus): every instance's status, the
+	// invocations the shared queue holds (queued or running), or why
+	// they could not be read.
+	Instances         []InstanceStatus `json:"instances,omitempty"`
+	SharedQueueDepth  *uint64          `json:"shared_queue_depth,omitempty"`
+	InstallationError string           `json:"installation_error,omitempty"`
 }
 
 // Failure is a failed invocation, for status reports.

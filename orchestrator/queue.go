@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"regexp"
 	"sync"
+	"time"
 
 	"github.com/microfaas/microfaas/orchestrator/state"
 )
@@ -38,6 +39,17 @@ type SharedQueue interface {
 	// Start begins pulling invocations for host and watching results; it
 	// returns at once.
 	Start(host QueueHost) error
+	// Installation is every instance's last published status (those
+	// that stopped publishing drop out) and the invocations the queue
+	// holds, queued or running.
+	Installation(ctx context.Context) ([]InstanceStatus, uint64, error)
+}
+
+// InstanceStatus is one instance's Status as the shared queue publishes it.
+type InstanceStatus struct {
+	Name string    `json:"name"`
+	At   time.Time `json:"at"`
+	Status
 }
 
 // QueueHost is what a SharedQueue needs of the orchestrator it feeds.
@@ -59,6 +71,9 @@ type QueueHost interface {
 	// unreachable for a while): the orchestrator looks up every result
 	// its callers wait for.
 	Recheck()
+	// Status is this instance's status, which the queue publishes for
+	// the others (Installation).
+	Status() Status
 }
 
 // ErrQueueDown means the shared queue cannot be reached: the invocation
@@ -168,6 +183,24 @@ func (h queueHost) Awaits(id string) bool {
 func (h queueHost) Result(inv *Invocation) { h.o.sharedResult(inv) }
 
 func (h queueHost) Recheck() { go h.o.pollResults() }
+
+func (h queueHost) Status() Status { return h.o.Status() }
+
+// FullStatus is Status and, with a shared queue, every instance's status
+// and the shared queue's depth (GET /status).
+func (o *Orchestrator) FullStatus(ctx context.Context) Status {
+	s := o.Status()
+	if o.shared == nil {
+		return s
+	}
+	ins, depth, err := o.shared.q.Installation(ctx)
+	if err != nil {
+		s.InstallationError = err.Error()
+		return s
+	}
+	s.Instances, s.SharedQueueDepth = ins, &depth
+	return s
+}
 
 // sharedResult releases the callers waiting for res's invocation.
 func (o *Orchestrator) sharedResult(res *Invocation) {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"flag"
-	"os"
 	"path/filepath"
 	"runtime/debug"
 	"time"
@@ -58,6 +57,7 @@ func runServe(ctx context.Context, args []string) error {
 	fs.StringVar(&q.KeyFile, "queue-key", "", "with --queue: key file sealing queued invocations' secrets and headers, made if missing (mode 0600);\n"+
 		"copy the same file to every instance (default: queue.key in the state folder)")
 	fs.IntVar(&q.Replicas, "queue-replicas", 1, "with --queue: replicas of the stream and the results bucket (3 on a three-node NATS cluster)")
+	fs.StringVar(&q.Name, "queue-name", "", "with --queue: this instance's name in mforch status (default: the host name; give each instance on one host its own)")
 	fs.DurationVar(&q.AckWait, "queue-ack-wait", 30*time.Second, "with --queue: how long an invocation held by an instance that died waits before another instance runs it")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -77,7 +77,6 @@ func runServe(ctx context.Context, args []string) error {
 			}
 			q.KeyFile = filepath.Join(dir, "queue.key")
 		}
-		q.Name, _ = os.Hostname()
 		cfg.Queue = &q
 	}
 	if cfg.Deploys, err = rig.OpenDeploys(d, cfg.Log); err != nil {

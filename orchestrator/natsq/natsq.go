@@ -22,9 +22,13 @@ package natsq
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -45,7 +49,8 @@ type Options struct {
 	// TLSCA, TLSCert and TLSKey: the CA that signed the servers'
 	// certificates, and this client's certificate and key (mutual TLS).
 	TLSCA, TLSCert, TLSKey string
-	// Name names this instance's connection (server monitoring).
+	// Name names this instance: its NATS connection and its entry in
+	// mforch status (default: the host name).
 	Name string
 	// Stream is the work-queue stream ("MICROFAAS"), Subject the prefix of
 	// its subjects ("microfaas"), Consumer the durable pull consumer every
@@ -67,6 +72,11 @@ type Options struct {
 	ResultTTL time.Duration
 	// PublishTimeout bounds a submit's wait for the PubAck (5 s).
 	PublishTimeout time.Duration
+	// StatusEvery is how often this instance publishes its status to the
+	// instances bucket ("microfaas_instances"), for mforch status on any
+	// instance (5 s); an instance silent for 6 times that drops out.
+	StatusEvery     time.Duration
+	InstancesBucket string
 	// KeyFile holds the key queued invocations' secrets and headers are
 	// sealed with (orchestrator.OpenQueueCodec): the same file on every
 	// instance. Required.
@@ -84,6 +94,14 @@ func (o *Options) defaults() {
 	def(&o.Subject, "microfaas")
 	def(&o.Consumer, "mforch")
 	def(&o.Bucket, "microfaas_results")
+	def(&o.InstancesBucket, "microfaas_instances")
+	if o.Name == "" {
+		o.Name, _ = os.Hostname()
+	}
+	o.Name = badKey.ReplaceAllString(o.Name, "_")
+	if o.StatusEvery <= 0 {
+		o.StatusEvery = 5 * time.Second
+	}
 	if o.Replicas <= 0 {
 		o.Replicas = 1
 	}
@@ -122,6 +140,7 @@ type Queue struct {
 	stream jetstream.Stream
 	cons   jetstream.Consumer
 	kv     jetstream.KeyValue
+	status jetstream.KeyValue // instances' statuses
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -237,7 +256,68 @@ func (q *Queue) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("shared queue: results bucket %s: %w", o.Bucket, err)
 	}
+	q.status, err = q.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: o.InstancesBucket, History: 1, TTL: 6 * o.StatusEvery, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+		Description: "MicroFaaS instances' status (mforch --queue)"})
+	if err != nil {
+		return fmt.Errorf("shared queue: instances bucket %s: %w", o.InstancesBucket, err)
+	}
 	return nil
+}
+
+// badKey matches what a key-value key may not hold.
+var badKey = regexp.MustCompile(`[^-_=.a-zA-Z0-9]`)
+
+// publishStatus puts this instance's status in the instances bucket now
+// and every StatusEvery.
+func (q *Queue) publishStatus() {
+	defer q.wg.Done()
+	t := time.NewTicker(q.opts.StatusEvery)
+	defer t.Stop()
+	for {
+		b, err := json.Marshal(orchestrator.InstanceStatus{Name: q.opts.Name, At: time.Now(), Status: q.host.Status()})
+		if err == nil && q.nc.Status() == nats.CONNECTED {
+			ctx, cancel := context.WithTimeout(q.ctx, q.opts.PublishTimeout)
+			_, err = q.status.Put(ctx, q.opts.Name, b)
+			cancel()
+		}
+		if err != nil && q.ctx.Err() == nil {
+			q.log.Debug("shared queue: publishing this instance's status failed", "err", err)
+		}
+		select {
+		case <-q.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Installation is every instance's last status, by name, and the
+// stream's depth (orchestrator.SharedQueue).
+func (q *Queue) Installation(ctx context.Context) ([]orchestrator.InstanceStatus, uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, q.opts.PublishTimeout)
+	defer cancel()
+	depth, err := q.Depth(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("shared queue: %w", err)
+	}
+	lister, err := q.status.ListKeys(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("shared queue: instances: %w", err)
+	}
+	var out []orchestrator.InstanceStatus
+	for k := range lister.Keys() {
+		e, err := q.status.Get(ctx, k)
+		if err != nil {
+			continue // gone since it was listed
+		}
+		var st orchestrator.InstanceStatus
+		if json.Unmarshal(e.Value(), &st) == nil {
+			out = append(out, st)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, depth, nil
 }
 
 // subject is invocation id's message subject.
@@ -274,10 +354,11 @@ func (q *Queue) Start(host orchestrator.QueueHost) error {
 	if err != nil {
 		return fmt.Errorf("watching results: %w", err)
 	}
-	q.wg.Add(3)
+	q.wg.Add(4)
 	go q.watch(w)
 	go q.pull()
 	go q.extend()
+	go q.publishStatus()
 	return nil
 }
 
@@ -347,8 +428,9 @@ func (q *Queue) pull() {
 	fetches := 0
 	ended := make(chan struct{}, maxFetches)
 	for {
+		slots := q.host.Slots() // not under q.mu: it takes the orchestrator's lock
 		q.mu.Lock()
-		free := q.host.Slots() - len(q.held) - q.asked
+		free := slots - len(q.held) - q.asked
 		if free > 0 && fetches < maxFetches {
 			q.asked += free
 			fetches++

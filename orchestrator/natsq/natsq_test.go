@@ -140,6 +140,26 @@ func TestThreeInstancesShareOneQueue(t *testing.T) {
 			}
 		}
 	}
+	// GET /status on any instance shows the whole installation.
+	rec := httptest.NewRecorder()
+	ins[2].orch.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
+	var st orchestrator.Status
+	if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.SharedQueueDepth == nil || *st.SharedQueueDepth != 0 || len(st.Instances) != 3 {
+		t.Errorf("status: depth %v, %d instances: %s", st.SharedQueueDepth, len(st.Instances), rec.Body)
+	}
+	for i, in := range st.Instances {
+		if in.Name != fmt.Sprintf("mforch%d", i) || len(in.Workers) != 4 {
+			t.Errorf("status: instance %d: %s with %d workers", i, in.Name, len(in.Workers))
+		}
+	}
+	var text strings.Builder
+	st.WriteText(&text)
+	if !strings.Contains(text.String(), "shared queue: 0 invocations queued or running; 3 instances") || !strings.Contains(text.String(), "INSTANCE") || !strings.Contains(text.String(), "mforch1 ") {
+		t.Errorf("status text:\n%s", text.String())
+	}
 	t.Logf("%d invocations through 3 instances x 4 workers in %s (%.0f inv/s); results stored per instance %v; re-executions %d",
 		n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), ran, reruns)
 	if reruns != 0 {
