@@ -214,12 +214,18 @@ func (o *Orchestrator) sharedResult(res *Invocation) {
 	}
 	o.mu.Lock() // handleGet renders invocations under it
 	for _, w := range ws {
-		done := w.done
-		*w = *res
-		w.done = done
-		close(done)
+		setResult(w, res)
+		close(w.done)
 	}
 	o.mu.Unlock()
+}
+
+// setResult copies res's outcome and timeline into w, field by field: a
+// caller may be reading w.done meanwhile.
+func setResult(w, res *Invocation) {
+	w.Function, w.Args, w.Timeout, w.Attempts, w.Worker, w.Boot = res.Function, res.Args, res.Timeout, res.Attempts, res.Worker, res.Boot
+	w.Queued, w.PoweredOn, w.Connected, w.Started, w.Finished, w.PoweredOff = res.Queued, res.PoweredOn, res.Connected, res.Started, res.Finished, res.PoweredOff
+	w.Result, w.HTTPResponse, w.Log, w.Err, w.TimedOut, w.ExecMS, w.Restarts = res.Result, res.HTTPResponse, res.Log, res.Err, res.TimedOut, res.ExecMS, res.Restarts
 }
 
 // await registers inv's caller for its result.
