@@ -46,6 +46,9 @@ func init() {
 		n, _ := runs.LoadOrStore(a.K, new(int))
 		*n.(*int)++
 		runsMu.Unlock()
+		if onRun != nil {
+			onRun(a.K)
+		}
 		select {
 		case <-time.After(time.Duration(a.MS) * time.Millisecond):
 		case <-ctx.Done():
@@ -54,6 +57,9 @@ func init() {
 		return a.K, nil
 	})
 }
+
+// onRun, if set, is told of every run (a child process reports them).
+var onRun func(k string)
 
 func runCount(k string) int {
 	runsMu.Lock()

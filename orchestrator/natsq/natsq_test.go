@@ -482,3 +482,55 @@ func TestPoisonInvocationEndsFailed(t *testing.T) {
 		}
 	}
 }
+
+// An instance that shuts down gives back what it holds and did not
+// finish: the others run it at once, not after the ack wait.
+func TestShutdownGivesBackHeldWork(t *testing.T) {
+	ns := startNATS(t, t.TempDir(), 0)
+	key := keyFile(t)
+	const ackWait = 20 * time.Second // far beyond the test's bound
+	leaving := newInstance(t, "leaving", ns.url(), key, instanceConfig{workers: 2, ackWait: ackWait, idle: time.Hour})
+	prefix := fmt.Sprintf("leave-%d", time.Now().UnixNano())
+	invs := submitAll(t, []*instance{leaving}, prefix, 10, 200, 4)
+	deadline := time.Now().Add(10 * time.Second)
+	for leaving.q.Stats().Delivered < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("nothing delivered")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stay := newInstance(t, "stay", ns.url(), key, instanceConfig{workers: 2, ackWait: ackWait, idle: time.Hour})
+	leaving.close() // Close: running jobs are not waited for
+	start := time.Now()
+	for i, inv := range invs {
+		// The leaving instance's callers were released; the result is
+		// stored all the same.
+		<-inv.Done()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got, ok, err := stay.q.Get(inv.ID)
+			if err == nil && ok && doneYet(got) {
+				if got.Err != nil || !strings.Contains(string(got.Result), fmt.Sprintf("%s-%d", prefix, i)) {
+					t.Errorf("invocation %d: %v %s", i, got.Err, got.Result)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("invocation %d never finished after its instance left", i)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if d := time.Since(start); d > ackWait/2 {
+		t.Errorf("the work given back took %s, as if it waited for the ack wait (%s)", d, ackWait)
+	}
+}
+
+func doneYet(inv *orchestrator.Invocation) bool {
+	select {
+	case <-inv.Done():
+		return true
+	default:
+		return false
+	}
+}
