@@ -534,3 +534,26 @@ func doneYet(inv *orchestrator.Invocation) bool {
 		return false
 	}
 }
+
+// A stream at its bound refuses a submit with ErrQueueFull (HTTP 429
+// with Retry-After), at once.
+func TestQueueFull(t *testing.T) {
+	ns := startNATS(t, t.TempDir(), 0)
+	// No workers: nothing is pulled, the stream only fills.
+	in := newInstanceOpts(t, "full", Options{URLs: ns.url(), KeyFile: keyFile(t), MaxQueued: 5, PublishTimeout: time.Second},
+		instanceConfig{workers: 0})
+	for i := 0; i < 5; i++ {
+		if _, err := in.orch.Submit("test_nap", napArgs("full", 1), time.Second); err != nil {
+			t.Fatalf("submit %d: %v", i, err)
+		}
+	}
+	_, err := in.orch.Submit("test_nap", napArgs("full", 1), time.Second)
+	if !errors.Is(err, orchestrator.ErrQueueFull) {
+		t.Errorf("submit beyond the bound: %v, want ErrQueueFull", err)
+	}
+	rec := httptest.NewRecorder()
+	in.orch.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "/invoke/test_nap?async=true", strings.NewReader(`{"k":"x","ms":1}`)))
+	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") == "" {
+		t.Errorf("HTTP submit beyond the bound: %d, Retry-After %q: %s", rec.Code, rec.Header().Get("Retry-After"), rec.Body)
+	}
+}
