@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"bytes"
 	"context"
 	"crypto/cipher"
 	"encoding/json"
@@ -362,6 +363,17 @@ func (c *QueueCodec) EncodeResult(inv *Invocation) ([]byte, error) {
 		rec.HTTP = withoutHeader(rec.HTTP)
 	}
 	return json.Marshal(rec)
+}
+
+// Seal seals b under the queue's key, bound to ad (a key's name): other
+// shared values (orchestrator/natsq.State).
+func (c *QueueCodec) Seal(b []byte, ad string) ([]byte, error) {
+	return c.sealer.sealBytes(bytes.Clone(b), "state\x00"+ad)
+}
+
+// Open opens what Seal sealed with ad.
+func (c *QueueCodec) Open(sealed []byte, ad string) ([]byte, error) {
+	return c.sealer.openBytes(sealed, "state\x00"+ad)
 }
 
 // Decode reads what Encode or EncodeResult wrote. A finished invocation's
