@@ -265,8 +265,11 @@ func (q *Queue) setup(ctx context.Context) error {
 	return nil
 }
 
-// badKey matches what a key-value key may not hold.
-var badKey = regexp.MustCompile(`[^-_=.a-zA-Z0-9]`)
+// badKey matches what a key-value key may not hold; validKey is a key.
+var (
+	badKey   = regexp.MustCompile(`[^-_=.a-zA-Z0-9]`)
+	validKey = regexp.MustCompile(`^[-_=.a-zA-Z0-9]+$`)
+)
 
 // publishStatus puts this instance's status in the instances bucket now
 // and every StatusEvery.
@@ -502,6 +505,14 @@ func (q *Queue) take(msg jetstream.Msg) {
 		q.mu.Lock()
 		q.stats.Poison++
 		q.mu.Unlock()
+		// Its callers get an answer rather than wait for ever.
+		failed := &orchestrator.Invocation{ID: id, Finished: time.Now(), Err: &orchestrator.Error{Kind: orchestrator.ErrUnavailable,
+			Msg: fmt.Sprintf("instance %s cannot read the queued invocation (%v): give every instance the same --queue-key", q.opts.Name, err)}}
+		if data, eerr := q.codec.EncodeResult(failed); eerr == nil && validKey.MatchString(id) {
+			ctx, cancel := context.WithTimeout(q.ctx, q.opts.PublishTimeout)
+			q.kv.Create(ctx, id, data)
+			cancel()
+		}
 		msg.TermWithReason("does not decode")
 		return
 	}

@@ -476,6 +476,10 @@ func TestPoisonInvocationEndsFailed(t *testing.T) {
 	if p := in.q.Stats().Poison; p != 1 {
 		t.Errorf("undecodable message seen %d times", p)
 	}
+	// Whoever waits for it gets an answer that says what to fix.
+	if g, ok, err := in.q.Get("garbage"); err != nil || !ok || !errors.Is(g.Err, orchestrator.ErrUnavailable) || !strings.Contains(g.Err.Error(), "--queue-key") {
+		t.Errorf("result of the undecodable message: %+v %v %v", g, ok, err)
+	}
 	for _, w := range in.orch.Status().Workers {
 		if w.State == state.Working {
 			t.Errorf("worker %s working after the poison ended", w.ID)
