@@ -3,6 +3,7 @@ package natsq
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -88,5 +89,60 @@ func TestOpenFaaSDeploymentsShared(t *testing.T) {
 	})
 	if code, _ := call(b, "POST", "/function/nap", "{}"); code != http.StatusNotFound {
 		t.Errorf("invoke of a removed function through b: %d", code)
+	}
+}
+
+// An async call through an instance with no workers runs on another; its
+// callback is sent once, with the result.
+func TestOpenFaaSAsyncCallbackOnce(t *testing.T) {
+	ns := startNATS(t, t.TempDir(), 0)
+	key := keyFile(t)
+	var hs []http.Handler
+	for i, workers := range []int{0, 2} {
+		in := newInstance(t, fmt.Sprintf("mforch%d", i), ns.url(), key, instanceConfig{workers: workers, idle: time.Hour})
+		st, err := in.q.State(context.Background(), "microfaas_openfaas")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := openfaas.New(openfaas.Config{Orchestrator: in.orch, Shared: st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close(context.Background()) })
+		hs = append(hs, p.Handler())
+	}
+	type callback struct{ status, body string }
+	got := make(chan callback, 4)
+	cb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- callback{r.Header.Get("X-Function-Status"), string(b)}
+	}))
+	defer cb.Close()
+	if code, body := call(hs[0], "POST", "/system/functions", `{"service":"nap","image":"microfaas/test_nap"}`); code != http.StatusAccepted {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	k := fmt.Sprintf("async-%d", time.Now().UnixNano())
+	req := httptest.NewRequest("POST", "/async-function/nap", strings.NewReader(string(napArgs(k, 10))))
+	req.Header.Set("X-Callback-Url", cb.URL+"/done")
+	rec := httptest.NewRecorder()
+	hs[0].ServeHTTP(rec, req)
+	if rec.Code != http.StatusAccepted {
+		t.Fatalf("async call: %d %s", rec.Code, rec.Body)
+	}
+	select {
+	case c := <-got:
+		if c.status != "200" || !strings.Contains(c.body, k) {
+			t.Errorf("callback: %+v", c)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no callback")
+	}
+	select {
+	case c := <-got:
+		t.Errorf("a second callback: %+v", c)
+	case <-time.After(time.Second):
+	}
+	if runCount(k) != 1 {
+		t.Errorf("ran %d times", runCount(k))
 	}
 }
