@@ -45,6 +45,16 @@ func TestQEMUGatewayTwoInstances(t *testing.T) {
 		}
 		tools[name] = p
 	}
+	// The gateway's ports are fixed: one gateway test at a time, across
+	// packages (orchestrator/openfaas and orchestrator/natsq).
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "microfaas-openfaas-gateway.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Close() }) // the last cleanup: after the gateway is gone
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
 	for _, port := range []string{":8080", ":8082"} { // the gateway's, whatever it is told
 		ln, err := net.Listen("tcp", port)
 		if err != nil {
