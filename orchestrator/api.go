@@ -39,7 +39,8 @@ type InvokeResponse struct {
 
 // Handler serves the orchestrator's own HTTP API:
 //
-//	POST /invoke/{function}[?timeout=30s][&async=true]  body: the function's JSON arguments
+//	POST /invoke/{function}[?timeout=30s][&async=true]  body: the function's JSON arguments;
+//	                                         header X-Invocation-Id: the caller's id (with a shared queue)
 //	GET  /invocations/{id}                   an invocation's state and result
 //	GET  /status                             workers and queue depth
 //	GET  /workers/{id}/logs[?boot=N][&offset=B]  a worker boot's log (logsapi.go)
@@ -56,7 +57,7 @@ func (o *Orchestrator) Handler() http.Handler {
 	mux.HandleFunc("GET /invocations/{id}", o.handleGet)
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(o.Status())
+		json.NewEncoder(w).Encode(o.FullStatus(r.Context()))
 	})
 	mux.HandleFunc("GET /workers/{id}/logs", o.handleWorkerLogs)
 	mux.HandleFunc("GET /invocations/{id}/logs", o.handleInvocationLogs)
@@ -90,8 +91,10 @@ func (o *Orchestrator) handleInvoke(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// X-Invocation-Id: the caller's id, so a retried call runs once (with --queue).
+	spec := JobSpec{Function: r.PathValue("function"), Args: body, Timeout: timeout, ID: r.Header.Get("X-Invocation-Id")}
 	if r.URL.Query().Get("async") == "true" {
-		inv, err := o.Submit(r.PathValue("function"), body, timeout)
+		inv, err := o.SubmitJob(spec)
 		if err != nil {
 			refuse(w, err)
 			return
@@ -102,7 +105,7 @@ func (o *Orchestrator) handleInvoke(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(InvokeResponse{ID: inv.ID, Function: inv.Function, Status: "queued"})
 		return
 	}
-	inv, err := o.Invoke(r.Context(), r.PathValue("function"), body, timeout)
+	inv, err := o.InvokeJob(r.Context(), spec)
 	if err != nil {
 		refuse(w, err)
 		return

@@ -119,9 +119,9 @@ func HTTPStatus(err error) int {
 		return http.StatusTooManyRequests
 	case errors.Is(err, ErrUnknownFunction):
 		return http.StatusNotFound
-	case errors.Is(err, ErrBadTimeout):
+	case errors.Is(err, ErrBadTimeout), errors.Is(err, ErrBadID):
 		return http.StatusBadRequest
-	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrWorkerLost), errors.Is(err, ErrClosed):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrWorkerLost), errors.Is(err, ErrClosed), errors.Is(err, ErrQueueDown):
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
@@ -160,6 +160,9 @@ type JobSpec struct {
 	// HTTP is the call of a function deployed from an OpenFaaS watchdog
 	// image: forwarded to it as an HTTP request (Args unused).
 	HTTP *protocol.HTTPRequest
+	// ID, if set, is the invocation's id, chosen by the caller so that a
+	// retried submit is not run twice; only with a shared queue (queue.go).
+	ID string
 }
 
 // newID returns an invocation id: the queueing time in milliseconds (12

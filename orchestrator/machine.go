@@ -188,6 +188,9 @@ type machineConfig struct {
 	// Bundles, if set, names the functions deployed at run time. The
 	// machine only calls its Bundle, which does no I/O.
 	Bundles Bundles
+	// Shared: the Store is a shared queue (queue.go), whose deliveries
+	// count attempts: starts are not written ahead.
+	Shared bool
 }
 
 // durable reports whether a must wait for the store writes emitted before it.
@@ -359,6 +362,8 @@ func (m *machine) handle(ev any, now time.Time) {
 		m.dispatch()
 	case evAcceptFailed:
 		delete(m.live, e.inv.ID)
+	case evPulled:
+		m.pulled(e.inv)
 	case evWithdraw:
 		m.withdraw(e.inv, e.why)
 	case evWarm:
@@ -596,7 +601,7 @@ const reserveAhead = 64
 // attempt, so after a restart its attempts say it may have run (never
 // fewer starts than happened, at most one more).
 func (m *machine) reserve() {
-	if !m.cfg.Durable || len(m.queue) == 0 || !m.anyConnected() {
+	if !m.cfg.Durable || m.cfg.Shared || len(m.queue) == 0 || !m.anyConnected() {
 		return
 	}
 	for _, inv := range m.queue[:min(len(m.queue), reserveAhead)] {
@@ -784,7 +789,7 @@ func (m *machine) startJob(w *worker, inv *Invocation) {
 	// may have run: reserved in an earlier turn whose commit is done, or
 	// written now and the job sent after the commit.
 	wait := false
-	if m.cfg.Durable {
+	if m.cfg.Durable && !m.cfg.Shared {
 		if inv.reserved < inv.Attempts {
 			inv.reserved, inv.reservedTurn = inv.Attempts, m.turn
 			m.emit(actPersist{inv: snapshot(inv)})

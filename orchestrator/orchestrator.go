@@ -78,6 +78,11 @@ type Config struct {
 	// once the invocation is on disk, and New queues again whatever a
 	// previous run left pending.
 	Store Store
+	// Queue, if set, is a queue several orchestrators share (queue.go,
+	// orchestrator/natsq): Submit publishes to it, and this orchestrator
+	// runs what its workers can take from it. It is the Store too: set
+	// one or the other.
+	Queue SharedQueue
 	// Clock is the time source (default: the system clock); tests inject
 	// a clock.Fake.
 	Clock clock.Clock
@@ -152,6 +157,7 @@ type Orchestrator struct {
 	shutdownDone chan struct{}
 
 	energy *energyBook // nil without Config.Energy
+	shared *shared     // nil without Config.Queue
 }
 
 // New checks cfg, queues again what the Store holds pending, and starts the
@@ -193,11 +199,17 @@ func New(cfg Config) (*Orchestrator, error) {
 	if cfg.MaxTimeout <= 0 {
 		cfg.MaxTimeout = time.Hour
 	}
+	if cfg.Queue != nil {
+		if cfg.Store != nil {
+			return nil, errors.New("orchestrator: a Store and a shared Queue are both set: the queue is the store")
+		}
+		cfg.Store = cfg.Queue
+	}
 	mc := machineConfig{
 		MaxBooting: cfg.MaxBooting, MaxAttempts: cfg.MaxAttempts, MaxBootFailures: cfg.MaxBootFailures,
 		PowerUpTimeout: cfg.PowerUpTimeout, JobTimeout: cfg.JobTimeout, IdleTimeout: cfg.IdleTimeout,
 		PowerOffHoldoff: cfg.PowerOffHoldoff, FirstIdle: max(cfg.IdleTimeout, firstIdle), JobGrace: jobGrace,
-		ReportsExit: map[string]bool{}, Durable: cfg.Store != nil, Services: cfg.Cluster.Services,
+		ReportsExit: map[string]bool{}, Durable: cfg.Store != nil, Shared: cfg.Queue != nil, Services: cfg.Cluster.Services,
 		MaxQueue: cfg.MaxQueue, Functions: cfg.Functions, Bundles: cfg.Bundles, Policy: cfg.Policy,
 	}
 	for kind, p := range cfg.Policy {
@@ -258,6 +270,12 @@ func New(cfg Config) (*Orchestrator, error) {
 	// The recovery's and the pool's actions (power-ons) run as the loop's
 	// first turn.
 	go o.loop(o.m.take())
+	if cfg.Queue != nil {
+		if err := o.startShared(); err != nil {
+			o.Close()
+			return nil, fmt.Errorf("orchestrator: shared queue: %w", err)
+		}
+	}
 	return o, nil
 }
 
@@ -274,6 +292,12 @@ func (o *Orchestrator) SubmitJob(spec JobSpec) (*Invocation, error) {
 	}
 	if spec.Timeout > o.cfg.MaxTimeout {
 		return nil, newError(ErrBadTimeout, "%s asked, at most %s (mforch --max-timeout)", spec.Timeout, o.cfg.MaxTimeout)
+	}
+	if err := o.checkID(spec.ID); err != nil {
+		return nil, err
+	}
+	if o.shared != nil {
+		return o.submitShared(spec)
 	}
 	now := o.clock.Now()
 	inv := &Invocation{ID: newID(now), Function: spec.Function, Args: spec.Args, Timeout: spec.Timeout,
@@ -338,6 +362,12 @@ func (o *Orchestrator) InvokeJob(ctx context.Context, spec JobSpec) (*Invocation
 	case <-inv.done:
 		return inv, nil
 	case <-ctx.Done():
+		if o.shared != nil {
+			// Another orchestrator may run it already: it stays queued.
+			o.unawait(inv, newError(ErrUnavailable, "the caller stopped waiting (%v); the invocation stays queued: GET /invocations/%s", ctx.Err(), inv.ID))
+			<-inv.done
+			return inv, nil
+		}
 		if !o.post(evWithdraw{inv, ctx.Err()}) {
 			return inv, nil // shutting down: the waiter is released
 		}
@@ -369,6 +399,12 @@ type Status struct {
 	QueueDepth     int            `json:"queue_depth"`
 	Running        int            `json:"running"`
 	RecentFailures []Failure      `json:"recent_failures,omitempty"`
+	// With a shared queue (FullStatus): every instance's status, the
+	// invocations the shared queue holds (queued or running), or why
+	// they could not be read.
+	Instances         []InstanceStatus `json:"instances,omitempty"`
+	SharedQueueDepth  *uint64          `json:"shared_queue_depth,omitempty"`
+	InstallationError string           `json:"installation_error,omitempty"`
 }
 
 // Failure is a failed invocation, for status reports.
@@ -422,6 +458,9 @@ func (o *Orchestrator) Shutdown(ctx context.Context) {
 		o.post(evPowerOffAll{off})
 		<-off
 		o.syncCommits()
+		if o.shared != nil {
+			o.releaseWaiters()
+		}
 		close(o.stopped)
 		<-o.loopDone
 		if o.commits != nil {

@@ -53,6 +53,7 @@ func (s Status) WriteText(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nqueue depth %d, running %d\n", s.QueueDepth, s.Running)
+	s.writeInstallation(w)
 	if len(s.RecentFailures) > 0 {
 		fmt.Fprintln(w, "\nrecent failures:")
 		for _, f := range s.RecentFailures {
@@ -60,4 +61,27 @@ func (s Status) WriteText(w io.Writer) {
 			fmt.Fprintf(w, "  %s %s %s on %s (attempts %d): %s\n", f.At.Format(time.RFC3339), f.ID, f.Function, f.Worker, f.Attempts, first)
 		}
 	}
+}
+
+// writeInstallation prints, with a shared queue, every instance's workers
+// and the shared queue's depth.
+func (s Status) writeInstallation(w io.Writer) {
+	if s.InstallationError != "" {
+		fmt.Fprintf(w, "\nthe other instances: %s\n", s.InstallationError)
+	}
+	if s.SharedQueueDepth == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nshared queue: %d invocations queued or running; %d instances\n", *s.SharedQueueDepth, len(s.Instances))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "INSTANCE\tWORKER\tKIND\tSTATE\tFOR")
+	for _, in := range s.Instances {
+		for _, wk := range in.Workers {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", in.Name, wk.ID, wk.Kind, wk.State, wk.For.Round(time.Second))
+		}
+		if len(in.Workers) == 0 {
+			fmt.Fprintf(tw, "%s\t-\t\t\t\n", in.Name)
+		}
+	}
+	tw.Flush()
 }

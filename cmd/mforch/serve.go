@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"flag"
+	"path/filepath"
 	"runtime/debug"
 	"time"
 
+	"github.com/microfaas/microfaas/internal/statedir"
 	"github.com/microfaas/microfaas/lab/rig"
 	"github.com/microfaas/microfaas/orchestrator/deploy"
+	"github.com/microfaas/microfaas/orchestrator/natsq"
 )
 
 func runServe(ctx context.Context, args []string) error {
@@ -43,6 +46,19 @@ func runServe(ctx context.Context, args []string) error {
 	fs.StringVar(&d.RegistryConfig, "registry-config", deploy.DefaultRegistryConfig(), "docker config.json with the credentials (auths, credHelpers) for pulling deployed images\n"+
 		"(default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json, if present; else anonymous pulls)")
 	fs.Var((*listFlag)(&d.Insecure), "insecure-registry", "registry HOST[:PORT] pulled from over plain HTTP (a local registry); repeatable")
+	// Past one host (docs/scale-out.md).
+	var q natsq.Options
+	fs.StringVar(&q.URLs, "queue", "", "share one durable queue with other mforch instances: NATS servers with JetStream,\n"+
+		"nats://HOST:PORT[,nats://HOST:PORT...] (instead of --store; docs/scale-out.md)")
+	fs.StringVar(&q.CredsFile, "queue-creds", "", "with --queue: NATS credentials file (user JWT and seed)")
+	fs.StringVar(&q.TLSCA, "queue-tls-ca", "", "with --queue: CA certificate the NATS servers' certificates are checked against (turns TLS on)")
+	fs.StringVar(&q.TLSCert, "queue-tls-cert", "", "with --queue: client certificate for mutual TLS (with --queue-tls-key)")
+	fs.StringVar(&q.TLSKey, "queue-tls-key", "", "with --queue: the client certificate's key")
+	fs.StringVar(&q.KeyFile, "queue-key", "", "with --queue: key file sealing queued invocations' secrets and headers, made if missing (mode 0600);\n"+
+		"copy the same file to every instance (default: queue.key in the state folder)")
+	fs.IntVar(&q.Replicas, "queue-replicas", 1, "with --queue: replicas of the stream and the results bucket (3 on a three-node NATS cluster)")
+	fs.StringVar(&q.Name, "queue-name", "", "with --queue: this instance's name in mforch status (default: the host name; give each instance on one host its own)")
+	fs.DurationVar(&q.AckWait, "queue-ack-wait", 30*time.Second, "with --queue: how long an invocation held by an instance that died waits before another instance runs it")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -52,6 +68,16 @@ func runServe(ctx context.Context, args []string) error {
 	cfg, err := c.config()
 	if err != nil {
 		return err
+	}
+	if q.URLs != "" {
+		if q.KeyFile == "" {
+			dir, err := statedir.Dir()
+			if err != nil {
+				return err
+			}
+			q.KeyFile = filepath.Join(dir, "queue.key")
+		}
+		cfg.Queue = &q
 	}
 	if cfg.Deploys, err = rig.OpenDeploys(d, cfg.Log); err != nil {
 		return err

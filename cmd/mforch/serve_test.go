@@ -16,7 +16,8 @@ import (
 // serveDefaults runs `mforch serve` in-process with its defaults (no
 // credentials given, no workers), with its state under a temporary
 // XDG_STATE_HOME, and returns its API address and that state folder.
-func serveDefaults(t *testing.T) (api, state string) {
+// extra are more flags.
+func serveDefaults(t *testing.T, extra ...string) (api, state string) {
 	t.Helper()
 	state = t.TempDir()
 	t.Setenv("XDG_STATE_HOME", state)
@@ -31,8 +32,8 @@ func serveDefaults(t *testing.T) (api, state string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- runServe(ctx, []string{"--workers", "0", "--http", addr, "--grace", "1s",
-			"--results", filepath.Join(dir, "results.csv"), "--log-dir", dir})
+		done <- runServe(ctx, append([]string{"--workers", "0", "--http", addr, "--grace", "1s",
+			"--results", filepath.Join(dir, "results.csv"), "--log-dir", dir}, extra...))
 	}()
 	t.Cleanup(func() {
 		cancel()

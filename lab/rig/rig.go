@@ -23,6 +23,7 @@ import (
 	"github.com/microfaas/microfaas/orchestrator/clock"
 	"github.com/microfaas/microfaas/orchestrator/deploy"
 	"github.com/microfaas/microfaas/orchestrator/energy"
+	"github.com/microfaas/microfaas/orchestrator/natsq"
 	"github.com/microfaas/microfaas/orchestrator/power"
 	"github.com/microfaas/microfaas/orchestrator/state"
 	"github.com/microfaas/microfaas/orchestrator/workerlog"
@@ -53,6 +54,9 @@ type Config struct {
 	// Store is the queue database (empty: in memory), pruned by Retention.
 	Store     string
 	Retention orchestrator.Retention
+	// Queue, if set, is a queue on NATS JetStream that several mforch
+	// instances share (docs/scale-out.md), in place of Store.
+	Queue *natsq.Options
 	// Orchestrator limits, as in orchestrator.Config.
 	IdleTimeout, PowerUpTimeout, MaxTimeout time.Duration
 	MaxBooting, MaxAttempts, MaxQueue       int
@@ -105,6 +109,7 @@ type Rig struct {
 	qemus   power.QEMUByArch // one per architecture of the cluster's VM workers
 	results *os.File
 	store   *orchestrator.BoltStore
+	queue   *natsq.Queue
 	meter   *meterRun // nil: no energy accounting
 	clock   clock.Clock
 }
@@ -178,6 +183,21 @@ func Start(ctx context.Context, cfg Config) (_ *Rig, err error) {
 		return nil, err
 	}
 	var store orchestrator.Store
+	var queue orchestrator.SharedQueue
+	if cfg.Queue != nil {
+		if cfg.Store != "" {
+			return nil, fmt.Errorf("%w: a queue database (--store) and a shared queue (--queue) are both set: the shared queue keeps everything, drop --store", ErrConfig)
+		}
+		qo := *cfg.Queue
+		if qo.Log == nil {
+			qo.Log = log
+		}
+		if r.queue, err = natsq.Open(ctx, qo); err != nil {
+			return nil, err
+		}
+		queue = r.queue
+		log.Info("shared queue on NATS JetStream", "servers", qo.URLs, "stream", r.queue.Options().Stream, "ack_wait", r.queue.Options().AckWait)
+	}
 	if cfg.Store != "" {
 		if r.store, err = orchestrator.OpenBoltStore(cfg.Store, orchestrator.BoltOptions{Log: log, Retention: cfg.Retention}); err != nil {
 			return nil, err
@@ -193,7 +213,7 @@ func Start(ctx context.Context, cfg Config) (_ *Rig, err error) {
 	}
 	r.Orch, err = orchestrator.New(orchestrator.Config{Bundles: bundles, Cluster: cl, Controllers: controllers, Log: log, Clock: cfg.Clock,
 		IdleTimeout: cfg.IdleTimeout, PowerUpTimeout: cfg.PowerUpTimeout, MaxBooting: cfg.MaxBooting, MaxAttempts: cfg.MaxAttempts,
-		Recorder: rec, Store: store, Energy: acc, EnergyKeep: r.meter.keep(), OnStateChange: onState,
+		Recorder: rec, Store: store, Queue: queue, Energy: acc, EnergyKeep: r.meter.keep(), OnStateChange: onState,
 		MaxQueue: cfg.MaxQueue, MaxTimeout: cfg.MaxTimeout, Functions: imageFunctions(cfg.Initrd, log),
 		Policy: policies(cl, cfg.Policy), WorkerLogs: r.WorkerLogs})
 	if err != nil {
@@ -311,6 +331,9 @@ func (r *Rig) Close() {
 	}
 	if r.store != nil {
 		r.store.Close()
+	}
+	if r.queue != nil {
+		r.queue.Close() // after the orchestrator: gives back what it did not finish
 	}
 }
 

@@ -117,8 +117,15 @@ func Serve(ctx context.Context, r *Rig, c ServeConfig) error {
 		if c.OpenFaaSHTTP != "" {
 			fallback = nil // a listener of its own: only provider routes there
 		}
+		var shared openfaas.SharedState
+		if r.queue != nil {
+			// Deployments and secrets are the installation's, not this instance's.
+			if shared, err = r.queue.State(ctx, "microfaas_openfaas"); err != nil {
+				return err
+			}
+		}
 		provider, err = openfaas.New(openfaas.Config{Orchestrator: r.Orch, Deploys: r.Deploys, Archs: archs,
-			StateFile: c.StateFile, Fallback: fallback, Version: c.Version,
+			StateFile: c.StateFile, Fallback: fallback, Version: c.Version, Shared: shared,
 			Log: r.Log.With("api", "openfaas"), Auth: creds, CallbackAllow: c.CallbackAllow})
 		if err != nil {
 			return err

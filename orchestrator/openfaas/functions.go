@@ -378,8 +378,12 @@ func (p *Provider) load() error {
 	return nil
 }
 
-// saveLocked writes the state file atomically (p.mu held).
+// saveLocked shares the state with the other instances (Config.Shared)
+// and writes the state file atomically (p.mu held).
 func (p *Provider) saveLocked() error {
+	if err := p.shareLocked(); err != nil {
+		return err
+	}
 	if p.cfg.StateFile == "" {
 		return nil
 	}

@@ -134,6 +134,16 @@ func TestOpenFaaSGateway(t *testing.T) {
 		t.Skip("boots QEMU workers and runs the OpenFaaS gateway")
 	}
 	tools := lookTools(t)
+	// The gateway's ports are fixed: one gateway test at a time, across
+	// packages (orchestrator/openfaas and orchestrator/natsq).
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "microfaas-openfaas-gateway.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Close() }) // the last cleanup: after the gateway is gone
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
 	// The gateway listens on :8080 and :8082, whatever it is told.
 	for _, port := range []string{":8080", ":8082"} {
 		ln, err := net.Listen("tcp", port)

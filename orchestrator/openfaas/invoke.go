@@ -257,7 +257,8 @@ func (p *Provider) prepare(w http.ResponseWriter, r *http.Request) (fn function,
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return fn, "", spec, false
 	}
-	if why := p.noWorker(); why != "" {
+	// With a shared queue another instance's workers may run it.
+	if why := p.noWorker(); why != "" && p.cfg.Shared == nil {
 		http.Error(w, why, http.StatusServiceUnavailable)
 		return fn, "", spec, false
 	}

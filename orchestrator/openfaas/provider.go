@@ -103,7 +103,11 @@ type Config struct {
 	// list holds for every redirect a callback follows and for the address
 	// each connection is actually made to.
 	CallbackAllow []string
-	Log           *slog.Logger
+	// Shared, if set, shares the deployments and secrets with the other
+	// mforch instances of an installation (shared.go); StateFile then
+	// only keeps this instance's copy.
+	Shared SharedState
+	Log    *slog.Logger
 }
 
 // Provider serves the OpenFaaS provider API. Create it with New.
@@ -124,6 +128,11 @@ type Provider struct {
 	wanted map[string]time.Time
 
 	async sync.WaitGroup // async invocations whose callback is pending
+
+	// shared holds the values last written to or read from
+	// Config.Shared, by key (shared.go); stopShared ends the watch.
+	shared     map[string][]byte
+	stopShared func()
 }
 
 // function is one deployment.
@@ -167,6 +176,11 @@ func New(cfg Config) (*Provider, error) {
 	if err := p.load(); err != nil {
 		return nil, err
 	}
+	if cfg.Shared != nil {
+		if err := p.startShared(); err != nil {
+			return nil, fmt.Errorf("openfaas provider: shared deployments: %w", err)
+		}
+	}
 	p.handler = p.routes()
 	return p, nil
 }
@@ -177,6 +191,9 @@ func (p *Provider) Handler() http.Handler { return p.handler }
 // Close waits up to ctx for async invocations to finish and post their
 // callbacks.
 func (p *Provider) Close(ctx context.Context) error {
+	if p.stopShared != nil {
+		p.stopShared()
+	}
 	done := make(chan struct{})
 	go func() { p.async.Wait(); close(done) }()
 	select {

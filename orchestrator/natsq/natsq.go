@@ -1,0 +1,748 @@
+// Package natsq is a shared queue of invocations (orchestrator.SharedQueue)
+// on NATS JetStream, so several mforch instances, each with its own workers,
+// serve one installation (docs/scale-out.md):
+//
+//   - Invocations are messages of a work-queue stream (file storage,
+//     replicas as configured), one subject per invocation
+//     (SUBJECT.inv.ID), published with the invocation id as Nats-Msg-Id:
+//     a retried submit within the stream's duplicate window is not queued
+//     twice. Publish returns after JetStream's PubAck.
+//   - Every instance pulls from one durable pull consumer, only as many
+//     messages as it has workers free of them (QueueHost.Slots minus what
+//     it holds), and marks each in progress while it holds it. An instance
+//     that dies stops doing so: the ack wait runs out and another instance
+//     gets the message, its attempts counting the deliveries.
+//   - Results go to a key-value bucket, key the invocation id, with
+//     create-only writes: the first result of an id is the one every
+//     caller gets, however often the invocation ran. The message is
+//     acknowledged after its result is stored. Every instance watches the
+//     bucket for the results its callers wait for.
+package natsq
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/microfaas/microfaas/orchestrator"
+)
+
+// Options configure a Queue. Zero values take the defaults noted.
+type Options struct {
+	// URLs are the NATS servers, comma-separated (nats://HOST:PORT,...).
+	URLs string
+	// CredsFile is a NATS credentials file (user JWT and seed), if the
+	// servers require one.
+	CredsFile string
+	// TLSCA, TLSCert and TLSKey: the CA that signed the servers'
+	// certificates, and this client's certificate and key (mutual TLS).
+	TLSCA, TLSCert, TLSKey string
+	// Name names this instance: its NATS connection and its entry in
+	// mforch status (default: the host name).
+	Name string
+	// Stream is the work-queue stream ("MICROFAAS"), Subject the prefix of
+	// its subjects ("microfaas"), Consumer the durable pull consumer every
+	// instance shares ("mforch"), Bucket the results bucket
+	// ("microfaas_results").
+	Stream, Subject, Consumer, Bucket string
+	// Replicas of the stream and the bucket (1; 3 on a three-node cluster).
+	Replicas int
+	// AckWait is how long a message stays with an instance that stopped
+	// marking it in progress before another gets it (30 s).
+	AckWait time.Duration
+	// MaxQueued bounds the messages in the stream (100,000): a submit
+	// beyond it is refused (orchestrator.ErrQueueFull, HTTP 429).
+	MaxQueued int64
+	// DedupeWindow is how long a submitted id is remembered by the stream
+	// (2 min); after it, a finished id is still found in the results.
+	DedupeWindow time.Duration
+	// ResultTTL is how long results are kept (30 days).
+	ResultTTL time.Duration
+	// PublishTimeout bounds a submit's wait for the PubAck (5 s).
+	PublishTimeout time.Duration
+	// StatusEvery is how often this instance publishes its status to the
+	// instances bucket ("microfaas_instances"), for mforch status on any
+	// instance (5 s); an instance silent for 6 times that drops out.
+	StatusEvery     time.Duration
+	InstancesBucket string
+	// KeyFile holds the key queued invocations' secrets and headers are
+	// sealed with (orchestrator.OpenQueueCodec): the same file on every
+	// instance. Required.
+	KeyFile string
+	Log     *slog.Logger
+}
+
+func (o *Options) defaults() {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&o.Stream, "MICROFAAS")
+	def(&o.Subject, "microfaas")
+	def(&o.Consumer, "mforch")
+	def(&o.Bucket, "microfaas_results")
+	def(&o.InstancesBucket, "microfaas_instances")
+	if o.Name == "" {
+		o.Name, _ = os.Hostname()
+	}
+	o.Name = badKey.ReplaceAllString(o.Name, "_")
+	if o.StatusEvery <= 0 {
+		o.StatusEvery = 5 * time.Second
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = 30 * time.Second
+	}
+	if o.MaxQueued <= 0 {
+		o.MaxQueued = 100_000
+	}
+	if o.DedupeWindow <= 0 {
+		o.DedupeWindow = 2 * time.Minute
+	}
+	if o.ResultTTL <= 0 {
+		o.ResultTTL = 30 * 24 * time.Hour
+	}
+	if o.PublishTimeout <= 0 {
+		o.PublishTimeout = 5 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+}
+
+// ErrConfig is a queue configuration that cannot work.
+var ErrConfig = errors.New("shared queue configuration")
+
+// Queue is a shared queue on JetStream. Open it, hand it to an
+// orchestrator (Config.Queue), and Close it after the orchestrator's
+// Shutdown.
+type Queue struct {
+	opts   Options
+	log    *slog.Logger
+	codec  *orchestrator.QueueCodec
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	cons   jetstream.Consumer
+	kv     jetstream.KeyValue
+	status jetstream.KeyValue // instances' statuses
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	wake   chan struct{} // a message was acknowledged: room to pull
+	// rewatch: reconnected, watch results again.
+	rewatch chan struct{}
+
+	mu sync.Mutex
+	// held are the messages delivered to this instance and not yet
+	// acknowledged, by invocation id; asked is how many more the fetches
+	// under way may bring.
+	held  map[string]jetstream.Msg
+	asked int
+	host  orchestrator.QueueHost
+	stats Stats
+}
+
+// Stats count what a Queue did.
+type Stats struct {
+	Delivered   int // messages handed to this instance's orchestrator
+	Results     int // results this instance stored first
+	Duplicates  int // results this instance found stored already (another run was first)
+	Skipped     int // redeliveries whose result was stored already: acknowledged without running
+	Poison      int // messages that did not decode: terminated
+	StoreFailed int // result writes that failed and were retried
+}
+
+// Open connects to the NATS servers and makes sure the stream, the
+// consumer and the bucket exist with opts' settings (instances starting
+// together agree on them).
+func Open(ctx context.Context, opts Options) (*Queue, error) {
+	opts.defaults()
+	if opts.URLs == "" {
+		return nil, fmt.Errorf("%w: no NATS server (--queue nats://HOST:PORT)", ErrConfig)
+	}
+	if opts.KeyFile == "" {
+		return nil, fmt.Errorf("%w: no key file for queued secrets (--queue-key)", ErrConfig)
+	}
+	codec, err := orchestrator.OpenQueueCodec(opts.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	q := &Queue{opts: opts, log: opts.Log, codec: codec, held: map[string]jetstream.Msg{}, wake: make(chan struct{}, 1), rewatch: make(chan struct{}, 1)}
+	q.ctx, q.cancel = context.WithCancel(context.Background())
+	nopts := []nats.Option{nats.Name(opts.Name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
+		nats.Timeout(opts.PublishTimeout),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			q.log.Warn("shared queue: disconnected from NATS; submits are refused until it is back", "err", err)
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			q.log.Debug("shared queue: NATS error", "subject", subj, "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			q.log.Info("shared queue: reconnected to NATS", "server", nc.ConnectedUrlRedacted())
+			q.poke(q.rewatch)
+		})}
+	if opts.CredsFile != "" {
+		nopts = append(nopts, nats.UserCredentials(opts.CredsFile))
+	}
+	if opts.TLSCA != "" {
+		nopts = append(nopts, nats.RootCAs(opts.TLSCA))
+	}
+	if opts.TLSCert != "" || opts.TLSKey != "" {
+		if opts.TLSCert == "" || opts.TLSKey == "" {
+			return nil, fmt.Errorf("%w: a client certificate needs both --queue-tls-cert and --queue-tls-key", ErrConfig)
+		}
+		nopts = append(nopts, nats.ClientCert(opts.TLSCert, opts.TLSKey))
+	}
+	if opts.TLSCA != "" || opts.TLSCert != "" {
+		nopts = append(nopts, nats.Secure(&tls.Config{MinVersion: tls.VersionTLS12}))
+	}
+	if q.nc, err = nats.Connect(opts.URLs, nopts...); err != nil {
+		return nil, fmt.Errorf("%w: connecting to NATS at %s: %v (is nats-server running with JetStream, -js?)", orchestrator.ErrQueueDown, opts.URLs, err)
+	}
+	if err := q.setup(ctx); err != nil {
+		q.nc.Close()
+		return nil, err
+	}
+	return q, nil
+}
+
+func (q *Queue) setup(ctx context.Context) error {
+	o := q.opts
+	var err error
+	if q.js, err = jetstream.New(q.nc); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	q.stream, err = q.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: o.Stream, Subjects: []string{o.Subject + ".inv.>"}, Retention: jetstream.WorkQueuePolicy,
+		Storage: jetstream.FileStorage, Replicas: o.Replicas, MaxMsgs: o.MaxQueued, Discard: jetstream.DiscardNew,
+		Duplicates: o.DedupeWindow, Description: "MicroFaaS invocations (mforch --queue)"})
+	if err != nil {
+		return fmt.Errorf("shared queue: stream %s: %w (does the NATS server run JetStream, -js?)", o.Stream, err)
+	}
+	q.cons, err = q.stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable: o.Consumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: o.AckWait,
+		// Attempts are bounded by the orchestrators (MaxAttempts), which
+		// end a poison invocation with a result instead of leaving it.
+		MaxDeliver: -1, MaxAckPending: -1, MaxWaiting: 4096})
+	if err != nil {
+		return fmt.Errorf("shared queue: consumer %s: %w", o.Consumer, err)
+	}
+	q.kv, err = q.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: o.Bucket, History: 1, TTL: o.ResultTTL, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+		Description: "MicroFaaS invocation results (mforch --queue)"})
+	if err != nil {
+		return fmt.Errorf("shared queue: results bucket %s: %w", o.Bucket, err)
+	}
+	q.status, err = q.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: o.InstancesBucket, History: 1, TTL: 6 * o.StatusEvery, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+		Description: "MicroFaaS instances' status (mforch --queue)"})
+	if err != nil {
+		return fmt.Errorf("shared queue: instances bucket %s: %w", o.InstancesBucket, err)
+	}
+	return nil
+}
+
+// badKey matches what a key-value key may not hold; validKey is a key.
+var (
+	badKey   = regexp.MustCompile(`[^-_=.a-zA-Z0-9]`)
+	validKey = regexp.MustCompile(`^[-_=.a-zA-Z0-9]+$`)
+)
+
+// publishStatus puts this instance's status in the instances bucket now
+// and every StatusEvery.
+func (q *Queue) publishStatus() {
+	defer q.wg.Done()
+	t := time.NewTicker(q.opts.StatusEvery)
+	defer t.Stop()
+	for {
+		b, err := json.Marshal(orchestrator.InstanceStatus{Name: q.opts.Name, At: time.Now(), Status: q.host.Status()})
+		if err == nil && q.nc.Status() == nats.CONNECTED {
+			ctx, cancel := context.WithTimeout(q.ctx, q.opts.PublishTimeout)
+			_, err = q.status.Put(ctx, q.opts.Name, b)
+			cancel()
+		}
+		if err != nil && q.ctx.Err() == nil {
+			q.log.Debug("shared queue: publishing this instance's status failed", "err", err)
+		}
+		select {
+		case <-q.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Installation is every instance's last status, by name, and the
+// stream's depth (orchestrator.SharedQueue).
+func (q *Queue) Installation(ctx context.Context) ([]orchestrator.InstanceStatus, uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, q.opts.PublishTimeout)
+	defer cancel()
+	depth, err := q.Depth(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("shared queue: %w", err)
+	}
+	lister, err := q.status.ListKeys(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("shared queue: instances: %w", err)
+	}
+	var out []orchestrator.InstanceStatus
+	for k := range lister.Keys() {
+		e, err := q.status.Get(ctx, k)
+		if err != nil {
+			continue // gone since it was listed
+		}
+		var st orchestrator.InstanceStatus
+		if json.Unmarshal(e.Value(), &st) == nil {
+			out = append(out, st)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, depth, nil
+}
+
+// subject is invocation id's message subject.
+func (q *Queue) subject(id string) string { return q.opts.Subject + ".inv." + id }
+
+// Publish queues inv once (orchestrator.SharedQueue).
+func (q *Queue) Publish(ctx context.Context, inv *orchestrator.Invocation) error {
+	if st := q.nc.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("%w: NATS connection %s", orchestrator.ErrQueueDown, strings.ToLower(st.String()))
+	}
+	data, err := q.codec.Encode(inv)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, q.opts.PublishTimeout)
+	defer cancel()
+	_, err = q.js.Publish(ctx, q.subject(inv.ID), data, jetstream.WithMsgID(inv.ID))
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum messages") {
+			return &orchestrator.Error{Kind: orchestrator.ErrQueueFull, Msg: fmt.Sprintf("the shared queue holds its %d invocations at most", q.opts.MaxQueued)}
+		}
+		return fmt.Errorf("%w: %v", orchestrator.ErrQueueDown, err)
+	}
+	return nil
+}
+
+// Start pulls for host and watches results (orchestrator.SharedQueue).
+func (q *Queue) Start(host orchestrator.QueueHost) error {
+	q.mu.Lock()
+	q.host = host
+	q.mu.Unlock()
+	w, err := q.kv.WatchAll(q.ctx, jetstream.UpdatesOnly(), jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("watching results: %w", err)
+	}
+	q.wg.Add(4)
+	go q.watch(w)
+	go q.pull()
+	go q.extend()
+	go q.publishStatus()
+	return nil
+}
+
+// watch hands the results callers here wait for to the host. After a
+// reconnection the watch starts again (the server may have lost its
+// consumer), and the host looks up the results stored in between.
+func (q *Queue) watch(w jetstream.KeyWatcher) {
+	defer q.wg.Done()
+	for {
+		select {
+		case <-q.ctx.Done():
+			return
+		case <-q.rewatch:
+			w.Stop()
+			for {
+				var err error
+				if w, err = q.kv.WatchAll(q.ctx, jetstream.UpdatesOnly(), jetstream.IgnoreDeletes()); err == nil {
+					// Results stored before the watch began: looked up.
+					q.host.Recheck()
+					break
+				}
+				q.log.Debug("shared queue: watching results again failed; retrying", "err", err)
+				if !sleep(q.ctx, idleWait) {
+					return
+				}
+			}
+		case e, ok := <-w.Updates():
+			if !ok {
+				if !sleep(q.ctx, idleWait) {
+					return
+				}
+				q.poke(q.rewatch)
+				continue
+			}
+			if e == nil || !q.host.Awaits(e.Key()) {
+				continue
+			}
+			inv, err := q.codec.Decode(e.Value())
+			if err != nil {
+				q.log.Error("shared queue: a result does not decode", "invocation", e.Key(), "err", err)
+				continue
+			}
+			q.host.Result(inv)
+		}
+	}
+}
+
+// poke signals ch without blocking.
+func (q *Queue) poke(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Fetching: maxFetches pull requests at most under way, each waiting up to
+// fetchWait for messages.
+const (
+	maxFetches = 4
+	fetchWait  = time.Second
+	idleWait   = 250 * time.Millisecond
+)
+
+// pull fetches messages as long as the host has room for them.
+func (q *Queue) pull() {
+	defer q.wg.Done()
+	fetches := 0
+	ended := make(chan struct{}, maxFetches)
+	for {
+		slots := q.host.Slots() // not under q.mu: it takes the orchestrator's lock
+		q.mu.Lock()
+		free := slots - len(q.held) - q.asked
+		if free > 0 && fetches < maxFetches {
+			q.asked += free
+			fetches++
+			q.mu.Unlock()
+			go q.fetch(free, ended)
+			continue
+		}
+		q.mu.Unlock()
+		t := time.NewTimer(idleWait)
+		select {
+		case <-q.ctx.Done():
+			t.Stop()
+			for ; fetches > 0; fetches-- {
+				<-ended
+			}
+			return
+		case <-ended:
+			fetches--
+		case <-q.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// fetch asks for n messages and delivers those that come.
+func (q *Queue) fetch(n int, ended chan<- struct{}) {
+	got := 0
+	defer func() {
+		q.mu.Lock()
+		q.asked -= n - got
+		q.mu.Unlock()
+		ended <- struct{}{}
+	}()
+	batch, err := q.cons.Fetch(n, jetstream.FetchMaxWait(fetchWait))
+	if err != nil {
+		if q.ctx.Err() == nil {
+			q.log.Debug("shared queue: fetch failed", "err", err)
+			sleep(q.ctx, idleWait)
+		}
+		return
+	}
+	for msg := range batch.Messages() {
+		got++
+		q.mu.Lock()
+		q.asked--
+		q.mu.Unlock()
+		q.take(msg)
+	}
+	if err := batch.Error(); err != nil && q.ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) {
+		q.log.Debug("shared queue: fetch ended", "err", err)
+		sleep(q.ctx, idleWait)
+	}
+}
+
+// take hands one message's invocation to the host.
+func (q *Queue) take(msg jetstream.Msg) {
+	id := strings.TrimPrefix(msg.Subject(), q.opts.Subject+".inv.")
+	meta, err := msg.Metadata()
+	if err != nil {
+		q.log.Error("shared queue: message without metadata; terminated", "subject", msg.Subject(), "err", err)
+		msg.Term()
+		return
+	}
+	inv, err := q.codec.Decode(msg.Data())
+	if err != nil || inv.ID != id {
+		q.log.Error("shared queue: queued invocation does not decode; terminated (it never runs): check that every instance has the same --queue-key",
+			"invocation", id, "err", err)
+		q.mu.Lock()
+		q.stats.Poison++
+		q.mu.Unlock()
+		// Its callers get an answer rather than wait for ever.
+		failed := &orchestrator.Invocation{ID: id, Finished: time.Now(), Err: &orchestrator.Error{Kind: orchestrator.ErrUnavailable,
+			Msg: fmt.Sprintf("instance %s cannot read the queued invocation (%v): give every instance the same --queue-key", q.opts.Name, err)}}
+		if data, eerr := q.codec.EncodeResult(failed); eerr == nil && validKey.MatchString(id) {
+			ctx, cancel := context.WithTimeout(q.ctx, q.opts.PublishTimeout)
+			q.kv.Create(ctx, id, data)
+			cancel()
+		}
+		msg.TermWithReason("does not decode")
+		return
+	}
+	if meta.NumDelivered > 1 {
+		// Its result may be stored while the acknowledgement was lost.
+		if _, err := q.kv.Get(q.ctx, id); err == nil {
+			msg.Ack()
+			q.mu.Lock()
+			q.stats.Skipped++
+			q.mu.Unlock()
+			return
+		}
+	}
+	q.mu.Lock()
+	if _, ok := q.held[id]; ok {
+		// Redelivered to this instance while it still holds it (the queue
+		// was unreachable past the ack wait): the new delivery is the one
+		// to acknowledge; it is not run twice here.
+		q.held[id] = msg
+		q.mu.Unlock()
+		return
+	}
+	q.held[id] = msg
+	q.stats.Delivered++
+	q.mu.Unlock()
+	inv.Attempts = int(meta.NumDelivered) - 1
+	inv.Restarts = int(meta.NumDelivered) - 1
+	inv.Worker, inv.Started = "", time.Time{}
+	q.host.Deliver(inv)
+}
+
+// extend marks every message held here in progress, three times per ack
+// wait, so no other instance gets it while this one runs it.
+func (q *Queue) extend() {
+	defer q.wg.Done()
+	t := time.NewTicker(q.opts.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-q.ctx.Done():
+			return
+		case <-t.C:
+		}
+		q.mu.Lock()
+		msgs := make([]jetstream.Msg, 0, len(q.held))
+		for _, m := range q.held {
+			msgs = append(msgs, m)
+		}
+		q.mu.Unlock()
+		for _, m := range msgs {
+			m.InProgress()
+		}
+	}
+}
+
+// storeConcurrency bounds the result writes one Commit has under way.
+const storeConcurrency = 64
+
+// Commit stores the results of the finished writes, then acknowledges
+// their messages (orchestrator.Store). A result that cannot be stored now
+// (NATS unreachable) is retried in the background; its message stays held
+// (in progress) until it is stored.
+func (q *Queue) Commit(writes []orchestrator.StoreWrite) error {
+	sem := make(chan struct{}, storeConcurrency)
+	var wg sync.WaitGroup
+	for _, w := range writes {
+		if !w.Finished {
+			continue
+		}
+		data, err := q.codec.EncodeResult(w.Invocation)
+		if err != nil {
+			return err
+		}
+		id := w.Invocation.ID
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if !q.storeResult(id, data) {
+				q.wg.Add(1)
+				go q.retryResult(id, data)
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// storeResult writes a result (create only: the first of an id stays) and
+// acknowledges its message; false if it could not be written.
+func (q *Queue) storeResult(id string, data []byte) bool {
+	if q.nc.Status() != nats.CONNECTED {
+		return false // not worth a timeout's wait
+	}
+	ctx, cancel := context.WithTimeout(q.ctx, q.opts.PublishTimeout)
+	defer cancel()
+	_, err := q.kv.Create(ctx, id, data)
+	dup := errors.Is(err, jetstream.ErrKeyExists)
+	if err != nil && !dup {
+		q.log.Warn("shared queue: storing a result failed; retrying", "invocation", id, "err", err)
+		q.mu.Lock()
+		q.stats.StoreFailed++
+		q.mu.Unlock()
+		return false
+	}
+	q.mu.Lock()
+	msg := q.held[id]
+	delete(q.held, id)
+	if dup {
+		q.stats.Duplicates++
+	} else {
+		q.stats.Results++
+	}
+	q.mu.Unlock()
+	if dup {
+		q.log.Info("shared queue: invocation ran again (another instance stored its result first; that one stands)", "invocation", id)
+	}
+	if msg != nil {
+		msg.Ack()
+	}
+	q.poke(q.wake)
+	return true
+}
+
+// retryResult stores a result once NATS is back, unless the queue closes.
+func (q *Queue) retryResult(id string, data []byte) {
+	defer q.wg.Done()
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		if !sleep(q.ctx, wait) {
+			return
+		}
+		if q.storeResult(id, data) {
+			return
+		}
+	}
+}
+
+// Pending is empty: a stopped instance's messages go to the others.
+func (q *Queue) Pending() ([]*orchestrator.Invocation, error) { return nil, nil }
+
+// Get finds an invocation by id: its result, else the queued message
+// (orchestrator.Store).
+func (q *Queue) Get(id string) (*orchestrator.Invocation, bool, error) {
+	ctx, cancel := context.WithTimeout(q.ctx, q.opts.PublishTimeout)
+	defer cancel()
+	e, err := q.kv.Get(ctx, id)
+	if err == nil {
+		inv, err := q.codec.Decode(e.Value())
+		return inv, err == nil, err
+	}
+	if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, false, err
+	}
+	m, err := q.stream.GetLastMsgForSubject(ctx, q.subject(id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	inv, err := q.codec.Decode(m.Data)
+	if err != nil {
+		return nil, false, err
+	}
+	inv.Secrets, inv.Env = nil, nil
+	return inv, true, nil
+}
+
+// Options are the queue's options, defaults filled in.
+func (q *Queue) Options() Options { return q.opts }
+
+// Stats returns what the queue did so far.
+func (q *Queue) Stats() Stats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.stats
+}
+
+// Depth is how many invocations the stream holds (queued or running).
+func (q *Queue) Depth(ctx context.Context) (uint64, error) {
+	info, err := q.stream.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}
+
+// Close stops pulling and gives back the messages this instance holds
+// and did not finish (the others get them at once). Call it after the
+// orchestrator's Shutdown.
+func (q *Queue) Close() error {
+	q.cancel()
+	q.wg.Wait()
+	q.mu.Lock()
+	held := q.held
+	q.held = map[string]jetstream.Msg{}
+	q.mu.Unlock()
+	var err error
+	if len(held) > 0 {
+		for _, m := range held {
+			m.Nak()
+		}
+		if q.nc.Status() == nats.CONNECTED {
+			err = q.nc.FlushTimeout(q.opts.PublishTimeout)
+		} else {
+			err = errors.New("not connected")
+		}
+	}
+	if err != nil {
+		q.log.Warn("shared queue: giving back unfinished invocations failed; they go to other instances after the ack wait", "count", len(held), "err", err)
+	}
+	q.nc.Close()
+	return nil
+}
+
+// Kill drops the connection at once, as a crash would: nothing is given
+// back or acknowledged (tests).
+func (q *Queue) Kill() {
+	q.nc.Close()
+	q.cancel()
+	q.wg.Wait()
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,93 @@
+package natsq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/microfaas/microfaas/orchestrator/openfaas"
+)
+
+// State is a key-value bucket every instance shares, its values sealed
+// under the queue's key (they hold secrets): the OpenFaaS provider's
+// deployments and secrets (openfaas.SharedState).
+type State struct {
+	q  *Queue
+	kv jetstream.KeyValue
+}
+
+var _ openfaas.SharedState = (*State)(nil)
+
+// State opens (making it if needed) the shared bucket named bucket.
+func (q *Queue) State(ctx context.Context, bucket string) (*State, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	kv, err := q.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1,
+		Storage: jetstream.FileStorage, Replicas: q.opts.Replicas, Description: "MicroFaaS shared state (mforch --queue)"})
+	if err != nil {
+		return nil, fmt.Errorf("shared queue: bucket %s: %w", bucket, err)
+	}
+	return &State{q: q, kv: kv}, nil
+}
+
+// Put stores value under key, sealed.
+func (s *State) Put(ctx context.Context, key string, value []byte) error {
+	sealed, err := s.q.codec.Seal(value, key)
+	if err != nil {
+		return err
+	}
+	_, err = s.kv.Put(ctx, key, sealed)
+	return err
+}
+
+// Delete removes key.
+func (s *State) Delete(ctx context.Context, key string) error {
+	err := s.kv.Delete(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	return err
+}
+
+// Watch calls fn with every key's value, then with every change (nil:
+// deleted), from one goroutine, until stop. A value that does not open
+// (another key file) is logged and skipped.
+func (s *State) Watch(fn func(key string, value []byte)) (func(), error) {
+	ctx, cancel := context.WithCancel(s.q.ctx)
+	w, err := s.kv.WatchAll(ctx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					continue // the end of the current values
+				}
+				if e.Operation() != jetstream.KeyValuePut {
+					fn(e.Key(), nil)
+					continue
+				}
+				v, err := s.q.codec.Open(e.Value(), e.Key())
+				if err != nil {
+					s.q.log.Error("shared state: a value does not open with this instance's --queue-key; skipped", "key", e.Key(), "err", err)
+					continue
+				}
+				fn(e.Key(), v)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }, nil
+}
