@@ -56,6 +56,9 @@ type Invocation struct {
 	// pending; with a non-zero Started before a restart it may have run
 	// partly, and Attempts says so.
 	Restarts int
+	// Callback is JobSpec.Callback: it travels with a shared queue's
+	// message (sealed), never with a result or a bbolt record.
+	Callback []byte
 
 	done chan struct{}
 	// energy is set (under the orchestrator's lock) once final; see energy.go.
@@ -163,6 +166,12 @@ type JobSpec struct {
 	// ID, if set, is the invocation's id, chosen by the caller so that a
 	// retried submit is not run twice; only with a shared queue (queue.go).
 	ID string
+	// Callback is what the submitter needs to act on the result wherever
+	// it finishes (the OpenFaaS provider's async callback), opaque here.
+	// Only with a shared queue, which carries it with the invocation and
+	// hands it to exactly one instance once the result is stored (natsq);
+	// a local submit ignores it.
+	Callback []byte
 }
 
 // newID returns an invocation id: the queueing time in milliseconds (12

@@ -295,7 +295,7 @@ func (o *Orchestrator) submitShared(spec JobSpec) (*Invocation, error) {
 	}
 	now := o.clock.Now()
 	inv := &Invocation{ID: spec.ID, Function: spec.Function, Args: spec.Args, Timeout: spec.Timeout,
-		Env: spec.Env, Secrets: spec.Secrets, HTTP: spec.HTTP, Queued: now, done: make(chan struct{})}
+		Env: spec.Env, Secrets: spec.Secrets, HTTP: spec.HTTP, Callback: spec.Callback, Queued: now, done: make(chan struct{})}
 	if inv.ID == "" {
 		inv.ID = newID(now)
 	} else if prev, ok, err := o.shared.q.Get(inv.ID); err == nil && ok && doneYet(prev) {
@@ -324,9 +324,9 @@ func (o *Orchestrator) checkID(id string) error {
 }
 
 // QueueCodec turns invocations into a shared queue's messages and results
-// and back. A queued invocation's secrets and HTTP headers (a caller's
-// credentials) are sealed, as in a BoltStore, under a key every
-// orchestrator of the installation holds; a result carries neither.
+// and back. A queued invocation's secrets, HTTP headers (a caller's
+// credentials) and Callback are sealed, as in a BoltStore, under a key
+// every orchestrator of the installation holds; a result carries none.
 type QueueCodec struct {
 	sealer *BoltStore // only its seal and open are used
 }
@@ -345,13 +345,31 @@ func newQueueCodec(aead cipher.AEAD) *QueueCodec {
 	return &QueueCodec{sealer: &BoltStore{aead: aead}}
 }
 
-// Encode is inv as a queue message, its secrets and headers sealed.
+// queued is a queue message: the record and, sealed, the invocation's
+// Callback (a callback URL can carry a token; the record itself has no
+// field for it, since a bbolt store never keeps one).
+type queued struct {
+	record
+	SealedCallback []byte `json:"sealed_callback,omitempty"`
+}
+
+// callbackAD binds a sealed callback to its invocation id and field.
+const callbackAD = "\x00callback"
+
+// Encode is inv as a queue message, its secrets, headers and callback
+// sealed.
 func (c *QueueCodec) Encode(inv *Invocation) ([]byte, error) {
-	rec := toRecord(inv)
-	if err := c.sealer.seal(&rec); err != nil {
+	msg := queued{record: toRecord(inv)}
+	if err := c.sealer.seal(&msg.record); err != nil {
 		return nil, err
 	}
-	return json.Marshal(rec)
+	if len(inv.Callback) > 0 {
+		var err error
+		if msg.SealedCallback, err = c.sealer.sealBytes(bytes.Clone(inv.Callback), inv.ID+callbackAD); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(msg)
 }
 
 // EncodeResult is a finished inv as stored for every orchestrator: without
@@ -387,5 +405,17 @@ func (c *QueueCodec) Decode(b []byte) (*Invocation, error) {
 	if rec.ID == "" {
 		return nil, errors.New("queued invocation: no id")
 	}
-	return rec.invocation(), nil
+	inv := rec.invocation()
+	var msg struct {
+		SealedCallback []byte `json:"sealed_callback"`
+	}
+	if err := json.Unmarshal(b, &msg); err != nil {
+		return nil, fmt.Errorf("queued invocation: %w", err)
+	}
+	if len(msg.SealedCallback) > 0 {
+		if inv.Callback, err = c.sealer.openBytes(msg.SealedCallback, rec.ID+callbackAD); err != nil {
+			return nil, fmt.Errorf("queued invocation's callback: %w", err)
+		}
+	}
+	return inv, nil
 }

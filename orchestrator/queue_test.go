@@ -61,6 +61,49 @@ func TestQueueCodecSeals(t *testing.T) {
 	}
 }
 
+// A queued invocation's callback (an async call's X-Callback-Url, which
+// may hold a token) travels sealed, bound to its invocation id; a result
+// does not carry it.
+func TestQueueCodecSealsCallback(t *testing.T) {
+	dir := t.TempDir()
+	c, err := OpenQueueCodec(filepath.Join(dir, "queue.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := &Invocation{ID: "0193cb", Function: "f", Queued: time.Unix(1, 0), Callback: []byte(`{"url":"http://gw/cb?token=cb-secret"}`)}
+	msg, err := c.Encode(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(msg, []byte("cb-secret")) {
+		t.Errorf("queued message holds the callback in clear: %s", msg)
+	}
+	got, err := c.Decode(msg)
+	if err != nil || string(got.Callback) != string(inv.Callback) {
+		t.Fatalf("decoded callback: %q %v", got.Callback, err)
+	}
+	other, err := OpenQueueCodec(filepath.Join(dir, "other.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Decode(msg); !errors.Is(err, ErrSecretsSealed) {
+		t.Errorf("another key: %v, want ErrSecretsSealed", err)
+	}
+	// Sealed for one id, it does not open under another.
+	moved := bytes.Replace(msg, []byte(`"id":"0193cb"`), []byte(`"id":"0193cc"`), 1)
+	if _, err := c.Decode(moved); !errors.Is(err, ErrSecretsSealed) {
+		t.Errorf("callback moved to another id: %v, want ErrSecretsSealed", err)
+	}
+	inv.Finished, inv.Result = time.Unix(2, 0), []byte(`"r"`)
+	res, err := c.EncodeResult(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Decode(res); err != nil || got.Callback != nil || bytes.Contains(res, []byte("callback")) {
+		t.Errorf("result: %s, callback %q, %v", res, got.Callback, err)
+	}
+}
+
 // Without a shared queue a caller-chosen id is refused, saying why.
 func TestInvocationIDNeedsSharedQueue(t *testing.T) {
 	h := newHarness(t, 1, Config{})

@@ -17,6 +17,15 @@
 //     caller gets, however often the invocation ran. The message is
 //     acknowledged after its result is stored. Every instance watches the
 //     bucket for the results its callers wait for.
+//   - An invocation's callback (orchestrator.JobSpec.Callback: an OpenFaaS
+//     async call's X-Callback-Url) travels in its message, sealed. Once
+//     the result is stored and before the message is acknowledged, the
+//     instance holding it claims the callback with a create-only key in
+//     the callbacks bucket; only the instance whose claim created the key
+//     sends it. An instance that dies before claiming leaves the message
+//     unacknowledged: the next delivery finds the result stored and
+//     claims. One that dies after claiming, before its post is done,
+//     leaves no callback: at most once (docs/scale-out.md).
 package natsq
 
 import (
@@ -77,8 +86,11 @@ type Options struct {
 	// instance (5 s); an instance silent for 6 times that drops out.
 	StatusEvery     time.Duration
 	InstancesBucket string
-	// KeyFile holds the key queued invocations' secrets and headers are
-	// sealed with (orchestrator.OpenQueueCodec): the same file on every
+	// CallbacksBucket holds one claim per invocation whose callback an
+	// instance sent ("microfaas_callbacks"), kept as long as results.
+	CallbacksBucket string
+	// KeyFile holds the key queued invocations' secrets, headers and
+	// callbacks are sealed with (orchestrator.OpenQueueCodec): the same file on every
 	// instance. Required.
 	KeyFile string
 	Log     *slog.Logger
@@ -95,6 +107,7 @@ func (o *Options) defaults() {
 	def(&o.Consumer, "mforch")
 	def(&o.Bucket, "microfaas_results")
 	def(&o.InstancesBucket, "microfaas_instances")
+	def(&o.CallbacksBucket, "microfaas_callbacks")
 	if o.Name == "" {
 		o.Name, _ = os.Hostname()
 	}
@@ -141,6 +154,7 @@ type Queue struct {
 	cons   jetstream.Consumer
 	kv     jetstream.KeyValue
 	status jetstream.KeyValue // instances' statuses
+	claims jetstream.KeyValue // callbacks claimed, by invocation id
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -153,10 +167,18 @@ type Queue struct {
 	// held are the messages delivered to this instance and not yet
 	// acknowledged, by invocation id; asked is how many more the fetches
 	// under way may bring.
-	held  map[string]jetstream.Msg
+	held  map[string]heldMsg
 	asked int
 	host  orchestrator.QueueHost
 	stats Stats
+	// sendCallback sends a callback this instance claimed (OnCallback).
+	sendCallback func(callback []byte, res *orchestrator.Invocation)
+}
+
+// heldMsg is a message this instance holds and its invocation's callback.
+type heldMsg struct {
+	msg      jetstream.Msg
+	callback []byte
 }
 
 // Stats count what a Queue did.
@@ -167,6 +189,9 @@ type Stats struct {
 	Skipped     int // redeliveries whose result was stored already: acknowledged without running
 	Poison      int // messages that did not decode: terminated
 	StoreFailed int // result writes that failed and were retried
+	Callbacks   int // callbacks this instance claimed and handed to its sender
+	// CallbacksClaimed: callbacks another instance had claimed already.
+	CallbacksClaimed int
 }
 
 // Open connects to the NATS servers and makes sure the stream, the
@@ -184,7 +209,7 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
-	q := &Queue{opts: opts, log: opts.Log, codec: codec, held: map[string]jetstream.Msg{}, wake: make(chan struct{}, 1), rewatch: make(chan struct{}, 1)}
+	q := &Queue{opts: opts, log: opts.Log, codec: codec, held: map[string]heldMsg{}, wake: make(chan struct{}, 1), rewatch: make(chan struct{}, 1)}
 	q.ctx, q.cancel = context.WithCancel(context.Background())
 	nopts := []nats.Option{nats.Name(opts.Name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
 		nats.Timeout(opts.PublishTimeout),
@@ -261,6 +286,12 @@ func (q *Queue) setup(ctx context.Context) error {
 		Description: "MicroFaaS instances' status (mforch --queue)"})
 	if err != nil {
 		return fmt.Errorf("shared queue: instances bucket %s: %w", o.InstancesBucket, err)
+	}
+	q.claims, err = q.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: o.CallbacksBucket, History: 1, TTL: o.ResultTTL, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+		Description: "MicroFaaS callbacks claimed (mforch --queue)"})
+	if err != nil {
+		return fmt.Errorf("shared queue: callbacks bucket %s: %w", o.CallbacksBucket, err)
 	}
 	return nil
 }
@@ -517,8 +548,15 @@ func (q *Queue) take(msg jetstream.Msg) {
 		return
 	}
 	if meta.NumDelivered > 1 {
-		// Its result may be stored while the acknowledgement was lost.
+		// Its result may be stored while the acknowledgement was lost
+		// (the instance that stored it died before acknowledging, maybe
+		// before claiming its callback: claimed here if nobody did).
 		if _, err := q.kv.Get(q.ctx, id); err == nil {
+			if err := q.claimCallback(id, inv.Callback, nil); err != nil {
+				q.log.Warn("shared queue: result stored, callback not claimed; the invocation comes back for it", "invocation", id, "err", err)
+				msg.NakWithDelay(q.opts.AckWait / 3)
+				return
+			}
 			msg.Ack()
 			q.mu.Lock()
 			q.stats.Skipped++
@@ -531,11 +569,11 @@ func (q *Queue) take(msg jetstream.Msg) {
 		// Redelivered to this instance while it still holds it (the queue
 		// was unreachable past the ack wait): the new delivery is the one
 		// to acknowledge; it is not run twice here.
-		q.held[id] = msg
+		q.held[id] = heldMsg{msg, inv.Callback}
 		q.mu.Unlock()
 		return
 	}
-	q.held[id] = msg
+	q.held[id] = heldMsg{msg, inv.Callback}
 	q.stats.Delivered++
 	q.mu.Unlock()
 	inv.Attempts = int(meta.NumDelivered) - 1
@@ -558,8 +596,8 @@ func (q *Queue) extend() {
 		}
 		q.mu.Lock()
 		msgs := make([]jetstream.Msg, 0, len(q.held))
-		for _, m := range q.held {
-			msgs = append(msgs, m)
+		for _, h := range q.held {
+			msgs = append(msgs, h.msg)
 		}
 		q.mu.Unlock()
 		for _, m := range msgs {
@@ -591,9 +629,10 @@ func (q *Queue) Commit(writes []orchestrator.StoreWrite) error {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if !q.storeResult(id, data) {
+			st := &storing{id: id, data: data}
+			if !q.storeResult(st) {
 				q.wg.Add(1)
-				go q.retryResult(id, data)
+				go q.retryResult(st)
 			}
 		}()
 	}
@@ -601,50 +640,151 @@ func (q *Queue) Commit(writes []orchestrator.StoreWrite) error {
 	return nil
 }
 
-// storeResult writes a result (create only: the first of an id stays) and
-// acknowledges its message; false if it could not be written.
-func (q *Queue) storeResult(id string, data []byte) bool {
+// storing is one result on its way: stored is set once the result is in
+// the bucket (so a retry only claims the callback and acknowledges), mine
+// when it is this run's (not another run's, stored first).
+type storing struct {
+	id           string
+	data         []byte
+	stored, mine bool
+}
+
+// storeResult writes a result (create only: the first of an id stays),
+// claims its invocation's callback, and acknowledges its message; false if
+// a write failed (retry).
+func (q *Queue) storeResult(st *storing) bool {
+	id := st.id
 	if q.nc.Status() != nats.CONNECTED {
 		return false // not worth a timeout's wait
 	}
-	ctx, cancel := context.WithTimeout(q.ctx, q.opts.PublishTimeout)
-	defer cancel()
-	_, err := q.kv.Create(ctx, id, data)
-	dup := errors.Is(err, jetstream.ErrKeyExists)
-	if err != nil && !dup {
-		q.log.Warn("shared queue: storing a result failed; retrying", "invocation", id, "err", err)
+	if !st.stored {
+		ctx, cancel := context.WithTimeout(q.ctx, q.opts.PublishTimeout)
+		_, err := q.kv.Create(ctx, id, st.data)
+		cancel()
+		dup := errors.Is(err, jetstream.ErrKeyExists)
+		if err != nil && !dup {
+			q.log.Warn("shared queue: storing a result failed; retrying", "invocation", id, "err", err)
+			q.mu.Lock()
+			q.stats.StoreFailed++
+			q.mu.Unlock()
+			return false
+		}
+		st.stored, st.mine = true, !dup
 		q.mu.Lock()
-		q.stats.StoreFailed++
+		if dup {
+			q.stats.Duplicates++
+		} else {
+			q.stats.Results++
+		}
 		q.mu.Unlock()
+		if dup {
+			q.log.Info("shared queue: invocation ran again (another instance stored its result first; that one stands)", "invocation", id)
+		}
+	}
+	q.mu.Lock()
+	h := q.held[id]
+	q.mu.Unlock()
+	// Claimed before the acknowledgement: an instance that dies in
+	// between leaves the message to be delivered again, and claimed then.
+	var stored []byte
+	if st.mine {
+		stored = st.data
+	}
+	err := q.claimCallback(id, h.callback, stored)
+	if err != nil && !errors.Is(err, errNoSender) {
+		q.log.Warn("shared queue: claiming a callback failed; retrying", "invocation", id, "err", err)
 		return false
 	}
 	q.mu.Lock()
-	msg := q.held[id]
 	delete(q.held, id)
-	if dup {
-		q.stats.Duplicates++
-	} else {
-		q.stats.Results++
-	}
 	q.mu.Unlock()
-	if dup {
-		q.log.Info("shared queue: invocation ran again (another instance stored its result first; that one stands)", "invocation", id)
-	}
-	if msg != nil {
-		msg.Ack()
+	switch {
+	case h.msg == nil:
+	case err != nil:
+		q.log.Warn("shared queue: result stored; its callback is left to the next delivery", "invocation", id, "err", err)
+		h.msg.NakWithDelay(q.opts.AckWait / 3)
+	default:
+		h.msg.Ack()
 	}
 	q.poke(q.wake)
 	return true
 }
 
+// ErrCallback is a callback this instance could not claim or hand over.
+var ErrCallback = errors.New("shared queue: callback")
+
+// errNoSender: this instance has no callback sender (no OpenFaaS provider,
+// or not yet).
+var errNoSender = fmt.Errorf("%w: this instance sends no callbacks (it runs no OpenFaaS provider, or not yet)", ErrCallback)
+
+// claimCallback sends callback (if any) for invocation id, whose result
+// is stored (stored: its value, or nil to read it), unless another
+// instance claimed it first: the claim, a create-only key in the callbacks
+// bucket, is written before the sender gets it, so at most one instance
+// ever sends it. An error (NATS away) means nothing was claimed: try again.
+func (q *Queue) claimCallback(id string, callback, stored []byte) error {
+	if len(callback) == 0 {
+		return nil
+	}
+	q.mu.Lock()
+	send := q.sendCallback
+	q.mu.Unlock()
+	if send == nil {
+		// Not claimed: an instance with a sender (or this one, once its
+		// provider has started) claims it when the message comes back.
+		return errNoSender
+	}
+	ctx, cancel := context.WithTimeout(q.ctx, q.opts.PublishTimeout)
+	defer cancel()
+	if stored == nil {
+		e, err := q.kv.Get(ctx, id)
+		if err != nil {
+			return fmt.Errorf("%w: reading the result of %s: %w", ErrCallback, id, err)
+		}
+		stored = e.Value()
+	}
+	res, err := q.codec.Decode(stored)
+	if err != nil {
+		return fmt.Errorf("%w: the result of %s: %w", ErrCallback, id, err)
+	}
+	claim, _ := json.Marshal(struct {
+		Instance string    `json:"instance"`
+		At       time.Time `json:"at"`
+	}{q.opts.Name, time.Now().UTC()})
+	if _, err := q.claims.Create(ctx, id, claim); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			q.mu.Lock()
+			q.stats.CallbacksClaimed++
+			q.mu.Unlock()
+			return nil
+		}
+		return fmt.Errorf("%w: claiming %s: %w", ErrCallback, id, err)
+	}
+	q.mu.Lock()
+	q.stats.Callbacks++
+	q.mu.Unlock()
+	send(callback, res)
+	return nil
+}
+
+// OnCallback sets what sends a callback this instance claimed: called
+// once per invocation with a callback across the installation, with the
+// stored result; it must not block (post in the background). Until it is
+// set, this instance claims none (their messages go back to the queue).
+func (q *Queue) OnCallback(send func(callback []byte, res *orchestrator.Invocation)) {
+	q.mu.Lock()
+	q.sendCallback = send
+	q.mu.Unlock()
+}
+
 // retryResult stores a result once NATS is back, unless the queue closes.
-func (q *Queue) retryResult(id string, data []byte) {
+func (q *Queue) retryResult(st *storing) {
 	defer q.wg.Done()
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 		if !sleep(q.ctx, wait) {
 			return
 		}
-		if q.storeResult(id, data) {
+		if q.storeResult(st) {
 			return
 		}
 	}
@@ -677,7 +817,7 @@ func (q *Queue) Get(id string) (*orchestrator.Invocation, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	inv.Secrets, inv.Env = nil, nil
+	inv.Secrets, inv.Env, inv.Callback = nil, nil, nil
 	return inv, true, nil
 }
 
@@ -708,12 +848,12 @@ func (q *Queue) Close() error {
 	q.wg.Wait()
 	q.mu.Lock()
 	held := q.held
-	q.held = map[string]jetstream.Msg{}
+	q.held = map[string]heldMsg{}
 	q.mu.Unlock()
 	var err error
 	if len(held) > 0 {
-		for _, m := range held {
-			m.Nak()
+		for _, h := range held {
+			h.msg.Nak()
 		}
 		if q.nc.Status() == nats.CONNECTED {
 			err = q.nc.FlushTimeout(q.opts.PublishTimeout)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/openfaas"
 )
 
@@ -19,7 +20,16 @@ type State struct {
 	kv jetstream.KeyValue
 }
 
-var _ openfaas.SharedState = (*State)(nil)
+var (
+	_ openfaas.SharedState   = (*State)(nil)
+	_ openfaas.CallbackRelay = (*State)(nil)
+)
+
+// OnCallback: the queue's (Queue.OnCallback), so the provider that shares
+// this state sends the callbacks this instance claims.
+func (s *State) OnCallback(send func(callback []byte, res *orchestrator.Invocation)) {
+	s.q.OnCallback(send)
+}
 
 // State opens (making it if needed) the shared bucket named bucket.
 func (q *Queue) State(ctx context.Context, bucket string) (*State, error) {

@@ -21,6 +21,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/mux"
+	"github.com/openfaas/faas-provider/types"
 
 	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/state"
@@ -378,6 +379,13 @@ func (p *Provider) asyncProxy(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if callback != nil && p.relay != nil {
+		// With a shared queue the callback goes with the invocation: the
+		// instance that finishes it sends it, even if this one is gone.
+		spec.Callback, _ = json.Marshal(relayedCallback{URL: callback.String(), Function: fn.Deployment.Service,
+			CallID: id, ContentType: fn.Deployment.EnvVars["content_type"], Start: start})
+		callback = nil
+	}
 	inv, err := p.cfg.Orchestrator.SubmitJob(spec)
 	if err != nil {
 		refuse(w, fn.Deployment.Service, err)
@@ -395,6 +403,53 @@ func (p *Provider) asyncProxy(w http.ResponseWriter, r *http.Request) {
 		if callback != nil {
 			p.postCallback(callback, fn.Deployment.Service, id, inv, rep, d)
 		}
+	}()
+}
+
+// relayedCallback is what another instance needs to send an async call's
+// callback (orchestrator.JobSpec.Callback, sealed in the shared queue).
+type relayedCallback struct {
+	URL         string    `json:"url"`
+	Function    string    `json:"function"`
+	CallID      string    `json:"call_id"`
+	ContentType string    `json:"content_type,omitempty"` // the deployment's content_type, as at the call
+	Start       time.Time `json:"start"`
+}
+
+// relayedCallback sends a callback this instance claimed (CallbackRelay),
+// whichever instance the call came to; this instance's allow-list holds
+// too. It does not block.
+func (p *Provider) relayedCallback(b []byte, res *orchestrator.Invocation) {
+	var cb relayedCallback
+	if err := json.Unmarshal(b, &cb); err != nil {
+		p.log.Error("async callback: does not decode; not sent", "invocation", res.ID, "err", err)
+		return
+	}
+	u, err := url.Parse(cb.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		p.log.Error("async callback: bad URL; not sent", "invocation", res.ID, "function", cb.Function, "err", err)
+		return
+	}
+	if !callbackAllowed(p.cfg.CallbackAllow, u.Hostname()) {
+		p.log.Warn("async callback: host not in this instance's allow-list (--openfaas-callback-allow); not sent",
+			"function", cb.Function, "call_id", cb.CallID, "url", u.Redacted())
+		return
+	}
+	fn := function{Deployment: types.FunctionDeployment{Service: cb.Function}}
+	if cb.ContentType != "" {
+		fn.Deployment.EnvVars = map[string]string{"content_type": cb.ContentType}
+	}
+	rep := fn.render(res, false)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.relayClosed {
+		p.log.Warn("async callback: claimed while the provider closed; not sent", "function", cb.Function, "call_id", cb.CallID)
+		return
+	}
+	p.async.Add(1)
+	go func() {
+		defer p.async.Done()
+		p.postCallback(u, cb.Function, cb.CallID, res, rep, max(time.Since(cb.Start), 0))
 	}()
 }
 

@@ -133,6 +133,10 @@ type Provider struct {
 	// Config.Shared, by key (shared.go); stopShared ends the watch.
 	shared     map[string][]byte
 	stopShared func()
+	// relay, when Config.Shared is a CallbackRelay, sends async callbacks
+	// (callback.go); relayClosed: Close has begun, no more are taken.
+	relay       CallbackRelay
+	relayClosed bool
 }
 
 // function is one deployment.
@@ -180,6 +184,10 @@ func New(cfg Config) (*Provider, error) {
 		if err := p.startShared(); err != nil {
 			return nil, fmt.Errorf("openfaas provider: shared deployments: %w", err)
 		}
+		if r, ok := cfg.Shared.(CallbackRelay); ok {
+			p.relay = r
+			r.OnCallback(p.relayedCallback)
+		}
 	}
 	p.handler = p.routes()
 	return p, nil
@@ -193,6 +201,12 @@ func (p *Provider) Handler() http.Handler { return p.handler }
 func (p *Provider) Close(ctx context.Context) error {
 	if p.stopShared != nil {
 		p.stopShared()
+	}
+	if p.relay != nil {
+		p.relay.OnCallback(nil)
+		p.mu.Lock()
+		p.relayClosed = true // a callback claimed meanwhile is not started after the Wait below
+		p.mu.Unlock()
 	}
 	done := make(chan struct{})
 	go func() { p.async.Wait(); close(done) }()

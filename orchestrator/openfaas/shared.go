@@ -10,6 +10,7 @@ import (
 
 	"github.com/openfaas/faas-provider/types"
 
+	"github.com/microfaas/microfaas/orchestrator"
 	"github.com/microfaas/microfaas/orchestrator/deploy"
 )
 
@@ -24,6 +25,16 @@ type SharedState interface {
 	// Watch calls fn with every key's value now, then with every change
 	// (value nil: deleted), from one goroutine, until stop is called.
 	Watch(fn func(key string, value []byte)) (stop func(), err error)
+}
+
+// CallbackRelay carries async calls' callbacks with the queued invocations
+// (orchestrator.JobSpec.Callback), so that the instance that finishes one,
+// not the one it came to, sends its callback, once (natsq.State). A
+// SharedState that is also a CallbackRelay is used as one.
+type CallbackRelay interface {
+	// OnCallback sets what sends a callback this instance claimed, with the
+	// stored result (nil: none; the queue leaves them to other instances).
+	OnCallback(send func(callback []byte, res *orchestrator.Invocation))
 }
 
 // sharedTimeout bounds one write to the shared state.
