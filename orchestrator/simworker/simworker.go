@@ -33,7 +33,7 @@ type Controller struct {
 	Logs func(id string) *shiplog.Ring
 
 	mu       sync.Mutex
-	running  map[string]context.CancelFunc
+	running  map[string]run
 	onExit   func(string, error)
 	PowerOns int
 	wg       sync.WaitGroup
@@ -42,18 +42,39 @@ type Controller struct {
 // ErrKilled is the exit error of a worker that was powered off externally.
 var ErrKilled = errors.New("killed")
 
-// PowerOn starts the worker goroutine.
+// run is one boot of a worker: kill ends it, done is closed once its
+// goroutine has reported the exit.
+type run struct {
+	kill func()
+	done chan struct{}
+}
+
+// PowerOn starts the worker goroutine. A power-on while the worker's last
+// boot is still ending waits for that end (or ctx), as a board's power
+// button does during its shutdown: on a loaded host the goroutine can
+// outlast the orchestrator's power-off holdoff, and refusing then made a
+// failed boot that no real worker would have.
 func (c *Controller) PowerOn(ctx context.Context, w cluster.Worker) error {
 	c.mu.Lock()
 	if c.running == nil {
-		c.running = map[string]context.CancelFunc{}
+		c.running = map[string]run{}
 	}
-	if _, ok := c.running[w.ID]; ok {
+	for {
+		r, ok := c.running[w.ID]
+		if !ok {
+			break
+		}
 		c.mu.Unlock()
-		return fmt.Errorf("worker %s already on", w.ID)
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return fmt.Errorf("worker %s still on from its last boot: %w", w.ID, context.Cause(ctx))
+		}
+		c.mu.Lock()
 	}
 	wctx, cancel := context.WithCancelCause(context.Background())
-	c.running[w.ID] = func() { cancel(ErrKilled) }
+	done := make(chan struct{})
+	c.running[w.ID] = run{kill: func() { cancel(ErrKilled) }, done: done}
 	c.PowerOns++
 	secret := c.Secret
 	if s, ok := c.SecretFor[w.ID]; ok {
@@ -63,6 +84,7 @@ func (c *Controller) PowerOn(ctx context.Context, w cluster.Worker) error {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
+		defer close(done)
 		select {
 		case <-time.After(c.BootDelay):
 		case <-wctx.Done():
@@ -101,10 +123,10 @@ func (c *Controller) PowerOn(ctx context.Context, w cluster.Worker) error {
 // PowerOff kills the worker.
 func (c *Controller) PowerOff(ctx context.Context, w cluster.Worker) error {
 	c.mu.Lock()
-	kill, ok := c.running[w.ID]
+	r, ok := c.running[w.ID]
 	c.mu.Unlock()
 	if ok {
-		kill()
+		r.kill()
 	}
 	return nil
 }
