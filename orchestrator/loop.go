@@ -109,6 +109,7 @@ type commitBatch struct {
 func (o *Orchestrator) committer() {
 	defer close(o.commitsDone)
 	var group []commitBatch
+	var last time.Duration // the last commit's
 	for b := range o.commits {
 		group = append(group[:0], b)
 		// Let every runnable goroutine (the loop, connections, clients)
@@ -123,6 +124,7 @@ func (o *Orchestrator) committer() {
 			runtime.Gosched()
 		}
 		group = o.takeCommits(group)
+		group = o.gather(group, last)
 		var writes []StoreWrite
 		for _, b := range group {
 			for _, a := range b.acts {
@@ -133,7 +135,10 @@ func (o *Orchestrator) committer() {
 		}
 		var err error
 		if len(writes) > 0 {
-			if err = o.cfg.Store.Commit(writes); err != nil {
+			t0 := time.Now()
+			err = o.cfg.Store.Commit(writes)
+			last = time.Since(t0)
+			if err != nil {
 				o.log.Error("committing invocations to the store failed", "writes", len(writes), "err", err)
 			}
 		}
@@ -154,6 +159,75 @@ func (o *Orchestrator) committer() {
 // maxYields bounds how often the committer lets others run before it
 // commits what it has.
 const maxYields = 4
+
+// gatherSlice is how long the committer sleeps at a time while it
+// gathers more writes; maxGather bounds the whole wait.
+const (
+	gatherSlice = 100 * time.Microsecond
+	maxGather   = 10 * time.Millisecond
+	// gatherFactor: the wait may last this many times the last commit,
+	// so that with one P, whose fsyncs stop everything, a busy
+	// orchestrator spends about a fifth of its time or less in commits.
+	gatherFactor = 4
+	// maxGatherBackoff bounds how many commits go without a gather after
+	// one found the P idle.
+	maxGatherBackoff = 64
+)
+
+// gather waits for more writes when there is one P and the yields found
+// several turns' worth, a sign that others are producing them, for up to
+// gatherFactor times as long as the last commit took (at most maxGather):
+// a slow disk then gets bigger groups. Yielding alone is not enough with
+// one P: the network is polled only when no goroutine is runnable, and an
+// fsync holds the only P (measured: no goroutine ran during any of
+// bbolt's fdatasyncs at -cpu 1), so workers' results arriving over TCP
+// were not seen before the commit and each commit carried 2-5 writes.
+// Sleeping lets the scheduler poll the network. With more Ps the others
+// run during the fsync and groups grow without waiting (measured: a wait
+// there only lengthened each caller's round trip).
+//
+// A slice that brings nothing is not the end (a result may be on its way
+// through the network), but two in a row, or one that overran (the P was
+// idle: nothing is coming without the commit), are; so a single caller
+// never waits here. An overrun costs about a millisecond (an idle P's
+// timer granularity), so after a wait that brought nothing it skips the
+// next 2, 4, ... up to 64 commits: with few callers it rarely waits; with
+// many, it always gains.
+func (o *Orchestrator) gather(group []commitBatch, last time.Duration) []commitBatch {
+	if len(group) < 2 || runtime.GOMAXPROCS(0) > 1 {
+		return group
+	}
+	if o.gatherSkip > 0 {
+		o.gatherSkip--
+		return group
+	}
+	window := min(max(gatherFactor*last, gatherSlice), maxGather)
+	start, n0 := time.Now(), len(group)
+	empty := 0
+	for i := 0; i < int(maxGather/gatherSlice) && len(group) < maxBatch && time.Since(start) < window; i++ {
+		n := len(group)
+		t0 := time.Now()
+		time.Sleep(gatherSlice)
+		overran := time.Since(t0) > 4*gatherSlice
+		if group = o.takeCommits(group); len(group) > n {
+			empty = 0
+			continue
+		}
+		if overran {
+			if len(group) == n0 { // the wait brought nothing
+				o.gatherBackoff = min(max(2*o.gatherBackoff, 2), maxGatherBackoff)
+				o.gatherSkip = o.gatherBackoff
+				return group
+			}
+			break
+		}
+		if empty++; empty == 2 {
+			break
+		}
+	}
+	o.gatherBackoff = 0
+	return group
+}
 
 // takeCommits adds the batches waiting, up to maxBatch, to group.
 func (o *Orchestrator) takeCommits(group []commitBatch) []commitBatch {

@@ -151,7 +151,9 @@ type Orchestrator struct {
 	// commits feeds the committer (nil without a Store).
 	commits     chan commitBatch
 	commitsDone chan struct{}
-	wg          sync.WaitGroup // controller calls under way
+	// gatherBackoff and gatherSkip: the committer's alone (see gather).
+	gatherBackoff, gatherSkip int
+	wg                        sync.WaitGroup // controller calls under way
 
 	shutdownOnce sync.Once
 	shutdownDone chan struct{}
