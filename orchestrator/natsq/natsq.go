@@ -35,6 +35,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"net/url"
 	"os"
 	"regexp"
 	"sort"
@@ -205,6 +207,9 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 	if opts.KeyFile == "" {
 		return nil, fmt.Errorf("%w: no key file for queued secrets (--queue-key)", ErrConfig)
 	}
+	if err := checkAuth(opts); err != nil {
+		return nil, err
+	}
 	codec, err := orchestrator.OpenQueueCodec(opts.KeyFile)
 	if err != nil {
 		return nil, err
@@ -250,6 +255,33 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 		return nil, err
 	}
 	return q, nil
+}
+
+// checkAuth refuses a NATS server off this host that mforch gives no
+// credentials: whoever reaches it (a function on a board on the same LAN)
+// could read every result from the bucket and queue calls. Sealing keeps
+// secrets and headers out of its reach, not results.
+func checkAuth(opts Options) error {
+	if opts.CredsFile != "" || opts.TLSCert != "" {
+		return nil
+	}
+	for _, raw := range strings.Split(opts.URLs, ",") {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil || u.Host == "" {
+			return fmt.Errorf("%w: NATS server %q: want nats://HOST:PORT", ErrConfig, raw)
+		}
+		if u.User != nil {
+			continue
+		}
+		host := u.Hostname()
+		if ip, err := netip.ParseAddr(host); (err == nil && ip.IsLoopback()) || host == "localhost" {
+			continue
+		}
+		return fmt.Errorf("%w: NATS server %s is off this host and mforch gives it no credentials, so whoever reaches it "+
+			"could read every result and queue calls: give --queue-creds FILE, --queue-tls-cert and --queue-tls-key, "+
+			"or nats://USER:PASSWORD@HOST:PORT, and keep the NATS port off the workers' network", ErrConfig, u.Host)
+	}
+	return nil
 }
 
 func (q *Queue) setup(ctx context.Context) error {
