@@ -9,7 +9,7 @@
 //	mforch loadgen [--addr URL] [-n 170] [--arrival poisson --rate 2]
 //	mforch meter read|calibrate [--driver wattsup --device /dev/ttyUSB0 ...]
 //	mforch experiment FILE [--out DIR]
-//	mforch report RUN [RUN...] [--out report.html]
+//	mforch report RUN [RUN...] [--out report.html] [--tco COSTS.yaml]
 //	mforch profile RUN [--out profile.yaml]
 //	mforch simulate FILE|RUN --profile PROFILE [--workers N] [--policy P] [--trace CSV]
 package main
@@ -25,7 +25,7 @@ var commands = []cli.Command{
 	{Name: "loadgen", Summary: "drive a running mforch with the original experiment's seeded workload", Run: runLoadgen},
 	{Name: "meter", Summary: "read a power meter live, or calibrate the per-state power of a board", Run: runMeter},
 	{Name: "experiment", Summary: "run an experiment file and record a run folder (results, timeline, meter, summary)", Run: runExperiment},
-	{Name: "report", Summary: "turn run folders into an HTML report and a summary table, comparing runs", Run: runReport},
+	{Name: "report", Summary: "turn run folders into an HTML report and a summary table, comparing runs; --tco adds the boards-vs-VM-host energy and cost comparison", Run: runReport},
 	{Name: "profile", Summary: "fit a worker profile (boot, shutdown, exec times, per-state power) to a recorded run folder", Run: runProfile},
 	{Name: "simulate", Summary: "run an experiment on simulated workers drawn from a profile, with the real scheduler on a simulated clock", Run: runSimulate},
 }

@@ -25,6 +25,12 @@ var splitColors = []string{StateColors[state.Booting], StateColors[state.Working
 // nothing fetched) for one or more analysed runs; the first is the
 // baseline of comparisons.
 func WriteHTML(w io.Writer, runs []*Analysis, generated time.Time) error {
+	return WriteHTMLWith(w, runs, generated, "")
+}
+
+// WriteHTMLWith is WriteHTML with a section of the caller's (HTML, such
+// as the cost comparison of lab/tco) placed before the runs.
+func WriteHTMLWith(w io.Writer, runs []*Analysis, generated time.Time, section string) error {
 	ew := &errWriter{w: w}
 	var names []string
 	for _, a := range runs {
@@ -46,6 +52,7 @@ figure{margin:12px 0}figcaption{font-size:13px;color:#444;max-width:860px}
 <h1>MicroFaaS experiment report</h1>
 <p>Runs: %s. Generated %s by <code>mforch report</code>; docs/experiments.md explains every figure.</p>
 `, esc(strings.Join(names, ", ")), esc(strings.Join(names, ", ")), generated.UTC().Format(time.RFC3339))
+	io.WriteString(ew, section)
 	if len(runs) > 1 {
 		writeComparison(ew, runs)
 	}

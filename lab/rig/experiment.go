@@ -178,6 +178,12 @@ func (c orchCluster) Invoke(ctx context.Context, fn string, args json.RawMessage
 // WriteReport loads run folders, writes the HTML report to page and the
 // text summary to text.
 func WriteReport(dirs []string, page string, text io.Writer) error {
+	return WriteReportWith(dirs, page, text, "")
+}
+
+// WriteReportWith is WriteReport with an HTML section (lab/tco's cost
+// comparison) placed before the runs.
+func WriteReportWith(dirs []string, page string, text io.Writer, section string) error {
 	var runs []*report.Analysis
 	for _, d := range dirs {
 		r, err := report.Load(d)
@@ -196,7 +202,7 @@ func WriteReport(dirs []string, page string, text io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := report.WriteHTML(f, runs, time.Now()); err != nil {
+	if err := report.WriteHTMLWith(f, runs, time.Now(), section); err != nil {
 		f.Close()
 		return err
 	}
