@@ -36,6 +36,9 @@ func WriteHTMLWith(w io.Writer, runs []*Analysis, generated time.Time, section s
 	for _, a := range runs {
 		names = append(names, a.Run.Name)
 	}
+	if len(names) == 0 {
+		names = []string{"none (the cost comparison only)"}
+	}
 	fmt.Fprintf(ew, `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>MicroFaaS report: %s</title>

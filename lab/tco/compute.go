@@ -33,6 +33,7 @@ type RunStats struct {
 	Workers     int
 	PeakRate    float64 // invocations per second in the run's busiest throughput bin
 	P50, P99    float64 // latency, ms
+	Sized       string  // how the worker count was found, for a simulate: platform
 }
 
 // FromAnalysis takes a run's figures from the report's analysis.
@@ -50,10 +51,19 @@ func FromAnalysis(a *report.Analysis) *RunStats {
 	return r
 }
 
-// LoadRuns reads the run folder of each platform that names one.
+// LoadRuns reads the run folder of each platform that names one, and
+// sizes and simulates each simulate: platform.
 func LoadRuns(f *File) ([2]*RunStats, error) {
 	var out [2]*RunStats
 	for i, p := range f.Platforms {
+		if p.Simulate != nil {
+			r, err := f.simulate(p)
+			if err != nil {
+				return out, fmt.Errorf("platform %q: %w", p.Name, err)
+			}
+			out[i] = r
+			continue
+		}
 		if p.Run == "" {
 			continue
 		}
@@ -109,12 +119,12 @@ func Compute(f *File, runs [2]*RunStats) (*Result, error) {
 	res := &Result{File: f}
 	// The load: the first run folder's, else the workload's numbers.
 	for i, p := range f.Platforms {
-		if p.Run == "" {
+		if p.Model != nil {
 			continue
 		}
 		r := runs[i]
 		if r == nil {
-			return nil, fmt.Errorf("%w: platform %q: its run folder %s was not read", ErrInput, p.Name, p.Run)
+			return nil, fmt.Errorf("%w: platform %q: its run was not read", ErrInput, p.Name)
 		}
 		if r.Invocations == 0 || r.Seconds <= 0 {
 			return nil, fmt.Errorf("%w: platform %q: run %s has no successful invocation to measure", ErrInput, p.Name, r.Dir)
@@ -139,6 +149,9 @@ func Compute(f *File, runs [2]*RunStats) (*Result, error) {
 		if r := runs[i]; r != nil {
 			pr.Units = (r.Workers + p.WorkersPerUnit - 1) / p.WorkersPerUnit
 			pr.UnitsHow = fmt.Sprintf("the run's %d workers", r.Workers)
+			if r.Sized != "" {
+				pr.UnitsHow = r.Sized
+			}
 			if p.WorkersPerUnit > 1 {
 				pr.UnitsHow += fmt.Sprintf(", %d per unit", p.WorkersPerUnit)
 			}

@@ -80,6 +80,9 @@ type Platform struct {
 	WorkersPerUnit int `yaml:"workers_per_unit"`
 	// Model replaces Run: throughput and power per unit, from figures.
 	Model *Model `yaml:"model"`
+	// Simulate replaces Run: the run is simulated, with the fewest
+	// workers that keep a p99 target.
+	Simulate *Simulate `yaml:"simulate"`
 	// UnitPrice is one unit's purchase price (a board with its power
 	// supply and storage; a server).
 	UnitPrice     *Number `yaml:"unit_price"`
@@ -137,12 +140,7 @@ func Parse(b []byte) (*File, error) {
 }
 
 // RunPath is a platform's run folder as a path from the current folder.
-func (f *File) RunPath(p Platform) string {
-	if p.Run == "" || filepath.IsAbs(p.Run) {
-		return p.Run
-	}
-	return filepath.Join(f.dir, p.Run)
-}
+func (f *File) RunPath(p Platform) string { return f.path(p.Run) }
 
 func bad(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrInput, fmt.Sprintf(format, a...))
@@ -183,10 +181,22 @@ func (f *File) check() error {
 			return bad("%s: give it a name", what)
 		}
 		what = fmt.Sprintf("platform %q", p.Name)
+		given := 0
+		for _, set := range []bool{p.Run != "", p.Model != nil, p.Simulate != nil} {
+			if set {
+				given++
+			}
+		}
+		if given > 1 {
+			return bad("%s: give one of run: (a run folder), simulate: (sized by simulation) or model: (figures), not more", what)
+		}
+		if p.Simulate != nil {
+			if err := p.Simulate.check(what); err != nil {
+				return err
+			}
+		}
 		switch {
-		case p.Run != "" && p.Model != nil:
-			return bad("%s: give run: (a run folder) or model: (figures), not both", what)
-		case p.Run != "":
+		case p.Run != "" || p.Simulate != nil:
 			runs++
 			if p.WorkersPerUnit == 0 {
 				p.WorkersPerUnit = 1
@@ -212,7 +222,7 @@ func (f *File) check() error {
 				return err
 			}
 		default:
-			return bad("%s: give run: (a run folder from mforch experiment or mforch simulate) or model: (throughput_per_unit, idle_watts, busy_watts)", what)
+			return bad("%s: give run: (a run folder from mforch experiment or mforch simulate), simulate: (experiment, profile, policy, p99_target_ms) or model: (throughput_per_unit, idle_watts, busy_watts)", what)
 		}
 		if err := need(p.UnitPrice, what+": unit_price", "what one unit costs to buy", 0); err != nil {
 			return err
@@ -243,9 +253,9 @@ func (f *File) check() error {
 	}
 	switch {
 	case runs == 0 && f.Workload == nil:
-		return bad("no platform has a run folder: give workload: {mean_per_second: {...}, peak_per_second: {...}}, or run: on a platform")
+		return bad("no platform has a run: give workload: {mean_per_second: {...}, peak_per_second: {...}}, or run: or simulate: on a platform")
 	case runs > 0 && f.Workload != nil:
-		return bad("workload: is for files without runs; here the first run folder is the load (remove workload:)")
+		return bad("workload: is for files without runs; here the first platform's run is the load (remove workload:)")
 	case f.Workload != nil:
 		if err := need(f.Workload.MeanRate, "workload: mean_per_second", "invocations per second over the hardware's life", 0); err != nil {
 			return err

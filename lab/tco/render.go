@@ -10,7 +10,7 @@ import (
 // Method is the report's statement of how the figures are computed.
 const Method = `Energy efficiency is invocations per joule at the plug: a run's successful invocations over its meter's energy (plus the switches' power over the run's duration); for a model, the load's mean rate over the units' mean power, idle power plus (busy − idle) × utilisation, utilisation being the mean rate over the units' capacity. ` +
 	`The load is the first run folder's (its successful invocations over its duration; its peak, the busiest bin of its throughput figure, one minute for runs of ten minutes or more), else the file's workload. ` +
-	`Units: a run's worker count (divided by workers per unit); a model is throughput-matched: enough units to serve the load's peak rate at the stated throughput per unit (which holds the latency target). ` +
+	`Units: a run's worker count (divided by workers per unit); a simulated platform's is the fewest workers of its profile that keep its p99 target with none failed, found by bisection over simulations of the same calls; a model is throughput-matched: enough units to serve the load's peak rate at the stated throughput per unit (which holds the latency target). ` +
 	`TCO = capex + opex: capex = units × unit price + ⌈units ÷ switch ports⌉ × switch price; opex = mean power × 8766 h a year × lifetime × electricity price × PUE, the run's load taken as lasting the whole lifetime. ` +
 	`The ratios compare the first platform with the second: efficiency ratio = first's invocations per joule ÷ second's; TCO change = (first's TCO − second's) ÷ second's.`
 
@@ -42,6 +42,9 @@ func (f *File) Inputs() []Input {
 	for _, p := range f.Platforms {
 		add(p.Name+": unit price", cur, p.UnitPrice)
 		add(p.Name+": lifetime", "years", p.LifetimeYears)
+		if sm := p.Simulate; sm != nil {
+			add(p.Name+": p99 target", "ms", sm.P99TargetMS)
+		}
 		if m := p.Model; m != nil {
 			add(p.Name+": throughput per unit", "invocations/s", m.ThroughputPerUnit)
 			add(p.Name+": idle power per unit", "W", m.IdleWatts)
@@ -103,7 +106,7 @@ func (r *Result) WriteHTML(w io.Writer) error {
 			if run.MeterModel {
 				meter = `<span class="model">model</span> ` + meter
 			}
-			fmt.Fprintf(&b, "<tr><td>%s: run</td><td>%s</td><td></td><td>%s run folder %s: %d invocations in %.0f s, %d workers, %.4g J (meter: %s), p50 %.0f ms, p99 %.0f ms</td></tr>\n",
+			fmt.Fprintf(&b, "<tr><td>%s: run</td><td>%s</td><td></td><td>%s run (%s): %d invocations in %.0f s, %d workers, %.4g J (meter: %s), p50 %.0f ms, p99 %.0f ms</td></tr>\n",
 				esc(p.Platform.Name), esc(run.Name), kind, esc(run.Dir), run.Invocations, run.Seconds, run.Workers, run.EnergyJ, meter, run.P50, run.P99)
 		}
 	}

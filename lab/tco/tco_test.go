@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/lab/experiment"
 	"github.com/microfaas/microfaas/lab/profile"
 	"github.com/microfaas/microfaas/lab/sim"
@@ -175,7 +176,8 @@ func TestParseStrict(t *testing.T) {
 		{"pue below 1", "pue: {value: 1.2", "pue: {value: 0.8", "pue: value 0.8"},
 		{"busy below idle", "busy_watts: {value: 2.15", "busy_watts: {value: 1", "busy_watts: value 1"},
 		{"no run nor model", "    model:\n      throughput_per_unit: {value: 0.2, source: assumption}\n      idle_watts: {value: 1.4, source: SRM}\n      busy_watts: {value: 2.15, source: SRM}\n", "", "give run:"},
-		{"run and model", "  - name: boards\n", "  - name: boards\n    run: runs/x\n", "not both"},
+		{"run and model", "  - name: boards\n", "  - name: boards\n    run: runs/x\n", "not more"},
+		{"simulate and model", "  - name: boards\n", "  - name: boards\n    simulate: {experiment: e.yaml, p99_target_ms: {value: 1, source: assumption}}\n", "not more"},
 		{"one platform", "  - name: vm host\n    unit_price: {value: 4000, source: assumption}\n    model:\n      throughput_per_unit: {value: 10, source: assumption}\n      idle_watts: {value: 60, source: assumption}\n      busy_watts: {value: 250, source: assumption}\n", "", "exactly two"},
 		{"no lifetime", "lifetime_years: {value: 5, source: assumption}\n", "", "lifetime_years: missing"},
 		{"zero throughput", "throughput_per_unit: {value: 0.2", "throughput_per_unit: {value: 0", "above 0"},
@@ -244,6 +246,100 @@ func TestHTMLShowsSources(t *testing.T) {
 		if !strings.Contains(h, s) {
 			t.Errorf("page lacks %q", s)
 		}
+	}
+}
+
+func TestParseSimulate(t *testing.T) {
+	model := "    model:\n      throughput_per_unit: {value: 0.2, source: assumption}\n      idle_watts: {value: 1.4, source: SRM}\n      busy_watts: {value: 2.15, source: SRM}\n"
+	noLoad := strings.Replace(good, "workload:\n  mean_per_second: {value: 1, source: assumption}\n  peak_per_second: {value: 4, source: assumption}\n", "", 1)
+	cases := []struct{ name, sim, want string }{
+		{"ok", "{experiment: e.yaml, profile: p.yaml, policy: reboot-while-queued, p99_target_ms: {value: 8000, source: assumption}}", ""},
+		{"no profile", "{experiment: e.yaml, p99_target_ms: {value: 8000, source: assumption}}", "give experiment: (an experiment file) and profile:"},
+		{"bad policy", "{experiment: e.yaml, profile: p.yaml, policy: sometimes, p99_target_ms: {value: 8000, source: assumption}}", "policy"},
+		{"no target", "{experiment: e.yaml, profile: p.yaml}", "p99_target_ms: missing"},
+		{"target unsourced", "{experiment: e.yaml, profile: p.yaml, p99_target_ms: {value: 8000}}", "has no source"},
+		{"unknown key", "{experiment: e.yaml, profile: p.yaml, workers: 3, p99_target_ms: {value: 8000, source: assumption}}", "field workers not found"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			text := strings.Replace(noLoad, model, "    simulate: "+c.sim+"\n", 1)
+			f, err := Parse([]byte(text))
+			if c.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if f.Platforms[0].Simulate.MaxWorkers != 1000 {
+					t.Errorf("max_workers %d, want the default 1000", f.Platforms[0].Simulate.MaxWorkers)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInput) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want ErrInput with %q", err, c.want)
+			}
+		})
+	}
+}
+
+// A simulate: platform gets the fewest workers that keep the target: that
+// count does, one fewer does not (checked by simulating both again).
+func TestSimulateSizing(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("e.yaml", "name: e\nworkers: {qemu: 1}\nfunctions: [matmul]\ninvocations: 60\narrival: {process: poisson, rate: 2}\nseed: 7\n")
+	write("p.yaml", "name: p\nkind: bbb\nsource: test\nboot: {dist: const, mean: 1}\nreboot: {dist: const, mean: 0.8}\nshutdown: {dist: const, mean: 0.2}\n"+
+		"exec: {default: {dist: const, mean: 0.1}}\npower: {baseline_watts: 2, watts: {booting: 2, idle: 1, working: 2, stopping: 1}}\n")
+	model := "    model:\n      throughput_per_unit: {value: 0.2, source: assumption}\n      idle_watts: {value: 1.4, source: SRM}\n      busy_watts: {value: 2.15, source: SRM}\n"
+	noLoad := strings.Replace(good, "workload:\n  mean_per_second: {value: 1, source: assumption}\n  peak_per_second: {value: 4, source: assumption}\n", "", 1)
+	write("c.yaml", strings.Replace(noLoad, model, "    simulate: {experiment: e.yaml, profile: p.yaml, policy: reboot-while-queued, max_workers: 40, p99_target_ms: {value: 1500, source: assumption}}\n", 1))
+	f, err := Load(filepath.Join(dir, "c.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := LoadRuns(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := runs[0].Workers
+	if n < 2 || runs[0].P99 > 1500 || runs[0].Invocations != 60 || runs[0].Sized == "" {
+		t.Fatalf("sized run %+v: want at least 2 workers, p99 <= 1500 ms, 60 calls", runs[0])
+	}
+	spec, raw, err := experiment.Load(filepath.Join(dir, "e.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prof, err := profile.Load(filepath.Join(dir, "p.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []int{n - 1, n} {
+		pol, _ := cluster.ParsePolicy("reboot-while-queued")
+		r, err := sim.Run(sim.Config{Spec: spec, File: raw, Profile: prof, ProfileFile: []byte("x"), Workers: w, Policy: pol})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if meets := r.P99 <= 1500 && r.Summary.Failed == 0; meets != (w == n) {
+			t.Errorf("%d workers: p99 %.0f ms, %d failed: meets the target %v, want %v", w, r.P99, r.Summary.Failed, meets, w == n)
+		}
+	}
+	res, err := Compute(f, runs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Platforms[0].Units != n || !strings.Contains(res.Platforms[0].UnitsHow, "bisection") {
+		t.Errorf("units %d (%s), want %d by bisection", res.Platforms[0].Units, res.Platforms[0].UnitsHow, n)
+	}
+	// An unreachable target is refused with the fix.
+	write("c2.yaml", strings.Replace(noLoad, model, "    simulate: {experiment: e.yaml, profile: p.yaml, max_workers: 5, p99_target_ms: {value: 10, source: assumption}}\n", 1))
+	f, err = Load(filepath.Join(dir, "c2.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadRuns(f); !errors.Is(err, ErrInput) || !strings.Contains(err.Error(), "raise simulate: max_workers") {
+		t.Errorf("unreachable target: err = %v", err)
 	}
 }
 
