@@ -38,6 +38,30 @@ type Number struct {
 	Source string  `yaml:"source"`
 }
 
+// UnmarshalYAML refuses a bare number (its source would be lost) and
+// keys other than value and source, naming the fix.
+func (n *Number) UnmarshalYAML(v *yaml.Node) error {
+	if v.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: %q: write {value: %s, source: \"where it comes from\"}, or source: assumption", v.Line, v.Value, v.Value)
+	}
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		k := v.Content[i]
+		switch k.Value {
+		case "value":
+			if err := v.Content[i+1].Decode(&n.Value); err != nil {
+				return fmt.Errorf("line %d: value: want a number: %v", k.Line, err)
+			}
+		case "source":
+			if err := v.Content[i+1].Decode(&n.Source); err != nil {
+				return fmt.Errorf("line %d: source: want text: %v", k.Line, err)
+			}
+		default:
+			return fmt.Errorf("line %d: %q: a number has only value: and source:", k.Line, k.Value)
+		}
+	}
+	return nil
+}
+
 // IsAssumption reports whether the number is the user's own.
 func (n Number) IsAssumption() bool {
 	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(n.Source)), Assumption)
