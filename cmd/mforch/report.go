@@ -27,8 +27,10 @@ With --tco, the page starts with the cost comparison of a board cluster
 against a VM host (the DATE'22 paper's energy efficiency and total cost
 of ownership, from this file's inputs, each with its source; the paper's
 own inputs are not reproduced): invocations per joule, units, capex,
-opex and TCO of each platform, and the ratios. Without RUN the report
-covers the run folders the cost file names. examples/tco/ has a file.
+opex and TCO of each platform, and the ratios. A platform's figures come
+from a run folder, from a simulation sized to a p99 target (simulate:),
+or from per-unit figures (model:). Without RUN the report covers the run
+folders the cost file names. examples/tco/ has a file.
 `
 
 func runReport(ctx context.Context, args []string) error {
