@@ -67,6 +67,8 @@ type Invocation struct {
 	// (possibly ahead of the start), in loop turn reservedTurn.
 	reserved     int
 	reservedTurn uint64
+	// early: queued before its accepting write is committed (machine.submit).
+	early bool
 }
 
 // Done is closed when the invocation has finished, with a result or an error.

@@ -304,6 +304,75 @@ func TestMachineConnectionLostMidJob(t *testing.T) {
 	x.wantState("w0", state.Off)
 }
 
+// With a Store and a worker up, an invocation accepted into a short queue
+// is queued at its submit, its first attempt reserved in the accepting
+// write: its job leaves before that write is committed (the caller is
+// answered only after it). evAccepted does not queue it twice; a failed
+// accept drops it if it has not started; an attempt after a lost worker
+// waits for its own write.
+func TestMachineEarlyStart(t *testing.T) {
+	x := newMT(t, 1, func(c *machineConfig) { c.Durable = true; c.IdleTimeout = time.Minute; c.FirstIdle = time.Minute })
+	newInv := func(id string) *Invocation {
+		return &Invocation{ID: id, Timeout: time.Minute, done: make(chan struct{})}
+	}
+	jobFor := func(inv *Invocation, durable bool) func(actSend) bool {
+		return func(s actSend) bool {
+			j, ok := s.msg.(protocol.Job)
+			return s.typ == protocol.TypeJob && ok && j.ID == inv.ID && s.durable == durable
+		}
+	}
+	a := newInv("a")
+	x.ev(0, evSubmit{a, make(chan error, 1)})
+	if len(x.m.queue) != 0 || a.early {
+		t.Fatal("queued before its write was committed with no worker up")
+	}
+	x.ev(0, evAccepted{a})
+	x.hello("w0") // a's job: reserved now, sent after the commit
+	x.ev(0, evCommitted{x.m.turn})
+
+	b := newInv("b") // w0 is busy with a
+	x.ev(0, evSubmit{b, make(chan error, 1)})
+	if !b.early || len(x.m.queue) != 1 || !has[actPersist](x.acts, func(p actPersist) bool { return p.inv.ID == "b" && p.inv.Attempts == 1 }) {
+		t.Fatalf("b not queued early with its attempt in the accepting write: %#v", x.acts)
+	}
+	if !has[actAccepted](x.acts, nil) || has[actReply](x.acts, nil) {
+		t.Fatal("b answered other than after its commit")
+	}
+	x.result("w0", a, protocol.Result{}) // b's write is not committed yet
+	if !has[actSend](x.acts, jobFor(b, false)) {
+		t.Fatalf("b's job waits for the commit of its accepting write: %#v", x.acts)
+	}
+	x.ev(0, evCommitted{x.m.turn})
+	x.ev(0, evAccepted{b})
+	if len(x.m.queue) != 0 || b.early || has[actSend](x.acts, func(s actSend) bool { return s.typ == protocol.TypeJob }) {
+		t.Fatalf("evAccepted queued b again: queue %d, %#v", len(x.m.queue), x.acts)
+	}
+
+	c := newInv("c") // w0 is busy with b
+	x.ev(0, evSubmit{c, make(chan error, 1)})
+	x.ev(0, evAcceptFailed{c})
+	if len(x.m.queue) != 0 || x.m.live["c"] != nil {
+		t.Fatal("an invocation whose accept failed stayed queued")
+	}
+	x.result("w0", b, protocol.Result{})
+	if has[actSend](x.acts, func(s actSend) bool { return s.typ == protocol.TypeJob }) {
+		t.Fatalf("a job was sent for c: %#v", x.acts)
+	}
+
+	d := newInv("d") // w0 idle: started at its submit, before its commit
+	x.ev(0, evSubmit{d, make(chan error, 1)})
+	if !has[actSend](x.acts, jobFor(d, false)) {
+		t.Fatalf("d's job not sent at once: %#v", x.acts)
+	}
+	x.ev(time.Second, evConnLost{"w0", x.session("w0"), io.EOF})
+	x.ev(time.Second, evPowerOff{"w0", x.session("w0"), nil})
+	x.hello("w0")
+	if d.Attempts != 2 || !has[actPersist](x.acts, func(p actPersist) bool { return p.inv.ID == "d" && p.inv.Attempts == 2 }) ||
+		!has[actSend](x.acts, jobFor(d, true)) {
+		t.Fatalf("d's second attempt was not written before its job: attempts %d, %#v", d.Attempts, x.acts)
+	}
+}
+
 // working: the controller reports the exit, then the connection drops:
 // off at once (no forced power-off), job requeued. A result that arrives
 // after the exit report still counts.

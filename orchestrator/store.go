@@ -5,6 +5,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -42,7 +43,8 @@ type StoreWrite struct {
 	Finished   bool
 }
 
-// record is an invocation as stored. Fields are only ever added, so a
+// record is an invocation as stored (storecodec.go: binary, or JSON in a
+// database an older mforch wrote). Fields are only ever added, so a
 // database written by an older mforch still reads.
 type record struct {
 	ID         string             `json:"id"`
@@ -272,8 +274,8 @@ var ErrSecretsSealed = errors.New("pending secrets do not open with the store's 
 
 // open decodes a stored record and opens its sealed secrets.
 func (s *BoltStore) open(v []byte) (record, error) {
-	var r record
-	if err := json.Unmarshal(v, &r); err != nil {
+	r, err := decodeRecord(v)
+	if err != nil {
 		return r, err
 	}
 	if len(r.SealedSecrets) > 0 {
@@ -306,9 +308,31 @@ func (s *BoltStore) open(v []byte) (record, error) {
 	return r, nil
 }
 
-// secretFields match the secrets of a record in a database file's raw
+// secretFields match the secrets of a JSON record in a database file's raw
 // bytes, in clear (an older mforch) or sealed.
 var secretFields = regexp.MustCompile(`"secrets":\{[^{}]*\}|"sealed_(secrets|header)":"[A-Za-z0-9+/=]*"`)
+
+// blankSealed overwrites, in place, every sealed blob of a binary record
+// in b (sealMark, a uvarint length, the bytes) with '*'. Bytes that only
+// look like a mark are blanked too: harmless in a damaged copy.
+func blankSealed(b []byte) {
+	for i := 0; ; {
+		j := bytes.Index(b[i:], sealMark)
+		if j < 0 {
+			return
+		}
+		i += j + len(sealMark)
+		n, k := binary.Uvarint(b[i:])
+		if k <= 0 {
+			continue
+		}
+		i += k
+		end := i + int(min(n, uint64(len(b)-i)))
+		for ; i < end; i++ {
+			b[i] = '*'
+		}
+	}
+}
 
 // setAside moves a damaged database file to aside: a copy, mode 0600,
 // with every secret field's value overwritten (same length: page offsets
@@ -318,6 +342,7 @@ func setAside(path, aside string) error {
 	if err != nil {
 		return err
 	}
+	blankSealed(b)
 	b = secretFields.ReplaceAllFunc(b, func(m []byte) []byte {
 		out := bytes.Clone(m)
 		value := bytes.Index(out, []byte(`":`)) + 2 // the value's opening { or "
@@ -441,8 +466,8 @@ func openChecked(path string) (db *bolt.DB, err error) {
 	return db, nil
 }
 
-func put(tx *bolt.Tx, bucket []byte, rec record) error {
-	b, err := json.Marshal(rec)
+func put(tx *bolt.Tx, bucket []byte, rec *record) error {
+	b, err := encodeRecord(rec)
 	if err != nil {
 		return err
 	}
@@ -462,7 +487,7 @@ func (s *BoltStore) Commit(writes []StoreWrite) error {
 				if err := s.seal(&rec); err != nil {
 					return err
 				}
-				if err := put(tx, bucketPending, rec); err != nil {
+				if err := put(tx, bucketPending, &rec); err != nil {
 					return err
 				}
 				continue
@@ -477,7 +502,7 @@ func (s *BoltStore) Commit(writes []StoreWrite) error {
 			if tx.Bucket(bucketFinished).Get([]byte(rec.ID)) == nil {
 				count++
 			}
-			if err := put(tx, bucketFinished, rec); err != nil {
+			if err := put(tx, bucketFinished, &rec); err != nil {
 				return err
 			}
 			finished = true
@@ -523,8 +548,8 @@ func (s *BoltStore) expired(v []byte) bool {
 	if s.retention.MaxAge <= 0 {
 		return false
 	}
-	var r record
-	if json.Unmarshal(v, &r) != nil {
+	r, err := decodeRecord(v)
+	if err != nil {
 		return true
 	}
 	return !r.Finished.IsZero() && s.now().Sub(r.Finished) > s.retention.MaxAge

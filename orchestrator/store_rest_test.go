@@ -292,10 +292,16 @@ func TestDamagedCopyPrivateWithoutSecrets(t *testing.T) {
 	path := filepath.Join(dir, "q.db")
 	const secret = "TENANT-SECRET-0b9a"
 	b64 := base64.StdEncoding.EncodeToString([]byte(secret))
-	// A page as an older mforch wrote it (secrets in clear) and one as now
-	// (sealed), then garbage: not a database any more.
+	// Records as older mforchs wrote them (JSON, secrets in clear or
+	// sealed) and one as now (binary, sealed), then garbage: not a
+	// database any more.
+	sealedBin := []byte("SEALED-BINARY-BLOB-9c1f")
+	bin, err := encodeRecord(&record{ID: "03", Function: "binfn", SealedSecrets: sealedBin})
+	if err != nil {
+		t.Fatal(err)
+	}
 	raw := []byte(`{"id":"01","function":"f","secrets":{"token":"` + b64 + `"},"env":{"A":"1"}}` +
-		`{"id":"02","function":"f","sealed_secrets":"QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"}` + strings.Repeat("garbage", 2000))
+		`{"id":"02","function":"f","sealed_secrets":"QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"}` + string(bin) + strings.Repeat("garbage", 2000))
 	if err := os.WriteFile(path, raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -313,12 +319,12 @@ func TestDamagedCopyPrivateWithoutSecrets(t *testing.T) {
 		t.Errorf("damaged copy mode %v, %v: want 0600", fi.Mode().Perm(), err)
 	}
 	got, _ := os.ReadFile(aside[0])
-	for _, leak := range []string{b64, "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"} {
+	for _, leak := range []string{b64, "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY", string(sealedBin)} {
 		if bytes.Contains(got, []byte(leak)) {
 			t.Errorf("the damaged copy still holds %q", leak)
 		}
 	}
-	if !bytes.Contains(got, []byte(`"env":{"A":"1"}`)) || len(got) != len(raw) {
+	if !bytes.Contains(got, []byte(`"env":{"A":"1"}`)) || !bytes.Contains(got, []byte("binfn")) || len(got) != len(raw) {
 		t.Errorf("the damaged copy lost more than its secrets (%d bytes of %d)", len(got), len(raw))
 	}
 }
