@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/runtime/functions"
 	"github.com/microfaas/microfaas/runtime/sandbox"
@@ -416,10 +417,14 @@ func TakeKey(path string) ([]byte, error) {
 	return protocol.DecodeKey(b)
 }
 
-// dial makes one attempt to reach the orchestrator.
+// dial makes one attempt to reach the orchestrator: a TCP connection, or
+// the virtio-serial port mf.orch names (vport:NAME, OpenPort).
 func (w *Worker) dial(ctx context.Context) (net.Conn, error) {
 	if w.Dial != nil {
 		return w.Dial(ctx, w.Config.Orch)
+	}
+	if name, ok := bootparams.PortName(w.Config.Orch); ok {
+		return OpenPort(PortsDir, DevDir, name)
 	}
 	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
