@@ -80,6 +80,9 @@ type QEMU struct {
 	// onSession takes the sessions that arrive over workers' ports
 	// (OnSession; nil: none, workers use the worker port).
 	onSession func(workerID string, c net.Conn)
+	// noPorts: the worker kernel has no virtio-serial driver (built
+	// before the session port): its workers use the worker port.
+	noPorts bool
 	// keyDir (owner-only) holds each boot's initramfs with the worker's
 	// key (BootInitrd), removed when its VM exits, and QMP sockets.
 	keyDir string
@@ -131,6 +134,11 @@ func NewQEMU(ctx context.Context, cfg QEMUConfig) (*QEMU, error) {
 	q := &QEMU{cfg: cfg, procs: map[string]*exec.Cmd{}, starting: map[string]context.CancelFunc{},
 		exited: map[*exec.Cmd]chan struct{}{}, keyDir: keyDir}
 	q.snap.used = map[string]time.Time{}
+	if cfg.Arch.QEMU.SessionPort && kernelLacksPorts(cfg.Kernel) {
+		q.noPorts = true
+		cfg.Log.Warn("the worker kernel has no virtio-serial driver (CONFIG_VIRTIO_CONSOLE): its workers reach mforch through the slower relay; rebuild it with mfbuild",
+			"kernel", cfg.Kernel)
+	}
 	if err := q.checkSnapshotConfig(); err != nil {
 		os.RemoveAll(keyDir)
 		return nil, err

@@ -285,7 +285,7 @@ func TestSessionPortArgs(t *testing.T) {
 	c := cluster.Local(1)
 	c.Network.Port = 7000
 	c.Services = map[string]map[string]string{"redis": {"addr": "10.0.2.2:6379"}}
-	portDevs := []string{"-chardev", "socket,fd=3,id=mfs", "-device", "virtio-serial-device",
+	portDevs := []string{"-chardev", "socket,fd=3,id=mfs", "-device", "virtio-serial-device,max_ports=2",
 		"-device", "virtserialport,chardev=mfs,name=org.microfaas.0"}
 	tap := c.Workers[0]
 	tap.VM.Net, tap.VM.Tap = "tap", "tap3"
@@ -359,5 +359,31 @@ func TestSessionPortArgs(t *testing.T) {
 	setChardev(snap, socketBackend(4))
 	if !slices.Contains(snap, "socket,fd=4,id=mfs") {
 		t.Fatalf("restore args %v", snap)
+	}
+}
+
+// TestKernelLacksPorts: an uncompressed kernel without the virtio-serial
+// driver keeps its workers on the relay; one with it, and a compressed
+// image (which cannot be told), do not.
+func TestKernelLacksPorts(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		name, content string
+		lacks         bool
+	}{
+		{"vmlinux without the driver", "\x7fELF...no driver here...", true},
+		{"vmlinux with the driver", "\x7fELF...virtio-ports...", false},
+		{"bzImage", "MZ compressed", false},
+	} {
+		path := dir + "/" + strings.ReplaceAll(tt.name, " ", "-")
+		if err := os.WriteFile(path, []byte(tt.content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := kernelLacksPorts(path); got != tt.lacks {
+			t.Errorf("%s: kernelLacksPorts = %v, want %v", tt.name, got, tt.lacks)
+		}
+	}
+	if kernelLacksPorts(dir + "/missing") {
+		t.Error("a missing file lacks ports")
 	}
 }
