@@ -3,6 +3,7 @@ package protocol
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -187,7 +188,12 @@ func (a *Acceptor) ServeConn(c net.Conn, worker string, timeout time.Duration) {
 		c.SetDeadline(time.Now().Add(timeout))
 		pc, h, err := ServerHandshakeAccepts(c, c.RemoteAddr(), keys, a.Accepts)
 		if err != nil {
-			a.Log.Warn("refused worker session on its own channel", "worker", worker, "claimed", h.WorkerID, "err", err)
+			if h.WorkerID == "" && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
+				// The VM ended (powered off, killed) before its hello.
+				a.Log.Debug("worker's channel closed before its hello", "worker", worker, "err", err)
+			} else {
+				a.Log.Warn("refused worker session on its own channel", "worker", worker, "claimed", h.WorkerID, "err", err)
+			}
 			c.Close()
 			return
 		}
