@@ -47,7 +47,8 @@ type Worker struct {
 	// Connected, if set, runs in its own goroutine once the hello is sent:
 	// set-up that can wait until the worker is connected.
 	Connected func()
-	// Dial opens one connection to the orchestrator (nil: TCP, 2 s timeout).
+	// Dial opens one connection to the orchestrator (nil: TCP with a 2 s
+	// timeout, or the virtio-serial port an mf.orch of vport:NAME names).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Now and Sleep are the clock of the connection retries (nil: the real
 	// one); Sleep returns early with ctx's error.

@@ -5,9 +5,11 @@ package power
 // the host's loopback, so a function could call mforch's HTTP API or any
 // other local service (issue 18, attack 4). Now the netdev is
 // restrict=on: the guest reaches nothing outside, except the guestfwd
-// rules set here, one per TCP endpoint it needs: the orchestrator's
-// worker port and the services the cluster file names at the host's
-// address as guests see it (10.0.2.2:PORT). Each rule runs, per
+// rules set here, one per TCP endpoint it needs: the services the
+// cluster file names at the host's address as guests see it
+// (10.0.2.2:PORT) and, for a worker whose session does not run over its
+// virtio-serial port (sessionport.go: ARM virt workers), the
+// orchestrator's worker port. Each rule runs, per
 // connection, a relay (internal/qemurelay: the small mfrelay program beside
 // this one, else this very binary; at most qemurelay.MaxRelays at once per
 // worker) to 127.0.0.1:PORT;
