@@ -51,8 +51,9 @@ func banner(t *testing.T, msg string) (port int, conns *atomic.Int64) {
 // on a QEMU worker (user networking) tries the host's loopback ports that
 // the cluster does not name (here a stand-in for mforch's HTTP API) at
 // every address the host has for guests: each fails, and the port sees no
-// connection. Meanwhile the worker connects (the invocation runs) and a
-// service the cluster names at the host's address answers. Run twice,
+// connection; nor can it dial the worker port or open the session port.
+// Meanwhile the worker connects (the invocation runs) and a service the
+// cluster names at the host's address answers. Run twice,
 // booted in full and from a snapshot (its saved VM has no forward; the
 // restore adds them).
 func TestQEMUFunctionNetwork(t *testing.T) {
@@ -72,8 +73,11 @@ func TestQEMUFunctionNetwork(t *testing.T) {
 			named := net.JoinHostPort(host, fmt.Sprint(svcPort))
 			// 10.0.2.254 is slirp's own address now, 10.0.2.3 its DNS,
 			// fec0::2 the host over IPv6 (off).
-			forbidden := []string{api(host), api("10.0.2.254"), api("10.0.2.3"), api("fec0::2"), api("127.0.0.1")}
-			args, _ := json.Marshal(map[string]any{"dial": append(forbidden, named), "timeout_ms": 2000})
+			// And the worker port: the session runs over the worker's
+			// virtio-serial port, which the function cannot open either.
+			workerPort := net.JoinHostPort(host, fmt.Sprint(c.Cluster.Network.Port))
+			forbidden := []string{api(host), api("10.0.2.254"), api("10.0.2.3"), api("fec0::2"), api("127.0.0.1"), workerPort}
+			args, _ := json.Marshal(map[string]any{"dial": append(forbidden, named), "open": []string{"/dev/vport0p1"}, "timeout_ms": 2000})
 			inv := c.Invoke(t, orchestrator.JobSpec{Function: "netprobe", Args: args, Timeout: time.Minute})
 			if inv.Err != nil {
 				t.Fatalf("the worker did not run the probe: %v", inv.Err)
@@ -88,6 +92,9 @@ func TestQEMUFunctionNetwork(t *testing.T) {
 				if !strings.HasPrefix(res[a], "ERR") {
 					t.Errorf("the function reached %s, a host port the cluster does not name: %q", a, res[a])
 				}
+			}
+			if !strings.HasPrefix(res["/dev/vport0p1"], "ERR") {
+				t.Errorf("the function opened the session port: %q", res["/dev/vport0p1"])
 			}
 			if n := apiConns.Load(); n != 0 {
 				t.Errorf("the unnamed host port saw %d connections from the worker", n)
