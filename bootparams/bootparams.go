@@ -23,7 +23,7 @@ import (
 // The worker's parameters.
 const (
 	ID       = "mf.id"       // worker id, as in the cluster file
-	Orch     = "mf.orch"     // orchestrator host:port
+	Orch     = "mf.orch"     // orchestrator host:port, or vport:NAME (PortPrefix)
 	Off      = "mf.off"      // how to power off: "poweroff" (default) or "reboot" (QEMU -no-reboot)
 	Failsafe = "mf.failsafe" // seconds without a word from the orchestrator before powering off
 	Iface    = "mf.iface"    // network interface to wait for (default eth0)
@@ -45,6 +45,12 @@ const (
 	// IP is the kernel's own network configuration (Documentation/admin-guide/nfs/nfsroot.rst).
 	IP = "ip"
 )
+
+// PortPrefix in mf.orch names a virtio-serial port instead of a host:port:
+// mf.orch=vport:org.microfaas.0. A QEMU worker on user networking runs its
+// session over that port (power.SessionPort): no TCP connection through
+// slirp, no relay process to fork (docs/security.md).
+const PortPrefix = "vport:"
 
 // Power-off modes.
 const (
@@ -109,6 +115,11 @@ var (
 	ifaceChars  = charset{"a-z", "a-z0-9", 1, 15}
 	hostChars   = charset{"A-Za-z0-9.-", "A-Za-z0-9.-", 1, 253}
 	deviceChars = charset{"A-Za-z0-9/_-", "A-Za-z0-9/_-", 1, 64} // after /dev/
+	// portChars: a virtio-serial port's name (QEMU's virtserialport
+	// name=, the guest's /sys/class/virtio-ports/*/name). No ',' (QEMU's
+	// option separator), ':' or '/' (it is looked up as a file's content,
+	// never a path).
+	portChars = charset{"a-z0-9", "a-z0-9.-", 1, 63}
 )
 
 // match reports whether s is min to max characters of the set.
@@ -215,7 +226,7 @@ func (p Params) Validate() error {
 		}
 	}
 	if p.Orch != "" {
-		if err := validHostPort(p.Orch); err != nil {
+		if err := validOrch(p.Orch); err != nil {
 			bad(Orch, "%q: %v", p.Orch, err)
 		}
 	}
@@ -248,12 +259,38 @@ func (p Params) Validate() error {
 }
 
 // ValidOrch checks an orchestrator address (mf.orch): an IP address or a
-// host name, and a port.
+// host name, and a port; or vport: and a port name (PortName).
 func ValidOrch(s string) error {
-	if err := validHostPort(s); err != nil {
+	if err := validOrch(s); err != nil {
 		return fmt.Errorf("%w: %s %q: %v", ErrInvalid, Orch, s, err)
 	}
 	return nil
+}
+
+// PortName is the virtio-serial port name of an mf.orch of the form
+// vport:NAME, and whether it has that form (it may still be invalid:
+// ValidOrch).
+func PortName(orch string) (string, bool) {
+	return strings.CutPrefix(orch, PortPrefix)
+}
+
+// ValidPortName checks a virtio-serial port name: 1-63 of a-z, 0-9, '.'
+// and '-', starting with a letter or digit.
+func ValidPortName(name string) error {
+	if !portChars.match(name) {
+		return fmt.Errorf("%w: port name %q: use 1-63 of a-z, 0-9, '.' and '-', starting with a letter or digit", ErrInvalid, name)
+	}
+	return nil
+}
+
+func validOrch(s string) error {
+	if name, ok := PortName(s); ok {
+		if !portChars.match(name) {
+			return fmt.Errorf("port name %q: use 1-63 of a-z, 0-9, '.' and '-', starting with a letter or digit", name)
+		}
+		return nil
+	}
+	return validHostPort(s)
 }
 
 func validHostPort(s string) error {

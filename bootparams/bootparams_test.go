@@ -43,6 +43,8 @@ func TestRoundTrip(t *testing.T) {
 		}, "console=ttyS0 ip=10.0.2.15::10.0.2.2:255.255.255.0:worker:eth0:off mf.off=reboot mf.snapshot=1"},
 		{"probe", Params{Kernel: []string{"console=ttyS0"}, Probe: true, Off: Reboot}, "console=ttyS0 mf.off=reboot mf.probe=1"},
 		{"orchestrator by name", Params{ID: "a", Orch: "orch.lan:1"}, "mf.id=a mf.orch=orch.lan:1"},
+		{"orchestrator over a virtio-serial port", Params{ID: "vm0", Orch: "vport:org.microfaas.0", Off: Reboot},
+			"mf.id=vm0 mf.orch=vport:org.microfaas.0 mf.off=reboot"},
 		{"empty", Params{}, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -81,6 +83,13 @@ func TestRenderRefusesInjection(t *testing.T) {
 		{"orch with quote", func(p *Params) { p.Orch = `"x:1` }},
 		{"orch without port", func(p *Params) { p.Orch = "10.0.0.1" }},
 		{"orch with zone", func(p *Params) { p.Orch = "[fe80::1%eth0]:1" }},
+		{"port without name", func(p *Params) { p.Orch = "vport:" }},
+		{"port name with slash", func(p *Params) { p.Orch = "vport:../../dev/mem" }},
+		{"port name with comma (a QEMU option)", func(p *Params) { p.Orch = "vport:a,chardev=x" }},
+		{"port name with colon", func(p *Params) { p.Orch = "vport:a:1" }},
+		{"port name upper case", func(p *Params) { p.Orch = "vport:Org" }},
+		{"port name starting with a dot", func(p *Params) { p.Orch = "vport:.a" }},
+		{"port name of 64 characters", func(p *Params) { p.Orch = "vport:" + strings.Repeat("a", 64) }},
 		{"kernel parameter with space", func(p *Params) { p.Kernel = []string{"console=ttyS0 init=/bin/sh"} }},
 		{"kernel parameter setting mf.id", func(p *Params) { p.Kernel = []string{"mf.id=other"} }},
 		{"kernel parameter setting ip=", func(p *Params) { p.Kernel = []string{"ip=dhcp"} }},
@@ -133,6 +142,8 @@ func TestParse(t *testing.T) {
 		{"debug 0", "mf.debug=0", Params{}, nil},
 		{"probe 2", "mf.probe=2", Params{}, ErrInvalid},
 		{"flash without its device", "mf.flash=1 mf.flash.dst=/dev/b mf.flash.size=1 mf.flash.sha256=" + strings.Repeat("00", 32), Params{}, ErrMissing},
+		{"orchestrator port", "mf.orch=vport:org.microfaas.0", Params{Orch: "vport:org.microfaas.0"}, nil},
+		{"orchestrator port with a space-free injection", "mf.orch=vport:x,name=y", Params{}, ErrInvalid},
 		{"flash bad sum", "mf.flash=1 mf.flash.src=/dev/a mf.flash.dst=/dev/b mf.flash.size=1 mf.flash.sha256=00", Params{}, ErrInvalid},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -144,6 +155,34 @@ func TestParse(t *testing.T) {
 				t.Fatalf("Parse(%q) = %+v, want %+v", tt.in, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestPortName(t *testing.T) {
+	for _, tt := range []struct {
+		orch, name string
+		port, ok   bool // a port form; a valid one
+	}{
+		{"vport:org.microfaas.0", "org.microfaas.0", true, true},
+		{"vport:a", "a", true, true},
+		{"vport:" + strings.Repeat("a", 63), strings.Repeat("a", 63), true, true},
+		{"vport:", "", true, false},
+		{"vport:a_b", "a_b", true, false},
+		{"10.0.2.2:63302", "", false, true},
+		{"orch.lan:1", "", false, true},
+	} {
+		name, port := PortName(tt.orch)
+		if port != tt.port || (port && name != tt.name) {
+			t.Errorf("PortName(%q) = %q, %v; want %q, %v", tt.orch, name, port, tt.name, tt.port)
+		}
+		if err := ValidOrch(tt.orch); (err == nil) != tt.ok || (err != nil && !errors.Is(err, ErrInvalid)) {
+			t.Errorf("ValidOrch(%q) = %v, want ok %v", tt.orch, err, tt.ok)
+		}
+		if port {
+			if err := ValidPortName(name); (err == nil) != tt.ok {
+				t.Errorf("ValidPortName(%q) = %v, want ok %v", name, err, tt.ok)
+			}
+		}
 	}
 }
 
@@ -167,6 +206,8 @@ func FuzzBootParams(f *testing.F) {
 	f.Add("console=ttyS0 ip=10.0.2.15::10.0.2.2:255.255.255.0:vm0:eth0:off mf.id=vm0 mf.orch=10.0.2.2:63302 mf.off=reboot", "vm0")
 	f.Add("mf.flash=1 mf.flash.src=/dev/a mf.flash.dst=/dev/b mf.flash.size=9 mf.flash.sha256="+strings.Repeat("ab", 32), "w:1")
 	f.Add("mf.id=a mf.id=b", "a\nmf.orch=1.2.3.4:5")
+	f.Add("mf.id=vm0 mf.orch=vport:org.microfaas.0 mf.off=reboot", "vm0")
+	f.Add("mf.orch=vport:a/../b", "vport:1")
 	f.Fuzz(func(t *testing.T, cmdline, id string) {
 		if p, err := Parse(cmdline); err == nil {
 			s, err := p.Render()
@@ -201,11 +242,13 @@ func TestCharsetsMatchTheirRegexps(t *testing.T) {
 		{ifaceChars.match, regexp.MustCompile(`^[a-z][a-z0-9]{0,14}$`)},
 		{hostChars.match, regexp.MustCompile(`^[A-Za-z0-9.-]{1,253}$`)},
 		{matchDevice, regexp.MustCompile(`^/dev/[A-Za-z0-9/_-]{1,64}$`)},
+		{portChars.match, regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,62}$`)},
 	} {
 		inputs := []string{"", "a", "-a", "a-", "A", "0", "vm0", "eth0", "eth", "0eth", "bbb-0", "x:1", "a b", "a\n",
 			"/dev/mmcblk0p2", "/dev/", "/devx", "/dev/a_b/c-d", "/dev/a.b", "orch.lan", "10.0.2.2", "é", "a=b",
 			strings.Repeat("a", 15), strings.Repeat("a", 16), strings.Repeat("a", 32), strings.Repeat("a", 33),
-			strings.Repeat("a", 253), strings.Repeat("a", 254), "/dev/" + strings.Repeat("b", 64), "/dev/" + strings.Repeat("b", 65)}
+			strings.Repeat("a", 253), strings.Repeat("a", 254), "/dev/" + strings.Repeat("b", 64), "/dev/" + strings.Repeat("b", 65),
+			"org.microfaas.0", ".a", strings.Repeat("a", 63), strings.Repeat("a", 64)}
 		for _, in := range inputs {
 			if got, want := c.match(in), c.re.MatchString(in); got != want {
 				t.Errorf("%s: %q matched %v, want %v", c.re, in, got, want)

@@ -66,6 +66,20 @@ func TestQEMUSmoke(t *testing.T) {
 	if res.Boot.InitMS <= 0 || res.Boot.ConnectedMS < res.Boot.InitMS {
 		t.Errorf("implausible boot timings: %+v", res.Boot)
 	}
+	checkSessionPort(t, res.ConsoleLog)
+}
+
+// checkSessionPort checks in a worker's console log that its session ran
+// over its virtio-serial port, not TCP through the relay (power.SessionPort).
+func checkSessionPort(t *testing.T, consoleLog string) {
+	t.Helper()
+	b, err := os.ReadFile(consoleLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"connected to the orchestrator" addr=vport:` + power.SessionPort; !strings.Contains(string(b), want) {
+		t.Errorf("the console log lacks %q: the session did not run over the port\n%s", want, b)
+	}
 }
 
 // BenchmarkQEMUBoot measures power-on to result for one cold QEMU worker.
@@ -131,6 +145,7 @@ func TestQEMUSnapshotSmoke(t *testing.T) {
 		if b, err := os.ReadFile(res.ConsoleLog); err == nil && strings.Contains(string(b), protocol.IdentityPrefix) {
 			t.Errorf("restore %d: the identity line (with the key) is in the console log", i)
 		}
+		checkSessionPort(t, res.ConsoleLog)
 	}
 }
 

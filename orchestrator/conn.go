@@ -111,13 +111,20 @@ func (wc *workerConn) close() {
 // address where it has a fixed one; strangers are bounded in number, time
 // and bytes; accept errors are logged and retried.
 func (o *Orchestrator) Serve(ln net.Listener) error {
+	return o.acc.Serve(ln)
+}
+
+// newAcceptor is the handshake of every worker session: on the worker port
+// (Serve) and on a QEMU worker's own virtio-serial port (New registers it
+// with power.SessionSource controllers).
+func (o *Orchestrator) newAcceptor() *protocol.Acceptor {
 	a := &protocol.Acceptor{Keys: protocol.ClusterKeys(o.cfg.Cluster.SecretBytes(), workerAddrs(o.cfg.Cluster)),
 		Handle: o.serveSession, HelloTimeout: helloTimeout, Log: o.log}
 	if o.cfg.WorkerLogs != nil {
 		// Workers ship their logs only to an orchestrator that keeps them.
 		a.Accepts = []string{protocol.FeatureLog}
 	}
-	return a.Serve(ln)
+	return a
 }
 
 // workerAddrs maps each worker id to the address its connections must come

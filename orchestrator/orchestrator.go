@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"slices"
 	"sync"
@@ -160,6 +161,9 @@ type Orchestrator struct {
 
 	energy *energyBook // nil without Config.Energy
 	shared *shared     // nil without Config.Queue
+	// acc runs the worker handshakes: of the worker port (Serve) and of
+	// the workers' own channels (power.SessionSource).
+	acc *protocol.Acceptor
 }
 
 // New checks cfg, queues again what the Store holds pending, and starts the
@@ -232,6 +236,7 @@ func New(cfg Config) (*Orchestrator, error) {
 		events: make(chan timedEvent, 4*maxBatch), timers: map[string]clock.Timer{},
 		stopped: make(chan struct{}), loopDone: make(chan struct{}), shutdownDone: make(chan struct{})}
 	o.metrics = NewMetrics(o)
+	o.acc = o.newAcceptor()
 	if cfg.Energy != nil {
 		o.energy = newEnergyBook(o)
 		go o.energy.run()
@@ -240,6 +245,11 @@ func New(cfg Config) (*Orchestrator, error) {
 		if er, ok := c.(power.ExitReporter); ok {
 			mc.ReportsExit[kind] = true
 			er.OnExit(func(id string, err error) { o.post(evExited{id, err}) })
+		}
+		if ss, ok := c.(power.SessionSource); ok {
+			// A QEMU worker's session over its virtio-serial port: the
+			// handshake may wait for the whole boot.
+			ss.OnSession(func(id string, conn net.Conn) { o.acc.ServeConn(conn, id, max(cfg.PowerUpTimeout, helloTimeout)) })
 		}
 	}
 	if cfg.Store != nil {

@@ -2,6 +2,8 @@ package protocol
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -25,7 +27,9 @@ import (
 //
 // QEMU workers on user networking all reach the port from the host: the
 // power controller gives each its own loopback source address
-// (power.RelaySource), so there too a source is a worker.
+// (power.RelaySource), so there too a source is a worker. Most of them
+// have no TCP connection at all: their session comes over a virtio-serial
+// port the power controller made for that one VM, handed in by ServeConn.
 type Acceptor struct {
 	Keys KeyFunc
 	// Handle runs one authenticated session. It owns c: it closes it when
@@ -46,6 +50,26 @@ type Acceptor struct {
 	mu      sync.Mutex
 	pending []*pendingConn // oldest first
 	wg      sync.WaitGroup
+	once    sync.Once // the defaults
+}
+
+// defaults fills the unset bounds, once: Serve and ServeConn may run at
+// the same time.
+func (a *Acceptor) defaults() {
+	a.once.Do(func() {
+		if a.MaxPending <= 0 {
+			a.MaxPending = 32
+		}
+		if a.MaxPendingPerSource <= 0 {
+			a.MaxPendingPerSource = 4
+		}
+		if a.HelloTimeout <= 0 {
+			a.HelloTimeout = 10 * time.Second
+		}
+		if a.Log == nil {
+			a.Log = slog.Default()
+		}
+	})
 }
 
 // pendingConn is one connection in the handshake.
@@ -87,18 +111,7 @@ func Source(remote net.Addr) string {
 // Serve accepts on ln until it is closed; then it returns nil once every
 // handshake under way has ended (sessions are Handle's to end).
 func (a *Acceptor) Serve(ln net.Listener) error {
-	if a.MaxPending <= 0 {
-		a.MaxPending = 32
-	}
-	if a.MaxPendingPerSource <= 0 {
-		a.MaxPendingPerSource = 4
-	}
-	if a.HelloTimeout <= 0 {
-		a.HelloTimeout = 10 * time.Second
-	}
-	if a.Log == nil {
-		a.Log = slog.Default()
-	}
+	a.defaults()
 	defer a.wg.Wait()
 	backoff := time.Duration(0)
 	refused, evicted := 0, 0
@@ -149,6 +162,44 @@ func (a *Acceptor) Serve(ln net.Listener) error {
 			a.Handle(c, pc, h)
 		}()
 	}
+}
+
+// ServeConn runs the handshake on c, a channel that belongs to worker
+// alone (a QEMU worker's virtio-serial port, made by its power controller
+// for that one VM), in its own goroutine, and hands the session to Handle.
+// A hello that names any other worker is refused (ErrOtherWorker), so a
+// channel cannot be used to pass for another worker even with its key.
+// c counts against no bound of strangers: only the power controller makes
+// such channels, one per running VM, and it is the worker's only way in,
+// so it is never dropped for another's sake. timeout bounds the handshake
+// from now: it includes the VM's boot (0: HelloTimeout).
+func (a *Acceptor) ServeConn(c net.Conn, worker string, timeout time.Duration) {
+	a.defaults()
+	if timeout <= 0 {
+		timeout = a.HelloTimeout
+	}
+	keys := func(id string, remote net.Addr) ([]byte, error) {
+		if id != worker {
+			return nil, fmt.Errorf("%w: %q on the channel of %q", ErrOtherWorker, id, worker)
+		}
+		return a.Keys(id, remote)
+	}
+	go func() {
+		c.SetDeadline(time.Now().Add(timeout))
+		pc, h, err := ServerHandshakeAccepts(c, c.RemoteAddr(), keys, a.Accepts)
+		if err != nil {
+			if h.WorkerID == "" && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
+				// The VM ended (powered off, killed) before its hello.
+				a.Log.Debug("worker's channel closed before its hello", "worker", worker, "err", err)
+			} else {
+				a.Log.Warn("refused worker session on its own channel", "worker", worker, "claimed", h.WorkerID, "err", err)
+			}
+			c.Close()
+			return
+		}
+		c.SetDeadline(time.Time{})
+		a.Handle(c, pc, h)
+	}()
 }
 
 // admit decides whether p may start its handshake. A source at its own

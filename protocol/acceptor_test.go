@@ -2,7 +2,9 @@ package protocol
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -66,14 +68,21 @@ func (r *records) waitUntil(timeout time.Duration, cond func() bool) bool {
 // poweroff command at once, and are reported on the returned channel.
 func acceptor(t *testing.T, maxPending int, helloTimeout time.Duration) (*Acceptor, string, chan string, *records) {
 	t.Helper()
+	logs := &records{counts: map[slog.Level]int{}}
+	a, addr, sessions := acceptorLog(t, maxPending, helloTimeout, logs)
+	return a, addr, sessions, logs
+}
+
+// acceptorLog is acceptor logging to h.
+func acceptorLog(t *testing.T, maxPending int, helloTimeout time.Duration, h slog.Handler) (*Acceptor, string, chan string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &records{counts: map[slog.Level]int{}}
 	sessions := make(chan string, 10)
 	a := &Acceptor{Keys: ClusterKeys(testSecret, map[string]string{"vm0": "", "vm1": ""}),
-		MaxPending: maxPending, HelloTimeout: helloTimeout, Log: slog.New(logs),
+		MaxPending: maxPending, HelloTimeout: helloTimeout, Log: slog.New(h),
 		Handle: func(c net.Conn, pc *Conn, h Hello) {
 			defer c.Close()
 			pc.Send(TypeCommand, Command{Action: CmdPowerOff})
@@ -92,7 +101,7 @@ func acceptor(t *testing.T, maxPending int, helloTimeout time.Duration) (*Accept
 			t.Error("Serve did not return after its listener closed")
 		}
 	})
-	return a, ln.Addr().String(), sessions, logs
+	return a, ln.Addr().String(), sessions
 }
 
 // worker connects as id with its key and waits for the orchestrator's command.
@@ -296,5 +305,136 @@ func TestSource(t *testing.T) {
 		if got := Source(tt.addr); got != tt.want {
 			t.Errorf("Source(%s) = %q, want %q", tt.addr, got, tt.want)
 		}
+	}
+}
+
+// errLog keeps the err attribute of every record.
+type errLog struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (l *errLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *errLog) Handle(_ context.Context, rec slog.Record) error {
+	rec.Attrs(func(a slog.Attr) bool {
+		if err, ok := a.Value.Any().(error); ok && a.Key == "err" {
+			l.mu.Lock()
+			l.errs = append(l.errs, err)
+			l.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+func (l *errLog) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *errLog) WithGroup(string) slog.Handler      { return l }
+func (l *errLog) has(target error) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, err := range l.errs {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
+}
+
+// socketPair is a connected pair of unix stream sockets as net.Conns, made
+// the way the QEMU controller makes a worker's port channel.
+func socketPair(t *testing.T) (host, guest net.Conn) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make([]net.Conn, 2)
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "pair")
+		if conns[i], err = net.FileConn(f); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	t.Cleanup(func() { conns[0].Close(); conns[1].Close() })
+	return conns[0], conns[1]
+}
+
+// TestServeConn: a worker's own channel carries only its own session,
+// with the same handshake as the port; it is not subject to (and not
+// dropped by) the bounds on strangers, and it is bounded in time.
+func TestServeConn(t *testing.T) {
+	tests := []struct {
+		name      string
+		hello     string // the id the client claims ("": says nothing)
+		keyOf     string // whose key it holds
+		flood     bool   // the TCP port full of strangers' handshakes first
+		timeout   time.Duration
+		session   bool
+		serverErr error // what the acceptor logs, when refused
+	}{
+		{"its worker", "vm0", "vm0", false, 5 * time.Second, true, nil},
+		{"its worker while the port is flooded", "vm0", "vm0", true, 5 * time.Second, true, nil},
+		{"another worker with that worker's key", "vm1", "vm1", false, 5 * time.Second, false, ErrOtherWorker},
+		{"its id without its key", "vm0", "vm1", false, 5 * time.Second, false, ErrBadMAC},
+		{"silent past its timeout", "", "", false, 200 * time.Millisecond, false, os.ErrDeadlineExceeded},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logs := &errLog{}
+			a, addr, sessions := acceptorLog(t, 0, time.Minute, logs)
+			if tt.flood {
+				for i := 0; i < 40; i++ {
+					c := dialFrom(t, fmt.Sprintf("127.0.1.%d", i+1), addr)
+					defer c.Close()
+					admitted(t, c)
+				}
+				if p := a.Pending(); p != 32 {
+					t.Fatalf("flood holds %d handshakes, want 32", p)
+				}
+			}
+			host, guest := socketPair(t)
+			a.ServeConn(host, "vm0", tt.timeout)
+			var err error
+			if tt.hello != "" {
+				guest.SetDeadline(time.Now().Add(5 * time.Second))
+				var pc *Conn
+				pc, err = ClientHandshake(guest, key(t, tt.keyOf), Hello{WorkerID: tt.hello})
+				if err == nil {
+					var cmd Command
+					err = pc.Expect(TypeCommand, &cmd)
+				}
+			} else {
+				// Read the challenge, then wait for the channel to close.
+				guest.SetDeadline(time.Now().Add(5 * time.Second))
+				_, err = io.ReadAll(guest)
+				if err == nil {
+					err = io.EOF
+				}
+			}
+			if tt.session {
+				if err != nil {
+					t.Fatalf("worker side: %v", err)
+				}
+				if id := <-sessions; id != "vm0" {
+					t.Fatalf("session for %q", id)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("the session went through")
+			}
+			select {
+			case id := <-sessions:
+				t.Fatalf("session for %q", id)
+			default:
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for !logs.has(tt.serverErr) && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if !logs.has(tt.serverErr) {
+				t.Fatalf("acceptor logged %v, want %v", logs.errs, tt.serverErr)
+			}
+		})
 	}
 }

@@ -53,6 +53,9 @@ var (
 	ErrUnknownWorker = errors.New("no such worker in the cluster")
 	ErrWrongAddress  = errors.New("the worker connected from an address that is not its own")
 	ErrBadHandshake  = errors.New("bad handshake")
+	// ErrOtherWorker: a hello on a channel that belongs to one worker (a
+	// QEMU worker's virtio-serial port: Acceptor.ServeConn) named another.
+	ErrOtherWorker = errors.New("the hello names a worker other than the one this channel belongs to")
 )
 
 // keySalt fixes HKDF's extract step for MicroFaaS worker keys.

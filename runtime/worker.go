@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/microfaas/microfaas/bootparams"
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/runtime/functions"
 	"github.com/microfaas/microfaas/runtime/sandbox"
@@ -46,7 +47,8 @@ type Worker struct {
 	// Connected, if set, runs in its own goroutine once the hello is sent:
 	// set-up that can wait until the worker is connected.
 	Connected func()
-	// Dial opens one connection to the orchestrator (nil: TCP, 2 s timeout).
+	// Dial opens one connection to the orchestrator (nil: TCP with a 2 s
+	// timeout, or the virtio-serial port an mf.orch of vport:NAME names).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Now and Sleep are the clock of the connection retries (nil: the real
 	// one); Sleep returns early with ctx's error.
@@ -416,10 +418,14 @@ func TakeKey(path string) ([]byte, error) {
 	return protocol.DecodeKey(b)
 }
 
-// dial makes one attempt to reach the orchestrator.
+// dial makes one attempt to reach the orchestrator: a TCP connection, or
+// the virtio-serial port mf.orch names (vport:NAME, OpenPort).
 func (w *Worker) dial(ctx context.Context) (net.Conn, error) {
 	if w.Dial != nil {
 		return w.Dial(ctx, w.Config.Orch)
+	}
+	if name, ok := bootparams.PortName(w.Config.Orch); ok {
+		return OpenPort(PortsDir, DevDir, name)
 	}
 	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()

@@ -56,6 +56,11 @@ type QEMU struct {
 	// Snapshot: the worker can boot from a saved VM (power.BootSnapshot);
 	// tested on the microvm only.
 	Snapshot bool
+	// SessionPort: the worker kernel has virtio-serial
+	// (CONFIG_VIRTIO_CONSOLE), so a worker on user networking runs its
+	// orchestrator session over a virtio-serial port instead of TCP
+	// through a relay (power.SessionPort).
+	SessionPort bool
 }
 
 // The targets.
@@ -81,7 +86,7 @@ var (
 			// faster (docs/performance.md). Functions lose AVX, which TCG
 			// emulates anyway.
 			TCGCPU:  "max,-xsave",
-			Console: "ttyS0", KVM: true, TSC: true, Snapshot: true,
+			Console: "ttyS0", KVM: true, TSC: true, Snapshot: true, SessionPort: true,
 		},
 	}
 	// ARMv7 is the BeagleBone Black (AM335x, Cortex-A8) and the same kernel

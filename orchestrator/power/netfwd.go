@@ -5,9 +5,11 @@ package power
 // the host's loopback, so a function could call mforch's HTTP API or any
 // other local service (issue 18, attack 4). Now the netdev is
 // restrict=on: the guest reaches nothing outside, except the guestfwd
-// rules set here, one per TCP endpoint it needs: the orchestrator's
-// worker port and the services the cluster file names at the host's
-// address as guests see it (10.0.2.2:PORT). Each rule runs, per
+// rules set here, one per TCP endpoint it needs: the services the
+// cluster file names at the host's address as guests see it
+// (10.0.2.2:PORT) and, for a worker whose session does not run over its
+// virtio-serial port (sessionport.go: ARM virt workers), the
+// orchestrator's worker port. Each rule runs, per
 // connection, a relay (internal/qemurelay: the small mfrelay program beside
 // this one, else this very binary; at most qemurelay.MaxRelays at once per
 // worker) to 127.0.0.1:PORT;
@@ -136,11 +138,12 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // forwards are the guestfwd rules of a user-networking worker: the worker
-// port, from the worker's own loopback address, and every service
-// endpoint at the orchestrator's address (the host as guests see it).
-// Endpoints elsewhere cannot be reached through restrict=on: they are
-// returned as unreachable, for the caller to report.
-func forwards(c *cluster.Cluster, w cluster.Worker) (fwds []guestFwd, unreachable []string) {
+// port, from the worker's own loopback address (unless viaPort: the
+// session runs over the worker's virtio-serial port, sessionport.go), and
+// every service endpoint at the orchestrator's address (the host as
+// guests see it). Endpoints elsewhere cannot be reached through
+// restrict=on: they are returned as unreachable, for the caller to report.
+func forwards(c *cluster.Cluster, w cluster.Worker, viaPort bool) (fwds []guestFwd, unreachable []string) {
 	orch := c.Network.Orchestrator
 	source := "-"
 	if i := slices.IndexFunc(c.Workers, func(x cluster.Worker) bool { return x.ID == w.ID }); i >= 0 {
@@ -152,11 +155,18 @@ func forwards(c *cluster.Cluster, w cluster.Worker) (fwds []guestFwd, unreachabl
 	// test) is out of a user-networked guest's reach, and QEMU would refuse
 	// the whole command line.
 	if a, err := netip.ParseAddr(orch); err != nil || !slirpNet.Contains(a) {
+		if viaPort {
+			return nil, serviceEndpoints(c.Services)
+		}
 		return nil, []string{worker}
 	}
-	fwds = append(fwds, guestFwd{guest: worker,
-		target: net.JoinHostPort("127.0.0.1", strconv.Itoa(c.Network.Port)), source: source})
-	seen := map[string]bool{fwds[0].guest: true}
+	// The worker port's address is never a service's: with the port, no
+	// rule serves it, and a guest's connection to it is refused.
+	seen := map[string]bool{worker: true}
+	if !viaPort {
+		fwds = append(fwds, guestFwd{guest: worker,
+			target: net.JoinHostPort("127.0.0.1", strconv.Itoa(c.Network.Port)), source: source})
+	}
 	for _, ep := range serviceEndpoints(c.Services) {
 		h, p, _ := net.SplitHostPort(ep)
 		if a, err := netip.ParseAddr(h); err != nil || a.String() != orch {

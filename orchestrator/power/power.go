@@ -5,6 +5,7 @@ package power
 
 import (
 	"context"
+	"net"
 
 	"github.com/microfaas/microfaas/cluster"
 )
@@ -24,6 +25,16 @@ type Controller interface {
 // that died mid-job at once instead of waiting for a timeout.
 type ExitReporter interface {
 	OnExit(func(workerID string, err error))
+}
+
+// SessionSource is a Controller whose workers may reach the orchestrator
+// over a channel of their own instead of the worker port: a QEMU worker on
+// user networking talks over a virtio-serial port (qemu.go). The
+// orchestrator registers fn, which runs the usual handshake on c and
+// refuses a hello for any worker but workerID (protocol.Acceptor.ServeConn).
+// A controller without a registered fn keeps its workers on the port.
+type SessionSource interface {
+	OnSession(fn func(workerID string, c net.Conn))
 }
 
 // BundleLoader is a Controller that can deliver a run-time deployed

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,6 +73,16 @@ type QEMU struct {
 	// before issue 18, unrestricted and without relays, to measure what
 	// the restriction costs.
 	plainNet bool
+	// relayPort (benchmarks only) keeps workers on the worker port
+	// through the relay even where they could use their virtio-serial
+	// port (sessionport.go), to measure what the port saves.
+	relayPort bool
+	// onSession takes the sessions that arrive over workers' ports
+	// (OnSession; nil: none, workers use the worker port).
+	onSession func(workerID string, c net.Conn)
+	// noPorts: the worker kernel has no virtio-serial driver (built
+	// before the session port): its workers use the worker port.
+	noPorts bool
 	// keyDir (owner-only) holds each boot's initramfs with the worker's
 	// key (BootInitrd), removed when its VM exits, and QMP sockets.
 	keyDir string
@@ -109,7 +120,7 @@ func NewQEMU(ctx context.Context, cfg QEMUConfig) (*QEMU, error) {
 			if !w.UsesUserNet() || w.VM.Target() != cfg.Arch {
 				continue
 			}
-			if _, far := forwards(cfg.Cluster, w); len(far) > 0 {
+			if _, far := forwards(cfg.Cluster, w, false); len(far) > 0 {
 				cfg.Log.Warn("QEMU workers on user networking reach only this host, at the orchestrator's address inside 10.0.2.0/24 (10.0.2.2): endpoints elsewhere are unreachable for them (run the service here and name it "+
 					"10.0.2.2:PORT, set network.orchestrator to 10.0.2.2, or give the VMs tap networking)", "endpoints", far)
 			}
@@ -123,6 +134,11 @@ func NewQEMU(ctx context.Context, cfg QEMUConfig) (*QEMU, error) {
 	q := &QEMU{cfg: cfg, procs: map[string]*exec.Cmd{}, starting: map[string]context.CancelFunc{},
 		exited: map[*exec.Cmd]chan struct{}{}, keyDir: keyDir}
 	q.snap.used = map[string]time.Time{}
+	if cfg.Arch.QEMU.SessionPort && kernelLacksPorts(cfg.Kernel) {
+		q.noPorts = true
+		cfg.Log.Warn("the worker kernel has no virtio-serial driver (CONFIG_VIRTIO_CONSOLE): its workers reach mforch through the slower relay; rebuild it with mfbuild",
+			"kernel", cfg.Kernel)
+	}
 	if err := q.checkSnapshotConfig(); err != nil {
 		os.RemoveAll(keyDir)
 		return nil, err
@@ -148,13 +164,19 @@ func (q *QEMU) OnExit(fn func(string, error)) {
 	q.mu.Unlock()
 }
 
-// Args returns the qemu command line for a worker booted with cmdline.
+// Args returns the qemu command line for a worker booted with cmdline
+// (a worker on its session port gets the port's socket as fd 3).
 func (q *QEMU) Args(w cluster.Worker, cmdline string) []string {
-	return qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, q.cfg.Initrd, w, cmdline, q.netdev(w))
+	port := ""
+	if q.viaPort(w) {
+		port = socketBackend(3)
+	}
+	return qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, q.cfg.Initrd, w, cmdline, q.netdev(w), port)
 }
 
 // netdev is worker w's -netdev: its tap device, or user networking that
-// reaches only the worker port and the cluster's services (netfwd.go).
+// reaches only the cluster's services and, for a worker not on its
+// session port, the worker port (netfwd.go).
 func (q *QEMU) netdev(w cluster.Worker) string {
 	if w.VM.Net == "tap" {
 		return ""
@@ -166,16 +188,21 @@ func (q *QEMU) netdev(w cluster.Worker) string {
 	if exe == "" {
 		exe = RelayBinary()
 	}
-	fwds, _ := forwards(q.cfg.Cluster, w)
+	fwds, _ := forwards(q.cfg.Cluster, w, q.viaPort(w))
 	return userNetdev(exe, filepath.Join(q.keyDir, "relays-"+w.ID), fwds)
 }
 
 // qemuArgs is the qemu command line; netdev "" is the worker's network
-// without any guestfwd rule (the probe, a snapshot's saved VM).
-func qemuArgs(t *target.Target, accel, kernel, initrd string, w cluster.Worker, cmdline, netdev string) []string {
+// without any guestfwd rule (the probe, a snapshot's saved VM); port, if
+// set, is the chardev backend of the worker's session port
+// (sessionport.go).
+func qemuArgs(t *target.Target, accel, kernel, initrd string, w cluster.Worker, cmdline, netdev, port string) []string {
 	args := []string{"-M", t.QEMU.Machine, "-cpu", t.QEMU.CPUFor(accel)}
 	for _, d := range t.QEMU.Devices {
 		args = append(args, "-device", d)
+	}
+	if port != "" {
+		args = append(args, portArgs(port)...)
 	}
 	args = append(args, "-accel", accel,
 		"-m", fmt.Sprint(w.VM.Memory()), "-smp", "1",
@@ -213,6 +240,9 @@ func (q *QEMU) cmdline(w cluster.Worker, snapshot bool) (string, error) {
 	p, err := q.cfg.Cluster.BootParams(w)
 	if err != nil {
 		return "", err
+	}
+	if q.viaPort(w) {
+		p.Orch = portOrch
 	}
 	if snapshot {
 		p.ID, p.Orch, p.Snapshot = "", "", true
@@ -308,6 +338,17 @@ func (q *QEMU) powerOn(ctx context.Context, w cluster.Worker, bundles []BootBund
 		logf.Close()
 		return fmt.Errorf("worker %s: %w", w.ID, err)
 	}
+	// The session port's channel (sessionport.go): qemu's end is
+	// inherited as its last extra file, the other is the orchestrator's.
+	var qemuEnd *os.File
+	var session net.Conn
+	onSession := q.session()
+	if q.viaPort(w) {
+		if qemuEnd, session, err = sessionPair(w.ID); err != nil {
+			logf.Close()
+			return fmt.Errorf("worker %s: %w", w.ID, err)
+		}
+	}
 	var cmd *exec.Cmd
 	var initrd string  // the per-boot initramfs, removed when qemu exits
 	var r *restoration // a snapshot boot's restore
@@ -315,17 +356,28 @@ func (q *QEMU) powerOn(ctx context.Context, w cluster.Worker, bundles []BootBund
 		if len(bundles) > 0 {
 			q.cfg.Log.Debug("snapshot boot: the worker fetches its bundle over the protocol", "worker", w.ID)
 		}
-		r, err = q.restoreCmd(ctx, w, key)
+		r, err = q.restoreCmd(ctx, w, key, qemuEnd)
 		if r != nil {
 			cmd = r.cmd
 		}
 	} else {
 		initrd, err = BootInitrd(q.keyDir, q.cfg.Initrd, w.ID, key, bundles...)
+		port := ""
+		if qemuEnd != nil {
+			port = socketBackend(3)
+		}
 		// Not CommandContext: the VM outlives the request that started it.
-		cmd = exec.Command(q.cfg.Arch.QEMU.Binary, qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, initrd, w, cmdline, q.netdev(w))...)
+		cmd = exec.Command(q.cfg.Arch.QEMU.Binary, qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, initrd, w, cmdline, q.netdev(w), port)...)
+		if qemuEnd != nil {
+			cmd.ExtraFiles = []*os.File{qemuEnd}
+		}
 	}
 	if err != nil {
 		logf.Close()
+		if qemuEnd != nil {
+			qemuEnd.Close()
+			session.Close()
+		}
 		return fmt.Errorf("worker %s: %w", w.ID, err)
 	}
 	cleanup := func() {
@@ -343,8 +395,15 @@ func (q *QEMU) powerOn(ctx context.Context, w cluster.Worker, bundles []BootBund
 	}
 	// The kernel kills the VM if the orchestrator dies, so no qemu is left behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	if qemuEnd != nil {
+		qemuEnd.Close() // qemu's now (or nobody's)
+	}
+	if err != nil {
 		cleanup()
+		if session != nil {
+			session.Close()
+		}
 		return fmt.Errorf("worker %s: start qemu: %w", w.ID, err)
 	}
 	if r != nil {
@@ -359,12 +418,20 @@ func (q *QEMU) powerOn(ctx context.Context, w cluster.Worker, bundles []BootBund
 		cmd.Process.Kill()
 		cmd.Wait()
 		cleanup()
+		if session != nil {
+			session.Close()
+		}
 		return fmt.Errorf("worker %s: powered off while starting: %w", w.ID, ctx.Err())
 	}
 	q.procs[w.ID] = cmd
 	q.exited[cmd] = exited
 	q.mu.Unlock()
-	q.cfg.Log.Debug("qemu started", "worker", w.ID, "pid", cmd.Process.Pid, "accel", q.accel)
+	q.cfg.Log.Debug("qemu started", "worker", w.ID, "pid", cmd.Process.Pid, "accel", q.accel, "session_port", session != nil)
+	if session != nil {
+		// The handshake starts now and waits for the guest to open the
+		// port; it ends with qemu (the channel's other end closes).
+		onSession(w.ID, session)
+	}
 	// Tied to this qemu: cancelled when it exits.
 	life, endLife := context.WithCancelCause(context.Background())
 	if r != nil {
@@ -500,7 +567,7 @@ func ProbeAccel(ctx context.Context, t *target.Target, kernel, initrd string, lo
 		pctx, cancel := context.WithTimeout(ctx, 8*time.Second)
 		cmdline, _ := bootparams.Params{Kernel: []string{"console=" + t.QEMU.Console, "reboot=t", "panic=-1"},
 			Probe: true, Off: bootparams.Reboot}.Render()
-		args := qemuArgs(t, "kvm", kernel, initrd, cluster.Worker{ID: "probe"}, cmdline, "")
+		args := qemuArgs(t, "kvm", kernel, initrd, cluster.Worker{ID: "probe"}, cmdline, "", "")
 		cmd := exec.CommandContext(pctx, t.QEMU.Binary, args...)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, io.Discard

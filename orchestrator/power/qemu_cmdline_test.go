@@ -104,7 +104,7 @@ func TestUserNetworkOrchestratorElsewhere(t *testing.T) {
 	c := cluster.Local(1)
 	c.Network.Orchestrator, c.Network.Port = "192.168.1.2", 63302
 	c.Services = map[string]map[string]string{"redis": {"addr": "192.168.1.2:6379"}}
-	fwds, far := forwards(c, c.Workers[0])
+	fwds, far := forwards(c, c.Workers[0], false)
 	if len(fwds) != 0 {
 		t.Errorf("forwards %v, want none outside 10.0.2.0/24", fwds)
 	}
@@ -148,7 +148,7 @@ func TestUserNetworkRestricted(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("forwards %v, want %v (the worker port, then each service at the host; none to 192.168.1.157)", got, want)
 	}
-	if _, far := forwards(c, w); !slices.Equal(far, []string{"192.168.1.157:6379"}) {
+	if _, far := forwards(c, w, false); !slices.Equal(far, []string{"192.168.1.157:6379"}) {
 		t.Errorf("unreachable endpoints %v", far)
 	}
 
@@ -272,5 +272,118 @@ func TestRelaySlots(t *testing.T) {
 	f.Close()
 	for _, f := range held {
 		f.Close()
+	}
+}
+
+// TestSessionPortArgs: with a session handler registered, an x86 worker
+// on user networking gets the virtio-serial port (on qemu's fd 3, or a
+// null chardev in a snapshot's saved VM), mf.orch names the port, and
+// no rule forwards the worker port any more; the services' rules stay.
+// ARM virt workers, tap workers and a controller without a handler keep
+// the worker port (through the relay), as does RelayPort.
+func TestSessionPortArgs(t *testing.T) {
+	c := cluster.Local(1)
+	c.Network.Port = 7000
+	c.Services = map[string]map[string]string{"redis": {"addr": "10.0.2.2:6379"}}
+	portDevs := []string{"-chardev", "socket,fd=3,id=mfs", "-device", "virtio-serial-device,max_ports=2",
+		"-device", "virtserialport,chardev=mfs,name=org.microfaas.0"}
+	tap := c.Workers[0]
+	tap.VM.Net, tap.VM.Tap = "tap", "tap3"
+	tests := []struct {
+		name    string
+		arch    *target.Target
+		w       cluster.Worker
+		handler bool
+		relay   bool
+		port    bool
+	}{
+		{"x86 on user networking", target.X86, c.Workers[0], true, false, true},
+		{"no handler", target.X86, c.Workers[0], false, false, false},
+		{"relay asked for", target.X86, c.Workers[0], true, true, false},
+		{"arm virt", target.ARMv7, c.Workers[0], true, false, false},
+		{"tap", target.X86, tap, true, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := &QEMU{cfg: QEMUConfig{Arch: tt.arch, Cluster: c}, accel: "tcg", relayPort: tt.relay}
+			if tt.handler {
+				q.OnSession(func(string, net.Conn) {})
+			}
+			s, err := q.Cmdline(tt.w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := bootparams.Parse(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			args := q.Args(tt.w, s)
+			i := slices.Index(args, "-chardev")
+			hasPort := i >= 0 && slices.Equal(args[i:i+len(portDevs)], portDevs)
+			if hasPort != tt.port || (!tt.port && i >= 0) {
+				t.Fatalf("port devices %v in %v", tt.port, args)
+			}
+			wantOrch := "10.0.2.2:7000"
+			if tt.port {
+				wantOrch = "vport:org.microfaas.0"
+			}
+			if p.Orch != wantOrch {
+				t.Errorf("mf.orch=%s, want %s", p.Orch, wantOrch)
+			}
+			if tt.w.VM.Net == "tap" {
+				return
+			}
+			nd := netdevOf(t, args)
+			if got := strings.Contains(nd, "guestfwd=tcp:10.0.2.2:7000-"); got == tt.port {
+				t.Errorf("netdev %q: worker port forwarded %v, want %v", nd, got, !tt.port)
+			}
+			if !strings.Contains(nd, "guestfwd=tcp:10.0.2.2:6379-") || !strings.Contains(nd, "restrict=on") {
+				t.Errorf("netdev %q: want restrict=on and the service's rule", nd)
+			}
+		})
+	}
+
+	// A snapshot's saved VM has the port's devices on a null chardev, with
+	// or without a handler (one saved VM serves both), and the restore
+	// puts that boot's socket (fd 4, after the saved state) in its place.
+	q := &QEMU{cfg: QEMUConfig{Arch: target.X86, Cluster: c}, accel: "tcg"}
+	plain, err := q.snapshotArgs(c.Workers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.OnSession(func(string, net.Conn) {})
+	snap, _ := q.snapshotArgs(c.Workers[0])
+	if !slices.Equal(plain, snap) || !slices.Contains(snap, "null,id=mfs") || !slices.Contains(snap, "virtserialport,chardev=mfs,name=org.microfaas.0") {
+		t.Fatalf("snapshot args %v", snap)
+	}
+	setChardev(snap, socketBackend(4))
+	if !slices.Contains(snap, "socket,fd=4,id=mfs") {
+		t.Fatalf("restore args %v", snap)
+	}
+}
+
+// TestKernelLacksPorts: an uncompressed kernel without the virtio-serial
+// driver keeps its workers on the relay; one with it, and a compressed
+// image (which cannot be told), do not.
+func TestKernelLacksPorts(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		name, content string
+		lacks         bool
+	}{
+		{"vmlinux without the driver", "\x7fELF...no driver here...", true},
+		{"vmlinux with the driver", "\x7fELF...virtio-ports...", false},
+		{"bzImage", "MZ compressed", false},
+	} {
+		path := dir + "/" + strings.ReplaceAll(tt.name, " ", "-")
+		if err := os.WriteFile(path, []byte(tt.content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := kernelLacksPorts(path); got != tt.lacks {
+			t.Errorf("%s: kernelLacksPorts = %v, want %v", tt.name, got, tt.lacks)
+		}
+	}
+	if kernelLacksPorts(dir + "/missing") {
+		t.Error("a missing file lacks ports")
 	}
 }

@@ -176,8 +176,14 @@ func (q *QEMU) snapshotArgs(w cluster.Worker) ([]string, error) {
 	if w.VM.Net != "tap" {
 		w.MAC = ""
 	}
+	// The session port's devices, whether this controller's boots use it
+	// or not, on a null chardev: the restore gives it that boot's socket.
+	port := ""
+	if w.UsesUserNet() && q.cfg.Arch.QEMU.SessionPort {
+		port = "null"
+	}
 	// No guestfwd rule (they name the worker port): the restore adds them.
-	return qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, q.cfg.Initrd, w, cmdline, ""), nil
+	return qemuArgs(q.cfg.Arch, q.accel, q.cfg.Kernel, q.cfg.Initrd, w, cmdline, "", port), nil
 }
 
 // snapshotFor returns the saved VM worker w restores from, and its qemu
@@ -358,11 +364,15 @@ type restoration struct {
 	log     func(msg string, args ...any)
 }
 
-// restoreCmd prepares the qemu command that restores worker w's snapshot.
-func (q *QEMU) restoreCmd(ctx context.Context, w cluster.Worker, key []byte) (*restoration, error) {
+// restoreCmd prepares the qemu command that restores worker w's snapshot;
+// port, if set, is qemu's end of the worker's session port (fd 4).
+func (q *QEMU) restoreCmd(ctx context.Context, w cluster.Worker, key []byte, port *os.File) (*restoration, error) {
 	p, err := q.cfg.Cluster.BootParams(w)
 	if err != nil {
 		return nil, err
+	}
+	if port != nil {
+		p.Orch = portOrch
 	}
 	path, args, err := q.snapshotFor(ctx, w)
 	if err != nil {
@@ -380,9 +390,15 @@ func (q *QEMU) restoreCmd(ctx context.Context, w cluster.Worker, key []byte) (*r
 	if i := slices.Index(args, "-netdev"); i >= 0 && w.VM.Net != "tap" {
 		args[i+1] = q.netdev(w)
 	}
+	if port != nil {
+		setChardev(args, socketBackend(4)) // state is fd 3
+	}
 	r.cmd = exec.Command(q.cfg.Arch.QEMU.Binary, append(args[:len(args):len(args)],
 		"-qmp", "unix:"+r.sock+",server=on,wait=off", "-incoming", "fd:3")...)
 	r.cmd.ExtraFiles = []*os.File{state}
+	if port != nil {
+		r.cmd.ExtraFiles = append(r.cmd.ExtraFiles, port)
+	}
 	if r.console, err = r.cmd.StdinPipe(); err != nil {
 		state.Close()
 		return nil, err
