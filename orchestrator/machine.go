@@ -160,6 +160,7 @@ type (
 	actDone     struct{ inv *Invocation }
 	actRelease  struct{ inv *Invocation } // releases waiters only (the invocation stays pending in the store)
 	actGiveBack struct{ id string }       // a shared queue's invocation no worker here can run: back to the queue
+	actStarted  struct{ inv *Invocation } // a shared queue's invocation started here: every instance says running
 	actRecord   struct{ inv *Invocation } // the Recorder, once the timeline is complete
 	actState    struct{ change state.Change }
 	actClosed   struct{ ch chan struct{} }
@@ -858,6 +859,9 @@ func (m *machine) startJob(w *worker, inv *Invocation) {
 			m.emit(actPersist{inv: snapshot(inv)})
 		}
 		wait = inv.reservedTurn > m.committed
+	}
+	if m.cfg.Shared {
+		m.emit(actStarted{snapshot(inv)})
 	}
 	bundle := m.bundle(inv.Function, w)
 	if bundle != nil && w.bundles != nil {

@@ -44,6 +44,10 @@ type SharedQueue interface {
 	// (by any orchestrator): one this orchestrator's workers lack is
 	// accepted all the same, for the orchestrators whose workers run it.
 	Knows(function string) bool
+	// Started says a delivered invocation started on one of this
+	// orchestrator's workers, so that every orchestrator reports it
+	// running. It must not block.
+	Started(inv *Invocation)
 	// GiveBack returns a delivered invocation that this orchestrator's
 	// workers cannot run to the queue, for another orchestrator, at once.
 	// It must not block.

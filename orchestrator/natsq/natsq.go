@@ -174,6 +174,8 @@ type Queue struct {
 	// held are the messages delivered to this instance and not yet
 	// acknowledged, by invocation id.
 	held map[string]heldMsg
+	// starts are the running entries being written, by invocation id.
+	starts map[string]*starting
 	// pullers fetch, by function (legacy: the pre-function subjects);
 	// announced are the functions this instance listed in fnKV.
 	pullers   map[string]*puller
@@ -222,7 +224,7 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
-	q := &Queue{opts: opts, log: opts.Log, codec: codec, held: map[string]heldMsg{}, pullers: map[string]*puller{}, announced: map[string]bool{}, wake: make(chan struct{}, 1), rewatch: make(chan struct{}, 1)}
+	q := &Queue{opts: opts, log: opts.Log, codec: codec, held: map[string]heldMsg{}, starts: map[string]*starting{}, pullers: map[string]*puller{}, announced: map[string]bool{}, wake: make(chan struct{}, 1), rewatch: make(chan struct{}, 1)}
 	q.ctx, q.cancel = context.WithCancel(context.Background())
 	nopts := []nats.Option{nats.Name(opts.Name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
 		nats.Timeout(opts.PublishTimeout),
@@ -482,6 +484,9 @@ func (q *Queue) watch(w jetstream.KeyWatcher) {
 			if e == nil || !q.host.Awaits(e.Key()) {
 				continue
 			}
+			if _, running := isRunning(e.Value()); running {
+				continue // started: its result comes later
+			}
 			inv, err := q.codec.Decode(e.Value())
 			if err != nil {
 				q.log.Error("shared queue: a result does not decode", "invocation", e.Key(), "err", err)
@@ -521,7 +526,7 @@ func (q *Queue) take(msg jetstream.Msg) {
 			Msg: fmt.Sprintf("instance %s cannot read the queued invocation (%v): give every instance the same --queue-key", q.opts.Name, err)}}
 		if data, eerr := q.codec.EncodeResult(failed); eerr == nil && validKey.MatchString(id) {
 			ctx, cancel := context.WithTimeout(q.ctx, q.opts.PublishTimeout)
-			q.kv.Create(ctx, id, data)
+			q.writeOver(ctx, id, data, 0)
 			cancel()
 		}
 		msg.TermWithReason("does not decode")
@@ -531,7 +536,7 @@ func (q *Queue) take(msg jetstream.Msg) {
 		// Its result may be stored while the acknowledgement was lost
 		// (the instance that stored it died before acknowledging, maybe
 		// before claiming its callback: claimed here if nobody did).
-		if _, err := q.kv.Get(q.ctx, id); err == nil {
+		if _, ok, err := q.finalResult(q.ctx, id); err == nil && ok {
 			if err := q.claimCallback(id, inv.Callback, nil); err != nil {
 				q.log.Warn("shared queue: result stored, callback not claimed; the invocation comes back for it", "invocation", id, "err", err)
 				msg.NakWithDelay(q.opts.AckWait / 3)
@@ -638,10 +643,23 @@ func (q *Queue) storeResult(st *storing) bool {
 		return false // not worth a timeout's wait
 	}
 	if !st.stored {
+		// Over this run's running entry, once it is written.
+		q.mu.Lock()
+		start := q.starts[id]
+		q.mu.Unlock()
+		var rev uint64
+		if start != nil {
+			select {
+			case <-start.done:
+				rev = start.rev
+			case <-q.ctx.Done():
+				return false
+			}
+		}
 		ctx, cancel := context.WithTimeout(q.ctx, q.opts.PublishTimeout)
-		_, err := q.kv.Create(ctx, id, st.data)
+		_, _, err := q.writeOver(ctx, id, st.data, rev)
 		cancel()
-		dup := errors.Is(err, jetstream.ErrKeyExists)
+		dup := errors.Is(err, errFinal)
 		if err != nil && !dup {
 			q.log.Warn("shared queue: storing a result failed; retrying", "invocation", id, "err", err)
 			q.mu.Lock()
@@ -677,6 +695,7 @@ func (q *Queue) storeResult(st *storing) bool {
 	}
 	q.mu.Lock()
 	delete(q.held, id)
+	delete(q.starts, id)
 	q.mu.Unlock()
 	switch {
 	case h.msg == nil:
@@ -717,11 +736,14 @@ func (q *Queue) claimCallback(id string, callback, stored []byte) error {
 	ctx, cancel := context.WithTimeout(q.ctx, q.opts.PublishTimeout)
 	defer cancel()
 	if stored == nil {
-		e, err := q.kv.Get(ctx, id)
+		v, ok, err := q.finalResult(ctx, id)
+		if err == nil && !ok {
+			err = errors.New("none stored")
+		}
 		if err != nil {
 			return fmt.Errorf("%w: reading the result of %s: %w", ErrCallback, id, err)
 		}
-		stored = e.Value()
+		stored = v
 	}
 	res, err := q.codec.Decode(stored)
 	if err != nil {
@@ -781,7 +803,12 @@ func (q *Queue) Get(id string) (*orchestrator.Invocation, bool, error) {
 	e, err := q.kv.Get(ctx, id)
 	if err == nil {
 		inv, err := q.codec.Decode(e.Value())
-		return inv, err == nil, err
+		if err != nil {
+			return nil, false, err
+		}
+		// A running entry: started on that instance, not finished.
+		inv.Instance, _ = isRunning(e.Value())
+		return inv, true, nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, false, err

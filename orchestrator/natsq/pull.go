@@ -391,6 +391,7 @@ func (q *Queue) GiveBack(id string) {
 	q.mu.Lock()
 	h, ok := q.held[id]
 	delete(q.held, id)
+	delete(q.starts, id)
 	q.mu.Unlock()
 	if ok && h.msg != nil {
 		h.msg.Nak()
