@@ -860,9 +860,6 @@ func (m *machine) startJob(w *worker, inv *Invocation) {
 		}
 		wait = inv.reservedTurn > m.committed
 	}
-	if m.cfg.Shared {
-		m.emit(actStarted{snapshot(inv)})
-	}
 	bundle := m.bundle(inv.Function, w)
 	if bundle != nil && w.bundles != nil {
 		w.bundles[bundle.Digest] = true // the worker keeps it for its next jobs
@@ -870,6 +867,9 @@ func (m *machine) startJob(w *worker, inv *Invocation) {
 	m.emit(actSend{w.conn, protocol.TypeJob, protocol.Job{ID: inv.ID, Function: inv.Function, Args: inv.Args,
 		TimeoutMS: inv.Timeout.Milliseconds(), Attempt: inv.Attempts, Services: m.cfg.Services,
 		Env: inv.Env, Secrets: inv.Secrets, NowUnixNS: m.now.UnixNano(), Bundle: bundle, HTTP: inv.HTTP}, wait})
+	if m.cfg.Shared {
+		m.emit(actStarted{snapshot(inv)}) // after the job left: it does not wait for this
+	}
 }
 
 func (m *machine) result(w *worker, res protocol.Result) {
