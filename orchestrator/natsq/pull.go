@@ -30,8 +30,11 @@ import (
 // any worker's work, while it holds messages (docs/scale-out.md, upgrade).
 
 const (
-	// maxFetches bounds the pull requests under way at once.
-	maxFetches = 64
+	// maxFetches bounds the pull requests under way at once,
+	// maxPerFunction those of one function: a finished job makes room for
+	// a new request at once, while older ones still wait for messages.
+	maxFetches     = 64
+	maxPerFunction = 4
 	// fetchWait is how long a pull request waits for messages of a
 	// function whose runners run no other function; sharedFetchWait of
 	// one whose runners others share (its request holds their capacity
@@ -70,9 +73,9 @@ func (q *Queue) legacySubject(id string) string { return q.opts.Subject + ".inv.
 // puller is one consumer's fetching state (under q.mu).
 type puller struct {
 	cons     jetstream.Consumer // nil until first needed
-	fetching bool
-	asked    int       // messages its fetch under way may still bring
-	started  time.Time // its last fetch's start: the oldest goes first
+	fetching int                // its fetches under way (maxPerFunction at most)
+	asked    int                // messages they may still bring
+	started  time.Time          // its last fetch's start: the oldest goes first
 }
 
 // announce lists function in the functions bucket, once per instance,
@@ -245,13 +248,14 @@ func (q *Queue) checkLegacy() {
 	switch {
 	case backlog > 0 && !has:
 		q.pullers[legacy] = &puller{}
-	case backlog == 0 && has && !q.pullers[legacy].fetching:
+	case backlog == 0 && has && q.pullers[legacy].fetching == 0:
 		delete(q.pullers, legacy)
 	}
 }
 
 // startFetches starts a fetch for every function that has free runners
-// and none under way, the longest waiting first; it returns how many.
+// and fewer than maxPerFunction fetches under way, the longest waiting
+// first; it returns how many.
 func (q *Queue) startFetches(fetches int, ended chan<- struct{}) int {
 	q.mu.Lock()
 	names := make([]string, 0, len(q.pullers)+1)
@@ -290,7 +294,7 @@ func (q *Queue) startFetches(fetches int, ended chan<- struct{}) int {
 	free := sets[legacy].count() - total
 	order := make([]string, 0, len(q.pullers))
 	for name, p := range q.pullers {
-		if !p.fetching {
+		if p.fetching < maxPerFunction {
 			order = append(order, name)
 		}
 	}
@@ -324,7 +328,9 @@ func (q *Queue) startFetches(fetches int, ended chan<- struct{}) int {
 			continue
 		}
 		p := q.pullers[name]
-		p.fetching, p.asked, p.started = true, k, time.Now()
+		p.fetching++
+		p.asked += k
+		p.started = time.Now()
 		load[name] += k
 		free -= k
 		started++
@@ -340,9 +346,11 @@ func (q *Queue) startFetches(fetches int, ended chan<- struct{}) int {
 // fetch asks function's consumer for n messages and delivers those that
 // come.
 func (q *Queue) fetch(function string, p *puller, n int, wait time.Duration, ended chan<- struct{}) {
+	got := 0
 	defer func() {
 		q.mu.Lock()
-		p.fetching, p.asked = false, 0
+		p.fetching--
+		p.asked -= n - got
 		q.mu.Unlock()
 		ended <- struct{}{}
 	}()
@@ -365,6 +373,7 @@ func (q *Queue) fetch(function string, p *puller, n int, wait time.Duration, end
 		return
 	}
 	for msg := range batch.Messages() {
+		got++
 		q.mu.Lock()
 		p.asked--
 		q.mu.Unlock()
