@@ -13,11 +13,14 @@ import (
 
 // InvokeResponse is the JSON answer of POST /invoke/{function}.
 type InvokeResponse struct {
-	ID       string          `json:"id"`
-	Function string          `json:"function"`
-	Status   string          `json:"status"` // queued, running or finished
-	Restarts int             `json:"restarts,omitempty"`
-	Worker   string          `json:"worker"`
+	ID       string `json:"id"`
+	Function string `json:"function"`
+	Status   string `json:"status"` // queued, running or finished
+	Restarts int    `json:"restarts,omitempty"`
+	Worker   string `json:"worker"`
+	// Instance is the mforch instance running it, when another instance
+	// sharing the queue does (docs/scale-out.md).
+	Instance string          `json:"instance,omitempty"`
 	Attempts int             `json:"attempts"`
 	Result   json.RawMessage `json:"result,omitempty"`
 	Error    string          `json:"error,omitempty"`
@@ -150,7 +153,7 @@ func (o *Orchestrator) handleGet(w http.ResponseWriter, r *http.Request) {
 
 // Response renders an invocation for the API.
 func Response(inv *Invocation) InvokeResponse {
-	resp := InvokeResponse{ID: inv.ID, Function: inv.Function, Worker: inv.Worker, Attempts: inv.Attempts,
+	resp := InvokeResponse{ID: inv.ID, Function: inv.Function, Worker: inv.Worker, Instance: inv.Instance, Attempts: inv.Attempts,
 		Restarts: inv.Restarts, Result: inv.Result, Error: ErrText(inv.Err), TimedOut: inv.TimedOut, ExecMS: inv.ExecMS,
 		BootMS: inv.Boot.ConnectedMS, HTTP: inv.HTTPResponse, Log: inv.Log, Status: "queued", WorkerLog: logLink(inv)}
 	select {

@@ -693,3 +693,36 @@ func BenchmarkBundleFetch(b *testing.B) {
 	default:
 	}
 }
+
+// A worker gets only jobs of functions it runs (its hello's): one whose
+// image lacks the queue's head takes the next it can run, and one that can
+// run nothing queued takes nothing.
+func TestMachineJobsOnlyForFunctionsWorkerRuns(t *testing.T) {
+	x := newMT(t, 3, nil)
+	submit := func(id, fn string) *Invocation {
+		inv := &Invocation{ID: id, Function: fn, Timeout: time.Minute, Queued: x.now, done: make(chan struct{})}
+		x.ev(0, evSubmit{inv, make(chan error, 1)})
+		return inv
+	}
+	hello := func(worker string, functions ...string) string {
+		t.Helper()
+		acts := x.ev(time.Second, evHello{worker: worker, functions: functions, conn: &workerConn{}, reply: make(chan helloReply, 1)})
+		for _, a := range acts {
+			if s, ok := a.(actSend); ok && s.typ == protocol.TypeJob {
+				return s.msg.(protocol.Job).ID
+			}
+		}
+		return ""
+	}
+	submit("i-a", "a")
+	submit("i-b", "b")
+	if got := hello("w0", "b"); got != "i-b" {
+		t.Errorf("w0 (runs b) got %q, want i-b", got)
+	}
+	if got := hello("w1", "c"); got != "" {
+		t.Errorf("w1 (runs c) got %q, want no job", got)
+	}
+	if got := hello("w2", "a", "c"); got != "i-a" {
+		t.Errorf("w2 (runs a, c) got %q, want i-a", got)
+	}
+}

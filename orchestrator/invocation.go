@@ -23,6 +23,9 @@ type Invocation struct {
 	Timeout  time.Duration
 	Attempts int
 	Worker   string
+	// Instance is the mforch instance whose Worker runs it, for one that
+	// another instance of a shared queue runs (GET /invocations/ID).
+	Instance string
 	Boot     protocol.BootTimes
 	// LogBoot is the number of Worker's boot that ran it in the workers'
 	// logs (Config.WorkerLogs; mforch logs WORKER --boot N), 0 if none.

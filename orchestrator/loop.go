@@ -305,6 +305,10 @@ func (o *Orchestrator) execute(acts []action) {
 			close(a.inv.done)
 		case actRelease:
 			close(a.inv.done)
+		case actGiveBack:
+			o.cfg.Queue.GiveBack(a.id)
+		case actStarted:
+			o.cfg.Queue.Started(a.inv)
 		case actRecord:
 			if o.energy != nil {
 				o.energy.record(a.inv) // held until its energy is final

@@ -157,11 +157,13 @@ type (
 		n     int
 	}
 	// actDone counts a finished invocation in the metrics and releases its waiters.
-	actDone    struct{ inv *Invocation }
-	actRelease struct{ inv *Invocation } // releases waiters only (the invocation stays pending in the store)
-	actRecord  struct{ inv *Invocation } // the Recorder, once the timeline is complete
-	actState   struct{ change state.Change }
-	actClosed  struct{ ch chan struct{} }
+	actDone     struct{ inv *Invocation }
+	actRelease  struct{ inv *Invocation } // releases waiters only (the invocation stays pending in the store)
+	actGiveBack struct{ id string }       // a shared queue's invocation no worker here can run: back to the queue
+	actStarted  struct{ inv *Invocation } // a shared queue's invocation started here: every instance says running
+	actRecord   struct{ inv *Invocation } // the Recorder, once the timeline is complete
+	actState    struct{ change state.Change }
+	actClosed   struct{ ch chan struct{} }
 )
 
 // machineConfig is Config with defaults applied, plus what the machine
@@ -219,12 +221,15 @@ type worker struct {
 	// rebooting: told CmdReboot, and its controller reports exits (QEMU:
 	// the guest's reset makes qemu exit), so that exit is the reboot and
 	// the worker is powered on again at once.
-	rebooting    bool
-	jobs         int  // jobs started this boot; 0 is a fresh worker
-	forcing      bool // a forced PowerOff is under way
-	current      *Invocation
-	bundles      map[string]bool // digests it holds: its hello's, and its jobs' this session
-	ran          []*Invocation   // finished this session; recorded when it powers off
+	rebooting bool
+	jobs      int  // jobs started this boot; 0 is a fresh worker
+	forcing   bool // a forced PowerOff is under way
+	current   *Invocation
+	bundles   map[string]bool // digests it holds: its hello's, and its jobs' this session
+	// functions are those its last hello listed (its image's): kept while
+	// it is off; nil until its first hello (or if it listed none).
+	functions    map[string]bool
+	ran          []*Invocation // finished this session; recorded when it powers off
 	bootFailures int
 }
 
@@ -325,6 +330,17 @@ func (m *machine) isKnown(function string) bool {
 		}
 	}
 	return false
+}
+
+// canRun reports whether worker w can run function: one deployed at run
+// time for its architecture, or one its last hello listed. A worker that
+// has not said hello yet is taken to run whatever the orchestrator knows
+// (isKnown: its siblings' images), until its first hello says.
+func (m *machine) canRun(w *worker, function string) bool {
+	if w.functions == nil {
+		return m.isKnown(function)
+	}
+	return w.functions[function] || m.bundle(function, w) != nil
 }
 
 func (m *machine) emit(a action) { m.acts = append(m.acts, a) }
@@ -510,6 +526,9 @@ func (m *machine) dispatch() {
 		}
 		if w := m.workers[id]; w.state == state.Idle {
 			i := m.pick(w)
+			if i < 0 {
+				continue // nothing queued that it can run
+			}
 			inv := m.queue[i]
 			m.queue = slices.Delete(m.queue, i, i+1)
 			m.startJob(w, inv)
@@ -536,6 +555,7 @@ func (m *machine) dispatch() {
 	}
 	m.fillPools()
 	m.reserve()
+	m.giveBack()
 }
 
 // fresh reports whether w is one a warm pool counts: booting, or idle
@@ -597,20 +617,57 @@ const (
 	maxHelloBundles = 64
 )
 
-// pick is the index of the queued invocation idle worker w runs next: the
-// queue's head, unless one of the next few is of a function deployed at
-// run time whose bundle w holds already (delivered with its boot for that
-// invocation, while another worker took the head): that one saves a fetch.
+// pick is the index of the queued invocation idle worker w runs next (-1:
+// none it can run): the first it can run, unless one of the next few is
+// of a function deployed at run time whose bundle w holds already
+// (delivered with its boot for that invocation, while another worker took
+// the head): that one saves a fetch.
 func (m *machine) pick(w *worker) int {
-	if len(w.bundles) == 0 || m.cfg.Bundles == nil {
-		return 0
-	}
-	for i, inv := range m.queue[:min(len(m.queue), pickAhead)] {
-		if b := m.bundle(inv.Function, w); b != nil && w.bundles[b.Digest] {
-			return i
+	first := -1
+	for i, inv := range m.queue {
+		if m.canRun(w, inv.Function) {
+			first = i
+			break
 		}
 	}
-	return 0
+	if first < 0 || len(w.bundles) == 0 || m.cfg.Bundles == nil {
+		return first
+	}
+	for i, inv := range m.queue[first:min(len(m.queue), first+pickAhead)] {
+		if b := m.bundle(inv.Function, w); b != nil && w.bundles[b.Digest] {
+			return first + i
+		}
+	}
+	return first
+}
+
+// giveBack hands back to a shared queue the invocations that none of this
+// orchestrator's workers (not failed, each having said which functions it
+// holds) can run, so that another instance runs them at once instead of
+// after the ack wait.
+func (m *machine) giveBack() {
+	if !m.cfg.Shared || len(m.queue) == 0 {
+		return
+	}
+	kept := m.queue[:0]
+	for _, inv := range m.queue {
+		able := false
+		for _, w := range m.workers {
+			if w.state != state.Failed && m.canRun(w, inv.Function) {
+				able = true
+				break
+			}
+		}
+		if able {
+			kept = append(kept, inv)
+			continue
+		}
+		m.log.Info("no worker here runs it; given back to the shared queue", "invocation", inv.ID, "function", inv.Function)
+		delete(m.live, inv.ID)
+		m.emit(actGiveBack{inv.ID})
+	}
+	clear(m.queue[len(kept):])
+	m.queue = kept
 }
 
 // reserveAhead is how many invocations at the head of the queue have
@@ -789,6 +846,13 @@ func (m *machine) hello(e evHello) {
 		return
 	}
 	m.log.Info("worker connected", "worker", e.worker, "init_ms", e.boot.InitMS, "connected_ms", e.boot.ConnectedMS)
+	w.functions = nil // a hello that lists none: it runs what the others know
+	for _, f := range e.functions {
+		if w.functions == nil {
+			w.functions = make(map[string]bool, len(e.functions))
+		}
+		w.functions[f] = true
+	}
 	w.connected, w.boot, w.bootFailures, w.conn, w.logBoot = m.now, e.boot, 0, e.conn, e.logBoot
 	w.bundles = map[string]bool{}
 	for _, d := range e.bundles[:min(len(e.bundles), maxHelloBundles)] {
@@ -835,6 +899,9 @@ func (m *machine) startJob(w *worker, inv *Invocation) {
 	m.emit(actSend{w.conn, protocol.TypeJob, protocol.Job{ID: inv.ID, Function: inv.Function, Args: inv.Args,
 		TimeoutMS: inv.Timeout.Milliseconds(), Attempt: inv.Attempts, Services: m.cfg.Services,
 		Env: inv.Env, Secrets: inv.Secrets, NowUnixNS: m.now.UnixNano(), Bundle: bundle, HTTP: inv.HTTP}, wait})
+	if m.cfg.Shared {
+		m.emit(actStarted{snapshot(inv)}) // after the job left: it does not wait for this
+	}
 }
 
 func (m *machine) result(w *worker, res protocol.Result) {

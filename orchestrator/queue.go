@@ -40,6 +40,18 @@ type SharedQueue interface {
 	// Start begins pulling invocations for host and watching results; it
 	// returns at once.
 	Start(host QueueHost) error
+	// Knows reports whether invocations of function were queued before
+	// (by any orchestrator): one this orchestrator's workers lack is
+	// accepted all the same, for the orchestrators whose workers run it.
+	Knows(function string) bool
+	// Started says a delivered invocation started on one of this
+	// orchestrator's workers, so that every orchestrator reports it
+	// running. It must not block.
+	Started(inv *Invocation)
+	// GiveBack returns a delivered invocation that this orchestrator's
+	// workers cannot run to the queue, for another orchestrator, at once.
+	// It must not block.
+	GiveBack(id string)
 	// Installation is every instance's last published status (those
 	// that stopped publishing drop out) and the invocations the queue
 	// holds, queued or running.
@@ -55,11 +67,15 @@ type InstanceStatus struct {
 
 // QueueHost is what a SharedQueue needs of the orchestrator it feeds.
 type QueueHost interface {
-	// Slots is how many invocations this orchestrator can hold at once,
-	// queued or running: its workers that have not failed (0 once it is
-	// shutting down). The queue pulls no more than Slots minus those it
-	// delivered and that have not finished.
-	Slots() int
+	// Runners says which workers can run each of functions: for
+	// functions[i], runners[i] lists the indexes (0 to workers-1) of the
+	// workers that have not failed and can run it (deployed for their
+	// architecture, listed in their last hello, or any function the
+	// orchestrator knows for one not booted yet). The function "" is any:
+	// every worker that has not failed. workers is 0 once it is shutting
+	// down. The queue pulls a function's invocations only as long as
+	// its runners outnumber the invocations held here that they may run.
+	Runners(functions []string) (workers int, runners [][]int)
 	// Deliver hands over an invocation pulled from the queue to run here.
 	// Its Attempts are the starts before this delivery (the redelivery
 	// count), so Config.MaxAttempts bounds starts across orchestrators.
@@ -151,20 +167,27 @@ func doneYet(inv *Invocation) bool {
 // queueHost is the orchestrator as a SharedQueue sees it.
 type queueHost struct{ o *Orchestrator }
 
-func (h queueHost) Slots() int {
+func (h queueHost) Runners(functions []string) (int, [][]int) {
 	o := h.o
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.m.closed {
-		return 0
+	m := o.m
+	if m.closed {
+		return 0, make([][]int, len(functions))
 	}
-	n := 0
-	for _, w := range o.m.workers {
-		if w.state != state.Failed {
-			n++
+	runners := make([][]int, len(functions))
+	for i, id := range m.order {
+		w := m.workers[id]
+		if w.state == state.Failed {
+			continue
+		}
+		for j, f := range functions {
+			if f == "" || m.canRun(w, f) {
+				runners[j] = append(runners[j], i)
+			}
 		}
 	}
-	return n
+	return len(m.order), runners
 }
 
 func (h queueHost) Deliver(inv *Invocation) {
@@ -290,7 +313,7 @@ func (o *Orchestrator) submitShared(spec JobSpec) (*Invocation, error) {
 	if closed {
 		return nil, ErrClosed
 	}
-	if !known {
+	if !known && !o.shared.q.Knows(spec.Function) {
 		return nil, newError(ErrUnknownFunction, "%q: no worker image has it and it is not deployed (deploy it: faas-cli deploy or mforch deploy)", spec.Function)
 	}
 	now := o.clock.Now()

@@ -116,7 +116,7 @@ func TestCallbackSurvivesSubmitter(t *testing.T) {
 		t.Fatalf("call id %q, invocation id %q", callID, id)
 	}
 	eventually(t, "the job starts on b", func() bool { return runCount(k) == 1 })
-	m, err := b.q.stream.GetLastMsgForSubject(context.Background(), b.q.subject(id))
+	m, err := b.q.stream.GetLastMsgForSubject(context.Background(), b.q.opts.Subject+".fn.*."+id)
 	if err != nil {
 		t.Fatalf("the queued message: %v", err)
 	}

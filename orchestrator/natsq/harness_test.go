@@ -128,6 +128,9 @@ type instanceConfig struct {
 	maxAttempts int
 	idle        time.Duration
 	quiet       bool // discard logs (benchmarks)
+	// functionsDir holds the user functions this instance's workers run
+	// (simworker.Controller.FunctionsDir).
+	functionsDir string
 }
 
 func newInstance(t testing.TB, name, url, keyFile string, c instanceConfig) *instance {
@@ -154,7 +157,7 @@ func newInstanceOpts(t testing.TB, name string, qo Options, c instanceConfig) *i
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim := &simworker.Controller{Orch: ln.Addr().String(), Secret: cl.SecretBytes()}
+	sim := &simworker.Controller{Orch: ln.Addr().String(), Secret: cl.SecretBytes(), FunctionsDir: c.functionsDir}
 	o, err := orchestrator.New(orchestrator.Config{Cluster: cl, Controllers: map[string]power.Controller{cluster.KindVM: sim},
 		Queue: q, IdleTimeout: c.idle, MaxAttempts: c.maxAttempts, Log: log})
 	if err != nil {

@@ -3,15 +3,16 @@
 // serve one installation (docs/scale-out.md):
 //
 //   - Invocations are messages of a work-queue stream (file storage,
-//     replicas as configured), one subject per invocation
-//     (SUBJECT.inv.ID), published with the invocation id as Nats-Msg-Id:
-//     a retried submit within the stream's duplicate window is not queued
-//     twice. Publish returns after JetStream's PubAck.
-//   - Every instance pulls from one durable pull consumer, only as many
-//     messages as it has workers free of them (QueueHost.Slots minus what
-//     it holds), and marks each in progress while it holds it. An instance
-//     that dies stops doing so: the ack wait runs out and another instance
-//     gets the message, its attempts counting the deliveries.
+//     replicas as configured), one subject per invocation under its
+//     function's (SUBJECT.fn.FUNCTION.ID), published with the invocation
+//     id as Nats-Msg-Id: a retried submit within the stream's duplicate
+//     window is not queued twice. Publish returns after JetStream's PubAck.
+//   - Every instance pulls from one durable pull consumer per function
+//     (pull.go), only as many messages as it has workers that can run that
+//     function and are free of them (QueueHost.Runners), and marks each in
+//     progress while it holds it. An instance that dies stops doing so: the
+//     ack wait runs out and another instance gets the message, its attempts
+//     counting the deliveries.
 //   - Results go to a key-value bucket, key the invocation id, with
 //     create-only writes: the first result of an id is the one every
 //     caller gets, however often the invocation ran. The message is
@@ -64,10 +65,12 @@ type Options struct {
 	// mforch status (default: the host name).
 	Name string
 	// Stream is the work-queue stream ("MICROFAAS"), Subject the prefix of
-	// its subjects ("microfaas"), Consumer the durable pull consumer every
-	// instance shares ("mforch"), Bucket the results bucket
-	// ("microfaas_results").
-	Stream, Subject, Consumer, Bucket string
+	// its subjects ("microfaas"), Consumer the name of the durable pull
+	// consumers every instance shares ("mforch": CONSUMER_fn_FUNCTION per
+	// function; CONSUMER itself drains what an older mforch queued),
+	// Bucket the results bucket ("microfaas_results"), FunctionsBucket
+	// the functions ever submitted ("microfaas_functions").
+	Stream, Subject, Consumer, Bucket, FunctionsBucket string
 	// Replicas of the stream and the bucket (1; 3 on a three-node cluster).
 	Replicas int
 	// AckWait is how long a message stays with an instance that stopped
@@ -110,6 +113,7 @@ func (o *Options) defaults() {
 	def(&o.Bucket, "microfaas_results")
 	def(&o.InstancesBucket, "microfaas_instances")
 	def(&o.CallbacksBucket, "microfaas_callbacks")
+	def(&o.FunctionsBucket, "microfaas_functions")
 	if o.Name == "" {
 		o.Name, _ = os.Hostname()
 	}
@@ -157,6 +161,7 @@ type Queue struct {
 	kv     jetstream.KeyValue
 	status jetstream.KeyValue // instances' statuses
 	claims jetstream.KeyValue // callbacks claimed, by invocation id
+	fnKV   jetstream.KeyValue // functions submitted, by subject token
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -167,12 +172,16 @@ type Queue struct {
 
 	mu sync.Mutex
 	// held are the messages delivered to this instance and not yet
-	// acknowledged, by invocation id; asked is how many more the fetches
-	// under way may bring.
-	held  map[string]heldMsg
-	asked int
-	host  orchestrator.QueueHost
-	stats Stats
+	// acknowledged, by invocation id.
+	held map[string]heldMsg
+	// starts are the running entries being written, by invocation id.
+	starts map[string]*starting
+	// pullers fetch, by function (legacy: the pre-function subjects);
+	// announced are the functions this instance listed in fnKV.
+	pullers   map[string]*puller
+	announced map[string]bool
+	host      orchestrator.QueueHost
+	stats     Stats
 	// sendCallback sends a callback this instance claimed (OnCallback).
 	sendCallback func(callback []byte, res *orchestrator.Invocation)
 }
@@ -181,6 +190,7 @@ type Queue struct {
 type heldMsg struct {
 	msg      jetstream.Msg
 	callback []byte
+	function string
 }
 
 // Stats count what a Queue did.
@@ -214,7 +224,7 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
-	q := &Queue{opts: opts, log: opts.Log, codec: codec, held: map[string]heldMsg{}, wake: make(chan struct{}, 1), rewatch: make(chan struct{}, 1)}
+	q := &Queue{opts: opts, log: opts.Log, codec: codec, held: map[string]heldMsg{}, starts: map[string]*starting{}, pullers: map[string]*puller{}, announced: map[string]bool{}, wake: make(chan struct{}, 1), rewatch: make(chan struct{}, 1)}
 	q.ctx, q.cancel = context.WithCancel(context.Background())
 	nopts := []nats.Option{nats.Name(opts.Name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
 		nats.Timeout(opts.PublishTimeout),
@@ -293,17 +303,17 @@ func (q *Queue) setup(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	q.stream, err = q.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: o.Stream, Subjects: []string{o.Subject + ".inv.>"}, Retention: jetstream.WorkQueuePolicy,
+		Name: o.Stream, Subjects: []string{o.Subject + ".fn.>", o.Subject + ".inv.>"}, Retention: jetstream.WorkQueuePolicy,
 		Storage: jetstream.FileStorage, Replicas: o.Replicas, MaxMsgs: o.MaxQueued, Discard: jetstream.DiscardNew,
 		Duplicates: o.DedupeWindow, Description: "MicroFaaS invocations (mforch --queue)"})
 	if err != nil {
 		return fmt.Errorf("shared queue: stream %s: %w (does the NATS server run JetStream, -js?)", o.Stream, err)
 	}
-	q.cons, err = q.stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable: o.Consumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: o.AckWait,
-		// Attempts are bounded by the orchestrators (MaxAttempts), which
-		// end a poison invocation with a result instead of leaving it.
-		MaxDeliver: -1, MaxAckPending: -1, MaxWaiting: 4096})
+	// The consumer an older mforch made takes every subject; it is
+	// narrowed to the old ones, which it goes on draining (its
+	// acknowledgement state kept), so the per-function consumers do not
+	// overlap it (a work-queue stream refuses that).
+	q.cons, err = q.stream.CreateOrUpdateConsumer(ctx, q.consumerConfig(o.Consumer, o.Subject+".inv.>"))
 	if err != nil {
 		return fmt.Errorf("shared queue: consumer %s: %w", o.Consumer, err)
 	}
@@ -324,6 +334,12 @@ func (q *Queue) setup(ctx context.Context) error {
 		Description: "MicroFaaS callbacks claimed (mforch --queue)"})
 	if err != nil {
 		return fmt.Errorf("shared queue: callbacks bucket %s: %w", o.CallbacksBucket, err)
+	}
+	q.fnKV, err = q.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: o.FunctionsBucket, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+		Description: "MicroFaaS functions submitted, one consumer each (mforch --queue)"})
+	if err != nil {
+		return fmt.Errorf("shared queue: functions bucket %s: %w", o.FunctionsBucket, err)
 	}
 	return nil
 }
@@ -386,9 +402,6 @@ func (q *Queue) Installation(ctx context.Context) ([]orchestrator.InstanceStatus
 	return out, depth, nil
 }
 
-// subject is invocation id's message subject.
-func (q *Queue) subject(id string) string { return q.opts.Subject + ".inv." + id }
-
 // Publish queues inv once (orchestrator.SharedQueue).
 func (q *Queue) Publish(ctx context.Context, inv *orchestrator.Invocation) error {
 	if st := q.nc.Status(); st != nats.CONNECTED {
@@ -400,7 +413,10 @@ func (q *Queue) Publish(ctx context.Context, inv *orchestrator.Invocation) error
 	}
 	ctx, cancel := context.WithTimeout(ctx, q.opts.PublishTimeout)
 	defer cancel()
-	_, err = q.js.Publish(ctx, q.subject(inv.ID), data, jetstream.WithMsgID(inv.ID))
+	if err := q.announce(ctx, inv.Function); err != nil {
+		return fmt.Errorf("%w: listing function %s: %v", orchestrator.ErrQueueDown, inv.Function, err)
+	}
+	_, err = q.js.Publish(ctx, q.fnSubject(inv.Function, inv.ID), data, jetstream.WithMsgID(inv.ID))
 	if err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum messages") {
@@ -420,8 +436,14 @@ func (q *Queue) Start(host orchestrator.QueueHost) error {
 	if err != nil {
 		return fmt.Errorf("watching results: %w", err)
 	}
-	q.wg.Add(4)
+	fw, err := q.fnKV.WatchAll(q.ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		w.Stop()
+		return fmt.Errorf("watching functions: %w", err)
+	}
+	q.wg.Add(5)
 	go q.watch(w)
+	go q.watchFunctions(fw)
 	go q.pull()
 	go q.extend()
 	go q.publishStatus()
@@ -462,6 +484,9 @@ func (q *Queue) watch(w jetstream.KeyWatcher) {
 			if e == nil || !q.host.Awaits(e.Key()) {
 				continue
 			}
+			if _, running := isRunning(e.Value()); running {
+				continue // started: its result comes later
+			}
 			inv, err := q.codec.Decode(e.Value())
 			if err != nil {
 				q.log.Error("shared queue: a result does not decode", "invocation", e.Key(), "err", err)
@@ -480,81 +505,9 @@ func (q *Queue) poke(ch chan struct{}) {
 	}
 }
 
-// Fetching: maxFetches pull requests at most under way, each waiting up to
-// fetchWait for messages.
-const (
-	maxFetches = 4
-	fetchWait  = time.Second
-	idleWait   = 250 * time.Millisecond
-)
-
-// pull fetches messages as long as the host has room for them.
-func (q *Queue) pull() {
-	defer q.wg.Done()
-	fetches := 0
-	ended := make(chan struct{}, maxFetches)
-	for {
-		slots := q.host.Slots() // not under q.mu: it takes the orchestrator's lock
-		q.mu.Lock()
-		free := slots - len(q.held) - q.asked
-		if free > 0 && fetches < maxFetches {
-			q.asked += free
-			fetches++
-			q.mu.Unlock()
-			go q.fetch(free, ended)
-			continue
-		}
-		q.mu.Unlock()
-		t := time.NewTimer(idleWait)
-		select {
-		case <-q.ctx.Done():
-			t.Stop()
-			for ; fetches > 0; fetches-- {
-				<-ended
-			}
-			return
-		case <-ended:
-			fetches--
-		case <-q.wake:
-		case <-t.C:
-		}
-		t.Stop()
-	}
-}
-
-// fetch asks for n messages and delivers those that come.
-func (q *Queue) fetch(n int, ended chan<- struct{}) {
-	got := 0
-	defer func() {
-		q.mu.Lock()
-		q.asked -= n - got
-		q.mu.Unlock()
-		ended <- struct{}{}
-	}()
-	batch, err := q.cons.Fetch(n, jetstream.FetchMaxWait(fetchWait))
-	if err != nil {
-		if q.ctx.Err() == nil {
-			q.log.Debug("shared queue: fetch failed", "err", err)
-			sleep(q.ctx, idleWait)
-		}
-		return
-	}
-	for msg := range batch.Messages() {
-		got++
-		q.mu.Lock()
-		q.asked--
-		q.mu.Unlock()
-		q.take(msg)
-	}
-	if err := batch.Error(); err != nil && q.ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) {
-		q.log.Debug("shared queue: fetch ended", "err", err)
-		sleep(q.ctx, idleWait)
-	}
-}
-
 // take hands one message's invocation to the host.
 func (q *Queue) take(msg jetstream.Msg) {
-	id := strings.TrimPrefix(msg.Subject(), q.opts.Subject+".inv.")
+	id := msg.Subject()[strings.LastIndexByte(msg.Subject(), '.')+1:]
 	meta, err := msg.Metadata()
 	if err != nil {
 		q.log.Error("shared queue: message without metadata; terminated", "subject", msg.Subject(), "err", err)
@@ -573,7 +526,7 @@ func (q *Queue) take(msg jetstream.Msg) {
 			Msg: fmt.Sprintf("instance %s cannot read the queued invocation (%v): give every instance the same --queue-key", q.opts.Name, err)}}
 		if data, eerr := q.codec.EncodeResult(failed); eerr == nil && validKey.MatchString(id) {
 			ctx, cancel := context.WithTimeout(q.ctx, q.opts.PublishTimeout)
-			q.kv.Create(ctx, id, data)
+			q.writeOver(ctx, id, data, 0)
 			cancel()
 		}
 		msg.TermWithReason("does not decode")
@@ -583,7 +536,7 @@ func (q *Queue) take(msg jetstream.Msg) {
 		// Its result may be stored while the acknowledgement was lost
 		// (the instance that stored it died before acknowledging, maybe
 		// before claiming its callback: claimed here if nobody did).
-		if _, err := q.kv.Get(q.ctx, id); err == nil {
+		if _, ok, err := q.finalResult(q.ctx, id); err == nil && ok {
 			if err := q.claimCallback(id, inv.Callback, nil); err != nil {
 				q.log.Warn("shared queue: result stored, callback not claimed; the invocation comes back for it", "invocation", id, "err", err)
 				msg.NakWithDelay(q.opts.AckWait / 3)
@@ -601,11 +554,11 @@ func (q *Queue) take(msg jetstream.Msg) {
 		// Redelivered to this instance while it still holds it (the queue
 		// was unreachable past the ack wait): the new delivery is the one
 		// to acknowledge; it is not run twice here.
-		q.held[id] = heldMsg{msg, inv.Callback}
+		q.held[id] = heldMsg{msg, inv.Callback, inv.Function}
 		q.mu.Unlock()
 		return
 	}
-	q.held[id] = heldMsg{msg, inv.Callback}
+	q.held[id] = heldMsg{msg, inv.Callback, inv.Function}
 	q.stats.Delivered++
 	q.mu.Unlock()
 	inv.Attempts = int(meta.NumDelivered) - 1
@@ -690,10 +643,23 @@ func (q *Queue) storeResult(st *storing) bool {
 		return false // not worth a timeout's wait
 	}
 	if !st.stored {
+		// Over this run's running entry, once it is written.
+		q.mu.Lock()
+		start := q.starts[id]
+		q.mu.Unlock()
+		var rev uint64
+		if start != nil {
+			select {
+			case <-start.done:
+				rev = start.rev
+			case <-q.ctx.Done():
+				return false
+			}
+		}
 		ctx, cancel := context.WithTimeout(q.ctx, q.opts.PublishTimeout)
-		_, err := q.kv.Create(ctx, id, st.data)
+		_, _, err := q.writeOver(ctx, id, st.data, rev)
 		cancel()
-		dup := errors.Is(err, jetstream.ErrKeyExists)
+		dup := errors.Is(err, errFinal)
 		if err != nil && !dup {
 			q.log.Warn("shared queue: storing a result failed; retrying", "invocation", id, "err", err)
 			q.mu.Lock()
@@ -729,6 +695,7 @@ func (q *Queue) storeResult(st *storing) bool {
 	}
 	q.mu.Lock()
 	delete(q.held, id)
+	delete(q.starts, id)
 	q.mu.Unlock()
 	switch {
 	case h.msg == nil:
@@ -769,11 +736,14 @@ func (q *Queue) claimCallback(id string, callback, stored []byte) error {
 	ctx, cancel := context.WithTimeout(q.ctx, q.opts.PublishTimeout)
 	defer cancel()
 	if stored == nil {
-		e, err := q.kv.Get(ctx, id)
+		v, ok, err := q.finalResult(ctx, id)
+		if err == nil && !ok {
+			err = errors.New("none stored")
+		}
 		if err != nil {
 			return fmt.Errorf("%w: reading the result of %s: %w", ErrCallback, id, err)
 		}
-		stored = e.Value()
+		stored = v
 	}
 	res, err := q.codec.Decode(stored)
 	if err != nil {
@@ -833,12 +803,25 @@ func (q *Queue) Get(id string) (*orchestrator.Invocation, bool, error) {
 	e, err := q.kv.Get(ctx, id)
 	if err == nil {
 		inv, err := q.codec.Decode(e.Value())
-		return inv, err == nil, err
+		if err != nil {
+			return nil, false, err
+		}
+		// A running entry: started on that instance, not finished.
+		inv.Instance, _ = isRunning(e.Value())
+		return inv, true, nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, false, err
 	}
-	m, err := q.stream.GetLastMsgForSubject(ctx, q.subject(id))
+	if !plainToken.MatchString(id) {
+		return nil, false, nil // no invocation has it (and no subject wildcard)
+	}
+	// Its function is not known here: any function's subject, then the
+	// subject an older mforch wrote.
+	m, err := q.stream.GetLastMsgForSubject(ctx, q.opts.Subject+".fn.*."+id)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		m, err = q.stream.GetLastMsgForSubject(ctx, q.legacySubject(id))
+	}
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, false, nil
 	}

@@ -183,8 +183,25 @@ func TestKilledInstanceWorkIsRedelivered(t *testing.T) {
 	const n = 60
 	// Submitted through the survivors: the victim's callers die with it.
 	invs := submitAll(t, others, prefix, n, int(job/time.Millisecond), 8)
+	// Until a job the victim holds has started in its worker (a worker
+	// that is sent a job may not have started it yet: then nothing runs
+	// twice).
+	keyOf := map[string]string{}
+	for i, inv := range invs {
+		keyOf[inv.ID] = fmt.Sprintf("%s-%d", prefix, i)
+	}
+	startedHere := func() bool {
+		victim.q.mu.Lock()
+		defer victim.q.mu.Unlock()
+		for id := range victim.q.held {
+			if runCount(keyOf[id]) > 0 {
+				return true
+			}
+		}
+		return false
+	}
 	deadline := time.Now().Add(10 * time.Second)
-	for victim.orch.Status().Running == 0 {
+	for !startedHere() {
 		if time.Now().After(deadline) {
 			t.Fatal("the victim never ran a job")
 		}

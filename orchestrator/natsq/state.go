@@ -21,8 +21,8 @@ type State struct {
 }
 
 var (
-	_ openfaas.SharedState   = (*State)(nil)
-	_ openfaas.CallbackRelay = (*State)(nil)
+	_ openfaas.RevisionedState = (*State)(nil)
+	_ openfaas.CallbackRelay   = (*State)(nil)
 )
 
 // OnCallback: the queue's (Queue.OnCallback), so the provider that shares
@@ -51,6 +51,41 @@ func (s *State) Put(ctx context.Context, key string, value []byte) error {
 	}
 	_, err = s.kv.Put(ctx, key, sealed)
 	return err
+}
+
+// Get is key's value, opened, and its revision (nil and 0: no such key).
+func (s *State) Get(ctx context.Context, key string) ([]byte, uint64, error) {
+	e, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	v, err := s.q.codec.Open(e.Value(), key)
+	if err != nil {
+		return nil, 0, fmt.Errorf("shared state %s: %w (is --queue-key the same on every instance?)", key, err)
+	}
+	return v, e.Revision(), nil
+}
+
+// Update stores value under key, sealed, only if key's revision is still
+// rev (0: only if there is no key): openfaas.ErrConflict if not.
+func (s *State) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	sealed, err := s.q.codec.Seal(value, key)
+	if err != nil {
+		return 0, err
+	}
+	var got uint64
+	if rev == 0 {
+		got, err = s.kv.Create(ctx, key, sealed)
+	} else {
+		got, err = s.kv.Update(ctx, key, sealed, rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return 0, fmt.Errorf("%w: %s is no longer at revision %d", openfaas.ErrConflict, key, rev)
+	}
+	return got, err
 }
 
 // Delete removes key.

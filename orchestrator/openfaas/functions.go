@@ -203,6 +203,11 @@ func (p *Provider) deployFunction(w http.ResponseWriter, r *http.Request) {
 // carry over. A pulled image is pulled again (a moving tag resolves anew);
 // a deployment that no longer needs its pulled image gives it up.
 func (p *Provider) updateFunction(w http.ResponseWriter, r *http.Request) {
+	match, err := ifMatch(r.Header.Get("If-Match"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
 	var d types.FunctionDeployment
 	if err := readJSON(r, 1<<20, &d); err != nil {
 		http.Error(w, err.Error(), readStatus(err))
@@ -213,7 +218,6 @@ func (p *Provider) updateFunction(w http.ResponseWriter, r *http.Request) {
 	_, exists := p.fns[d.Service]
 	var t target
 	var pull bool
-	var err error
 	if exists {
 		t, pull, err = p.checkDeploymentLocked(&d)
 	}
@@ -240,8 +244,24 @@ func (p *Provider) updateFunction(w http.ResponseWriter, r *http.Request) {
 	d.Namespace = Namespace
 	p.mu.Lock()
 	fn, exists := p.fns[d.Service]
+	created := time.Now().UTC()
+	if exists {
+		created = fn.Created
+	}
+	// Shared by several instances: written over the revision the caller
+	// read (If-Match), or over the current one.
+	if err := p.casFunctionLocked(d, created, match); err != nil {
+		p.mu.Unlock()
+		if errors.Is(err, ErrConflict) {
+			http.Error(w, fmt.Sprintf("function %s was changed by another request since it was read (%v): GET /system/function/%s again, apply the change to what it answers and PUT again with its ETag in If-Match",
+				d.Service, err, d.Service), http.StatusConflict)
+			return
+		}
+		http.Error(w, "cannot update: sharing the deployment with the other mforch instances failed (is NATS reachable?): "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
 	if !exists { // deleted while the image was pulled
-		fn = &function{Created: time.Now().UTC()}
+		fn = &function{Created: created}
 		p.fns[d.Service] = fn
 	}
 	fn.Deployment, fn.target = d, t

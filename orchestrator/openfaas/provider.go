@@ -15,6 +15,7 @@
 package openfaas
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -354,7 +355,23 @@ func (p *Provider) functionStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	name := mux.Vars(r)["name"]
 	ws := p.workers()
-	p.mu.Lock()
+	// The ETag is the revision of what this instance shows: a read
+	// between another instance's write and its arrival here waits for it.
+	var rev uint64
+	for try := 0; ; try++ {
+		var v []byte
+		v, rev = p.revision(r.Context(), name)
+		p.mu.Lock()
+		if rev == 0 || bytes.Equal(p.shared["fn."+name], v) {
+			break
+		}
+		if try == etagTries {
+			rev = 0 // not caught up: no ETag rather than a wrong one
+			break
+		}
+		p.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
 	p.syncLocked()
 	fn, ok := p.fns[name]
 	var st types.FunctionStatus
@@ -381,6 +398,11 @@ func (p *Provider) functionStatus(w http.ResponseWriter, r *http.Request) {
 	if wanted && ws.active == 0 && ws.off > 0 {
 		p.log.Info("scale from zero: the worker booted for this function went to other work; powering another on", "function", name)
 		p.warm(name)
+	}
+	if rev > 0 {
+		// Send it back in If-Match with a PUT: an update based on this
+		// read fails (409) if the function changed meanwhile.
+		w.Header().Set("ETag", fmt.Sprintf(`"%d"`, rev))
 	}
 	writeJSON(w, http.StatusOK, st)
 }

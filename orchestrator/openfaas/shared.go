@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +27,100 @@ type SharedState interface {
 	// Watch calls fn with every key's value now, then with every change
 	// (value nil: deleted), from one goroutine, until stop is called.
 	Watch(fn func(key string, value []byte)) (stop func(), err error)
+}
+
+// RevisionedState is a SharedState whose keys have revisions (a key-value
+// bucket's), for optimistic concurrency: an update of a function names the
+// revision it was based on, so two instances editing one function cannot
+// silently undo each other (PUT /system/functions with If-Match).
+type RevisionedState interface {
+	SharedState
+	// Get is key's value and revision (nil and 0: no such key).
+	Get(ctx context.Context, key string) (value []byte, rev uint64, err error)
+	// Update writes value only if key's revision is still rev (0: only if
+	// there is no key), and returns the new revision; ErrConflict if not.
+	Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error)
+}
+
+// ErrConflict is an update based on a revision that is no longer the
+// current one: another instance changed the function meanwhile.
+var ErrConflict = errors.New("changed since it was read")
+
+// maxCAS bounds the compare-and-set rounds of a PUT without If-Match.
+const maxCAS = 5
+
+// casFunctionLocked writes function d (created then) to the shared state
+// over revision ifMatch, or, if ifMatch is 0, over whatever revision is
+// current (read and written in one compare-and-set, retried maxCAS times).
+// A shared state without revisions: nothing to do here (shareLocked writes
+// it). p.mu held.
+func (p *Provider) casFunctionLocked(d types.FunctionDeployment, created time.Time, ifMatch uint64) error {
+	rs, ok := p.cfg.Shared.(RevisionedState)
+	if !ok {
+		return nil
+	}
+	key := "fn." + d.Service
+	v, err := json.Marshal(sharedFunction{d, created})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+	defer cancel()
+	if ifMatch > 0 {
+		if _, err := rs.Update(ctx, key, v, ifMatch); err != nil {
+			return err
+		}
+		p.shared[key] = v
+		return nil
+	}
+	for range maxCAS {
+		_, rev, err := rs.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		_, err = rs.Update(ctx, key, v, rev)
+		if err == nil {
+			p.shared[key] = v
+			return nil
+		}
+		if !errors.Is(err, ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: function %s changed %d times while this update was written; retry", ErrConflict, d.Service, maxCAS)
+}
+
+// etagTries bounds the 10 ms waits of GET /system/function/NAME for this
+// instance to take over the function's latest revision.
+const etagTries = 50
+
+// revision is function name's shared value and revision, 0 if it has
+// none (or the state has no revisions).
+func (p *Provider) revision(ctx context.Context, name string) ([]byte, uint64) {
+	rs, ok := p.cfg.Shared.(RevisionedState)
+	if !ok {
+		return nil, 0
+	}
+	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
+	defer cancel()
+	v, rev, err := rs.Get(ctx, "fn."+name)
+	if err != nil {
+		return nil, 0
+	}
+	return v, rev
+}
+
+// ifMatch reads an If-Match header: a revision this provider gave as an
+// ETag ("N"), 0 if there is none.
+func ifMatch(h string) (uint64, error) {
+	if h == "" {
+		return 0, nil
+	}
+	rev, err := strconv.ParseUint(strings.Trim(strings.TrimPrefix(strings.TrimSpace(h), "W/"), `"`), 10, 64)
+	if err != nil || rev == 0 {
+		return 0, fmt.Errorf("If-Match %q: want the ETag GET /system/function/NAME answered (a revision, \"N\")", h)
+	}
+	return rev, nil
 }
 
 // CallbackRelay carries async calls' callbacks with the queued invocations

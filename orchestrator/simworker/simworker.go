@@ -16,6 +16,7 @@ import (
 	"github.com/microfaas/microfaas/cluster"
 	"github.com/microfaas/microfaas/protocol"
 	"github.com/microfaas/microfaas/runtime"
+	"github.com/microfaas/microfaas/runtime/functions"
 	"github.com/microfaas/microfaas/runtime/shiplog"
 )
 
@@ -31,6 +32,10 @@ type Controller struct {
 	// Logs, if set, gives each boot of a worker its own log to ship
 	// (runtime.Worker.Logs).
 	Logs func(id string) *shiplog.Ring
+	// FunctionsDir, if set, holds user functions the workers run and list
+	// in their hello beside the built-ins (functions.UserNames): workers
+	// of different controllers can then differ in what they run.
+	FunctionsDir string
 
 	mu       sync.Mutex
 	running  map[string]run
@@ -96,6 +101,7 @@ func (c *Controller) PowerOn(ctx context.Context, w cluster.Worker) error {
 			wk := &runtime.Worker{
 				Config: runtime.Config{ID: w.ID, Orch: c.Orch, Failsafe: 10 * time.Second},
 				Key:    key,
+				Env:    functions.Env{FunctionsDir: c.FunctionsDir},
 				Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 				// A simulated boot "takes" BootDelay plus 1 ms of kernel uptime.
 				Clock: func() float64 { return float64(c.BootDelay.Milliseconds()) + 1 },
