@@ -5,9 +5,14 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/microfaas/microfaas/orchestrator/openfaas"
 )
 
 // send makes one request with If-Match etag ("" for none) and returns the
@@ -287,6 +292,46 @@ func TestSecretIfMatch(t *testing.T) {
 				_, list := call(h, "GET", "/system/secrets", "")
 				return strings.Contains(list, `"token"`) == (step.wantShared != "-")
 			})
+		}
+	}
+}
+
+// A function and a secret that only this instance has (from its
+// --openfaas-state file, written before --queue) are not taken for ones
+// another instance removed: a PUT shares them, a DELETE removes them.
+func TestLocalOnlyStateShared(t *testing.T) {
+	ns := startNATS(t, t.TempDir(), 0)
+	in := newInstance(t, "mforch0", ns.url(), keyFile(t), instanceConfig{workers: 1, idle: time.Hour})
+	st, err := in.q.State(context.Background(), "microfaas_openfaas")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "openfaas.json")
+	if err := os.WriteFile(file, []byte(`{"functions":[{"deployment":{"service":"old","image":"microfaas/test_nap"}}],"secrets":[{"name":"key","value":"v"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := openfaas.New(openfaas.Config{Orchestrator: in.orch, Shared: st, StateFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close(context.Background()) })
+	h := p.Handler()
+	for _, step := range []struct {
+		method, path, body string
+		want               int
+		key                string
+		shared             bool
+	}{
+		{"PUT", "/system/functions", `{"service":"old","image":"microfaas/test_nap","envVars":{"v":"2"}}`, http.StatusAccepted, "fn.old", true},
+		{"DELETE", "/system/secrets", `{"name":"key"}`, http.StatusAccepted, "secret.key", false},
+		{"DELETE", "/system/functions", `{"functionName":"old"}`, http.StatusAccepted, "fn.old", false},
+	} {
+		if code, body, _ := send(h, step.method, step.path, step.body, ""); code != step.want {
+			t.Fatalf("%s %s: %d %s; want %d", step.method, step.body, code, body, step.want)
+		}
+		v, _, err := st.Get(context.Background(), step.key)
+		if err != nil || (v != nil) != step.shared {
+			t.Fatalf("%s %s: shared %s is %s (%v); want shared: %v", step.method, step.body, step.key, v, err, step.shared)
 		}
 	}
 }

@@ -63,8 +63,8 @@ const maxCAS = 5
 // casLocked changes shared key: creates it with value if create (only if
 // there is no key), else writes value (nil: removes the key) over revision
 // ifMatch or, if ifMatch is 0, over whatever revision is current (read and
-// written in one compare-and-set, retried maxCAS times; ErrRemoved if there
-// is no key). It returns the new revision (0 for a removal). A shared
+// written in one compare-and-set, retried maxCAS times; ErrRemoved if the
+// key this instance saw is gone). It returns the new revision (0 for a removal). A shared
 // state without revisions: nothing to do here (shareLocked writes it).
 // p.mu held.
 func (p *Provider) casLocked(key string, value []byte, create bool, ifMatch uint64) (uint64, error) {
@@ -101,7 +101,14 @@ func (p *Provider) casLocked(key string, value []byte, create bool, ifMatch uint
 			return 0, err
 		}
 		if rev == 0 {
-			return 0, fmt.Errorf("%w: %s", ErrRemoved, key)
+			if _, seen := p.shared[key]; seen {
+				return 0, fmt.Errorf("%w: %s", ErrRemoved, key)
+			}
+			// Only this instance had it (a native deploy, the state
+			// file): a removal has nothing to remove, a change shares it.
+			if value == nil {
+				return done(0)
+			}
 		}
 		rev, err = write(rev)
 		if err == nil {
