@@ -88,6 +88,18 @@ func (s *State) Update(ctx context.Context, key string, value []byte, rev uint64
 	return got, err
 }
 
+// Remove deletes key only if its revision is still rev:
+// openfaas.ErrConflict if not.
+func (s *State) Remove(ctx context.Context, key string, rev uint64) error {
+	err := s.kv.Delete(ctx, key, jetstream.LastRevision(rev))
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return fmt.Errorf("%w: %s is no longer at revision %d", openfaas.ErrConflict, key, rev)
+	}
+	return err
+}
+
 // Delete removes key.
 func (s *State) Delete(ctx context.Context, key string) error {
 	err := s.kv.Delete(ctx, key)

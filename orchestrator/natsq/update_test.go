@@ -19,9 +19,18 @@ import (
 // sharedProviders are n instances' OpenFaaS providers on one bucket.
 func sharedProviders(t *testing.T, n int) []http.Handler {
 	t.Helper()
+	hs, _ := sharedInstances(t, n)
+	return hs
+}
+
+// sharedInstances are n instances' OpenFaaS providers on one bucket, and
+// each one's view of the bucket.
+func sharedInstances(t *testing.T, n int) ([]http.Handler, []*State) {
+	t.Helper()
 	ns := startNATS(t, t.TempDir(), 0)
 	key := keyFile(t)
 	var hs []http.Handler
+	var sts []*State
 	for i := 0; i < n; i++ {
 		in := newInstance(t, fmt.Sprintf("mforch%d", i), ns.url(), key, instanceConfig{workers: 1, idle: time.Hour})
 		st, err := in.q.State(context.Background(), "microfaas_openfaas")
@@ -34,8 +43,9 @@ func sharedProviders(t *testing.T, n int) []http.Handler {
 		}
 		t.Cleanup(func() { p.Close(context.Background()) })
 		hs = append(hs, p.Handler())
+		sts = append(sts, st)
 	}
-	return hs
+	return hs, sts
 }
 
 // read is a function's deployment and ETag as GET /system/function/NAME

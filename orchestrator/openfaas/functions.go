@@ -159,6 +159,8 @@ func refusePull(w http.ResponseWriter, verb string, err error) {
 // deployFunction: POST /system/functions with types.FunctionDeployment. An
 // image naming no baked-in function is pulled first (outside the lock:
 // it takes time), so it answers 202 only once the function can run.
+// Shared by several instances, it is created only if no instance has it
+// (409 otherwise, as for a function this instance has).
 func (p *Provider) deployFunction(w http.ResponseWriter, r *http.Request) {
 	var d types.FunctionDeployment
 	if err := readJSON(r, 1<<20, &d); err != nil {
@@ -174,6 +176,12 @@ func (p *Provider) deployFunction(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "cannot deploy: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	if !exists && pull {
+		// Not pulled over another instance's deployment of it: the
+		// shared state answers before this instance has taken it over.
+		v, _ := p.revision(r.Context(), d.Service)
+		exists = v != nil
+	}
 	if exists {
 		http.Error(w, fmt.Sprintf("function %s already exists: update it with PUT /system/functions", d.Service), http.StatusConflict)
 		return
@@ -185,8 +193,20 @@ func (p *Provider) deployFunction(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	d.Namespace = Namespace
+	created := time.Now().UTC()
 	p.mu.Lock()
-	p.fns[d.Service] = &function{Deployment: d, Created: time.Now().UTC(), target: t}
+	rev, err := p.casFunctionLocked(d, created, true, 0)
+	if err != nil {
+		p.mu.Unlock()
+		p.resync("fn." + d.Service)
+		if errors.Is(err, ErrConflict) {
+			http.Error(w, fmt.Sprintf("function %s already exists (deployed through another mforch instance meanwhile): update it with PUT /system/functions", d.Service), http.StatusConflict)
+			return
+		}
+		http.Error(w, "cannot deploy: sharing the deployment with the other mforch instances failed (is NATS reachable?): "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	p.fns[d.Service] = &function{Deployment: d, Created: created, target: t}
 	err = p.saveLocked()
 	p.mu.Unlock()
 	if err != nil {
@@ -195,6 +215,7 @@ func (p *Provider) deployFunction(w http.ResponseWriter, r *http.Request) {
 	}
 	p.log.Info("function deployed", "function", d.Service, "image", d.Image, "runs", t.Function,
 		"user", t.User, "deployed", t.Deployed, "watchdog", t.Watchdog)
+	etag(w, rev)
 	w.WriteHeader(http.StatusAccepted)
 }
 
@@ -223,7 +244,7 @@ func (p *Provider) updateFunction(w http.ResponseWriter, r *http.Request) {
 	}
 	p.mu.Unlock()
 	if !exists {
-		http.Error(w, fmt.Sprintf("function %s not found", d.Service), http.StatusNotFound)
+		http.Error(w, fmt.Sprintf("function %s not found: deploy it with POST /system/functions", d.Service), http.StatusNotFound)
 		return
 	}
 	if err != nil {
@@ -249,9 +270,15 @@ func (p *Provider) updateFunction(w http.ResponseWriter, r *http.Request) {
 		created = fn.Created
 	}
 	// Shared by several instances: written over the revision the caller
-	// read (If-Match), or over the current one.
-	if err := p.casFunctionLocked(d, created, match); err != nil {
+	// read (If-Match), or over the current one; never over a removal.
+	rev, err := p.casFunctionLocked(d, created, false, match)
+	if err != nil {
 		p.mu.Unlock()
+		p.resync("fn." + d.Service)
+		if errors.Is(err, ErrRemoved) {
+			http.Error(w, fmt.Sprintf("function %s was removed by another request while it was updated: deploy it again with POST /system/functions if it is still wanted", d.Service), http.StatusNotFound)
+			return
+		}
 		if errors.Is(err, ErrConflict) {
 			http.Error(w, fmt.Sprintf("function %s was changed by another request since it was read (%v): GET /system/function/%s again, apply the change to what it answers and PUT again with its ETag in If-Match",
 				d.Service, err, d.Service), http.StatusConflict)
@@ -272,12 +299,21 @@ func (p *Provider) updateFunction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.log.Info("function updated", "function", d.Service, "image", d.Image, "deployed", t.Deployed, "watchdog", t.Watchdog)
+	etag(w, rev)
 	w.WriteHeader(http.StatusAccepted)
 }
 
 // deleteFunction: DELETE /system/functions with types.DeleteFunctionRequest.
-// A pulled image's bundles are removed with it (deploy.Store's GC).
+// A pulled image's bundles are removed with it (deploy.Store's GC). Shared
+// by several instances, it is removed at the revision given in If-Match,
+// or the one read (409 if it changed meanwhile: an update that comes
+// after a removal finds no function, so nothing brings it back).
 func (p *Provider) deleteFunction(w http.ResponseWriter, r *http.Request) {
+	match, err := ifMatch(r.Header.Get("If-Match"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
 	var req types.DeleteFunctionRequest
 	if err := readJSON(r, 1<<20, &req); err != nil {
 		http.Error(w, err.Error(), readStatus(err))
@@ -290,14 +326,29 @@ func (p *Provider) deleteFunction(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	p.syncLocked()
 	fn, ok := p.fns[req.FunctionName]
-	if !ok {
+	if ok {
+		_, err = p.casLocked("fn."+req.FunctionName, nil, false, match)
+		if errors.Is(err, ErrRemoved) {
+			delete(p.shared, "fn."+req.FunctionName)
+			err = nil // by another instance; this one had not caught up
+		}
+	}
+	if !ok || err != nil {
 		p.mu.Unlock()
-		http.Error(w, fmt.Sprintf("function %s not found", req.FunctionName), http.StatusNotFound)
+		switch {
+		case !ok:
+			http.Error(w, fmt.Sprintf("function %s not found", req.FunctionName), http.StatusNotFound)
+		case errors.Is(err, ErrConflict):
+			http.Error(w, fmt.Sprintf("function %s was changed by another request since it was read (%v): GET /system/function/%s again and, if it is still to go, DELETE again (with its ETag in If-Match)",
+				req.FunctionName, err, req.FunctionName), http.StatusConflict)
+		default:
+			http.Error(w, "cannot remove: sharing the removal with the other mforch instances failed (is NATS reachable?): "+err.Error(), http.StatusServiceUnavailable)
+		}
 		return
 	}
 	delete(p.fns, req.FunctionName)
 	delete(p.wanted, req.FunctionName)
-	err := p.saveLocked()
+	err = p.saveLocked()
 	p.mu.Unlock()
 	if fn.target.Deployed {
 		if derr := p.cfg.Deploys.Delete(req.FunctionName); derr != nil && !errors.Is(derr, deploy.ErrNotDeployed) {

@@ -1,6 +1,8 @@
 package openfaas
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -15,6 +17,10 @@ import (
 //	POST   create (201; 409 if it exists)
 //	PUT    replace the value (202; 404 if missing)
 //	DELETE remove (202; 404 if missing; 409 while a function uses it)
+//
+// Shared by several mforch instances (Config.Shared with revisions), POST
+// and PUT answer the secret's revision as an ETag; PUT and DELETE with it
+// in If-Match apply only if nobody changed the secret since (409).
 //
 // Secrets are stored (in the state file when there is one) and checked
 // against deployments. They are not yet delivered to workers: the worker
@@ -49,6 +55,11 @@ func (p *Provider) secretsHandler(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.Namespace = Namespace
+	match, err := ifMatch(r.Header.Get("If-Match"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	_, exists := p.secrets[s.Name]
@@ -59,14 +70,12 @@ func (p *Provider) secretsHandler(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, fmt.Sprintf("secret %s already exists: update it with PUT", s.Name), http.StatusConflict)
 			return
 		}
-		p.secrets[s.Name] = s
 		status = http.StatusCreated
 	case http.MethodPut:
 		if !exists {
-			http.Error(w, fmt.Sprintf("secret %s not found", s.Name), http.StatusNotFound)
+			http.Error(w, fmt.Sprintf("secret %s not found: create it with POST", s.Name), http.StatusNotFound)
 			return
 		}
-		p.secrets[s.Name] = s
 	case http.MethodDelete:
 		if !exists {
 			http.Error(w, fmt.Sprintf("secret %s not found", s.Name), http.StatusNotFound)
@@ -78,12 +87,46 @@ func (p *Provider) secretsHandler(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+	}
+	// Shared by several instances: created only if no instance has it,
+	// changed and removed only at the revision in If-Match (or the
+	// current one), never brought back once removed.
+	var value []byte
+	if r.Method != http.MethodDelete {
+		if value, err = json.Marshal(s); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+	}
+	rev, err := p.casLocked("secret."+s.Name, value, r.Method == http.MethodPost, match)
+	if errors.Is(err, ErrRemoved) && r.Method == http.MethodDelete {
+		delete(p.shared, "secret."+s.Name)
+		err = nil // by another instance; this one had not caught up
+	}
+	switch {
+	case errors.Is(err, ErrConflict) && r.Method == http.MethodPost:
+		http.Error(w, fmt.Sprintf("secret %s already exists (created through another mforch instance meanwhile): update it with PUT", s.Name), http.StatusConflict)
+		return
+	case errors.Is(err, ErrConflict):
+		http.Error(w, fmt.Sprintf("secret %s was changed by another request since the ETag in If-Match (%v): make the change again over the current value, with the ETag of that write or without If-Match", s.Name, err), http.StatusConflict)
+		return
+	case errors.Is(err, ErrRemoved):
+		http.Error(w, fmt.Sprintf("secret %s was removed by another request meanwhile: create it again with POST if it is still wanted", s.Name), http.StatusNotFound)
+		return
+	case err != nil:
+		http.Error(w, "sharing the secret with the other mforch instances failed (is NATS reachable?): "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	if r.Method == http.MethodDelete {
 		delete(p.secrets, s.Name)
+	} else {
+		p.secrets[s.Name] = s
 	}
 	if err := p.saveLocked(); err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
 	p.log.Info("secret changed", "secret", s.Name, "method", r.Method)
+	etag(w, rev)
 	w.WriteHeader(status)
 }

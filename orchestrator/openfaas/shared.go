@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -30,9 +31,10 @@ type SharedState interface {
 }
 
 // RevisionedState is a SharedState whose keys have revisions (a key-value
-// bucket's), for optimistic concurrency: an update of a function names the
-// revision it was based on, so two instances editing one function cannot
-// silently undo each other (PUT /system/functions with If-Match).
+// bucket's), for optimistic concurrency: a deploy creates a key only if
+// there is none, and an update or removal names the revision it was based
+// on, so two instances changing one function or secret cannot silently
+// undo each other (If-Match on PUT and DELETE).
 type RevisionedState interface {
 	SharedState
 	// Get is key's value and revision (nil and 0: no such key).
@@ -40,54 +42,137 @@ type RevisionedState interface {
 	// Update writes value only if key's revision is still rev (0: only if
 	// there is no key), and returns the new revision; ErrConflict if not.
 	Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error)
+	// Remove deletes key only if its revision is still rev; ErrConflict if
+	// not.
+	Remove(ctx context.Context, key string, rev uint64) error
 }
 
-// ErrConflict is an update based on a revision that is no longer the
-// current one: another instance changed the function meanwhile.
+// ErrConflict is a change based on a revision that is no longer the
+// current one (or a create of a key that exists): another instance
+// changed the function or secret meanwhile.
 var ErrConflict = errors.New("changed since it was read")
 
-// maxCAS bounds the compare-and-set rounds of a PUT without If-Match.
+// ErrRemoved is an update or removal, without If-Match, of a key another
+// instance removed: it is not brought back.
+var ErrRemoved = errors.New("removed meanwhile")
+
+// maxCAS bounds the compare-and-set rounds of a PUT or DELETE without
+// If-Match.
 const maxCAS = 5
 
-// casFunctionLocked writes function d (created then) to the shared state
-// over revision ifMatch, or, if ifMatch is 0, over whatever revision is
-// current (read and written in one compare-and-set, retried maxCAS times).
-// A shared state without revisions: nothing to do here (shareLocked writes
-// it). p.mu held.
-func (p *Provider) casFunctionLocked(d types.FunctionDeployment, created time.Time, ifMatch uint64) error {
+// casLocked changes shared key: creates it with value if create (only if
+// there is no key), else writes value (nil: removes the key) over revision
+// ifMatch or, if ifMatch is 0, over whatever revision is current (read and
+// written in one compare-and-set, retried maxCAS times; ErrRemoved if the
+// key this instance saw is gone). It returns the new revision (0 for a removal). A shared
+// state without revisions: nothing to do here (shareLocked writes it).
+// p.mu held.
+func (p *Provider) casLocked(key string, value []byte, create bool, ifMatch uint64) (uint64, error) {
 	rs, ok := p.cfg.Shared.(RevisionedState)
 	if !ok {
-		return nil
-	}
-	key := "fn." + d.Service
-	v, err := json.Marshal(sharedFunction{d, created})
-	if err != nil {
-		return err
+		return 0, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
 	defer cancel()
-	if ifMatch > 0 {
-		if _, err := rs.Update(ctx, key, v, ifMatch); err != nil {
-			return err
+	write := func(rev uint64) (uint64, error) {
+		if value == nil {
+			return 0, rs.Remove(ctx, key, rev)
 		}
-		p.shared[key] = v
-		return nil
+		return rs.Update(ctx, key, value, rev)
+	}
+	done := func(rev uint64) (uint64, error) {
+		if value == nil {
+			delete(p.shared, key)
+		} else {
+			p.shared[key] = value
+		}
+		return rev, nil
+	}
+	if create || ifMatch > 0 {
+		rev, err := write(ifMatch)
+		if err != nil {
+			return 0, err
+		}
+		return done(rev)
 	}
 	for range maxCAS {
 		_, rev, err := rs.Get(ctx, key)
 		if err != nil {
-			return err
+			return 0, err
 		}
-		_, err = rs.Update(ctx, key, v, rev)
+		if rev == 0 {
+			if _, seen := p.shared[key]; seen {
+				return 0, fmt.Errorf("%w: %s", ErrRemoved, key)
+			}
+			// Only this instance had it (a native deploy, the state
+			// file): a removal has nothing to remove, a change shares it.
+			if value == nil {
+				return done(0)
+			}
+		}
+		rev, err = write(rev)
 		if err == nil {
-			p.shared[key] = v
-			return nil
+			return done(rev)
 		}
 		if !errors.Is(err, ErrConflict) {
-			return err
+			return 0, err
 		}
 	}
-	return fmt.Errorf("%w: function %s changed %d times while this update was written; retry", ErrConflict, d.Service, maxCAS)
+	return 0, fmt.Errorf("%w: %s changed %d times while this request was written; retry", ErrConflict, key, maxCAS)
+}
+
+// casFunctionLocked writes function d (created then) to the shared state
+// (casLocked). p.mu held.
+func (p *Provider) casFunctionLocked(d types.FunctionDeployment, created time.Time, create bool, ifMatch uint64) (uint64, error) {
+	v, err := json.Marshal(sharedFunction{d, created})
+	if err != nil {
+		return 0, err
+	}
+	return p.casLocked("fn."+d.Service, v, create, ifMatch)
+}
+
+// etag is the ETag header of revision rev ("" for 0: none).
+func etag(w http.ResponseWriter, rev uint64) {
+	if rev > 0 {
+		w.Header().Set("ETag", fmt.Sprintf(`"%d"`, rev))
+	}
+}
+
+// resync takes over key's shared value again after this instance's change
+// of it was refused: the pull (or removal) made for the change may have
+// left the deploy.Store with an image the shared deployment does not have.
+func (p *Provider) resync(key string) {
+	rs, ok := p.cfg.Shared.(RevisionedState)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+	defer cancel()
+	v, _, err := rs.Get(ctx, key)
+	if err != nil {
+		p.log.Error("reading the shared state again after a refused change", "key", key, "err", err)
+		return
+	}
+	if v != nil {
+		p.mu.Lock()
+		delete(p.shared, key) // so that applyShared takes it over again
+		p.mu.Unlock()
+		p.applyShared(key, v)
+		return
+	}
+	kind, name, _ := strings.Cut(key, ".")
+	if kind != "fn" {
+		return
+	}
+	p.mu.Lock()
+	delete(p.fns, name)
+	delete(p.shared, key)
+	p.mu.Unlock()
+	if p.cfg.Deploys != nil {
+		if err := p.cfg.Deploys.Delete(name); err != nil && !errors.Is(err, deploy.ErrNotDeployed) {
+			p.log.Error("removing the image pulled for a function removed meanwhile", "function", name, "err", err)
+		}
+	}
 }
 
 // etagTries bounds the 10 ms waits of GET /system/function/NAME for this
@@ -118,7 +203,7 @@ func ifMatch(h string) (uint64, error) {
 	}
 	rev, err := strconv.ParseUint(strings.Trim(strings.TrimPrefix(strings.TrimSpace(h), "W/"), `"`), 10, 64)
 	if err != nil || rev == 0 {
-		return 0, fmt.Errorf("If-Match %q: want the ETag GET /system/function/NAME answered (a revision, \"N\")", h)
+		return 0, fmt.Errorf("If-Match %q: want an ETag this API answered (GET /system/function/NAME, or a secret's last POST or PUT): a revision, \"N\"", h)
 	}
 	return rev, nil
 }
