@@ -140,15 +140,18 @@ var DefaultRetention = Retention{Max: 100_000, MaxAge: 30 * 24 * time.Hour}
 // backlog never makes one transaction (and the loop's wait) long.
 const pruneBatch = 256
 
-// BoltStore is a Store in a bbolt database file. Each Commit is one bbolt
-// transaction, fsynced before it returns, however many writes it holds.
+// BoltStore is a Store in a bbolt database file. Each Commit is one frame
+// of its write-ahead log, fdatasynced before it returns, however many
+// writes it holds; the log is copied into bbolt in the background
+// (storelog.go).
 type BoltStore struct {
 	db        *bolt.DB
 	aead      cipher.AEAD // seals pending secrets (the store key)
 	retention Retention
 	log       *slog.Logger
 	now       func() time.Time
-	finished  int // records in the finished bucket (only this process writes it)
+	finished  int       // records in the finished bucket (only this process writes it)
+	wal       *storeLog // nil: commits go straight into bbolt (BoltOptions.NoLog)
 }
 
 // BoltOptions tune OpenBoltStore.
@@ -159,6 +162,9 @@ type BoltOptions struct {
 	// KeyFile holds the key pending secrets are sealed with (default:
 	// the database path + ".key"); made, mode 0600, when missing.
 	KeyFile string
+	// NoLog commits each group straight into bbolt instead of through
+	// the write-ahead log (storelog.go): slower, for comparison.
+	NoLog bool
 }
 
 // ErrStoreKey means the store's key file cannot be used.
@@ -399,9 +405,10 @@ func OpenBoltStore(path string, opts ...BoltOptions) (*BoltStore, error) {
 	if err != nil {
 		return nil, err
 	}
+	stamp := o.Now().UTC().Format("20060102T150405Z")
 	db, err := openChecked(path)
 	if errors.Is(err, ErrStoreDamaged) {
-		aside := fmt.Sprintf("%s.damaged-%s", path, o.Now().UTC().Format("20060102T150405Z"))
+		aside := fmt.Sprintf("%s.damaged-%s", path, stamp)
 		if rerr := setAside(path, aside); rerr != nil {
 			return nil, fmt.Errorf("%w; moving it aside: %v (move or delete %s by hand)", err, rerr, path)
 		}
@@ -417,6 +424,12 @@ func OpenBoltStore(path string, opts ...BoltOptions) (*BoltStore, error) {
 		s.finished = tx.Bucket(bucketFinished).Stats().KeyN
 		return nil
 	})
+	if !o.NoLog {
+		if err := s.openLog(path, stamp); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -466,43 +479,75 @@ func openChecked(path string) (db *bolt.DB, err error) {
 	return db, nil
 }
 
-func put(tx *bolt.Tx, bucket []byte, rec *record) error {
-	b, err := encodeRecord(rec)
-	if err != nil {
-		return err
-	}
-	return tx.Bucket(bucket).Put([]byte(rec.ID), b)
+// entry is one store write as its bytes: the record under its key, in
+// the pending or the finished set.
+type entry struct {
+	key      string
+	val      []byte
+	finished bool
 }
 
-// Commit writes every invocation in one transaction, in order, then prunes
-// finished records past the retention.
-func (s *BoltStore) Commit(writes []StoreWrite) error {
-	count := s.finished
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		count = s.finished
-		finished := false
-		for _, w := range writes {
-			rec := toRecord(w.Invocation)
-			if !w.Finished {
-				if err := s.seal(&rec); err != nil {
-					return err
-				}
-				if err := put(tx, bucketPending, &rec); err != nil {
-					return err
-				}
-				continue
+// encode turns writes into entries: a pending record's secrets and
+// request headers sealed, a finished record's dropped.
+func (s *BoltStore) encode(writes []StoreWrite) ([]entry, error) {
+	out := make([]entry, 0, len(writes))
+	for _, w := range writes {
+		rec := toRecord(w.Invocation)
+		if !w.Finished {
+			if err := s.seal(&rec); err != nil {
+				return nil, err
 			}
-			if err := tx.Bucket(bucketPending).Delete([]byte(w.Invocation.ID)); err != nil {
-				return err
-			}
+		} else {
 			rec.Secrets = nil // done with: never kept at rest
 			if rec.HTTP != nil {
 				rec.HTTP = withoutHeader(rec.HTTP)
 			}
-			if tx.Bucket(bucketFinished).Get([]byte(rec.ID)) == nil {
+		}
+		b, err := encodeRecord(&rec)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, entry{rec.ID, b, w.Finished})
+	}
+	return out, nil
+}
+
+// Commit makes writes durable, all or none: in the write-ahead log (one
+// fdatasync), or, without one, in one bbolt transaction.
+func (s *BoltStore) Commit(writes []StoreWrite) error {
+	entries, err := s.encode(writes)
+	if err != nil {
+		return err
+	}
+	if s.wal != nil {
+		return s.logCommit(entries)
+	}
+	return s.apply(entries, pruneBatch)
+}
+
+// apply writes entries into bbolt in one transaction, in order, then
+// prunes finished records past the retention (at most pruneMax).
+func (s *BoltStore) apply(entries []entry, pruneMax int) error {
+	count := s.finished
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		count = s.finished
+		pending, done := tx.Bucket(bucketPending), tx.Bucket(bucketFinished)
+		finished := false
+		for _, e := range entries {
+			key := []byte(e.key)
+			if !e.finished {
+				if err := pending.Put(key, e.val); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := pending.Delete(key); err != nil {
+				return err
+			}
+			if done.Get(key) == nil {
 				count++
 			}
-			if err := put(tx, bucketFinished, &rec); err != nil {
+			if err := done.Put(key, e.val); err != nil {
 				return err
 			}
 			finished = true
@@ -510,7 +555,7 @@ func (s *BoltStore) Commit(writes []StoreWrite) error {
 		if !finished {
 			return nil
 		}
-		deleted, err := s.prune(tx, count)
+		deleted, err := s.prune(tx, count, pruneMax)
 		count -= deleted
 		return err
 	})
@@ -521,16 +566,16 @@ func (s *BoltStore) Commit(writes []StoreWrite) error {
 }
 
 // prune deletes the oldest finished records (ids are time-ordered, so key
-// order is age order) beyond the retention, at most pruneBatch per call,
-// and returns how many it deleted.
-func (s *BoltStore) prune(tx *bolt.Tx, count int) (int, error) {
+// order is age order) beyond the retention, at most max per call, and
+// returns how many it deleted.
+func (s *BoltStore) prune(tx *bolt.Tx, count, max int) (int, error) {
 	excess := 0
 	if s.retention.Max > 0 {
 		excess = count - s.retention.Max
 	}
 	c := tx.Bucket(bucketFinished).Cursor()
 	deleted := 0
-	for ; deleted < pruneBatch; deleted++ {
+	for ; deleted < max; deleted++ {
 		k, v := c.First()
 		if k == nil || (deleted >= excess && !s.expired(v)) {
 			break
@@ -559,6 +604,7 @@ func (s *BoltStore) expired(v []byte) bool {
 // A record that no longer decodes is moved to the corrupt bucket with an
 // error logged; the others still run.
 func (s *BoltStore) Pending() ([]*Invocation, error) {
+	logged := s.logSnapshot()
 	var out []*Invocation
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		type bad struct{ k, v []byte }
@@ -587,12 +633,20 @@ func (s *BoltStore) Pending() ([]*Invocation, error) {
 		}
 		return nil
 	})
+	out = s.mergeLog(out, logged)
 	sortByQueued(out)
 	return out, err
 }
 
 // Get returns an invocation by id, pending or finished.
 func (s *BoltStore) Get(id string) (*Invocation, bool, error) {
+	if v, ok := s.logGet(id); ok {
+		r, err := s.open(v)
+		if err != nil {
+			return nil, false, fmt.Errorf("invocation %s: %w", id, err)
+		}
+		return r.invocation(), true, nil
+	}
 	var inv *Invocation
 	err := s.db.View(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketFinished, bucketPending} {
@@ -610,8 +664,19 @@ func (s *BoltStore) Get(id string) (*Invocation, bool, error) {
 	return inv, inv != nil, err
 }
 
-// Close closes the database.
-func (s *BoltStore) Close() error { return s.db.Close() }
+// Close copies what the log holds into the database and closes both. No
+// Commit may run at the same time.
+func (s *BoltStore) Close() error {
+	var err error
+	if s.wal != nil {
+		err = s.flushLog()
+		s.wal.close()
+	}
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 func sortByQueued(invs []*Invocation) {
 	for i := 1; i < len(invs); i++ {

@@ -67,7 +67,12 @@ func TestFinishedRecordsDropSecrets(t *testing.T) {
 	}
 }
 
+// countFinished counts the finished records in bbolt, once the log's
+// are copied there (retention is applied then).
 func countFinished(t *testing.T, s *BoltStore) int {
+	if err := s.flushLog(); err != nil {
+		t.Fatal(err)
+	}
 	n := 0
 	s.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bucketFinished).Stats().KeyN; return nil })
 	return n
@@ -206,6 +211,22 @@ func TestDamagedStoreMovedAside(t *testing.T) {
 	}
 }
 
+// storeFiles are the bytes of the database at path and of its logs
+// (where a record is before a checkpoint).
+func storeFiles(t *testing.T, path string) []byte {
+	t.Helper()
+	var all []byte
+	logs := logPaths(path)
+	for _, p := range append([]string{path}, logs[:]...) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, b...)
+	}
+	return all
+}
+
 // TestSecretsNotInDatabaseFile: issue 18, attack 8. A secret never appears
 // in the database file's bytes: not while its invocation is pending (it
 // is sealed under the store's key, kept in its own 0600 file), and not in
@@ -221,10 +242,7 @@ func TestSecretsNotInDatabaseFile(t *testing.T) {
 	inv := finishedInv("01", time.Now(), secret)
 	inFile := func(when string) {
 		t.Helper()
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := storeFiles(t, path)
 		for _, form := range []string{secret, base64.StdEncoding.EncodeToString([]byte(secret))} {
 			if bytes.Contains(b, []byte(form)) {
 				t.Errorf("%s: the database file holds the secret (%q)", when, form)
@@ -344,10 +362,7 @@ func TestRequestHeadersNotInDatabaseFile(t *testing.T) {
 		HTTP: &protocol.HTTPRequest{Method: "POST", Path: "/x", Header: header, Body: []byte("body")}}
 	notInFile := func(when string) {
 		t.Helper()
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := storeFiles(t, path)
 		for _, form := range []string{"CALLER-TOKEN-5f2a91", base64.StdEncoding.EncodeToString([]byte(token))} {
 			if bytes.Contains(b, []byte(form)) {
 				t.Errorf("%s: the database file holds the caller's token (%q)", when, form)

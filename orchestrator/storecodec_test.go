@@ -206,6 +206,9 @@ func TestOpensDatabaseOfJSONRecords(t *testing.T) {
 	if err := s.Commit([]StoreWrite{{Invocation: p, Finished: true}}); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.flushLog(); err != nil { // from the log into bbolt
+		t.Fatal(err)
+	}
 	s.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketFinished).Get([]byte(p.ID)); len(v) == 0 || v[0] != recordV1 {
 			t.Errorf("rewritten record is not binary: %q", v)
