@@ -18,35 +18,32 @@ import (
 // running a function that does nothing. Concurrent clients each submit an
 // invocation and wait for it, in a loop (a closed loop, like HTTP clients).
 // The store cases persist every invocation in a BoltStore on disk: nothing
-// is acknowledged before it is committed (to its write-ahead log; the
-// bolt-only cases commit each group straight into bbolt, as before the
-// log, for comparison). Worker-side protocol work runs in
+// is acknowledged before it is committed (see kind below). Worker-side protocol work runs in
 // the same process, so the numbers are an upper bound for the orchestrator.
 // Run with -cpu 1 for the one-core figure.
 func BenchmarkScheduler(b *testing.B) {
+	// kind: memory (no store), store (the BoltStore: its write-ahead log,
+	// synced through io_uring), store-fdatasync (the log synced by a
+	// plain fdatasync), bolt-only (each group committed straight into
+	// bbolt, as before the log).
 	cases := []struct {
 		workers, clients int
-		store, noLog     bool
+		kind             string
 	}{
-		{4, 8, false, false}, {16, 32, false, false}, {4, 64, false, false}, {4, 256, false, false}, {4, 1024, false, false},
-		{4, 8, true, false}, {4, 64, true, false}, {4, 256, true, false}, {4, 1024, true, false},
-		{4, 64, true, true}, {4, 256, true, true}, {4, 1024, true, true},
+		{4, 8, "memory"}, {16, 32, "memory"}, {4, 64, "memory"}, {4, 256, "memory"}, {4, 1024, "memory"},
+		{4, 8, "store"}, {4, 64, "store"}, {4, 256, "store"}, {4, 1024, "store"},
+		{4, 64, "store-fdatasync"}, {4, 256, "store-fdatasync"}, {4, 1024, "store-fdatasync"},
+		{4, 64, "bolt-only"}, {4, 256, "bolt-only"}, {4, 1024, "bolt-only"},
 	}
 	for _, c := range cases {
-		name := fmt.Sprintf("workers=%d/clients=%d", c.workers, c.clients)
-		if c.noLog {
-			name += "/bolt-only"
-		} else if c.store {
-			name += "/store"
-		} else {
-			name += "/memory"
-		}
+		name := fmt.Sprintf("workers=%d/clients=%d/%s", c.workers, c.clients, c.kind)
 		b.Run(name, func(b *testing.B) {
 			var counted *countingStore
 			// Every client may have one invocation waiting.
 			cfg := Config{IdleTimeout: time.Hour, MaxQueue: 2 * c.clients}
-			if c.store {
-				s, err := OpenBoltStore(filepath.Join(b.TempDir(), "queue.db"), BoltOptions{NoLog: c.noLog})
+			if c.kind != "memory" {
+				opts := BoltOptions{NoLog: c.kind == "bolt-only", PlainSync: c.kind == "store-fdatasync"}
+				s, err := OpenBoltStore(filepath.Join(b.TempDir(), "queue.db"), opts)
 				if err != nil {
 					b.Fatal(err)
 				}

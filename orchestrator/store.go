@@ -165,6 +165,9 @@ type BoltOptions struct {
 	// NoLog commits each group straight into bbolt instead of through
 	// the write-ahead log (storelog.go): slower, for comparison.
 	NoLog bool
+	// PlainSync makes the log call fdatasync(2) in the committer's
+	// thread instead of through io_uring (orchestrator/wal/ring.go).
+	PlainSync bool
 }
 
 // ErrStoreKey means the store's key file cannot be used.
@@ -425,7 +428,7 @@ func OpenBoltStore(path string, opts ...BoltOptions) (*BoltStore, error) {
 		return nil
 	})
 	if !o.NoLog {
-		if err := s.openLog(path, stamp); err != nil {
+		if err := s.openLog(path, stamp, o.PlainSync); err != nil {
 			db.Close()
 			return nil, err
 		}

@@ -62,10 +62,10 @@ func logPaths(path string) [2]string {
 
 // openLog opens (or creates) the database's logs and replays them into
 // bbolt. A log whose header is damaged is moved aside, logged.
-func (s *BoltStore) openLog(path, stamp string) error {
+func (s *BoltStore) openLog(path, stamp string, plainSync bool) error {
 	l := &storeLog{overlay: map[string]logged{}, full: logCheckpointBytes}
 	for i, p := range logPaths(path) {
-		lg, err := wal.Open(p, logPrealloc)
+		lg, err := wal.Open(p, wal.Options{Prealloc: logPrealloc, PlainSync: plainSync})
 		if errors.Is(err, wal.ErrDamaged) {
 			aside := p + ".damaged-" + stamp
 			if rerr := os.Rename(p, aside); rerr != nil {
@@ -73,7 +73,7 @@ func (s *BoltStore) openLog(path, stamp string) error {
 			} else {
 				s.log.Error("queue database log damaged: moved it aside and started a new one; invocations accepted since the last checkpoint may be missing",
 					"err", err, "moved_to", aside)
-				lg, err = wal.Open(p, logPrealloc)
+				lg, err = wal.Open(p, wal.Options{Prealloc: logPrealloc, PlainSync: plainSync})
 			}
 		}
 		if err != nil {
@@ -84,6 +84,7 @@ func (s *BoltStore) openLog(path, stamp string) error {
 		}
 		l.logs[i] = lg
 	}
+	s.log.Debug("queue database log", "sync", l.logs[0].Sync())
 	older, newer := 0, 1
 	if l.logs[1].Epoch() < l.logs[0].Epoch() {
 		older, newer = 1, 0

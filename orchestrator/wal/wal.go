@@ -1,5 +1,6 @@
 // Package wal is an append-only write-ahead log: frames of bytes, each
-// made durable by one fdatasync before Append returns.
+// made durable by one fdatasync before Append returns (through io_uring
+// where the kernel allows it: ring.go).
 //
 // The queue database (orchestrator.BoltStore) writes each group of
 // invocations to a log like this one instead of to bbolt, whose commit
@@ -52,10 +53,21 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // database moves it aside and starts a new one).
 var ErrDamaged = errors.New("write-ahead log header damaged")
 
+// Options tune Open.
+type Options struct {
+	// Prealloc: the file is grown with zeros to at least this size.
+	Prealloc int64
+	// PlainSync makes Append call fdatasync(2) itself instead of through
+	// io_uring (ring.go); io_uring is used only where the kernel allows
+	// it, so this is for comparison, or a kernel whose io_uring misbehaves.
+	PlainSync bool
+}
+
 // Log is one log file, open for appending. It is not safe for concurrent
 // use.
 type Log struct {
 	f     *os.File
+	s     syncer
 	path  string
 	epoch uint64
 	off   int64 // where the next frame goes
@@ -66,8 +78,8 @@ type Log struct {
 
 // Open opens the log at path, creating it (epoch 0, mode 0600) when it
 // does not exist, reads its frames (Frames) and grows the file with zeros
-// to at least prealloc bytes. ErrDamaged: the header does not check.
-func Open(path string, prealloc int64) (*Log, error) {
+// to at least o.Prealloc bytes. ErrDamaged: the header does not check.
+func Open(path string, o Options) (*Log, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	created := false
 	if errors.Is(err, os.ErrNotExist) {
@@ -77,18 +89,23 @@ func Open(path string, prealloc int64) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Log{f: f, path: path}
+	l := &Log{f: f, path: path, s: plainSync{f}}
 	if created {
-		err = l.create(prealloc)
+		err = l.create(o.Prealloc)
 	} else {
 		err = l.read()
 		if err == nil {
-			err = l.grow(prealloc)
+			err = l.grow(o.Prealloc)
 		}
 	}
 	if err != nil {
 		f.Close()
 		return nil, err
+	}
+	if !o.PlainSync {
+		if r, err := newRingSync(f); err == nil {
+			l.s = r
+		}
 	}
 	return l, nil
 }
@@ -203,7 +220,7 @@ func (l *Log) Append(payload []byte) error {
 	if _, err := l.f.WriteAt(buf, l.off); err != nil {
 		return err
 	}
-	if err := fdatasync(l.f); err != nil {
+	if err := l.s.sync(); err != nil {
 		return err
 	}
 	l.off += int64(len(buf))
@@ -219,15 +236,26 @@ func (l *Log) Reset(epoch uint64) error {
 	if _, err := l.f.WriteAt(header(epoch), 0); err != nil {
 		return err
 	}
-	if err := fdatasync(l.f); err != nil {
+	if err := l.s.sync(); err != nil {
 		return err
 	}
 	l.epoch, l.off, l.frames = epoch, headerSize, nil
 	return nil
 }
 
-// Close closes the file.
-func (l *Log) Close() error { return l.f.Close() }
+// Sync says how Append makes a frame durable: "io_uring" or "fdatasync".
+func (l *Log) Sync() string { return l.s.name() }
+
+// Close closes the file (once: a second Close is an error, not a close
+// of whatever descriptor took the number meanwhile).
+func (l *Log) Close() error {
+	if l.s == nil {
+		return os.ErrClosed
+	}
+	l.s.close()
+	l.s = nil
+	return l.f.Close()
+}
 
 func fdatasync(f *os.File) error {
 	for {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -61,7 +62,7 @@ func TestReadBack(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "log")
-			l, err := Open(path, 1<<16)
+			l, err := Open(path, Options{Prealloc: 1 << 16})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -74,7 +75,7 @@ func TestReadBack(t *testing.T) {
 				c.damage(t, path, l)
 			}
 			l.Close()
-			l, err = Open(path, 1<<16)
+			l, err = Open(path, Options{Prealloc: 1 << 16})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -93,7 +94,7 @@ func TestReadBack(t *testing.T) {
 				t.Fatal(err)
 			}
 			l.Close()
-			l, err = Open(path, 1<<16)
+			l, err = Open(path, Options{Prealloc: 1 << 16})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,21 +120,21 @@ func flip(t *testing.T, path string, off int64) {
 
 func TestDamagedHeader(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "log")
-	l, err := Open(path, 0)
+	l, err := Open(path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.Append([]byte("x"))
 	l.Close()
 	flip(t, path, 9) // the epoch
-	if _, err := Open(path, 0); !errors.Is(err, ErrDamaged) {
+	if _, err := Open(path, Options{}); !errors.Is(err, ErrDamaged) {
 		t.Fatalf("open with a damaged header: %v, want ErrDamaged", err)
 	}
 }
 
 func TestCreatePreallocatesPrivate(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "log")
-	l, err := Open(path, 3<<20+5)
+	l, err := Open(path, Options{Prealloc: 3<<20 + 5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,5 +151,73 @@ func TestCreatePreallocatesPrivate(t *testing.T) {
 	}
 	if err := l.Append(nil); err == nil {
 		t.Error("an empty frame was appended")
+	}
+}
+
+// TestSyncThroughRing: where the kernel has io_uring, Append's fdatasync
+// goes through it (the committer then holds no P while the disk works),
+// and frames read back as with the plain call.
+func TestSyncThroughRing(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe, err := newRingSync(f)
+	if err != nil {
+		t.Skipf("no io_uring here (%v): the plain fdatasync is used", err)
+	}
+	probe.close()
+	f.Close()
+	for _, plain := range []bool{false, true} {
+		path := filepath.Join(t.TempDir(), "log")
+		l, err := Open(path, Options{Prealloc: 1 << 16, PlainSync: plain})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[bool]string{false: "io_uring", true: "fdatasync"}[plain]
+		if l.Sync() != want {
+			t.Errorf("PlainSync %v: syncs with %s, want %s", plain, l.Sync(), want)
+		}
+		for i := 0; i < 100; i++ {
+			if err := l.Append([]byte(fmt.Sprintf("frame %d", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := l.Reset(7); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Append([]byte("after reset")); err != nil {
+			t.Fatal(err)
+		}
+		l.Close()
+		l, err = Open(path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Epoch() != 7 || len(l.Frames()) != 1 || string(l.Frames()[0]) != "after reset" {
+			t.Errorf("PlainSync %v: read back epoch %d, %d frames", plain, l.Epoch(), len(l.Frames()))
+		}
+		l.Close()
+	}
+}
+
+// TestRingSyncError: a failed fsync through the ring is an error with the
+// kernel's errno, not a success.
+func TestRingSyncError(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := newRingSync(f)
+	if err != nil {
+		t.Skipf("no io_uring here: %v", err)
+	}
+	defer r.close()
+	if err := r.sync(); err != nil {
+		t.Fatalf("sync of an open file: %v", err)
+	}
+	f.Close() // the ring now asks for an fsync of a closed descriptor
+	if err := r.sync(); !errors.Is(err, syscall.EBADF) {
+		t.Errorf("sync of a closed descriptor: %v, want EBADF", err)
 	}
 }
