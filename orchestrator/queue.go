@@ -78,7 +78,8 @@ type QueueHost interface {
 	Runners(functions []string) (workers int, runners [][]int)
 	// Deliver hands over an invocation pulled from the queue to run here.
 	// Its Attempts are the starts before this delivery (the redelivery
-	// count), so Config.MaxAttempts bounds starts across orchestrators.
+	// count, less the deliveries given back unstarted), so
+	// Config.MaxAttempts bounds starts across orchestrators.
 	Deliver(inv *Invocation)
 	// Awaits reports whether a caller here waits for invocation id.
 	Awaits(id string) bool

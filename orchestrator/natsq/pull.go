@@ -394,15 +394,25 @@ func (q *Queue) Knows(function string) bool {
 }
 
 // GiveBack returns a delivered invocation no worker here can run to the
-// queue at once (orchestrator.SharedQueue).
+// queue at once (orchestrator.SharedQueue). One that did not start here
+// is counted unstarted before its nak, in the background (GiveBack must
+// not block), so the give-back costs it no attempt (unstarted.go).
 func (q *Queue) GiveBack(id string) {
 	q.mu.Lock()
 	h, ok := q.held[id]
 	delete(q.held, id)
 	delete(q.starts, id)
-	q.mu.Unlock()
 	if ok && h.msg != nil {
-		h.msg.Nak()
+		q.stats.GivenBack++
+		q.wg.Add(1)
+		go func() {
+			defer q.wg.Done()
+			if !h.started {
+				q.recordUnstarted(id, h)
+			}
+			h.msg.Nak()
+		}()
 	}
+	q.mu.Unlock()
 	q.poke(q.wake)
 }
