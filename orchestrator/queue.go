@@ -74,11 +74,12 @@ type QueueHost interface {
 	// orchestrator knows for one not booted yet). The function "" is any:
 	// every worker that has not failed. workers is 0 once it is shutting
 	// down. The queue pulls a function's invocations only as long as
-	// its runners outnumber the invocations held here that they may run.
+	// one more fits on a distinct runner beside those held here.
 	Runners(functions []string) (workers int, runners [][]int)
 	// Deliver hands over an invocation pulled from the queue to run here.
 	// Its Attempts are the starts before this delivery (the redelivery
-	// count), so Config.MaxAttempts bounds starts across orchestrators.
+	// count, less the deliveries given back unstarted), so
+	// Config.MaxAttempts bounds starts across orchestrators.
 	Deliver(inv *Invocation)
 	// Awaits reports whether a caller here waits for invocation id.
 	Awaits(id string) bool

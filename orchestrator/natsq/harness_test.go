@@ -131,6 +131,9 @@ type instanceConfig struct {
 	// functionsDir holds the user functions this instance's workers run
 	// (simworker.Controller.FunctionsDir).
 	functionsDir string
+	// functionsDirs overrides functionsDir per worker id (vm0, vm1, ...).
+	functionsDirs map[string]string
+	bootDelay     time.Duration // simworker.Controller.BootDelay
 }
 
 func newInstance(t testing.TB, name, url, keyFile string, c instanceConfig) *instance {
@@ -157,7 +160,8 @@ func newInstanceOpts(t testing.TB, name string, qo Options, c instanceConfig) *i
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim := &simworker.Controller{Orch: ln.Addr().String(), Secret: cl.SecretBytes(), FunctionsDir: c.functionsDir}
+	sim := &simworker.Controller{Orch: ln.Addr().String(), Secret: cl.SecretBytes(), FunctionsDir: c.functionsDir, FunctionsDirs: c.functionsDirs,
+		BootDelay: c.bootDelay}
 	o, err := orchestrator.New(orchestrator.Config{Cluster: cl, Controllers: map[string]power.Controller{cluster.KindVM: sim},
 		Queue: q, IdleTimeout: c.idle, MaxAttempts: c.maxAttempts, Log: log})
 	if err != nil {

@@ -191,15 +191,22 @@ type heldMsg struct {
 	msg      jetstream.Msg
 	callback []byte
 	function string
+	// seq is the message's stream sequence, delivery its delivery count
+	// (both from its metadata); started is set once a worker here
+	// started it during this delivery (Started).
+	seq, delivery uint64
+	started       bool
 }
 
 // Stats count what a Queue did.
 type Stats struct {
 	Delivered   int // messages handed to this instance's orchestrator
+	Started     int // deliveries started on a worker here (Started)
 	Results     int // results this instance stored first
 	Duplicates  int // results this instance found stored already (another run was first)
 	Skipped     int // redeliveries whose result was stored already: acknowledged without running
 	Poison      int // messages that did not decode: terminated
+	GivenBack   int // deliveries given back (no worker here runs them)
 	StoreFailed int // result writes that failed and were retried
 	Callbacks   int // callbacks this instance claimed and handed to its sender
 	// CallbacksClaimed: callbacks another instance had claimed already.
@@ -549,20 +556,27 @@ func (q *Queue) take(msg jetstream.Msg) {
 			return
 		}
 	}
+	h := heldMsg{msg: msg, callback: inv.Callback, function: inv.Function, seq: meta.Sequence.Stream, delivery: meta.NumDelivered}
 	q.mu.Lock()
-	if _, ok := q.held[id]; ok {
+	if old, ok := q.held[id]; ok {
 		// Redelivered to this instance while it still holds it (the queue
 		// was unreachable past the ack wait): the new delivery is the one
 		// to acknowledge; it is not run twice here.
-		q.held[id] = heldMsg{msg, inv.Callback, inv.Function}
+		h.started = old.started
+		q.held[id] = h
 		q.mu.Unlock()
 		return
 	}
-	q.held[id] = heldMsg{msg, inv.Callback, inv.Function}
+	q.held[id] = h
 	q.stats.Delivered++
 	q.mu.Unlock()
+	// Starts before this delivery: the deliveries before it, less those
+	// handed back unstarted (unstarted.go).
 	inv.Attempts = int(meta.NumDelivered) - 1
-	inv.Restarts = int(meta.NumDelivered) - 1
+	if inv.Attempts > 0 {
+		inv.Attempts -= q.unstartedBefore(id, meta.Sequence.Stream, meta.NumDelivered)
+	}
+	inv.Restarts = inv.Attempts
 	inv.Worker, inv.Started = "", time.Time{}
 	q.host.Deliver(inv)
 }
@@ -798,6 +812,9 @@ func (q *Queue) Pending() ([]*orchestrator.Invocation, error) { return nil, nil 
 // Get finds an invocation by id: its result, else the queued message
 // (orchestrator.Store).
 func (q *Queue) Get(id string) (*orchestrator.Invocation, bool, error) {
+	if strings.Contains(id, ".") {
+		return nil, false, nil // no invocation's (ID.unstarted is a count)
+	}
 	ctx, cancel := context.WithTimeout(q.ctx, q.opts.PublishTimeout)
 	defer cancel()
 	e, err := q.kv.Get(ctx, id)
@@ -867,6 +884,9 @@ func (q *Queue) Close() error {
 	q.mu.Unlock()
 	var err error
 	if len(held) > 0 {
+		// Those not started here are counted unstarted first, so the
+		// give-back costs them no attempt (unstarted.go).
+		q.recordUnstartedAll(held)
 		for _, h := range held {
 			h.msg.Nak()
 		}

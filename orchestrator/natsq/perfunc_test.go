@@ -174,3 +174,90 @@ func TestUpgradeDrainsLegacySubjects(t *testing.T) {
 		t.Errorf("the old consumer: %+v %v; want it narrowed to microfaas.inv.>", ci, err)
 	}
 }
+
+// sleepyFunctions writes executable user functions into a new folder:
+// each sleeps its seconds, then answers its own name.
+func sleepyFunctions(t *testing.T, secs map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, s := range secs {
+		script := fmt.Sprintf("#!/bin/sh\ncat >/dev/null\nsleep %s\necho '%q'\n", s, name)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// Workers whose functions overlap in part: vm0 runs f1, vm1 f1 and f2,
+// vm2 f2. With f1 (4 s) running on vm0, the instance runs two f2 (2 s)
+// at once (a matching puts them on vm1 and vm2); counting f1 against f2
+// because they share vm1 left room for one, and the second waited for
+// the first to finish.
+func TestPullOverlappingFunctions(t *testing.T) {
+	ns := startNATS(t, t.TempDir(), 0)
+	key := keyFile(t)
+	f1 := sleepyFunctions(t, map[string]string{"f1": "4"})
+	both := sleepyFunctions(t, map[string]string{"f1": "4", "f2": "2"})
+	f2 := sleepyFunctions(t, map[string]string{"f2": "2"})
+	in := newInstance(t, "mforch-a", ns.url(), key, instanceConfig{workers: 3, ackWait: 20 * time.Second, idle: time.Hour,
+		functionsDirs: map[string]string{"vm0": f1, "vm1": both, "vm2": f2}})
+	if in.orch.Warm("f1", 3) != 3 {
+		t.Fatal("warming up did not power on every worker")
+	}
+	waitIdle(t, in, 3)
+	// f2 known first: f1's pull requests then wait 250 ms, not 1 s, for
+	// the f1 that may come (they hold a worker meanwhile).
+	first, err := in.orch.Submit("f2", nil, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-first.Done()
+	long, err := in.orch.Submit("f1", nil, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "f1 running", func() bool {
+		busy := 0
+		for _, w := range in.orch.Status().Workers {
+			if w.State != state.Idle {
+				busy++
+			}
+		}
+		return busy == 1
+	})
+	var short []*orchestrator.Invocation
+	for range 2 {
+		inv, err := in.orch.Submit("f2", nil, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		short = append(short, inv)
+	}
+	for _, inv := range append(short, long) {
+		select {
+		case <-inv.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s (%s) not done after 10 s", inv.ID, inv.Function)
+		}
+		if inv.Err != nil || inv.Attempts != 1 {
+			t.Fatalf("%s (%s): %v, %d attempts", inv.ID, inv.Function, inv.Err, inv.Attempts)
+		}
+	}
+	if long.Worker != "vm0" {
+		t.Errorf("f1 ran on %s, want vm0 (the first idle worker that runs it)", long.Worker)
+	}
+	a, b := short[0], short[1]
+	if b.Started.Before(a.Started) {
+		a, b = b, a
+	}
+	if !b.Started.Before(a.Finished) {
+		t.Errorf("the two f2 ran one after the other (%s on %s %s-%s, %s on %s from %s): the instance pulled one at a time",
+			a.ID, a.Worker, a.Started.Format("15:04:05.000"), a.Finished.Format("15:04:05.000"), b.ID, b.Worker, b.Started.Format("15:04:05.000"))
+	}
+	if a.Worker == b.Worker || a.Worker == "vm0" || b.Worker == "vm0" {
+		t.Errorf("f2 ran on %s and %s, want vm1 and vm2", a.Worker, b.Worker)
+	}
+	t.Logf("f1 on %s; f2 on %s from %s and on %s from %s (%v apart)", long.Worker, a.Worker, a.Started.Format("15:04:05.000"),
+		b.Worker, b.Started.Format("15:04:05.000"), b.Started.Sub(a.Started))
+}

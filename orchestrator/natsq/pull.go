@@ -20,10 +20,11 @@ import (
 // (CONSUMER_fn_TOKEN), shared by every instance; the functions bucket
 // lists the functions ever submitted, so each instance knows which
 // consumers there are. An instance fetches a function's messages only
-// while the workers that can run it (QueueHost.Runners) outnumber the
-// invocations held here, or asked for, that those workers may run: an
-// instance whose free workers cannot run a function leaves its messages to
-// the instances that can.
+// while one more of them still fits on a distinct worker that can run it
+// (QueueHost.Runners) beside the invocations held here or asked for, each
+// on a worker that can run it (a matching, match.go): an instance whose
+// free workers cannot run a function leaves its messages to the instances
+// that can.
 //
 // The legacy consumer (CONSUMER, subjects SUBJECT.inv.ID, written by
 // mforch before per-function subjects) is drained by every instance as
@@ -253,9 +254,9 @@ func (q *Queue) checkLegacy() {
 	}
 }
 
-// startFetches starts a fetch for every function that has free runners
-// and fewer than maxPerFunction fetches under way, the longest waiting
-// first; it returns how many.
+// startFetches starts a fetch for every function that has room on its
+// runners (match.go) and fewer than maxPerFunction fetches under way, the
+// longest waiting first; it returns how many.
 func (q *Queue) startFetches(fetches int, ended chan<- struct{}) int {
 	q.mu.Lock()
 	names := make([]string, 0, len(q.pullers)+1)
@@ -271,7 +272,9 @@ func (q *Queue) startFetches(fetches int, ended chan<- struct{}) int {
 	if len(names) == 0 {
 		return 0
 	}
-	names = append(names, legacy) // "": every worker not failed
+	if !slices.Contains(names, legacy) {
+		names = append(names, legacy) // "": every worker not failed
+	}
 	// Not under q.mu: Runners takes the orchestrator's lock.
 	n, runners := q.host.Runners(names)
 	sets := make(map[string]workerSet, len(names))
@@ -292,6 +295,7 @@ func (q *Queue) startFetches(fetches int, ended chan<- struct{}) int {
 		total += p.asked
 	}
 	free := sets[legacy].count() - total
+	fit := newMatching(n, names, runners, load)
 	order := make([]string, 0, len(q.pullers))
 	for name, p := range q.pullers {
 		if p.fetching < maxPerFunction {
@@ -311,19 +315,15 @@ func (q *Queue) startFetches(fetches int, ended chan<- struct{}) int {
 			break
 		}
 		mine := sets[name]
-		avail := mine.count()
 		shared := false
-		for other, l := range load {
-			if l > 0 && mine.overlaps(sets[other]) {
-				avail -= l
-			}
-		}
 		for other, p := range q.pullers {
 			if other != name && p != nil && mine.overlaps(sets[other]) && sets[other].count() > 0 {
 				shared = true
 			}
 		}
-		k := min(avail, free)
+		// As many as the matching of the load to workers leaves room
+		// for (match.go); they join the load for the functions after.
+		k := fit.more(name, free)
 		if k <= 0 {
 			continue
 		}
@@ -331,7 +331,6 @@ func (q *Queue) startFetches(fetches int, ended chan<- struct{}) int {
 		p.fetching++
 		p.asked += k
 		p.started = time.Now()
-		load[name] += k
 		free -= k
 		started++
 		wait := fetchWait
@@ -395,15 +394,25 @@ func (q *Queue) Knows(function string) bool {
 }
 
 // GiveBack returns a delivered invocation no worker here can run to the
-// queue at once (orchestrator.SharedQueue).
+// queue at once (orchestrator.SharedQueue). One that did not start here
+// is counted unstarted before its nak, in the background (GiveBack must
+// not block), so the give-back costs it no attempt (unstarted.go).
 func (q *Queue) GiveBack(id string) {
 	q.mu.Lock()
 	h, ok := q.held[id]
 	delete(q.held, id)
 	delete(q.starts, id)
-	q.mu.Unlock()
 	if ok && h.msg != nil {
-		h.msg.Nak()
+		q.stats.GivenBack++
+		q.wg.Add(1)
+		go func() {
+			defer q.wg.Done()
+			if !h.started {
+				q.recordUnstarted(id, h)
+			}
+			h.msg.Nak()
+		}()
 	}
+	q.mu.Unlock()
 	q.poke(q.wake)
 }

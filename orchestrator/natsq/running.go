@@ -37,6 +37,16 @@ const maxCAS = 4
 // Started puts inv's running entry, in the background
 // (orchestrator.SharedQueue).
 func (q *Queue) Started(inv *orchestrator.Invocation) {
+	// First of all: this delivery counts as an attempt, whatever follows.
+	q.mu.Lock()
+	if h, ok := q.held[inv.ID]; ok {
+		if !h.started {
+			q.stats.Started++
+		}
+		h.started = true
+		q.held[inv.ID] = h
+	}
+	q.mu.Unlock()
 	data, err := q.codec.EncodeResult(inv)
 	if err != nil || len(data) < 2 || !validKey.MatchString(inv.ID) {
 		return

@@ -36,6 +36,9 @@ type Controller struct {
 	// in their hello beside the built-ins (functions.UserNames): workers
 	// of different controllers can then differ in what they run.
 	FunctionsDir string
+	// FunctionsDirs, if set, overrides FunctionsDir per worker id:
+	// workers of one controller then differ in what they run.
+	FunctionsDirs map[string]string
 
 	mu       sync.Mutex
 	running  map[string]run
@@ -85,6 +88,10 @@ func (c *Controller) PowerOn(ctx context.Context, w cluster.Worker) error {
 	if s, ok := c.SecretFor[w.ID]; ok {
 		secret = s
 	}
+	dir := c.FunctionsDir
+	if d, ok := c.FunctionsDirs[w.ID]; ok {
+		dir = d
+	}
 	c.mu.Unlock()
 	c.wg.Add(1)
 	go func() {
@@ -101,7 +108,7 @@ func (c *Controller) PowerOn(ctx context.Context, w cluster.Worker) error {
 			wk := &runtime.Worker{
 				Config: runtime.Config{ID: w.ID, Orch: c.Orch, Failsafe: 10 * time.Second},
 				Key:    key,
-				Env:    functions.Env{FunctionsDir: c.FunctionsDir},
+				Env:    functions.Env{FunctionsDir: dir},
 				Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 				// A simulated boot "takes" BootDelay plus 1 ms of kernel uptime.
 				Clock: func() float64 { return float64(c.BootDelay.Milliseconds()) + 1 },
