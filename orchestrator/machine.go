@@ -1,8 +1,10 @@
 package orchestrator
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"time"
 	"unicode/utf8"
@@ -520,19 +522,17 @@ func (m *machine) dispatch() {
 		m.queue = nil
 		return
 	}
-	for _, id := range m.order {
+	for _, w := range m.idleBySpecialty() {
 		if len(m.queue) == 0 {
 			break
 		}
-		if w := m.workers[id]; w.state == state.Idle {
-			i := m.pick(w)
-			if i < 0 {
-				continue // nothing queued that it can run
-			}
-			inv := m.queue[i]
-			m.queue = slices.Delete(m.queue, i, i+1)
-			m.startJob(w, inv)
+		i := m.pick(w)
+		if i < 0 {
+			continue // nothing queued that it can run
 		}
+		inv := m.queue[i]
+		m.queue = slices.Delete(m.queue, i, i+1)
+		m.startJob(w, inv)
 	}
 	booting := 0
 	for _, w := range m.workers {
@@ -556,6 +556,28 @@ func (m *machine) dispatch() {
 	m.fillPools()
 	m.reserve()
 	m.giveBack()
+}
+
+// idleBySpecialty lists the idle workers, those that can run the fewest
+// functions first (a worker whose hello listed none runs any: last), in
+// m.order otherwise. Each takes the oldest invocation it can run, so a
+// worker that runs only f1 takes the f1 and leaves one that runs f1 and
+// f2 free for an f2, where the other order would keep the f2 waiting.
+func (m *machine) idleBySpecialty() []*worker {
+	var idle []*worker
+	for _, id := range m.order {
+		if w := m.workers[id]; w.state == state.Idle {
+			idle = append(idle, w)
+		}
+	}
+	specialty := func(w *worker) int {
+		if w.functions == nil {
+			return math.MaxInt
+		}
+		return len(w.functions)
+	}
+	slices.SortStableFunc(idle, func(a, b *worker) int { return cmp.Compare(specialty(a), specialty(b)) })
+	return idle
 }
 
 // fresh reports whether w is one a warm pool counts: booting, or idle

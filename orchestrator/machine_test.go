@@ -559,3 +559,31 @@ func TestMachineDurable(t *testing.T) {
 		}
 	}
 }
+
+// An idle worker that runs fewer functions takes a job first: w1 (f1
+// only) takes the f1, so w0 (f1 and f2) is still free for the f2 that
+// comes next; in m.order w0 would have taken the f1 and the f2 waited.
+func TestMachineSpecialistFirst(t *testing.T) {
+	x := newMT(t, 2, func(c *machineConfig) { c.IdleTimeout = time.Hour; c.FirstIdle = time.Hour })
+	submit := func(function string) *Invocation {
+		inv := &Invocation{ID: fmt.Sprintf("inv%d", len(x.m.live)+len(x.m.recent)), Function: function, Timeout: time.Minute,
+			Queued: x.now, done: make(chan struct{})}
+		x.ev(0, evSubmit{inv, make(chan error, 1)})
+		return inv
+	}
+	hello := func(id string, functions ...string) {
+		x.ev(time.Second, evHello{worker: id, functions: functions, conn: &workerConn{}, reply: make(chan helloReply, 1)})
+	}
+	a, b := submit("f1"), submit("f1") // both workers power on
+	hello("w0", "f1", "f2")
+	hello("w1", "f1")
+	x.result(a.Worker, a, protocol.Result{})
+	x.result(b.Worker, b, protocol.Result{})
+	x.wantState("w0", state.Idle)
+	x.wantState("w1", state.Idle)
+	c := submit("f1")
+	d := submit("f2")
+	if c.Worker != "w1" || d.Worker != "w0" {
+		t.Fatalf("f1 ran on %q and f2 on %q; want w1 (f1 only) and w0; queued: %d", c.Worker, d.Worker, len(x.m.queue))
+	}
+}
