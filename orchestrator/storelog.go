@@ -32,9 +32,11 @@ const (
 	logPrealloc        = 8 << 20
 )
 
-// ErrStoreBroken means the queue database could not be written (its log
-// or a checkpoint failed): nothing more is accepted until mforch restarts.
-// Everything acknowledged before is in the log or in the database.
+// ErrStoreBroken means a checkpoint could not write the log's records
+// into bbolt: nothing more is accepted until mforch restarts (the log
+// cannot be started over). Everything acknowledged before is in the log
+// or in the database. A failed append is not sticky: that commit fails
+// and the next tries again.
 var ErrStoreBroken = errors.New("queue database cannot be written: check the disk, then restart mforch (what was accepted is on disk and runs after the restart)")
 
 type storeLog struct {
@@ -155,7 +157,9 @@ func (s *BoltStore) logCommit(entries []entry) error {
 	}
 	lg := l.logs[l.active]
 	if err := lg.Append(encodeFrame(entries)); err != nil {
-		return l.fail(err)
+		// Not acknowledged. The next commit writes its frame at the same
+		// place: a torn frame never sits between two good ones.
+		return fmt.Errorf("queue database log: %w", err)
 	}
 	l.mu.Lock()
 	for _, e := range entries {
@@ -175,7 +179,9 @@ func (s *BoltStore) startCheckpoint() {
 	l := s.wal
 	full, next := l.logs[l.active], l.logs[1-l.active]
 	if err := next.Reset(full.Epoch() + 1); err != nil {
-		l.fail(err)
+		// The full log stays active and grows; the next commit tries
+		// again. Whatever header next now has, its frames are in bbolt.
+		s.log.Error("queue database: starting the other log over failed; the full one goes on growing", "err", err)
 		return
 	}
 	l.active = 1 - l.active
