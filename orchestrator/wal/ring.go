@@ -148,9 +148,13 @@ func (r *ringSync) sync() error {
 	for {
 		// The kernel hands an fsync to its worker thread: this returns
 		// without waiting for the disk.
-		_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.ring), 1, 0, 0, 0, 0)
-		if errno == 0 {
+		n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.ring), 1, 0, 0, 0, 0)
+		if errno == 0 && n == 1 {
 			break
+		}
+		if errno == 0 {
+			// Not taken: waiting for its completion would wait forever.
+			return fmt.Errorf("io_uring_enter submitted %d of 1", n)
 		}
 		if errno != syscall.EINTR {
 			return fmt.Errorf("io_uring_enter: %w", errno)
