@@ -161,7 +161,7 @@ type (
 	// actDone counts a finished invocation in the metrics and releases its waiters.
 	actDone     struct{ inv *Invocation }
 	actRelease  struct{ inv *Invocation } // releases waiters only (the invocation stays pending in the store)
-	actGiveBack struct{ id string }       // a shared queue's invocation no worker here can run: back to the queue
+	actGiveBack struct{ id string }       // a shared queue's invocation no worker here can run (or whose worker was lost): back to the queue
 	actStarted  struct{ inv *Invocation } // a shared queue's invocation started here: every instance says running
 	actRecord   struct{ inv *Invocation } // the Recorder, once the timeline is complete
 	actState    struct{ change state.Change }
@@ -1120,7 +1120,8 @@ func (m *machine) exited(w *worker, err error) {
 }
 
 // lostJob requeues the worker's current invocation (at the front, so it
-// keeps its place) or fails it once it has used its attempts.
+// keeps its place) or fails it once it has used its attempts. From a
+// shared queue it is handed back to the queue instead (see below).
 func (m *machine) lostJob(w *worker, why string) {
 	inv := w.current
 	w.current = nil
@@ -1136,6 +1137,19 @@ func (m *machine) lostJob(w *worker, why string) {
 	inv.Worker, inv.PoweredOn, inv.Connected, inv.Started = "", time.Time{}, time.Time{}, time.Time{}
 	if m.closed {
 		m.abandon(inv)
+		return
+	}
+	if m.cfg.Shared {
+		// Not started again here: a shared queue counts attempts by its
+		// deliveries, and a second start within one delivery would be
+		// written nowhere, so if this instance then died the next
+		// delivery would count one start too few. Handed back (a nak of a
+		// delivery that started, so not counted as unstarted), the
+		// redelivery counts this start, and whichever instance has a
+		// worker free first retries it. Cost: a round trip to NATS.
+		m.log.Info("handed back to the shared queue for its retry", "invocation", inv.ID, "attempts", inv.Attempts)
+		delete(m.live, inv.ID)
+		m.emit(actGiveBack{inv.ID})
 		return
 	}
 	m.queue = append([]*Invocation{inv}, m.queue...)

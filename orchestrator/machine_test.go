@@ -304,6 +304,35 @@ func TestMachineConnectionLostMidJob(t *testing.T) {
 	x.wantState("w0", state.Off)
 }
 
+// From a shared queue, a job whose worker is lost mid-job is handed back
+// to the queue (its redelivery counts the start), not started again on
+// another worker here; on its last attempt it ends failed here as
+// without a shared queue.
+func TestMachineSharedLostJobGivenBack(t *testing.T) {
+	for _, tc := range []struct {
+		maxAttempts int
+		givenBack   bool
+	}{{3, true}, {1, false}} {
+		x := newMT(t, 2, func(c *machineConfig) { c.Shared = true; c.MaxAttempts = tc.maxAttempts })
+		inv := x.submit(time.Minute)
+		x.hello("w0")
+		x.hello("w1")
+		x.wantState("w0", state.Working)
+		acts := x.ev(time.Second, evConnLost{"w0", x.session("w0"), io.EOF})
+		gave := has(acts, func(a actGiveBack) bool { return a.id == inv.ID })
+		if gave != tc.givenBack || (gave && (len(x.m.queue) != 0 || x.m.live[inv.ID] != nil || isDone(inv))) {
+			t.Fatalf("MaxAttempts %d: given back %v (want %v), queue %d, live %v, done %v",
+				tc.maxAttempts, gave, tc.givenBack, len(x.m.queue), x.m.live[inv.ID] != nil, isDone(inv))
+		}
+		if x.state("w1") == state.Working {
+			t.Errorf("MaxAttempts %d: started again on w1 within the same delivery", tc.maxAttempts)
+		}
+		if !tc.givenBack && (!errors.Is(inv.Err, ErrWorkerLost) || !isDone(inv)) {
+			t.Errorf("MaxAttempts 1: %v; want ErrWorkerLost", inv.Err)
+		}
+	}
+}
+
 // With a Store and a worker up, an invocation accepted into a short queue
 // is queued at its submit, its first attempt reserved in the accepting
 // write: its job leaves before that write is committed (the caller is

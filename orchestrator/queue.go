@@ -49,8 +49,10 @@ type SharedQueue interface {
 	// running. It must not block.
 	Started(inv *Invocation)
 	// GiveBack returns a delivered invocation that this orchestrator's
-	// workers cannot run to the queue, for another orchestrator, at once.
-	// It must not block.
+	// workers cannot run to the queue, for another orchestrator, at once;
+	// also one whose worker was lost mid-job (Started was called for it),
+	// whose retry is the queue's next delivery, counting this start. It
+	// must not block.
 	GiveBack(id string)
 	// Installation is every instance's last published status (those
 	// that stopped publishing drop out) and the invocations the queue

@@ -73,6 +73,18 @@ func TestServeQueue(t *testing.T) {
 	if err != nil || info.State.Msgs != 1 || info.Config.Retention != jetstream.WorkQueuePolicy || info.Config.Storage != jetstream.FileStorage {
 		t.Errorf("stream: %+v %v", info, err)
 	}
+	// The native deploy routes go through the provider's shared path: a
+	// built-in image is refused there naming the OpenFaaS route (the
+	// Store alone would answer that there is no architecture), and a
+	// removal of an unknown function says it is not deployed.
+	code, body = send(t, "PUT", api+"/functions/nap", u, p, `{"image":"microfaas/fn:nap"}`, "Content-Type", "application/json")
+	if code != http.StatusBadRequest || !strings.Contains(body, "POST /system/functions") {
+		t.Errorf("native deploy of a built-in with --queue: %d %s; want 400 from the shared path", code, body)
+	}
+	code, body = send(t, "DELETE", api+"/functions/nap", u, p, "")
+	if code != http.StatusNotFound || !strings.Contains(body, "not deployed") {
+		t.Errorf("native delete of an unknown function with --queue: %d %s", code, body)
+	}
 	key := filepath.Join(state, "microfaas", "queue.key")
 	if fi, err := os.Stat(key); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("queue key file %s: %v %v", key, fi, err)

@@ -101,10 +101,14 @@ func Serve(ctx context.Context, r *Rig, c ServeConfig) error {
 	}
 	var handler http.Handler = r.Orch.Handler()
 	archs := Archs(r.Cluster)
+	// The native deploy routes (mforch deploy), beside mforch's API: on
+	// the Store, or with --queue through the provider's shared path
+	// (routed below, once the provider exists).
+	var native http.Handler
 	if r.Deploys != nil {
-		// The native deploy routes (mforch deploy), beside mforch's API.
+		native = r.Deploys.Handler(archs)
 		mux := http.NewServeMux()
-		dh := r.Deploys.Handler(archs)
+		dh := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { native.ServeHTTP(w, req) })
 		mux.Handle("/functions", dh)
 		mux.Handle("/functions/", dh)
 		mux.Handle("/", handler)
@@ -130,11 +134,17 @@ func Serve(ctx context.Context, r *Rig, c ServeConfig) error {
 		if err != nil {
 			return err
 		}
+		if shared != nil && r.Deploys != nil {
+			native = deploy.Handler(provider.Native(), archs) // shared with the other instances too
+		}
 		if c.OpenFaaSHTTP == "" {
 			handler = provider.Handler()
 		} else {
 			servers = append(servers, httpguard.Server(c.OpenFaaSHTTP, httpguard.Wrap(provider.Handler(), guard)))
 		}
+	}
+	if r.queue != nil && !c.OpenFaaS && r.Deploys != nil {
+		r.Log.Warn("with --openfaas=false, native deploys (mforch deploy) are this instance's only: the other --queue instances do not see them")
 	}
 	servers = append([]*http.Server{httpguard.Server(c.HTTP, httpguard.Wrap(handler, guard))}, servers...)
 	errc := make(chan error, len(servers))

@@ -58,6 +58,13 @@ var (
 	// ErrUnreachable: the registry could not be reached or answered
 	// something that is not a registry's answer.
 	ErrUnreachable = errors.New("registry unreachable")
+	// ErrConflict: with mforch serve --queue, another instance (or
+	// request) changed or removed the deployment while this one pulled
+	// its image; nothing was changed.
+	ErrConflict = errors.New("changed through another mforch instance meanwhile")
+	// ErrUnavailable: with mforch serve --queue, the deployment could not
+	// be shared with the other instances (NATS away).
+	ErrUnavailable = errors.New("cannot share the deployment with the other mforch instances (is NATS reachable?)")
 )
 
 // Arch is one architecture's part of a deployment.

@@ -49,7 +49,9 @@ func classify(err error) error {
 // registry that refuses access or has no such image, plain HTTP to a
 // registry not listed as insecure, a bad name; 413 for
 // an image over the size limits; 404 for an unknown deployment; 502 for a
-// registry that cannot be reached; 500 otherwise.
+// registry that cannot be reached; 409 for a change another mforch
+// instance made meanwhile; 503 for shared state out of reach; 500
+// otherwise.
 func HTTPStatus(err error) int {
 	switch {
 	case err == nil:
@@ -60,6 +62,10 @@ func HTTPStatus(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, ErrUnreachable):
 		return http.StatusBadGateway
+	case errors.Is(err, ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, ErrUnavailable):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, oci.ErrNoPlatform), errors.Is(err, bundle.ErrCannotRun), errors.Is(err, bundle.ErrUnsafeImage), errors.Is(err, oci.ErrPlainHTTP),
 		errors.Is(err, ErrUnauthorized), errors.Is(err, ErrImageNotFound), errors.Is(err, ErrBadImage), errors.Is(err, ErrBadName), errors.Is(err, ErrBadArch):
 		return http.StatusBadRequest

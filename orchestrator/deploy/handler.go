@@ -1,8 +1,8 @@
 package deploy
 
 import (
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,8 +15,22 @@ type Request struct {
 	Image string `json:"image"`
 }
 
+// Deployer is what the native routes deploy, remove and list through:
+// the Store itself, or with mforch serve --queue the OpenFaaS provider's
+// shared path (openfaas.Provider.Native), which shares every change with
+// the other instances and pulls into the Store.
+type Deployer interface {
+	Deploy(ctx context.Context, name, image string, archs []string) (Record, error)
+	Delete(name string) error
+	Get(name string) (Record, bool)
+	List() []Record
+}
+
 // Handler serves the native deploy routes on mforch's API, for use without
-// an OpenFaaS gateway (mforch deploy):
+// an OpenFaaS gateway (mforch deploy); Handler(s, archs).
+func (s *Store) Handler(archs []string) http.Handler { return Handler(s, archs) }
+
+// Handler serves the native deploy routes of s:
 //
 //	PUT    /functions/{name}   {"image": REF} -> 200 Record (created or replaced)
 //	GET    /functions          -> 200 []Record
@@ -24,8 +38,10 @@ type Request struct {
 //	DELETE /functions/{name}   -> 204; 404
 //
 // archs are the target names of the cluster's workers: every deployment is
-// resolved for each. Errors answer with HTTPStatus and the error's text.
-func (s *Store) Handler(archs []string) http.Handler {
+// resolved for each. Errors answer with HTTPStatus and the error's text
+// (shared: 409 for a change another instance made meanwhile, 503 with
+// NATS away).
+func Handler(s Deployer, archs []string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /functions/{name}", func(w http.ResponseWriter, r *http.Request) {
 		if err := httpguard.CheckJSON(r); err != nil {
@@ -61,11 +77,7 @@ func (s *Store) Handler(archs []string) http.Handler {
 	})
 	mux.HandleFunc("DELETE /functions/{name}", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.Delete(r.PathValue("name")); err != nil {
-			status := HTTPStatus(err)
-			if !errors.Is(err, ErrNotDeployed) {
-				status = http.StatusInternalServerError
-			}
-			http.Error(w, err.Error(), status)
+			http.Error(w, err.Error(), HTTPStatus(err))
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)

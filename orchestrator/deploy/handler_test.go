@@ -3,6 +3,8 @@ package deploy
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -77,5 +79,24 @@ func TestHandlerAndClient(t *testing.T) {
 	oapi, _ := httpguard.NewEndpoint(other.URL, authDir)
 	if _, err := (Client{API: oapi}).List(ctx); err == nil || !strings.Contains(err.Error(), "--addr") {
 		t.Errorf("list on another server: %v; want the fix", err)
+	}
+}
+
+// TestHTTPStatusShared: the errors of the shared path (mforch serve
+// --queue, openfaas.Provider.Native) answer 409 and 503, wrapped or not.
+func TestHTTPStatusShared(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want int
+	}{
+		{ErrConflict, http.StatusConflict},
+		{fmt.Errorf("%w: run mforch deploy again", ErrConflict), http.StatusConflict},
+		{fmt.Errorf("%w: nats: timeout", ErrUnavailable), http.StatusServiceUnavailable},
+		{fmt.Errorf("%w: x", ErrNotDeployed), http.StatusNotFound},
+		{errors.New("disk full"), http.StatusInternalServerError},
+	} {
+		if got := HTTPStatus(tt.err); got != tt.want {
+			t.Errorf("HTTPStatus(%v) = %d; want %d", tt.err, got, tt.want)
+		}
 	}
 }

@@ -393,10 +393,12 @@ func (q *Queue) Knows(function string) bool {
 	return ok && function != legacy
 }
 
-// GiveBack returns a delivered invocation no worker here can run to the
-// queue at once (orchestrator.SharedQueue). One that did not start here
-// is counted unstarted before its nak, in the background (GiveBack must
-// not block), so the give-back costs it no attempt (unstarted.go).
+// GiveBack returns a delivered invocation no worker here can run, or
+// whose worker was lost mid-job, to the queue at once
+// (orchestrator.SharedQueue). One that did not start here is counted
+// unstarted before its nak, in the background (GiveBack must not block),
+// so the give-back costs it no attempt (unstarted.go); one that started
+// is not, so its redelivery counts the start.
 func (q *Queue) GiveBack(id string) {
 	q.mu.Lock()
 	h, ok := q.held[id]

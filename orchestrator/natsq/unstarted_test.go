@@ -30,7 +30,10 @@ func givenBack(t *testing.T, url, key, id string, n int, c instanceConfig) {
 	for i := range n {
 		c.workers, c.functionsDir = 1, other
 		g := newInstance(t, fmt.Sprintf("lacks-%d", i), url, key, c)
-		eventually(t, fmt.Sprintf("instance %d gives %s back", i, id), func() bool { return g.q.Stats().GivenBack == 1 })
+		// At least once: a pull request of its that was under way when
+		// it gave the invocation back may get the redelivery and give it
+		// back again.
+		eventually(t, fmt.Sprintf("instance %d gives %s back", i, id), func() bool { return g.q.Stats().GivenBack >= 1 })
 		g.close()
 	}
 }
@@ -74,8 +77,8 @@ func TestGiveBackIsNoAttempt(t *testing.T) {
 	if s.q.Stats().Started != 0 {
 		t.Fatal("started before a worker that runs it was up")
 	}
-	if n := unstartedCount(t, submitter.q, inv.ID); n != 4 {
-		t.Errorf("%d give-backs recorded, want 4", n)
+	if n := unstartedCount(t, submitter.q, inv.ID); n < 4 {
+		t.Errorf("%d give-backs recorded, want 4 or more", n)
 	}
 	cfg.workers, cfg.functionsDir = 1, fx
 	r := newInstance(t, "runs-it", ns.url(), key, cfg)
