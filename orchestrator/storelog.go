@@ -354,32 +354,20 @@ func encodeFrame(entries []entry) []byte {
 
 var errFrame = errors.New("log frame does not decode")
 
+// decodeFrame reads a frame with the records' decoder (storecodec.go).
 func decodeFrame(b []byte) ([]entry, error) {
+	d := &decoder{b: b}
 	var out []entry
-	field := func() ([]byte, error) {
-		n, k := binary.Uvarint(b)
-		if k <= 0 || n > uint64(len(b)-k) {
-			return nil, errFrame
+	for d.err == nil && d.i < len(d.b) {
+		flag := d.byte()
+		key, val := d.string(), d.bytes()
+		if d.err == nil && (flag > 1 || key == "" || len(val) == 0) {
+			d.fail(fmt.Sprintf("entry with flag %d, key %q, %d record bytes", flag, key, len(val)))
 		}
-		f := b[k : k+int(n)]
-		b = b[k+int(n):]
-		return f, nil
+		out = append(out, entry{key, val, flag == 1})
 	}
-	for len(b) > 0 {
-		flag := b[0]
-		b = b[1:]
-		if flag > 1 {
-			return nil, fmt.Errorf("%w: flag %d", errFrame, flag)
-		}
-		key, err := field()
-		if err != nil {
-			return nil, err
-		}
-		val, err := field()
-		if err != nil || len(key) == 0 {
-			return nil, errFrame
-		}
-		out = append(out, entry{string(key), val, flag == 1})
+	if d.err != nil {
+		return nil, fmt.Errorf("%w: %w", errFrame, d.err)
 	}
 	return out, nil
 }
